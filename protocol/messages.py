@@ -282,6 +282,8 @@ def decode(topic: str, payload: bytes) -> Message:
     kind, device_id = parsed.kind, parsed.device_id
     file_id = parsed.file_id or ""
     if kind is TopicKind.FILE_INIT:
+        if len(payload) > MAX_JSON_PAYLOAD:
+            raise RemoteProtocolError(f"init payload too large ({len(payload)} bytes)")
         return FileInit(device_id=device_id, file_id=file_id, signed=SignedManifest.from_envelope(payload))
     if kind is TopicKind.FILE_CHUNK:
         assert parsed.offset is not None and parsed.sha256 is not None

@@ -101,3 +101,8 @@ def test_presence_is_retained_and_health_is_qos0() -> None:
 def test_bad_payloads_are_refused_with_a_reason(topic: str, payload: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
         decode(topic, payload)
+
+
+def test_oversized_init_is_refused_before_parsing() -> None:
+    with pytest.raises(RemoteProtocolError, match="init payload too large"):
+        decode(topics.file_init(DEV, FID), b"{" + b" " * 70000 + b"}")
