@@ -1,0 +1,48 @@
+# zfjl developer entry points.  Needs Python 3.11+ (override with `make PYTHON=python3.12 ...`).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := test
+.PHONY: venv demo test lint bench clean distclean
+
+## venv: create .venv and install the project with dev extras (re-runs only when pyproject.toml changes)
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zfjl needs Python 3.11+, $(PYTHON) is " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+## demo: run the end-to-end demo
+demo: $(STAMP)
+	$(PY) -m bench.demo
+
+## test: run the test suite; pass extra pytest arguments with PYTEST_ARGS="-k broker -x"
+test: $(STAMP)
+	@echo "$(PY) -m pytest $(PYTEST_ARGS)"
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+## lint: ruff over the repo, strict mypy on protocol and edge_agent
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy protocol edge_agent
+
+## bench: ingest throughput benchmark
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+## clean: remove caches and build artefacts (keeps .venv; see distclean)
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+## distclean: clean and also remove the virtualenv
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,330 @@
+"""The agent application: ordered start-up and mirrored shutdown of key, outbox, MQTT, uploader, recorder."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.config import AgentConfig
+from edge_agent.keys import load_private_key
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.outbox import Outbox
+from edge_agent.uploader import Uploader
+from protocol.manifest import format_time
+from protocol.messages import DeviceHealth, TransferAck
+
+if TYPE_CHECKING:
+    from edge_agent.encoder import SegmentFile
+    from edge_agent.recorder import Recorder
+
+__all__ = ["EXIT_DRAIN_TIMEOUT", "EXIT_OK", "EXIT_RECORDER_FAILED", "EXIT_REFUSED", "AgentApp"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # at least one segment was refused by the server (kept, needs a person)
+EXIT_DRAIN_TIMEOUT = 2  # segments still pending after drain_timeout_s (kept; uploaded at next start)
+EXIT_RECORDER_FAILED = 3
+# JL-17: a segment must reach the server within 24 h of being recorded.
+_BACKLOG_AGE_LIMIT_S = 24 * 3600
+
+
+class AgentApp:
+    """One device's agent, started in a fixed order and stopped in the reverse one (like Frigate's app)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        simulate: bool = False,
+        segment_seconds: float | None = None,
+        offline_for: float = 0.0,
+    ) -> None:
+        """Configure only; nothing is opened until :meth:`start`."""
+        self.config = config
+        self.simulate = simulate
+        self.segment_seconds = segment_seconds or config.segment_seconds
+        self.offline_for = offline_for
+        self.stop_event = threading.Event()
+        self._recorder_stop = threading.Event()
+        self.private_key: Ed25519PrivateKey | None = None
+        self.outbox: Outbox | None = None
+        self.link: MqttLink | None = None
+        self.uploader: Uploader | None = None
+        self.recorder: Recorder | None = None
+        self._connect_timer: threading.Timer | None = None
+        self._health_thread: threading.Thread | None = None
+        self._health_stop = threading.Event()
+        self._health_wake = threading.Event()
+        self._stop_steps: list[tuple[str, Callable[[], None]]] = []
+
+    # -- start / stop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the init steps in order; if one fails, undo the ones done and re-raise."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("load device key", self._load_key),
+            ("open outbox", self._open_outbox),
+            ("recover partial segments", self._recover),
+            ("connect MQTT", self._connect),
+            ("start uploader", self._start_uploader),
+            ("start health publisher", self._start_health),
+            ("start recorder", self._start_recorder),
+        ]
+        try:
+            for name, step in steps:
+                logger.debug("start: %s", name)
+                step()
+        except BaseException:
+            logger.error("start-up failed; shutting down what was started")
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Undo the start steps in reverse: the recorder first, so its last segment reaches the outbox."""
+        self.stop_event.set()
+        while self._stop_steps:
+            name, undo = self._stop_steps.pop()
+            logger.debug("stop: %s", name)
+            try:
+                undo()
+            except Exception:
+                logger.exception("error while stopping (%s)", name)
+
+    def _load_key(self) -> None:
+        self.private_key = load_private_key(self.config.private_key_file)
+
+    def _open_outbox(self) -> None:
+        self.config.segment_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(self.config.outbox_path)
+        self._stop_steps.append(("close outbox", self.outbox.close))
+        for problem in self.outbox.verify_chain():
+            logger.error("outbox integrity: %s", problem)
+
+    def _recover(self) -> None:
+        from edge_agent.fmp4 import recover_fragmented_mp4
+
+        assert self.outbox is not None and self.private_key is not None
+        report = self.outbox.recover(
+            self.config.segment_dir,
+            recover_fragmented_mp4,
+            device_id=self.config.device_id,
+            officer_id=self.config.officer_id,
+            private_key=self.private_key,
+            segment_seconds=self.segment_seconds,
+        )
+        if report.added:
+            logger.warning("recovered %d segment(s) cut off by a crash: %s", len(report.added), report.added)
+        for path in report.unrecoverable:
+            logger.error("unrecoverable segment kept for inspection: %s", path)
+        self.outbox.free_space(self.config.min_free_bytes, self.config.segment_dir)
+
+    def _connect(self) -> None:
+        self.link = MqttLink(self.config, on_ack=self._on_ack, on_connected=self._on_connected)
+        self._stop_steps.append(("close MQTT", self.link.close))
+        if self.offline_for > 0:
+            logger.warning(
+                "staying offline for %.0f s (recording continues into the outbox)", self.offline_for
+            )
+            timer = threading.Timer(self.offline_for, self.link.connect)
+            timer.name = "mqtt-offline-timer"
+            timer.daemon = True
+            timer.start()
+            self._connect_timer = timer
+            self._stop_steps.append(("cancel connect timer", timer.cancel))
+        else:
+            self.link.connect()
+
+    def _on_ack(self, ack: TransferAck) -> None:
+        if self.uploader is not None:
+            self.uploader.on_ack(ack)
+
+    def _on_connected(self) -> None:
+        if self.uploader is not None:
+            self.uploader.on_connected()
+        self._health_wake.set()  # report the backlog right after (re)connecting
+
+    def _start_uploader(self) -> None:
+        assert self.outbox is not None and self.link is not None
+        self.uploader = Uploader(self.outbox, self.link, self.config)
+        self.uploader.start()
+        self._stop_steps.append(("stop uploader", self.uploader.stop))
+
+    def _start_health(self) -> None:
+        thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
+        thread.start()
+        self._health_thread = thread
+
+        def stop_health() -> None:
+            self._health_stop.set()
+            self._health_wake.set()
+            thread.join(5)
+
+        self._stop_steps.append(("stop health publisher", stop_health))
+
+    def _start_recorder(self) -> None:
+        from edge_agent.recorder import Recorder
+
+        video, audio = self._sources()
+        self.recorder = Recorder(
+            video=video,
+            audio=audio,
+            segment_dir=self.config.segment_dir,
+            segment_seconds=self.segment_seconds,
+            on_segment_closed=self._on_segment_closed,
+            stop_event=self._recorder_stop,
+        )
+        self.recorder.start()
+        self._stop_steps.append(("stop recorder", self.stop_recorder))
+        logger.info(
+            "recording %s into %s (%.0f s segments)",
+            "synthetic sources" if self.simulate else f"camera {self.config.camera!r}",
+            self.config.segment_dir,
+            self.segment_seconds,
+        )
+
+    def _sources(self) -> tuple[Any, Any]:
+        from edge_agent.sources import (
+            CameraSource,
+            MicrophoneSource,
+            SyntheticAudioSource,
+            SyntheticVideoSource,
+        )
+
+        cfg = self.config
+        video: Any
+        audio: Any
+        if self.simulate or cfg.camera == "synthetic":
+            video = SyntheticVideoSource(width=cfg.width, height=cfg.height, fps=cfg.fps, label=cfg.device_id)
+        else:
+            device: int | str = cfg.camera
+            if isinstance(device, str) and device.isdigit():
+                device = int(device)
+            video = CameraSource(device, cfg.width, cfg.height, cfg.fps)
+        if cfg.microphone == "none":
+            audio = None
+        elif self.simulate or cfg.microphone == "synthetic":
+            audio = SyntheticAudioSource()
+        else:
+            audio = MicrophoneSource(cfg.microphone, 48000, 1)
+        return video, audio
+
+    def stop_recorder(self) -> None:
+        """Stop recording; the recorder closes its last segment into the outbox first."""
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    # -- segments and health --------------------------------------------------------------------
+
+    def _on_segment_closed(self, segment: SegmentFile) -> None:
+        """Journal a closed segment (recorder thread); on failure the file stays for start-up recovery."""
+        assert self.outbox is not None and self.private_key is not None
+        try:
+            self.outbox.add_segment(
+                segment,
+                device_id=self.config.device_id,
+                officer_id=self.config.officer_id,
+                private_key=self.private_key,
+            )
+        except Exception:
+            logger.critical(
+                "could not journal %s; it stays on disk and is recovered at next start", segment.path
+            )
+            raise
+        try:
+            self.outbox.free_space(self.config.min_free_bytes, self.config.segment_dir)
+        except OSError as exc:
+            logger.error("freeing disk space failed: %s", exc)
+
+    def health(self) -> DeviceHealth:
+        """The current health report."""
+        assert self.outbox is not None
+        stats = self.outbox.stats()
+        try:
+            free: int | None = shutil.disk_usage(self.config.segment_dir).free
+        except OSError:
+            free = None
+        extra: dict[str, Any] = {
+            "segments_failed": stats.segments_failed,
+            "last_sequence": stats.last_sequence,
+        }
+        if self.uploader is not None:
+            up = self.uploader.stats()
+            extra.update(bytes_sent=up.bytes_sent, chunks_resent=up.chunks_resent, blocked=up.blocked)
+        return DeviceHealth(
+            device_id=self.config.device_id,
+            at=format_time(datetime.now(UTC)),
+            backlog_bytes=stats.backlog_bytes,
+            backlog_segments=stats.segments_pending,
+            oldest_pending_age_s=stats.oldest_pending_age_s,
+            free_bytes=free,
+            recording=self.recorder is not None and self.recorder.running,
+            extra=extra,
+        )
+
+    def _health_loop(self) -> None:
+        while not self._health_stop.is_set():
+            try:
+                report = self.health()
+                age = report.oldest_pending_age_s
+                if age is not None and age > _BACKLOG_AGE_LIMIT_S:
+                    logger.error("oldest unsent segment is %.1f h old (JL-17 limit: 24 h)", age / 3600)
+                if self.link is not None and self.link.connected:
+                    self.link.publish(report)
+            except Exception:
+                logger.exception("health report failed")
+            self._health_wake.wait(self.config.health_interval_s)
+            self._health_wake.clear()
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def run(self, duration: float | None = None) -> int:
+        """Record until a signal (or for ``duration`` s, then drain the outbox); return the exit code."""
+        previous: dict[signal.Signals, Any] = {}
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            # Only set the flag: everything else happens in the main thread, outside the handler.
+            self.stop_event.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        code = EXIT_OK
+        try:
+            self.start()
+            deadline = None if duration is None else time.monotonic() + duration
+            while not self.stop_event.is_set():
+                remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                self.stop_event.wait(remaining)
+                if self.recorder is not None and self.recorder.failure is not None:
+                    logger.critical("recorder failed: %s", self.recorder.failure)
+                    code = EXIT_RECORDER_FAILED
+                    break
+            self.stop_recorder()
+            if duration is not None and not self.stop_event.is_set():
+                assert self.uploader is not None
+                logger.info(
+                    "recording finished; uploading the backlog (up to %.0f s)", self.config.drain_timeout_s
+                )
+                if not self.uploader.drain(self.config.drain_timeout_s, abort=self.stop_event):
+                    logger.warning("segments still pending; they stay in the outbox for the next run")
+                    code = code or EXIT_DRAIN_TIMEOUT
+            assert self.outbox is not None
+            if self.outbox.stats().segments_failed:
+                code = EXIT_REFUSED if code in (EXIT_OK, EXIT_DRAIN_TIMEOUT) else code
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return code

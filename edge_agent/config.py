@@ -1,0 +1,227 @@
+"""Agent configuration: one TOML file per device, validated once at load time."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_agent.errors import AgentError
+from protocol.topics import valid_device_id
+
+__all__ = ["AgentConfig", "ConfigError"]
+
+_MQTT_PROTOCOLS = ("3.1.1", "5")
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+class ConfigError(AgentError):
+    """The configuration file is missing, malformed or has invalid values."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    """Everything the agent needs to know about its device, broker, recording and upload."""
+
+    device_id: str
+    private_key_file: Path
+    data_dir: Path
+    mqtt_url: str
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_protocol: str = "3.1.1"
+    mqtt_ca_file: str = ""  # mqtts only; empty = the system's CA bundle
+    segment_seconds: float = 60.0
+    chunk_bytes: int = 262144
+    window: int = 8
+    ack_timeout_s: float = 15.0
+    drain_timeout_s: float = 60.0
+    camera: str | int = "synthetic"
+    microphone: str = "synthetic"
+    width: int = 640
+    height: int = 360
+    fps: float = 15.0
+    officer_id: str = ""
+    min_free_bytes: int = 256 * 1024 * 1024
+    health_interval_s: float = 60.0
+    server_url: str = ""
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def mqtt_host(self) -> str:
+        """Broker host name from ``mqtt_url``."""
+        return urlsplit(self.mqtt_url).hostname or ""
+
+    @property
+    def mqtt_port(self) -> int:
+        """Broker port from ``mqtt_url`` (1883 / 8883 by default)."""
+        parts = urlsplit(self.mqtt_url)
+        return parts.port or _DEFAULT_PORTS[parts.scheme]
+
+    @property
+    def mqtt_tls(self) -> bool:
+        """Whether the broker is reached over TLS (``mqtts://``)."""
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
+    def segment_dir(self) -> Path:
+        """Where the recorder writes segment files."""
+        return self.data_dir / "segments"
+
+    @property
+    def outbox_path(self) -> Path:
+        """The outbox database file."""
+        return self.data_dir / "outbox.sqlite3"
+
+    # -- loading and writing --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | str) -> AgentConfig:
+        """Read and validate a TOML config; relative paths are taken from the config file's folder."""
+        path = Path(path)
+        try:
+            with path.open("rb") as stream:
+                data = tomllib.load(stream)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, base_dir=path.resolve().parent, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base_dir: Path, source: str = "config") -> AgentConfig:
+        """Build a config from plain values, rejecting unknown keys and wrong types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(fields)}"
+            )
+        missing = sorted(
+            name
+            for name, f in fields.items()
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and name not in data
+        )
+        if missing:
+            raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            values[name] = _coerce(name, value, source)
+        for name in ("private_key_file", "data_dir"):
+            values[name] = (base_dir / Path(values[name])).resolve()
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_dict(self, *, relative_to: Path | None = None) -> dict[str, Any]:
+        """Plain TOML-able values; paths under ``relative_to`` are written relative to it."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                if relative_to is not None and value.is_relative_to(relative_to.resolve()):
+                    value = value.relative_to(relative_to.resolve())
+                value = value.as_posix()
+            out[f.name] = value
+        return out
+
+    def write_toml(self, path: Path | str) -> None:
+        """Write this config as TOML (mode 0600: it may hold the MQTT password), atomically."""
+        path = Path(path)
+        lines = ["# zfjl edge agent configuration", ""]
+        for name, value in self.to_dict(relative_to=path.parent).items():
+            lines.append(f"{name} = {_toml_value(value)}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        if not valid_device_id(self.device_id):
+            raise ConfigError(f"device_id {self.device_id!r} must be 1–64 of [A-Za-z0-9_-]")
+        parts = urlsplit(self.mqtt_url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError(
+                f"mqtt_url {self.mqtt_url!r} must look like mqtt://host:port or mqtts://host:port"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ConfigError(f"mqtt_url {self.mqtt_url!r} has a bad port") from None
+        if self.mqtt_protocol not in _MQTT_PROTOCOLS:
+            raise ConfigError(f"mqtt_protocol must be one of {', '.join(_MQTT_PROTOCOLS)}")
+        if self.mqtt_password and not self.mqtt_username:
+            raise ConfigError("mqtt_password is set but mqtt_username is not")
+        positive = {
+            "segment_seconds": self.segment_seconds,
+            "chunk_bytes": self.chunk_bytes,
+            "window": self.window,
+            "ack_timeout_s": self.ack_timeout_s,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "health_interval_s": self.health_interval_s,
+        }
+        for name, number in positive.items():
+            if not math.isfinite(number) or number <= 0:
+                raise ConfigError(f"{name} must be positive, got {number}")
+        if self.chunk_bytes > 1024 * 1024:
+            # The server refuses bigger chunks (ReceiverView.max_chunk_bytes).
+            raise ConfigError("chunk_bytes must be at most 1048576")
+        if self.drain_timeout_s < 0 or self.min_free_bytes < 0:
+            raise ConfigError("drain_timeout_s and min_free_bytes must not be negative")
+        if isinstance(self.camera, str) and not self.camera:
+            raise ConfigError('camera must be "synthetic", a device index, a device path or a URL')
+        if not self.microphone:
+            raise ConfigError('microphone must be "synthetic", "none" or a device name')
+
+
+_INT_FIELDS = {"chunk_bytes", "window", "width", "height", "min_free_bytes"}
+_FLOAT_FIELDS = {"segment_seconds", "ack_timeout_s", "drain_timeout_s", "fps", "health_interval_s"}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check a raw TOML value's type for a field (ints are accepted where floats are)."""
+    if name in _INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+        return value
+    if name in _FLOAT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+        return float(value)
+    if name == "camera":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{source}: camera must be a string or a device index, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    """TOML text of a scalar (the config has no tables or arrays)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value)
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'

@@ -1,0 +1,223 @@
+"""The device's MQTT connection: paho-mqtt 2 by composition, persistent session, presence and acks."""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.config import AgentConfig
+from protocol import topics
+from protocol.errors import ProtocolError
+from protocol.manifest import format_time
+from protocol.messages import (
+    Message,
+    Presence,
+    PresenceState,
+    TransferAck,
+    decode,
+    encode,
+    qos_of,
+    retain_of,
+)
+
+__all__ = ["AGENT_VERSION", "MqttLink"]
+
+logger = logging.getLogger(__name__)
+
+AGENT_VERSION = "zfjl-agent/0.1.0"
+# A device may be offline for days; its broker session (queued acks) should outlive that (MQTT 5).
+_SESSION_EXPIRY_S = 7 * 24 * 3600
+_KEEPALIVE_S = 30
+_RECONNECT_MIN_S = 1
+_RECONNECT_MAX_S = 30
+# paho's backoff has no jitter: a fleet reconnecting after a broker restart would arrive in lockstep.
+_JITTER_MAX_S = 2.0
+
+
+class MqttLink:
+    """One device's broker connection; acks are handed to ``on_ack`` from paho's network thread."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        on_ack: Callable[[TransferAck], None],
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        """Build the paho client (nothing connects until :meth:`connect`)."""
+        self.config = config
+        self.device_id = config.device_id
+        self._on_ack = on_ack
+        self._on_connected = on_connected
+        self._connected = threading.Event()
+        self._closing = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+        self.connects = 0
+        self.disconnects = 0
+        self.malformed_downlink = 0
+        self.last_error = ""
+        self._v5 = config.mqtt_protocol == "5"
+        if self._v5:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
+            )
+        else:
+            # clean_session=False: the broker keeps our subscription and queued acks across reconnects.
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.device_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+        if config.mqtt_username:
+            self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)
+        if config.mqtt_tls:
+            self.client.tls_set(
+                ca_certs=config.mqtt_ca_file or None, cert_reqs=ssl.CERT_REQUIRED, tls_version=None
+            )
+        self.client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
+        self.client.max_inflight_messages_set(config.window * 2)
+        topic, payload = encode(self._presence(PresenceState.OFFLINE))
+        self.client.will_set(topic, payload, qos=1, retain=True)
+        self.client.on_connect = self._handle_connect
+        self.client.on_disconnect = self._handle_disconnect
+        self.client.on_message = self._handle_message
+
+    def _presence(self, state: PresenceState) -> Presence:
+        return Presence(
+            device_id=self.device_id,
+            state=state,
+            at=format_time(datetime.now(UTC)),
+            agent_version=AGENT_VERSION,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker accepted the connection and it is up."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or ``timeout`` passes."""
+        return self._connected.wait(timeout)
+
+    def connect(self) -> None:
+        """Start connecting in the background; paho retries with backoff until :meth:`close`."""
+        with self._lock:
+            if self._started or self._closing.is_set():
+                return
+            self._started = True
+        kwargs: dict[str, Any] = {"keepalive": _KEEPALIVE_S}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = _SESSION_EXPIRY_S
+            kwargs.update(clean_start=False, properties=props)
+        logger.info("connecting to %s as %s", self.config.mqtt_url, self.device_id)
+        self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, **kwargs)
+        # paho names its network thread "paho-mqtt-client-<client id>".
+        self.client.loop_start()
+
+    def publish(self, msg: Message) -> bool:
+        """Publish a protocol message at its protocol QoS; False if it could not be handed to paho."""
+        topic, payload = encode(msg)
+        info = self.client.publish(topic, payload, qos=qos_of(msg), retain=retain_of(msg))
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            logger.debug("publish to %s not sent now: %s", topic, mqtt.error_string(info.rc))
+            return False
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Say ``offline`` (a clean disconnect does not fire the will), disconnect and stop the loop."""
+        self._closing.set()
+        with self._lock:
+            started, self._started = self._started, False
+        if not started:
+            return
+        if self.connected:
+            topic, payload = encode(self._presence(PresenceState.OFFLINE))
+            info = self.client.publish(topic, payload, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                logger.debug("offline presence not confirmed: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    # -- paho callbacks (network thread) --------------------------------------------------------
+
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            # e.g. bad credentials: paho keeps retrying with backoff; we stay "not connected".
+            self.last_error = str(reason_code)
+            logger.error("broker refused the connection: %s", reason_code)
+            return
+        self.connects += 1
+        logger.info("connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present)
+        # Subscribe on every connect: the broker may have lost the session (restart without persistence).
+        client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
+        topic, payload = encode(self._presence(PresenceState.ONLINE))
+        client.publish(topic, payload, qos=1, retain=True)
+        self._connected.set()
+        if self._on_connected is not None:
+            try:
+                self._on_connected()
+            except Exception:
+                logger.exception("on_connected callback failed")
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self._closing.is_set():
+            return
+        if was_connected:
+            self.disconnects += 1
+            logger.warning("disconnected from broker: %s; reconnecting", reason_code)
+        # Runs in paho's network thread just before its backoff wait: add the jitter there.
+        self._closing.wait(random.uniform(0.0, _JITTER_MAX_S))
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            msg = decode(message.topic, bytes(message.payload))
+        except ProtocolError as exc:
+            self.malformed_downlink += 1
+            logger.warning("ignoring malformed downlink message on %s: %s", message.topic, exc)
+            return
+        except Exception:
+            # A bug in decoding must not kill paho's network thread (no more acks would arrive).
+            self.malformed_downlink += 1
+            logger.exception("cannot decode downlink message on %s", message.topic)
+            return
+        if not isinstance(msg, TransferAck) or msg.device_id != self.device_id:
+            self.malformed_downlink += 1
+            logger.warning("unexpected downlink message on %s", message.topic)
+            return
+        try:
+            self._on_ack(msg)
+        except Exception:
+            logger.exception("ack handler failed for %s", message.topic)

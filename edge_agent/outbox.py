@@ -1,0 +1,602 @@
+"""The outbox: the device's source of truth for every recorded segment, its chain link and upload state.
+
+SQLite in WAL mode with ``synchronous=FULL``: a row is on disk before ``add_segment`` returns, and a
+crash at any point leaves either the whole row (file, manifest, signature, chain link) or none of it.
+Rows are never deleted (JL-19); a trigger refuses it even if a bug tries. Segment files are deleted
+only by :meth:`Outbox.free_space`, and only for segments the server has confirmed ``complete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import AgentError
+from protocol.errors import ManifestError
+from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest, format_time, parse_time
+
+__all__ = [
+    "Outbox",
+    "OutboxError",
+    "OutboxSegment",
+    "OutboxStats",
+    "RecoveryReport",
+    "SegmentLike",
+    "read_boot_id",
+]
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 1
+_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+# The recorder names files "<prefix>-YYYYmmddTHHMMSSffffffZ.mp4" after the UTC of their first frame.
+_NAME_TIME = re.compile(r"(\d{8}T\d{12})Z")
+_HASH_CHUNK_BYTES = 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    sequence INTEGER PRIMARY KEY CHECK (sequence >= 0),
+    device_id TEXT NOT NULL,
+    file_path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    manifest_text TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    manifest_hash TEXT NOT NULL UNIQUE,
+    prev_manifest_hash TEXT NOT NULL,
+    file_id TEXT NOT NULL UNIQUE,
+    started_utc TEXT NOT NULL,
+    ended_utc TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'complete', 'failed')),
+    error_code TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT '',
+    recording_id INTEGER,
+    recovered INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    failed_at TEXT,
+    file_deleted_at TEXT
+);
+CREATE INDEX IF NOT EXISTS segments_state ON segments (state, sequence);
+CREATE TRIGGER IF NOT EXISTS segments_never_deleted BEFORE DELETE ON segments
+BEGIN
+    SELECT RAISE(ABORT, 'outbox rows are never deleted (JL-19)');
+END;
+CREATE TRIGGER IF NOT EXISTS segments_signed_facts_immutable BEFORE UPDATE OF
+    sequence, device_id, file_path, size, sha256, manifest_text, signature, manifest_hash,
+    prev_manifest_hash, file_id ON segments
+BEGIN
+    SELECT RAISE(ABORT, 'signed segment facts are immutable');
+END;
+"""
+
+_COLUMNS = (
+    "sequence, device_id, file_path, size, sha256, kind, manifest_text, signature, state, error_code, "
+    "error_message, recording_id, recovered, created_at, completed_at, file_deleted_at"
+)
+
+
+class OutboxError(AgentError):
+    """The outbox cannot do what was asked without risking the record's integrity."""
+
+
+class SegmentLike(Protocol):
+    """What the outbox needs from a closed segment (``edge_agent.encoder.SegmentFile`` fits)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def started_utc(self) -> datetime: ...
+
+    @property
+    def ended_utc(self) -> datetime: ...
+
+    @property
+    def started_mono_ns(self) -> int: ...
+
+    @property
+    def ended_mono_ns(self) -> int: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RecoveredSegment:
+    """A segment rebuilt from a file found on disk after a crash."""
+
+    path: Path
+    size: int
+    sha256: str
+    started_utc: datetime
+    ended_utc: datetime
+    started_mono_ns: int
+    ended_mono_ns: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxSegment:
+    """One outbox row."""
+
+    sequence: int
+    device_id: str
+    path: Path
+    size: int
+    sha256: str
+    kind: str
+    signed: SignedManifest
+    state: str
+    error_code: str
+    error_message: str
+    recording_id: int | None
+    recovered: bool
+    created_at: str
+    completed_at: str | None
+    file_deleted_at: str | None
+
+    @property
+    def file_id(self) -> str:
+        """Transfer id of the segment."""
+        return self.signed.file_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxStats:
+    """Counts for status output and health messages."""
+
+    segments_recorded: int
+    segments_pending: int
+    segments_complete: int
+    segments_failed: int
+    backlog_bytes: int
+    oldest_pending_age_s: float | None
+    last_sequence: int | None
+    files_deleted: int
+
+    def to_dict(self) -> dict[str, int | float | None]:
+        """Plain JSON values."""
+        return {
+            "segments_recorded": self.segments_recorded,
+            "segments_pending": self.segments_pending,
+            "segments_complete": self.segments_complete,
+            "segments_failed": self.segments_failed,
+            "backlog_bytes": self.backlog_bytes,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+            "last_sequence": self.last_sequence,
+            "files_deleted": self.files_deleted,
+        }
+
+
+@dataclass
+class RecoveryReport:
+    """What start-up recovery found in the segment folder."""
+
+    added: list[int] = field(default_factory=list)
+    unrecoverable: list[Path] = field(default_factory=list)
+
+
+def read_boot_id() -> str:
+    """This boot's id (Linux), so a verifier knows which boot the monotonic times belong to; else ''."""
+    try:
+        return _BOOT_ID_PATH.read_text(encoding="ascii").strip()[:128]
+    except OSError:
+        return ""
+
+
+def _now_text() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Outbox:
+    """The on-device segment journal; safe to use from several threads (one connection, one lock)."""
+
+    def __init__(self, db_path: Path | str, *, readonly: bool = False) -> None:
+        """Open (creating if needed) the outbox database; ``readonly`` for status readers."""
+        self.db_path = Path(db_path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._boot_id = read_boot_id()
+        if readonly:
+            if not self.db_path.exists():
+                raise OutboxError(f"no outbox at {self.db_path}")
+            uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA query_only=ON")
+            return
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves so each multi-step change is one transaction.
+        self._conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed segment row survives power loss, not just a process crash.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        # executescript commits implicitly; every statement is idempotent (IF NOT EXISTS).
+        self._conn.executescript(_SCHEMA)
+        with self._transaction():
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+                )
+            elif int(row[0]) != _SCHEMA_VERSION:
+                raise OutboxError(f"outbox schema version {row[0]} is not {_SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            # IMMEDIATE takes the write lock up front, so "read last row, insert next" cannot interleave.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._conn.close()
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def _store_path(self, path: Path) -> str:
+        # Relative to the database folder when inside it, so the data folder can be moved whole.
+        resolved = path.resolve()
+        base = self.db_path.resolve().parent
+        if resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+        return str(resolved)
+
+    def _load_path(self, stored: str) -> Path:
+        return self.db_path.resolve().parent / stored
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def add_segment(
+        self,
+        segment_file: SegmentLike,
+        *,
+        device_id: str,
+        officer_id: str,
+        private_key: Ed25519PrivateKey,
+        session_id: str = "",
+        kind: str = "segment",
+        _recovered: bool = False,
+        _boot_id: str | None = None,
+    ) -> SignedManifest:
+        """Chain, sign and journal a closed segment in one transaction; return its signed manifest."""
+        path = Path(segment_file.path)
+        actual = path.stat().st_size
+        if actual != segment_file.size:
+            raise OutboxError(f"{path} is {actual} bytes, not the {segment_file.size} the recorder reported")
+        stored_path = self._store_path(path)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM segments WHERE file_path=?", (stored_path,)).fetchone():
+                raise OutboxError(f"{path} is already in the outbox")
+            last = conn.execute(
+                "SELECT sequence, manifest_hash, device_id FROM segments ORDER BY sequence DESC LIMIT 1"
+            ).fetchone()
+            if last is not None and last[2] != device_id:
+                raise OutboxError(f"this outbox belongs to device {last[2]!r}, not {device_id!r}")
+            sequence = 0 if last is None else int(last[0]) + 1
+            manifest = SegmentManifest(
+                device_id=device_id,
+                sequence=sequence,
+                size=segment_file.size,
+                sha256=segment_file.sha256,
+                started_at=segment_file.started_utc,
+                ended_at=segment_file.ended_utc,
+                started_mono_ns=segment_file.started_mono_ns,
+                ended_mono_ns=segment_file.ended_mono_ns,
+                prev_manifest_hash=GENESIS_HASH if last is None else str(last[1]),
+                kind=kind,
+                officer_id=officer_id,
+                session_id=session_id,
+                boot_id=self._boot_id if _boot_id is None else _boot_id,
+            )
+            signed = SignedManifest.sign(manifest, private_key)
+            conn.execute(
+                "INSERT INTO segments (sequence, device_id, file_path, size, sha256, kind, manifest_text,"
+                " signature, manifest_hash, prev_manifest_hash, file_id, started_utc, ended_utc, state,"
+                " recovered, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
+                (
+                    sequence,
+                    device_id,
+                    stored_path,
+                    manifest.size,
+                    manifest.sha256,
+                    kind,
+                    signed.manifest_text,
+                    signed.signature,
+                    signed.manifest_hash,
+                    manifest.prev_manifest_hash,
+                    signed.file_id,
+                    format_time(manifest.started_at),
+                    format_time(manifest.ended_at),
+                    int(_recovered),
+                    _now_text(),
+                ),
+            )
+        logger.info("segment %d journalled: %s (%d bytes)", sequence, path.name, manifest.size)
+        return signed
+
+    def mark_complete(self, sequence: int, recording_id: int | None) -> None:
+        """The server holds the segment durably: only now may its file ever be freed."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT state FROM segments WHERE sequence=?", (sequence,)).fetchone()
+            if row is None:
+                raise OutboxError(f"no segment {sequence} in the outbox")
+            if row[0] == "complete":
+                return
+            if row[0] == "failed":
+                logger.warning("segment %d was marked failed but the server now reports it stored", sequence)
+            conn.execute(
+                "UPDATE segments SET state='complete', recording_id=?, completed_at=? WHERE sequence=?",
+                (recording_id, _now_text(), sequence),
+            )
+
+    def mark_failed(self, sequence: int, code: str, message: str) -> None:
+        """The server refused the segment: keep it forever (JL-19) and report it."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT state FROM segments WHERE sequence=?", (sequence,)).fetchone()
+            if row is None:
+                raise OutboxError(f"no segment {sequence} in the outbox")
+            if row[0] == "complete":
+                logger.warning("ignoring failure of segment %d: the server already stored it", sequence)
+                return
+            conn.execute(
+                "UPDATE segments SET state='failed', error_code=?, error_message=?, failed_at=?"
+                " WHERE sequence=?",
+                (code, message, _now_text(), sequence),
+            )
+
+    def retry_failed(self, sequence: int) -> None:
+        """Put a failed segment back in the queue (after a person fixed the cause, e.g. the device key)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE segments SET state='pending', error_code='', error_message='', failed_at=NULL"
+                " WHERE sequence=? AND state='failed'",
+                (sequence,),
+            )
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _row(self, row: tuple[object, ...]) -> OutboxSegment:
+        (seq, device_id, path, size, sha, kind, text, sig, state, code, msg, rec_id, recovered, created,
+         completed, deleted) = row  # fmt: skip
+        manifest = SegmentManifest.from_json_dict(json.loads(str(text)))
+        assert isinstance(sig, bytes)
+        signed = SignedManifest(manifest=manifest, manifest_text=str(text), signature=sig)
+        return OutboxSegment(
+            sequence=int(str(seq)),
+            device_id=str(device_id),
+            path=self._load_path(str(path)),
+            size=int(str(size)),
+            sha256=str(sha),
+            kind=str(kind),
+            signed=signed,
+            state=str(state),
+            error_code=str(code),
+            error_message=str(msg),
+            recording_id=None if rec_id is None else int(str(rec_id)),
+            recovered=bool(recovered),
+            created_at=str(created),
+            completed_at=None if completed is None else str(completed),
+            file_deleted_at=None if deleted is None else str(deleted),
+        )
+
+    def _query(self, where: str, params: tuple[object, ...] = ()) -> list[OutboxSegment]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM segments {where}", params).fetchall()
+        return [self._row(r) for r in rows]
+
+    def pending(self, limit: int = 100) -> list[OutboxSegment]:
+        """Segments not yet stored by the server, oldest first."""
+        return self._query("WHERE state='pending' ORDER BY sequence LIMIT ?", (limit,))
+
+    def failed(self) -> list[OutboxSegment]:
+        """Segments the server refused, oldest first."""
+        return self._query("WHERE state='failed' ORDER BY sequence")
+
+    def get(self, sequence: int) -> OutboxSegment | None:
+        """One segment by sequence number."""
+        found = self._query("WHERE sequence=?", (sequence,))
+        return found[0] if found else None
+
+    def all_segments(self) -> list[OutboxSegment]:
+        """Every segment, in sequence order."""
+        return self._query("ORDER BY sequence")
+
+    def contains_path(self, path: Path) -> bool:
+        """Whether a file is already journalled."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM segments WHERE file_path=?", (self._store_path(path),)
+            ).fetchone()
+        return row is not None
+
+    def stats(self, now: datetime | None = None) -> OutboxStats:
+        """Counts, backlog and the age of the oldest segment not yet stored (JL-17: must stay under 24 h)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*),"
+                " COALESCE(SUM(state='pending'), 0),"
+                " COALESCE(SUM(state='complete'), 0),"
+                " COALESCE(SUM(state='failed'), 0),"
+                " COALESCE(SUM(CASE WHEN state='pending' THEN size ELSE 0 END), 0),"
+                " MIN(CASE WHEN state='pending' THEN started_utc END),"
+                " MAX(sequence),"
+                " COALESCE(SUM(file_deleted_at IS NOT NULL), 0)"
+                " FROM segments"
+            ).fetchone()
+        oldest: float | None = None
+        if row[5] is not None:
+            # Age since recording started: the conservative reading of JL-17's 24 h limit.
+            moment = now or datetime.now(UTC)
+            oldest = max(0.0, (moment - parse_time(str(row[5]))).total_seconds())
+        return OutboxStats(
+            segments_recorded=int(row[0]),
+            segments_pending=int(row[1]),
+            segments_complete=int(row[2]),
+            segments_failed=int(row[3]),
+            backlog_bytes=int(row[4]),
+            oldest_pending_age_s=oldest,
+            last_sequence=None if row[6] is None else int(row[6]),
+            files_deleted=int(row[7]),
+        )
+
+    def verify_chain(self, public_key_raw: bytes | None = None) -> list[str]:
+        """Problems with the journal: sequence gaps, broken links, bad signatures, altered pending files."""
+        problems: list[str] = []
+        prev_hash = GENESIS_HASH
+        for expected, seg in enumerate(self.all_segments()):
+            if seg.sequence != expected:
+                problems.append(f"sequence gap: expected {expected}, found {seg.sequence}")
+            manifest = seg.signed.manifest
+            if manifest.sequence != seg.sequence:
+                problems.append(f"segment {seg.sequence}: manifest says sequence {manifest.sequence}")
+            if manifest.prev_manifest_hash != prev_hash:
+                problems.append(f"segment {seg.sequence}: chain link does not match the previous manifest")
+            if public_key_raw is not None and not seg.signed.verify(public_key_raw):
+                problems.append(f"segment {seg.sequence}: signature does not verify")
+            if seg.state != "complete" and not seg.path.exists():
+                problems.append(f"segment {seg.sequence} ({seg.state}): file {seg.path} is missing")
+            prev_hash = seg.signed.manifest_hash
+        return problems
+
+    # -- disk space -----------------------------------------------------------------------------
+
+    def free_space(self, min_free_bytes: int, directory: Path | None = None) -> list[int]:
+        """Delete files of server-confirmed segments, oldest first, until ``min_free_bytes`` are free."""
+        # Pending and failed segments are never touched (JL-19): if only they are left, the disk fills
+        # and the recorder stops, which is reported, rather than evidence being lost.
+        folder = directory or self.db_path.parent
+        freed: list[int] = []
+        while shutil.disk_usage(folder).free < min_free_bytes:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT sequence, file_path FROM segments"
+                    " WHERE state='complete' AND file_deleted_at IS NULL ORDER BY sequence LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    logger.warning(
+                        "free space below %d bytes and no stored segment left to delete (JL-19: "
+                        "pending/failed segments are kept)",
+                        min_free_bytes,
+                    )
+                    break
+                sequence, stored = int(row[0]), str(row[1])
+                self._load_path(stored).unlink(missing_ok=True)
+                with self._transaction() as conn:
+                    conn.execute(
+                        "UPDATE segments SET file_deleted_at=? WHERE sequence=? AND state='complete'",
+                        (_now_text(), sequence),
+                    )
+            freed.append(sequence)
+            logger.info("deleted the local copy of stored segment %d to free space", sequence)
+        return freed
+
+    # -- crash recovery -------------------------------------------------------------------------
+
+    def recover(
+        self,
+        segment_dir: Path,
+        recover_fn: Callable[[Path], int | None],
+        *,
+        device_id: str,
+        officer_id: str,
+        private_key: Ed25519PrivateKey,
+        segment_seconds: float = 60.0,
+    ) -> RecoveryReport:
+        """Journal segment files left behind by a crash; keep (renamed) any that cannot be repaired."""
+        # Times of a recovered segment: ``started`` is the UTC in the recorder's file name (the first
+        # frame's capture time); ``ended`` is the file's mtime, i.e. when the last fragment reached disk,
+        # the real end of what survived. Without a name timestamp, ``started`` is estimated as
+        # ``ended - segment_seconds``. The dead process's monotonic times are unknown, so they are given
+        # as 0 and the duration in ns, with an empty ``boot_id`` to say they belong to no known boot.
+        report = RecoveryReport()
+        if not segment_dir.is_dir():
+            return report
+        for path in sorted(segment_dir.glob("*.mp4")):
+            if self.contains_path(path):
+                continue
+            logger.warning("found segment %s not in the outbox (cut off by a crash?): recovering", path.name)
+            try:
+                size = recover_fn(path)
+            except (OSError, ValueError) as exc:
+                logger.error("cannot repair %s: %s", path.name, exc)
+                size = None
+            if size is None or size <= 0:
+                kept = path.with_name(path.name + ".unrecoverable")
+                path.rename(kept)
+                logger.error(
+                    "segment %s holds nothing playable; kept as %s (never deleted)", path.name, kept.name
+                )
+                report.unrecoverable.append(kept)
+                continue
+            ended = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            match = _NAME_TIME.search(path.name)
+            started = (
+                datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+                if match
+                else ended - timedelta(seconds=segment_seconds)
+            )
+            started = min(started, ended)
+            segment = _RecoveredSegment(
+                path=path,
+                size=size,
+                sha256=_sha256_file(path),
+                started_utc=started,
+                ended_utc=ended,
+                started_mono_ns=0,
+                ended_mono_ns=int((ended - started).total_seconds() * 1e9),
+            )
+            try:
+                signed = self.add_segment(
+                    segment,
+                    device_id=device_id,
+                    officer_id=officer_id,
+                    private_key=private_key,
+                    _recovered=True,
+                    _boot_id="",
+                )
+            except ManifestError as exc:
+                logger.error("cannot journal recovered segment %s: %s", path.name, exc)
+                continue
+            report.added.append(signed.manifest.sequence)
+        return report

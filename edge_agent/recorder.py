@@ -1,0 +1,241 @@
+"""Recorder: pulls from the capture sources and writes rolling fragmented-MP4 segments."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent.encoder import SegmentFile, SegmentWriter
+from edge_agent.errors import AgentError
+from edge_agent.sources import AudioSource, VideoFrame, VideoSource
+
+__all__ = ["Recorder"]
+
+logger = logging.getLogger(__name__)
+
+_NS_PER_S = 1_000_000_000
+# Short enough that stop requests and stalls are noticed promptly, long enough not to spin.
+_VIDEO_READ_TIMEOUT_S = 0.2
+# Bound on audio blocks taken per loop turn so a source that never runs dry cannot starve video.
+_MAX_AUDIO_BLOCKS_PER_TURN = 200
+
+
+class Recorder:
+    """Records video (and optionally audio) into segment files of about segment_seconds each."""
+
+    def __init__(
+        self,
+        *,
+        video: VideoSource,
+        audio: AudioSource | None,
+        segment_dir: Path,
+        segment_seconds: float,
+        on_segment_closed: Callable[[SegmentFile], None],
+        stop_event: threading.Event,
+        name_prefix: str = "seg",
+        on_stall: Callable[[float], None] | None = None,
+        stall_threshold_s: float = 1.0,
+        video_encoder: str = "auto",
+        bitrate: int | None = None,
+    ) -> None:
+        """Configure; nothing is opened until start()."""
+        if segment_seconds <= 0:
+            raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
+        self.video = video
+        self.audio = audio
+        self.segment_dir = Path(segment_dir)
+        self.segment_seconds = segment_seconds
+        self.on_segment_closed = on_segment_closed
+        self.stop_event = stop_event
+        self.name_prefix = name_prefix
+        # Called once per stall, when video resumes (or recording stops), with the stall's full length;
+        # `stalled`/`stalls` show a stall in progress. The interruption-marker feature builds on this.
+        self.on_stall = on_stall
+        self.stall_threshold_s = stall_threshold_s
+        self.video_encoder = video_encoder
+        self.bitrate = bitrate
+        self.frames_written = 0
+        self.audio_blocks_written = 0
+        self.audio_blocks_discarded = 0
+        self.segments_closed = 0
+        self.stalls = 0
+        self.failure: BaseException | None = None
+        self._writer: SegmentWriter | None = None
+        self._thread: threading.Thread | None = None
+        self._last_frame_at: float | None = None
+        self._stall_reported = False
+        self._sources_closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def current_path(self) -> Path | None:
+        """The segment file being written right now, or None between segments."""
+        writer = self._writer
+        return writer.path if writer is not None else None
+
+    @property
+    def stalled(self) -> bool:
+        """Whether video has been missing for longer than the stall threshold."""
+        return self._stall_reported
+
+    @property
+    def running(self) -> bool:
+        """Whether the recorder thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Open the sources and start the recorder thread; source errors propagate to the caller."""
+        if self._thread is not None:
+            raise RuntimeError("recorder already started")
+        self.segment_dir.mkdir(parents=True, exist_ok=True)
+        self.video.open()
+        if self.audio is not None:
+            try:
+                self.audio.open()
+            except BaseException:
+                self.video.close()
+                raise
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to finish, wait for it (it closes the last segment), then close the sources."""
+        self.stop_event.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                # Leave the writer alone: the thread still owns it; crash recovery handles the file.
+                logger.error("recorder thread did not stop within %.1f s", timeout)
+                return
+        self._close_sources()
+
+    def _run(self) -> None:
+        try:
+            self._last_frame_at = time.monotonic()
+            while not self.stop_event.is_set():
+                frame = self.video.read(_VIDEO_READ_TIMEOUT_S)
+                # Audio first: blocks drained now were captured before this frame's roll decision.
+                self._drain_audio()
+                if frame is None:
+                    self._note_missing_video()
+                    continue
+                self._note_video_resumed()
+                self._write_frame(frame)
+        except (AgentError, OSError) as exc:
+            self.failure = exc
+            logger.exception("recorder stopped by an error")
+        except BaseException as exc:
+            self.failure = exc
+            logger.exception("recorder crashed")
+            raise
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        # Each step guarded on its own so a failing close cannot hide the original error or leak sources.
+        try:
+            self._note_video_resumed()
+            # Audio captured up to the stop still belongs to the last segment.
+            self._drain_audio()
+            self._close_segment()
+        except (AgentError, OSError) as exc:
+            self.failure = self.failure or exc
+            logger.exception("closing the last segment failed")
+        finally:
+            self._close_sources()
+
+    def _drain_audio(self) -> None:
+        if self.audio is None:
+            return
+        for _ in range(_MAX_AUDIO_BLOCKS_PER_TURN):
+            block = self.audio.read(0.0)
+            if block is None:
+                return
+            if self._writer is None:
+                # No segment before the first video frame: the file's timeline starts with a picture.
+                self.audio_blocks_discarded += 1
+                continue
+            self._writer.write_audio(block)
+            self.audio_blocks_written += 1
+
+    def _note_missing_video(self) -> None:
+        assert self._last_frame_at is not None
+        missing_s = time.monotonic() - self._last_frame_at
+        if not self._stall_reported and missing_s > self.stall_threshold_s:
+            self._stall_reported = True
+            self.stalls += 1
+            logger.warning("video stalled: no frame for %.1f s", missing_s)
+
+    def _note_video_resumed(self) -> None:
+        now = time.monotonic()
+        if self._stall_reported:
+            assert self._last_frame_at is not None
+            duration_s = now - self._last_frame_at
+            self._stall_reported = False
+            logger.warning("video resumed after %.1f s", duration_s)
+            if self.on_stall is not None:
+                try:
+                    self.on_stall(duration_s)
+                except Exception:
+                    logger.exception("on_stall callback failed")
+        self._last_frame_at = now
+
+    def _write_frame(self, frame: VideoFrame) -> None:
+        writer = self._writer
+        if writer is not None:
+            started = writer.started_mono_ns
+            if started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S:
+                self._close_segment()
+                writer = None
+        if writer is None:
+            writer = self._open_segment(frame)
+        writer.write_video(frame)
+        self.frames_written += 1
+
+    def _open_segment(self, frame: VideoFrame) -> SegmentWriter:
+        path = self.segment_dir / f"{self.name_prefix}-{frame.utc:%Y%m%dT%H%M%S%f}Z.mp4"
+        if path.exists():
+            # Two segments cannot share a microsecond, but a clock step back could reuse a name.
+            path = path.with_name(f"{path.stem}-{time.monotonic_ns()}.mp4")
+        audio = self.audio
+        writer = SegmentWriter(
+            path,
+            width=self.video.width,
+            height=self.video.height,
+            fps=self.video.fps,
+            sample_rate=audio.sample_rate if audio is not None else None,
+            channels=audio.channels if audio is not None else 1,
+            video_encoder=self.video_encoder,
+            bitrate=self.bitrate,
+        )
+        self._writer = writer
+        logger.info("recording segment %s", path)
+        return writer
+
+    def _close_segment(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        segment = writer.close()
+        self.segments_closed += 1
+        logger.info("closed segment %s (%.2f s, %d bytes)", segment.path, segment.duration_s, segment.size)
+        try:
+            self.on_segment_closed(segment)
+        except Exception:
+            # The file is safe on disk; a failing consumer must not stop the recording.
+            logger.exception("on_segment_closed callback failed for %s", segment.path)
+
+    def _close_sources(self) -> None:
+        with self._lock:
+            if self._sources_closed:
+                return
+            self._sources_closed = True
+        try:
+            self.video.close()
+        finally:
+            if self.audio is not None:
+                self.audio.close()

@@ -1,0 +1,315 @@
+"""Uploads journalled segments, oldest first, each driven by a sans-IO ``SegmentSender``.
+
+Threading: paho's network thread only puts acks and "connected" events on a queue; the worker thread
+alone owns the senders and the open files, so no sender is ever touched by two threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge_agent.config import AgentConfig
+from edge_agent.outbox import Outbox, OutboxSegment
+from protocol.messages import FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
+from protocol.transfer import (
+    SegmentSender,
+    SendChunk,
+    SenderAction,
+    SendFin,
+    SendInit,
+    SendStatus,
+    TransferFailed,
+    TransferFinished,
+)
+
+__all__ = ["Link", "Uploader", "UploaderStats"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+# A segment whose file is missing or altered is retried this often (and reported each time).
+_BLOCKED_RETRY_S = 60.0
+_HASH_CHUNK_BYTES = 1024 * 1024
+# How often an idle uploader looks for new segments (a finished transfer triggers a look at once).
+_OUTBOX_POLL_S = 0.5
+
+
+class Link(Protocol):
+    """What the uploader needs from the MQTT connection (``MqttLink`` fits)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, msg: Message) -> bool: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploaderStats:
+    """Counters for status and health."""
+
+    active: int
+    bytes_sent: int
+    chunks_sent: int
+    chunks_resent: int
+    segments_completed: int
+    segments_failed: int
+    blocked: int
+
+
+@dataclass
+class _Transfer:
+    segment: OutboxSegment
+    sender: SegmentSender
+    fd: int
+    sent_offsets: set[int] = field(default_factory=set)
+
+
+class _Connected:
+    """Event: the link (re)connected."""
+
+
+_Event = TransferAck | _Connected
+
+
+class Uploader:
+    """Keeps up to ``max_active`` segment transfers going until the outbox has nothing pending."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        link: Link,
+        config: AgentConfig,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_active: int = 2,
+        poll_interval: float = _POLL_S,
+    ) -> None:
+        """Prepare; call :meth:`start` to run the worker thread (or drive :meth:`step` in tests)."""
+        self.outbox = outbox
+        self.link = link
+        self.config = config
+        self.clock = clock
+        self.max_active = max_active
+        self.poll_interval = poll_interval
+        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._active: dict[str, _Transfer] = {}
+        self._blocked: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._next_outbox_poll = 0.0
+        self.bytes_sent = 0
+        self.chunks_sent = 0
+        self.chunks_resent = 0
+        self.segments_completed = 0
+        self.segments_failed = 0
+
+    # -- called from other threads --------------------------------------------------------------
+
+    def on_ack(self, ack: TransferAck) -> None:
+        """Queue an ack for the worker (called from paho's network thread)."""
+        self._events.put(ack)
+
+    def on_connected(self) -> None:
+        """Queue a resync of active transfers (called from paho's network thread)."""
+        self._events.put(_Connected())
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker and close open files; unfinished transfers resume at the next start."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.error("uploader thread did not stop within %.1f s", timeout)
+                return
+            self._thread = None
+        for transfer in self._active.values():
+            os.close(transfer.fd)
+        self._active.clear()
+
+    def drain(self, timeout: float, abort: threading.Event | None = None) -> bool:
+        """Wait until nothing is pending in the outbox (failed ones do not count); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.outbox.stats().segments_pending == 0:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (abort is not None and abort.is_set()):
+                return False
+            with self._idle:
+                self._idle.wait(min(remaining, 0.2))
+
+    def stats(self) -> UploaderStats:
+        """Current counters."""
+        return UploaderStats(
+            active=len(self._active),
+            bytes_sent=self.bytes_sent,
+            chunks_sent=self.chunks_sent,
+            chunks_resent=self.chunks_resent,
+            segments_completed=self.segments_completed,
+            segments_failed=self.segments_failed,
+            blocked=len(self._blocked),
+        )
+
+    # -- worker ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                # Never let one bad segment end uploading for all others; the outbox keeps everything.
+                logger.exception("uploader step failed")
+                self._stop.wait(1.0)
+            self._stop.wait(self.poll_interval)
+
+    def step(self) -> None:
+        """One round: apply queued events, start new transfers, check timeouts (worker thread only)."""
+        now = self.clock()
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, _Connected):
+                for transfer in list(self._active.values()):
+                    self._execute(transfer, transfer.sender.resume(now))
+            else:
+                transfer_or_none = self._active.get(event.file_id)
+                if transfer_or_none is None:
+                    logger.debug("ack %s for inactive transfer %s ignored", event.state.value, event.file_id)
+                    continue
+                self._execute(transfer_or_none, transfer_or_none.sender.receive_ack(event, now))
+        if not self.link.connected:
+            # Timeouts would only produce status queries nobody can receive; resume on reconnect.
+            return
+        self._start_new(now)
+        for transfer in list(self._active.values()):
+            self._execute(transfer, transfer.sender.tick(now))
+
+    def _start_new(self, now: float) -> None:
+        if len(self._active) >= self.max_active or now < self._next_outbox_poll:
+            return
+        self._next_outbox_poll = now + _OUTBOX_POLL_S
+        active_seqs = {t.segment.sequence for t in self._active.values()}
+        wanted = self.max_active + len(self._active) + len(self._blocked)
+        for segment in self.outbox.pending(limit=wanted):
+            if len(self._active) >= self.max_active:
+                break
+            if segment.sequence in active_seqs:
+                continue
+            blocked_at = self._blocked.get(segment.sequence)
+            if blocked_at is not None and now - blocked_at < _BLOCKED_RETRY_S:
+                continue
+            fd = self._open_checked(segment)
+            if fd is None:
+                self._blocked[segment.sequence] = now
+                continue
+            self._blocked.pop(segment.sequence, None)
+            sender = SegmentSender(
+                file_id=segment.file_id,
+                size=segment.size,
+                chunk_size=self.config.chunk_bytes,
+                window=self.config.window,
+                ack_timeout_s=self.config.ack_timeout_s,
+            )
+            transfer = _Transfer(segment=segment, sender=sender, fd=fd)
+            self._active[segment.file_id] = transfer
+            logger.info("uploading segment %d (%d bytes)", segment.sequence, segment.size)
+            self._execute(transfer, sender.start(now))
+
+    def _open_checked(self, segment: OutboxSegment) -> int | None:
+        """Open the segment file if it still is exactly what was signed; else report and skip it."""
+        try:
+            fd = os.open(segment.path, os.O_RDONLY)
+        except OSError as exc:
+            logger.error("segment %d: cannot open %s: %s", segment.sequence, segment.path, exc.strerror)
+            return None
+        # Checked before sending so an altered file is reported here rather than looping on the server.
+        digest = hashlib.sha256()
+        offset = 0
+        while data := os.pread(fd, _HASH_CHUNK_BYTES, offset):
+            digest.update(data)
+            offset += len(data)
+        if offset != segment.size or digest.hexdigest() != segment.sha256:
+            os.close(fd)
+            logger.error(
+                "segment %d: file %s no longer matches its signed manifest; not uploaded, kept",
+                segment.sequence,
+                segment.path,
+            )
+            return None
+        return fd
+
+    def _execute(self, transfer: _Transfer, actions: list[SenderAction]) -> None:
+        seg = transfer.segment
+        device_id, file_id = seg.device_id, seg.file_id
+        for action in actions:
+            if isinstance(action, SendChunk):
+                data = os.pread(transfer.fd, action.length, action.offset)
+                if len(data) != action.length:
+                    logger.error("segment %d: short read at offset %d", seg.sequence, action.offset)
+                    self._drop(transfer, block=True)
+                    return
+                self.link.publish(
+                    FileChunk(device_id=device_id, file_id=file_id, offset=action.offset, data=data)
+                )
+                self.chunks_sent += 1
+                self.bytes_sent += len(data)
+                if action.offset in transfer.sent_offsets:
+                    self.chunks_resent += 1
+                transfer.sent_offsets.add(action.offset)
+            elif isinstance(action, SendInit):
+                self.link.publish(FileInit(device_id=device_id, file_id=file_id, signed=seg.signed))
+            elif isinstance(action, SendFin):
+                self.link.publish(
+                    FileFin(device_id=device_id, file_id=file_id, size=seg.size, sha256=seg.sha256)
+                )
+            elif isinstance(action, SendStatus):
+                self.link.publish(FileStatusQuery(device_id=device_id, file_id=file_id))
+            elif isinstance(action, TransferFinished):
+                # Only the server's "complete" ack (durably stored) marks the segment; never a PUBACK.
+                self.outbox.mark_complete(seg.sequence, action.recording_id)
+                self.segments_completed += 1
+                logger.info(
+                    "segment %d stored by the server (recording %s%s)",
+                    seg.sequence,
+                    action.recording_id,
+                    ", duplicate" if action.duplicate else "",
+                )
+                self._drop(transfer)
+            elif isinstance(action, TransferFailed):
+                self.outbox.mark_failed(seg.sequence, action.code, action.message)
+                self.segments_failed += 1
+                logger.error(
+                    "segment %d REFUSED by the server (%s %s: %s); file kept (JL-19), needs attention",
+                    seg.sequence,
+                    action.state.value,
+                    action.code,
+                    action.message,
+                )
+                self._drop(transfer)
+
+    def _drop(self, transfer: _Transfer, *, block: bool = False) -> None:
+        if self._active.pop(transfer.segment.file_id, None) is not None:
+            os.close(transfer.fd)
+        if block:
+            self._blocked[transfer.segment.sequence] = self.clock()
+        self._next_outbox_poll = 0.0  # a slot is free: look for the next segment right away
+        with self._idle:
+            self._idle.notify_all()

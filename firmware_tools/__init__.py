@@ -1,0 +1,1 @@
+"""Tools for the device's life outside the field: provisioning now, signed updates later."""

@@ -1,0 +1,66 @@
+"""``zfjl-fw``: provision recorders (signed update bundles come with fleet management)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from firmware_tools.provision import ProvisionError, provision
+
+__all__ = ["main"]
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    try:
+        result = provision(
+            server_url=args.server,
+            token=args.token,
+            device_id=args.device_id,
+            out_dir=Path(args.out),
+            mqtt_url=args.mqtt_url,
+            serial=args.serial,
+            model=args.model,
+        )
+    except ProvisionError as exc:
+        print(f"provisioning failed / 注册失败: {exc}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "device_id": result.device_id,
+                "config": str(result.config_path),
+                "key_fingerprint": result.key_fingerprint,
+            },
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line grammar."""
+    parser = argparse.ArgumentParser(prog="zfjl-fw", description="zfjl device tools / 记录仪工具")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prov = commands.add_parser("provision", help="make a device key, register it, write the agent config")
+    prov.add_argument("--server", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
+    prov.add_argument("--token", required=True, help="access token of a device admin")
+    prov.add_argument("--device-id", required=True)
+    prov.add_argument("--out", required=True, help="folder for the key and agent.toml")
+    prov.add_argument("--mqtt-url", default=None, help="broker URL the device should use")
+    prov.add_argument("--serial", default=None)
+    prov.add_argument("--model", default=None)
+    prov.set_defaults(func=_cmd_provision)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``zfjl-fw``."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

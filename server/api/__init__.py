@@ -1,0 +1,56 @@
+"""HTTP API: one blueprint per resource, thin views over the service layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, request
+
+from server.errors import ApiError
+from server.storage import ObjectStore
+
+__all__ = ["actor", "client_ip", "get_store", "json_body", "register_blueprints"]
+
+STORE_KEY = "zfjl.store"
+
+
+def get_store() -> ObjectStore:
+    """The current app's object store."""
+    store: ObjectStore = current_app.extensions[STORE_KEY]
+    return store
+
+
+def actor() -> str:
+    """The authenticated user's id as the audit actor."""
+    from flask_jwt_extended import get_jwt_identity
+
+    return str(get_jwt_identity())
+
+
+def client_ip() -> str | None:
+    """The client address (the reverse proxy is expected to set it via ProxyFix when used)."""
+    return request.remote_addr
+
+
+def json_body(required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request's JSON object, with the required keys present; ApiError 400 otherwise."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "请求体必须是 JSON 对象", "request body must be a JSON object")
+    missing = [k for k in required if body.get(k) in (None, "")]
+    if missing:
+        raise ApiError(
+            400, "invalid_request", f"缺少字段：{', '.join(missing)}", f"missing fields: {', '.join(missing)}"
+        )
+    return body
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every blueprint."""
+    from server.api import auth, devices, health, openapi, recordings
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(auth.bp, url_prefix="/api/v1/auth")
+    app.register_blueprint(devices.bp, url_prefix="/api/v1/devices")
+    app.register_blueprint(recordings.bp, url_prefix="/api/v1/recordings")

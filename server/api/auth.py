@@ -1,0 +1,94 @@
+"""Login, token refresh and logout (JWT with role claim; revocation in revoked_tokens)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, get_jwt_identity
+
+from server.api import client_ip, json_body
+from server.api.openapi import api_view
+from server.db import session_scope
+from server.services import auth as auth_service
+from server.services.auth import InvalidCredentials
+
+bp = Blueprint("auth", __name__)
+
+_TOKENS = {
+    "type": "object",
+    "properties": {
+        "access_token": {"type": "string"},
+        "refresh_token": {"type": "string"},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer"},
+    },
+}
+
+
+def _expires_in() -> int:
+    return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+
+
+@bp.post("/login")
+@api_view(
+    "auth.login",
+    "登录 / log in",
+    auth="public",
+    request={
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+    },
+    response=_TOKENS,
+    responses={401: "用户名或密码错误 / invalid credentials", 423: "账户已锁定 / account locked"},
+)
+def login() -> ResponseReturnValue:
+    """Exchange username and password for an access and a refresh token."""
+    body = json_body(("username", "password"))
+    if not isinstance(body["username"], str) or not isinstance(body["password"], str):
+        raise InvalidCredentials("用户名或密码错误", "invalid username or password")
+    with session_scope() as session:
+        user = auth_service.authenticate(session, body["username"], body["password"], client_ip=client_ip())
+        claims = auth_service.token_claims(user)
+        identity = str(user.id)
+    return jsonify(
+        access_token=create_access_token(identity=identity, additional_claims=claims),
+        refresh_token=create_refresh_token(identity=identity, additional_claims=claims),
+        token_type="Bearer",
+        expires_in=_expires_in(),
+    )
+
+
+@bp.post("/refresh")
+@api_view("auth.refresh", "刷新访问令牌 / refresh the access token", auth="refresh", response=_TOKENS)
+def refresh() -> ResponseReturnValue:
+    """A new access token for a valid refresh token of a still-active user (role re-read)."""
+    with session_scope() as session:
+        user = auth_service.get_active_user(session, int(get_jwt_identity()))
+        if user is None:
+            raise InvalidCredentials("用户不存在或已停用", "user missing or disabled")
+        claims = auth_service.token_claims(user)
+    return jsonify(
+        access_token=create_access_token(identity=str(get_jwt_identity()), additional_claims=claims),
+        token_type="Bearer",
+        expires_in=_expires_in(),
+    )
+
+
+@bp.post("/logout")
+@api_view("auth.logout", "注销令牌 / revoke the presented token (access or refresh)", auth="token")
+def logout() -> ResponseReturnValue:
+    """Revoke the token used for this request; call once with each token to end the session."""
+    jwt = get_jwt()
+    expires = datetime.fromtimestamp(jwt["exp"], UTC) if "exp" in jwt else None
+    with session_scope() as session:
+        auth_service.revoke_token(
+            session,
+            jwt["jti"],
+            token_type=jwt.get("type", "access"),
+            user_id=str(get_jwt_identity()),
+            expires_at=expires,
+        )
+    return jsonify(revoked=True)

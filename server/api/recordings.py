@@ -1,0 +1,175 @@
+"""Recording metadata and media (HTTP Range); every access is written to the audit log first."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from server.api import actor, client_ip, get_store
+from server.api.openapi import api_view
+from server.db import session_scope
+from server.errors import ApiError
+from server.services import recordings as recording_service
+from server.services import write_audit
+
+bp = Blueprint("recordings", __name__)
+
+_SUMMARY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "device_id": {"type": "string"},
+        "sequence": {"type": "integer"},
+        "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {"type": "string", "format": "date-time"},
+        "size": {"type": "integer"},
+        "sha256": {"type": "string"},
+        "verified": {"type": "boolean"},
+        "media_type": {"type": "string"},
+        "officer_id": {"type": "string"},
+        "kind": {"type": "string"},
+    },
+}
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _int_arg(name: str, default: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_request", f"参数 {name} 必须是整数", f"{name} must be an integer"
+        ) from None
+
+
+@bp.get("")
+@api_view(
+    "recordings.list_recordings",
+    "录像列表（新到旧）/ list recordings, newest first",
+    query={
+        "device_id": {"type": "string"},
+        "limit": {"type": "integer", "default": 50, "maximum": 200},
+        "before": {"type": "integer", "description": "上一页返回的 next / cursor from the previous page"},
+    },
+    response={
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _SUMMARY}, "next": {"type": ["integer", "null"]}},
+    },
+)
+def list_recordings() -> ResponseReturnValue:
+    """A page of recordings (audited)."""
+    device_id = request.args.get("device_id") or None
+    requested = _int_arg("limit", None)
+    limit = 50 if requested is None else requested
+    before = _int_arg("before", None)
+    with session_scope() as session:
+        rows, next_cursor = recording_service.list_recordings(
+            session, device_id=device_id, limit=limit, before=before
+        )
+        write_audit(
+            session,
+            actor=actor(),
+            action="recording.list",
+            target_type="recording",
+            target_id=None,
+            detail={"device_id": device_id, "limit": limit, "before": before, "count": len(rows)},
+            client_ip=client_ip(),
+        )
+        items = [recording_service.recording_summary(r) for r in rows]
+    return jsonify(items=items, next=next_cursor)
+
+
+@bp.get("/<int:recording_id>")
+@api_view(
+    "recordings.get_recording",
+    "录像详情（含签名清单）/ recording details with the signed manifest",
+    response=_SUMMARY,
+)
+def get_recording(recording_id: int) -> ResponseReturnValue:
+    """One recording with its manifest, signature and chain links (audited)."""
+    with session_scope() as session:
+        rec = recording_service.get_recording(session, recording_id)
+        write_audit(
+            session,
+            actor=actor(),
+            action="recording.view",
+            target_type="recording",
+            target_id=recording_id,
+            client_ip=client_ip(),
+        )
+        return jsonify(recording_service.recording_detail(rec))
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for a single satisfiable range; None to serve everything; ApiError 416."""
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        # Multiple or malformed ranges: RFC 9110 lets us ignore Range and send the whole representation.
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or (last != "" and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError(
+        416,
+        "range_not_satisfiable",
+        "请求的字节范围无效",
+        "requested range not satisfiable",
+        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
+    )
+
+
+@bp.get("/<int:recording_id>/media")
+@api_view(
+    "recordings.get_media",
+    "录像媒体（支持 Range）/ recording media with HTTP Range",
+    response={"type": "string", "format": "binary"},
+    response_content_type="video/mp4",
+    responses={206: "部分内容 / partial content", 416: "范围无效 / range not satisfiable"},
+)
+def get_media(recording_id: int) -> ResponseReturnValue:
+    """Stream the segment from the object store; the access is audited before any byte is sent."""
+    header = request.headers.get("Range")
+    with session_scope() as session:
+        rec = recording_service.get_recording(session, recording_id)
+        size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
+        write_audit(
+            session,
+            actor=actor(),
+            action="recording.media",
+            target_type="recording",
+            target_id=recording_id,
+            detail={"range": header},
+            client_ip=client_ip(),
+        )
+    span = _parse_range(header, size)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "private, no-store"}
+    if span is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        start, end = span
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    length = end - start + 1 if size else 0
+    body = get_store().open_range(key, start, end) if length else iter(())
+    headers["Content-Length"] = str(length)
+    return Response(body, status=status, headers=headers, mimetype=media_type, direct_passthrough=True)

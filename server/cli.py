@@ -1,0 +1,128 @@
+"""``zfjl-server`` command line: create-admin, db upgrade, run."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "cmd_create_admin", "cmd_db_upgrade", "cmd_run", "main"]
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from server.config import load_settings
+
+    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+    return load_settings(overrides)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply all database migrations."""
+    from server.db import run_migrations
+
+    settings = _settings(args)
+    run_migrations(settings.database_url)
+    print("数据库已升级到最新版本 / database upgraded to head")
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    """Create a system_admin user (migrating the database first)."""
+    from sqlalchemy.orm import Session
+
+    from server.db import make_engine, run_migrations
+    from server.services import ServiceError
+    from server.services.auth import create_user
+
+    settings = _settings(args)
+    password = args.password
+    if password is None:
+        password = getpass.getpass("密码 / password: ")
+    run_migrations(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            try:
+                user = create_user(session, args.username, password, "system_admin", actor="cli")
+                session.commit()
+            except ServiceError as exc:
+                print(f"错误 / error: {exc.message} / {exc.message_en}", file=sys.stderr)
+                return 1
+            print(f"已创建管理员 / created system_admin {user.username} (id {user.id})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the server: migrate, embedded broker (unless ZFJL_MQTT_URL), ingest workers, HTTP API."""
+    import logging
+    import signal
+    import threading
+
+    from server.runner import ServerRunner
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("zfjl.server")
+    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    # Handlers first, so a signal during start-up still leads to an orderly stop.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    runner = ServerRunner(overrides)
+    try:
+        runner.start()
+        log.info(
+            "zfjl server running: HTTP %s, MQTT for devices %s",
+            runner.http.url if runner.http else "?",
+            runner.mqtt_url,
+        )
+        runner.wait(stop)
+    finally:
+        runner.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="zfjl-server", description="执法全过程记录服务 / zfjl server")
+    parser.add_argument("--database-url", help="覆盖 ZFJL_DATABASE_URL / override ZFJL_DATABASE_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    admin = sub.add_parser("create-admin", help="创建系统管理员 / create a system_admin user")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--password", help="省略则交互输入 / prompted when omitted")
+    admin.set_defaults(func=cmd_create_admin)
+
+    db = sub.add_parser("db", help="数据库 / database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="执行迁移 / apply migrations")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    run = sub.add_parser("run", help="运行服务 / run the server")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    from server.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,577 @@
+"""Ingest: turn uplink MQTT messages into staged chunks, committed evidence, telemetry and acks.
+
+:meth:`IngestService.handle` takes one ``(topic, payload)`` and returns the ``(topic, payload)`` acks to
+publish; it knows nothing of MQTT, so it is tested without a broker and shared by every worker. It is
+stateless between messages: what a transfer holds lives in :class:`~server.staging.Staging` and the
+database, so a transfer's messages may reach any worker (``$share``) or a restarted one.
+
+Nothing is acknowledged before its effect happened: a chunk ack after the chunk is in staging, ``complete``
+only after :func:`~server.services.evidence.commit_segment` returned. Unexpected failures (database or
+object store down, disk full) send no ack at all: the device times out, asks for status and resends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from protocol import topics
+from protocol.errors import ChunkHashMismatch, ManifestError, ProtocolError, TopicError
+from protocol.manifest import SignedManifest, parse_time
+from protocol.messages import (
+    MAX_JSON_PAYLOAD,
+    AckState,
+    DeviceHealth,
+    FileAbort,
+    FileChunk,
+    FileFin,
+    FileInit,
+    FileStatusQuery,
+    Presence,
+    TransferAck,
+    decode,
+    encode,
+)
+from protocol.topics import TopicKind
+from protocol.transfer import (
+    Committed,
+    DiscardStaging,
+    Finalize,
+    FinalizeRejected,
+    ReceiverAction,
+    ReceiverView,
+    Reply,
+    SegmentReceiver,
+    StageChunk,
+    StageOutcome,
+    StoreManifest,
+)
+from server.config import Settings
+from server.db import session_scope
+from server.models import Device, Recording, utcnow
+from server.models_telemetry import DeviceHealthSample, DevicePresence
+from server.services.evidence import (
+    ACCEPTING_STATUSES,
+    EvidenceRejected,
+    HashMismatch,
+    commit_segment,
+    record_rejection,
+)
+from server.staging import Staging
+from server.storage import ObjectStore
+
+__all__ = ["IngestService", "Outgoing"]
+
+_LOG = logging.getLogger(__name__)
+
+Outgoing = tuple[str, bytes]
+FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
+
+# Rows in the security log per device and in total per minute: a broken or hostile client must not be
+# able to fill the database through it. What is not written is still counted in stats().
+REJECTION_ROWS_PER_DEVICE_MINUTE = 30
+REJECTION_ROWS_PER_MINUTE = 600
+
+
+@dataclass(frozen=True)
+class _DeviceInfo:
+    """What ingest needs of a registered device."""
+
+    public_key: bytes
+    status: str
+
+
+class _RejectionBudget:
+    """Fixed one-minute windows limiting rejection rows per device and overall."""
+
+    def __init__(self, per_device: int, total: int, clock: Callable[[], float]) -> None:
+        self.per_device, self.total, self.clock = per_device, total, clock
+        self._window = -1
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, device_id: str | None) -> bool:
+        """Whether one more row may be written now."""
+        with self._lock:
+            window = int(self.clock() // 60)
+            if window != self._window:
+                self._window, self._counts = window, Counter()
+            key = device_id or ""
+            if self._counts["*"] >= self.total or self._counts[key] >= self.per_device:
+                return False
+            self._counts["*"] += 1
+            self._counts[key] += 1
+            return True
+
+
+def _device_time(text: str) -> datetime | None:
+    """A device-reported time (canonical manifest form or ISO 8601), tz-aware UTC; None if unusable."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ProtocolError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _topic_device_id(topic: str) -> str | None:
+    """The device id of a topic that failed to parse, when it is at least under our prefix."""
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[0] == topics.PREFIX and topics.valid_device_id(parts[2]):
+        return parts[2]
+    return None
+
+
+class IngestService:
+    """Handles uplink messages for every ingest worker of this process (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: Flask,
+        store: ObjectStore,
+        staging: Staging,
+        *,
+        device_cache_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.staging = staging
+        self.device_cache_ttl_s = device_cache_ttl_s
+        # Unknown devices are cached briefly only, so a device registered a moment ago gets in soon.
+        self.unknown_device_ttl_s = min(2.0, device_cache_ttl_s)
+        self.clock = clock
+        self._devices: dict[str, tuple[float, _DeviceInfo | None]] = {}
+        self._devices_lock = threading.Lock()
+        self._budget = _RejectionBudget(REJECTION_ROWS_PER_DEVICE_MINUTE, REJECTION_ROWS_PER_MINUTE, clock)
+        self._stats_lock = threading.Lock()
+        self._messages: Counter[str] = Counter()
+        self._rejections: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+
+    @classmethod
+    def from_app(cls, app: Flask) -> IngestService:
+        """A service over the app's settings, object store and staging directory."""
+        from server.api import STORE_KEY
+
+        settings: Settings = app.extensions["zfjl.settings"]
+        return cls(settings, app, app.extensions[STORE_KEY], Staging(settings.staging_dir))
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _count(self, counter: Counter[str], key: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            counter[key] += amount
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start: messages by kind, bytes staged, commits, duplicates, conflicts, refusals."""
+        with self._stats_lock:
+            return {
+                "messages": dict(self._messages),
+                "bytes_staged": self._totals["bytes_staged"],
+                "chunks_staged": self._totals["chunks_staged"],
+                "chunks_duplicate": self._totals["chunks_duplicate"],
+                "segments_committed": self._totals["segments_committed"],
+                "duplicates": self._totals["duplicates"],
+                "conflicts": self._totals["conflicts"],
+                "chain_breaks": self._totals["chain_breaks"],
+                "errors": self._totals["errors"],
+                "rejection_rows_suppressed": self._totals["rejection_rows_suppressed"],
+                "rejections": dict(self._rejections),
+                "dropped": dict(self._dropped),
+            }
+
+    # -- entry points ------------------------------------------------------------------------
+
+    @staticmethod
+    def is_finalize(topic: str) -> bool:
+        """Whether handling this topic may commit a segment (slow: hash, object store, database)."""
+        try:
+            return topics.parse(topic).kind is TopicKind.FILE_FIN
+        except TopicError:
+            return False
+
+    def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """Handle one uplink message; return the acks to publish (QoS 1). Never raises."""
+        try:
+            return self._handle(topic, payload)
+        except Exception:
+            # No ack: the device's timeout, status query and resend are the recovery path.
+            _LOG.exception("ingest: failed to handle a message on %r (%d bytes)", topic[:300], len(payload))
+            self._count(self._totals, "errors")
+            return []
+
+    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        try:
+            parsed = topics.parse(topic)
+        except TopicError as exc:
+            self._count(self._messages, "malformed")
+            self._drop("bad_topic", str(exc), _topic_device_id(topic), None)
+            return []
+        self._count(self._messages, parsed.kind.value)
+        if parsed.kind is TopicKind.FILE_INIT and len(payload) > MAX_JSON_PAYLOAD:
+            # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
+            return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
+        try:
+            msg = decode(topic, payload)
+        except ChunkHashMismatch as exc:
+            return self._refuse(parsed, "chunk_hash_mismatch", str(exc), length=len(payload))
+        except ManifestError as exc:
+            return self._refuse(parsed, "bad_manifest", str(exc))
+        except ProtocolError as exc:
+            return self._refuse(parsed, "bad_message", str(exc))
+        if isinstance(msg, Presence):
+            return self._presence(msg)
+        if isinstance(msg, DeviceHealth):
+            return self._health(msg)
+        if isinstance(msg, TransferAck):
+            self._count(self._dropped, "not_uplink")
+            return []
+        return self._transfer(msg)
+
+    # -- refusals ----------------------------------------------------------------------------
+
+    def _drop(self, reason: str, message: str, device_id: str | None, file_id: str | None) -> None:
+        """Count and log a message we do not answer; keep a security-log row when a device is named."""
+        self._count(self._dropped, reason)
+        self._count(self._rejections, reason)
+        _LOG.warning("ingest: dropped (%s): %s", reason, message)
+        if device_id is not None:
+            self._log_rejection(reason, message, device_id, file_id)
+
+    def _refuse(
+        self, parsed: topics.Topic, code: str, message: str, *, length: int | None = None
+    ) -> list[Outgoing]:
+        """A malformed message: log it, and tell the device when there is a transfer to answer on."""
+        self._count(self._rejections, code)
+        _LOG.warning("ingest: refused %s from %s: %s", parsed.kind.value, parsed.device_id, message)
+        self._log_rejection(code, message, parsed.device_id, parsed.file_id)
+        if parsed.file_id is None:
+            return []
+        ack = TransferAck(
+            device_id=parsed.device_id,
+            file_id=parsed.file_id,
+            state=AckState.REJECTED,
+            offset=parsed.offset,
+            length=length if parsed.offset is not None else None,
+            code=code,
+            message=message[:500],
+        )
+        return [encode(ack)]
+
+    def _log_rejection(
+        self,
+        code: str,
+        message: str,
+        device_id: str | None,
+        file_id: str | None,
+        manifest_text: str | None = None,
+    ) -> None:
+        if not self._budget.take(device_id):
+            self._count(self._totals, "rejection_rows_suppressed")
+            return
+        try:
+            with session_scope(self.app) as session:
+                record_rejection(
+                    session,
+                    code=code[:32],
+                    message=message[:2000],
+                    device_id=device_id,
+                    file_id=file_id,
+                    manifest_text=manifest_text,
+                )
+        except Exception:
+            _LOG.exception("ingest: could not record a %s rejection for %s", code, device_id)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def _device(self, device_id: str) -> _DeviceInfo | None:
+        now = self.clock()
+        with self._devices_lock:
+            cached = self._devices.get(device_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with session_scope(self.app) as session:
+            row = session.get(Device, device_id)
+            info = None if row is None else _DeviceInfo(bytes(row.public_key), row.status)
+        ttl = self.device_cache_ttl_s if info is not None else self.unknown_device_ttl_s
+        with self._devices_lock:
+            if len(self._devices) > 10_000:
+                self._devices.clear()  # ids come from the network: never let the cache grow unbounded
+            self._devices[device_id] = (now + ttl, info)
+        return info
+
+    def _recording_id(self, device_id: str, file_id: str) -> int | None:
+        """The recording committed for this transfer, if any (file_id = first 32 hex of its manifest hash)."""
+        with session_scope(self.app) as session:
+            # The range on manifest_hash lets the unique index find the prefix; hashes are lowercase hex.
+            recording_id: int | None = session.scalar(
+                select(Recording.id).where(
+                    Recording.device_id == device_id,
+                    Recording.manifest_hash >= file_id,
+                    Recording.manifest_hash < file_id + "g",
+                    Recording.file_id == file_id,
+                )
+            )
+        return recording_id
+
+    # -- transfers ---------------------------------------------------------------------------
+
+    def _transfer(self, msg: FileMessage) -> list[Outgoing]:
+        device = self._device(msg.device_id)
+        if (
+            device is not None
+            and device.status not in ACCEPTING_STATUSES
+            and not isinstance(msg, FileStatusQuery | FileAbort)
+        ):
+            # Refuse up front rather than after the whole upload: commit_segment would refuse it anyway.
+            parsed = topics.Topic(
+                kind=TopicKind.FILE_CHUNK if isinstance(msg, FileChunk) else TopicKind.FILE_INIT,
+                device_id=msg.device_id,
+                file_id=msg.file_id,
+                offset=msg.offset if isinstance(msg, FileChunk) else None,
+            )
+            if isinstance(msg, FileFin):
+                parsed = topics.Topic(kind=TopicKind.FILE_FIN, device_id=msg.device_id, file_id=msg.file_id)
+            length = len(msg.data) if isinstance(msg, FileChunk) else None
+            return self._refuse(
+                parsed, "device_inactive", f"device {msg.device_id} is {device.status}", length=length
+            )
+        manifest, held = self.staging.view_parts(msg.device_id, msg.file_id)
+        view = ReceiverView(
+            device_id=msg.device_id,
+            file_id=msg.file_id,
+            device_key=None if device is None else device.public_key,
+            manifest=manifest,
+            held=held,
+            recording_id=self._recording_id(msg.device_id, msg.file_id),
+            max_segment_bytes=self.settings.max_segment_bytes,
+            max_chunk_bytes=self.settings.max_chunk_bytes,
+        )
+        receiver = SegmentReceiver(view)
+        out: list[Outgoing] = []
+        self._perform(receiver, msg, receiver.receive(msg), out, finalizing=False)
+        return out
+
+    def _perform(
+        self,
+        receiver: SegmentReceiver,
+        msg: FileMessage,
+        actions: list[ReceiverAction],
+        out: list[Outgoing],
+        *,
+        finalizing: bool,
+    ) -> None:
+        view = receiver.view
+        for action in actions:
+            if isinstance(action, Reply):
+                self._note_reply(action.ack, msg, view.manifest, logged=finalizing)
+                out.append(encode(action.ack))
+            elif isinstance(action, StoreManifest):
+                self.staging.store_manifest(action.signed)
+            elif isinstance(action, StageChunk):
+                outcome = self.staging.stage(action.chunk)
+                if outcome is StageOutcome.WRITTEN:
+                    self._count(self._totals, "chunks_staged")
+                    self._count(self._totals, "bytes_staged", len(action.chunk.data))
+                elif outcome is StageOutcome.SAME:
+                    self._count(self._totals, "chunks_duplicate")
+                follow = receiver.chunk_staged(action.chunk, outcome)
+                self._perform(receiver, msg, follow, out, finalizing=False)
+            elif isinstance(action, Finalize):
+                result = self._finalize(action.signed)
+                self._perform(receiver, msg, receiver.finalized(result), out, finalizing=True)
+                if isinstance(result, Committed):
+                    self._discard_quietly(view.device_id, view.file_id)
+            elif isinstance(action, DiscardStaging):
+                # After a finalize hash mismatch only the bytes were bad: keep the verified manifest.
+                self.staging.discard(view.device_id, view.file_id, keep_manifest=finalizing)
+
+    def _note_reply(
+        self, ack: TransferAck, msg: FileMessage, manifest: SignedManifest | None, *, logged: bool
+    ) -> None:
+        """Count refusals and log them to the security log (finalize refusals are logged by the service)."""
+        if ack.state not in (AckState.REJECTED, AckState.CONFLICT):
+            return
+        self._count(self._rejections, ack.code)
+        if ack.state is AckState.CONFLICT and not logged:
+            self._count(self._totals, "conflicts")
+        _LOG.warning(
+            "ingest: %s %s/%s: %s (%s)", ack.state.value, ack.device_id, ack.file_id, ack.code, ack.message
+        )
+        if logged:
+            return
+        signed = msg.signed if isinstance(msg, FileInit) else manifest
+        detail = ack.message if ack.offset is None else f"{ack.message} (offset {ack.offset})"
+        self._log_rejection(
+            ack.code, detail, ack.device_id, ack.file_id, None if signed is None else signed.manifest_text
+        )
+
+    def _discard_quietly(self, device_id: str, file_id: str) -> None:
+        try:
+            self.staging.discard(device_id, file_id)
+        except OSError:
+            # The segment is committed; leftover staging is only disk space and the janitor removes it.
+            _LOG.exception("ingest: could not discard staging of committed %s/%s", device_id, file_id)
+
+    def _finalize(self, signed: SignedManifest) -> Committed | FinalizeRejected:
+        """fsync the staged bytes, then commit them (the service hashes, stores and records them)."""
+        device_id, file_id = signed.manifest.device_id, signed.file_id
+        try:
+            staged = self.staging.sync(device_id, file_id, signed.manifest.size)
+        except FileNotFoundError:
+            # A repeated fin racing the first one: that commit discarded the staging after succeeding.
+            recording_id = self._recording_id(device_id, file_id)
+            if recording_id is not None:
+                self._count(self._totals, "duplicates")
+                return Committed(recording_id, duplicate=True)
+            return FinalizeRejected("hash_mismatch", "staged bytes are missing; send them again")
+        try:
+            with session_scope(self.app) as session:
+                result = commit_segment(
+                    session,
+                    self.store,
+                    signed,
+                    staged,
+                    expected_device_id=device_id,
+                    max_segment_bytes=self.settings.max_segment_bytes,
+                )
+                recording_id, duplicate = result.recording.id, result.duplicate
+        except HashMismatch as exc:
+            # size_mismatch included: either way the staged bytes are wrong and the device must resend them.
+            self._count(self._rejections, exc.code)
+            return FinalizeRejected("hash_mismatch", f"{exc.code}: {exc.message_en}")
+        except EvidenceRejected as exc:
+            conflict = exc.code == "segment_conflict"
+            if conflict:
+                self._count(self._totals, "conflicts")
+            return FinalizeRejected(exc.code, exc.message_en, conflict=conflict)
+        if duplicate:
+            self._count(self._totals, "duplicates")
+        else:
+            self._count(self._totals, "segments_committed")
+            self._check_chain(signed)
+        _LOG.info(
+            "ingest: %s segment %d of %s as recording %d",
+            "duplicate" if duplicate else "committed",
+            signed.manifest.sequence,
+            device_id,
+            recording_id,
+        )
+        return Committed(recording_id, duplicate)
+
+    def _check_chain(self, signed: SignedManifest) -> None:
+        """Alert when this segment and a stored neighbour disagree on their link; the evidence stays."""
+        manifest = signed.manifest
+        breaks: list[str] = []
+        try:
+            with session_scope(self.app) as session:
+                neighbours = session.scalars(
+                    select(Recording).where(
+                        Recording.device_id == manifest.device_id,
+                        Recording.sequence.in_((manifest.sequence - 1, manifest.sequence + 1)),
+                    )
+                ).all()
+                before, after = manifest.sequence - 1, manifest.sequence + 1
+                for other in neighbours:
+                    if other.sequence == before and other.manifest_hash != manifest.prev_manifest_hash:
+                        breaks.append(
+                            f"segment {manifest.sequence} points back to {manifest.prev_manifest_hash[:16]}… "
+                            f"but segment {other.sequence} is {other.manifest_hash[:16]}…"
+                        )
+                    if other.sequence == after and other.prev_manifest_hash != signed.manifest_hash:
+                        breaks.append(
+                            f"segment {other.sequence} points back to {other.prev_manifest_hash[:16]}… "
+                            f"but segment {manifest.sequence} is {signed.manifest_hash[:16]}…"
+                        )
+                for text in breaks:
+                    record_rejection(
+                        session,
+                        code="chain_break",
+                        message=f"hash chain break of device {manifest.device_id}: {text}",
+                        device_id=manifest.device_id,
+                        file_id=signed.file_id,
+                        manifest_text=signed.manifest_text,
+                    )
+        except Exception:
+            _LOG.exception("ingest: chain check of %s/%d failed", manifest.device_id, manifest.sequence)
+            return
+        for text in breaks:
+            self._count(self._totals, "chain_breaks")
+            _LOG.error("ingest: ALERT hash chain break of device %s: %s", manifest.device_id, text)
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    def _presence(self, msg: Presence) -> list[Outgoing]:
+        if self._device(msg.device_id) is None:
+            self._count(self._dropped, "unknown_device_presence")
+            return []
+        received = utcnow()
+        at = _device_time(msg.at) or received
+        for attempt in range(2):
+            try:
+                with session_scope(self.app) as session:
+                    row = session.get(DevicePresence, msg.device_id)
+                    if row is None:
+                        session.add(
+                            DevicePresence(
+                                device_id=msg.device_id,
+                                state=msg.state.value,
+                                at=at,
+                                agent_version=msg.agent_version[:64],
+                                received_at=received,
+                            )
+                        )
+                    elif at >= row.at:
+                        # Retained presence is redelivered on every subscribe: never let an old one win.
+                        row.state, row.at = msg.state.value, at
+                        row.agent_version, row.received_at = msg.agent_version[:64], received
+                return []
+            except IntegrityError:
+                if attempt:
+                    raise  # two workers inserted the first row at once; the retry updates it
+        return []
+
+    def _health(self, msg: DeviceHealth) -> list[Outgoing]:
+        if self._device(msg.device_id) is None:
+            self._count(self._dropped, "unknown_device_health")
+            return []
+        received = utcnow()
+        at = _device_time(msg.at) or received
+        # A device clock far in the future would sort its samples above all real ones; keep ours then.
+        if at > received + timedelta(days=1):
+            at = received
+        with session_scope(self.app) as session:
+            session.add(
+                DeviceHealthSample(
+                    device_id=msg.device_id,
+                    at=at,
+                    received_at=received,
+                    backlog_bytes=msg.backlog_bytes,
+                    backlog_segments=msg.backlog_segments,
+                    oldest_pending_age_s=msg.oldest_pending_age_s,
+                    free_bytes=msg.free_bytes,
+                    battery_pct=msg.battery_pct,
+                    recording=msg.recording,
+                    extra=msg.extra,
+                )
+            )
+        return []

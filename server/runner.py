@@ -1,0 +1,194 @@
+"""``zfjl-server run``: migrate, then start the embedded broker, the ingest workers and the HTTP API.
+
+One :class:`ServerRunner` owns every loop it starts and stops them in reverse order (HTTP, workers,
+broker), so a SIGTERM ends with every committed segment acknowledged and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from waitress import wasyncore
+from waitress.server import create_server
+
+from server import create_app
+from server.broker import EmbeddedBroker
+from server.config import Settings
+from server.db import get_engine, run_migrations
+from server.ingest import IngestService
+from server.mqtt import IngestWorker
+
+__all__ = ["STAGING_MAX_AGE_DAYS", "ServerRunner"]
+
+_LOG = logging.getLogger(__name__)
+
+# Devices resume from the server's staged ranges after being offline, so keep partial uploads long.
+STAGING_MAX_AGE_DAYS = 14
+HOUSEKEEPING_INTERVAL_S = 3600.0
+HTTP_POLL_S = 0.5
+
+
+class _HttpServer:
+    """waitress on its own thread; the thread polls the socket map so it alone ever closes it."""
+
+    def __init__(self, app: Flask, host: str, port: int) -> None:
+        self._socket_map: dict[int, Any] = {}
+        self._server = create_server(app, map=self._socket_map, host=host, port=port, ident="zfjl")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="zfjl-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the (first) listening socket."""
+        server: Any = self._server
+        if not hasattr(server, "effective_port"):
+            server = next(iter(server.map.values()))  # MultiSocketServer: one of its listening sockets
+        host, port = server.effective_host, server.effective_port
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    def start(self) -> None:
+        """Serve in the background."""
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set() and self._socket_map:
+            wasyncore.loop(timeout=HTTP_POLL_S, map=self._socket_map, count=1)
+        wasyncore.close_all(self._socket_map)
+        self._server.task_dispatcher.shutdown()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, let running requests finish (up to the dispatcher's timeout), join."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        else:
+            wasyncore.close_all(self._socket_map)
+            self._server.task_dispatcher.shutdown()
+
+
+class ServerRunner:
+    """Owns the app, the embedded broker, the ingest workers, the HTTP server and housekeeping."""
+
+    def __init__(
+        self, overrides: Mapping[str, Any] | None = None, *, embedded_mqtt_port: int | None = None
+    ) -> None:
+        self.overrides = dict(overrides or {})
+        self.embedded_mqtt_port = embedded_mqtt_port
+        self.app: Flask | None = None
+        self.settings: Settings | None = None
+        self.service: IngestService | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt_url = ""
+        self.workers: list[IngestWorker] = []
+        self.http: _HttpServer | None = None
+        self._stop = threading.Event()
+        self._housekeeping: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Migrate and start everything; on any failure stop what was started and re-raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        app = create_app(self.overrides)
+        settings: Settings = app.extensions["zfjl.settings"]
+        self.app, self.settings = app, settings
+        _LOG.info("settings: %s", settings.safe_dict())
+        run_migrations(settings.database_url)
+        service = IngestService.from_app(app)
+        self.service = service
+        ensure_bucket = getattr(service.store, "ensure_bucket", None)
+        if ensure_bucket is not None:
+            ensure_bucket()
+        if settings.mqtt_url:
+            self.mqtt_url = settings.mqtt_url
+        else:
+            self.broker = self._start_embedded_broker(settings)
+            self.mqtt_url = self.broker.url
+            _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
+        self._start_workers(settings, service)
+        self.http = _HttpServer(app, settings.http_host, settings.http_port)
+        self.http.start()
+        _LOG.info("HTTP API listening on %s", self.http.url)
+        self._housekeeping = threading.Thread(target=self._housekeep, name="zfjl-housekeeping", daemon=True)
+        self._housekeeping.start()
+
+    def _start_embedded_broker(self, settings: Settings) -> EmbeddedBroker:
+        port = self.embedded_mqtt_port
+        if port is None:
+            port = settings.mqtt_embedded_port
+        broker = EmbeddedBroker(host="127.0.0.1", port=port)
+        try:
+            broker.start()
+        except RuntimeError as exc:
+            if port == 0:
+                raise
+            # Typically another broker already holds the port; devices must use the URL logged below.
+            _LOG.warning("embedded MQTT broker cannot use port %d (%s); picking a free port", port, exc)
+            broker = EmbeddedBroker(host="127.0.0.1", port=0)
+            broker.start()
+        return broker
+
+    def _start_workers(self, settings: Settings, service: IngestService) -> None:
+        first = IngestWorker(settings, service, "w0", self.mqtt_url)
+        count = settings.ingest_workers
+        if not first.shared and count > 1:
+            # Without $share every worker would receive every message.
+            _LOG.warning("no shared subscription on this broker: running 1 ingest worker, not %d", count)
+            count = 1
+        self.workers.append(first)
+        first.start()
+        for index in range(1, count):
+            worker = IngestWorker(settings, service, f"w{index}", self.mqtt_url)
+            self.workers.append(worker)
+            worker.start()
+
+    def _housekeep(self) -> None:
+        """Hourly: drop staging of long-abandoned transfers and log the ingest counters."""
+        while not self._stop.wait(HOUSEKEEPING_INTERVAL_S):
+            assert self.service is not None
+            try:
+                removed = self.service.staging.purge_stale(STAGING_MAX_AGE_DAYS)
+                if removed:
+                    _LOG.info("staging janitor removed %d abandoned transfers", len(removed))
+            except Exception:
+                _LOG.exception("staging janitor failed")
+            _LOG.info("ingest stats: %s", self.service.stats())
+
+    def wait(self, stop_event: threading.Event) -> None:
+        """Block until ``stop_event`` is set (by a signal handler)."""
+        while not stop_event.wait(1.0):
+            pass
+
+    def stop(self) -> None:
+        """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
+        self._stop.set()
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        for worker in reversed(self.workers):
+            try:
+                worker.stop()
+            except Exception:
+                _LOG.exception("stopping ingest worker %s failed", worker.name)
+        self.workers.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self._housekeeping is not None:
+            self._housekeeping.join(5)
+            self._housekeeping = None
+        if self.service is not None:
+            _LOG.info("ingest stats at shutdown: %s", self.service.stats())
+        if self.app is not None:
+            with contextlib.suppress(Exception):
+                get_engine(self.app).dispose()
+        _LOG.info("server stopped")

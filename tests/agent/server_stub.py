@@ -1,0 +1,270 @@
+"""A minimal ingest peer for agent tests: ``protocol.transfer.SegmentReceiver`` + in-memory staging.
+
+Also a private Mosquitto process on a free port. Neither uses the real server package: the agent is
+tested against the protocol alone, so its tests don't depend on code written in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocol import topics
+from protocol.errors import ProtocolError
+from protocol.manifest import SignedManifest
+from protocol.messages import (
+    DeviceHealth,
+    FileAbort,
+    FileChunk,
+    FileFin,
+    FileInit,
+    FileStatusQuery,
+    decode,
+    encode,
+    qos_of,
+)
+from protocol.ranges import RangeSet
+from protocol.transfer import (
+    Committed,
+    DiscardStaging,
+    Finalize,
+    FinalizeRejected,
+    ReceiverAction,
+    ReceiverView,
+    Reply,
+    SegmentReceiver,
+    StageChunk,
+    StageOutcome,
+    StoreManifest,
+)
+
+__all__ = ["Mosquitto", "StubIngest", "find_mosquitto", "free_port", "wait_until"]
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary, if installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mosquitto:
+    """A private mosquitto on a free loopback port (never the system one), restartable on the same port."""
+
+    def __init__(self, workdir: Path, binary: str) -> None:
+        """Prepare the config; call :meth:`start`."""
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_queued_messages 10000",
+            f"log_dest file {self.log}",
+        ]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")
+        self.config.write_text("\n".join(lines) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:port``."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def listening() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        if not wait_until(listening, 10):
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Terminate the broker (all sessions are lost: persistence is off)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class _Staging:
+    manifest: SignedManifest | None = None
+    data: bytearray = field(default_factory=bytearray)
+    held: RangeSet = field(default_factory=RangeSet)
+    recording_id: int | None = None
+
+
+class StubIngest:
+    """Answers a device's transfer messages exactly as ``SegmentReceiver`` says; keeps files in memory."""
+
+    def __init__(self, url_port: int, device_keys: dict[str, bytes]) -> None:
+        """``device_keys``: registered raw Ed25519 public keys by device id."""
+        self.port = url_port
+        self.device_keys = device_keys
+        self.lock = threading.Lock()
+        self.staging: dict[tuple[str, str], _Staging] = {}
+        self.stored: dict[tuple[str, int], bytes] = {}  # (device, sequence) -> committed bytes
+        self.commits: dict[tuple[str, int], int] = {}  # how many times each sequence was committed
+        self.rejected: list[str] = []
+        self.health: list[DeviceHealth] = []
+        self.chunks_staged = 0
+        self.paused = threading.Event()  # while set, every incoming message is dropped unanswered
+        self.hold_finalize = threading.Event()  # while set, fin is dropped (nothing completes)
+        self._next_recording = 1
+        self.connected = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="stub-ingest", protocol=mqtt.MQTTv311
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+
+    def start(self) -> None:
+        """Connect and subscribe to every device's uplink."""
+        self.client.connect_async("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            raise RuntimeError("stub ingest could not connect")
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            return
+        client.subscribe(topics.ingest_filter(), qos=1)
+        self.connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.paused.is_set():
+            return
+        try:
+            msg = decode(message.topic, bytes(message.payload))
+        except ProtocolError:
+            return
+        if isinstance(msg, DeviceHealth):
+            self.health.append(msg)
+            return
+        if not isinstance(msg, FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort):
+            return
+        if isinstance(msg, FileFin) and self.hold_finalize.is_set():
+            return
+        with self.lock:
+            key = (msg.device_id, msg.file_id)
+            st = self.staging.setdefault(key, _Staging())
+            view = ReceiverView(
+                device_id=msg.device_id,
+                file_id=msg.file_id,
+                device_key=self.device_keys.get(msg.device_id),
+                manifest=st.manifest,
+                held=st.held,
+                recording_id=st.recording_id,
+            )
+            receiver = SegmentReceiver(view)
+            self._perform(receiver, st, receiver.receive(msg))
+
+    def _perform(self, receiver: SegmentReceiver, st: _Staging, actions: list[ReceiverAction]) -> None:
+        for action in actions:
+            if isinstance(action, Reply):
+                if action.ack.code and action.ack.state.value in ("rejected", "conflict"):
+                    self.rejected.append(action.ack.code)
+                topic, payload = encode(action.ack)
+                self.client.publish(topic, payload, qos=qos_of(action.ack))
+            elif isinstance(action, StoreManifest):
+                st.manifest = action.signed
+            elif isinstance(action, StageChunk):
+                self._perform(
+                    receiver, st, receiver.chunk_staged(action.chunk, self._stage(st, action.chunk))
+                )
+            elif isinstance(action, Finalize):
+                self._perform(receiver, st, receiver.finalized(self._finalize(st, action.signed)))
+            elif isinstance(action, DiscardStaging):
+                st.data = bytearray()
+                st.held = RangeSet()
+
+    def _stage(self, st: _Staging, chunk: FileChunk) -> StageOutcome:
+        self.chunks_staged += 1
+        for lo, hi in st.held.overlaps(chunk.offset, chunk.end):
+            if bytes(st.data[lo:hi]) != chunk.data[lo - chunk.offset : hi - chunk.offset]:
+                return StageOutcome.DIFFERENT
+        if st.held.covers(chunk.offset, chunk.end):
+            return StageOutcome.SAME
+        if len(st.data) < chunk.end:
+            st.data.extend(b"\0" * (chunk.end - len(st.data)))
+        st.data[chunk.offset : chunk.end] = chunk.data
+        st.held = st.held.add(chunk.offset, chunk.end)
+        return StageOutcome.WRITTEN
+
+    def _finalize(self, st: _Staging, signed: SignedManifest) -> Committed | FinalizeRejected:
+        data = bytes(st.data[: signed.manifest.size])
+        if hashlib.sha256(data).hexdigest() != signed.manifest.sha256:
+            return FinalizeRejected(code="hash_mismatch", message="staged bytes differ from the manifest")
+        key = (signed.manifest.device_id, signed.manifest.sequence)
+        if key in self.stored and self.stored[key] != data:
+            return FinalizeRejected(
+                code="sequence_conflict", message="another segment has this sequence", conflict=True
+            )
+        duplicate = key in self.stored
+        self.stored[key] = data
+        self.commits[key] = self.commits.get(key, 0) + 1
+        st.recording_id = self._next_recording
+        self._next_recording += 1
+        return Committed(recording_id=st.recording_id, duplicate=duplicate)
