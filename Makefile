@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## demo: run the end-to-end demo
 demo: $(STAMP)
-	$(PY) -m bench.demo
+	$(PY) scripts/demo.py
 
 ## test: run the test suite; pass extra pytest arguments with PYTEST_ARGS="-k broker -x"
 test: $(STAMP)

@@ -1,0 +1,193 @@
+"""``make demo``: the whole pipeline on embedded defaults, on one machine, with no system service.
+
+Starts the server (embedded MQTT broker, SQLite, local object folder), provisions two simulated
+recorders, records with one of them offline for the first part, shows progress, prints a summary and
+the URLs, and keeps the server running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from firmware_tools.provision import provision  # noqa: E402
+from server.db import session_scope  # noqa: E402
+from server.runner import ServerRunner  # noqa: E402
+from server.services.auth import create_user  # noqa: E402
+
+ADMIN, PASSWORD = "admin", "zfjl-demo-admin"
+BIN = Path(sys.executable).parent
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+
+def _api(base: str, method: str, path: str, body: object = None, token: str = "") -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _agent_status(config: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [str(BIN / "zfjl-agent"), "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    try:
+        data: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return {}
+    return data
+
+
+def main() -> int:
+    """Run the demo."""
+    parser = argparse.ArgumentParser(description="zfjl demo / 演示")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long each recorder records")
+    parser.add_argument("--offline", type=float, default=15.0, help="how long recorder 2 starts offline")
+    parser.add_argument("--segment-seconds", type=float, default=5.0)
+    parser.add_argument("--data-dir", default=str(ROOT / "var" / "demo"))
+    parser.add_argument("--no-wait", action="store_true", help="exit after the summary (for scripted runs)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    data_dir = Path(args.data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    http_port = _free_port(8080)
+    print(f"== zfjl 演示 / demo — data in {data_dir}")
+    runner = ServerRunner({"data_dir": str(data_dir / "server"), "http_port": http_port})
+    runner.start()
+    assert runner.http is not None
+    base = runner.http.url
+    with session_scope(runner.app) as session:
+        create_user(session, ADMIN, PASSWORD, "system_admin")
+    token = _api(base, "POST", "/api/v1/auth/login", {"username": ADMIN, "password": PASSWORD})[
+        "access_token"
+    ]
+    print(f"   server: {base}   MQTT for devices: {runner.mqtt_url}")
+
+    devices = ["rec-demo-1", "rec-demo-2"]
+    configs: dict[str, Path] = {}
+    for device_id in devices:
+        result = provision(
+            server_url=base,
+            token=token,
+            device_id=device_id,
+            out_dir=data_dir / device_id,
+            mqtt_url=runner.mqtt_url,
+        )
+        configs[device_id] = result.config_path
+        print(f"   provisioned {device_id}: key {result.key_fingerprint[:16]}…")
+
+    agents: dict[str, subprocess.Popen[bytes]] = {}
+    started = time.monotonic()
+    for device_id in devices:
+        command = [
+            str(BIN / "zfjl-agent"),
+            "run",
+            "--config",
+            str(configs[device_id]),
+            "--simulate",
+            "--segment-seconds",
+            str(args.segment_seconds),
+            "--duration",
+            str(args.seconds),
+        ]
+        if device_id == devices[1]:
+            command += ["--offline-for", str(args.offline)]
+        log = open(data_dir / f"{device_id}.log", "wb")  # noqa: SIM115 - the agent's log for its lifetime
+        agents[device_id] = subprocess.Popen(command, stdout=log, stderr=log)
+    print(
+        f"   recording {args.seconds:.0f} s each; {devices[1]} offline for the first {args.offline:.0f} s\n"
+    )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stored: dict[str, list[dict[str, Any]]] = {}
+    while not stop.is_set():
+        parts = []
+        for device_id in devices:
+            status = _agent_status(configs[device_id])
+            items = _api(base, "GET", f"/api/v1/recordings?device_id={device_id}&limit=200", token=token)[
+                "items"
+            ]
+            stored[device_id] = items
+            offline = device_id == devices[1] and time.monotonic() - started < args.offline
+            parts.append(
+                f"{device_id}: 录制 recorded {status.get('segments_recorded', 0):>2}  "
+                f"已入库 stored {len(items):>2}  待传 pending {status.get('segments_pending', 0):>2}"
+                + ("  (离线 offline)" if offline else "")
+            )
+        print(f"[{time.monotonic() - started:5.1f}s] " + " | ".join(parts), flush=True)
+        if all(proc.poll() is not None for proc in agents.values()):
+            break
+        stop.wait(2.0)
+    elapsed = time.monotonic() - started
+
+    print("\n== 汇总 / summary")
+    total_bytes = 0
+    failures = 0
+    for device_id in devices:
+        code = agents[device_id].wait()
+        status = _agent_status(configs[device_id])
+        items = _api(base, "GET", f"/api/v1/recordings?device_id={device_id}&limit=200", token=token)["items"]
+        chain = _api(base, "GET", f"/api/v1/devices/{device_id}/chain", token=token)
+        size = sum(int(item["size"]) for item in items)
+        total_bytes += size
+        verified = sum(1 for item in items if item["verified"])
+        failures += int(code != 0 or not chain["verified"])
+        print(
+            f"   {device_id}: recorded {status.get('segments_recorded')}  uploaded {len(items)}  "
+            f"verified {verified}  chain {'完整 intact' if chain['verified'] else '异常 BROKEN'}  "
+            f"{size / 1e6:.2f} MB  (agent exit {code})"
+        )
+    # The recorders, not the pipeline, set this pace: `make bench` measures ingest throughput.
+    print(
+        f"   total {total_bytes / 1e6:.2f} MB stored in {elapsed:.1f} s = "
+        f"{total_bytes / 1e6 / elapsed:.2f} MB/s (real-time recorders set the pace)"
+    )
+    print("\n== URLs")
+    print(f"   API health:      {base}/healthz")
+    print(f"   OpenAPI:         {base}/openapi.json")
+    print(f"   recordings:      {base}/api/v1/recordings   (login: {ADMIN} / {PASSWORD})")
+    print(f"   device chain:    {base}/api/v1/devices/{devices[0]}/chain")
+    print(f"   MQTT (devices):  {runner.mqtt_url}")
+    if not args.no_wait and not stop.is_set():
+        print("\n服务器保持运行，按 Ctrl-C 结束 / server keeps running, Ctrl-C to stop")
+        stop.wait()
+    runner.stop()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
