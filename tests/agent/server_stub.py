@@ -1,21 +1,15 @@
 """A minimal ingest peer for agent tests: ``protocol.transfer.SegmentReceiver`` + in-memory staging.
 
-Also a private Mosquitto process on a free port. Neither uses the real server package: the agent is
-tested against the protocol alone, so its tests don't depend on code written in parallel.
+It does not use the real server package: the agent is
+tested against the protocol alone, so a bug in the server cannot hide one in the agent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -50,7 +44,7 @@ from protocol.transfer import (
     StoreManifest,
 )
 
-__all__ = ["Mosquitto", "StubIngest", "find_mosquitto", "free_port", "wait_until"]
+__all__ = ["StubIngest", "wait_until"]
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
@@ -62,84 +56,6 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
-
-
-def find_mosquitto() -> str | None:
-    """Path of the mosquitto binary, if installed."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
-    )
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mosquitto:
-    """A private mosquitto on a free loopback port (never the system one), restartable on the same port."""
-
-    def __init__(self, workdir: Path, binary: str) -> None:
-        """Prepare the config; call :meth:`start`."""
-        self.binary = binary
-        self.port = free_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config = workdir / "mosquitto.conf"
-        self.log = workdir / "mosquitto.log"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "max_queued_messages 10000",
-            f"log_dest file {self.log}",
-        ]
-        if os.geteuid() == 0:
-            lines.insert(0, "user root")
-        self.config.write_text("\n".join(lines) + "\n")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """``mqtt://127.0.0.1:port``."""
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start and wait until it accepts connections."""
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-        def listening() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        if not wait_until(listening, 10):
-            self.stop()
-            raise RuntimeError(f"mosquitto did not start on port {self.port}")
-
-    def stop(self) -> None:
-        """Terminate the broker (all sessions are lost: persistence is off)."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @dataclass

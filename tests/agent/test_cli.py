@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.keys import KeyFileError, load_private_key, public_key_raw, save_private_key
-from tests.agent.server_stub import Mosquitto, StubIngest, find_mosquitto, wait_until
+from tests.agent.server_stub import StubIngest, wait_until
+from tests.fixtures.mqtt import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,25 +112,15 @@ def test_status_without_outbox(tmp_path: Path) -> None:
     assert report["oldest_pending_age_s"] is None and report["outbox_exists"] is False
 
 
-_MEDIA = all(importlib.util.find_spec(m) is not None for m in ("edge_agent.recorder", "edge_agent.fmp4"))
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A private Mosquitto for one test."""
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    proc = Mosquitto(tmp_path / "broker", binary)
-    proc.start()
-    yield proc
-    proc.stop()
+def broker(mosquitto_broker: MosquittoBroker) -> MosquittoBroker:
+    """A private Mosquitto for one test (never the system one)."""
+    return mosquitto_broker
 
 
 @pytest.mark.mosquitto
 @pytest.mark.slow
-@pytest.mark.skipif(not _MEDIA, reason="edge_agent.recorder / fmp4 (media half) not available yet")
-def test_run_simulated_end_to_end(tmp_path: Path, broker: Mosquitto) -> None:
+def test_run_simulated_end_to_end(tmp_path: Path, broker: MosquittoBroker) -> None:
     """``run --simulate --duration 4 --segment-seconds 1`` uploads everything; status then shows 0 pending."""
     assert _cli("keygen", "--out", str(tmp_path / "k.pem")).returncode == 0
     key = load_private_key(tmp_path / "k.pem")
@@ -172,8 +161,7 @@ def test_run_simulated_end_to_end(tmp_path: Path, broker: Mosquitto) -> None:
 
 @pytest.mark.mosquitto
 @pytest.mark.slow
-@pytest.mark.skipif(not _MEDIA, reason="edge_agent.recorder / fmp4 (media half) not available yet")
-def test_kill_9_then_restart_recovers_and_uploads_everything(tmp_path: Path, broker: Mosquitto) -> None:
+def test_kill_9_then_restart_recovers_and_uploads_everything(tmp_path: Path, broker: MosquittoBroker) -> None:
     """SIGKILL the agent mid-segment while offline; the next run journals the cut segment and uploads all."""
     assert _cli("keygen", "--out", str(tmp_path / "k.pem")).returncode == 0
     key = load_private_key(tmp_path / "k.pem")

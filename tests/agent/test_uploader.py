@@ -22,7 +22,8 @@ from edge_agent.uploader import Uploader
 from protocol import topics
 from protocol.messages import AckState, FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
 from protocol.ranges import RangeSet
-from tests.agent.server_stub import Mosquitto, StubIngest, find_mosquitto, wait_until
+from tests.agent.server_stub import StubIngest, wait_until
+from tests.fixtures.mqtt import MosquittoBroker
 
 DEVICE = "cam-7"
 
@@ -41,15 +42,9 @@ class FakeSegment:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A private Mosquitto for one test."""
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    proc = Mosquitto(tmp_path / "broker", binary)
-    proc.start()
-    yield proc
-    proc.stop()
+def broker(mosquitto_broker: MosquittoBroker) -> MosquittoBroker:
+    """A private Mosquitto for one test (never the system one)."""
+    return mosquitto_broker
 
 
 @pytest.fixture
@@ -62,7 +57,7 @@ class Agent:
     """Outbox + link + uploader wired like the app does."""
 
     def __init__(
-        self, tmp_path: Path, broker: Mosquitto, key: Ed25519PrivateKey, mqtt_protocol: str = "3.1.1"
+        self, tmp_path: Path, broker: MosquittoBroker, key: Ed25519PrivateKey, mqtt_protocol: str = "3.1.1"
     ) -> None:
         """Build (not started)."""
         self.key = key
@@ -122,14 +117,14 @@ class Agent:
 
 
 @pytest.fixture
-def agent(tmp_path: Path, broker: Mosquitto, key: Ed25519PrivateKey) -> Iterator[Agent]:
+def agent(tmp_path: Path, broker: MosquittoBroker, key: Ed25519PrivateKey) -> Iterator[Agent]:
     """A device agent (outbox, link, uploader) for one test."""
     dev = Agent(tmp_path, broker, key)
     yield dev
     dev.close()
 
 
-def _stub(broker: Mosquitto, keys: dict[str, bytes]) -> StubIngest:
+def _stub(broker: MosquittoBroker, keys: dict[str, bytes]) -> StubIngest:
     stub = StubIngest(broker.port, keys)
     stub.start()
     return stub
@@ -143,7 +138,7 @@ def _assert_delivered_once(stub: StubIngest, segs: list[FakeSegment]) -> None:
 
 @pytest.mark.mosquitto
 def test_delivers_segments_exactly_once_and_keeps_files_until_complete(
-    agent: Agent, broker: Mosquitto, key: Ed25519PrivateKey
+    agent: Agent, broker: MosquittoBroker, key: Ed25519PrivateKey
 ) -> None:
     """3 segments arrive once each; nothing is marked stored before the server's complete ack."""
     stub = _stub(broker, {DEVICE: public_key_raw(key)})
@@ -183,7 +178,7 @@ def test_delivers_segments_exactly_once_and_keeps_files_until_complete(
 
 @pytest.mark.mosquitto
 def test_resumes_when_the_ingest_peer_appears_later(
-    agent: Agent, broker: Mosquitto, key: Ed25519PrivateKey
+    agent: Agent, broker: MosquittoBroker, key: Ed25519PrivateKey
 ) -> None:
     """With nobody answering, transfers time out and ask for status; once the peer is up all arrive."""
     segs = [agent.add(i, 30_000) for i in range(3)]
@@ -201,7 +196,7 @@ def test_resumes_when_the_ingest_peer_appears_later(
 
 
 @pytest.mark.mosquitto
-def test_broker_restart_mid_transfer(agent: Agent, broker: Mosquitto, key: Ed25519PrivateKey) -> None:
+def test_broker_restart_mid_transfer(agent: Agent, broker: MosquittoBroker, key: Ed25519PrivateKey) -> None:
     """The broker dies mid-transfer (losing every session); device and peer reconnect and finish."""
     stub = _stub(broker, {DEVICE: public_key_raw(key)})
     try:
@@ -222,7 +217,7 @@ def test_broker_restart_mid_transfer(agent: Agent, broker: Mosquitto, key: Ed255
 
 
 @pytest.mark.mosquitto
-def test_refused_segment_is_kept_and_failed(agent: Agent, broker: Mosquitto) -> None:
+def test_refused_segment_is_kept_and_failed(agent: Agent, broker: MosquittoBroker) -> None:
     """A bad signature (peer knows another key) fails the segment; its file stays on disk."""
     stub = _stub(broker, {DEVICE: public_key_raw(generate_private_key())})
     try:
@@ -242,7 +237,7 @@ def test_refused_segment_is_kept_and_failed(agent: Agent, broker: Mosquitto) -> 
 
 
 @pytest.mark.mosquitto
-def test_mqtt5_persistent_session(tmp_path: Path, broker: Mosquitto, key: Ed25519PrivateKey) -> None:
+def test_mqtt5_persistent_session(tmp_path: Path, broker: MosquittoBroker, key: Ed25519PrivateKey) -> None:
     """With mqtt_protocol = 5 (clean_start=False + session expiry) a segment is delivered too."""
     stub = _stub(broker, {DEVICE: public_key_raw(key)})
     dev = Agent(tmp_path, broker, key, mqtt_protocol="5")
