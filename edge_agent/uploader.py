@@ -42,6 +42,10 @@ _HASH_CHUNK_BYTES = 1024 * 1024
 _OUTBOX_POLL_S = 0.5
 
 
+# Refusals about the device's registration, not the segment: retried after _BLOCKED_RETRY_S.
+RETRYABLE_REFUSALS = frozenset({"unknown_device", "device_inactive"})
+
+
 class Link(Protocol):
     """What the uploader needs from the MQTT connection (``MqttLink`` fits)."""
 
@@ -91,6 +95,7 @@ class Uploader:
         *,
         max_active: int = 2,
         poll_interval: float = _POLL_S,
+        retry_blocked_s: float = _BLOCKED_RETRY_S,
     ) -> None:
         """Prepare; call :meth:`start` to run the worker thread (or drive :meth:`step` in tests)."""
         self.outbox = outbox
@@ -99,6 +104,7 @@ class Uploader:
         self.clock = clock
         self.max_active = max_active
         self.poll_interval = poll_interval
+        self.retry_blocked_s = retry_blocked_s
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._active: dict[str, _Transfer] = {}
         self._blocked: dict[int, float] = {}
@@ -214,7 +220,7 @@ class Uploader:
             if segment.sequence in active_seqs:
                 continue
             blocked_at = self._blocked.get(segment.sequence)
-            if blocked_at is not None and now - blocked_at < _BLOCKED_RETRY_S:
+            if blocked_at is not None and now - blocked_at < self.retry_blocked_s:
                 continue
             fd = self._open_checked(segment)
             if fd is None:
@@ -293,6 +299,17 @@ class Uploader:
                     ", duplicate" if action.duplicate else "",
                 )
                 self._drop(transfer)
+            elif isinstance(action, TransferFailed) and action.code in RETRYABLE_REFUSALS:
+                # Not a verdict on the evidence: the device is not (yet, or no longer) registered or
+                # active. Keep it pending and try again later instead of failing it for good.
+                logger.warning(
+                    "segment %d not accepted yet (%s: %s); retrying in %.0f s",
+                    seg.sequence,
+                    action.code,
+                    action.message,
+                    self.retry_blocked_s,
+                )
+                self._drop(transfer, block=True)
             elif isinstance(action, TransferFailed):
                 self.outbox.mark_failed(seg.sequence, action.code, action.message)
                 self.segments_failed += 1

@@ -75,7 +75,7 @@ class Agent:
         self.outbox = Outbox(self.config.outbox_path)
         self.uploader: Uploader | None = None
         self.link = MqttLink(self.config, on_ack=self._on_ack, on_connected=self._on_connected)
-        self.uploader = Uploader(self.outbox, self.link, self.config)
+        self.uploader = Uploader(self.outbox, self.link, self.config, retry_blocked_s=0.5)
 
     def _on_ack(self, ack: object) -> None:
         assert self.uploader is not None
@@ -232,6 +232,26 @@ def test_refused_segment_is_kept_and_failed(agent: Agent, broker: MosquittoBroke
         assert seg.path.exists()
         assert stub.stored == {}
         assert agent.outbox.stats().segments_failed == 1
+    finally:
+        stub.stop()
+
+
+@pytest.mark.mosquitto
+def test_jl17_segment_of_a_not_yet_registered_device_stays_pending_and_uploads_once_registered(
+    agent: Agent, broker: MosquittoBroker, key: Ed25519PrivateKey
+) -> None:
+    """``unknown_device`` is about the registration, not the evidence: retry later, never fail it."""
+    stub = _stub(broker, {})
+    try:
+        seg = agent.add(0, 5000)
+        agent.start()
+        assert agent.uploader is not None
+        assert wait_until(lambda: agent.uploader is not None and agent.uploader.stats().blocked == 1, 20)
+        assert agent.outbox.failed() == [] and agent.outbox.stats().segments_pending == 1
+        stub.device_keys[DEVICE] = public_key_raw(key)  # an admin registers the device
+        assert agent.uploader.drain(20)
+        assert stub.stored == {(DEVICE, 0): seg.path.read_bytes()}
+        assert agent.outbox.stats().segments_failed == 0
     finally:
         stub.stop()
 
