@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.encoder import SegmentFile, SegmentWriter
 from edge_agent.errors import AgentError
-from edge_agent.sources import AudioSource, VideoFrame, VideoSource
+from edge_agent.sources import AudioBlock, AudioSource, VideoFrame, VideoSource
 
 __all__ = ["Recorder"]
 
@@ -21,6 +22,8 @@ _NS_PER_S = 1_000_000_000
 _VIDEO_READ_TIMEOUT_S = 0.2
 # Bound on audio blocks taken per loop turn so a source that never runs dry cannot starve video.
 _MAX_AUDIO_BLOCKS_PER_TURN = 200
+# Audio held while no segment is open (before the first frame): a few seconds of 20 ms blocks.
+_MAX_AUDIO_BLOCKS_WAITING = 250
 
 
 class Recorder:
@@ -64,6 +67,8 @@ class Recorder:
         self.stalls = 0
         self.failure: BaseException | None = None
         self._writer: SegmentWriter | None = None
+        self._frame_interval_ns = round(_NS_PER_S / video.fps) if video.fps > 0 else _NS_PER_S // 30
+        self._audio_waiting: deque[AudioBlock] = deque(maxlen=_MAX_AUDIO_BLOCKS_WAITING)
         self._thread: threading.Thread | None = None
         self._last_frame_at: float | None = None
         self._stall_reported = False
@@ -98,6 +103,8 @@ class Recorder:
             except BaseException:
                 self.video.close()
                 raise
+        # Cameras report their real rate only once open.
+        self._frame_interval_ns = round(_NS_PER_S / self.video.fps) if self.video.fps > 0 else _NS_PER_S // 30
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -118,13 +125,18 @@ class Recorder:
             self._last_frame_at = time.monotonic()
             while not self.stop_event.is_set():
                 frame = self.video.read(_VIDEO_READ_TIMEOUT_S)
-                # Audio first: blocks drained now were captured before this frame's roll decision.
-                self._drain_audio()
+                self._collect_audio()
                 if frame is None:
                     self._note_missing_video()
+                    # No frame to align with: audio keeps flowing into the open segment.
+                    self._write_audio_before(None)
                     continue
                 self._note_video_resumed()
+                # Audio is cut where video is: blocks captured before this frame go into the segment
+                # open now, then the frame (which may roll to a new segment), then audio up to its end.
+                self._write_audio_before(frame.mono_ns)
                 self._write_frame(frame)
+                self._write_audio_before(frame.mono_ns + self._frame_interval_ns)
         except (AgentError, OSError) as exc:
             self.failure = exc
             logger.exception("recorder stopped by an error")
@@ -140,7 +152,8 @@ class Recorder:
         try:
             self._note_video_resumed()
             # Audio captured up to the stop still belongs to the last segment.
-            self._drain_audio()
+            self._collect_audio()
+            self._write_audio_before(None)
             self._close_segment()
         except (AgentError, OSError) as exc:
             self.failure = self.failure or exc
@@ -148,18 +161,27 @@ class Recorder:
         finally:
             self._close_sources()
 
-    def _drain_audio(self) -> None:
+    def _collect_audio(self) -> None:
         if self.audio is None:
             return
         for _ in range(_MAX_AUDIO_BLOCKS_PER_TURN):
             block = self.audio.read(0.0)
             if block is None:
                 return
-            if self._writer is None:
-                # No segment before the first video frame: the file's timeline starts with a picture.
+            if len(self._audio_waiting) == self._audio_waiting.maxlen:
                 self.audio_blocks_discarded += 1
-                continue
-            self._writer.write_audio(block)
+            self._audio_waiting.append(block)
+
+    def _write_audio_before(self, limit_mono_ns: int | None) -> None:
+        """Write collected audio captured before limit_mono_ns (all of it if None) into the open segment."""
+        writer = self._writer
+        if writer is None:
+            # Segments start with a picture; audio waits for the first frame (the writer trims the
+            # part captured before it).
+            return
+        waiting = self._audio_waiting
+        while waiting and (limit_mono_ns is None or waiting[0].mono_ns < limit_mono_ns):
+            writer.write_audio(waiting.popleft())
             self.audio_blocks_written += 1
 
     def _note_missing_video(self) -> None:
@@ -186,13 +208,16 @@ class Recorder:
 
     def _write_frame(self, frame: VideoFrame) -> None:
         writer = self._writer
-        if writer is not None:
+        if writer is None:
+            writer = self._writer = self._open_segment(frame)
+        else:
             started = writer.started_mono_ns
             if started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S:
-                self._close_segment()
-                writer = None
-        if writer is None:
-            writer = self._open_segment(frame)
+                # Open the next file before finishing the old one so current_path is never None while
+                # recording; then close (fsync, hash, callback) the old one.
+                finished, writer = writer, self._open_segment(frame)
+                self._writer = writer
+                self._finish_segment(finished)
         writer.write_video(frame)
         self.frames_written += 1
 
@@ -212,13 +237,19 @@ class Recorder:
             video_encoder=self.video_encoder,
             bitrate=self.bitrate,
         )
-        self._writer = writer
         logger.info("recording segment %s", path)
         return writer
 
     def _close_segment(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is None:
+        if writer is not None:
+            self._finish_segment(writer)
+
+    def _finish_segment(self, writer: SegmentWriter) -> None:
+        if writer.started_mono_ns is None:
+            # Opened for a roll that never got its first frame (an error came first): nothing to keep.
+            writer.close()
+            writer.path.unlink(missing_ok=True)
             return
         segment = writer.close()
         self.segments_closed += 1
