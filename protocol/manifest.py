@@ -113,6 +113,7 @@ class SegmentManifest:
     kind: str = "segment"
     officer_id: str = ""
     session_id: str = ""
+    marker_id: str = ""  # for kind "explanation": the interruption marker it explains (JL-16)
     boot_id: str = ""
     gps: GpsFix | None = None
     version: int = MANIFEST_VERSION
@@ -141,6 +142,7 @@ class SegmentManifest:
         _check_text("media_type", self.media_type, allow_empty=False)
         _check_text("officer_id", self.officer_id)
         _check_text("session_id", self.session_id)
+        _check_text("marker_id", self.marker_id)
         _check_text("boot_id", self.boot_id)
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -10,6 +10,13 @@ Layout (``{d}`` is a device id, ``{f}`` a transfer's file id)::
     zfjl/v1/{d}/up/presence                           device → server  retained online/offline (+ last will)
     zfjl/v1/{d}/up/health                             device → server  periodic health
     zfjl/v1/{d}/down/ack/{f}                          server → device  transfer acknowledgements
+    zfjl/v1/{d}/up/session/{e}                        device → server  signed session event (JL-16)
+    zfjl/v1/{d}/down/session-ack/{e}                  server → device  session event acknowledgement
+    zfjl/v1/{d}/down/config                           server → device  retained desired configuration
+    zfjl/v1/{d}/down/cmd/{c}                          server → device  one command (``{c}`` its id)
+    zfjl/v1/{d}/up/cmd/{c}/status                     device → server  a command's progress
+    zfjl/v1/{d}/up/config/reported                    device → server  the configuration applied
+    zfjl/v1/{d}/up/event                              device → server  a case event (JL-2, JL-8)
 
 The upload grammar mirrors EMQX's file transfer (``$file/{f}/...``) under our own prefix because EMQX
 consumes ``$file/`` itself. Everything a device sends is under ``up/`` and everything it reads under
@@ -30,6 +37,12 @@ __all__ = [
     "Topic",
     "TopicKind",
     "ack",
+    "case_event",
+    "command",
+    "command_status",
+    "config_desired",
+    "config_reported",
+    "device_command_filter",
     "device_downlink_filter",
     "device_uplink_filter",
     "file_abort",
@@ -37,10 +50,13 @@ __all__ = [
     "file_fin",
     "file_init",
     "file_status",
+    "fleet_downlink_filter",
     "health",
     "ingest_filter",
     "parse",
     "presence",
+    "session_ack",
+    "session_event",
     "valid_device_id",
     "valid_file_id",
 ]
@@ -66,6 +82,13 @@ class TopicKind(Enum):
     PRESENCE = "presence"
     HEALTH = "health"
     ACK = "ack"
+    CONFIG_DESIRED = "config_desired"
+    CONFIG_REPORTED = "config_reported"
+    COMMAND = "command"
+    COMMAND_STATUS = "command_status"
+    CASE_EVENT = "case_event"
+    SESSION_EVENT = "session_event"
+    SESSION_ACK = "session_ack"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +98,8 @@ class Topic:
     kind: TopicKind
     device_id: str
     file_id: str | None = None
+    command_id: str | None = None
+    event_id: str | None = None
     offset: int | None = None
     size: int | None = None
     sha256: str | None = None
@@ -156,6 +181,59 @@ def ack(device_id: str, file_id: str) -> str:
     return f"{_ROOT}/{_device(device_id)}/down/ack/{file_id}"
 
 
+def session_event(device_id: str, event_id: str) -> str:
+    """Topic of one signed session event (protocol.session)."""
+    if not valid_file_id(event_id):
+        raise LocalProtocolError(f"invalid event id {event_id!r}")
+    return f"{_ROOT}/{_device(device_id)}/up/session/{event_id}"
+
+
+def session_ack(device_id: str, event_id: str) -> str:
+    """Topic on which the server acknowledges a session event."""
+    if not valid_file_id(event_id):
+        raise LocalProtocolError(f"invalid event id {event_id!r}")
+    return f"{_ROOT}/{_device(device_id)}/down/session-ack/{event_id}"
+
+
+def config_desired(device_id: str) -> str:
+    """Retained topic of a device's desired configuration."""
+    return f"{_ROOT}/{_device(device_id)}/down/config"
+
+
+def config_reported(device_id: str) -> str:
+    """Topic on which a device reports the configuration it applied."""
+    return f"{_ROOT}/{_device(device_id)}/up/config/reported"
+
+
+def command(device_id: str, command_id: str) -> str:
+    """Topic of one command sent to a device."""
+    if not valid_file_id(command_id):
+        raise LocalProtocolError(f"invalid command id {command_id!r}")
+    return f"{_ROOT}/{_device(device_id)}/down/cmd/{command_id}"
+
+
+def command_status(device_id: str, command_id: str) -> str:
+    """Topic on which a device reports a command's progress."""
+    if not valid_file_id(command_id):
+        raise LocalProtocolError(f"invalid command id {command_id!r}")
+    return f"{_ROOT}/{_device(device_id)}/up/cmd/{command_id}/status"
+
+
+def case_event(device_id: str) -> str:
+    """Topic on which a recorder reports a case event (protocol.case_events)."""
+    return f"{_ROOT}/{_device(device_id)}/up/event"
+
+
+def device_command_filter(device_id: str) -> str:
+    """Every command topic of one device (what its command handler subscribes to)."""
+    return f"{_ROOT}/{_device(device_id)}/down/cmd/+"
+
+
+def fleet_downlink_filter() -> str:
+    """Every device's downlink: what the server's service account may publish to."""
+    return f"{_ROOT}/+/down/#"
+
+
 def device_uplink_filter(device_id: str) -> str:
     """Everything one device may publish."""
     return f"{_ROOT}/{_device(device_id)}/up/#"
@@ -200,12 +278,26 @@ def parse(topic: str) -> Topic:
         raise TopicError(f"bad device id {device_id!r} in {topic!r}")
     if direction == "down" and len(rest) == 2 and rest[0] == "ack" and valid_file_id(rest[1]):
         return Topic(kind=TopicKind.ACK, device_id=device_id, file_id=rest[1])
+    if direction == "down" and len(rest) == 2 and rest[0] == "session-ack" and valid_file_id(rest[1]):
+        return Topic(kind=TopicKind.SESSION_ACK, device_id=device_id, event_id=rest[1])
+    if direction == "up" and len(rest) == 2 and rest[0] == "session" and valid_file_id(rest[1]):
+        return Topic(kind=TopicKind.SESSION_EVENT, device_id=device_id, event_id=rest[1])
+    if direction == "down" and rest == ["config"]:
+        return Topic(kind=TopicKind.CONFIG_DESIRED, device_id=device_id)
+    if direction == "down" and len(rest) == 2 and rest[0] == "cmd" and valid_file_id(rest[1]):
+        return Topic(kind=TopicKind.COMMAND, device_id=device_id, command_id=rest[1])
     if direction != "up":
         raise TopicError(f"unknown topic {topic!r}")
     if rest == ["presence"]:
         return Topic(kind=TopicKind.PRESENCE, device_id=device_id)
     if rest == ["health"]:
         return Topic(kind=TopicKind.HEALTH, device_id=device_id)
+    if rest == ["event"]:
+        return Topic(kind=TopicKind.CASE_EVENT, device_id=device_id)
+    if rest == ["config", "reported"]:
+        return Topic(kind=TopicKind.CONFIG_REPORTED, device_id=device_id)
+    if len(rest) == 3 and rest[0] == "cmd" and rest[2] == "status" and valid_file_id(rest[1]):
+        return Topic(kind=TopicKind.COMMAND_STATUS, device_id=device_id, command_id=rest[1])
     if len(rest) < 3 or rest[0] != "file" or not valid_file_id(rest[1]):
         raise TopicError(f"unknown topic {topic!r}")
     file_id, tail = rest[1], rest[2:]

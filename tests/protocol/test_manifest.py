@@ -38,7 +38,7 @@ def test_canonical_bytes_are_sorted_compact_json_with_utc_text() -> None:
     text = make_manifest().canonical_bytes().decode()
     assert text == (
         '{"boot_id":"","device_id":"rec-0001","ended_at":"2026-11-26T08:01:00.500000Z",'
-        '"ended_mono_ns":60500001000,"kind":"segment","media_type":"video/mp4","officer_id":"",'
+        '"ended_mono_ns":60500001000,"kind":"segment","marker_id":"","media_type":"video/mp4","officer_id":"",'
         f'"prev_manifest_hash":"{GENESIS_HASH}","sequence":0,"session_id":"","sha256":"{"ab" * 32}",'
         '"size":1024,"started_at":"2026-11-26T08:00:00.000000Z","started_mono_ns":1000,"version":1}'
     )
