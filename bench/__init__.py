@@ -1,0 +1,1 @@
+"""Benchmarks and demos (not part of the installed packages)."""
