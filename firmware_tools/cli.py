@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from firmware_tools.provision import ProvisionError, provision
+from firmware_tools.provision import ProvisionError, ProvisionPending, provision
 
 __all__ = ["main"]
 
@@ -23,6 +23,9 @@ def _cmd_provision(args: argparse.Namespace) -> int:
             serial=args.serial,
             model=args.model,
         )
+    except ProvisionPending as exc:
+        print(f"waiting for approval / 等待管理员审批: {exc}", file=sys.stderr)
+        return 3
     except ProvisionError as exc:
         print(f"provisioning failed / 注册失败: {exc}", file=sys.stderr)
         return 1
@@ -45,11 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     prov = commands.add_parser("provision", help="make a device key, register it, write the agent config")
     prov.add_argument("--server", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
-    prov.add_argument("--token", required=True, help="access token of a device admin")
+    prov.add_argument(
+        "--token", default=None, help="access token of a device admin; without it, --serial asks to join"
+    )
     prov.add_argument("--device-id", required=True)
     prov.add_argument("--out", required=True, help="folder for the key and agent.toml")
     prov.add_argument("--mqtt-url", default=None, help="broker URL the device should use")
-    prov.add_argument("--serial", default=None)
+    prov.add_argument("--serial", default=None, help="serial number (allow-listed = approved at once)")
     prov.add_argument("--model", default=None)
     prov.set_defaults(func=_cmd_provision)
     return parser

@@ -2,7 +2,12 @@
 
 The private key never leaves the device (or the factory station acting for it): only the raw 32-byte
 public key is sent to the server, which from then on verifies every segment manifest against it.
-Provisioning the same device again with the same key folder is idempotent.
+Provisioning the same device again with the same key folder is idempotent for the key; it issues fresh
+MQTT credentials (the server keeps only their hash, so they cannot be sent twice).
+
+Two ways in: with an admin token (``POST /api/v1/fleet/provision``), or without one by serial number
+(``POST /provisioning/v1/requests``): an allow-listed serial is approved at once, any other
+waits for an admin; the claim secret is kept in ``claim`` so a later run can collect the credentials.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocol.manifest import public_key_fingerprint
 from protocol.topics import valid_device_id
 
-__all__ = ["ProvisionError", "ProvisionResult", "load_or_create_key", "provision"]
+__all__ = ["ProvisionError", "ProvisionPending", "ProvisionResult", "load_or_create_key", "provision"]
 
 KEY_FILE = "device-key.pem"
 CONFIG_FILE = "agent.toml"
+CLAIM_FILE = "claim"
 
 
 class ProvisionError(Exception):
     """Provisioning failed; the message says why in words an installer can act on."""
+
+
+class ProvisionPending(ProvisionError):
+    """The request waits for an admin's approval; run the same command again later."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,15 +71,21 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _register(server_url: str, token: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+def _post(
+    server_url: str, path: str, token: str | None, body: dict[str, object], timeout: float
+) -> tuple[int, dict[str, object]]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        urllib.parse.urljoin(server_url.rstrip("/") + "/", "api/v1/devices"),
+        urllib.parse.urljoin(server_url.rstrip("/") + "/", path),
         data=json.dumps(body).encode("utf-8"),
         method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = int(response.status)
             answer = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:
@@ -80,7 +96,35 @@ def _register(server_url: str, token: str, body: dict[str, object], timeout: flo
         raise ProvisionError(f"server refused the registration ({detail})") from None
     except urllib.error.URLError as exc:
         raise ProvisionError(f"cannot reach the server at {server_url}: {exc.reason}") from None
-    return answer if isinstance(answer, dict) else {}
+    return status, answer if isinstance(answer, dict) else {}
+
+
+def _register(
+    server_url: str, token: str | None, body: dict[str, object], out_dir: Path, timeout: float
+) -> dict[str, object]:
+    """Token path, or serial path (first request, then claims with the stored secret)."""
+    if token:
+        return _post(server_url, "api/v1/fleet/provision", token, body, timeout)[1]
+    claim_path = out_dir / CLAIM_FILE
+    if claim_path.exists():
+        claim = claim_path.read_text(encoding="ascii").strip()
+        status, answer = _post(server_url, "provisioning/v1/claim", None, {"claim": claim}, timeout)
+    else:
+        if not body.get("serial"):
+            raise ProvisionError("without --token a --serial is required")
+        status, answer = _post(server_url, "provisioning/v1/requests", None, body, timeout)
+        claim = str(answer.get("claim", ""))
+        if status == 202 and claim:
+            fd = os.open(claim_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(claim + "\n")
+    if status == 202:
+        raise ProvisionPending(
+            f"request {answer.get('request_id')} for {answer.get('device_id')} awaits an admin's approval; "
+            "run the same command again once approved"
+        )
+    claim_path.unlink(missing_ok=True)
+    return answer
 
 
 def _toml_value(value: object) -> str:
@@ -94,7 +138,7 @@ def _toml_value(value: object) -> str:
 def provision(
     *,
     server_url: str,
-    token: str,
+    token: str | None,
     device_id: str,
     out_dir: Path,
     mqtt_url: str | None = None,
@@ -102,7 +146,10 @@ def provision(
     model: str | None = None,
     timeout: float = 10.0,
 ) -> ProvisionResult:
-    """Make or load the device key in ``out_dir``, register it, and write the agent's config there."""
+    """Make or load the device key in ``out_dir``, register it, and write the agent's config there.
+
+    Raises :class:`ProvisionPending` while a serial-number request waits for an admin.
+    """
     if not valid_device_id(device_id):
         raise ProvisionError(f"invalid device id {device_id!r}: use 1–64 of A-Z a-z 0-9 _ -")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +164,7 @@ def provision(
         body["serial"] = serial
     if model:
         body["model"] = model
-    answer = _register(server_url, token, body, timeout)
+    answer = _register(server_url, token, body, out_dir, timeout)
     if not mqtt_url:
         advertised = answer.get("mqtt_url")
         host = urllib.parse.urlsplit(server_url).hostname or "127.0.0.1"
@@ -129,10 +176,17 @@ def provision(
         "mqtt_url": mqtt_url,
         "server_url": server_url,
     }
+    # Per-device broker login (issued once by the server; only its hash is kept there).
+    if isinstance(answer.get("mqtt_username"), str) and isinstance(answer.get("mqtt_password"), str):
+        settings["mqtt_username"] = answer["mqtt_username"]
+        settings["mqtt_password"] = answer["mqtt_password"]
     config_path = out_dir / CONFIG_FILE
     text = "".join(f"{name} = {_toml_value(value)}\n" for name, value in settings.items())
     tmp = config_path.with_suffix(".tmp")
-    tmp.write_text("# zfjl recorder configuration, written by zfjl-fw provision\n" + text, encoding="utf-8")
+    # 0600: the file holds the broker password.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("# zfjl recorder configuration, written by zfjl-fw provision\n" + text)
     os.replace(tmp, config_path)
     return ProvisionResult(
         device_id=device_id,

@@ -331,7 +331,9 @@ def decode(topic: str, payload: bytes) -> Message:
             at=str(data.get("at", "")),
             agent_version=str(data.get("agent_version", "")),
         )
-    # The only kind left is health (topics.parse knows no others).
+    if kind is not TopicKind.HEALTH:
+        # Fleet topics (config, commands) have their own messages: protocol.fleet.decode.
+        raise RemoteProtocolError(f"{kind.value} is a fleet message: use protocol.fleet.decode")
     data = _load_json(payload, "health")
     backlog_bytes, backlog_segments = _opt_int(data, "backlog_bytes"), _opt_int(data, "backlog_segments")
     if backlog_bytes is None or backlog_segments is None:

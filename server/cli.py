@@ -7,7 +7,7 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "cmd_create_admin", "cmd_db_upgrade", "cmd_run", "main"]
+__all__ = ["build_parser", "cmd_broker_acl", "cmd_create_admin", "cmd_db_upgrade", "cmd_run", "main"]
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -90,6 +90,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker_acl(args: argparse.Namespace) -> int:
+    """Write the Mosquitto password and ACL files from the device registry."""
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from server.db import make_engine
+    from server.services.broker_acl import write_broker_files
+
+    settings = _settings(args)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            passwords, acl = write_broker_files(session, settings, Path(args.out))
+    finally:
+        engine.dispose()
+    print(f"已生成 / written: {passwords} {acl}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="zfjl-server", description="执法全过程记录服务 / zfjl server")
@@ -105,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="执行迁移 / apply migrations")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    acl = sub.add_parser("broker-acl", help="生成代理密码与 ACL 文件 / write Mosquitto password + ACL files")
+    acl.add_argument("--out", required=True, help="输出目录 / output directory")
+    acl.set_defaults(func=cmd_broker_acl)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
     run.set_defaults(func=cmd_run)

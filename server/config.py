@@ -142,6 +142,30 @@ _OPTIONS: tuple[_Option, ...] = (
         "max_chunk_bytes", str(MIB), "单块最大字节数 / maximum upload chunk size in bytes", _parse_int(1)
     ),
     _Option("public_url", "", "对外访问地址 / public base URL of this server", _parse_url("http", "https")),
+    _Option(
+        "broker_acl_dir",
+        "",
+        "代理密码/ACL 文件目录，空为不生成 / directory for the generated Mosquitto password and ACL files",
+        _parse_str,
+    ),
+    _Option(
+        "broker_pid_file",
+        "",
+        "代理 PID 文件 (变更后发 SIGHUP) / broker pid file, SIGHUP on change",
+        _parse_str,
+    ),
+    _Option(
+        "fleet_offline_alert_minutes",
+        "120",
+        "设备离线告警分钟数 / minutes offline before an alert",
+        _parse_int(1, 100_000),
+    ),
+    _Option(
+        "fleet_min_checkout_battery_pct",
+        "50",
+        "领用最低电量 / minimum battery percent to check a device out",
+        _parse_int(0, 100),
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -172,6 +196,10 @@ class Settings:
     max_segment_bytes: int
     max_chunk_bytes: int
     public_url: str
+    broker_acl_dir: str
+    broker_pid_file: str
+    fleet_offline_alert_minutes: int
+    fleet_min_checkout_battery_pct: int
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:

@@ -38,6 +38,7 @@ from protocol.messages import (
     FileInit,
     FileStatusQuery,
     Presence,
+    PresenceState,
     TransferAck,
     decode,
     encode,
@@ -230,6 +231,21 @@ class IngestService:
         if parsed.kind is TopicKind.FILE_INIT and len(payload) > MAX_JSON_PAYLOAD:
             # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
             return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
+        if parsed.kind is TopicKind.CASE_EVENT:
+            # JL-2, JL-8: a recorder's case event goes to the same service as the API's.
+            from server.services.cases import ingest_device_report
+
+            with session_scope(self.app) as session:
+                outcome = ingest_device_report(session, parsed.device_id, topic, payload)
+            if outcome not in ("stored", "duplicate"):
+                self._drop(outcome, f"case event refused: {outcome}", parsed.device_id, None)
+            return []
+        if parsed.kind in (TopicKind.COMMAND_STATUS, TopicKind.CONFIG_REPORTED):
+            from server.services.commands import ingest_uplink  # fleet: command lifecycle, shadow
+
+            return ingest_uplink(self.app, topic, payload)
+        if parsed.kind is TopicKind.SESSION_EVENT:
+            return self._session_event(parsed, payload)
         try:
             msg = decode(topic, payload)
         except ChunkHashMismatch as exc:
@@ -239,7 +255,10 @@ class IngestService:
         except ProtocolError as exc:
             return self._refuse(parsed, "bad_message", str(exc))
         if isinstance(msg, Presence):
-            return self._presence(msg)
+            from server.services.commands import ingest_presence  # re-send config and queued commands
+
+            online = msg.state is PresenceState.ONLINE
+            return self._presence(msg) + ingest_presence(self.app, msg.device_id, online)
         if isinstance(msg, DeviceHealth):
             return self._health(msg)
         if isinstance(msg, TransferAck):
@@ -362,7 +381,11 @@ class IngestService:
             device_key=None if device is None else device.public_key,
             manifest=manifest,
             held=held,
-            recording_id=self._recording_id(msg.device_id, msg.file_id),
+            # Committing discards the staging, so a chunk whose transfer still has its manifest staged
+            # cannot belong to a stored segment: skip the database on the hot path.
+            recording_id=None
+            if isinstance(msg, FileChunk) and manifest is not None
+            else self._recording_id(msg.device_id, msg.file_id),
             max_segment_bytes=self.settings.max_segment_bytes,
             max_chunk_bytes=self.settings.max_chunk_bytes,
         )
@@ -517,6 +540,30 @@ class IngestService:
         for text in breaks:
             self._count(self._totals, "chain_breaks")
             _LOG.error("ingest: ALERT hash chain break of device %s: %s", manifest.device_id, text)
+
+    # -- enforcement sessions (JL-16) --------------------------------------------------------
+
+    def _session_event(self, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
+        """Store one signed session event and ack it after the commit; refusals go to the security log."""
+        from server.services.sessions import receive_event
+
+        device_id, event_id = parsed.device_id, parsed.event_id or ""
+        device = self._device(device_id)
+        with session_scope(self.app) as session:
+            outcome = receive_event(
+                session,
+                device_id=device_id,
+                event_id=event_id,
+                payload=payload,
+                device_key=None if device is None else device.public_key,
+                device_status=None if device is None else device.status,
+            )
+        # The commit is done: only now may the device forget the event (stored/duplicate).
+        for code, message, rejected_id, text in outcome.rejections:
+            self._count(self._rejections, code)
+            _LOG.warning("ingest: session event %s/%s: %s (%s)", device_id, rejected_id, code, message)
+            self._log_rejection(code, message, device_id, rejected_id, text)
+        return [(topics.session_ack(device_id, event_id), outcome.ack.to_payload())]
 
     # -- telemetry ---------------------------------------------------------------------------
 

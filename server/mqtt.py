@@ -84,7 +84,7 @@ class IngestWorker:
         url: str,
         *,
         shared: bool | None = None,
-        finalize_threads: int = 1,
+        finalize_threads: int = 2,
         keepalive_s: int = 30,
     ) -> None:
         self.settings = settings

@@ -88,6 +88,7 @@ class ServerRunner:
         self.http: _HttpServer | None = None
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
+        self.fleet_dispatcher: Any = None  # server.services.commands.FleetDispatcher once started
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -115,11 +116,24 @@ class ServerRunner:
             self.mqtt_url = self.broker.url
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
         self._start_workers(settings, service)
+        self._start_fleet_dispatch(app)
         self.http = _HttpServer(app, settings.http_host, settings.http_port)
         self.http.start()
         _LOG.info("HTTP API listening on %s", self.http.url)
         self._housekeeping = threading.Thread(target=self._housekeep, name="zfjl-housekeeping", daemon=True)
         self._housekeeping.start()
+
+    def _start_fleet_dispatch(self, app: Flask) -> None:
+        """Push new commands and desired configs to devices through the first ingest worker's client."""
+        from server.services.commands import FleetDispatcher
+
+        client = self.workers[0].client
+
+        def publish(topic: str, payload: bytes, retain: bool) -> None:
+            client.publish(topic, payload, qos=1, retain=retain)
+
+        self.fleet_dispatcher = FleetDispatcher(app, publish)
+        self.fleet_dispatcher.start()
 
     def _start_embedded_broker(self, settings: Settings) -> EmbeddedBroker:
         port = self.embedded_mqtt_port
@@ -162,6 +176,13 @@ class ServerRunner:
             except Exception:
                 _LOG.exception("staging janitor failed")
             _LOG.info("ingest stats: %s", self.service.stats())
+            try:
+                from server.services.alerts import run_fleet_housekeeping
+
+                assert self.app is not None
+                _LOG.info("fleet alerts: %s", run_fleet_housekeeping(self.app))
+            except Exception:
+                _LOG.exception("fleet alert evaluation failed")
 
     def wait(self, stop_event: threading.Event) -> None:
         """Block until ``stop_event`` is set (by a signal handler)."""
@@ -174,6 +195,9 @@ class ServerRunner:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self.fleet_dispatcher is not None:
+            self.fleet_dispatcher.stop()
+            self.fleet_dispatcher = None
         for worker in reversed(self.workers):
             try:
                 worker.stop()

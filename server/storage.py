@@ -61,8 +61,12 @@ class ObjectStore(Protocol):
 
     backend: str
 
-    def put_file(self, key: str, path: Path, sha256: str) -> StoredObject:
-        """Store ``path`` under ``key`` unless already there with the same sha256."""
+    def put_file(self, key: str, path: Path, sha256: str, *, verified: bool = False) -> StoredObject:
+        """Store ``path`` under ``key`` unless already there with the same sha256.
+
+        ``verified=True``: the caller has just hashed ``path`` and will never write it again, so the
+        store may skip hashing it once more (and the local store may link it instead of copying).
+        """
         ...
 
     def open_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
@@ -123,13 +127,17 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put_file(self, key: str, path: Path, sha256: str) -> StoredObject:
+    def put_file(self, key: str, path: Path, sha256: str, *, verified: bool = False) -> StoredObject:
         """Copy ``path`` in via tmp + fsync + hard link (link never replaces an existing file)."""
         target = self._path(key)
         if target.exists():
             return self._existing(key, target, sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        if verified:
+            adopted = self._adopt(key, Path(path), tmp, target, sha256)
+            if adopted is not None:
+                return adopted
         digest = hashlib.sha256()
         size = 0
         try:
@@ -145,6 +153,24 @@ class LocalObjectStore:
             os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             try:
                 # link() fails if the target appeared meanwhile, where rename() would silently replace it.
+                os.link(tmp, target)
+            except FileExistsError:
+                return self._existing(key, target, sha256)
+            _fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredObject(key=key, size=size, sha256=sha256, backend=self.backend, created=True)
+
+    def _adopt(self, key: str, path: Path, tmp: Path, target: Path, sha256: str) -> StoredObject | None:
+        """Link a verified, fsynced file in without copying it; None if it is on another filesystem."""
+        try:
+            os.link(path, tmp)
+        except OSError:
+            return None  # e.g. EXDEV: staging on another filesystem; copy instead
+        try:
+            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            size = tmp.stat().st_size
+            try:
                 os.link(tmp, target)
             except FileExistsError:
                 return self._existing(key, target, sha256)
@@ -260,16 +286,19 @@ class S3ObjectStore:
             raise
         return head
 
-    def put_file(self, key: str, path: Path, sha256: str) -> StoredObject:
+    def put_file(self, key: str, path: Path, sha256: str, *, verified: bool = False) -> StoredObject:
         """Upload unless present: multipart above part size, SHA-256 checksums, locked if the bucket is."""
         from boto3.s3.transfer import TransferConfig
 
         head = self._head(key)
         if head is not None:
             return self._existing(key, head, sha256)
-        size, actual = file_sha256(Path(path))
-        if actual != sha256:
-            raise ObjectIntegrityError(f"{path} does not hash to {sha256}")
+        if verified:
+            size = Path(path).stat().st_size
+        else:
+            size, actual = file_sha256(Path(path))
+            if actual != sha256:
+                raise ObjectIntegrityError(f"{path} does not hash to {sha256}")
         extra: dict[str, Any] = {
             "ChecksumAlgorithm": "SHA256",
             # The composite multipart checksum is not the file's sha256, so keep the real one in metadata.

@@ -47,10 +47,24 @@ def json_body(required: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def register_blueprints(app: Flask) -> None:
     """Mount every blueprint."""
-    from server.api import auth, devices, health, openapi, recordings
+    from server.api import auth, devices, fleet, health, openapi, recordings
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(auth.bp, url_prefix="/api/v1/auth")
     app.register_blueprint(devices.bp, url_prefix="/api/v1/devices")
     app.register_blueprint(recordings.bp, url_prefix="/api/v1/recordings")
+    # People, credentials and cases (GS-9, GS-10, JL-7 – JL-11).
+    from server.api import cases, credentials, mobile, people, verify
+
+    app.register_blueprint(people.bp, url_prefix="/api/v1")
+    app.register_blueprint(credentials.bp, url_prefix="/api/v1")
+    app.register_blueprint(cases.bp, url_prefix="/api/v1/cases")
+    app.register_blueprint(verify.bp)
+    app.register_blueprint(mobile.bp)
+    app.register_blueprint(fleet.bp, url_prefix="/api/v1/fleet")
+    app.register_blueprint(fleet.device_bp, url_prefix="/provisioning/v1")
+    # Enforcement sessions and continuity (JL-12, JL-15, JL-16).
+    from server.api import sessions
+
+    app.register_blueprint(sessions.bp, url_prefix="/api/v1/sessions")

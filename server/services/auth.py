@@ -23,6 +23,7 @@ __all__ = [
     "LOCKOUT_FOR",
     "ROLES",
     "AccountLocked",
+    "AccountSuspended",
     "Forbidden",
     "InvalidCredentials",
     "authenticate",
@@ -42,6 +43,13 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
 _READ_EVIDENCE = ("officer", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
 _MANAGE_DEVICES = ("device_admin", "system_admin")
 _READ_DEVICES = ("device_admin", "supervisor", "auditor", "system_admin")
+_MANAGE_PEOPLE = ("agency_head", "system_admin")
+_READ_ACCOUNTS = ("agency_head", "supervisor", "auditor", "system_admin")
+_CREDENTIAL_HOLDERS = ("officer", "auxiliary")
+_READ_CASES = (
+    "officer", "auxiliary", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin"
+)
+_WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 
 # The one place that says who may call which endpoint (blueprint.view name -> roles).
 ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
@@ -52,6 +60,60 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "devices.get_device": _READ_DEVICES,
     "devices.register_device": _MANAGE_DEVICES,
     "devices.chain": ("device_admin", "legal_reviewer", "supervisor", "auditor", "system_admin"),
+    # People and cases (server/api/people.py, credentials.py, cases.py): GS-9, GS-10, JL-7 – JL-11.
+    # Reads are further limited to the caller's agency except for supervisors, auditors and admins.
+    "people.list_agencies": ROLES,
+    "people.get_agency": ROLES,
+    "people.create_agency": ("system_admin",),
+    "people.update_agency": _MANAGE_PEOPLE,
+    "people.list_users": _READ_ACCOUNTS,
+    "people.create_user": ("system_admin",),
+    "people.suspend_user": ("system_admin",),
+    "people.reinstate_user": ("system_admin",),
+    "people.list_officers": ROLES,
+    "people.get_officer": ROLES,
+    "people.get_officer_photo": ROLES,
+    "people.create_officer": _MANAGE_PEOPLE,
+    "people.update_officer": _MANAGE_PEOPLE,
+    "people.put_officer_photo": _MANAGE_PEOPLE,
+    "people.import_officers": _MANAGE_PEOPLE,
+    "credentials.my_credential": _CREDENTIAL_HOLDERS,
+    "credentials.my_photo": _CREDENTIAL_HOLDERS,
+    "credentials.show_credential": _CREDENTIAL_HOLDERS,
+    "credentials.my_cases": _CREDENTIAL_HOLDERS,
+    "credentials.list_scans": _READ_ACCOUNTS,
+    "cases.event_types": ROLES,
+    "cases.list_cases": _READ_CASES,
+    "cases.get_case": _READ_CASES,
+    "cases.get_record": _READ_CASES,
+    "cases.get_attachment": _READ_CASES,
+    "cases.create_case": ("officer", "agency_head", "system_admin"),
+    "cases.add_event": _WRITE_CASE_EVENTS,
+    "cases.add_attachment": _WRITE_CASE_EVENTS,
+    # Fleet (server/api/fleet.py): device admins manage, readers may see the overview and alerts.
+    "fleet.provision": _MANAGE_DEVICES,
+    "fleet.pending_requests": _MANAGE_DEVICES,
+    "fleet.decide_request": _MANAGE_DEVICES,
+    "fleet.allowlist_add": _MANAGE_DEVICES,
+    "fleet.list_devices": _READ_DEVICES,
+    "fleet.revoke": _MANAGE_DEVICES,
+    "fleet.rotate_credentials": _MANAGE_DEVICES,
+    "fleet.set_profile": _MANAGE_DEVICES,
+    "fleet.check_out": _MANAGE_DEVICES,
+    "fleet.check_in": _MANAGE_DEVICES,
+    "fleet.assignments": _READ_DEVICES,
+    "fleet.alerts": _READ_DEVICES,
+    "fleet.evaluate_alerts": _MANAGE_DEVICES,
+    "fleet.set_config": _MANAGE_DEVICES,
+    "fleet.shadow": _READ_DEVICES,
+    "fleet.create_command": _MANAGE_DEVICES,
+    "fleet.list_commands": _READ_DEVICES,
+    # Enforcement sessions (server/api/sessions.py): JL-16 continuity; only officers sign explanations.
+    "sessions.list_sessions": _READ_EVIDENCE,
+    "sessions.get_session": _READ_EVIDENCE,
+    "sessions.get_timeline": _READ_EVIDENCE,
+    "sessions.file_explanation": ("officer", "agency_head"),
+    "sessions.sign_explanation": ("officer", "agency_head"),
 }
 
 
@@ -248,6 +310,26 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class AccountSuspended(ServiceError):
+    """The token's account was suspended: every token issued before is refused at once."""
+
+    code = "token_revoked"
+    kind = "unauthorized"
+
+
+def _refuse_suspended(claims: dict[str, Any]) -> None:
+    """Refuse tokens of suspended or deleted accounts (checked per request, so suspension is immediate)."""
+    from server.db import session_scope
+
+    try:
+        user_id = int(claims["sub"])
+    except (KeyError, TypeError, ValueError):
+        return  # not a user token
+    with session_scope() as session:
+        if get_active_user(session, user_id) is None:
+            raise AccountSuspended("账户已停用，令牌已失效", "account suspended: token revoked")
+
+
 def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: a valid, unrevoked access token whose role is one of ``roles`` (system_admin always)."""
     unknown = set(roles) - set(ROLES)
@@ -260,6 +342,7 @@ def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
             verify_jwt_in_request()
+            _refuse_suspended(get_jwt())
             role = get_jwt().get("role")
             if role != "system_admin" and role not in roles:
                 raise Forbidden("没有执行此操作的权限", "your role may not do this")

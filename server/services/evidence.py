@@ -199,7 +199,8 @@ def _commit(
 
     key = recording_key(device_id, manifest.sequence, manifest.sha256)
     try:
-        stored = store.put_file(key, staged_path, manifest.sha256)
+        # Just hashed above, and staging never writes a finalized file again: no third hash, no copy.
+        stored = store.put_file(key, staged_path, manifest.sha256, verified=True)
     except ObjectConflict:
         raise SegmentConflict(
             f"对象 {key} 已存在且内容不同", f"object {key} already exists with different content"

@@ -1,0 +1,239 @@
+"""The agent side of fleet management: desired configuration and commands from ``down/``.
+
+Hooks into :class:`~edge_agent.mqtt_link.MqttLink` by composition: per-topic paho callbacks
+(``message_callback_add``) for ``down/config`` and ``down/cmd/+``, so transfer acks keep their own path.
+Every command is answered at most once per final state: outcomes are kept in ``fleet-commands.json``
+so a command the server re-sends (on reconnect) is answered with the same result, never run twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.config import AgentConfig
+from protocol import fleet, topics
+from protocol.errors import ProtocolError
+from protocol.fleet import Command, CommandKind, CommandState, CommandStatus, DesiredConfig, ReportedConfig
+from protocol.manifest import format_time
+
+__all__ = ["COMMANDS_STATE_FILE", "CONFIG_STATE_FILE", "CommandHandler", "mosquitto_hash"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_STATE_FILE = "fleet-config.json"
+COMMANDS_STATE_FILE = "fleet-commands.json"
+_MAX_REMEMBERED = 500
+
+
+def mosquitto_hash(password: str, *, iterations: int = 20_000) -> str:
+    """Mosquitto 2 ``$7$`` PBKDF2-SHA512 hash: the only form of a new password that leaves the device."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class CommandHandler:
+    """Applies desired configuration and runs commands for one device."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: mqtt.Client,
+        *,
+        state_dir: Path,
+        config_path: Path | None = None,
+        upload_now: Callable[[], None] | None = None,
+        locate: Callable[[], dict[str, Any] | None] | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        """``client`` is the device's paho client (``MqttLink.client``); nothing happens until start()."""
+        self.config = config
+        self.device_id = config.device_id
+        self.client = client
+        self.state_dir = state_dir
+        # zfjl-fw provision writes agent.toml next to the data directory; that is the default.
+        default_path = config.data_dir.parent / "agent.toml"
+        self.config_path = config_path or (default_path if default_path.exists() else None)
+        self.upload_now = upload_now
+        self.locate = locate
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.applied: dict[str, Any] = self._load(CONFIG_STATE_FILE) or {"version": 0, "settings": {}}
+        self.outcomes: dict[str, dict[str, Any]] = self._load(COMMANDS_STATE_FILE) or {}
+
+    # -- state files -------------------------------------------------------------------------------
+
+    def _load(self, name: str) -> Any:
+        try:
+            return json.loads((self.state_dir / name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _save(self, name: str, value: Any) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- wiring ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route this device's config and command topics here (the link already subscribes to down/#)."""
+        self.client.message_callback_add(topics.config_desired(self.device_id), self._on_config)
+        self.client.message_callback_add(topics.device_command_filter(self.device_id), self._on_command)
+
+    def stop(self) -> None:
+        """Stop routing messages here."""
+        self.client.message_callback_remove(topics.config_desired(self.device_id))
+        self.client.message_callback_remove(topics.device_command_filter(self.device_id))
+
+    def _publish(self, msg: fleet.FleetMessage) -> None:
+        topic, payload = fleet.encode(msg)
+        self.client.publish(topic, payload, qos=1)
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def _on_config(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            msg = fleet.decode(message.topic, bytes(message.payload))
+        except ProtocolError as exc:
+            logger.warning("ignoring bad desired config: %s", exc)
+            return
+        if isinstance(msg, DesiredConfig):
+            self.apply_config(msg)
+
+    def apply_config(self, msg: DesiredConfig) -> ReportedConfig:
+        """Apply a newer desired config (persisted; the recorder reads it at its next segment) and report."""
+        with self._lock:
+            if msg.version > int(self.applied.get("version", 0)):
+                self.applied = {"version": msg.version, "settings": dict(msg.settings)}
+                self._save(CONFIG_STATE_FILE, self.applied)
+                logger.info("applied desired configuration version %d", msg.version)
+            report = ReportedConfig(
+                device_id=self.device_id,
+                version=int(self.applied["version"]),
+                settings=dict(self.applied["settings"]),
+                at=format_time(self.clock()),
+            )
+        self._publish(report)
+        return report
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            msg = fleet.decode(message.topic, bytes(message.payload))
+        except ProtocolError as exc:
+            logger.warning("ignoring bad command: %s", exc)
+            return
+        if isinstance(msg, Command) and msg.device_id == self.device_id:
+            try:
+                self.run(msg)
+            except Exception:
+                logger.exception("command %s failed unexpectedly", msg.command_id)
+
+    def run(self, cmd: Command) -> CommandStatus:
+        """Run a command once; a repeat gets the stored outcome again."""
+        with self._lock:
+            known = self.outcomes.get(cmd.command_id)
+        if known is not None:
+            status = CommandStatus(
+                device_id=self.device_id,
+                command_id=cmd.command_id,
+                state=CommandState(known["state"]),
+                detail=known["detail"],
+                at=format_time(self.clock()),
+            )
+            self._publish(status)
+            return status
+        expires = _parse(cmd.expires_at)
+        if expires is None or expires <= self.clock():
+            state, detail = CommandState.REJECTED, {"reason": "expired"}
+        else:
+            self._publish(
+                CommandStatus(
+                    device_id=self.device_id,
+                    command_id=cmd.command_id,
+                    state=CommandState.IN_PROGRESS,
+                    at=format_time(self.clock()),
+                )
+            )
+            state, detail = self._execute(cmd)
+        with self._lock:
+            # The stored outcome never holds a password hash twice over the wire: it is re-sent as is.
+            self.outcomes[cmd.command_id] = {"state": state.value, "detail": detail}
+            if len(self.outcomes) > _MAX_REMEMBERED:
+                for old in list(self.outcomes)[: len(self.outcomes) - _MAX_REMEMBERED]:
+                    del self.outcomes[old]
+            self._save(COMMANDS_STATE_FILE, self.outcomes)
+        status = CommandStatus(
+            device_id=self.device_id,
+            command_id=cmd.command_id,
+            state=state,
+            detail=detail,
+            at=format_time(self.clock()),
+        )
+        self._publish(status)
+        return status
+
+    def _execute(self, cmd: Command) -> tuple[CommandState, dict[str, Any]]:
+        if cmd.kind is CommandKind.SYNC_CLOCK:
+            issued = _parse(cmd.issued_at)
+            if issued is None:
+                return CommandState.FAILED, {"reason": "no server time"}
+            # The offset is reported (and logged) for the admin; setting the system clock is NTP's job.
+            offset = (issued - self.clock()).total_seconds()
+            logger.info("server clock offset %.3f s", offset)
+            return CommandState.SUCCEEDED, {"offset_s": round(offset, 3)}
+        if cmd.kind is CommandKind.UPLOAD_NOW:
+            if self.upload_now is None:
+                return CommandState.FAILED, {"reason": "no uploader"}
+            self.upload_now()
+            return CommandState.SUCCEEDED, {}
+        if cmd.kind is CommandKind.LOCATE:
+            # JL-13: positioning is a device capability; without a fix the command fails, it does not guess.
+            fix = self.locate() if self.locate is not None else None
+            if fix is None:
+                return CommandState.FAILED, {"reason": "no positioning fix"}
+            return CommandState.SUCCEEDED, fix
+        if cmd.kind is CommandKind.ROTATE_CREDENTIALS:
+            return self._rotate()
+        return CommandState.REJECTED, {"reason": f"{cmd.kind.value} is not supported by this agent"}
+
+    def _rotate(self) -> tuple[CommandState, dict[str, Any]]:
+        """Make a new MQTT password here; only its hash goes to the server, which installs it."""
+        if self.config_path is None or not self.config.mqtt_username:
+            return CommandState.FAILED, {"reason": "no config file or no MQTT username"}
+        password = secrets.token_urlsafe(24)
+        updated = dataclasses.replace(AgentConfig.load(self.config_path), mqtt_password=password)
+        updated.write_toml(self.config_path)
+        # paho re-reads these on every reconnect; the open connection is unaffected.
+        self.client.username_pw_set(self.config.mqtt_username, password)
+        self.config = dataclasses.replace(self.config, mqtt_password=password)
+        return CommandState.SUCCEEDED, {"password_hash": mosquitto_hash(password)}

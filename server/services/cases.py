@@ -1,0 +1,685 @@
+"""Cases and their append-only whole-process event log (JL-2, JL-7 – JL-11), with a completeness check."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from server.models import Recording, utcnow
+from server.models_people import (
+    ACT_KINDS,
+    CASE_ORIGINS,
+    Agency,
+    Case,
+    CaseAttachment,
+    CaseEvent,
+    CaseOfficer,
+    Officer,
+)
+from server.services import Conflict, Invalid, NotFound, write_audit
+from server.services.people import Caller
+from server.storage import ObjectStore
+
+__all__ = [
+    "ATTACHMENT_KINDS",
+    "EVENT_TYPES",
+    "STAGES",
+    "EventType",
+    "add_attachment",
+    "case_record",
+    "completeness",
+    "create_case",
+    "get_case",
+    "list_cases",
+    "record_device_event",
+    "record_event",
+]
+
+STAGES: tuple[str, ...] = ("initiation", "investigation", "decision", "execution")
+ATTACHMENT_KINDS: tuple[str, ...] = ("document", "photo", "signed_page", "other")
+MAX_ATTACHMENT_BYTES = 1024 * 1024
+# An event is covered by a recording running at its time, give or take this much.
+RECORDING_SLACK = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of step in the record: its stage, the article item it records, and its names."""
+
+    code: str
+    article: str
+    zh: str
+    en: str
+
+    @property
+    def stage(self) -> str:
+        """The stage (JL-2) this step belongs to."""
+        return self.code.split(".")[0]
+
+
+# The catalogue covers every item of JL-7, JL-8 (1)–(11), JL-9 (1)–(5) and JL-10 (1)–(5).
+_CATALOGUE: tuple[EventType, ...] = (
+    EventType(
+        "initiation.ex_officio_source",
+        "JL-7",
+        "依职权启动：案件来源及立案理由",
+        "ex officio: source and reason",
+    ),
+    EventType(
+        "initiation.application_received", "JL-7", "依申请：接收申请", "on application: application received"
+    ),
+    EventType(
+        "initiation.application_correction",
+        "JL-7",
+        "依申请：通知补正",
+        "on application: correction requested",
+    ),
+    EventType("initiation.application_accepted", "JL-7", "依申请：受理", "on application: accepted"),
+    EventType("initiation.application_rejected", "JL-7", "依申请：不予受理", "on application: not accepted"),
+    EventType(
+        "investigation.credential_shown",
+        "JL-8(1)",
+        "执法人员出示执法证件",
+        "officers showed their credentials",
+    ),
+    EventType("investigation.inquiry", "JL-8(2)", "询问", "inquiry"),
+    EventType("investigation.on_site_inspection", "JL-8(3)", "现场检查（勘验）", "on-site inspection"),
+    EventType(
+        "investigation.evidence_collected",
+        "JL-8(4)",
+        "查阅、调取、复制书证物证",
+        "documentary/physical evidence",
+    ),
+    EventType("investigation.sampling", "JL-8(5)", "抽样取证", "sampling"),
+    EventType("investigation.testing_appraisal", "JL-8(6)", "检测、检验、鉴定", "testing and appraisal"),
+    EventType("investigation.evidence_preservation", "JL-8(7)", "证据保全", "evidence preservation"),
+    EventType("investigation.coercive_measure", "JL-8(8)", "实施行政强制措施", "coercive measure"),
+    EventType(
+        "investigation.rights_notified", "JL-8(9)", "告知陈述、申辩、回避、听证等权利", "rights notified"
+    ),
+    EventType("investigation.party_response", "JL-8(9)", "当事人陈述、申辩", "party's statement and defence"),
+    EventType("investigation.hearing", "JL-8(10)", "听证", "hearing"),
+    EventType("investigation.other", "JL-8(11)", "其他调查取证", "other investigation"),
+    EventType(
+        "decision.recommendation", "JL-9(1)", "调查终结报告（事实、证据、依据、裁量）", "recommendation"
+    ),
+    EventType("decision.proposed", "JL-9(2)", "拟作出的决定", "proposed decision"),
+    EventType("decision.legal_review", "JL-9(3)", "法制审核", "legal review"),
+    EventType("decision.collective_discussion", "JL-9(3)", "集体讨论", "collective discussion"),
+    EventType("decision.head_approval", "JL-9(4)", "机关负责人审批", "head's approval"),
+    EventType("decision.decided", "JL-9, JL-11", "作出决定（决定书）", "decision issued"),
+    EventType("decision.other", "JL-9(5)", "其他审查决定", "other review or decision"),
+    EventType("execution.served", "JL-10(1)", "送达", "service"),
+    EventType("execution.performed", "JL-10(2)", "当事人履行", "performance by the party"),
+    EventType("execution.compulsory", "JL-10(3)", "强制执行", "compulsory execution"),
+    EventType("execution.property_disposed", "JL-10(4)", "罚没财物处置", "disposal of confiscated property"),
+    EventType("execution.other", "JL-10(5)", "其他送达执行", "other service or execution"),
+)
+EVENT_TYPES: dict[str, EventType] = {t.code: t for t in _CATALOGUE}
+# Kinds of act done on site, where showing the certificate is required (GS-10(1), JL-8(1)).
+_ON_SITE_KINDS = ("penalty", "coercion", "inspection", "levy")
+# Decisions adverse to the party need a prior notice of rights (JL-8(9)).
+_RIGHTS_NOTICE_KINDS = ("penalty", "coercion", "levy")
+
+
+def event_type_dicts() -> list[dict[str, str]]:
+    """The catalogue as JSON."""
+    return [
+        {"code": t.code, "stage": t.stage, "article": t.article, "zh": t.zh, "en": t.en} for t in _CATALOGUE
+    ]
+
+
+# -- cases -----------------------------------------------------------------------------------------
+
+
+def case_to_dict(case: Case, officer_ids: list[int]) -> dict[str, Any]:
+    """A case as JSON."""
+    return {
+        "id": case.id,
+        "agency_id": case.agency_id,
+        "number": case.number,
+        "title": case.title,
+        "act_kind": case.act_kind,
+        "origin": case.origin,
+        "party": case.party,
+        "major": case.major,
+        "status": case.status,
+        "officer_ids": officer_ids,
+        "created_at": case.created_at.isoformat(),
+    }
+
+
+def case_officer_ids(session: Session, case_id: int) -> list[int]:
+    """Officers assigned to a case."""
+    return list(
+        session.scalars(
+            select(CaseOfficer.officer_id)
+            .where(CaseOfficer.case_id == case_id)
+            .order_by(CaseOfficer.officer_id)
+        )
+    )
+
+
+def _officer_list(session: Session, value: Any, agency_id: int, key: str) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise Invalid(f"{key} 必须是整数数组", f"{key} must be a list of integers")
+    ids = sorted(set(value))
+    found = set(
+        session.scalars(select(Officer.id).where(Officer.id.in_(ids), Officer.agency_id == agency_id))
+    )
+    if found != set(ids):
+        raise Invalid("有执法人员不存在或不属于本机关", "some officers are missing or of another agency")
+    return ids
+
+
+def create_case(session: Session, caller: Caller, body: dict[str, Any]) -> Case:
+    """Open a case in the caller's agency (system_admin may name another)."""
+    agency_id = body.get("agency_id", caller.agency_id)
+    if (
+        not isinstance(agency_id, int)
+        or session.get(Agency, agency_id) is None
+        or not caller.may_write(agency_id)
+    ):
+        raise Invalid("必须指定本机关", "a case needs the caller's agency")
+    number = body.get("number")
+    if not isinstance(number, str) or not number.strip() or len(number) > 64:
+        raise Invalid("案号必须是 1–64 字的文本", "number must be 1–64 characters")
+    if body.get("act_kind") not in ACT_KINDS:
+        raise Invalid(
+            f"act_kind 只能是 {'/'.join(ACT_KINDS)}", f"act_kind must be one of {', '.join(ACT_KINDS)}"
+        )
+    if body.get("origin") not in CASE_ORIGINS:
+        raise Invalid(
+            "origin 只能是 ex_officio/on_application", "origin must be ex_officio or on_application"
+        )
+    for key in ("title", "party"):
+        if not isinstance(body.get(key, ""), str) or len(body.get(key, "")) > 300:
+            raise Invalid(f"{key} 必须是不超过 300 字的文本", f"{key} must be text of at most 300 characters")
+    if session.scalar(select(Case.id).where(Case.agency_id == agency_id, Case.number == number.strip())):
+        raise Conflict(f"案号 {number} 已存在", f"case number {number} already exists in this agency")
+    officer_ids = _officer_list(session, body.get("officer_ids"), agency_id, "officer_ids")
+    case = Case(
+        agency_id=agency_id,
+        number=number.strip(),
+        title=body.get("title", ""),
+        act_kind=body["act_kind"],
+        origin=body["origin"],
+        party=body.get("party", ""),
+        major=bool(body.get("major", False)),
+        status="open",
+        created_by=caller.user_id,
+        created_at=utcnow(),
+    )
+    session.add(case)
+    session.flush()
+    for officer_id in officer_ids:
+        session.add(CaseOfficer(case_id=case.id, officer_id=officer_id))
+    write_audit(session, actor=caller.user_id, action="case.create", target_type="case", target_id=case.id)
+    return case
+
+
+def get_case(session: Session, caller: Caller, case_id: int) -> Case:
+    """A case the caller may see (another agency's case looks missing)."""
+    case = session.get(Case, case_id)
+    if case is None or not caller.may_read(case.agency_id):
+        raise NotFound("案件不存在", "case not found")
+    return case
+
+
+def list_cases(session: Session, caller: Caller, *, officer_id: int | None = None) -> list[Case]:
+    """Cases the caller may see, newest first; optionally those of one officer."""
+    query = select(Case).order_by(Case.id.desc())
+    if not caller.reads_all:
+        query = query.where(Case.agency_id == caller.agency_id)
+    if officer_id is not None:
+        query = query.join(CaseOfficer, CaseOfficer.case_id == Case.id).where(
+            CaseOfficer.officer_id == officer_id
+        )
+    return list(session.scalars(query))
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+def event_to_dict(event: CaseEvent) -> dict[str, Any]:
+    """An event as JSON."""
+    kind = EVENT_TYPES.get(event.event_type)
+    return {
+        "id": event.id,
+        "case_id": event.case_id,
+        "event_type": event.event_type,
+        "stage": kind.stage if kind else None,
+        "article": kind.article if kind else None,
+        "label": kind.zh if kind else event.event_type,
+        "label_en": kind.en if kind else event.event_type,
+        "occurred_at": event.occurred_at.isoformat(),
+        "recorded_at": event.recorded_at.isoformat(),
+        "place": event.place,
+        "text": event.text,
+        "officer_ids": list(event.officer_ids or []),
+        "recording_ids": list(event.recording_ids or []),
+        "data": dict(event.data or {}),
+        "source": event.source,
+        "recorded_by": event.recorded_by,
+        "device_id": event.device_id,
+        "corrects_event_id": event.corrects_event_id,
+    }
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise Invalid(
+            "occurred_at 必须是带时区的 ISO 8601 时间", "occurred_at must be an ISO 8601 time with offset"
+        )
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Invalid(
+            "occurred_at 必须是带时区的 ISO 8601 时间", "occurred_at must be an ISO 8601 time with offset"
+        )
+    return parsed
+
+
+def _new_event(
+    session: Session,
+    *,
+    agency_id: int,
+    case: Case | None,
+    body: dict[str, Any],
+    recorded_by: str,
+    source: str,
+    device_id: str | None = None,
+    device_event_id: str | None = None,
+) -> CaseEvent:
+    """Validate and append one event (shared by the API, the mobile page and devices)."""
+    event_type = body.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise Invalid(f"未知的事件类型 {event_type}", f"unknown event type {event_type}")
+    if case is None and event_type != "investigation.credential_shown":
+        raise Invalid("只有出示证件可以不关联案件", "only credential_shown may be recorded without a case")
+    occurred_at = _parse_time(body["occurred_at"]) if body.get("occurred_at") is not None else utcnow()
+    for key, limit in (("place", 300), ("text", 20000)):
+        if not isinstance(body.get(key, ""), str) or len(body.get(key, "")) > limit:
+            raise Invalid(
+                f"{key} 必须是不超过 {limit} 字的文本", f"{key} must be text of at most {limit} characters"
+            )
+    officer_ids = _officer_list(session, body.get("officer_ids"), agency_id, "officer_ids")
+    recording_ids = body.get("recording_ids") or []
+    if not isinstance(recording_ids, list) or not all(
+        isinstance(r, int) and not isinstance(r, bool) for r in recording_ids
+    ):
+        raise Invalid("recording_ids 必须是整数数组", "recording_ids must be a list of integers")
+    if recording_ids and len(
+        set(session.scalars(select(Recording.id).where(Recording.id.in_(recording_ids))))
+    ) != len(set(recording_ids)):
+        raise Invalid("有录像不存在", "some recordings do not exist")
+    data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise Invalid("data 必须是对象", "data must be an object")
+    corrects = body.get("corrects_event_id")
+    if corrects is not None:
+        target = session.get(CaseEvent, corrects) if isinstance(corrects, int) else None
+        if target is None or case is None or target.case_id != case.id:
+            raise Invalid("被更正的事件不属于本案", "the corrected event is not in this case")
+    event = CaseEvent(
+        case_id=case.id if case else None,
+        agency_id=agency_id,
+        event_type=event_type,
+        occurred_at=occurred_at,
+        recorded_at=utcnow(),
+        place=body.get("place", ""),
+        text=body.get("text", ""),
+        officer_ids=officer_ids,
+        recording_ids=sorted(set(recording_ids)),
+        data=data,
+        source=source,
+        recorded_by=recorded_by,
+        device_id=device_id,
+        device_event_id=device_event_id,
+        corrects_event_id=corrects,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def record_event(
+    session: Session, caller: Caller, case_id: int | None, body: dict[str, Any], *, source: str = "api"
+) -> CaseEvent:
+    """Append an event to a case (JL-2); a correction is a new event with ``corrects_event_id``."""
+    case = None
+    if case_id is not None:
+        case = get_case(session, caller, case_id)
+        if not caller.may_write(case.agency_id):
+            raise NotFound("案件不存在", "case not found")
+        agency_id = case.agency_id
+    elif caller.agency_id is None:
+        raise Invalid("账户没有所属机关", "the account has no agency")
+    else:
+        agency_id = caller.agency_id
+    if body.get("officer_ids") is None and caller.user_id.isdigit():
+        # By default the event is the recording officer's own act (links it to their recordings, JL-2).
+        own = session.scalar(select(Officer.id).where(Officer.user_id == int(caller.user_id)))
+        body = {**body, "officer_ids": [own] if own is not None and agency_id == caller.agency_id else []}
+    event = _new_event(
+        session, agency_id=agency_id, case=case, body=body, recorded_by=caller.user_id, source=source
+    )
+    write_audit(
+        session, actor=caller.user_id, action="case.event", target_type="case_event", target_id=event.id
+    )
+    return event
+
+
+def record_device_event(
+    session: Session,
+    *,
+    device_id: str,
+    device_event_id: str,
+    certificate_number: str,
+    case_id: int | None,
+    case_number: str | None,
+    body: dict[str, Any],
+) -> CaseEvent | None:
+    """Append an event reported by a recorder over MQTT; a redelivered one (same id) returns None."""
+    existing = session.scalar(
+        select(CaseEvent.id).where(
+            CaseEvent.device_id == device_id, CaseEvent.device_event_id == device_event_id
+        )
+    )
+    if existing is not None:
+        return None
+    officer = session.scalar(select(Officer).where(Officer.certificate_number == certificate_number))
+    if officer is None:
+        raise NotFound(
+            f"执法证号 {certificate_number} 不存在", f"unknown certificate number {certificate_number}"
+        )
+    case = None
+    if case_id is not None:
+        case = session.get(Case, case_id)
+    elif case_number:
+        case = session.scalar(
+            select(Case).where(Case.agency_id == officer.agency_id, Case.number == case_number)
+        )
+    if (case_id is not None or case_number) and (case is None or case.agency_id != officer.agency_id):
+        raise NotFound("案件不存在", "case not found in the officer's agency")
+    body = {**body, "officer_ids": [officer.id]}
+    # Two workers racing on one redelivered event: the unique (device_id, device_event_id) refuses the
+    # second insert; its transaction fails and the message is handled again as a duplicate.
+    return _new_event(
+        session,
+        agency_id=officer.agency_id,
+        case=case,
+        body=body,
+        recorded_by=f"device:{device_id}",
+        source="device",
+        device_id=device_id,
+        device_event_id=device_event_id,
+    )
+
+
+def add_attachment(
+    session: Session,
+    store: ObjectStore,
+    caller: Caller,
+    case_id: int,
+    event_id: int,
+    data: bytes,
+    *,
+    name: str,
+    content_type: str,
+    kind: str,
+    signed_by_party: bool,
+) -> CaseAttachment:
+    """Store a document, photo or signed page (JL-11) write-once by sha256 and attach it to an event."""
+    case = get_case(session, caller, case_id)
+    event = session.get(CaseEvent, event_id)
+    if event is None or event.case_id != case.id or not caller.may_write(case.agency_id):
+        raise NotFound("事件不存在", "event not found")
+    if kind not in ATTACHMENT_KINDS:
+        raise Invalid(
+            f"kind 只能是 {'/'.join(ATTACHMENT_KINDS)}", f"kind must be one of {', '.join(ATTACHMENT_KINDS)}"
+        )
+    if not data or len(data) > MAX_ATTACHMENT_BYTES:
+        raise Invalid("附件不能为空且不超过 1 MiB", "attachment must be non-empty and at most 1 MiB")
+    name = (name or "attachment").strip()[:200]
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = f"case-attachments/{sha256[:2]}/{sha256}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "blob"
+        path.write_bytes(data)
+        store.put_file(key, path, sha256)
+    attachment = CaseAttachment(
+        event_id=event.id,
+        kind=kind,
+        name=name,
+        content_type=content_type.split(";")[0].strip()[:128] or "application/octet-stream",
+        size=len(data),
+        sha256=sha256,
+        object_key=key,
+        signed_by_party=signed_by_party,
+        uploaded_by=caller.user_id,
+        uploaded_at=utcnow(),
+    )
+    session.add(attachment)
+    session.flush()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="case.attachment",
+        target_type="case_attachment",
+        target_id=attachment.id,
+    )
+    return attachment
+
+
+def get_attachment(session: Session, caller: Caller, case_id: int, attachment_id: int) -> CaseAttachment:
+    """An attachment of a case the caller may see."""
+    case = get_case(session, caller, case_id)
+    attachment = session.get(CaseAttachment, attachment_id)
+    event = session.get(CaseEvent, attachment.event_id) if attachment else None
+    if attachment is None or event is None or event.case_id != case.id:
+        raise NotFound("附件不存在", "attachment not found")
+    return attachment
+
+
+def attachment_to_dict(a: CaseAttachment, case_id: int) -> dict[str, Any]:
+    """An attachment as JSON."""
+    return {
+        "id": a.id,
+        "event_id": a.event_id,
+        "kind": a.kind,
+        "name": a.name,
+        "content_type": a.content_type,
+        "size": a.size,
+        "sha256": a.sha256,
+        "signed_by_party": a.signed_by_party,
+        "uploaded_at": a.uploaded_at.isoformat(),
+        "url": f"/api/v1/cases/{case_id}/attachments/{a.id}",
+    }
+
+
+# -- the whole-process record --------------------------------------------------------------------
+
+
+def _covering_recordings(session: Session, event: CaseEvent, certificates: dict[int, str]) -> list[int]:
+    """Recordings running at the event's time by its officers or its device (JL-2: text + AV)."""
+    who = [certificates[i] for i in event.officer_ids or [] if certificates.get(i)]
+    conditions = [Recording.officer_id.in_(who)] if who else []
+    if event.device_id:
+        conditions.append(Recording.device_id == event.device_id)
+    if not conditions:
+        return []
+    query = select(Recording.id).where(
+        or_(*conditions),
+        Recording.started_at <= event.occurred_at + RECORDING_SLACK,
+        Recording.ended_at >= event.occurred_at - RECORDING_SLACK,
+    )
+    return sorted(set(session.scalars(query)))
+
+
+def completeness(case: Case, events: list[CaseEvent]) -> list[dict[str, str]]:
+    """What the record still lacks for this kind of act (JL-7 – JL-10); corrected events do not count."""
+    corrected = {e.corrects_event_id for e in events if e.corrects_event_id}
+    live = [e for e in events if e.id not in corrected]
+
+    def first(code: str) -> datetime | None:
+        times = [e.occurred_at for e in live if e.event_type == code]
+        return min(times) if times else None
+
+    missing: list[dict[str, str]] = []
+
+    def need(code: str, article: str, zh: str, en: str) -> None:
+        missing.append({"requirement": code, "article": article, "message": zh, "message_en": en})
+
+    if case.origin == "ex_officio" and not first("initiation.ex_officio_source"):
+        need(
+            "initiation.ex_officio_source",
+            "JL-7",
+            "缺少案件来源及立案理由记录",
+            "no record of the case's source and reason",
+        )
+    if case.origin == "on_application":
+        if not first("initiation.application_received"):
+            need(
+                "initiation.application_received", "JL-7", "缺少申请接收记录", "no record of the application"
+            )
+        if not first("initiation.application_accepted") and not first("initiation.application_rejected"):
+            need(
+                "initiation.application_accepted",
+                "JL-7",
+                "缺少受理（或不予受理）记录",
+                "no record of acceptance",
+            )
+    if case.act_kind in _ON_SITE_KINDS and not first("investigation.credential_shown"):
+        need(
+            "investigation.credential_shown",
+            "JL-8(1)",
+            "缺少出示执法证件记录",
+            "no record of showing credentials",
+        )
+    if case.act_kind == "inspection" and not first("investigation.on_site_inspection"):
+        need(
+            "investigation.on_site_inspection", "JL-8(3)", "缺少现场检查记录", "no on-site inspection record"
+        )
+    decided = first("decision.decided")
+    if case.act_kind == "inspection":
+        return missing
+    if decided is None:
+        need("decision.decided", "JL-9", "尚未作出决定", "no decision yet")
+        return missing
+    if case.act_kind in _RIGHTS_NOTICE_KINDS:
+        notice = first("investigation.rights_notified")
+        if notice is None or notice > decided:
+            need(
+                "investigation.rights_notified",
+                "JL-8(9)",
+                "决定作出前未告知当事人陈述、申辩等权利",
+                "decision without a prior notice of the party's rights",
+            )
+    if case.major:
+        for code, article, zh, en in (
+            (
+                "decision.legal_review",
+                "JL-9(3)",
+                "重大执法决定缺少法制审核",
+                "major decision without legal review",
+            ),
+            (
+                "decision.collective_discussion",
+                "JL-9(3)",
+                "重大执法决定缺少集体讨论",
+                "major decision without collective discussion",
+            ),
+            (
+                "decision.head_approval",
+                "JL-9(4)",
+                "重大执法决定缺少机关负责人审批",
+                "major decision without the head's approval",
+            ),
+        ):
+            at = first(code)
+            if at is None or at > decided:
+                need(code, article, zh, en)
+    served = first("execution.served")
+    if served is None or served < decided:
+        need("execution.served", "JL-10(1)", "缺少决定书送达记录", "no record of serving the decision")
+    return missing
+
+
+def case_record(session: Session, caller: Caller, case_id: int) -> dict[str, Any]:
+    """The whole-process record: events in stage then time order, attachments, recordings, gaps."""
+    case = get_case(session, caller, case_id)
+    events = list(session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id)))
+    stage_rank = {s: i for i, s in enumerate(STAGES)}
+    events.sort(key=lambda e: (stage_rank.get(e.event_type.split(".")[0], 99), e.occurred_at, e.id))
+    officer_ids = {i for e in events for i in e.officer_ids or []} | set(case_officer_ids(session, case.id))
+    certificates = {
+        o.id: o.certificate_number or ""
+        for o in session.scalars(select(Officer).where(Officer.id.in_(sorted(officer_ids))))
+    }
+    attachments: dict[int, list[dict[str, Any]]] = {}
+    if events:
+        for a in session.scalars(
+            select(CaseAttachment)
+            .where(CaseAttachment.event_id.in_([e.id for e in events]))
+            .order_by(CaseAttachment.id)
+        ):
+            attachments.setdefault(a.event_id, []).append(attachment_to_dict(a, case.id))
+    corrected_by = {e.corrects_event_id: e.id for e in events if e.corrects_event_id}
+    stages: dict[str, list[dict[str, Any]]] = {s: [] for s in STAGES}
+    for event in events:
+        item = event_to_dict(event)
+        item["attachments"] = attachments.get(event.id, [])
+        item["covering_recording_ids"] = _covering_recordings(session, event, certificates)
+        item["corrected_by_event_id"] = corrected_by.get(event.id)
+        stages.setdefault(item["stage"] or "other", []).append(item)
+    missing = completeness(case, events)
+    return {
+        "case": case_to_dict(case, case_officer_ids(session, case.id)),
+        "stages": [{"stage": s, "events": items} for s, items in stages.items()],
+        "completeness": {"complete": not missing, "missing": missing},
+    }
+
+
+def ingest_device_report(session: Session, device_id: str, topic: str, payload: bytes) -> str:
+    """Decode and store a recorder's case event (JL-2, JL-8); the outcome code, never raises on bad input."""
+    from protocol import case_events
+    from protocol.errors import ProtocolError
+    from server.models import Device
+    from server.services import ServiceError
+
+    if session.get(Device, device_id) is None:
+        return "unknown_device"
+    try:
+        report = case_events.decode(topic, payload)
+    except ProtocolError:
+        return "bad_case_event"
+    try:
+        event = record_device_event(
+            session,
+            device_id=device_id,
+            device_event_id=report.event_id,
+            certificate_number=report.officer,
+            case_id=report.case_id,
+            case_number=report.case_number,
+            body={
+                "event_type": report.event_type,
+                "occurred_at": report.at,
+                "place": report.place,
+                "text": report.text,
+            },
+        )
+    except ServiceError:
+        return "case_event_refused"
+    return "duplicate" if event is None else "stored"

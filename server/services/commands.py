@@ -1,0 +1,367 @@
+"""Device commands (AWS IoT Jobs-like lifecycle) and delivery of commands and desired configuration.
+
+Delivery survives offline devices: a command stays ``queued`` until the device answers, is sent when it
+is created (if the device is online) and again every time the device's presence turns ``online``, and
+expires when stale. :func:`uplink` handles what devices send back (used by ingest); :func:`on_presence`
+returns what to re-send when a device comes online; :class:`FleetDispatcher` pushes new commands and
+configuration to online devices through an injected ``publish`` (no MQTT client in here).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from protocol import fleet as fleet_protocol
+from protocol.errors import ProtocolError
+from protocol.fleet import (
+    COMMAND_TRANSITIONS,
+    Command,
+    CommandKind,
+    CommandState,
+    CommandStatus,
+    ReportedConfig,
+)
+from protocol.manifest import format_time
+from server.models import Device, utcnow
+from server.models_fleet import DeviceCommand, DeviceCredential
+from server.models_telemetry import DevicePresence
+from server.services import Conflict, Invalid, NotFound, write_audit
+from server.services import device_config as config_service
+from server.services.devices import get_device
+
+__all__ = [
+    "DEFAULT_TTL",
+    "FleetDispatcher",
+    "Publication",
+    "apply_status",
+    "command_message",
+    "command_to_dict",
+    "create_command",
+    "dispatch_once",
+    "expire_stale",
+    "get_command",
+    "ingest_presence",
+    "ingest_uplink",
+    "list_commands",
+    "on_presence",
+    "uplink",
+]
+
+_LOG = logging.getLogger(__name__)
+DEFAULT_TTL = timedelta(hours=24)
+MAX_TTL = timedelta(days=30)
+_HASH7 = re.compile(r"\$7\$[0-9]{3,7}\$[A-Za-z0-9+/=]{8,64}\$[A-Za-z0-9+/=]{80,100}")
+# (topic, payload, retain) ready for an MQTT publish at QoS 1.
+Publication = tuple[str, bytes, bool]
+
+
+def create_command(
+    session: Session,
+    device_id: str,
+    kind: str,
+    *,
+    params: dict[str, Any] | None = None,
+    ttl: timedelta = DEFAULT_TTL,
+    actor: str,
+) -> DeviceCommand:
+    """Queue a command for a device."""
+    device = get_device(session, device_id)
+    if device.status not in ("provisioned", "active"):
+        raise Conflict(f"设备状态为 {device.status}", f"device is {device.status}")
+    try:
+        kind_value = CommandKind(kind)
+    except ValueError:
+        raise Invalid(f"未知命令 {kind}", f"unknown command {kind}") from None
+    if not timedelta(seconds=10) <= ttl <= MAX_TTL:
+        raise Invalid("有效期须在 10 秒到 30 天之间", "ttl must be between 10 s and 30 days")
+    now = utcnow()
+    row = DeviceCommand(
+        id=uuid.uuid4().hex,
+        device_id=device_id,
+        kind=kind_value.value,
+        params=dict(params or {}),
+        state=CommandState.QUEUED.value,
+        result={},
+        created_at=now,
+        created_by=actor,
+        expires_at=now + ttl,
+        attempts=0,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    write_audit(
+        session,
+        actor=actor,
+        action="device.command",
+        target_type="device",
+        target_id=device_id,
+        detail={"command_id": row.id, "kind": row.kind},
+    )
+    return row
+
+
+def command_message(row: DeviceCommand) -> Command:
+    """The protocol message of a stored command."""
+    return Command(
+        device_id=row.device_id,
+        command_id=row.id,
+        kind=CommandKind(row.kind),
+        params=row.params,
+        expires_at=format_time(row.expires_at),
+        issued_at=format_time(utcnow()),
+    )
+
+
+def _install_rotated_credential(session: Session, row: DeviceCommand, detail: dict[str, Any]) -> None:
+    """rotate_credentials: the device made a new password and sent only its $7$ hash; install it."""
+    password_hash = detail.get("password_hash")
+    if not isinstance(password_hash, str) or not _HASH7.fullmatch(password_hash):
+        raise Invalid("缺少有效的密码哈希", "rotate_credentials needs a $7$ password_hash")
+    now = utcnow()
+    for old in session.scalars(
+        select(DeviceCredential).where(
+            DeviceCredential.device_id == row.device_id, DeviceCredential.revoked_at.is_(None)
+        )
+    ):
+        old.revoked_at, old.revoked_reason = now, "rotated"
+    session.add(
+        DeviceCredential(
+            device_id=row.device_id,
+            username=row.device_id,
+            password_hash=password_hash,
+            created_at=now,
+            created_by=f"command:{row.id}",
+            revoked_reason="",
+        )
+    )
+    session.flush()
+
+
+def apply_status(session: Session, msg: CommandStatus) -> DeviceCommand | None:
+    """Move a command by the device's report, if COMMAND_TRANSITIONS allows it; None if ignored."""
+    row = session.get(DeviceCommand, msg.command_id)
+    if row is None or row.device_id != msg.device_id:
+        return None
+    current = CommandState(row.state)
+    if msg.state is current or msg.state not in COMMAND_TRANSITIONS[current]:
+        return None
+    detail = dict(msg.detail)
+    if msg.state is CommandState.SUCCEEDED and row.kind == CommandKind.ROTATE_CREDENTIALS.value:
+        try:
+            _install_rotated_credential(session, row, detail)
+        except Invalid as exc:
+            msg = CommandStatus(device_id=msg.device_id, command_id=msg.command_id, state=CommandState.FAILED)
+            detail = {"error": exc.message_en}
+        detail.pop("password_hash", None)
+        detail["credential_rotated"] = msg.state is CommandState.SUCCEEDED
+    row.state = msg.state.value
+    row.result = detail
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def expire_stale(session: Session, now: datetime | None = None) -> int:
+    """Expire queued or running commands past their deadline; return how many."""
+    now = now or utcnow()
+    count = 0
+    for row in session.scalars(
+        select(DeviceCommand).where(
+            DeviceCommand.state.in_((CommandState.QUEUED.value, CommandState.IN_PROGRESS.value)),
+            DeviceCommand.expires_at < now,
+        )
+    ):
+        row.state, row.updated_at = CommandState.EXPIRED.value, now
+        count += 1
+    session.flush()
+    return count
+
+
+def _queued(session: Session, device_id: str | None, *, unsent_only: bool) -> list[DeviceCommand]:
+    query = select(DeviceCommand).where(
+        DeviceCommand.state == CommandState.QUEUED.value, DeviceCommand.expires_at > utcnow()
+    )
+    if device_id is not None:
+        query = query.where(DeviceCommand.device_id == device_id)
+    if unsent_only:
+        query = query.where(DeviceCommand.sent_at.is_(None))
+    return list(session.scalars(query.order_by(DeviceCommand.created_at, DeviceCommand.id)))
+
+
+def _publish_command(row: DeviceCommand) -> Publication:
+    topic, payload = fleet_protocol.encode(command_message(row))
+    row.sent_at, row.attempts = utcnow(), row.attempts + 1
+    return topic, payload, False
+
+
+def on_presence(session: Session, device_id: str) -> list[Publication]:
+    """A device came online: its desired config and every queued command, sent again."""
+    device = session.get(Device, device_id)
+    if device is None or device.status not in ("provisioned", "active"):
+        return []
+    out: list[Publication] = []
+    desired = config_service.desired_for(session, device_id)
+    if desired is not None:
+        topic, payload = fleet_protocol.encode(desired)
+        out.append((topic, payload, True))
+        config_service.record_published(session, device_id, desired.version)
+    out.extend(_publish_command(row) for row in _queued(session, device_id, unsent_only=False))
+    session.flush()
+    return out
+
+
+def uplink(session: Session, topic: str, payload: bytes) -> bool:
+    """Handle a device's command status or reported config; False if malformed or ignored."""
+    return _uplink(session, topic, payload) is not None
+
+
+def _uplink(session: Session, topic: str, payload: bytes) -> DeviceCommand | ReportedConfig | None:
+    try:
+        msg = fleet_protocol.decode(topic, payload)
+    except ProtocolError as exc:
+        _LOG.warning("fleet: malformed uplink on %r: %s", topic[:200], exc)
+        return None
+    if isinstance(msg, CommandStatus):
+        return apply_status(session, msg)
+    if isinstance(msg, ReportedConfig):
+        config_service.record_reported(session, msg)
+        return msg
+    return None  # a device may not send downlink messages
+
+
+def list_commands(session: Session, device_id: str, limit: int = 50) -> list[DeviceCommand]:
+    """A device's commands, newest first."""
+    get_device(session, device_id)
+    return list(
+        session.scalars(
+            select(DeviceCommand)
+            .where(DeviceCommand.device_id == device_id)
+            .order_by(DeviceCommand.created_at.desc(), DeviceCommand.id)
+            .limit(limit)
+        )
+    )
+
+
+def get_command(session: Session, command_id: str) -> DeviceCommand:
+    """One command, or NotFound."""
+    row = session.get(DeviceCommand, command_id)
+    if row is None:
+        raise NotFound(f"命令 {command_id} 不存在", f"command {command_id} not found")
+    return row
+
+
+def command_to_dict(row: DeviceCommand) -> dict[str, Any]:
+    """JSON view of a command (parameters included; no secrets are ever stored in them)."""
+    return {
+        "command_id": row.id,
+        "device_id": row.device_id,
+        "kind": row.kind,
+        "params": row.params,
+        "state": row.state,
+        "result": row.result,
+        "created_at": row.created_at.isoformat(),
+        "created_by": row.created_by,
+        "expires_at": row.expires_at.isoformat(),
+        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "attempts": row.attempts,
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def dispatch_once(session: Session) -> list[Publication]:
+    """Expire stale commands; new commands for online devices; configs newer than last published."""
+    expire_stale(session)
+    online = set(session.scalars(select(DevicePresence.device_id).where(DevicePresence.state == "online")))
+    out = [
+        _publish_command(row) for row in _queued(session, None, unsent_only=True) if row.device_id in online
+    ]
+    for desired in config_service.pending_publications(session):
+        topic, payload = fleet_protocol.encode(desired)
+        out.append((topic, payload, True))  # retained: an offline device gets it when it connects
+        config_service.record_published(session, desired.device_id, desired.version)
+    session.flush()
+    return out
+
+
+class FleetDispatcher:
+    """Background thread: every ``interval_s`` runs :func:`dispatch_once` and publishes the result."""
+
+    def __init__(
+        self, app: Flask, publish: Callable[[str, bytes, bool], None], *, interval_s: float = 2.0
+    ) -> None:
+        """Use ``publish(topic, payload, retain)`` (QoS 1) for every message."""
+        self.app, self.publish, self.interval_s = app, publish, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> int:
+        """One dispatch round; returns how many messages were published."""
+        from server.db import session_scope
+
+        with session_scope(self.app) as session:
+            publications = dispatch_once(session)
+        # Published after the commit: a crash in between re-sends on presence, never loses a command.
+        for topic, payload, retain in publications:
+            self.publish(topic, payload, retain)
+        return len(publications)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                _LOG.exception("fleet dispatch failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        """Start the named worker thread."""
+        self._thread = threading.Thread(target=self._loop, name="zfjl-fleet-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop and join the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def ingest_uplink(app: Flask, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+    """Ingest hook for ``up/cmd/{id}/status`` and ``up/config/reported``; answers nothing."""
+    from server.db import session_scope
+
+    with session_scope(app) as session:
+        result = _uplink(session, topic, payload)
+        rotated = (
+            isinstance(result, DeviceCommand)
+            and result.kind == CommandKind.ROTATE_CREDENTIALS.value
+            and result.state == CommandState.SUCCEEDED.value
+        )
+    if rotated:
+        # The device's new credential is committed: regenerate the broker's files and reload it.
+        from server.services.broker_acl import sync_broker
+
+        with session_scope(app) as session:
+            sync_broker(session, app.extensions["zfjl.settings"])
+    return []
+
+
+def ingest_presence(app: Flask, device_id: str, online: bool) -> list[tuple[str, bytes]]:
+    """Ingest hook on presence: when a device comes online, re-send its config and queued commands."""
+    if not online:
+        return []
+    from server.db import session_scope
+
+    with session_scope(app) as session:
+        return [(topic, payload) for topic, payload, _retain in on_presence(session, device_id)]

@@ -1,0 +1,149 @@
+"""A recorder that signs real session events and segments, and an app over SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+
+from protocol import topics
+from protocol.manifest import SegmentManifest, SignedManifest
+from protocol.session import EventAck, SessionEvent, SessionEventKind, SignedSessionEvent
+from server import create_app
+from server.api import STORE_KEY
+from server.db import get_engine, run_migrations, session_scope
+from server.ingest import IngestService
+from server.models import Recording
+from server.services.auth import create_user
+from server.services.devices import register_device
+from server.services.evidence import commit_segment
+from tests.conftest import TEST_JWT_SECRET, SegmentFactory
+
+T0 = datetime(2026, 3, 4, 9, 0, 0, tzinfo=UTC)
+PASSWORD = "officer-password-1"
+
+
+@dataclass
+class Recorder:
+    """One device: signs session events (its own ``seq``) and commits segments of its chain."""
+
+    app: Flask
+    segments: SegmentFactory
+    session_id: str = "sess-a"
+    seq: int = 0
+    counter: int = 0
+    key: Ed25519PrivateKey | None = None
+    sent: list[SessionEvent] = field(default_factory=list)
+
+    @property
+    def device_id(self) -> str:
+        """The device id."""
+        return self.segments.device_id
+
+    def event(self, kind: SessionEventKind, at: datetime, **fields: Any) -> tuple[str, bytes]:
+        """Sign the next event and return its real topic and payload."""
+        self.counter += 1
+        event = SessionEvent(
+            event_id=fields.pop("event_id", f"ev-{self.counter}"),
+            device_id=self.device_id,
+            session_id=fields.pop("session_id", self.session_id),
+            kind=kind,
+            at=at,
+            mono_ns=int((at - T0).total_seconds() * 1e9) if at >= T0 else 0,
+            seq=fields.pop("seq", self.seq),
+            officer_id=fields.pop("officer_id", "officer-7"),
+            **fields,
+        )
+        self.seq = max(self.seq, event.seq + 1)
+        self.sent.append(event)
+        signed = SignedSessionEvent.sign(event, self.key or self.segments.key)
+        return topics.session_event(self.device_id, event.event_id), signed.to_envelope()
+
+    def clip(
+        self, start: datetime, seconds: float, *, kind: str = "segment", marker_id: str = ""
+    ) -> Recording:
+        """Sign and commit one segment of ``seconds`` from ``start`` (kind "explanation" names a marker)."""
+        seg = self.segments
+        data = f"{kind} {seg.device_id} {seg.sequence} ".encode() * 20
+        end = start + timedelta(seconds=seconds)
+        mono = int((start - T0).total_seconds() * 1e9) + 10**12
+        manifest = SegmentManifest(
+            device_id=seg.device_id,
+            sequence=seg.sequence,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            started_at=start,
+            ended_at=end,
+            started_mono_ns=mono,
+            ended_mono_ns=mono + int(seconds * 1e9),
+            prev_manifest_hash=seg.prev_hash,
+            kind=kind,
+            officer_id="officer-7",
+            session_id=self.session_id,
+            marker_id=marker_id,
+            boot_id="boot-1",
+        )
+        signed = SignedManifest.sign(manifest, seg.key)
+        path = seg.directory / f"{seg.device_id}-{seg.sequence}.mp4"
+        path.write_bytes(data)
+        seg.sequence += 1
+        seg.prev_hash = signed.manifest_hash
+        with session_scope(self.app) as session:
+            result = commit_segment(session, self.app.extensions[STORE_KEY], signed, path)
+            return result.recording
+
+
+@pytest.fixture
+def sapp(db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    """The app over a fresh migrated SQLite or PostgreSQL database, with an admin."""
+    app = create_app(
+        {
+            "data_dir": str(tmp_path / "var"),
+            "database_url": db_url,
+            "jwt_secret": TEST_JWT_SECRET,
+            "TESTING": True,
+        }
+    )
+    run_migrations(db_url)
+    with session_scope(app) as session:
+        create_user(session, "admin", "correct-horse-battery", "system_admin")
+    yield app
+    get_engine(app).dispose()
+
+
+@pytest.fixture
+def recorder(sapp: Flask, segments: SegmentFactory) -> Recorder:
+    """A registered recorder."""
+    with session_scope(sapp) as session:
+        register_device(session, segments.device_id, segments.public_key)
+    return Recorder(sapp, segments)
+
+
+@pytest.fixture
+def ingest(sapp: Flask) -> IngestService:
+    """The ingest service of ``sapp``."""
+    return IngestService.from_app(sapp)
+
+
+def send(ingest: IngestService, message: tuple[str, bytes]) -> EventAck:
+    """Hand one session event to ingest; exactly one ack must come back on the session-ack topic."""
+    out = ingest.handle(*message)
+    assert len(out) == 1, out
+    topic, payload = out[0]
+    parsed = topics.parse(topic)
+    assert parsed.kind is topics.TopicKind.SESSION_ACK
+    assert parsed.event_id is not None
+    return EventAck.from_payload(parsed.device_id, parsed.event_id, payload)
+
+
+def make_officer(app: Flask, username: str, role: str = "officer") -> int:
+    """Create a user and return its id."""
+    with session_scope(app) as session:
+        return create_user(session, username, PASSWORD, role).id
