@@ -9,22 +9,29 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config import AgentConfig
+from edge_agent.interruptions import DiskUsage, InterruptionWatchdog
 from edge_agent.keys import load_private_key
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
+from edge_agent.prompts import Prompter, default_prompter
+from edge_agent.session import SegmentTag, SessionController
 from edge_agent.uploader import Uploader
 from protocol.manifest import format_time
 from protocol.messages import DeviceHealth, TransferAck
+from protocol.session import EventAck
 
 if TYPE_CHECKING:
     from edge_agent.encoder import SegmentFile
+    from edge_agent.prebuffer import PreBuffer
     from edge_agent.recorder import Recorder
+    from edge_agent.updater import Updater
 
 __all__ = ["EXIT_DRAIN_TIMEOUT", "EXIT_OK", "EXIT_RECORDER_FAILED", "EXIT_REFUSED", "AgentApp"]
 
@@ -48,6 +55,8 @@ class AgentApp:
         simulate: bool = False,
         segment_seconds: float | None = None,
         offline_for: float = 0.0,
+        prompter: Prompter | None = None,
+        disk_usage: Callable[[Path], DiskUsage] | None = None,
     ) -> None:
         """Configure only; nothing is opened until :meth:`start`."""
         self.config = config
@@ -66,6 +75,12 @@ class AgentApp:
         self._health_stop = threading.Event()
         self._health_wake = threading.Event()
         self._stop_steps: list[tuple[str, Callable[[], None]]] = []
+        # JL-16 sessions: local UI, session machine, automatic interruption detection, pre-record.
+        self.prompter: Prompter = prompter or default_prompter(simulate)
+        self._disk_usage = disk_usage
+        self.session: SessionController | None = None
+        self.watchdog: InterruptionWatchdog | None = None
+        self.prebuffer: PreBuffer | None = None
 
     # -- start / stop ---------------------------------------------------------------------------
 
@@ -76,7 +91,9 @@ class AgentApp:
             ("open outbox", self._open_outbox),
             ("recover partial segments", self._recover),
             ("connect MQTT", self._connect),
+            ("start command handler", self._start_commands),
             ("start uploader", self._start_uploader),
+            ("start sessions", self._start_sessions),
             ("start health publisher", self._start_health),
             ("start recorder", self._start_recorder),
         ]
@@ -121,6 +138,7 @@ class AgentApp:
             officer_id=self.config.officer_id,
             private_key=self.private_key,
             segment_seconds=self.segment_seconds,
+            session_id=self.outbox.open_session_id() or "",
         )
         if report.added:
             logger.warning("recovered %d segment(s) cut off by a crash: %s", len(report.added), report.added)
@@ -129,7 +147,12 @@ class AgentApp:
         self.outbox.free_space(self.config.min_free_bytes, self.config.segment_dir)
 
     def _connect(self) -> None:
-        self.link = MqttLink(self.config, on_ack=self._on_ack, on_connected=self._on_connected)
+        self.link = MqttLink(
+            self.config,
+            on_ack=self._on_ack,
+            on_connected=self._on_connected,
+            on_session_ack=self._on_session_ack,
+        )
         self._stop_steps.append(("close MQTT", self.link.close))
         if self.offline_for > 0:
             logger.warning(
@@ -144,11 +167,53 @@ class AgentApp:
         else:
             self.link.connect()
 
+    def _start_commands(self) -> None:
+        """Fleet: desired configuration and commands (docs/fleet.md)."""
+        from edge_agent.commands import CommandHandler
+
+        assert self.link is not None
+
+        def upload_now() -> None:
+            if self.uploader is not None:
+                self.uploader.on_connected()  # a resync pass: retry every pending segment now
+
+        handler = CommandHandler(
+            self.config,
+            self.link.client,
+            state_dir=self.config.data_dir,
+            upload_now=upload_now,
+            updater=self._make_updater(),
+        )
+        handler.start()
+        self._stop_steps.append(("stop command handler", handler.stop))
+
+    def _make_updater(self) -> Updater | None:
+        """Signed updates, when a trusted update key is configured; they wait for open sessions (JL-16)."""
+        from edge_agent.updater import Updater, load_trusted_keys
+
+        if not self.config.update_public_key_file:
+            return None
+        base = self.config.data_dir.parent
+        keys = load_trusted_keys(base / self.config.update_public_key_file)
+
+        def session_open() -> bool:
+            return self.session is not None and bool(self.session.session_id)
+
+        return Updater(
+            base / self.config.update_slots_dir, keys, session_open=session_open, stop_event=self.stop_event
+        )
+
     def _on_ack(self, ack: TransferAck) -> None:
         if self.uploader is not None:
             self.uploader.on_ack(ack)
 
+    def _on_session_ack(self, ack: EventAck) -> None:
+        if self.session is not None:
+            self.session.on_ack(ack)
+
     def _on_connected(self) -> None:
+        if self.session is not None:
+            self.session.on_connected()
         if self.uploader is not None:
             self.uploader.on_connected()
         self._health_wake.set()  # report the backlog right after (re)connecting
@@ -158,6 +223,45 @@ class AgentApp:
         self.uploader = Uploader(self.outbox, self.link, self.config)
         self.uploader.start()
         self._stop_steps.append(("stop uploader", self.uploader.stop))
+
+    def _start_sessions(self) -> None:
+        """Session machine, control spool and interruption watchdog (JL-16); recover an open session."""
+        assert self.outbox is not None and self.private_key is not None
+        cfg = self.config
+        self.session = SessionController(
+            cfg,
+            self.outbox,
+            self.private_key,
+            self.prompter,
+            link=self.link,
+            segment_seconds=self.segment_seconds,
+        )
+        if cfg.idle_recording == "prebuffer":
+            from edge_agent.prebuffer import PreBuffer
+
+            self.prebuffer = PreBuffer(cfg.data_dir / "prebuffer", cfg.prerecord_seconds)
+        outbox = self.outbox
+
+        def free_space() -> None:
+            outbox.free_space(cfg.min_free_bytes, cfg.segment_dir)
+
+        self.watchdog = InterruptionWatchdog(
+            self.session,
+            self.prompter,
+            storage_dir=cfg.segment_dir,
+            stall_threshold_s=cfg.stall_threshold_s,
+            microphone_timeout_s=cfg.microphone_timeout_s,
+            clock_jump_threshold_s=cfg.clock_jump_threshold_s,
+            storage_warn_bytes=cfg.storage_warn_bytes,
+            storage_stop_bytes=cfg.storage_stop_bytes,
+            disk_usage=self._disk_usage,
+            free_space=free_space,
+            before_resume=self._recover,
+        )
+        # A session left open by a crash or power loss gets its power_loss marker now, before recording.
+        self.session.recover()
+        self.session.start()
+        self._stop_steps.append(("stop sessions", self.session.stop))
 
     def _start_health(self) -> None:
         thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
@@ -182,9 +286,20 @@ class AgentApp:
             segment_seconds=self.segment_seconds,
             on_segment_closed=self._on_segment_closed,
             stop_event=self._recorder_stop,
+            stall_threshold_s=self.config.stall_threshold_s,
+            on_stall_begin=self.watchdog.on_stall_begin if self.watchdog else None,
+            on_stall=self.watchdog.on_stall_end if self.watchdog else None,
+            on_segment_opened=self.session.on_segment_opened if self.session else None,
+            on_storage_full=self.watchdog.on_storage_full if self.watchdog else None,
         )
+        if self.session is not None:
+            self.session.attach_recorder(self.recorder)
         self.recorder.start()
         self._stop_steps.append(("stop recorder", self.stop_recorder))
+        if self.watchdog is not None:
+            self.watchdog.attach_recorder(self.recorder)
+            self.watchdog.start()
+            self._stop_steps.append(("stop interruption watchdog", self.watchdog.stop))
         logger.info(
             "recording %s into %s (%.0f s segments)",
             "synthetic sources" if self.simulate else f"camera {self.config.camera!r}",
@@ -228,12 +343,26 @@ class AgentApp:
     def _on_segment_closed(self, segment: SegmentFile) -> None:
         """Journal a closed segment (recorder thread); on failure the file stays for start-up recovery."""
         assert self.outbox is not None and self.private_key is not None
+        tag = self.session.tag_of(segment.path) if self.session is not None else SegmentTag()
+        if tag.kind == "idle":
+            # Not evidence yet: kept only as the pre-event buffer (idle_recording = "prebuffer").
+            if self.prebuffer is not None:
+                self.prebuffer.add(segment)
+            else:
+                segment.path.unlink(missing_ok=True)
+            self._flush_prebuffer()
+            return
+        self._flush_prebuffer()
+        officer = self.session.officer_id if self.session is not None and tag.session_id else ""
         try:
             self.outbox.add_segment(
                 segment,
                 device_id=self.config.device_id,
-                officer_id=self.config.officer_id,
+                officer_id=officer or self.config.officer_id,
                 private_key=self.private_key,
+                session_id=tag.session_id,
+                kind=tag.kind,
+                marker_id=tag.marker_id,
             )
         except Exception:
             logger.critical(
@@ -244,6 +373,32 @@ class AgentApp:
             self.outbox.free_space(self.config.min_free_bytes, self.config.segment_dir)
         except OSError as exc:
             logger.error("freeing disk space failed: %s", exc)
+        if tag.kind == "explanation" and self.session is not None:
+            self.session.explanation_closed(segment.path, tag.marker_id)
+
+    def _flush_prebuffer(self) -> None:
+        """At a session's start, journal the pre-record as its first segment (recorder thread)."""
+        session = self.session
+        if session is None or not session.prebuffer_flush_pending or not session.session_id:
+            return
+        session.prebuffer_flush_pending = False
+        if self.prebuffer is None:
+            return
+        assert self.outbox is not None and self.private_key is not None
+        out = self.config.segment_dir / f"pre-{datetime.now(UTC):%Y%m%dT%H%M%S%f}Z.mp4"
+        try:
+            joined = self.prebuffer.take(session.session_started_mono_ns, out)
+        except Exception:
+            logger.exception("joining the pre-record failed")
+            return
+        if joined is not None:
+            self.outbox.add_segment(
+                joined,
+                device_id=self.config.device_id,
+                officer_id=session.officer_id or self.config.officer_id,
+                private_key=self.private_key,
+                session_id=session.session_id,
+            )
 
     def health(self) -> DeviceHealth:
         """The current health report."""
@@ -257,6 +412,14 @@ class AgentApp:
             "segments_failed": stats.segments_failed,
             "last_sequence": stats.last_sequence,
         }
+        if self.session is not None:
+            extra.update(
+                session_id=self.session.session_id,
+                session_state=self.session.state.value,
+                open_marker=self.session.open_marker,
+            )
+        if self.watchdog is not None:
+            extra.update(storage_low=self.watchdog.storage_low, storage_full=self.watchdog.storage_full)
         if self.uploader is not None:
             up = self.uploader.stats()
             extra.update(bytes_sent=up.bytes_sent, chunks_resent=up.chunks_resent, blocked=up.blocked)

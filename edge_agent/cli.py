@@ -1,4 +1,4 @@
-"""Command line: ``zfjl-agent run | status | keygen``."""
+"""Command line: ``zfjl-agent run | status | session | keygen | self-test``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent.errors import AgentError
+from protocol.session import BOOKMARK_TYPES, DECLARED_CAUSES
 
 __all__ = ["main"]
 
@@ -34,6 +35,28 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="print the outbox state as JSON (safe while the agent runs)")
     status.add_argument("--config", required=True, type=Path)
+
+    session = sub.add_parser("session", help="drive the running agent's enforcement session (JL-16)")
+    session.add_argument("--config", required=True, type=Path)
+    session.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the agent")
+    actions = session.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="arrival: start the session")
+    start.add_argument("--officer", default="", help="officer id (default: the config's officer_id)")
+    start.add_argument("--case", default="", help="case id")
+    start.add_argument("--note", default="")
+    end = actions.add_parser("end", help="the enforcement is over")
+    end.add_argument("--note", default="")
+    bookmark = actions.add_parser("bookmark", help="tag this moment (JL-15)")
+    bookmark.add_argument("--type", required=True, choices=sorted(BOOKMARK_TYPES))
+    bookmark.add_argument("--note", default="")
+    interrupt = actions.add_parser("interrupt", help="stop recording for a declared reason")
+    interrupt.add_argument("--reason", required=True, choices=sorted(DECLARED_CAUSES))
+    interrupt.add_argument("--note", default="")
+    actions.add_parser("resume", help="resume after a declared interruption")
+    actions.add_parser("skip", help="give no spoken explanation (recorded as missing)")
+    actions.add_parser("status", help="the session's state")
+
+    sub.add_parser("self-test", help="import the agent and answer (the health check after an update)")
 
     keygen = sub.add_parser("keygen", help="generate an Ed25519 device key (PEM, mode 0600)")
     keygen.add_argument("--out", required=True, type=Path)
@@ -110,6 +133,23 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _session(args: argparse.Namespace) -> int:
+    from edge_agent.config import AgentConfig
+    from edge_agent.session import send_control_command
+
+    config = AgentConfig.load(args.config)
+    command: dict[str, object] = {"action": args.action, "note": getattr(args, "note", "")}
+    if args.action == "start":
+        command.update(officer_id=args.officer, case_id=args.case)
+    elif args.action == "bookmark":
+        command["type"] = args.type
+    elif args.action == "interrupt":
+        command["reason"] = args.reason
+    reply = send_control_command(config.data_dir, command, timeout=args.timeout)
+    print(json.dumps(reply, ensure_ascii=False))
+    return 0 if reply.get("ok") else 1
+
+
 def _keygen(args: argparse.Namespace) -> int:
     from edge_agent.keys import generate_private_key, public_key_raw, save_private_key
     from protocol.manifest import public_key_fingerprint
@@ -129,11 +169,34 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _self_test(args: argparse.Namespace) -> int:
+    """Import every part the agent runs with and say from where: a broken update fails here."""
+    import edge_agent
+    import edge_agent.app
+    import edge_agent.commands
+    import edge_agent.updater
+
+    answer = {
+        "ok": True,
+        "version": edge_agent.updater.running_version(),
+        "path": str(Path(edge_agent.__file__).resolve().parent),
+        "modules": [edge_agent.app.__name__, edge_agent.commands.__name__],
+    }
+    print(json.dumps(answer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zfjl-agent``; returns the process exit code."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    handlers = {"run": _run, "status": _status, "keygen": _keygen}
+    handlers = {
+        "run": _run,
+        "status": _status,
+        "keygen": _keygen,
+        "session": _session,
+        "self-test": _self_test,
+    }
     try:
         return handlers[args.command](args)
     except AgentError as exc:

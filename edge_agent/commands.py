@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
+from edge_agent.updater import UpdateDeferred, UpdateError, Updater
 from protocol import fleet, topics
 from protocol.errors import ProtocolError
 from protocol.fleet import Command, CommandKind, CommandState, CommandStatus, DesiredConfig, ReportedConfig
@@ -69,6 +70,7 @@ class CommandHandler:
         config_path: Path | None = None,
         upload_now: Callable[[], None] | None = None,
         locate: Callable[[], dict[str, Any] | None] | None = None,
+        updater: Updater | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         """``client`` is the device's paho client (``MqttLink.client``); nothing happens until start()."""
@@ -81,7 +83,9 @@ class CommandHandler:
         self.config_path = config_path or (default_path if default_path.exists() else None)
         self.upload_now = upload_now
         self.locate = locate
+        self.updater = updater  # None: apply_update is rejected (no trusted update key configured)
         self.clock = clock
+        self._updates_running: set[str] = set()
         self._lock = threading.Lock()
         self.applied: dict[str, Any] = self._load(CONFIG_STATE_FILE) or {"version": 0, "settings": {}}
         self.outcomes: dict[str, dict[str, Any]] = self._load(COMMANDS_STATE_FILE) or {}
@@ -153,10 +157,33 @@ class CommandHandler:
             logger.warning("ignoring bad command: %s", exc)
             return
         if isinstance(msg, Command) and msg.device_id == self.device_id:
+            if msg.kind is CommandKind.APPLY_UPDATE and self.updater is not None:
+                self._start_update(msg)
+                return
             try:
                 self.run(msg)
             except Exception:
                 logger.exception("command %s failed unexpectedly", msg.command_id)
+
+    def _start_update(self, cmd: Command) -> None:
+        """An update may wait for a session to end: run it off paho's network thread, once at a time."""
+        with self._lock:
+            if cmd.command_id in self._updates_running:
+                return  # re-sent on reconnect while still running: its outcome comes when it ends
+            self._updates_running.add(cmd.command_id)
+
+        def work() -> None:
+            try:
+                self.run(cmd)
+            except UpdateDeferred as exc:
+                logger.info("update %s deferred: %s", cmd.command_id, exc)
+            except Exception:
+                logger.exception("update %s failed unexpectedly", cmd.command_id)
+            finally:
+                with self._lock:
+                    self._updates_running.discard(cmd.command_id)
+
+        threading.Thread(target=work, name=f"update-{cmd.command_id[:8]}", daemon=True).start()
 
     def run(self, cmd: Command) -> CommandStatus:
         """Run a command once; a repeat gets the stored outcome again."""
@@ -181,6 +208,7 @@ class CommandHandler:
                     device_id=self.device_id,
                     command_id=cmd.command_id,
                     state=CommandState.IN_PROGRESS,
+                    detail=self._progress_detail(cmd),
                     at=format_time(self.clock()),
                 )
             )
@@ -201,6 +229,30 @@ class CommandHandler:
         )
         self._publish(status)
         return status
+
+    def _progress_detail(self, cmd: Command) -> dict[str, Any]:
+        if cmd.kind is CommandKind.APPLY_UPDATE and self.updater is not None:
+            return self.updater.progress_note()
+        return {}
+
+    def _apply_update(self, cmd: Command) -> tuple[CommandState, dict[str, Any]]:
+        """Signed A/B update (edge_agent/updater.py); UpdateDeferred leaves the command unanswered."""
+        assert self.updater is not None
+
+        def progress(detail: dict[str, Any]) -> None:
+            status = CommandStatus(
+                device_id=self.device_id,
+                command_id=cmd.command_id,
+                state=CommandState.IN_PROGRESS,
+                detail=detail,
+                at=format_time(self.clock()),
+            )
+            self._publish(status)
+
+        try:
+            return CommandState.SUCCEEDED, self.updater.apply(cmd.params, progress=progress)
+        except UpdateError as exc:
+            return (CommandState.REJECTED if exc.rejected else CommandState.FAILED), exc.detail
 
     def _execute(self, cmd: Command) -> tuple[CommandState, dict[str, Any]]:
         if cmd.kind is CommandKind.SYNC_CLOCK:
@@ -224,6 +276,8 @@ class CommandHandler:
             return CommandState.SUCCEEDED, fix
         if cmd.kind is CommandKind.ROTATE_CREDENTIALS:
             return self._rotate()
+        if cmd.kind is CommandKind.APPLY_UPDATE and self.updater is not None:
+            return self._apply_update(cmd)
         return CommandState.REJECTED, {"reason": f"{cmd.kind.value} is not supported by this agent"}
 
     def _rotate(self) -> tuple[CommandState, dict[str, Any]]:

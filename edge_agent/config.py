@@ -50,6 +50,20 @@ class AgentConfig:
     min_free_bytes: int = 256 * 1024 * 1024
     health_interval_s: float = 60.0
     server_url: str = ""
+    # Enforcement sessions and interruption markers (JL-16, docs/officer-workflow.md).
+    idle_recording: str = "continuous"  # "continuous" or "prebuffer" (keep only prerecord_seconds)
+    prerecord_seconds: float = 30.0  # pre-event buffer prepended at session start, 0–120
+    explanation_seconds: float = 10.0  # spoken-explanation clip after a resume, 5–30
+    explanation_min_rms: float = 0.01  # quieter clips count as "no explanation" (full scale = 1)
+    stall_threshold_s: float = 1.0  # no video frame for this long opens a camera_stall marker
+    microphone_timeout_s: float = 3.0  # no audio block for this long opens a microphone_failure marker
+    clock_jump_threshold_s: float = 2.0  # UTC vs monotonic drift that opens a clock_jump marker
+    storage_warn_bytes: int = 512 * 1024 * 1024  # below this much free space: warn the officer
+    storage_stop_bytes: int = 32 * 1024 * 1024  # below this: stop writing, storage_full marker
+    session_event_retry_s: float = 10.0  # resend an unacknowledged session event after this long
+    # Signed updates (docs/fleet.md): paths relative to data_dir's parent; no key file = refuse updates.
+    update_public_key_file: str = ""  # PEM public key(s) of the offline update signing key
+    update_slots_dir: str = "slots"  # A/B slots a/ and b/ plus the `current` pointer
 
     def __post_init__(self) -> None:
         self._validate()
@@ -191,10 +205,55 @@ class AgentConfig:
             raise ConfigError('camera must be "synthetic", a device index, a device path or a URL')
         if not self.microphone:
             raise ConfigError('microphone must be "synthetic", "none" or a device name')
+        self._validate_session()
+
+    def _validate_session(self) -> None:
+        if self.idle_recording not in ("continuous", "prebuffer"):
+            raise ConfigError('idle_recording must be "continuous" or "prebuffer"')
+        ranges = {
+            "prerecord_seconds": (self.prerecord_seconds, 0.0, 120.0),
+            "explanation_seconds": (self.explanation_seconds, 5.0, 30.0),
+            "explanation_min_rms": (self.explanation_min_rms, 0.0, 1.0),
+        }
+        for name, (number, low, high) in ranges.items():
+            if not math.isfinite(number) or not low <= number <= high:
+                raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {number}")
+        for name in (
+            "stall_threshold_s",
+            "microphone_timeout_s",
+            "clock_jump_threshold_s",
+            "session_event_retry_s",
+        ):
+            number = getattr(self, name)
+            if not math.isfinite(number) or number <= 0:
+                raise ConfigError(f"{name} must be positive, got {number}")
+        if self.storage_stop_bytes < 0 or self.storage_warn_bytes < self.storage_stop_bytes:
+            raise ConfigError("need 0 <= storage_stop_bytes <= storage_warn_bytes")
 
 
-_INT_FIELDS = {"chunk_bytes", "window", "width", "height", "min_free_bytes"}
-_FLOAT_FIELDS = {"segment_seconds", "ack_timeout_s", "drain_timeout_s", "fps", "health_interval_s"}
+_INT_FIELDS = {
+    "chunk_bytes",
+    "window",
+    "width",
+    "height",
+    "min_free_bytes",
+    "storage_warn_bytes",
+    "storage_stop_bytes",
+}
+_FLOAT_FIELDS = {
+    "segment_seconds",
+    "ack_timeout_s",
+    "drain_timeout_s",
+    "fps",
+    "health_interval_s",
+    "prerecord_seconds",
+    "explanation_seconds",
+    "explanation_min_rms",
+    "stall_threshold_s",
+    "microphone_timeout_s",
+    "clock_jump_threshold_s",
+    "session_event_retry_s",
+}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

@@ -30,6 +30,7 @@ from protocol.messages import (
     qos_of,
     retain_of,
 )
+from protocol.session import EventAck, SignedSessionEvent
 
 __all__ = ["AGENT_VERSION", "MqttLink"]
 
@@ -54,12 +55,14 @@ class MqttLink:
         *,
         on_ack: Callable[[TransferAck], None],
         on_connected: Callable[[], None] | None = None,
+        on_session_ack: Callable[[EventAck], None] | None = None,
     ) -> None:
         """Build the paho client (nothing connects until :meth:`connect`)."""
         self.config = config
         self.device_id = config.device_id
         self._on_ack = on_ack
         self._on_connected = on_connected
+        self.on_session_ack = on_session_ack
         self._connected = threading.Event()
         self._closing = threading.Event()
         self._started = False
@@ -137,6 +140,12 @@ class MqttLink:
             return False
         return True
 
+    def publish_session_event(self, signed: SignedSessionEvent) -> bool:
+        """Publish a signed session event (QoS 1, JL-16); False if it could not be handed to paho."""
+        topic = topics.session_event(self.device_id, signed.event.event_id)
+        info = self.client.publish(topic, signed.to_envelope(), qos=1)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def close(self, timeout: float = 5.0) -> None:
         """Say ``offline`` (a clean disconnect does not fire the will), disconnect and stop the loop."""
         self._closing.set()
@@ -202,6 +211,8 @@ class MqttLink:
         self._closing.wait(random.uniform(0.0, _JITTER_MAX_S))
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._route_session_ack(message):
+            return
         try:
             msg = decode(message.topic, bytes(message.payload))
         except ProtocolError as exc:
@@ -221,3 +232,25 @@ class MqttLink:
             self._on_ack(msg)
         except Exception:
             logger.exception("ack handler failed for %s", message.topic)
+
+    def _route_session_ack(self, message: mqtt.MQTTMessage) -> bool:
+        """Hand a session-event ack (JL-16) to ``on_session_ack``; False if the topic is not one."""
+        try:
+            parsed = topics.parse(message.topic)
+        except ProtocolError:
+            return False
+        if parsed.kind is not topics.TopicKind.SESSION_ACK or parsed.event_id is None:
+            return False
+        if parsed.device_id != self.device_id or self.on_session_ack is None:
+            return True
+        try:
+            ack = EventAck.from_payload(parsed.device_id, parsed.event_id, bytes(message.payload))
+        except ProtocolError as exc:
+            self.malformed_downlink += 1
+            logger.warning("ignoring malformed session ack on %s: %s", message.topic, exc)
+            return True
+        try:
+            self.on_session_ack(ack)
+        except Exception:
+            logger.exception("session ack handler failed for %s", message.topic)
+        return True

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.errors import AgentError
 from protocol.errors import ManifestError
 from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest, format_time, parse_time
+from protocol.session import SessionEvent, SignedSessionEvent
 
 __all__ = [
     "Outbox",
@@ -85,6 +86,30 @@ CREATE TRIGGER IF NOT EXISTS segments_signed_facts_immutable BEFORE UPDATE OF
     prev_manifest_hash, file_id ON segments
 BEGIN
     SELECT RAISE(ABORT, 'signed segment facts are immutable');
+END;
+CREATE TABLE IF NOT EXISTS session_events (
+    seq INTEGER PRIMARY KEY CHECK (seq >= 0),
+    event_id TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    marker_id TEXT NOT NULL DEFAULT '',
+    event_text TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    ack_state TEXT NOT NULL DEFAULT 'pending' CHECK (ack_state IN ('pending', 'stored', 'duplicate',
+        'rejected')),
+    ack_code TEXT NOT NULL DEFAULT '',
+    acked_at TEXT
+);
+CREATE INDEX IF NOT EXISTS session_events_session ON session_events (session_id, seq);
+CREATE TRIGGER IF NOT EXISTS session_events_never_deleted BEFORE DELETE ON session_events
+BEGIN
+    SELECT RAISE(ABORT, 'session events are never deleted (JL-16, JL-19)');
+END;
+CREATE TRIGGER IF NOT EXISTS session_events_signed_facts_immutable BEFORE UPDATE OF
+    seq, event_id, session_id, kind, marker_id, event_text, signature ON session_events
+BEGIN
+    SELECT RAISE(ABORT, 'signed session events are immutable');
 END;
 """
 
@@ -296,6 +321,7 @@ class Outbox:
         private_key: Ed25519PrivateKey,
         session_id: str = "",
         kind: str = "segment",
+        marker_id: str = "",
         _recovered: bool = False,
         _boot_id: str | None = None,
     ) -> SignedManifest:
@@ -327,6 +353,7 @@ class Outbox:
                 kind=kind,
                 officer_id=officer_id,
                 session_id=session_id,
+                marker_id=marker_id,
                 boot_id=self._boot_id if _boot_id is None else _boot_id,
             )
             signed = SignedManifest.sign(manifest, private_key)
@@ -426,8 +453,10 @@ class Outbox:
         return [self._row(r) for r in rows]
 
     def pending(self, limit: int = 100) -> list[OutboxSegment]:
-        """Segments not yet stored by the server, oldest first."""
-        return self._query("WHERE state='pending' ORDER BY sequence LIMIT ?", (limit,))
+        """Segments not yet stored by the server: spoken explanations first (JL-16), then oldest first."""
+        return self._query(
+            "WHERE state='pending' ORDER BY kind='explanation' DESC, sequence LIMIT ?", (limit,)
+        )
 
     def failed(self) -> list[OutboxSegment]:
         """Segments the server refused, oldest first."""
@@ -499,6 +528,94 @@ class Outbox:
             prev_hash = seg.signed.manifest_hash
         return problems
 
+    # -- session events (JL-16) ----------------------------------------------------------------
+
+    def add_session_event(
+        self, build: Callable[[int], SessionEvent], private_key: Ed25519PrivateKey
+    ) -> SignedSessionEvent:
+        """Number (next per-device seq), sign and journal one session event in one transaction."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT MAX(seq) FROM session_events").fetchone()
+            seq = 0 if row[0] is None else int(row[0]) + 1
+            event = build(seq)
+            if event.seq != seq:
+                raise OutboxError(f"session event built with seq {event.seq}, expected {seq}")
+            signed = SignedSessionEvent.sign(event, private_key)
+            conn.execute(
+                "INSERT INTO session_events (seq, event_id, session_id, kind, marker_id, event_text,"
+                " signature, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    seq,
+                    event.event_id,
+                    event.session_id,
+                    event.kind.value,
+                    event.marker_id,
+                    signed.event_text,
+                    signed.signature,
+                    _now_text(),
+                ),
+            )
+        logger.info("session event %d journalled: %s %s", seq, event.kind.value, event.event_id)
+        return signed
+
+    def _session_rows(self, where: str, params: tuple[object, ...] = ()) -> list[SignedSessionEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT event_text, signature FROM session_events {where}", params
+            ).fetchall()
+        out = []
+        for text, sig in rows:
+            event = SessionEvent.from_json_dict(json.loads(str(text)))
+            out.append(SignedSessionEvent(event=event, event_text=str(text), signature=bytes(sig)))
+        return out
+
+    def session_events(self, session_id: str | None = None) -> list[SignedSessionEvent]:
+        """Journalled session events in seq order, of one session or all."""
+        if session_id is None:
+            return self._session_rows("ORDER BY seq")
+        return self._session_rows("WHERE session_id=? ORDER BY seq", (session_id,))
+
+    def unacked_session_events(self) -> list[SignedSessionEvent]:
+        """Events the server has not yet stored; sent again until it does."""
+        return self._session_rows("WHERE ack_state='pending' ORDER BY seq")
+
+    def session_event_state(self, event_id: str) -> str | None:
+        """``pending``, ``stored``, ``duplicate`` or ``rejected`` (None if unknown)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT ack_state FROM session_events WHERE event_id=?", (event_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_session_event_acked(self, event_id: str, state: str, code: str = "") -> bool:
+        """Record the server's answer; False if the event is unknown or was already answered."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE session_events SET ack_state=?, ack_code=?, acked_at=?"
+                " WHERE event_id=? AND ack_state='pending'",
+                (state, code, _now_text(), event_id),
+            )
+            return cursor.rowcount == 1
+
+    def open_session_id(self) -> str | None:
+        """The session whose last event is not ENDED (left open by a crash or power loss), if any."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT session_id, kind FROM session_events"
+                " WHERE kind IN ('started', 'ended') ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        if row is None or str(row[1]) == "ended":
+            return None
+        return str(row[0])
+
+    def last_segment_end(self) -> datetime | None:
+        """UTC end of the newest journalled segment."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT ended_utc FROM segments ORDER BY sequence DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else parse_time(str(row[0]))
+
     # -- disk space -----------------------------------------------------------------------------
 
     def free_space(self, min_free_bytes: int, directory: Path | None = None) -> list[int]:
@@ -542,6 +659,7 @@ class Outbox:
         officer_id: str,
         private_key: Ed25519PrivateKey,
         segment_seconds: float = 60.0,
+        session_id: str = "",
     ) -> RecoveryReport:
         """Journal segment files left behind by a crash; keep (renamed) any that cannot be repaired."""
         # Times of a recovered segment: ``started`` is the UTC in the recorder's file name (the first
@@ -592,6 +710,7 @@ class Outbox:
                     device_id=device_id,
                     officer_id=officer_id,
                     private_key=private_key,
+                    session_id=session_id,  # JL-16: the session left open by the crash, if any
                     _recovered=True,
                     _boot_id="",
                 )

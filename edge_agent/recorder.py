@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -41,6 +42,9 @@ class Recorder:
         name_prefix: str = "seg",
         on_stall: Callable[[float], None] | None = None,
         stall_threshold_s: float = 1.0,
+        on_stall_begin: Callable[[float], None] | None = None,
+        on_segment_opened: Callable[[Path], None] | None = None,
+        on_storage_full: Callable[[BaseException], None] | None = None,
         video_encoder: str = "auto",
         bitrate: int | None = None,
     ) -> None:
@@ -58,6 +62,15 @@ class Recorder:
         # `stalled`/`stalls` show a stall in progress. The interruption-marker feature builds on this.
         self.on_stall = on_stall
         self.stall_threshold_s = stall_threshold_s
+        # JL-16: the interruption marker opens when the stall is detected, not only when video returns.
+        self.on_stall_begin = on_stall_begin
+        # Lets the session layer tag each file (session, explanation clip, pre-record piece) as it opens.
+        self.on_segment_opened = on_segment_opened
+        # Called (recorder thread) when a write fails with ENOSPC: recording pauses instead of dying.
+        self.on_storage_full = on_storage_full
+        self.last_audio_at: float | None = None  # monotonic time the last audio block arrived
+        self._roll_requested = threading.Event()
+        self._pause_requested = threading.Event()
         self.video_encoder = video_encoder
         self.bitrate = bitrate
         self.frames_written = 0
@@ -90,6 +103,23 @@ class Recorder:
     def running(self) -> bool:
         """Whether the recorder thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        """Whether writing is paused (frames are read and dropped, no segment is open)."""
+        return self._pause_requested.is_set()
+
+    def request_roll(self) -> None:
+        """Close the current segment at the next frame and start a new one (session boundaries)."""
+        self._roll_requested.set()
+
+    def pause_writing(self) -> None:
+        """Close the current segment cleanly and write nothing until :meth:`resume_writing`."""
+        self._pause_requested.set()
+
+    def resume_writing(self) -> None:
+        """Write segments again after :meth:`pause_writing`."""
+        self._pause_requested.clear()
 
     def start(self) -> None:
         """Open the sources and start the recorder thread; source errors propagate to the caller."""
@@ -126,6 +156,9 @@ class Recorder:
             while not self.stop_event.is_set():
                 frame = self.video.read(_VIDEO_READ_TIMEOUT_S)
                 self._collect_audio()
+                if self._pause_requested.is_set():
+                    self._drop_while_paused()
+                    continue
                 if frame is None:
                     self._note_missing_video()
                     # No frame to align with: audio keeps flowing into the open segment.
@@ -134,9 +167,13 @@ class Recorder:
                 self._note_video_resumed()
                 # Audio is cut where video is: blocks captured before this frame go into the segment
                 # open now, then the frame (which may roll to a new segment), then audio up to its end.
-                self._write_audio_before(frame.mono_ns)
-                self._write_frame(frame)
-                self._write_audio_before(frame.mono_ns + self._frame_interval_ns)
+                try:
+                    self._write_audio_before(frame.mono_ns)
+                    self._write_frame(frame)
+                    self._write_audio_before(frame.mono_ns + self._frame_interval_ns)
+                except (AgentError, OSError) as exc:
+                    if not self._storage_full(exc):
+                        raise
         except (AgentError, OSError) as exc:
             self.failure = exc
             logger.exception("recorder stopped by an error")
@@ -161,6 +198,34 @@ class Recorder:
         finally:
             self._close_sources()
 
+    def _drop_while_paused(self) -> None:
+        if self._writer is not None:
+            try:
+                self._close_segment()
+            except (AgentError, OSError) as exc:
+                if not self._storage_full(exc):
+                    raise
+        self._audio_waiting.clear()
+        self._last_frame_at = time.monotonic()
+
+    def _storage_full(self, exc: BaseException) -> bool:
+        """On ENOSPC: leave the partial file for recovery, pause, tell the session layer (JL-16)."""
+        if self.on_storage_full is None or not _is_no_space(exc):
+            return False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()  # usually fails again; close() then abandons the container
+            except (AgentError, OSError):
+                logger.warning("partial segment %s left for start-up recovery", writer.path)
+        self._pause_requested.set()
+        logger.error("storage full while writing: %s; recording paused", exc)
+        try:
+            self.on_storage_full(exc)
+        except Exception:
+            logger.exception("on_storage_full callback failed")
+        return True
+
     def _collect_audio(self) -> None:
         if self.audio is None:
             return
@@ -168,6 +233,7 @@ class Recorder:
             block = self.audio.read(0.0)
             if block is None:
                 return
+            self.last_audio_at = time.monotonic()
             if len(self._audio_waiting) == self._audio_waiting.maxlen:
                 self.audio_blocks_discarded += 1
             self._audio_waiting.append(block)
@@ -191,6 +257,11 @@ class Recorder:
             self._stall_reported = True
             self.stalls += 1
             logger.warning("video stalled: no frame for %.1f s", missing_s)
+            if self.on_stall_begin is not None:
+                try:
+                    self.on_stall_begin(missing_s)
+                except Exception:
+                    logger.exception("on_stall_begin callback failed")
 
     def _note_video_resumed(self) -> None:
         now = time.monotonic()
@@ -209,10 +280,15 @@ class Recorder:
     def _write_frame(self, frame: VideoFrame) -> None:
         writer = self._writer
         if writer is None:
+            self._roll_requested.clear()
             writer = self._writer = self._open_segment(frame)
         else:
             started = writer.started_mono_ns
-            if started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S:
+            rolled = self._roll_requested.is_set() and started is not None
+            if rolled or (
+                started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S
+            ):
+                self._roll_requested.clear()
                 # Open the next file before finishing the old one so current_path is never None while
                 # recording; then close (fsync, hash, callback) the old one.
                 finished, writer = writer, self._open_segment(frame)
@@ -238,6 +314,11 @@ class Recorder:
             bitrate=self.bitrate,
         )
         logger.info("recording segment %s", path)
+        if self.on_segment_opened is not None:
+            try:
+                self.on_segment_opened(path)
+            except Exception:
+                logger.exception("on_segment_opened callback failed for %s", path)
         return writer
 
     def _close_segment(self) -> None:
@@ -270,3 +351,13 @@ class Recorder:
         finally:
             if self.audio is not None:
                 self.audio.close()
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    """Whether an error (or one it wraps) is ENOSPC."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

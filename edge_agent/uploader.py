@@ -34,7 +34,7 @@ __all__ = ["Link", "Uploader", "UploaderStats"]
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.05
+_POLL_S = 0.25  # timeouts and the outbox are checked at least this often
 # A segment whose file is missing or altered is retried this often (and reported each time).
 _BLOCKED_RETRY_S = 60.0
 _HASH_CHUNK_BYTES = 1024 * 1024
@@ -106,6 +106,9 @@ class Uploader:
         self.poll_interval = poll_interval
         self.retry_blocked_s = retry_blocked_s
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        # Set whenever an ack or a reconnect is queued: the worker reacts at once instead of polling, so
+        # a window of W chunks is refilled per round trip, not per poll interval.
+        self._wake = threading.Event()
         self._active: dict[str, _Transfer] = {}
         self._blocked: dict[int, float] = {}
         self._stop = threading.Event()
@@ -123,10 +126,12 @@ class Uploader:
     def on_ack(self, ack: TransferAck) -> None:
         """Queue an ack for the worker (called from paho's network thread)."""
         self._events.put(ack)
+        self._wake.set()
 
     def on_connected(self) -> None:
         """Queue a resync of active transfers (called from paho's network thread)."""
         self._events.put(_Connected())
+        self._wake.set()
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -138,6 +143,7 @@ class Uploader:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker and close open files; unfinished transfers resume at the next start."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -182,7 +188,8 @@ class Uploader:
                 # Never let one bad segment end uploading for all others; the outbox keeps everything.
                 logger.exception("uploader step failed")
                 self._stop.wait(1.0)
-            self._stop.wait(self.poll_interval)
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
 
     def step(self) -> None:
         """One round: apply queued events, start new transfers, check timeouts (worker thread only)."""

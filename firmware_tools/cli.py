@@ -1,4 +1,4 @@
-"""``zfjl-fw``: provision recorders (signed update bundles come with fleet management)."""
+"""``zfjl-fw``: provision recorders; build, sign and verify signed update bundles."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from firmware_tools.bundle import add_bundle_commands, run_bundle_command
 from firmware_tools.provision import ProvisionError, ProvisionPending, provision
 
 __all__ = ["main"]
@@ -42,6 +43,10 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    return run_bundle_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(prog="zfjl-fw", description="zfjl device tools / 记录仪工具")
@@ -57,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--serial", default=None, help="serial number (allow-listed = approved at once)")
     prov.add_argument("--model", default=None)
     prov.set_defaults(func=_cmd_provision)
+    bundle = commands.add_parser("bundle", help="signed agent update bundles / 签名升级包")
+    bundle.set_defaults(func=_cmd_bundle)
+    add_bundle_commands(bundle)
     return parser
 
 

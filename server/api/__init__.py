@@ -68,3 +68,12 @@ def register_blueprints(app: Flask) -> None:
     from server.api import sessions
 
     app.register_blueprint(sessions.bp, url_prefix="/api/v1/sessions")
+    # Signed updates and staged rollouts (issue #5, docs/fleet.md).
+    from server.api import rollouts
+
+    app.register_blueprint(rollouts.bp, url_prefix="/api/v1/fleet")
+    app.register_blueprint(rollouts.device_bp, url_prefix="/updates/v1")
+    # Device admin console (server-rendered pages over the fleet services, issue #5).
+    from server.api import admin_console
+
+    app.register_blueprint(admin_console.bp)

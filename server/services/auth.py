@@ -108,6 +108,11 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "fleet.shadow": _READ_DEVICES,
     "fleet.create_command": _MANAGE_DEVICES,
     "fleet.list_commands": _READ_DEVICES,
+    # Signed updates (server/api/rollouts.py); devices download with the token in their command.
+    "rollouts.upload_bundle": _MANAGE_DEVICES,
+    "rollouts.list_bundles": _READ_DEVICES,
+    "rollouts.create_rollout": _MANAGE_DEVICES,
+    "rollouts.get_rollout": _READ_DEVICES,
     # Enforcement sessions (server/api/sessions.py): JL-16 continuity; only officers sign explanations.
     "sessions.list_sessions": _READ_EVIDENCE,
     "sessions.get_session": _READ_EVIDENCE,

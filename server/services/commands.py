@@ -282,6 +282,9 @@ def command_to_dict(row: DeviceCommand) -> dict[str, Any]:
 def dispatch_once(session: Session) -> list[Publication]:
     """Expire stale commands; new commands for online devices; configs newer than last published."""
     expire_stale(session)
+    from server.services.rollouts import advance_all
+
+    advance_all(session)  # a rollout batch that just passed queues the next one for this same round
     online = set(session.scalars(select(DevicePresence.device_id).where(DevicePresence.state == "online")))
     out = [
         _publish_command(row) for row in _queued(session, None, unsent_only=True) if row.device_id in online

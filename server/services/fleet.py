@@ -476,16 +476,15 @@ def assignment_to_dict(row: DeviceAssignment) -> dict[str, Any]:
     }
 
 
-def device_overview(session: Session, device: Device, *, now: datetime | None = None) -> dict[str, Any]:
-    """One device for the fleet list: status, profile, presence, latest health, assignment, open alerts."""
-    now = now or utcnow()
-    profile = session.get(DeviceProfile, device.id)
-    presence = session.get(DevicePresence, device.id)
-    health = latest_health(session, device.id)
-    assignment = current_assignment(session, device.id)
-    alerts = session.scalars(
-        select(DeviceAlert.kind).where(DeviceAlert.device_id == device.id, DeviceAlert.cleared_at.is_(None))
-    ).all()
+def _overview(
+    device: Device,
+    profile: DeviceProfile | None,
+    presence: DevicePresence | None,
+    health: DeviceHealthSample | None,
+    assignment: DeviceAssignment | None,
+    alerts: list[str],
+) -> dict[str, Any]:
+    """The overview dict of one device from its already-loaded rows."""
     return {
         "device_id": device.id,
         "status": device.status,
@@ -498,6 +497,7 @@ def device_overview(session: Session, device: Device, *, now: datetime | None = 
         "presence": presence.state if presence else None,
         "presence_at": _iso(presence.at) if presence else None,
         "battery_pct": health.battery_pct if health else None,
+        "free_bytes": health.free_bytes if health else None,
         "backlog_segments": health.backlog_segments if health else None,
         "oldest_pending_age_s": health.oldest_pending_age_s if health else None,
         "health_at": _iso(health.at) if health else None,
@@ -506,25 +506,77 @@ def device_overview(session: Session, device: Device, *, now: datetime | None = 
     }
 
 
+def device_overview(session: Session, device: Device, *, now: datetime | None = None) -> dict[str, Any]:
+    """One device for the fleet list: status, profile, presence, latest health, assignment, open alerts."""
+    alerts = session.scalars(
+        select(DeviceAlert.kind).where(DeviceAlert.device_id == device.id, DeviceAlert.cleared_at.is_(None))
+    ).all()
+    return _overview(
+        device,
+        session.get(DeviceProfile, device.id),
+        session.get(DevicePresence, device.id),
+        latest_health(session, device.id),
+        current_assignment(session, device.id),
+        list(alerts),
+    )
+
+
 def list_overview(
     session: Session,
     *,
     status: str | None = None,
     min_backlog_age_h: float | None = None,
     max_battery_pct: int | None = None,
+    group: str | None = None,
+    presence: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Devices with their overview, filtered by status, backlog age (hours) and battery ceiling."""
-    query = select(Device).order_by(Device.id)
+    """Devices with their overview, filtered by status, backlog age (hours), battery ceiling, group and
+    presence (``online``, or ``offline`` = anything not online).
+
+    Two queries whatever the fleet size: devices joined to their profile, presence, open assignment and
+    latest health sample (a correlated subquery on ``ix_device_health_device_at``), then open alerts.
+    """
+    latest = (
+        select(DeviceHealthSample.id)
+        .where(DeviceHealthSample.device_id == Device.id)
+        .order_by(DeviceHealthSample.at.desc(), DeviceHealthSample.id.desc())
+        .limit(1)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    query = (
+        select(Device, DeviceProfile, DevicePresence, DeviceHealthSample, DeviceAssignment)
+        .outerjoin(DeviceProfile, DeviceProfile.device_id == Device.id)
+        .outerjoin(DevicePresence, DevicePresence.device_id == Device.id)
+        .outerjoin(DeviceHealthSample, DeviceHealthSample.id == latest)
+        .outerjoin(
+            DeviceAssignment,
+            (DeviceAssignment.device_id == Device.id) & DeviceAssignment.checked_in_at.is_(None),
+        )
+        .order_by(Device.id)
+    )
     if status:
         query = query.where(Device.status == status)
+    if group:
+        query = query.where(DeviceProfile.group_name == group)
+    if presence == "online":
+        query = query.where(DevicePresence.state == "online")
+    elif presence == "offline":
+        query = query.where((DevicePresence.state.is_(None)) | (DevicePresence.state != "online"))
+    alerts: dict[str, list[str]] = {}
+    for device_id, kind in session.execute(
+        select(DeviceAlert.device_id, DeviceAlert.kind).where(DeviceAlert.cleared_at.is_(None))
+    ):
+        alerts.setdefault(device_id, []).append(kind)
     out = []
-    for device in session.scalars(query):
-        row = device_overview(session, device)
-        if min_backlog_age_h is not None and (row["oldest_pending_age_s"] or 0) < min_backlog_age_h * 3600:
-            continue
-        if max_battery_pct is not None and (
-            row["battery_pct"] is None or row["battery_pct"] > max_battery_pct
+    for device, profile, presence_row, health, assignment in session.execute(query):
+        if min_backlog_age_h is not None and (
+            health is None or (health.oldest_pending_age_s or 0) < min_backlog_age_h * 3600
         ):
             continue
-        out.append(row)
+        if max_battery_pct is not None and (
+            health is None or health.battery_pct is None or health.battery_pct > max_battery_pct
+        ):
+            continue
+        out.append(_overview(device, profile, presence_row, health, assignment, alerts.get(device.id, [])))
     return out

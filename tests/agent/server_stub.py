@@ -30,6 +30,7 @@ from protocol.messages import (
     qos_of,
 )
 from protocol.ranges import RangeSet
+from protocol.session import EventAck, EventAckState, SignedSessionEvent
 from protocol.transfer import (
     Committed,
     DiscardStaging,
@@ -79,6 +80,11 @@ class StubIngest:
         self.commits: dict[tuple[str, int], int] = {}  # how many times each sequence was committed
         self.rejected: list[str] = []
         self.health: list[DeviceHealth] = []
+        # Session events (JL-16) as received and verified, by event id; acked "stored" or "duplicate".
+        self.session_events: dict[str, SignedSessionEvent] = {}
+        self.session_event_deliveries = 0
+        self.ack_session_events = threading.Event()
+        self.ack_session_events.set()  # clear to leave session events unanswered
         self.chunks_staged = 0
         self.paused = threading.Event()  # while set, every incoming message is dropped unanswered
         self.hold_finalize = threading.Event()  # while set, fin is dropped (nothing completes)
@@ -112,6 +118,8 @@ class StubIngest:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self.paused.is_set():
             return
+        if self._on_session_event(message):
+            return
         try:
             msg = decode(message.topic, bytes(message.payload))
         except ProtocolError:
@@ -136,6 +144,34 @@ class StubIngest:
             )
             receiver = SegmentReceiver(view)
             self._perform(receiver, st, receiver.receive(msg))
+
+    def _on_session_event(self, message: mqtt.MQTTMessage) -> bool:
+        """Verify and store a session event, answer with an ``EventAck``; False if not one."""
+        try:
+            parsed = topics.parse(message.topic)
+        except ProtocolError:
+            return False
+        if parsed.kind is not topics.TopicKind.SESSION_EVENT or parsed.event_id is None:
+            return False
+        with self.lock:
+            self.session_event_deliveries += 1
+            if not self.ack_session_events.is_set():
+                return True
+            try:
+                signed = SignedSessionEvent.from_envelope(bytes(message.payload))
+            except ProtocolError:
+                return True
+            key = self.device_keys.get(parsed.device_id)
+            if key is None or not signed.verify(key) or signed.event.event_id != parsed.event_id:
+                state = EventAckState.REJECTED
+            elif parsed.event_id in self.session_events:
+                state = EventAckState.DUPLICATE
+            else:
+                self.session_events[parsed.event_id] = signed
+                state = EventAckState.STORED
+        ack = EventAck(device_id=parsed.device_id, event_id=parsed.event_id, state=state)
+        self.client.publish(topics.session_ack(parsed.device_id, parsed.event_id), ack.to_payload(), qos=1)
+        return True
 
     def _perform(self, receiver: SegmentReceiver, st: _Staging, actions: list[ReceiverAction]) -> None:
         for action in actions:
