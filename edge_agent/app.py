@@ -21,7 +21,7 @@ from edge_agent.keys import load_private_key
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.prompts import Prompter, default_prompter
-from edge_agent.session import SegmentTag, SessionController
+from edge_agent.session import SegmentTag, SessionCommandError, SessionController
 from edge_agent.uploader import Uploader
 from protocol.manifest import format_time
 from protocol.messages import DeviceHealth, TransferAck
@@ -177,11 +177,18 @@ class AgentApp:
             if self.uploader is not None:
                 self.uploader.on_connected()  # a resync pass: retry every pending segment now
 
+        def bookmark(bookmark_type: str, note: str) -> str:
+            # JL-15: the session controller signs and journals it; it refuses when no session is open.
+            if self.session is None:
+                raise SessionCommandError("sessions are not running")
+            return self.session.bookmark(bookmark_type, note)
+
         handler = CommandHandler(
             self.config,
             self.link.client,
             state_dir=self.config.data_dir,
             upload_now=upload_now,
+            bookmark=bookmark,
             updater=self._make_updater(),
         )
         handler.start()

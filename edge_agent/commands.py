@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
+from edge_agent.session import SessionCommandError
 from edge_agent.updater import UpdateDeferred, UpdateError, Updater
 from protocol import fleet, topics
 from protocol.errors import ProtocolError
@@ -70,6 +71,7 @@ class CommandHandler:
         config_path: Path | None = None,
         upload_now: Callable[[], None] | None = None,
         locate: Callable[[], dict[str, Any] | None] | None = None,
+        bookmark: Callable[[str, str], str] | None = None,
         updater: Updater | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
@@ -83,6 +85,8 @@ class CommandHandler:
         self.config_path = config_path or (default_path if default_path.exists() else None)
         self.upload_now = upload_now
         self.locate = locate
+        # SessionController.bookmark(type, note) -> event id; None: bookmark is rejected as unsupported.
+        self.bookmark = bookmark
         self.updater = updater  # None: apply_update is rejected (no trusted update key configured)
         self.clock = clock
         self._updates_running: set[str] = set()
@@ -274,11 +278,24 @@ class CommandHandler:
             if fix is None:
                 return CommandState.FAILED, {"reason": "no positioning fix"}
             return CommandState.SUCCEEDED, fix
+        if cmd.kind is CommandKind.BOOKMARK and self.bookmark is not None:
+            return self._bookmark(cmd)
         if cmd.kind is CommandKind.ROTATE_CREDENTIALS:
             return self._rotate()
         if cmd.kind is CommandKind.APPLY_UPDATE and self.updater is not None:
             return self._apply_update(cmd)
         return CommandState.REJECTED, {"reason": f"{cmd.kind.value} is not supported by this agent"}
+
+    def _bookmark(self, cmd: Command) -> tuple[CommandState, dict[str, Any]]:
+        """JL-8(1), JL-15: a signed BOOKMARK event in the open session; none open -> rejected (JL-16)."""
+        assert self.bookmark is not None
+        bookmark_type = str(cmd.params["bookmark_type"])
+        try:
+            event_id = self.bookmark(bookmark_type, str(cmd.params.get("note", "")))
+        except SessionCommandError as exc:
+            # A bookmark outside a session would tag no footage: the officer must start recording first.
+            return CommandState.REJECTED, {"reason": "no_open_session", "message": str(exc)}
+        return CommandState.SUCCEEDED, {"event_id": event_id, "bookmark_type": bookmark_type}
 
     def _rotate(self) -> tuple[CommandState, dict[str, Any]]:
         """Make a new MQTT password here; only its hash goes to the server, which installs it."""

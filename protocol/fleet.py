@@ -7,7 +7,8 @@ Like :mod:`protocol.messages`: frozen, keyword-only dataclasses validated when b
 Commands follow AWS IoT Jobs' lifecycle: the server creates a command ``queued``; the device answers
 ``in_progress`` and then ``succeeded`` / ``failed``, or ``rejected`` (unknown kind, bad parameters,
 already expired). The server alone moves a command to ``expired``. :data:`COMMAND_TRANSITIONS` is the
-one table of allowed moves.
+one table of allowed moves. Parameters are free-form except where :func:`validate_params` knows the kind
+(``bookmark``: JL-8(1), JL-15).
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
 from protocol import topics
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.session import BOOKMARK_TYPES
 from protocol.topics import TopicKind
 
 __all__ = [
+    "BOOKMARK_TTL",
     "COMMAND_TRANSITIONS",
     "CONFIG_FIELDS",
     "Command",
@@ -36,6 +40,7 @@ __all__ = [
     "encode",
     "retain_of",
     "validate_config",
+    "validate_params",
 ]
 
 MAX_FLEET_PAYLOAD = 16 * 1024
@@ -84,6 +89,32 @@ class CommandKind(Enum):
     LOCATE = "locate"
     ROTATE_CREDENTIALS = "rotate_credentials"
     APPLY_UPDATE = "apply_update"
+    BOOKMARK = "bookmark"  # JL-8(1), JL-15: tag this moment in the open session (e.g. credential shown)
+
+
+# JL-15: a bookmark marks *this* moment; one delivered much later would tag the wrong footage.
+BOOKMARK_TTL = timedelta(minutes=2)
+_BOOKMARK_PARAMS = frozenset({"bookmark_type", "note", "case_id"})
+_MAX_NOTE = 500
+
+
+def validate_params(kind: CommandKind, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters if valid for ``kind`` (only ``bookmark`` is checked); RemoteProtocolError if not."""
+    if not isinstance(params, dict):
+        raise RemoteProtocolError("command params must be an object")
+    if kind is CommandKind.BOOKMARK:
+        unknown = set(params) - _BOOKMARK_PARAMS
+        if unknown:
+            raise RemoteProtocolError(f"unknown bookmark parameter {sorted(unknown)[0]!r}")
+        if params.get("bookmark_type") not in BOOKMARK_TYPES:
+            raise RemoteProtocolError(f"bookmark_type must be one of {', '.join(sorted(BOOKMARK_TYPES))}")
+        note = params.get("note", "")
+        if not isinstance(note, str) or len(note) > _MAX_NOTE:
+            raise RemoteProtocolError(f"note must be a string of at most {_MAX_NOTE} characters")
+        case_id = params.get("case_id")
+        if case_id is not None and (isinstance(case_id, bool) or not isinstance(case_id, int) or case_id < 1):
+            raise RemoteProtocolError("case_id must be a positive integer or null")
+    return params
 
 
 class CommandState(Enum):
@@ -160,6 +191,9 @@ class Command:
     expires_at: str
     params: dict[str, Any] = field(default_factory=dict)
     issued_at: str = ""
+
+    def __post_init__(self) -> None:
+        validate_params(self.kind, self.params)
 
 
 @dataclass(frozen=True, kw_only=True)

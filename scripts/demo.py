@@ -68,6 +68,37 @@ def _agent_status(config: Path) -> dict[str, Any]:
     return data
 
 
+def _session(config: Path, *args: str) -> dict[str, Any]:
+    """Send one session command to a running recorder (what the officer's button does)."""
+    result = subprocess.run(
+        [str(BIN / "zfjl-agent"), "session", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = result.stdout.strip().splitlines()
+    try:
+        reply: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        reply = {}
+    return reply or {"ok": False, "error": result.stderr.strip()[-200:]}
+
+
+# The officer's day on recorder 1 (seconds after recording starts): JL-16 and JL-15 in action.
+OFFICER_SCRIPT: tuple[tuple[float, str, tuple[str, ...]], ...] = (
+    (4.0, "到达现场，开始执法 / arrival: session start", ("start", "--officer", "officer-001")),
+    (8.0, "标记：送达文书 / bookmark: document served", ("bookmark", "--type", "document_served")),
+    (
+        10.0,
+        "暴雨，中断录像 / interruption: bad weather",
+        ("interrupt", "--reason", "bad_weather", "--note", "暴雨"),
+    ),
+    (14.0, "恢复录像并口头说明原因 / resume + spoken explanation", ("resume",)),
+    (25.0, "执法结束 / session end", ("end",)),
+)
+
+
 def main() -> int:
     """Run the demo."""
     parser = argparse.ArgumentParser(description="zfjl demo / 演示")
@@ -106,6 +137,8 @@ def main() -> int:
             mqtt_url=runner.mqtt_url,
         )
         configs[device_id] = result.config_path
+        with result.config_path.open("a", encoding="utf-8") as handle:
+            handle.write("explanation_seconds = 5\n")  # a short spoken explanation for the demo
         print(f"   provisioned {device_id}: key {result.key_fingerprint[:16]}…")
 
     agents: dict[str, subprocess.Popen[bytes]] = {}
@@ -134,7 +167,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stored: dict[str, list[dict[str, Any]]] = {}
+    script = list(OFFICER_SCRIPT)
     while not stop.is_set():
+        while script and time.monotonic() - started >= script[0][0]:
+            _, label, command = script.pop(0)
+            reply = _session(configs[devices[0]], *command)
+            print(f"   >> {devices[0]}: {label} — {'ok' if reply.get('ok') else reply}", flush=True)
         parts = []
         for device_id in devices:
             status = _agent_status(configs[device_id])
@@ -176,12 +214,34 @@ def main() -> int:
         f"   total {total_bytes / 1e6:.2f} MB stored in {elapsed:.1f} s = "
         f"{total_bytes / 1e6 / elapsed:.2f} MB/s (real-time recorders set the pace)"
     )
+    sessions = _api(base, "GET", f"/api/v1/sessions?device_id={devices[0]}", token=token)["items"]
+    if sessions:
+        session_id = sessions[0]["id"]
+        timeline = _api(base, "GET", f"/api/v1/sessions/{session_id}/timeline", token=token)
+        print(f"\n== 执法过程 / enforcement session {session_id} on {devices[0]} (JL-16)")
+        print(f"   verdict / 结论: {timeline['verdict']}")
+        for marker in timeline["markers"]:
+            clips = ", ".join(base + clip["media_url"] for clip in marker["explanation_clips"]) or "none"
+            print(
+                f"   interruption / 中断: {marker['cause']} ({marker['status']}); spoken explanation: {clips}"
+            )
+        for gap in timeline["gaps"]:
+            print(f"   gap / 空档: {gap['duration_s']} s")
+        for bookmark in timeline["bookmarks"]:
+            print(f"   bookmark / 标记: {bookmark['bookmark_type']} at {bookmark.get('at', '')}")
+        failures += int(timeline["verdict"] == "gaps_unexplained")
+        print(f"   timeline: {base}/api/v1/sessions/{session_id}/timeline")
+    else:
+        print(f"\n   no session recorded on {devices[0]}")
+        failures += 1
     print("\n== URLs")
     print(f"   API health:      {base}/healthz")
     print(f"   OpenAPI:         {base}/openapi.json")
     print(f"   recordings:      {base}/api/v1/recordings   (login: {ADMIN} / {PASSWORD})")
     print(f"   device chain:    {base}/api/v1/devices/{devices[0]}/chain")
     print(f"   MQTT (devices):  {runner.mqtt_url}")
+    print(f"   admin console:   {base}/admin/   (same login)")
+    print(f"   officer mobile:  {base}/m/   · public verification: {base}/verify")
     if not args.no_wait and not stop.is_set():
         print("\n服务器保持运行，按 Ctrl-C 结束 / server keeps running, Ctrl-C to stop")
         stop.wait()

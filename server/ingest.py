@@ -74,6 +74,8 @@ from server.storage import ObjectStore
 __all__ = ["IngestService", "Outgoing"]
 
 _LOG = logging.getLogger(__name__)
+# An identical presence from the same device within this many seconds is not handled again.
+PRESENCE_REPEAT_S = 60.0
 
 Outgoing = tuple[str, bytes]
 FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
@@ -161,6 +163,7 @@ class IngestService:
         self.clock = clock
         self._devices: dict[str, tuple[float, _DeviceInfo | None]] = {}
         self._devices_lock = threading.Lock()
+        self._presence_seen: dict[str, tuple[tuple[PresenceState, str], float]] = {}
         self._budget = _RejectionBudget(REJECTION_ROWS_PER_DEVICE_MINUTE, REJECTION_ROWS_PER_MINUTE, clock)
         self._stats_lock = threading.Lock()
         self._messages: Counter[str] = Counter()
@@ -255,6 +258,8 @@ class IngestService:
         except ProtocolError as exc:
             return self._refuse(parsed, "bad_message", str(exc))
         if isinstance(msg, Presence):
+            if self._presence_repeated(msg):
+                return []
             from server.services.commands import ingest_presence  # re-send config and queued commands
 
             online = msg.state is PresenceState.ONLINE
@@ -566,6 +571,23 @@ class IngestService:
         return [(topics.session_ack(device_id, event_id), outcome.ack.to_payload())]
 
     # -- telemetry ---------------------------------------------------------------------------
+
+    def _presence_repeated(self, msg: Presence) -> bool:
+        """Whether this is the same presence as one handled less than a minute ago (nothing to do).
+
+        A device says ``online`` once per connection; something that repeats it as a heartbeat would
+        otherwise cost a database commit and a command re-send walk per message (docs/performance.md).
+        """
+        now = time.monotonic()
+        key = (msg.state, msg.agent_version)
+        with self._devices_lock:
+            seen = self._presence_seen.get(msg.device_id)
+            if seen is not None and seen[0] == key and now - seen[1] < PRESENCE_REPEAT_S:
+                return True
+            if len(self._presence_seen) > 100_000:
+                self._presence_seen.clear()  # ids come from the network: bound the memory
+            self._presence_seen[msg.device_id] = (key, now)
+        return False
 
     def _presence(self, msg: Presence) -> list[Outgoing]:
         if self._device(msg.device_id) is None:

@@ -118,12 +118,27 @@ def my_photo() -> ResponseReturnValue:
     },
     response={
         "type": "object",
-        "properties": {"event": {"type": "object"}, "recorder_bookmark": {"type": ["string", "null"]}},
+        "properties": {
+            "event": {"type": "object"},
+            "recorder_bookmark": {
+                "type": ["object", "null"],
+                "description": "the bookmark command queued for the officer's paired recorder (JL-15)",
+                "properties": {
+                    "device_id": {"type": "string"},
+                    "command_id": {"type": "string"},
+                    "state": {"type": "string"},
+                },
+            },
+            "recorder_bookmark_reason": {
+                "type": ["string", "null"],
+                "description": "why there is no bookmark: no_device_assigned | device_unavailable",
+            },
+        },
     },
     responses={201: "已记录 / recorded"},
 )
 def show_credential() -> ResponseReturnValue:
-    """Append ``investigation.credential_shown`` to the given case (or to no case)."""
+    """Record ``investigation.credential_shown`` and have the paired recorder bookmark it (JL-8(1), JL-15)."""
     body = request.get_json(silent=True) or {}
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "请求体必须是 JSON 对象", "request body must be a JSON object")
@@ -146,8 +161,18 @@ def show_credential() -> ResponseReturnValue:
             },
             source="mobile",
         )
-        # The bookmark command to the paired recorder lands with fleet commands (docs/api-people.md).
-        return jsonify(event=case_service.event_to_dict(event), recorder_bookmark=None), 201
+        # JL-8(1), JL-15: the recorder checked out to this account bookmarks the moment in its video.
+        bookmark, reason = credential_service.bookmark_recorder(
+            session, officer, event_id=event.id, case_id=event.case_id, actor=me.user_id
+        )
+        return (
+            jsonify(
+                event=case_service.event_to_dict(event),
+                recorder_bookmark=bookmark,
+                recorder_bookmark_reason=reason,
+            ),
+            201,
+        )
 
 
 @bp.get("/me/cases")

@@ -82,6 +82,12 @@ def create_command(
         kind_value = CommandKind(kind)
     except ValueError:
         raise Invalid(f"未知命令 {kind}", f"unknown command {kind}") from None
+    try:
+        fleet_protocol.validate_params(kind_value, dict(params or {}))
+    except ProtocolError as exc:
+        raise Invalid(f"命令参数无效：{exc}", f"invalid command parameters: {exc}") from None
+    if kind_value is CommandKind.BOOKMARK:
+        ttl = min(ttl, fleet_protocol.BOOKMARK_TTL)  # JL-15: never tag the wrong moment late
     if not timedelta(seconds=10) <= ttl <= MAX_TTL:
         raise Invalid("有效期须在 10 秒到 30 天之间", "ttl must be between 10 s and 30 days")
     now = utcnow()

@@ -34,14 +34,19 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol.fleet import BOOKMARK_TTL, CommandKind
 from server.models import utcnow
+from server.models_fleet import DeviceAssignment
 from server.models_people import Agency, CredentialScan, Officer
-from server.services import NotFound
+from server.services import Conflict, NotFound, write_audit
+from server.services.commands import create_command
 
 __all__ = [
     "KEY_FILE",
     "TOKEN_TTL",
     "CredentialCheck",
+    "bookmark_recorder",
+    "checked_out_device",
     "issue_token",
     "load_or_create_key",
     "log_scan",
@@ -272,3 +277,49 @@ def photo_data_uri(officer: Officer) -> str | None:
     if officer.photo is None or officer.photo_type is None:
         return None
     return f"data:{officer.photo_type};base64,{base64.b64encode(officer.photo).decode('ascii')}"
+
+
+def checked_out_device(session: Session, user_id: int) -> str | None:
+    """The device currently checked out to a login account (the latest open check-out), if any."""
+    return session.scalar(
+        select(DeviceAssignment.device_id)
+        .where(DeviceAssignment.user_id == user_id, DeviceAssignment.checked_in_at.is_(None))
+        .order_by(DeviceAssignment.checked_out_at.desc(), DeviceAssignment.id.desc())
+        .limit(1)
+    )
+
+
+def bookmark_recorder(
+    session: Session, officer: Officer, *, event_id: int, case_id: int | None, actor: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """JL-8(1), JL-15: ask the officer's paired recorder to bookmark the credential being shown.
+
+    Returns ``({device_id, command_id, state}, None)`` when a ``bookmark`` command was queued, else
+    ``(None, reason)``: ``no_device_assigned`` or ``device_unavailable`` (revoked or retired device).
+    """
+    device_id = checked_out_device(session, officer.user_id) if officer.user_id is not None else None
+    bookmark: dict[str, Any] | None = None
+    reason: str | None = "no_device_assigned"
+    if device_id is not None:
+        params: dict[str, Any] = {
+            "bookmark_type": "credential_shown",
+            "note": f"出示执法证件 {officer.certificate_number or ''}".strip(),
+            "case_id": case_id,
+        }
+        try:
+            row = create_command(
+                session, device_id, CommandKind.BOOKMARK.value, params=params, ttl=BOOKMARK_TTL, actor=actor
+            )
+        except Conflict:
+            reason = "device_unavailable"
+        else:
+            bookmark, reason = {"device_id": device_id, "command_id": row.id, "state": row.state}, None
+    write_audit(
+        session,
+        actor=actor,
+        action="credential.recorder_bookmark",
+        target_type="case_event",
+        target_id=event_id,
+        detail={"officer_id": officer.id, "device_id": device_id, "bookmark": bookmark, "reason": reason},
+    )
+    return bookmark, reason

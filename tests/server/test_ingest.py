@@ -410,6 +410,24 @@ def test_presence_and_health(app: Flask, service: IngestService, device: Segment
     assert dropped["unknown_device_health"] == 1 and dropped["unknown_device_presence"] == 1
 
 
+def test_repeated_identical_presence_is_not_stored_again(
+    app: Flask, service: IngestService, device: SegmentFactory
+) -> None:
+    """A presence repeated as a heartbeat costs no commit; a change of state is stored at once."""
+    first = Presence(device_id=device.device_id, state=PresenceState.ONLINE, at="2026-01-02T03:04:05.000000Z")
+    again = Presence(device_id=device.device_id, state=PresenceState.ONLINE, at="2026-01-02T03:04:15.000000Z")
+    service.handle(*encode(first))
+    service.handle(*encode(again))
+    with session_scope(app) as session:
+        row = session.get(DevicePresence, device.device_id)
+        assert row is not None and row.at.second == 5  # the repeat was not written
+    gone = Presence(device_id=device.device_id, state=PresenceState.OFFLINE, at="2026-01-02T03:04:20.000000Z")
+    service.handle(*encode(gone))
+    with session_scope(app) as session:
+        row = session.get(DevicePresence, device.device_id)
+        assert row is not None and row.state == "offline"
+
+
 def test_inactive_device_is_refused_up_front(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:

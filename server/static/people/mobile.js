@@ -11,9 +11,13 @@
   };
   const STATUS = {
     zh: { valid: "证件有效", expired: "证件已过期", not_yet_valid: "证件尚未生效", suspended: "证件已暂扣",
-      revoked: "证件已吊销", shown: "已记录出示证件", failed: "操作失败" },
+      revoked: "证件已吊销", shown: "已记录出示证件", failed: "操作失败",
+      bookmarked: "，已通知记录仪标记", no_device_assigned: "，未领用记录仪",
+      device_unavailable: "，记录仪不可用" },
     en: { valid: "Valid", expired: "Expired", not_yet_valid: "Not yet valid", suspended: "Suspended",
-      revoked: "Revoked", shown: "Showing recorded", failed: "Failed" },
+      revoked: "Revoked", shown: "Showing recorded", failed: "Failed",
+      bookmarked: "; recorder asked to bookmark",
+      no_device_assigned: "; no recorder checked out", device_unavailable: "; recorder unavailable" },
   };
   const $ = (id) => document.getElementById(id);
   const app = $("app");
@@ -134,7 +138,8 @@
     });
     const body = await response.json().catch(() => ({}));
     $("shown").textContent = response.ok
-      ? STATUS[lang].shown + " " + new Date(body.event.occurred_at).toLocaleTimeString()
+      ? STATUS[lang].shown + " " + new Date(body.event.occurred_at).toLocaleTimeString() +
+        (STATUS[lang][body.recorder_bookmark ? "bookmarked" : body.recorder_bookmark_reason] || "")
       : errorText(body);
   }
 
