@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app, request
+from sqlalchemy.orm import Session
 
 from server.errors import ApiError
+from server.services import write_audit
 from server.storage import ObjectStore
 
-__all__ = ["actor", "client_ip", "get_store", "json_body", "register_blueprints"]
+__all__ = ["actor", "audit_request", "client_ip", "get_store", "json_body", "register_blueprints"]
 
 STORE_KEY = "zfjl.store"
 
@@ -25,6 +27,26 @@ def actor() -> str:
     from flask_jwt_extended import get_jwt_identity
 
     return str(get_jwt_identity())
+
+
+def audit_request(
+    session: Session,
+    action: str,
+    target_type: str,
+    target_id: str | int | None,
+    *,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Audit an access by the current caller from the current client (every access to evidence is)."""
+    write_audit(
+        session,
+        actor=actor(),
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        detail=detail,
+        client_ip=client_ip(),
+    )
 
 
 def client_ip() -> str | None:

@@ -8,14 +8,13 @@ import binascii
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from server.api import actor, client_ip, json_body
+from server.api import actor, audit_request, client_ip, json_body
 from server.api.openapi import api_view
 from server.db import session_scope
 from server.errors import ApiError
 from server.models import Device
 from server.services import devices as device_service
 from server.services import recordings as recording_service
-from server.services import write_audit
 
 bp = Blueprint("devices", __name__)
 
@@ -117,13 +116,7 @@ def chain(device_id: str) -> ResponseReturnValue:
     """Gaps, breaks and bad signatures in the device's chain (audited)."""
     with session_scope() as session:
         report = recording_service.chain_report(session, device_id)
-        write_audit(
-            session,
-            actor=actor(),
-            action="device.chain_report",
-            target_type="device",
-            target_id=device_id,
-            detail={"verified": report["verified"]},
-            client_ip=client_ip(),
+        audit_request(
+            session, "device.chain_report", "device", device_id, detail={"verified": report["verified"]}
         )
     return jsonify(report)

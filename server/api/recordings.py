@@ -7,12 +7,11 @@ import re
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from server.api import actor, client_ip, get_store
+from server.api import audit_request, get_store
 from server.api.openapi import api_view
 from server.db import session_scope
 from server.errors import ApiError
 from server.services import recordings as recording_service
-from server.services import write_audit
 
 bp = Blueprint("recordings", __name__)
 
@@ -71,14 +70,12 @@ def list_recordings() -> ResponseReturnValue:
         rows, next_cursor = recording_service.list_recordings(
             session, device_id=device_id, limit=limit, before=before
         )
-        write_audit(
+        audit_request(
             session,
-            actor=actor(),
-            action="recording.list",
-            target_type="recording",
-            target_id=None,
+            "recording.list",
+            "recording",
+            None,
             detail={"device_id": device_id, "limit": limit, "before": before, "count": len(rows)},
-            client_ip=client_ip(),
         )
         items = [recording_service.recording_summary(r) for r in rows]
     return jsonify(items=items, next=next_cursor)
@@ -94,14 +91,7 @@ def get_recording(recording_id: int) -> ResponseReturnValue:
     """One recording with its manifest, signature and chain links (audited)."""
     with session_scope() as session:
         rec = recording_service.get_recording(session, recording_id)
-        write_audit(
-            session,
-            actor=actor(),
-            action="recording.view",
-            target_type="recording",
-            target_id=recording_id,
-            client_ip=client_ip(),
-        )
+        audit_request(session, "recording.view", "recording", recording_id)
         return jsonify(recording_service.recording_detail(rec))
 
 
@@ -152,15 +142,7 @@ def get_media(recording_id: int) -> ResponseReturnValue:
     with session_scope() as session:
         rec = recording_service.get_recording(session, recording_id)
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
-        write_audit(
-            session,
-            actor=actor(),
-            action="recording.media",
-            target_type="recording",
-            target_id=recording_id,
-            detail={"range": header},
-            client_ip=client_ip(),
-        )
+        audit_request(session, "recording.media", "recording", recording_id, detail={"range": header})
     span = _parse_range(header, size)
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "private, no-store"}
     if span is None:

@@ -7,12 +7,11 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from server.api import actor, client_ip, json_body
+from server.api import actor, audit_request, client_ip, json_body
 from server.api.openapi import api_view
 from server.db import session_scope
 from server.errors import ApiError
 from server.services import sessions as session_service
-from server.services import write_audit
 
 __all__ = ["bp"]
 
@@ -121,14 +120,12 @@ def list_sessions() -> ResponseReturnValue:
     before = _int_arg("before")
     with session_scope() as session:
         items, next_cursor = session_service.list_sessions(session, limit=limit, before=before, **filters)
-        write_audit(
+        audit_request(
             session,
-            actor=actor(),
-            action="session.list",
-            target_type="session",
-            target_id=None,
+            "session.list",
+            "session",
+            None,
             detail={**filters, "limit": limit, "before": before, "count": len(items)},
-            client_ip=client_ip(),
         )
     return jsonify(items=items, next=next_cursor)
 
@@ -143,14 +140,7 @@ def get_session(session_id: int) -> ResponseReturnValue:
     """One session with its events, missing sequence numbers and violations (audited)."""
     with session_scope() as session:
         record = session_service.get_session(session, session_id)
-        write_audit(
-            session,
-            actor=actor(),
-            action="session.view",
-            target_type="session",
-            target_id=session_id,
-            client_ip=client_ip(),
-        )
+        audit_request(session, "session.view", "session", session_id)
         return jsonify(session_service.session_detail(session, record))
 
 
@@ -164,14 +154,7 @@ def get_timeline(session_id: int) -> ResponseReturnValue:
     """Recorded spans, gaps, markers with clips, written explanations, bookmarks, verdict (audited)."""
     with session_scope() as session:
         record = session_service.get_session(session, session_id)
-        write_audit(
-            session,
-            actor=actor(),
-            action="session.timeline",
-            target_type="session",
-            target_id=session_id,
-            client_ip=client_ip(),
-        )
+        audit_request(session, "session.timeline", "session", session_id)
         return jsonify(session_service.timeline(session, record, _media_url))
 
 
