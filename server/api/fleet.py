@@ -200,24 +200,34 @@ def allowlist_add() -> ResponseReturnValue:
         "status": {"type": "string"},
         "min_backlog_age_h": {"type": "number"},
         "max_battery_pct": {"type": "integer"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+        "after": {"type": "string", "description": "the `next` of the previous page"},
     },
     response=_OBJ,
 )
 def list_devices() -> ResponseReturnValue:
-    """Devices with presence, health, assignment and open alerts."""
-    try:
-        backlog = request.args.get("min_backlog_age_h", type=float)
-        battery = request.args.get("max_battery_pct", type=int)
-    except ValueError:
-        raise ApiError(400, "invalid_request", "筛选参数无效", "bad filter") from None
+    """Devices with presence, health, assignment and open alerts, a page at a time."""
+    backlog = request.args.get("min_backlog_age_h", type=float)
+    battery = request.args.get("max_battery_pct", type=int)
+    limit = request.args.get("limit", default=200, type=int)
+    if (
+        ("min_backlog_age_h" in request.args and backlog is None)
+        or ("max_battery_pct" in request.args and battery is None)
+        or limit is None
+        or not 1 <= limit <= 1000
+    ):
+        raise ApiError(400, "invalid_request", "筛选或分页参数无效", "bad filter or paging parameter")
     with session_scope() as session:
         items = fleet_service.list_overview(
             session,
             status=request.args.get("status") or None,
             min_backlog_age_h=backlog,
             max_battery_pct=battery,
+            limit=limit,
+            after=request.args.get("after") or None,
         )
-    return jsonify(items=items)
+    next_after = items[-1]["device_id"] if len(items) == limit else None
+    return jsonify(items=items, next=next_after)
 
 
 @bp.post("/devices/<device_id>/revoke")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.models import DEVICE_STATUSES, Device, User, utcnow
@@ -529,9 +529,12 @@ def list_overview(
     max_battery_pct: int | None = None,
     group: str | None = None,
     presence: str | None = None,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
     """Devices with their overview, filtered by status, backlog age (hours), battery ceiling, group and
-    presence (``online``, or ``offline`` = anything not online).
+    presence (``online``, or ``offline`` = anything not online); ``limit`` devices with ids after
+    ``after`` (keyset paging, so a page costs the same at any fleet size).
 
     Two queries whatever the fleet size: devices joined to their profile, presence, open assignment and
     latest health sample (a correlated subquery on ``ix_device_health_device_at``), then open alerts.
@@ -563,6 +566,18 @@ def list_overview(
         query = query.where(DevicePresence.state == "online")
     elif presence == "offline":
         query = query.where((DevicePresence.state.is_(None)) | (DevicePresence.state != "online"))
+    # Filters on the latest health sample run in SQL so that paging counts only matching devices.
+    if min_backlog_age_h is not None:
+        query = query.where(
+            DeviceHealthSample.id.is_not(None),
+            func.coalesce(DeviceHealthSample.oldest_pending_age_s, 0) >= min_backlog_age_h * 3600,
+        )
+    if max_battery_pct is not None:
+        query = query.where(DeviceHealthSample.battery_pct <= max_battery_pct)
+    if after:
+        query = query.where(Device.id > after)
+    if limit is not None:
+        query = query.limit(limit)
     alerts: dict[str, list[str]] = {}
     for device_id, kind in session.execute(
         select(DeviceAlert.device_id, DeviceAlert.kind).where(DeviceAlert.cleared_at.is_(None))
@@ -570,13 +585,5 @@ def list_overview(
         alerts.setdefault(device_id, []).append(kind)
     out = []
     for device, profile, presence_row, health, assignment in session.execute(query):
-        if min_backlog_age_h is not None and (
-            health is None or (health.oldest_pending_age_s or 0) < min_backlog_age_h * 3600
-        ):
-            continue
-        if max_battery_pct is not None and (
-            health is None or health.battery_pct is None or health.battery_pct > max_battery_pct
-        ):
-            continue
         out.append(_overview(device, profile, presence_row, health, assignment, alerts.get(device.id, [])))
     return out

@@ -160,6 +160,32 @@ def test_check_out_needs_minimum_battery_and_keeps_history(
     assert client.get("/api/v1/fleet/devices?max_battery_pct=50", headers=auth).get_json()["items"] == []
 
 
+def test_fleet_list_pages_with_a_stable_cursor_and_filters_in_sql(
+    client: FlaskClient, auth: dict[str, str], app: Flask
+) -> None:
+    """Pages of ``limit`` devices follow each other without overlap; filters apply before paging."""
+    for i in range(5):
+        client.post(
+            "/api/v1/fleet/provision", headers=auth, json={"device_id": f"rec-p{i}", "public_key": _key()}
+        )
+    with session_scope(app) as session:
+        for i in range(5):
+            _health(session, f"rec-p{i}", battery_pct=10 if i % 2 else 90)
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = client.get(f"/api/v1/fleet/devices?limit=2&after={after}", headers=auth).get_json()
+        seen += [d["device_id"] for d in page["items"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == [f"rec-p{i}" for i in range(5)]
+    low = client.get("/api/v1/fleet/devices?max_battery_pct=20&limit=1", headers=auth).get_json()
+    assert [d["device_id"] for d in low["items"]] == ["rec-p1"] and low["next"] == "rec-p1"
+    assert client.get("/api/v1/fleet/devices?limit=0", headers=auth).status_code == 400
+    assert client.get("/api/v1/fleet/devices?max_battery_pct=lots", headers=auth).status_code == 400
+
+
 def test_jl13_capabilities_are_recorded(client: FlaskClient, auth: dict[str, str]) -> None:
     """JL-13: positioning and night vision are recorded per device; unknown capabilities refused."""
     client.post("/api/v1/fleet/provision", headers=auth, json={"device_id": "rec-3", "public_key": _key()})
