@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import signal
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config import AgentConfig
+from edge_agent.effective_config import EffectiveConfig, LiveConfig
 from edge_agent.interruptions import DiskUsage, InterruptionWatchdog
 from edge_agent.keys import load_private_key
 from edge_agent.mqtt_link import MqttLink
@@ -81,6 +83,11 @@ class AgentApp:
         self.session: SessionController | None = None
         self.watchdog: InterruptionWatchdog | None = None
         self.prebuffer: PreBuffer | None = None
+        # Fleet desired config overlaid on agent.toml (docs/fleet.md); restored from fleet-config.json.
+        self.live = LiveConfig(
+            dataclasses.replace(config, segment_seconds=self.segment_seconds), check=self._check_config
+        )
+        self._boundary_version = -1  # effective config version last handed to recorder and sessions
 
     # -- start / stop ---------------------------------------------------------------------------
 
@@ -183,6 +190,7 @@ class AgentApp:
                 raise SessionCommandError("sessions are not running")
             return self.session.bookmark(bookmark_type, note)
 
+        self.live.restore(self.config.data_dir)
         handler = CommandHandler(
             self.config,
             self.link.client,
@@ -190,6 +198,7 @@ class AgentApp:
             upload_now=upload_now,
             bookmark=bookmark,
             updater=self._make_updater(),
+            on_config=self.live.apply,
         )
         handler.start()
         self._stop_steps.append(("stop command handler", handler.stop))
@@ -227,21 +236,22 @@ class AgentApp:
 
     def _start_uploader(self) -> None:
         assert self.outbox is not None and self.link is not None
-        self.uploader = Uploader(self.outbox, self.link, self.config)
+        live = self.live
+        self.uploader = Uploader(self.outbox, self.link, self.config, policy=lambda: live.current)
         self.uploader.start()
         self._stop_steps.append(("stop uploader", self.uploader.stop))
 
     def _start_sessions(self) -> None:
         """Session machine, control spool and interruption watchdog (JL-16); recover an open session."""
         assert self.outbox is not None and self.private_key is not None
-        cfg = self.config
+        cfg = self.live.current.agent
         self.session = SessionController(
             cfg,
             self.outbox,
             self.private_key,
             self.prompter,
             link=self.link,
-            segment_seconds=self.segment_seconds,
+            segment_seconds=cfg.segment_seconds,
         )
         if cfg.idle_recording == "prebuffer":
             from edge_agent.prebuffer import PreBuffer
@@ -298,6 +308,7 @@ class AgentApp:
             on_stall=self.watchdog.on_stall_end if self.watchdog else None,
             on_segment_opened=self.session.on_segment_opened if self.session else None,
             on_storage_full=self.watchdog.on_storage_full if self.watchdog else None,
+            on_segment_boundary=self._on_segment_boundary,
         )
         if self.session is not None:
             self.session.attach_recorder(self.recorder)
@@ -313,6 +324,35 @@ class AgentApp:
             self.config.segment_dir,
             self.segment_seconds,
         )
+
+    def _check_config(self, effective: EffectiveConfig) -> str:
+        """Why this device cannot run ``effective`` ("" if it can): frames are only ever scaled down."""
+        if effective.frame_size is None:
+            return ""
+        video = self.recorder.video if self.recorder is not None else None
+        native = (video.width, video.height) if video is not None else (self.config.width, self.config.height)
+        width, height = effective.frame_size
+        if width > native[0] or height > native[1]:
+            return f"resolution {width}x{height} exceeds what the camera delivers ({native[0]}x{native[1]})"
+        return ""
+
+    def _on_segment_boundary(self) -> None:
+        """JL-16: the effective config reaches recorder and sessions only here, between two segments."""
+        effective = self.live.current
+        recorder = self.recorder
+        if recorder is None or effective.version == self._boundary_version:
+            return
+        self._boundary_version = effective.version
+        recorder.bitrate = effective.bitrate
+        recorder.frame_size = effective.frame_size
+        agent = effective.agent
+        if self.prebuffer is not None:
+            self.prebuffer.seconds = agent.prerecord_seconds
+        session = self.session
+        if session is None:
+            recorder.segment_seconds = agent.segment_seconds
+            return
+        session.reconfigure(agent)  # idle pre-record pieces keep their own length rule
 
     def _sources(self) -> tuple[Any, Any]:
         from edge_agent.sources import (

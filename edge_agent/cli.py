@@ -1,4 +1,4 @@
-"""Command line: ``zfjl-agent run | status | session | keygen | self-test``."""
+"""Command line: ``zfjl-agent run | status | retry | session | keygen | self-test``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="print the outbox state as JSON (safe while the agent runs)")
     status.add_argument("--config", required=True, type=Path)
+
+    retry = sub.add_parser("retry", help="put a segment the server refused back in the upload queue")
+    retry.add_argument("--config", required=True, type=Path)
+    retry.add_argument("--sequence", required=True, type=int, help="the failed segment's sequence number")
 
     session = sub.add_parser("session", help="drive the running agent's enforcement session (JL-16)")
     session.add_argument("--config", required=True, type=Path)
@@ -186,6 +190,43 @@ def _self_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry(args: argparse.Namespace) -> int:
+    """Set a ``failed`` segment back to ``pending``; JSON on stdout; unknown or not failed is an error."""
+    from edge_agent.config import AgentConfig
+    from edge_agent.outbox import Outbox
+
+    config = AgentConfig.load(args.config)
+    if not config.outbox_path.exists():
+        raise AgentError(f"no outbox at {config.outbox_path}: nothing was recorded with this config")
+    outbox = Outbox(config.outbox_path)
+    try:
+        segment = outbox.get(args.sequence)
+        if segment is None:
+            raise AgentError(f"segment {args.sequence} is not in the outbox")
+        if segment.state != "failed":
+            raise AgentError(
+                f"segment {args.sequence} is {segment.state}, not failed: only refused ones can be retried"
+            )
+        outbox.retry_failed(args.sequence)
+        # Read back: the update only applies to a failed row, so this reports what really happened.
+        after = outbox.get(args.sequence)
+    finally:
+        outbox.close()
+    state = after.state if after is not None else "missing"
+    print(
+        json.dumps(
+            {
+                "device_id": config.device_id,
+                "sequence": args.sequence,
+                "state": state,
+                "previous_error_code": segment.error_code,
+                "previous_error_message": segment.error_message,
+            }
+        )
+    )
+    return 0 if state == "pending" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zfjl-agent``; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -193,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": _run,
         "status": _status,
+        "retry": _retry,
         "keygen": _keygen,
         "session": _session,
         "self-test": _self_test,

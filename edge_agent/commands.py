@@ -74,6 +74,7 @@ class CommandHandler:
         bookmark: Callable[[str, str], str] | None = None,
         updater: Updater | None = None,
         clock: Callable[[], datetime] = _now,
+        on_config: Callable[[int, dict[str, Any]], str] | None = None,
     ) -> None:
         """``client`` is the device's paho client (``MqttLink.client``); nothing happens until start()."""
         self.config = config
@@ -88,6 +89,8 @@ class CommandHandler:
         # SessionController.bookmark(type, note) -> event id; None: bookmark is rejected as unsupported.
         self.bookmark = bookmark
         self.updater = updater  # None: apply_update is rejected (no trusted update key configured)
+        # LiveConfig.apply (edge_agent/effective_config.py): "" = applied, else why not (reported as error).
+        self.on_config = on_config
         self.clock = clock
         self._updates_running: set[str] = set()
         self._lock = threading.Lock()
@@ -139,15 +142,20 @@ class CommandHandler:
     def apply_config(self, msg: DesiredConfig) -> ReportedConfig:
         """Apply a newer desired config (persisted; the recorder reads it at its next segment) and report."""
         with self._lock:
+            error = ""
             if msg.version > int(self.applied.get("version", 0)):
-                self.applied = {"version": msg.version, "settings": dict(msg.settings)}
-                self._save(CONFIG_STATE_FILE, self.applied)
-                logger.info("applied desired configuration version %d", msg.version)
+                error = self.on_config(msg.version, dict(msg.settings)) if self.on_config else ""
+                if not error:
+                    self.applied = {"version": msg.version, "settings": dict(msg.settings)}
+                    self._save(CONFIG_STATE_FILE, self.applied)
+                    logger.info("applied desired configuration version %d", msg.version)
+            # Refused: that version with the error and the settings still in force (never silently ignored).
             report = ReportedConfig(
                 device_id=self.device_id,
-                version=int(self.applied["version"]),
+                version=msg.version if error else int(self.applied["version"]),
                 settings=dict(self.applied["settings"]),
                 at=format_time(self.clock()),
+                error=error,
             )
         self._publish(report)
         return report

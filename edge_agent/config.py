@@ -134,6 +134,9 @@ class AgentConfig:
             values[name] = _coerce(name, value, source)
         for name in ("private_key_file", "data_dir"):
             values[name] = (base_dir / Path(values[name])).resolve()
+        if values.get("mqtt_ca_file"):
+            # Like the paths above: relative to the config file, not to where the agent was started.
+            values["mqtt_ca_file"] = str((base_dir / Path(values["mqtt_ca_file"])).resolve())
         try:
             return cls(**values)
         except ConfigError as exc:

@@ -47,6 +47,7 @@ class Recorder:
         on_storage_full: Callable[[BaseException], None] | None = None,
         video_encoder: str = "auto",
         bitrate: int | None = None,
+        on_segment_boundary: Callable[[], None] | None = None,
     ) -> None:
         """Configure; nothing is opened until start()."""
         if segment_seconds <= 0:
@@ -73,6 +74,11 @@ class Recorder:
         self._pause_requested = threading.Event()
         self.video_encoder = video_encoder
         self.bitrate = bitrate
+        # Encoded size (the frames are scaled to it); None: the camera's own size.
+        self.frame_size: tuple[int, int] | None = None
+        # JL-16: called (recorder thread) just before each segment opens, the one safe point where the
+        # effective config may change segment length, size and bit rate without cutting a segment.
+        self.on_segment_boundary = on_segment_boundary
         self.frames_written = 0
         self.audio_blocks_written = 0
         self.audio_blocks_discarded = 0
@@ -298,15 +304,21 @@ class Recorder:
         self.frames_written += 1
 
     def _open_segment(self, frame: VideoFrame) -> SegmentWriter:
+        if self.on_segment_boundary is not None:
+            try:
+                self.on_segment_boundary()
+            except Exception:
+                logger.exception("on_segment_boundary callback failed")
         path = self.segment_dir / f"{self.name_prefix}-{frame.utc:%Y%m%dT%H%M%S%f}Z.mp4"
         if path.exists():
             # Two segments cannot share a microsecond, but a clock step back could reuse a name.
             path = path.with_name(f"{path.stem}-{time.monotonic_ns()}.mp4")
         audio = self.audio
+        width, height = self.frame_size or (self.video.width, self.video.height)
         writer = SegmentWriter(
             path,
-            width=self.video.width,
-            height=self.video.height,
+            width=width,
+            height=height,
             fps=self.video.fps,
             sample_rate=audio.sample_rate if audio is not None else None,
             channels=audio.channels if audio is not None else 1,

@@ -532,6 +532,13 @@ class SessionController:
                 self._explanation_open = (clip[0], clip[1], float("inf"))
                 self.recorder.request_roll()
 
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Adopt a new effective configuration at a segment boundary (fleet desired config, JL-16)."""
+        with self._lock:
+            self.config = config
+            self.segment_seconds = config.segment_seconds
+            self._apply_idle_segment_length()
+
     def _apply_idle_segment_length(self) -> None:
         if self.recorder is None:
             return

@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Outbox, OutboxSegment
@@ -29,6 +30,9 @@ from protocol.transfer import (
     TransferFailed,
     TransferFinished,
 )
+
+if TYPE_CHECKING:
+    from edge_agent.effective_config import EffectiveConfig
 
 __all__ = ["Link", "Uploader", "UploaderStats"]
 
@@ -74,6 +78,7 @@ class _Transfer:
     sender: SegmentSender
     fd: int
     sent_offsets: set[int] = field(default_factory=set)
+    cap_bps: int = 0  # bandwidth cap fixed when the transfer started; 0 = none
 
 
 class _Connected:
@@ -96,6 +101,8 @@ class Uploader:
         max_active: int = 2,
         poll_interval: float = _POLL_S,
         retry_blocked_s: float = _BLOCKED_RETRY_S,
+        policy: Callable[[], EffectiveConfig] | None = None,
+        wall_clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         """Prepare; call :meth:`start` to run the worker thread (or drive :meth:`step` in tests)."""
         self.outbox = outbox
@@ -105,6 +112,10 @@ class Uploader:
         self.max_active = max_active
         self.poll_interval = poll_interval
         self.retry_blocked_s = retry_blocked_s
+        # Fleet upload window and bandwidth cap (LiveConfig.current), read as each new transfer starts.
+        self.policy = policy
+        self.wall_clock = wall_clock  # local time of day, for the upload window
+        self._paced_until = 0.0
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         # Set whenever an ack or a reconnect is queued: the worker reacts at once instead of polling, so
         # a window of W chunks is refilled per round trip, not per poll interval.
@@ -219,6 +230,11 @@ class Uploader:
         if len(self._active) >= self.max_active or now < self._next_outbox_poll:
             return
         self._next_outbox_poll = now + _OUTBOX_POLL_S
+        effective = self.policy() if self.policy is not None else None
+        if effective is not None and not effective.upload_allowed(self.wall_clock()):
+            # JL-17: segments wait in the outbox; the health report still shows their age.
+            return
+        cap_bps = effective.bandwidth_cap_kbps * 1000 if effective is not None else 0
         active_seqs = {t.segment.sequence for t in self._active.values()}
         wanted = self.max_active + len(self._active) + len(self._blocked)
         for segment in self.outbox.pending(limit=wanted):
@@ -234,14 +250,16 @@ class Uploader:
                 self._blocked[segment.sequence] = now
                 continue
             self._blocked.pop(segment.sequence, None)
+            # Paced chunks leave late: a capped transfer waits that much longer for its acks.
+            pacing_s = self.config.window * self.config.chunk_bytes * 8 / cap_bps if cap_bps else 0.0
             sender = SegmentSender(
                 file_id=segment.file_id,
                 size=segment.size,
                 chunk_size=self.config.chunk_bytes,
                 window=self.config.window,
-                ack_timeout_s=self.config.ack_timeout_s,
+                ack_timeout_s=self.config.ack_timeout_s + pacing_s,
             )
-            transfer = _Transfer(segment=segment, sender=sender, fd=fd)
+            transfer = _Transfer(segment=segment, sender=sender, fd=fd, cap_bps=cap_bps)
             self._active[segment.file_id] = transfer
             logger.info("uploading segment %d (%d bytes)", segment.sequence, segment.size)
             self._execute(transfer, sender.start(now))
@@ -274,6 +292,7 @@ class Uploader:
         device_id, file_id = seg.device_id, seg.file_id
         for action in actions:
             if isinstance(action, SendChunk):
+                self._pace(transfer.cap_bps, action.length)
                 data = os.pread(transfer.fd, action.length, action.offset)
                 if len(data) != action.length:
                     logger.error("segment %d: short read at offset %d", seg.sequence, action.offset)
@@ -328,6 +347,15 @@ class Uploader:
                     action.message,
                 )
                 self._drop(transfer)
+
+    def _pace(self, cap_bps: int, length: int) -> None:
+        """Token bucket over all capped transfers: wait until ``length`` more bytes fit the cap."""
+        if cap_bps <= 0:
+            return
+        now = self.clock()
+        if self._paced_until > now:
+            self._stop.wait(self._paced_until - now)
+        self._paced_until = max(now, self._paced_until) + length * 8 / cap_bps
 
     def _drop(self, transfer: _Transfer, *, block: bool = False) -> None:
         if self._active.pop(transfer.segment.file_id, None) is not None:

@@ -130,6 +130,12 @@ _OPTIONS: tuple[_Option, ...] = (
         "mqtt_share_group", "zfjl-ingest", "MQTT 共享订阅组 / MQTT shared-subscription group", _parse_str
     ),
     _Option(
+        "mqtt_ca_file",
+        "",
+        "mqtts 代理的 CA 证书文件，空为系统 CA / CA bundle for an mqtts broker, empty = the system's CAs",
+        _parse_str,
+    ),
+    _Option(
         "jwt_secret", "<generated in data_dir/jwt-secret>", "JWT 签名密钥 / JWT signing secret", _parse_str
     ),
     _Option("http_host", "127.0.0.1", "HTTP 监听地址 / HTTP listen address", _parse_str),
@@ -166,6 +172,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "领用最低电量 / minimum battery percent to check a device out",
         _parse_int(0, 100),
     ),
+    _Option(
+        "verify_rate_per_minute",
+        "30",
+        "公开核验页每个网段每分钟请求数 (/24, /48；按证号查询计 2 次) / "
+        "public /verify requests per minute per client network (/24, /48; ?cert= counts 2)",
+        _parse_int(1, 100_000),
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -189,6 +202,7 @@ class Settings:
     mqtt_url: str
     mqtt_embedded_port: int
     mqtt_share_group: str
+    mqtt_ca_file: str
     jwt_secret: str
     http_host: str
     http_port: int
@@ -200,6 +214,7 @@ class Settings:
     broker_pid_file: str
     fleet_offline_alert_minutes: int
     fleet_min_checkout_battery_pct: int
+    verify_rate_per_minute: int
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:

@@ -120,7 +120,8 @@ class IngestWorker:
         if self.address.websockets:
             client.ws_set_options(path=self.address.path)
         if self.address.tls:
-            client.tls_set()
+            # CERT_REQUIRED and hostname checking are paho's defaults; never turned off here.
+            client.tls_set(ca_certs=self.settings.mqtt_ca_file or None)
         if self.address.username is not None:
             client.username_pw_set(self.address.username, self.address.password)
         client.reconnect_delay_set(min_delay=1, max_delay=30)

@@ -40,8 +40,9 @@ from server.api import client_ip
 from server.config import Settings
 from server.db import session_scope
 from server.models import User, utcnow
-from server.models_fleet import DeviceAlert, DeviceProfile
+from server.models_fleet import DeviceAlert, DeviceProfile, SerialAllowlistEntry
 from server.models_people import Officer
+from server.models_rollouts import Rollout
 from server.models_telemetry import DeviceHealthSample
 from server.services import Invalid, ServiceError, write_audit
 from server.services import alerts as alert_service
@@ -49,6 +50,7 @@ from server.services import auth as auth_service
 from server.services import commands as command_service
 from server.services import device_config as config_service
 from server.services import fleet as fleet_service
+from server.services import rollouts as rollout_service
 from server.services.auth import ENDPOINT_ROLES
 from server.services.broker_acl import sync_broker
 from server.services.devices import device_to_dict, get_device
@@ -173,6 +175,33 @@ TEXT: dict[str, dict[str, str]] = {
         "rotate_credentials": "轮换凭据（设备端生成）",
         "provisioned": "已注册",
         "active": "使用中",
+        "provisioning": "设备注册",
+        "pending_requests": "待审批的注册申请",
+        "no_pending": "没有待审批的申请",
+        "approve": "批准",
+        "refuse": "拒绝",
+        "allowlist": "序列号白名单（持名单内序列号的设备无需审批即可注册）",
+        "allowlist_add": "添加序列号",
+        "serials_hint": "每行一个或用逗号分隔",
+        "used_by": "已被设备使用",
+        "added": "添加时间",
+        "allowlist_added": "新增 {n} 个序列号",
+        "rollouts": "升级",
+        "bundles": "已登记的升级包",
+        "no_bundles": "没有已登记的升级包",
+        "name": "名称",
+        "version": "版本",
+        "uploaded": "登记时间",
+        "rollout_list": "升级任务",
+        "no_rollouts": "没有升级任务",
+        "start_rollout": "对一个分组开始分批升级",
+        "bundle": "升级包",
+        "batch_size": "每批台数",
+        "batch_percent": "每批百分比",
+        "threshold": "成功率阈值 %",
+        "batch": "批次",
+        "halted": "已暂停",
+        "rollout_started": "已创建升级任务 {id}",
     },
     "en": {
         "title": "Recorder admin console",
@@ -277,6 +306,33 @@ TEXT: dict[str, dict[str, str]] = {
         "rotate_credentials": "rotate credentials (made on the device)",
         "provisioned": "provisioned",
         "active": "active",
+        "provisioning": "Provisioning",
+        "pending_requests": "Pending provisioning requests",
+        "no_pending": "No request is waiting",
+        "approve": "Approve",
+        "refuse": "Refuse",
+        "allowlist": "Serial allow-list (a device presenting a listed serial joins without approval)",
+        "allowlist_add": "Add serials",
+        "serials_hint": "one per line or comma separated",
+        "used_by": "Used by device",
+        "added": "Added",
+        "allowlist_added": "{n} new serial(s) added",
+        "rollouts": "Updates",
+        "bundles": "Registered update bundles",
+        "no_bundles": "No bundle registered",
+        "name": "Name",
+        "version": "Version",
+        "uploaded": "Registered",
+        "rollout_list": "Rollouts",
+        "no_rollouts": "No rollout yet",
+        "start_rollout": "Start a staged rollout for a group",
+        "bundle": "Bundle",
+        "batch_size": "Devices per batch",
+        "batch_percent": "Percent per batch",
+        "threshold": "Success threshold %",
+        "batch": "Batch",
+        "halted": "halted",
+        "rollout_started": "Rollout {id} created",
     },
 }
 
@@ -1038,3 +1094,149 @@ def alerts() -> ResponseReturnValue:
         rows = [alert_service.alert_to_dict(a) for a in alert_service.open_alerts(session)]
         _audit(session, "device.alerts", None, {"count": len(rows)})
     return _render("alerts.html", rows=rows)
+
+
+# -- provisioning ----------------------------------------------------------------------------------
+
+_ALLOWLIST_SHOWN = 500
+_ROLLOUTS_SHOWN = 50
+
+
+@bp.get("/provisioning")
+@console_view("fleet.pending_requests")
+def provisioning() -> ResponseReturnValue:
+    """Pending provisioning requests (approve / refuse) and the serial allow-list."""
+    with session_scope() as session:
+        requests = [
+            {
+                "request_id": r.id,
+                "device_id": r.device_id,
+                "serial": r.serial,
+                "model": r.model,
+                "created_at": r.created_at,
+            }
+            for r in fleet_service.pending_requests(session)
+        ]
+        allowlist = [
+            {"serial": e.serial, "model": e.model, "added_at": e.added_at, "used_by": e.used_by_device}
+            for e in session.scalars(
+                select(SerialAllowlistEntry)
+                .order_by(SerialAllowlistEntry.added_at.desc())
+                .limit(_ALLOWLIST_SHOWN)
+            )
+        ]
+        _audit(session, "device.provisioning_view", None, {"pending": len(requests)})
+    return _render(
+        "provisioning.html",
+        requests=requests,
+        allowlist=allowlist,
+        may_decide=_may("fleet.decide_request"),
+        may_allow=_may("fleet.allowlist_add"),
+    )
+
+
+@bp.post("/provisioning/<int:request_id>/<decision>")
+@console_view("fleet.decide_request")
+def decide_request(request_id: int, decision: str) -> ResponseReturnValue:
+    """Approve or refuse one pending request (the same service calls as the API)."""
+    back = url_for("admin_console.provisioning")
+    actor = str(g.console_user["id"])
+    try:
+        with session_scope() as session:
+            if decision == "approve":
+                req = fleet_service.approve_request(session, request_id, actor=actor)
+                # reject_request audits itself; approval is recorded here, with the request it decided.
+                _audit(session, "device.provision_approve", req.device_id, {"request_id": request_id})
+            elif decision == "reject":
+                fleet_service.reject_request(session, request_id, actor=actor)
+            else:
+                return _error(404, "unknown decision")
+    except ServiceError as exc:
+        return _redirect_back(back, "error", _message(exc))
+    return _redirect_back(back, "ok", _t()["done"].format(ok=1, n=1))
+
+
+@bp.post("/allowlist")
+@console_view("fleet.allowlist_add")
+def allowlist_add() -> ResponseReturnValue:
+    """Add serials (one per line or comma separated) to the allow-list."""
+    back = url_for("admin_console.provisioning")
+    serials = [part for part in request.form.get("serials", "").replace(",", "\n").split() if part]
+    if not serials:
+        return _redirect_back(back, "error", _t()["no_settings"])
+    try:
+        with session_scope() as session:
+            added = fleet_service.add_allowed_serials(
+                session,
+                serials,
+                model=request.form.get("model", "").strip()[:128],
+                actor=str(g.console_user["id"]),
+            )
+    except ServiceError as exc:
+        return _redirect_back(back, "error", _message(exc))
+    return _redirect_back(back, "ok", _t()["allowlist_added"].format(n=added))
+
+
+# -- rollouts --------------------------------------------------------------------------------------
+
+
+def _optional_int(form: Any, name: str) -> int | None:
+    raw = str(form.get(name, "")).strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise Invalid(f"{name} 必须是整数", f"{name} must be an integer") from None
+
+
+@bp.get("/rollouts")
+@console_view("rollouts.list_bundles")
+def rollouts() -> ResponseReturnValue:
+    """Registered bundles, recent rollouts with per-device results, and the form to start one."""
+    may_see_rollouts = _may("rollouts.get_rollout")
+    with session_scope() as session:
+        bundles = [rollout_service.bundle_to_dict(row) for row in rollout_service.list_bundles(session)]
+        rows: list[dict[str, Any]] = []
+        if may_see_rollouts:
+            for rollout in session.scalars(
+                select(Rollout).order_by(Rollout.id.desc()).limit(_ROLLOUTS_SHOWN)
+            ):
+                rollout_service.advance(session, rollout)  # as GET /api/v1/fleet/rollouts/{id} does
+                rows.append(rollout_service.rollout_to_dict(session, rollout))
+        groups = sorted(
+            {name for name in session.scalars(select(DeviceProfile.group_name).distinct()) if name}
+        )
+        _audit(session, "device.rollouts_view", None, {"bundles": len(bundles), "rollouts": len(rows)})
+    return _render(
+        "rollouts.html",
+        bundles=bundles,
+        rollouts=rows,
+        groups=groups,
+        may_start=_may("rollouts.create_rollout"),
+    )
+
+
+@bp.post("/rollouts")
+@console_view("rollouts.create_rollout")
+def start_rollout() -> ResponseReturnValue:
+    """Start a staged rollout of a bundle to a group (rollout_service.create_rollout's rules)."""
+    back = url_for("admin_console.rollouts")
+    form = request.form
+    try:
+        threshold = _optional_int(form, "success_threshold_pct")  # the API's default: 100 %
+        with session_scope() as session:
+            rollout = rollout_service.create_rollout(
+                session,
+                bundle_id=form.get("bundle_id", ""),
+                group=form.get("group", ""),
+                base_url=_settings().public_url or request.host_url,
+                actor=str(g.console_user["id"]),
+                batch_size=_optional_int(form, "batch_size"),
+                batch_percent=_optional_int(form, "batch_percent"),
+                success_threshold_pct=100 if threshold is None else threshold,
+            )
+            rollout_id = rollout.id
+    except ServiceError as exc:
+        return _redirect_back(back, "error", _message(exc))
+    return _redirect_back(back, "ok", _t()["rollout_started"].format(id=rollout_id))

@@ -28,7 +28,7 @@ CASE_SCHEMA: dict[str, Any] = {
         "origin": {"enum": ["ex_officio", "on_application"]},
         "party": {"type": "string"},
         "major": {"type": "boolean", "description": "重大执法决定 (JL-9(3))"},
-        "status": {"type": "string"},
+        "status": {"enum": list(case_service.CASE_STATUSES)},
         "officer_ids": {"type": "array", "items": {"type": "integer"}},
         "created_at": {"type": "string", "format": "date-time"},
     },
@@ -39,7 +39,7 @@ EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "integer"},
         "case_id": {"type": ["integer", "null"]},
         "event_type": {"type": "string"},
-        "stage": {"enum": ["initiation", "investigation", "decision", "execution"]},
+        "stage": {"enum": ["initiation", "investigation", "decision", "execution", "case"]},
         "article": {"type": "string"},
         "occurred_at": {"type": "string", "format": "date-time"},
         "place": {"type": "string"},
@@ -47,6 +47,7 @@ EVENT_SCHEMA: dict[str, Any] = {
         "officer_ids": {"type": "array", "items": {"type": "integer"}},
         "recording_ids": {"type": "array", "items": {"type": "integer"}},
         "source": {"enum": ["api", "mobile", "device"]},
+        "data": {"type": "object"},
         "corrects_event_id": {"type": ["integer", "null"]},
     },
 }
@@ -207,3 +208,49 @@ def get_record(case_id: int) -> ResponseReturnValue:
     """Events in stage order with attachments and covering recordings, plus what is missing."""
     with session_scope() as session:
         return jsonify(case_service.case_record(session, caller(), case_id))
+
+
+@bp.post("/<int:case_id>/status")
+@api_view(
+    "cases.change_status",
+    "变更案件状态（记入全过程记录）/ change the case status (recorded as a case event, JL-2)",
+    request={
+        "type": "object",
+        "required": ["status", "reason"],
+        "properties": {
+            "status": {"enum": list(case_service.CASE_STATUSES)},
+            "reason": {"type": "string", "maxLength": case_service.MAX_REASON_CHARS},
+            "force": {
+                "type": "boolean",
+                "description": "强制结案（仅机关负责人）/ close an incomplete record (heads only)",
+            },
+        },
+    },
+    response={"type": "object", "properties": {"case": CASE_SCHEMA, "event": EVENT_SCHEMA}},
+    responses={
+        201: "已变更 / changed",
+        409: "不允许的状态变更，或记录不完整（error.missing）/ illegal transition, or incomplete record",
+    },
+)
+def change_status(case_id: int) -> ResponseReturnValue:
+    """Move the case to ``status`` if the transition table allows it (docs/api-people.md)."""
+    body = json_body(("status", "reason"))
+    try:
+        with session_scope() as session:
+            event = case_service.change_status(session, caller(), case_id, body)
+            case = case_service.get_case(session, caller(), case_id)
+            return jsonify(
+                case=case_service.case_to_dict(case, case_service.case_officer_ids(session, case.id)),
+                event=case_service.event_to_dict(event),
+            ), 201
+    except case_service.RecordIncomplete as exc:
+        response = jsonify(
+            error={
+                "code": exc.code,
+                "message": exc.message,
+                "message_en": exc.message_en,
+                "missing": exc.missing,
+            }
+        )
+        response.status_code = 409
+        return response

@@ -182,12 +182,16 @@ def show_credential() -> ResponseReturnValue:
     response={"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}}}},
 )
 def my_cases() -> ResponseReturnValue:
-    """Open cases the caller's officer is assigned to."""
+    """Unfinished cases (not closed, withdrawn or revoked) the caller's officer is assigned to."""
     with session_scope() as session:
         officer = _my_officer(session)
         cases = case_service.list_cases(session, caller(), officer_id=officer.id)
         return jsonify(
-            items=[{"id": c.id, "number": c.number, "title": c.title} for c in cases if c.status == "open"]
+            items=[
+                {"id": c.id, "number": c.number, "title": c.title, "status": c.status}
+                for c in cases
+                if c.status not in case_service.FINAL_STATUSES
+            ]
         )
 
 

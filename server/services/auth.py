@@ -90,6 +90,9 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "cases.create_case": ("officer", "agency_head", "system_admin"),
     "cases.add_event": _WRITE_CASE_EVENTS,
     "cases.add_attachment": _WRITE_CASE_EVENTS,
+    # JL-9(3)(4): moving a case through its lifecycle is for legal reviewers and heads; forcing an
+    # incomplete record closed is for heads only (services/cases.py FORCE_CLOSE_ROLES).
+    "cases.change_status": ("legal_reviewer", "agency_head", "system_admin"),
     # Fleet (server/api/fleet.py): device admins manage, readers may see the overview and alerts.
     "fleet.provision": _MANAGE_DEVICES,
     "fleet.pending_requests": _MANAGE_DEVICES,

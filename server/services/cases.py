@@ -7,9 +7,9 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from server.models import Recording, utcnow
@@ -24,16 +24,24 @@ from server.models_people import (
     Officer,
 )
 from server.services import Conflict, Invalid, NotFound, write_audit
+from server.services.auth import Forbidden
 from server.services.people import Caller
 from server.storage import ObjectStore
 
 __all__ = [
     "ATTACHMENT_KINDS",
+    "CASE_STATUSES",
     "EVENT_TYPES",
+    "FINAL_STATUSES",
+    "FORCE_CLOSE_ROLES",
     "STAGES",
+    "STATUS_EVENT",
+    "STATUS_TRANSITIONS",
     "EventType",
+    "RecordIncomplete",
     "add_attachment",
     "case_record",
+    "change_status",
     "completeness",
     "create_case",
     "get_case",
@@ -122,7 +130,10 @@ _CATALOGUE: tuple[EventType, ...] = (
     EventType("execution.property_disposed", "JL-10(4)", "罚没财物处置", "disposal of confiscated property"),
     EventType("execution.other", "JL-10(5)", "其他送达执行", "other service or execution"),
 )
-EVENT_TYPES: dict[str, EventType] = {t.code: t for t in _CATALOGUE}
+# A status change is recorded as an event too (JL-2: the record shows the whole process); only
+# change_status() writes it, never POST /events nor a recorder.
+STATUS_EVENT = EventType("case.status_changed", "JL-2", "案件状态变更", "case status changed")
+EVENT_TYPES: dict[str, EventType] = {t.code: t for t in (*_CATALOGUE, STATUS_EVENT)}
 # Kinds of act done on site, where showing the certificate is required (GS-10(1), JL-8(1)).
 _ON_SITE_KINDS = ("penalty", "coercion", "inspection", "levy")
 # Decisions adverse to the party need a prior notice of rights (JL-8(9)).
@@ -247,6 +258,114 @@ def list_cases(session: Session, caller: Caller, *, officer_id: int | None = Non
     return list(session.scalars(query))
 
 
+# -- status lifecycle (JL-2, JL-7 – JL-10) ---------------------------------------------------------
+
+CASE_STATUSES: tuple[str, ...] = (
+    "open",
+    "under_review",
+    "decided",
+    "executed",
+    "closed",
+    "withdrawn",
+    "revoked",
+)
+# From -> allowed targets. open: initiation and investigation (JL-7, JL-8); under_review: review and
+# decision (JL-9), may go back to open for more investigation (JL-9(1)); decided: the decision is
+# issued (JL-9, JL-11); executed: served and performed or enforced (JL-10); closed: archived.
+# withdrawn: the application is withdrawn or the case is dropped before a decision (JL-7);
+# revoked: an issued decision is revoked (by the agency or on reconsideration/litigation).
+# An inspection without a decision may be closed straight from open. closed, withdrawn and revoked
+# are final.
+STATUS_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "open": ("under_review", "closed", "withdrawn"),
+    "under_review": ("open", "decided", "withdrawn"),
+    "decided": ("executed", "revoked"),
+    "executed": ("closed", "revoked"),
+    "closed": (),
+    "withdrawn": (),
+    "revoked": (),
+}
+# Officers still record service and execution (JL-10) until a case reaches one of these.
+FINAL_STATUSES: tuple[str, ...] = tuple(k for k, v in STATUS_TRANSITIONS.items() if not v)
+# Closing a case whose record is incomplete is the head's decision (JL-9(4)), never an officer's.
+FORCE_CLOSE_ROLES: tuple[str, ...] = ("agency_head", "system_admin")
+MAX_REASON_CHARS = 2000
+
+
+class RecordIncomplete(Conflict):
+    """Closing refused: the record still lacks items (``missing``); an agency head may force it."""
+
+    code: ClassVar[str] = "record_incomplete"
+
+    def __init__(self, missing: list[dict[str, str]]) -> None:
+        super().__init__(
+            f"全过程记录不完整（缺少 {len(missing)} 项），不能结案；机关负责人可注明理由强制结案",
+            f"the record lacks {len(missing)} items; only an agency head may force closing, with a reason",
+        )
+        self.missing = missing
+
+
+def change_status(session: Session, caller: Caller, case_id: int, body: dict[str, Any]) -> CaseEvent:
+    """Move a case along STATUS_TRANSITIONS and append a ``case.status_changed`` event (JL-2)."""
+    case = get_case(session, caller, case_id)
+    if not caller.may_write(case.agency_id):
+        raise NotFound("案件不存在", "case not found")
+    target = body.get("status")
+    if target not in CASE_STATUSES:
+        raise Invalid(
+            f"status 只能是 {'/'.join(CASE_STATUSES)}", f"status must be one of {', '.join(CASE_STATUSES)}"
+        )
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
+        raise Invalid(
+            f"必须填写理由（不超过 {MAX_REASON_CHARS} 字）",
+            f"reason is required (at most {MAX_REASON_CHARS} characters)",
+        )
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise Invalid("force 必须是布尔值", "force must be a boolean")
+    current = case.status
+    if target not in STATUS_TRANSITIONS.get(current, ()):
+        raise Conflict(
+            f"案件状态不能从 {current} 变为 {target}", f"a case cannot go from {current} to {target}"
+        )
+    missing: list[dict[str, str]] = []
+    if target == "closed":
+        events = list(session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id)))
+        missing = completeness(case, events)
+        if missing and not force:
+            raise RecordIncomplete(missing)
+        if missing and caller.role not in FORCE_CLOSE_ROLES:
+            raise Forbidden(
+                "只有机关负责人可以强制结案", "only an agency head may close an incomplete record"
+            )
+    elif force:
+        raise Invalid("force 只用于结案", "force applies only to closing a case")
+    # Compare-and-set: of two concurrent changes from the same status only one wins.
+    changed = session.execute(
+        update(Case).where(Case.id == case.id, Case.status == current).values(status=target)
+    ).rowcount
+    if changed != 1:
+        raise Conflict("案件状态已被他人修改，请刷新", "the case status changed meanwhile; reload")
+    session.expire(case, ["status"])
+    data: dict[str, Any] = {"from": current, "to": target, "force": bool(missing)}
+    if missing:
+        data["missing"] = [m["requirement"] for m in missing]
+    event = _new_event(
+        session,
+        agency_id=case.agency_id,
+        case=case,
+        body={"event_type": STATUS_EVENT.code, "text": reason.strip(), "data": data, "officer_ids": []},
+        recorded_by=caller.user_id,
+        source="api",
+        status_change=True,
+    )
+    write_audit(
+        session, actor=caller.user_id, action="case.status", target_type="case_event", target_id=event.id
+    )
+    return event
+
+
 # -- events ----------------------------------------------------------------------------------------
 
 
@@ -301,10 +420,11 @@ def _new_event(
     source: str,
     device_id: str | None = None,
     device_event_id: str | None = None,
+    status_change: bool = False,
 ) -> CaseEvent:
     """Validate and append one event (shared by the API, the mobile page and devices)."""
     event_type = body.get("event_type")
-    if event_type not in EVENT_TYPES:
+    if event_type not in EVENT_TYPES or (event_type == STATUS_EVENT.code and not status_change):
         raise Invalid(f"未知的事件类型 {event_type}", f"unknown event type {event_type}")
     if case is None and event_type != "investigation.credential_shown":
         raise Invalid("只有出示证件可以不关联案件", "only credential_shown may be recorded without a case")

@@ -1,0 +1,140 @@
+"""Console pages over APIs that already existed: provisioning (requests, serial allow-list) and rollouts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from server.api.admin_console import TEXT
+from server.db import session_scope
+from server.models import AuditLog, Device
+from server.models_fleet import ProvisioningRequest, SerialAllowlistEntry
+from server.models_rollouts import Rollout
+from server.services import fleet as fleet_service
+from server.services.auth import create_user
+from tests.conftest import raw_public_key
+from tests.fleet.test_admin_console import PASSWORD, _login
+from tests.fleet.test_rollouts import _group, _register, _trust
+from tests.fleet.test_updates import make_bundle
+
+
+@pytest.fixture
+def accounts(app: Flask) -> None:
+    """A device admin and a supervisor (reads the fleet, manages nothing)."""
+    with session_scope(app) as session:
+        for role in ("device_admin", "supervisor"):
+            create_user(session, f"{role}-c", PASSWORD, role)
+
+
+def _request(app: Flask, device_id: str, serial: str) -> int:
+    with session_scope(app) as session:
+        req, _, issued = fleet_service.request_provisioning(
+            session, device_id, raw_public_key(Ed25519PrivateKey.generate()), serial=serial, model="DSJ-X1"
+        )
+        assert issued is None
+        return req.id
+
+
+def _actions(app: Flask) -> list[str]:
+    with session_scope(app) as session:
+        return [row.action for row in session.scalars(select(AuditLog).order_by(AuditLog.id))]
+
+
+def test_provisioning_page_approves_refuses_and_adds_serials(
+    app: Flask, client: FlaskClient, accounts: None
+) -> None:
+    """Pending requests are decided and serials allow-listed through the fleet services, audited."""
+    first, second = _request(app, "rec-new-1", "SN-901"), _request(app, "rec-new-2", "SN-902")
+    csrf = _login(client, "device_admin-c")
+    html = client.get("/admin/provisioning").get_data(as_text=True)
+    assert re.findall(r'data-request="(\d+)"', html) == [str(first), str(second)]
+    assert TEXT["zh"]["pending_requests"] in html
+    # No CSRF value: refused, nothing decided.
+    assert client.post(f"/admin/provisioning/{first}/approve").status_code == 400
+    answer = client.post(f"/admin/provisioning/{first}/approve", data={"csrf_token": csrf})
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("/admin/provisioning")
+    assert client.post(f"/admin/provisioning/{second}/reject", data={"csrf_token": csrf}).status_code == 303
+    # Deciding twice is the service's conflict, shown as a flash message.
+    again = client.post(f"/admin/provisioning/{second}/approve", data={"csrf_token": csrf})
+    assert again.status_code == 303
+    page = client.get("/admin/provisioning").get_data(as_text=True)
+    assert "申请已处理（rejected）" in page and "data-request=" not in page
+    form = {"serials": "SN-1, SN-2\nSN-3", "model": "DSJ-X2", "csrf_token": csrf}
+    client.get("/admin/provisioning?lang=en")  # remembered: the next messages are in English
+    assert client.post("/admin/allowlist", data=form).status_code == 303
+    page = client.get("/admin/provisioning?lang=en").get_data(as_text=True)
+    assert "3 new serial(s) added" in page
+    assert sorted(re.findall(r'data-serial="([^"]+)"', page)) == ["SN-1", "SN-2", "SN-3"]
+    with session_scope(app) as session:
+        assert session.get(Device, "rec-new-1") is not None
+        assert session.get(Device, "rec-new-2") is None
+        req = session.get(ProvisioningRequest, second)
+        assert req is not None and req.state == "rejected"
+        entry = session.get(SerialAllowlistEntry, "SN-2")
+        assert entry is not None and entry.model == "DSJ-X2"
+    actions = _actions(app)
+    for action in (
+        "device.provisioning_view",
+        "device.provision_approve",
+        "device.provision_reject",
+        "device.allowlist_add",
+    ):
+        assert action in actions
+
+
+def test_provisioning_is_for_device_admins_only(app: Flask, client: FlaskClient, accounts: None) -> None:
+    """ENDPOINT_ROLES of fleet.pending_requests / decide_request / allowlist_add: not a supervisor."""
+    request_id = _request(app, "rec-new-3", "SN-903")
+    csrf = _login(client, "supervisor-c")
+    assert client.get("/admin/provisioning").status_code == 403
+    data = {"csrf_token": csrf}
+    assert client.post(f"/admin/provisioning/{request_id}/approve", data=data).status_code == 403
+    assert client.post("/admin/allowlist", data=data | {"serials": "SN-9"}).status_code == 403
+    with session_scope(app) as session:
+        assert session.get(Device, "rec-new-3") is None
+        assert session.get(SerialAllowlistEntry, "SN-9") is None
+
+
+def test_rollouts_page_lists_bundles_and_starts_a_rollout_for_a_group(
+    app: Flask, client: FlaskClient, accounts: None, tmp_path: Path
+) -> None:
+    """The bundle list, a started rollout with per-device results; readers look, admins start."""
+    key = Ed25519PrivateKey.generate()
+    _trust(app, key)
+    bundle = make_bundle(tmp_path, "1.1.0", key)
+    with session_scope(app) as session:
+        _group(session, 3)
+    with session_scope(app) as session:
+        bundle_id = _register(app, session, bundle)
+    csrf = _login(client, "device_admin-c")
+    html = client.get("/admin/rollouts").get_data(as_text=True)
+    assert f'data-bundle="{bundle_id}"' in html and 'id="start-rollout"' in html
+    assert TEXT["zh"]["no_rollouts"] in html
+    client.get("/admin/rollouts?lang=en")  # remembered: the next messages are in English
+    bad = {"bundle_id": bundle_id, "group": "traffic", "batch_size": "x", "csrf_token": csrf}
+    assert client.post("/admin/rollouts", data=bad).status_code == 303
+    assert "batch_size must be an integer" in client.get("/admin/rollouts?lang=en").get_data(as_text=True)
+    form = {"bundle_id": bundle_id, "group": "traffic", "batch_size": "2", "csrf_token": csrf}
+    assert client.post("/admin/rollouts", data=form).status_code == 303
+    with session_scope(app) as session:
+        rollout = session.scalars(select(Rollout)).one()
+        rollout_id, threshold = rollout.id, rollout.success_threshold_pct
+    assert threshold == 100  # the API's default
+    page = client.get("/admin/rollouts?lang=en").get_data(as_text=True)
+    assert f"Rollout {rollout_id} created" in page
+    section = page[page.index(f'data-rollout="{rollout_id}"') :]
+    assert re.findall(r'<tr data-device="([^"]+)">', section) == ["rec-1", "rec-2", "rec-3"]
+    assert section.count("<td>queued</td>") == 2 and section.count("<td>pending</td>") == 1
+    assert "device.rollouts_view" in _actions(app)
+
+    client.post("/admin/logout", data={"csrf_token": csrf})
+    csrf = _login(client, "supervisor-c")
+    html = client.get("/admin/rollouts").get_data(as_text=True)
+    assert f'data-rollout="{rollout_id}"' in html and 'id="start-rollout"' not in html
+    assert client.post("/admin/rollouts", data=form | {"csrf_token": csrf}).status_code == 403
