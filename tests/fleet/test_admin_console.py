@@ -3,15 +3,11 @@ list latency at 2,000 devices, and the whole flow in headless Chromium."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -20,7 +16,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from server.api.admin_console import PAGE_SIZE, TEXT
 from server.db import session_scope
@@ -31,6 +26,7 @@ from server.services.auth import create_user
 from server.services.devices import register_device
 from server.services.fleet import set_profile
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, raw_public_key
+from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 
 PASSWORD = "console-pass-123"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -362,41 +358,15 @@ def test_device_list_latency_with_2000_devices(app: Flask, client: FlaskClient) 
 # -- headless Chromium -----------------------------------------------------------------------------
 
 
-def _chromium() -> str | None:
-    """Chromium from ZFJL_TEST_CHROMIUM or the PATH (Debian's package; never a downloaded build)."""
-    configured = os.environ.get("ZFJL_TEST_CHROMIUM")
-    if configured:
-        return configured if Path(configured).exists() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-CHROMIUM = _chromium()
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 @pytest.fixture
 def live_url(app: Flask, fleet: dict[str, int]) -> Iterator[str]:
     """The app served over HTTP on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
+@requires_chromium
 def test_console_in_chromium_login_filter_chart_and_bulk_assign(
     app: Flask, live_url: str, fleet: dict[str, int]
 ) -> None:

@@ -6,56 +6,27 @@ what a party's phone would do.
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from server.db import session_scope
 from server.models_people import CaseEvent
+from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 from tests.people.conftest import PASSWORD, World
 
-
-def _chromium() -> str | None:
-    """Chromium from ZFJL_TEST_CHROMIUM or the PATH (Debian's package; never a downloaded build)."""
-    configured = os.environ.get("ZFJL_TEST_CHROMIUM")
-    if configured:
-        return configured if Path(configured).exists() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-CHROMIUM = _chromium()
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)"),
+    requires_chromium,
 ]
 
 
 @pytest.fixture
 def live_url(app: Flask, world: World) -> Iterator[str]:
     """The app served over HTTP on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 def _decode_qr(png: bytes) -> str:
