@@ -122,9 +122,14 @@ def _device(device_id: str) -> str:
 
 
 def _file(device_id: str, file_id: str) -> str:
-    if not valid_file_id(file_id):
-        raise LocalProtocolError(f"invalid file id {file_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/up/file/{file_id}"
+    return f"{_ROOT}/{_device(device_id)}/up/file/{_id(file_id, 'file id')}"
+
+
+def _id(value: str, what: str) -> str:
+    """A file, event or command id checked for use as one topic level."""
+    if not valid_file_id(value):
+        raise LocalProtocolError(f"invalid {what} {value!r}")
+    return value
 
 
 def _uint(value: int, what: str) -> str:
@@ -176,23 +181,17 @@ def health(device_id: str) -> str:
 
 def ack(device_id: str, file_id: str) -> str:
     """Topic on which the server acknowledges a transfer."""
-    if not valid_file_id(file_id):
-        raise LocalProtocolError(f"invalid file id {file_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/down/ack/{file_id}"
+    return f"{_ROOT}/{_device(device_id)}/down/ack/{_id(file_id, 'file id')}"
 
 
 def session_event(device_id: str, event_id: str) -> str:
     """Topic of one signed session event (protocol.session)."""
-    if not valid_file_id(event_id):
-        raise LocalProtocolError(f"invalid event id {event_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/up/session/{event_id}"
+    return f"{_ROOT}/{_device(device_id)}/up/session/{_id(event_id, 'event id')}"
 
 
 def session_ack(device_id: str, event_id: str) -> str:
     """Topic on which the server acknowledges a session event."""
-    if not valid_file_id(event_id):
-        raise LocalProtocolError(f"invalid event id {event_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/down/session-ack/{event_id}"
+    return f"{_ROOT}/{_device(device_id)}/down/session-ack/{_id(event_id, 'event id')}"
 
 
 def config_desired(device_id: str) -> str:
@@ -207,16 +206,12 @@ def config_reported(device_id: str) -> str:
 
 def command(device_id: str, command_id: str) -> str:
     """Topic of one command sent to a device."""
-    if not valid_file_id(command_id):
-        raise LocalProtocolError(f"invalid command id {command_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/down/cmd/{command_id}"
+    return f"{_ROOT}/{_device(device_id)}/down/cmd/{_id(command_id, 'command id')}"
 
 
 def command_status(device_id: str, command_id: str) -> str:
     """Topic on which a device reports a command's progress."""
-    if not valid_file_id(command_id):
-        raise LocalProtocolError(f"invalid command id {command_id!r}")
-    return f"{_ROOT}/{_device(device_id)}/up/cmd/{command_id}/status"
+    return f"{_ROOT}/{_device(device_id)}/up/cmd/{_id(command_id, 'command id')}/status"
 
 
 def case_event(device_id: str) -> str:
