@@ -326,14 +326,22 @@ class AgentApp:
         )
 
     def _check_config(self, effective: EffectiveConfig) -> str:
-        """Why this device cannot run ``effective`` ("" if it can): frames are only ever scaled down."""
-        if effective.frame_size is None:
-            return ""
+        """Why this device cannot run ``effective`` ("" if it can): frames are only ever scaled down, and
+        only a source that can change rate (the synthetic one) takes another frame rate."""
         video = self.recorder.video if self.recorder is not None else None
-        native = (video.width, video.height) if video is not None else (self.config.width, self.config.height)
-        width, height = effective.frame_size
-        if width > native[0] or height > native[1]:
-            return f"resolution {width}x{height} exceeds what the camera delivers ({native[0]}x{native[1]})"
+        if effective.frame_size is not None:
+            native = (
+                (video.width, video.height) if video is not None else (self.config.width, self.config.height)
+            )
+            width, height = effective.frame_size
+            if width > native[0] or height > native[1]:
+                delivered = f"{native[0]}x{native[1]}"
+                return f"resolution {width}x{height} exceeds what the camera delivers ({delivered})"
+        if effective.fps is not None:
+            rate = video.fps if video is not None else self.config.fps
+            adjustable = hasattr(video, "set_rate") if video is not None else self.simulate
+            if not adjustable and round(rate) != effective.fps:
+                return f"fps {effective.fps} is not what the camera delivers ({rate:g} fps)"
         return ""
 
     def _on_segment_boundary(self) -> None:
@@ -345,6 +353,7 @@ class AgentApp:
         self._boundary_version = effective.version
         recorder.bitrate = effective.bitrate
         recorder.frame_size = effective.frame_size
+        recorder.fps = effective.fps
         agent = effective.agent
         if self.prebuffer is not None:
             self.prebuffer.seconds = agent.prerecord_seconds

@@ -43,6 +43,7 @@ class EffectiveConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     bitrate_kbps: int | None = None  # None: the encoder's default rate
     frame_size: tuple[int, int] | None = None  # None: the camera's own size
+    fps: int | None = None  # None: the source's own rate
     bandwidth_cap_kbps: int = 0  # 0 = no cap
     upload_window: tuple[int, int] | None = None  # minutes after local midnight; None = any time
 
@@ -99,6 +100,7 @@ def overlay(base: AgentConfig, settings: dict[str, Any], version: int = 0) -> Ef
         settings=dict(settings),
         bitrate_kbps=settings.get("bitrate_kbps"),
         frame_size=frame_size,
+        fps=settings.get("fps"),
         bandwidth_cap_kbps=int(settings.get("bandwidth_cap_kbps", 0)),
         upload_window=parse_window(str(settings.get("upload_window", ""))),
     )

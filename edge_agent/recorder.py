@@ -76,6 +76,10 @@ class Recorder:
         self.bitrate = bitrate
         # Encoded size (the frames are scaled to it); None: the camera's own size.
         self.frame_size: tuple[int, int] | None = None
+        # Frame rate of the next segment; None: the source's rate when opened. Only a source with
+        # ``set_rate`` (the synthetic one) can change it; AgentApp refuses a rate a camera does not deliver.
+        self.fps: float | None = None
+        self._native_fps = video.fps
         # JL-16: called (recorder thread) just before each segment opens, the one safe point where the
         # effective config may change segment length, size and bit rate without cutting a segment.
         self.on_segment_boundary = on_segment_boundary
@@ -140,6 +144,7 @@ class Recorder:
                 self.video.close()
                 raise
         # Cameras report their real rate only once open.
+        self._native_fps = self.video.fps
         self._frame_interval_ns = round(_NS_PER_S / self.video.fps) if self.video.fps > 0 else _NS_PER_S // 30
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
@@ -303,12 +308,22 @@ class Recorder:
         writer.write_video(frame)
         self.frames_written += 1
 
+    def _apply_rate(self) -> None:
+        """JL-16: a new frame rate starts with a segment, never inside one."""
+        wanted = self.fps or self._native_fps
+        set_rate = getattr(self.video, "set_rate", None)
+        if wanted <= 0 or wanted == self.video.fps or set_rate is None:
+            return
+        set_rate(wanted)
+        self._frame_interval_ns = round(_NS_PER_S / wanted)
+
     def _open_segment(self, frame: VideoFrame) -> SegmentWriter:
         if self.on_segment_boundary is not None:
             try:
                 self.on_segment_boundary()
             except Exception:
                 logger.exception("on_segment_boundary callback failed")
+        self._apply_rate()
         path = self.segment_dir / f"{self.name_prefix}-{frame.utc:%Y%m%dT%H%M%S%f}Z.mp4"
         if path.exists():
             # Two segments cannot share a microsecond, but a clock step back could reuse a name.

@@ -317,6 +317,13 @@ class _Pacer:
     def start(self) -> None:
         self._next_ns = time.monotonic_ns()
 
+    def set_rate(self, rate: float) -> None:
+        """The next slot already handed out keeps its time; the one after it is at the new interval."""
+        with self._lock:
+            interval_ns = round(_NS_PER_S / rate)
+            self._next_ns += interval_ns - self.interval_ns
+            self.interval_ns = interval_ns
+
     def stall(self, seconds: float) -> None:
         with self._lock:
             if self.realtime:
@@ -401,6 +408,13 @@ class SyntheticVideoSource:
     def stall(self, seconds: float) -> None:
         """Make the camera 'die' for the given seconds: read() returns None and no frames are captured."""
         self._pacer.stall(seconds)
+
+    def set_rate(self, fps: float) -> None:
+        """Produce ``fps`` frames per second from the next frame on (a camera's rate is fixed once open)."""
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps = fps
+        self._pacer.set_rate(fps)
 
     def read(self, timeout: float) -> VideoFrame | None:
         """Next frame at its capture slot, or None if the slot is beyond timeout or the source is stalled."""

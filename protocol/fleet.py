@@ -55,6 +55,7 @@ CONFIG_FIELDS: dict[str, tuple[type, float, float]] = {
     "bandwidth_cap_kbps": (int, 0, 1_000_000),  # 0 = no cap
     # JL-16: the spoken explanation recorded on resuming after an interruption.
     "explanation_clip_seconds": (int, 5, 300),
+    "fps": (int, 1, 60),  # frames per second; only a source that can change rate applies it
     "resolution": (str, 0, 0),
     "upload_window": (str, 0, 0),  # "HH:MM-HH:MM" local time, "" = any time
 }

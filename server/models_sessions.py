@@ -142,3 +142,7 @@ class ExplanationSignature(Base):
     # The signer signs these exact words: the hash of the text they saw.
     text_sha256: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # JL-16: the register entry the signer signed as, as it stood then (migration 0008); NULL on
+    # rows signed before officers were checked. A snapshot, so no foreign key.
+    officer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    certificate_number: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -186,6 +186,13 @@ TEXT: dict[str, dict[str, str]] = {
         "used_by": "已被设备使用",
         "added": "添加时间",
         "allowlist_added": "新增 {n} 个序列号",
+        "allowlist_remove": "移除",
+        "groups": "分组",
+        "members": "设备数",
+        "no_groups": "还没有分组（在设备能力中设置分组）",
+        "group_config": "设置分组的期望配置（新版本替换该分组原有配置，设备自身配置逐项优先）",
+        "group_config_set": "分组 {group} 的期望配置已设为版本 {version}",
+        "allowlist_removed": "已从白名单移除 {serial}",
         "rollouts": "升级",
         "bundles": "已登记的升级包",
         "no_bundles": "没有已登记的升级包",
@@ -317,6 +324,14 @@ TEXT: dict[str, dict[str, str]] = {
         "used_by": "Used by device",
         "added": "Added",
         "allowlist_added": "{n} new serial(s) added",
+        "allowlist_remove": "Remove",
+        "groups": "Groups",
+        "members": "Devices",
+        "no_groups": "No group yet (a device's group is set in its profile)",
+        "group_config": "Set a group's desired configuration (a new version replaces the group's; a "
+        "device's own settings still win key by key)",
+        "group_config_set": "Group {group}: desired configuration is now version {version}",
+        "allowlist_removed": "{serial} removed from the allow-list",
         "rollouts": "Updates",
         "bundles": "Registered update bundles",
         "no_bundles": "No bundle registered",
@@ -1132,6 +1147,7 @@ def provisioning() -> ResponseReturnValue:
         allowlist=allowlist,
         may_decide=_may("fleet.decide_request"),
         may_allow=_may("fleet.allowlist_add"),
+        may_remove=_may("fleet.allowlist_remove"),
     )
 
 
@@ -1175,6 +1191,54 @@ def allowlist_add() -> ResponseReturnValue:
     except ServiceError as exc:
         return _redirect_back(back, "error", _message(exc))
     return _redirect_back(back, "ok", _t()["allowlist_added"].format(n=added))
+
+
+@bp.post("/allowlist/remove")
+@console_view("fleet.allowlist_remove")
+def allowlist_remove() -> ResponseReturnValue:
+    """Take one unused serial off the allow-list (a used one stays as its device's record)."""
+    back = url_for("admin_console.provisioning")
+    try:
+        with session_scope() as session:
+            entry = fleet_service.remove_allowed_serial(
+                session, request.form.get("serial", ""), actor=str(g.console_user["id"])
+            )
+    except ServiceError as exc:
+        return _redirect_back(back, "error", _message(exc))
+    return _redirect_back(back, "ok", _t()["allowlist_removed"].format(serial=entry.serial))
+
+
+# -- groups ----------------------------------------------------------------------------------------
+
+
+@bp.get("/groups")
+@console_view()
+def groups() -> ResponseReturnValue:
+    """Device groups with member counts and desired configuration; the form to set a group's."""
+    with session_scope() as session:
+        rows = config_service.group_overview(session)
+        _audit(session, "device.groups_view", None, {"groups": len(rows)})
+    return _render("groups.html", rows=rows, config_fields=_CONFIG_INPUTS, may_set=_may("fleet.set_config"))
+
+
+@bp.post("/groups/config")
+@console_view("fleet.set_config")
+def group_config() -> ResponseReturnValue:
+    """A new desired config version for a group (the same service call as PUT /config/group/{name})."""
+    back = url_for("admin_console.groups")
+    try:
+        with session_scope() as session:
+            row = config_service.set_desired(
+                session,
+                scope="group",
+                target=request.form.get("group", "").strip(),
+                settings=_config_settings(request.form),
+                actor=str(g.console_user["id"]),
+            )
+            message = _t()["group_config_set"].format(group=row.target, version=row.id)
+    except ServiceError as exc:
+        return _redirect_back(back, "error", _message(exc))
+    return _redirect_back(back, "ok", message)
 
 
 # -- rollouts --------------------------------------------------------------------------------------

@@ -192,6 +192,20 @@ def allowlist_add() -> ResponseReturnValue:
     return jsonify(added=added)
 
 
+@bp.delete("/allowlist/<serial>")
+@api_view(
+    "fleet.allowlist_remove",
+    "从白名单移除未使用的序列号 / remove an unused serial from the allow-list",
+    response=_OBJ,
+    responses={404: "不在白名单 / not listed", 409: "已被设备使用 / already used by a device"},
+)
+def allowlist_remove(serial: str) -> ResponseReturnValue:
+    """An unused serial no longer lets a device join; a used one stays as that device's record (409)."""
+    with session_scope() as session:
+        entry = fleet_service.remove_allowed_serial(session, serial, actor=actor())
+        return jsonify(removed=entry.serial)
+
+
 @bp.get("/devices")
 @api_view(
     "fleet.list_devices",

@@ -44,7 +44,21 @@ _EXPLANATION: dict[str, Any] = {
         "gaps": {"type": "array", "items": {"type": "object"}},
         "filed_by": {"type": "integer"},
         "filed_at": {"type": "string", "format": "date-time"},
-        "signatures": {"type": "array", "items": {"type": "object"}},
+        "signatures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "user_id": {"type": "integer"},
+                    "username": {"type": "string"},
+                    "role": {"type": "string"},
+                    "officer_id": {"type": ["integer", "null"]},
+                    "officer_name": {"type": ["string", "null"]},
+                    "certificate_number": {"type": ["string", "null"]},
+                    "signed_at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
         "signature_count": {"type": "integer"},
         "complete": {
             "type": "boolean",
@@ -174,7 +188,10 @@ def get_timeline(session_id: int) -> ResponseReturnValue:
         },
     },
     response=_EXPLANATION,
-    responses={201: "已提交并由提交人签名 / filed and signed by the filer"},
+    responses={
+        201: "已提交并由提交人签名 / filed and signed by the filer",
+        403: "not_an_officer / officer_not_active / certificate_expired / officer_other_agency",
+    },
 )
 def file_explanation(session_id: int) -> ResponseReturnValue:
     """File a written explanation; the filer's signature is the first of the two required."""
@@ -200,7 +217,11 @@ def file_explanation(session_id: int) -> ResponseReturnValue:
     "sessions.sign_explanation",
     "会签书面说明（同一人不得重复签名）/ co-sign a written explanation",
     response=_EXPLANATION,
-    responses={201: "已签名 / signed", 409: "已签过 / already_signed"},
+    responses={
+        201: "已签名 / signed",
+        403: "not_an_officer / officer_not_active / certificate_expired / officer_other_agency",
+        409: "已签过 / already_signed, same_officer",
+    },
 )
 def sign_explanation(session_id: int, explanation_id: int) -> ResponseReturnValue:
     """Co-sign an explanation as the calling officer."""

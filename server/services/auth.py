@@ -98,6 +98,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "fleet.pending_requests": _MANAGE_DEVICES,
     "fleet.decide_request": _MANAGE_DEVICES,
     "fleet.allowlist_add": _MANAGE_DEVICES,
+    "fleet.allowlist_remove": _MANAGE_DEVICES,
     "fleet.list_devices": _READ_DEVICES,
     "fleet.revoke": _MANAGE_DEVICES,
     "fleet.rotate_credentials": _MANAGE_DEVICES,

@@ -16,6 +16,7 @@ from server.services.devices import get_device
 
 __all__ = [
     "desired_for",
+    "group_overview",
     "latest_version_id",
     "pending_publications",
     "record_published",
@@ -84,6 +85,39 @@ def desired_for(session: Session, device_id: str) -> DesiredConfig | None:
     for row in rows:
         merged.update(row.settings)
     return DesiredConfig(device_id=device_id, version=max(r.id for r in rows), settings=merged)
+
+
+def group_overview(session: Session) -> list[dict[str, Any]]:
+    """Every group (with members or a desired config), its member count and its latest desired config."""
+    counts: dict[str, int] = {
+        name: int(count)
+        for name, count in session.execute(
+            select(DeviceProfile.group_name, func.count())
+            .where(DeviceProfile.group_name != "")
+            .group_by(DeviceProfile.group_name)
+        )
+    }
+    configured = set(
+        session.scalars(select(DeviceConfigVersion.target).where(DeviceConfigVersion.scope == "group"))
+    )
+    out = []
+    for name in sorted(set(counts) | configured):
+        row = _latest(session, "group", name) if name in configured else None
+        out.append(
+            {
+                "group": name,
+                "members": counts.get(name, 0),
+                "desired": None
+                if row is None
+                else {
+                    "version": row.id,
+                    "settings": row.settings,
+                    "at": row.created_at.isoformat(),
+                    "by": row.created_by,
+                },
+            }
+        )
+    return out
 
 
 def latest_version_id(session: Session) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "pending_requests",
     "provision_with_token",
     "reject_request",
+    "remove_allowed_serial",
     "request_provisioning",
     "revoke_device",
     "set_profile",
@@ -212,6 +213,30 @@ def add_allowed_serials(session: Session, serials: list[str], *, model: str = ""
         detail={"serials": serials, "added": added},
     )
     return added
+
+
+def remove_allowed_serial(session: Session, serial: str, *, actor: str) -> SerialAllowlistEntry:
+    """Take an unused serial off the allow-list; one a device already joined with stays (its provenance)."""
+    entry = session.get(SerialAllowlistEntry, (serial or "").strip())
+    if entry is None:
+        raise NotFound(f"白名单中没有序列号 {serial}", f"serial {serial} is not on the allow-list")
+    if entry.used_by_device is not None:
+        # The entry records how that device joined; revoke the device instead (revoke_device).
+        raise Conflict(
+            f"序列号 {entry.serial} 已被设备 {entry.used_by_device} 使用，保留为注册记录",
+            f"serial {entry.serial} was used by device {entry.used_by_device} and stays as its record",
+        )
+    session.delete(entry)
+    session.flush()
+    write_audit(
+        session,
+        actor=actor,
+        action="device.allowlist_remove",
+        target_type="serial",
+        target_id=entry.serial,
+        detail={"model": entry.model, "added_by": entry.added_by},
+    )
+    return entry
 
 
 def request_provisioning(

@@ -32,6 +32,7 @@ from protocol.session import (
     SignedSessionEvent,
 )
 from server.models import IngestRejection, Recording, User, utcnow
+from server.models_people import Officer
 from server.models_sessions import (
     EnforcementSessionRecord,
     ExplanationSignature,
@@ -49,8 +50,12 @@ __all__ = [
     "SESSION_REJECTION_CODES",
     "SIGNING_ROLES",
     "VERDICTS",
+    "CertificateExpired",
     "EventOutcome",
     "NotAnOfficer",
+    "OfficerNotActive",
+    "OfficerOtherAgency",
+    "SameOfficer",
     "file_explanation",
     "get_session",
     "list_sessions",
@@ -89,6 +94,34 @@ class NotAnOfficer(ServiceError):
 
     code = "not_an_officer"
     kind = "forbidden"
+
+
+class OfficerNotActive(ServiceError):
+    """JL-16: a suspended or revoked officer does not sign as an enforcement officer."""
+
+    code = "officer_not_active"
+    kind = "forbidden"
+
+
+class CertificateExpired(ServiceError):
+    """JL-16: the signer's enforcement certificate is not valid today."""
+
+    code = "certificate_expired"
+    kind = "forbidden"
+
+
+class OfficerOtherAgency(ServiceError):
+    """JL-16: the signer belongs to another agency than the session's officer."""
+
+    code = "officer_other_agency"
+    kind = "forbidden"
+
+
+class SameOfficer(ServiceError):
+    """JL-16: two signatures by one officer (through two accounts) count once."""
+
+    code = "same_officer"
+    kind = "conflict"
 
 
 class AlreadySigned(ServiceError):
@@ -311,6 +344,7 @@ class _Loaded:
     recordings: list[Recording]
     explanations: list[WrittenExplanation]
     signatures: dict[int, list[ExplanationSignature]]
+    officer_names: dict[int, str] = field(default_factory=dict)
 
 
 def get_session(session: Session, session_pk: int) -> EnforcementSessionRecord:
@@ -358,9 +392,25 @@ def _load(session: Session, record: EnforcementSessionRecord) -> _Loaded:
             .order_by(ExplanationSignature.id)
         ):
             signatures[sig.explanation_id].append(sig)
+    signed_as = [s.officer_id for sigs in signatures.values() for s in sigs if s.officer_id is not None]
     return _Loaded(
-        record, rows, [_parse_stored(r) for r in rows], markers, recordings, explanations, signatures
+        record,
+        rows,
+        [_parse_stored(r) for r in rows],
+        markers,
+        recordings,
+        explanations,
+        signatures,
+        _officer_names(session, signed_as),
     )
+
+
+def _officer_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Register names of the officers who signed (JL-16: the timeline shows who signed)."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {o.id: o.name for o in session.scalars(select(Officer).where(Officer.id.in_(wanted)))}
 
 
 # ------------------------------------------------------------------------------ timeline
@@ -379,9 +429,14 @@ def _marker_id_of(rec: Recording) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _valid_signers(sigs: list[ExplanationSignature], explanation: WrittenExplanation) -> set[int]:
-    """Distinct officers who signed exactly this text."""
-    return {s.user_id for s in sigs if s.text_sha256 == explanation.text_sha256}
+def _signer_key(sig: ExplanationSignature) -> tuple[str, int]:
+    """Who a signature counts as: the register officer, or the account for rows from before 0008."""
+    return ("officer", sig.officer_id) if sig.officer_id is not None else ("user", sig.user_id)
+
+
+def _valid_signers(sigs: list[ExplanationSignature], explanation: WrittenExplanation) -> set[tuple[str, int]]:
+    """Distinct officers (JL-16: not merely accounts) who signed exactly this text."""
+    return {_signer_key(s) for s in sigs if s.text_sha256 == explanation.text_sha256}
 
 
 @dataclass
@@ -595,8 +650,12 @@ def session_detail(session: Session, record: EnforcementSessionRecord) -> dict[s
 
 
 def _explanation_view(
-    explanation: WrittenExplanation, sigs: list[ExplanationSignature], marker: str | None
+    explanation: WrittenExplanation,
+    sigs: list[ExplanationSignature],
+    marker: str | None,
+    names: dict[int, str],
 ) -> dict[str, Any]:
+    """One written explanation with its signers' names and certificate numbers (JL-16)."""
     signers = _valid_signers(sigs, explanation)
     return {
         "id": explanation.id,
@@ -607,7 +666,15 @@ def _explanation_view(
         "filed_by": explanation.filed_by,
         "filed_at": _iso(explanation.filed_at),
         "signatures": [
-            {"user_id": s.user_id, "username": s.username, "role": s.role, "signed_at": _iso(s.signed_at)}
+            {
+                "user_id": s.user_id,
+                "username": s.username,
+                "role": s.role,
+                "officer_id": s.officer_id,
+                "officer_name": names.get(s.officer_id) if s.officer_id is not None else None,
+                "certificate_number": s.certificate_number,
+                "signed_at": _iso(s.signed_at),
+            }
             for s in sigs
         ],
         "signature_count": len(signers),
@@ -655,7 +722,9 @@ def timeline(
             "unexplained_gaps": [g for g in computed.gaps if not g["explained"]],
             "markers": computed.markers,
             "written_explanations": [
-                _explanation_view(e, loaded.signatures[e.id], marker_ids.get(e.marker_ref or 0))
+                _explanation_view(
+                    e, loaded.signatures[e.id], marker_ids.get(e.marker_ref or 0), loaded.officer_names
+                )
                 for e in loaded.explanations
             ],
             # JL-15: what the recording must show, tagged by the officer.
@@ -748,15 +817,55 @@ def list_sessions(
 # ------------------------------------------------------------------------ written explanations
 
 
-def _signer(session: Session, user_id: int) -> User:
+def _session_agencies(session: Session, record: EnforcementSessionRecord) -> set[int]:
+    """Agencies of the officers the session's events name, matched on certificate number (JL-16).
+
+    Devices carry no agency and events name their officer by a free string, so an ``officer_id`` that
+    equals a register certificate number is the only link; empty when none matches (agency unknown).
+    """
+    names = select(SessionEventRecord.officer_id).where(
+        SessionEventRecord.enforcement_session_id == record.id, SessionEventRecord.officer_id != ""
+    )
+    return set(
+        session.scalars(select(Officer.agency_id).where(Officer.certificate_number.in_(names)).distinct())
+    )
+
+
+def _signer(session: Session, record: EnforcementSessionRecord, user_id: int) -> tuple[User, Officer]:
+    """JL-16: the account and the active, certified officer in good standing it signs as."""
     user = session.get(User, user_id)
     if user is None or not user.active:
         raise NotFound(f"用户 {user_id} 不存在", f"user {user_id} not found")
-    if user.role not in SIGNING_ROLES:
+    officer = session.scalar(select(Officer).where(Officer.user_id == user.id))
+    # Auxiliary staff are not enforcement officers and cannot sign as such (JL-16).
+    if user.role not in SIGNING_ROLES or officer is None or officer.kind != "officer":
         raise NotAnOfficer(
-            "只有执法人员可以签署书面说明（JL-16）", "only officers may sign a written explanation (JL-16)"
+            "只有登记在册的执法人员可以签署书面说明（JL-16）",
+            "only an officer in the officer register may sign a written explanation (JL-16)",
         )
-    return user
+    if officer.status != "active":
+        raise OfficerNotActive(
+            f"执法人员状态为 {officer.status}，不能签名（JL-16）",
+            f"officer is {officer.status} and cannot sign (JL-16)",
+        )
+    today = datetime.now(_UTC).date()
+    if (
+        not officer.certificate_number
+        or officer.valid_to is None
+        or officer.valid_to < today
+        or (officer.valid_from is not None and officer.valid_from > today)
+    ):
+        raise CertificateExpired(
+            "执法证件今日无效，不能签名（JL-16）",
+            "the officer's certificate is not valid today (JL-16)",
+        )
+    agencies = _session_agencies(session, record)
+    if agencies and officer.agency_id not in agencies:
+        raise OfficerOtherAgency(
+            "签名人与本次执法人员不属于同一机关（JL-16）",
+            "the signer is not of the session officer's agency (JL-16)",
+        )
+    return user, officer
 
 
 def file_explanation(
@@ -775,7 +884,7 @@ def file_explanation(
             f"说明内容须为 1–{MAX_EXPLANATION_CHARS} 个字符",
             f"text must be 1–{MAX_EXPLANATION_CHARS} characters",
         )
-    user = _signer(session, user_id)
+    user, officer = _signer(session, record, user_id)
     marker_ref: int | None = None
     gaps: list[dict[str, Any]] = []
     if marker_id:
@@ -814,6 +923,8 @@ def file_explanation(
         role=user.role,
         text_sha256=digest,
         signed_at=now,
+        officer_id=officer.id,
+        certificate_number=officer.certificate_number,
     )
     session.add(signature)
     session.flush()
@@ -823,10 +934,15 @@ def file_explanation(
         action="session.explanation_file",
         target_type="session",
         target_id=record.id,
-        detail={"explanation_id": explanation.id, "marker_id": marker_id, "gaps": len(gaps)},
+        detail={
+            "explanation_id": explanation.id,
+            "marker_id": marker_id,
+            "gaps": len(gaps),
+            "officer_id": officer.id,
+        },
         client_ip=client_ip,
     )
-    return _explanation_view(explanation, [signature], marker_id)
+    return _explanation_view(explanation, [signature], marker_id, {officer.id: officer.name})
 
 
 def sign_explanation(
@@ -841,7 +957,7 @@ def sign_explanation(
     explanation = session.get(WrittenExplanation, explanation_id)
     if explanation is None or explanation.enforcement_session_id != record.id:
         raise NotFound(f"书面说明 {explanation_id} 不存在", f"explanation {explanation_id} not found")
-    user = _signer(session, user_id)
+    user, officer = _signer(session, record, user_id)
     sigs = list(
         session.scalars(
             select(ExplanationSignature)
@@ -854,6 +970,11 @@ def sign_explanation(
             "同一人不能重复签名：书面说明须由两名以上执法人员签名",
             "the same person cannot sign twice: two or more different officers must sign",
         )
+    if any(s.officer_id == officer.id for s in sigs):
+        raise SameOfficer(
+            "该执法人员已通过其他账号签名：须两名以上不同执法人员签名（JL-16）",
+            "this officer already signed through another account: two different officers must sign",
+        )
     signature = ExplanationSignature(
         explanation_id=explanation.id,
         user_id=user.id,
@@ -861,6 +982,8 @@ def sign_explanation(
         role=user.role,
         text_sha256=explanation.text_sha256,
         signed_at=utcnow(),
+        officer_id=officer.id,
+        certificate_number=officer.certificate_number,
     )
     session.add(signature)
     session.flush()
@@ -870,11 +993,12 @@ def sign_explanation(
         action="session.explanation_sign",
         target_type="session",
         target_id=record.id,
-        detail={"explanation_id": explanation.id},
+        detail={"explanation_id": explanation.id, "officer_id": officer.id},
         client_ip=client_ip,
     )
     marker_id = None
     if explanation.marker_ref is not None:
         marker = session.get(InterruptionMarker, explanation.marker_ref)
         marker_id = marker.marker_id if marker else None
-    return _explanation_view(explanation, [*sigs, signature], marker_id)
+    signed_as = [s.officer_id for s in [*sigs, signature] if s.officer_id is not None]
+    return _explanation_view(explanation, [*sigs, signature], marker_id, _officer_names(session, signed_as))

@@ -226,9 +226,60 @@ def test_overlay_rules(tmp_path: Path) -> None:
     """Fleet and agent.toml rules both hold; the window may wrap past midnight."""
     base = _config(tmp_path)
     with pytest.raises(ConfigError, match="unknown config setting"):
-        overlay(base, {"fps": 30})
+        overlay(base, {"gain_db": 30})
     effective = overlay(base, {"upload_window": "22:00-06:00"})
     assert effective.upload_allowed(datetime(2026, 1, 1, 23, 59))
     assert not effective.upload_allowed(datetime(2026, 1, 1, 6, 0))
     assert overlay(base, {"upload_window": ""}).upload_allowed(datetime(2026, 1, 1, 12, 0))
     assert overlay(base, {}).agent == base
+
+
+def _rate(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return float(container.streams.video[0].average_rate or 0)
+
+
+def test_fps_changes_at_the_next_segment_for_a_synthetic_source(tmp_path: Path) -> None:
+    """JL-16: a new frame rate starts with a segment; the open one keeps its rate."""
+    app, handler, _ = _agent(tmp_path)
+    closed: list[SegmentFile] = []
+    recorder = Recorder(
+        video=SyntheticVideoSource(width=640, height=360, fps=10, realtime=False),
+        audio=None,
+        segment_dir=tmp_path / "segments",
+        segment_seconds=app.segment_seconds,
+        on_segment_closed=closed.append,
+        stop_event=threading.Event(),
+        on_segment_boundary=app._on_segment_boundary,
+    )
+    app.recorder = recorder
+    recorder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(closed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        report = handler.apply_config(DesiredConfig(device_id=DEVICE, version=1, settings={"fps": 5}))
+        assert report.error == ""
+        while sum(1 for s in closed if _rate(s.path) == 5) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        recorder.stop()
+    assert recorder.failure is None
+    rates = [_rate(segment.path) for segment in closed[:-1]]
+    switch = rates.index(5)
+    assert switch >= 2 and set(rates[:switch]) == {10} and set(rates[switch:]) == {5}
+    assert recorder.video.fps == 5
+
+
+def test_a_rate_the_camera_does_not_deliver_is_reported_with_an_error(tmp_path: Path) -> None:
+    """A camera's rate is fixed once open: another fps is refused like a too-large resolution."""
+    app, handler, _ = _agent(tmp_path)
+    camera = SimpleNamespace(width=1280, height=720, fps=10.0)  # no set_rate, as CameraSource
+    app.recorder = SimpleNamespace(video=camera)  # type: ignore[assignment]
+    refused = handler.apply_config(DesiredConfig(device_id=DEVICE, version=1, settings={"fps": 30}))
+    assert "fps 30 is not what the camera delivers (10 fps)" in refused.error
+    assert app.live.current.version == 0
+    same = handler.apply_config(DesiredConfig(device_id=DEVICE, version=2, settings={"fps": 10}))
+    assert same.error == "" and app.live.current.fps == 10
+    with pytest.raises(ConfigError, match=r"fps must be an integer 1\.\.60"):
+        overlay(_config(tmp_path), {"fps": 0})

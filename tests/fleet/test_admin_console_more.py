@@ -101,6 +101,33 @@ def test_provisioning_is_for_device_admins_only(app: Flask, client: FlaskClient,
         assert session.get(SerialAllowlistEntry, "SN-9") is None
 
 
+def test_provisioning_page_removes_an_unused_serial(app: Flask, client: FlaskClient, accounts: None) -> None:
+    """The remove button is shown for unused serials only; removal is audited, a used serial stays."""
+    with session_scope(app) as session:
+        fleet_service.add_allowed_serials(session, ["SN-A", "SN-B"], actor="test")
+        fleet_service.request_provisioning(
+            session, "rec-used", raw_public_key(Ed25519PrivateKey.generate()), serial="SN-A"
+        )
+    csrf = _login(client, "device_admin-c")
+    html = client.get("/admin/provisioning").get_data(as_text=True)
+    assert html.count('name="serial" value=') == 1 and 'name="serial" value="SN-B"' in html
+    assert client.post("/admin/allowlist/remove", data={"serial": "SN-B"}).status_code == 400  # no CSRF
+    client.get("/admin/provisioning?lang=en")
+    done = client.post("/admin/allowlist/remove", data={"serial": "SN-B", "csrf_token": csrf})
+    assert done.status_code == 303
+    assert "SN-B removed from the allow-list" in client.get("/admin/provisioning").get_data(as_text=True)
+    client.post("/admin/allowlist/remove", data={"serial": "SN-A", "csrf_token": csrf})
+    assert "stays as its record" in client.get("/admin/provisioning").get_data(as_text=True)
+    with session_scope(app) as session:
+        assert session.get(SerialAllowlistEntry, "SN-B") is None
+        assert session.get(SerialAllowlistEntry, "SN-A") is not None
+    assert "device.allowlist_remove" in _actions(app)
+    client.post("/admin/logout", data={"csrf_token": csrf})
+    csrf = _login(client, "supervisor-c")
+    refused = client.post("/admin/allowlist/remove", data={"serial": "SN-A", "csrf_token": csrf})
+    assert refused.status_code == 403
+
+
 def test_rollouts_page_lists_bundles_and_starts_a_rollout_for_a_group(
     app: Flask, client: FlaskClient, accounts: None, tmp_path: Path
 ) -> None:
@@ -138,3 +165,45 @@ def test_rollouts_page_lists_bundles_and_starts_a_rollout_for_a_group(
     html = client.get("/admin/rollouts").get_data(as_text=True)
     assert f'data-rollout="{rollout_id}"' in html and 'id="start-rollout"' not in html
     assert client.post("/admin/rollouts", data=form | {"csrf_token": csrf}).status_code == 403
+
+
+def test_groups_page_lists_members_and_sets_a_group_config(
+    app: Flask, client: FlaskClient, accounts: None
+) -> None:
+    """Member counts and the latest group config; the form goes through device_config.set_desired."""
+    from server.services import device_config
+
+    with session_scope(app) as session:
+        _group(session, 3)
+        device_config.set_desired(
+            session, scope="group", target="patrol", settings={"segment_seconds": 60}, actor="t"
+        )
+    csrf = _login(client, "device_admin-c")
+    html = client.get("/admin/groups").get_data(as_text=True)
+    assert re.findall(r'data-group="([^"]+)"', html) == ["patrol", "traffic"]
+    traffic = html[html.index('data-group="traffic"') :]
+    assert '<td class="members">3</td>' in traffic and 'id="group-config"' in html
+    assert "<code>segment_seconds=60</code>" in html
+    form = {"group": "traffic", "cfg_fps": "12", "cfg_bitrate_kbps": "800"}
+    assert client.post("/admin/groups/config", data=form).status_code == 400  # no CSRF
+    client.get("/admin/groups?lang=en")
+    assert client.post("/admin/groups/config", data=form | {"csrf_token": csrf}).status_code == 303
+    page = client.get("/admin/groups").get_data(as_text=True)
+    assert "Group traffic: desired configuration is now version" in page
+    traffic = page[page.index('data-group="traffic"') :]
+    assert "<code>bitrate_kbps=800</code>" in traffic and "<code>fps=12</code>" in traffic
+    bad = form | {"cfg_fps": "90", "csrf_token": csrf}
+    assert client.post("/admin/groups/config", data=bad).status_code == 303
+    assert "fps must be an integer 1..60" in client.get("/admin/groups").get_data(as_text=True)
+    with session_scope(app) as session:
+        desired = device_config.desired_for(session, "rec-1")
+        assert desired is not None and desired.settings == {"fps": 12, "bitrate_kbps": 800}
+    actions = _actions(app)
+    assert "device.groups_view" in actions and "device.config_desired" in actions
+
+    client.post("/admin/logout", data={"csrf_token": csrf})
+    csrf = _login(client, "supervisor-c")
+    html = client.get("/admin/groups").get_data(as_text=True)
+    assert 'data-group="traffic"' in html and 'id="group-config"' not in html
+    refused = client.post("/admin/groups/config", data=form | {"csrf_token": csrf})
+    assert refused.status_code == 403

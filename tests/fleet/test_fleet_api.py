@@ -296,3 +296,35 @@ def test_fw_provision_writes_broker_credentials_and_waits_for_approval(
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_allowlist_remove_drops_an_unused_serial_and_keeps_a_used_one(
+    client: FlaskClient, auth: dict[str, str], app: Flask
+) -> None:
+    """DELETE takes an unused serial off (audited); a serial a device joined with stays (409)."""
+    client.post("/api/v1/fleet/allowlist", headers=auth, json={"serials": ["SN-1", "SN-2"]})
+    joined = client.post(
+        "/provisioning/v1/requests", json={"device_id": "rec-a", "public_key": _key(), "serial": "SN-1"}
+    )
+    assert joined.status_code == 201
+    assert client.delete("/api/v1/fleet/allowlist/SN-2").status_code == 401
+    gone = client.delete("/api/v1/fleet/allowlist/SN-2", headers=auth)
+    assert gone.status_code == 200 and gone.get_json() == {"removed": "SN-2"}
+    assert client.delete("/api/v1/fleet/allowlist/SN-2", headers=auth).status_code == 404
+    used = client.delete("/api/v1/fleet/allowlist/SN-1", headers=auth)
+    assert used.status_code == 409
+    # A removed serial no longer lets a device join without approval.
+    waits = client.post(
+        "/provisioning/v1/requests", json={"device_id": "rec-b", "public_key": _key(), "serial": "SN-2"}
+    )
+    assert waits.status_code == 202
+    with session_scope(app) as session:
+        from sqlalchemy import select
+
+        from server.models import AuditLog
+        from server.models_fleet import SerialAllowlistEntry
+
+        assert session.get(SerialAllowlistEntry, "SN-1") is not None
+        assert session.get(SerialAllowlistEntry, "SN-2") is None
+        removed = session.scalars(select(AuditLog).where(AuditLog.action == "device.allowlist_remove")).all()
+        assert [row.target_id for row in removed] == ["SN-2"]

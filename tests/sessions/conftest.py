@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
+from sqlalchemy import select
 
 from protocol import topics
 from protocol.manifest import SegmentManifest, SignedManifest
@@ -21,6 +22,7 @@ from server.api import STORE_KEY
 from server.db import get_engine, run_migrations, session_scope
 from server.ingest import IngestService
 from server.models import Recording
+from server.models_people import Agency, Officer
 from server.services.auth import create_user
 from server.services.devices import register_device
 from server.services.evidence import commit_segment
@@ -143,7 +145,45 @@ def send(ingest: IngestService, message: tuple[str, bytes]) -> EventAck:
     return EventAck.from_payload(parsed.device_id, parsed.event_id, payload)
 
 
-def make_officer(app: Flask, username: str, role: str = "officer") -> int:
-    """Create a user and return its id."""
+def agency_id(app: Flask, name: str = "某市市场监督管理局") -> int:
+    """The id of the agency called ``name``, created on first use."""
     with session_scope(app) as session:
-        return create_user(session, username, PASSWORD, role).id
+        agency = session.scalar(select(Agency).where(Agency.name == name))
+        if agency is None:
+            agency = Agency(name=name)
+            session.add(agency)
+            session.flush()
+        return agency.id
+
+
+def make_officer(
+    app: Flask,
+    username: str,
+    role: str = "officer",
+    *,
+    kind: str | None = None,
+    status: str = "active",
+    valid_to: date | None = None,
+    certificate: str | None = None,
+    agency: str = "某市市场监督管理局",
+    register: bool = True,
+) -> int:
+    """Create a user and (JL-16) its officer-register entry, valid today by default; return the user id."""
+    home = agency_id(app, agency)
+    with session_scope(app) as session:
+        user = create_user(session, username, PASSWORD, role, agency_id=home)
+        if register:
+            today = datetime.now(UTC).date()
+            session.add(
+                Officer(
+                    agency_id=home,
+                    kind=kind or ("auxiliary" if role == "auxiliary" else "officer"),
+                    name=f"{username} 姓名",
+                    certificate_number=certificate or f"CERT-{username}",
+                    valid_from=today - timedelta(days=365),
+                    valid_to=valid_to or today + timedelta(days=365),
+                    status=status,
+                    user_id=user.id,
+                )
+            )
+        return user.id
