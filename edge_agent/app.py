@@ -190,6 +190,12 @@ class AgentApp:
                 raise SessionCommandError("sessions are not running")
             return self.session.bookmark(bookmark_type, note)
 
+        def session_control(action: str, params: dict[str, str]) -> str:
+            # JL-16: the same controller as the officer's button, so the same rules and signed events.
+            if self.session is None:
+                raise SessionCommandError("sessions are not running")
+            return self.session.remote(action, params)
+
         self.live.restore(self.config.data_dir)
         handler = CommandHandler(
             self.config,
@@ -197,6 +203,7 @@ class AgentApp:
             state_dir=self.config.data_dir,
             upload_now=upload_now,
             bookmark=bookmark,
+            session_control=session_control,
             updater=self._make_updater(),
             on_config=self.live.apply,
         )

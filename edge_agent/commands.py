@@ -72,6 +72,7 @@ class CommandHandler:
         upload_now: Callable[[], None] | None = None,
         locate: Callable[[], dict[str, Any] | None] | None = None,
         bookmark: Callable[[str, str], str] | None = None,
+        session_control: Callable[[str, dict[str, str]], str] | None = None,
         updater: Updater | None = None,
         clock: Callable[[], datetime] = _now,
         on_config: Callable[[int, dict[str, Any]], str] | None = None,
@@ -88,6 +89,8 @@ class CommandHandler:
         self.locate = locate
         # SessionController.bookmark(type, note) -> event id; None: bookmark is rejected as unsupported.
         self.bookmark = bookmark
+        # ("start" | "end", params) -> session id; None: session commands are rejected as unsupported.
+        self.session_control = session_control
         self.updater = updater  # None: apply_update is rejected (no trusted update key configured)
         # LiveConfig.apply (edge_agent/effective_config.py): "" = applied, else why not (reported as error).
         self.on_config = on_config
@@ -288,6 +291,11 @@ class CommandHandler:
             return CommandState.SUCCEEDED, fix
         if cmd.kind is CommandKind.BOOKMARK and self.bookmark is not None:
             return self._bookmark(cmd)
+        if (
+            cmd.kind in (CommandKind.SESSION_START, CommandKind.SESSION_END)
+            and self.session_control is not None
+        ):
+            return self._session(cmd)
         if cmd.kind is CommandKind.ROTATE_CREDENTIALS:
             return self._rotate()
         if cmd.kind is CommandKind.APPLY_UPDATE and self.updater is not None:
@@ -304,6 +312,18 @@ class CommandHandler:
             # A bookmark outside a session would tag no footage: the officer must start recording first.
             return CommandState.REJECTED, {"reason": "no_open_session", "message": str(exc)}
         return CommandState.SUCCEEDED, {"event_id": event_id, "bookmark_type": bookmark_type}
+
+    def _session(self, cmd: Command) -> tuple[CommandState, dict[str, Any]]:
+        """JL-16: start (arrival) or end an enforcement session on the backend's word."""
+        assert self.session_control is not None
+        action = "start" if cmd.kind is CommandKind.SESSION_START else "end"
+        params = {k: str(v) for k, v in cmd.params.items()}
+        try:
+            session_id = self.session_control(action, params)
+        except SessionCommandError as exc:
+            # Already open / none open: the officer's own action came first; nothing is changed.
+            return CommandState.REJECTED, {"reason": "session_state", "message": str(exc)}
+        return CommandState.SUCCEEDED, {"session_id": session_id}
 
     def _rotate(self) -> tuple[CommandState, dict[str, Any]]:
         """Make a new MQTT password here; only its hash goes to the server, which installs it."""

@@ -325,6 +325,18 @@ class SessionController:
             self._show(PromptKind.INFO, f"session {session_id} ended")
         return session_id
 
+    def remote(self, action: str, params: dict[str, str]) -> str:
+        """Start or end a session on the backend's command (JL-16): the same rules as the button."""
+        if action == "start":
+            return self.begin(
+                officer_id=params.get("officer_id", ""),
+                case_id=params.get("case_id", ""),
+                note=params.get("note", ""),
+            )
+        if action == "end":
+            return self.finish(note=params.get("note", ""))
+        raise SessionCommandError(f"unknown session action {action!r}")
+
     def bookmark(self, bookmark_type: str, note: str = "") -> str:
         """Tag this moment (JL-15); return the event id."""
         if bookmark_type not in BOOKMARK_TYPES:

@@ -91,16 +91,22 @@ class CommandKind(Enum):
     ROTATE_CREDENTIALS = "rotate_credentials"
     APPLY_UPDATE = "apply_update"
     BOOKMARK = "bookmark"  # JL-8(1), JL-15: tag this moment in the open session (e.g. credential shown)
+    SESSION_START = "session_start"  # JL-16: arrival, started from the backend (dispatch centre)
+    SESSION_END = "session_end"  # JL-16: the enforcement is over
 
 
 # JL-15: a bookmark marks *this* moment; one delivered much later would tag the wrong footage.
 BOOKMARK_TTL = timedelta(minutes=2)
 _BOOKMARK_PARAMS = frozenset({"bookmark_type", "note", "case_id"})
+_SESSION_PARAMS = {
+    "session_start": frozenset({"officer_id", "case_id", "note"}),
+    "session_end": frozenset({"note"}),
+}
 _MAX_NOTE = 500
 
 
 def validate_params(kind: CommandKind, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters if valid for ``kind`` (only ``bookmark`` is checked); RemoteProtocolError if not."""
+    """The parameters if valid for ``kind`` (bookmark and session commands are checked)."""
     if not isinstance(params, dict):
         raise RemoteProtocolError("command params must be an object")
     if kind is CommandKind.BOOKMARK:
@@ -115,6 +121,14 @@ def validate_params(kind: CommandKind, params: dict[str, Any]) -> dict[str, Any]
         case_id = params.get("case_id")
         if case_id is not None and (isinstance(case_id, bool) or not isinstance(case_id, int) or case_id < 1):
             raise RemoteProtocolError("case_id must be a positive integer or null")
+    if kind in (CommandKind.SESSION_START, CommandKind.SESSION_END):
+        unknown = set(params) - _SESSION_PARAMS[kind.value]
+        if unknown:
+            raise RemoteProtocolError(f"unknown {kind.value} parameter {sorted(unknown)[0]!r}")
+        for name, limit in (("officer_id", 64), ("case_id", 64), ("note", _MAX_NOTE)):
+            value = params.get(name, "")
+            if not isinstance(value, str) or len(value) > limit:
+                raise RemoteProtocolError(f"{name} must be a string of at most {limit} characters")
     return params
 
 

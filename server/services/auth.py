@@ -47,7 +47,13 @@ _MANAGE_PEOPLE = ("agency_head", "system_admin")
 _READ_ACCOUNTS = ("agency_head", "supervisor", "auditor", "system_admin")
 _CREDENTIAL_HOLDERS = ("officer", "auxiliary")
 _READ_CASES = (
-    "officer", "auxiliary", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin"
+    "officer",
+    "auxiliary",
+    "legal_reviewer",
+    "agency_head",
+    "supervisor",
+    "auditor",
+    "system_admin",
 )
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 

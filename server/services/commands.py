@@ -86,8 +86,9 @@ def create_command(
         fleet_protocol.validate_params(kind_value, dict(params or {}))
     except ProtocolError as exc:
         raise Invalid(f"命令参数无效：{exc}", f"invalid command parameters: {exc}") from None
-    if kind_value is CommandKind.BOOKMARK:
-        ttl = min(ttl, fleet_protocol.BOOKMARK_TTL)  # JL-15: never tag the wrong moment late
+    if kind_value in (CommandKind.BOOKMARK, CommandKind.SESSION_START, CommandKind.SESSION_END):
+        # JL-15, JL-16: never tag, start or end recording at the wrong moment because it arrived late.
+        ttl = min(ttl, fleet_protocol.BOOKMARK_TTL)
     if not timedelta(seconds=10) <= ttl <= MAX_TTL:
         raise Invalid("有效期须在 10 秒到 30 天之间", "ttl must be between 10 s and 30 days")
     now = utcnow()

@@ -139,7 +139,9 @@ def pending_publications(session: Session) -> list[DesiredConfig]:
     configured = set(
         session.scalars(select(DeviceConfigVersion.target).where(DeviceConfigVersion.scope == "device"))
     ) | set(
-        session.scalars(select(DeviceProfile.device_id).where(DeviceProfile.group_name.in_(configured_groups)))
+        session.scalars(
+            select(DeviceProfile.device_id).where(DeviceProfile.group_name.in_(configured_groups))
+        )
     )
     if not configured:
         return []
