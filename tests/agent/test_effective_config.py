@@ -75,12 +75,12 @@ def _frame_size(path: Path) -> tuple[int, int]:
         return stream.codec_context.width, stream.codec_context.height
 
 
-def test_desired_config_changes_the_next_segment_not_the_open_one(tmp_path: Path) -> None:
-    """JL-16: length and size change at the next boundary; no segment is cut or re-encoded mid-way."""
-    app, handler, client = _agent(tmp_path)
+def _start_recorder(app: Any, tmp_path: Path, width: int, height: int) -> tuple[Recorder, list[SegmentFile]]:
+    """A real recorder on a fast synthetic 10 fps source, wired to the app's segment-boundary hook,
+    started and left running until two one-second segments have closed."""
     closed: list[SegmentFile] = []
     recorder = Recorder(
-        video=SyntheticVideoSource(width=1280, height=720, fps=10, realtime=False),
+        video=SyntheticVideoSource(width=width, height=height, fps=10, realtime=False),
         audio=None,
         segment_dir=tmp_path / "segments",
         segment_seconds=app.segment_seconds,
@@ -90,10 +90,18 @@ def test_desired_config_changes_the_next_segment_not_the_open_one(tmp_path: Path
     )
     app.recorder = recorder
     recorder.start()
+    deadline = time.monotonic() + 30
+    while len(closed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return recorder, closed
+
+
+def test_desired_config_changes_the_next_segment_not_the_open_one(tmp_path: Path) -> None:
+    """JL-16: length and size change at the next boundary; no segment is cut or re-encoded mid-way."""
+    app, handler, client = _agent(tmp_path)
+    recorder, closed = _start_recorder(app, tmp_path, 1280, 720)
+    deadline = time.monotonic() + 30
     try:
-        deadline = time.monotonic() + 30
-        while len(closed) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
         report = handler.apply_config(
             DesiredConfig(
                 device_id=DEVICE,
@@ -242,22 +250,9 @@ def _rate(path: Path) -> float:
 def test_fps_changes_at_the_next_segment_for_a_synthetic_source(tmp_path: Path) -> None:
     """JL-16: a new frame rate starts with a segment; the open one keeps its rate."""
     app, handler, _ = _agent(tmp_path)
-    closed: list[SegmentFile] = []
-    recorder = Recorder(
-        video=SyntheticVideoSource(width=640, height=360, fps=10, realtime=False),
-        audio=None,
-        segment_dir=tmp_path / "segments",
-        segment_seconds=app.segment_seconds,
-        on_segment_closed=closed.append,
-        stop_event=threading.Event(),
-        on_segment_boundary=app._on_segment_boundary,
-    )
-    app.recorder = recorder
-    recorder.start()
+    recorder, closed = _start_recorder(app, tmp_path, 640, 360)
+    deadline = time.monotonic() + 30
     try:
-        deadline = time.monotonic() + 30
-        while len(closed) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
         report = handler.apply_config(DesiredConfig(device_id=DEVICE, version=1, settings={"fps": 5}))
         assert report.error == ""
         while sum(1 for s in closed if _rate(s.path) == 5) < 2 and time.monotonic() < deadline:
