@@ -732,14 +732,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(**vars(a))
 
 
-def _raise_interrupt(signum: int, _frame: object) -> None:
+def raise_interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C so every child process and temp dir is cleaned up."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark once and print the result."""
     opts = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     bench = Bench(opts)
     try:
         result = bench.run()
