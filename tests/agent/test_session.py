@@ -115,7 +115,8 @@ def test_jl16_camera_stall_opens_one_marker_prompts_and_links_a_spoken_explanati
         assert wait_until(lambda: SessionEventKind.INTERRUPTED in _kinds(app), 3)
         assert time.monotonic() - stall_started < 4
         assert wait_until(lambda: SessionEventKind.RESUMED in _kinds(app), 8)
-        assert prompter.of_kind(PromptKind.EXPLAIN), prompter.prompts
+        # RESUMED is journalled before the prompt is shown (on the session thread): wait for it too.
+        assert wait_until(lambda: bool(prompter.of_kind(PromptKind.EXPLAIN)), 5), prompter.prompts
         assert app.outbox is not None
         outbox = app.outbox
         assert wait_until(lambda: any(s.kind == "explanation" for s in outbox.all_segments()), 12)
@@ -182,7 +183,7 @@ def test_jl16_officer_declared_interruption_and_jl15_bookmark(
     marker = next(e for e in events if e.kind is SessionEventKind.INTERRUPTED)
     assert (marker.cause, marker.automatic, marker.note) == ("bad_weather", False, "heavy rain")
     assert SessionEventKind.RESUMED in [e.kind for e in events]
-    assert prompter.of_kind(PromptKind.EXPLAIN)
+    assert wait_until(lambda: bool(prompter.of_kind(PromptKind.EXPLAIN)), 5), prompter.prompts
 
 
 @pytest.mark.slow
@@ -226,7 +227,7 @@ def test_jl16_storage_full_stops_cleanly_marks_and_resumes(tmp_path: Path, stopp
     segment = outbox.all_segments()[0]
     assert segment.signed.manifest.session_id == app.session.session_id and not segment.recovered
     assert app.health().extra["storage_full"] is True
-    assert prompter.of_kind(PromptKind.STORAGE_LOW)
+    assert wait_until(lambda: bool(prompter.of_kind(PromptKind.STORAGE_LOW)), 3), prompter.prompts
     free["bytes"] = 10 * 1024**3
     assert wait_until(lambda: recorder.current_path is not None, 3)
     kinds = _kinds(app)
