@@ -508,32 +508,43 @@ class SessionController:
             self._tags[path] = SegmentTag(session_id=session_id)
 
     def tag_of(self, path: Path) -> SegmentTag:
-        """Forget and return a closed file's tag (untagged files count as ordinary segments)."""
-        with self._lock:
-            return self._tags.pop(path, SegmentTag(session_id=self.session_id))
+        """Forget and return a closed file's tag, before it is signed (untagged files are ordinary segments).
 
-    def explanation_closed(self, path: Path, marker: str) -> None:
-        """The clip is journalled: link it, or record EXPLANATION_MISSING if silent or skipped."""
+        JL-16: only a clip in which the officer spoke is an explanation. A skipped or silent clip is
+        journalled as an ordinary segment of the session (nothing recorded is dropped), and the
+        marker gets a signed EXPLANATION_MISSING, so neither the manifest nor the event log claims a
+        spoken reason that was never given.
+        """
         with self._lock:
+            tag = self._tags.pop(path, SegmentTag(session_id=self.session_id))
+            if tag.kind != "explanation":
+                return tag
             if self._explanation_open is not None and self._explanation_open[0] == path:
                 self._explanation_open = None
-            skipped = marker in self._skipped
-            self._skipped.discard(marker)
-        try:
-            rms = audio_rms(path)
-        except Exception:
-            logger.exception("cannot measure the explanation clip %s", path)
-            rms = None
-        if skipped or rms is None or rms < self.config.explanation_min_rms:
-            logger.warning(
-                "explanation clip for %s: %s", marker, "skipped" if skipped else f"silent (rms {rms})"
-            )
-            self._missing(marker)
-            return
+            skipped = tag.marker_id in self._skipped
+            self._skipped.discard(tag.marker_id)
+        rms: float | None = None
+        if not skipped:
+            try:
+                rms = audio_rms(path)
+            except Exception:
+                logger.exception("cannot measure the explanation clip %s", path)
+        if rms is not None and rms >= self.config.explanation_min_rms:
+            return tag
+        logger.warning(
+            "explanation clip for %s: %s; kept as an ordinary segment",
+            tag.marker_id,
+            "skipped" if skipped else f"silent (rms {rms})",
+        )
+        self._missing(tag.marker_id)
+        return SegmentTag(session_id=tag.session_id)
+
+    def explanation_closed(self, path: Path, marker: str) -> None:
+        """A spoken explanation clip for ``marker`` is journalled (``tag_of`` let it through)."""
         with self._lock:
             if self.machine is not None:
                 self.machine.explained(marker)
-        logger.info("spoken explanation for %s recorded (rms %.3f)", marker, rms)
+        logger.info("spoken explanation for %s recorded in %s", marker, path.name)
 
     def _check_clip_length(self) -> None:
         with self._lock:

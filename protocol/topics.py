@@ -16,7 +16,8 @@ Layout (``{d}`` is a device id, ``{f}`` a transfer's file id)::
     zfjl/v1/{d}/down/cmd/{c}                          server → device  one command (``{c}`` its id)
     zfjl/v1/{d}/up/cmd/{c}/status                     device → server  a command's progress
     zfjl/v1/{d}/up/config/reported                    device → server  the configuration applied
-    zfjl/v1/{d}/up/event                              device → server  a case event (JL-2, JL-8)
+    zfjl/v1/{d}/up/event                              device → server  a signed case event (JL-2, JL-8)
+    zfjl/v1/{d}/down/event-ack/{e}                    server → device  case event acknowledgement
 
 The upload grammar mirrors EMQX's file transfer (``$file/{f}/...``) under our own prefix because EMQX
 consumes ``$file/`` itself. Everything a device sends is under ``up/`` and everything it reads under
@@ -38,6 +39,7 @@ __all__ = [
     "TopicKind",
     "ack",
     "case_event",
+    "case_event_ack",
     "command",
     "command_status",
     "config_desired",
@@ -87,6 +89,7 @@ class TopicKind(Enum):
     COMMAND = "command"
     COMMAND_STATUS = "command_status"
     CASE_EVENT = "case_event"
+    CASE_EVENT_ACK = "case_event_ack"
     SESSION_EVENT = "session_event"
     SESSION_ACK = "session_ack"
 
@@ -219,6 +222,11 @@ def case_event(device_id: str) -> str:
     return f"{_ROOT}/{_device(device_id)}/up/event"
 
 
+def case_event_ack(device_id: str, event_id: str) -> str:
+    """Topic on which the server acknowledges a case event (protocol.case_events)."""
+    return f"{_ROOT}/{_device(device_id)}/down/event-ack/{_id(event_id, 'event id')}"
+
+
 def device_command_filter(device_id: str) -> str:
     """Every command topic of one device (what its command handler subscribes to)."""
     return f"{_ROOT}/{_device(device_id)}/down/cmd/+"
@@ -275,6 +283,8 @@ def parse(topic: str) -> Topic:
         return Topic(kind=TopicKind.ACK, device_id=device_id, file_id=rest[1])
     if direction == "down" and len(rest) == 2 and rest[0] == "session-ack" and valid_file_id(rest[1]):
         return Topic(kind=TopicKind.SESSION_ACK, device_id=device_id, event_id=rest[1])
+    if direction == "down" and len(rest) == 2 and rest[0] == "event-ack" and valid_file_id(rest[1]):
+        return Topic(kind=TopicKind.CASE_EVENT_ACK, device_id=device_id, event_id=rest[1])
     if direction == "up" and len(rest) == 2 and rest[0] == "session" and valid_file_id(rest[1]):
         return Topic(kind=TopicKind.SESSION_EVENT, device_id=device_id, event_id=rest[1])
     if direction == "down" and rest == ["config"]:

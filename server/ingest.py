@@ -235,14 +235,7 @@ class IngestService:
             # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
             return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
         if parsed.kind is TopicKind.CASE_EVENT:
-            # JL-2, JL-8: a recorder's case event goes to the same service as the API's.
-            from server.services.cases import ingest_device_report
-
-            with session_scope(self.app) as session:
-                outcome = ingest_device_report(session, parsed.device_id, topic, payload)
-            if outcome not in ("stored", "duplicate"):
-                self._drop(outcome, f"case event refused: {outcome}", parsed.device_id, None)
-            return []
+            return self._case_event(topic, parsed, payload)
         if parsed.kind in (TopicKind.COMMAND_STATUS, TopicKind.CONFIG_REPORTED):
             from server.services.commands import ingest_uplink  # fleet: command lifecycle, shadow
 
@@ -569,6 +562,35 @@ class IngestService:
             _LOG.warning("ingest: session event %s/%s: %s (%s)", device_id, rejected_id, code, message)
             self._log_rejection(code, message, device_id, rejected_id, text)
         return [(topics.session_ack(device_id, event_id), outcome.ack.to_payload())]
+
+    # -- case events (JL-2, JL-8) ------------------------------------------------------------
+
+    def _case_event(self, topic: str, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
+        """Store one signed case event and ack it after the commit; refusals go to the security log."""
+        from protocol import case_events
+        from server.services.cases import record_device_event
+
+        device_id = parsed.device_id
+        try:
+            signed = case_events.decode(topic, payload)
+        except ProtocolError as exc:
+            # Unsigned or malformed: there is no event id to answer on, only the security log.
+            self._count(self._rejections, "bad_case_event")
+            _LOG.warning("ingest: case event from %s refused: %s", device_id, exc)
+            self._log_rejection("bad_case_event", f"case event refused: {exc}", device_id, None)
+            return []
+        event_id = signed.report.event_id
+        # The device row is read in the same transaction, not from the cache: a device revoked a moment
+        # ago must not write into a case record, which is append-only.
+        with session_scope(self.app) as session:
+            outcome = record_device_event(session, device_id, signed)
+        if outcome.refusal is not None:
+            code, message = outcome.refusal
+            self._count(self._rejections, code)
+            _LOG.warning("ingest: case event %s/%s refused: %s (%s)", device_id, event_id, code, message)
+            self._log_rejection(code, message, device_id, event_id, signed.event_text)
+        # The commit is done: only now may the device forget the event (stored/duplicate).
+        return [(topics.case_event_ack(device_id, event_id), outcome.ack.to_payload())]
 
     # -- telemetry ---------------------------------------------------------------------------
 

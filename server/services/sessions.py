@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import date, datetime, time, timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -52,26 +53,54 @@ __all__ = [
     "VERDICTS",
     "CertificateExpired",
     "EventOutcome",
+    "MarkerEvidence",
+    "MarkerStatus",
     "NotAnOfficer",
     "OfficerNotActive",
     "OfficerOtherAgency",
     "SameOfficer",
+    "Verdict",
     "file_explanation",
     "get_session",
     "list_sessions",
+    "marker_status",
     "receive_event",
     "session_detail",
     "session_summary",
+    "session_verdict",
     "sign_explanation",
     "timeline",
 ]
 
+
+class MarkerStatus(Enum):
+    """Where an interruption marker stands (JL-16)."""
+
+    EXPLAINED_SPOKEN = "explained_spoken"
+    EXPLAINED_WRITTEN = "explained_written"
+    OPEN = "open"
+    UNEXPLAINED = "unexplained"
+
+    @property
+    def explained(self) -> bool:
+        """Whether the gap this marker covers counts as explained."""
+        return self in (MarkerStatus.EXPLAINED_SPOKEN, MarkerStatus.EXPLAINED_WRITTEN)
+
+
+class Verdict(Enum):
+    """A session's JL-16 verdict."""
+
+    CONTINUOUS = "continuous"
+    GAPS_EXPLAINED = "gaps_explained"
+    GAPS_UNEXPLAINED = "gaps_unexplained"
+
+
+VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 # Segments closer than this are one continuous span (segment boundaries, encoder restarts).
 GAP_TOLERANCE = timedelta(seconds=1.5)
 # JL-16: a written explanation is signed by "two or more" officers.
 REQUIRED_SIGNATURES = 2
 SIGNING_ROLES: tuple[str, ...] = ("officer", "agency_head")
-VERDICTS: tuple[str, ...] = ("continuous", "gaps_explained", "gaps_unexplained")
 MAX_PAGE = 200
 MAX_EXPLANATION_CHARS = 5000
 SESSION_REJECTION_CODES: tuple[str, ...] = (
@@ -507,14 +536,14 @@ def _compute(loaded: _Loaded, media_url: Callable[[int], str]) -> _Computed:
         closed_at = resumed.at if resumed else (ended.at if ended and ended.at >= marker.opened_at else None)
         marker_clips = clips.get(marker.marker_id, [])
         written = [e.id for e in loaded.explanations if e.marker_ref == marker.id and e.id in written_ok]
-        if marker_clips:
-            status = "explained_spoken"
-        elif written:
-            status = "explained_written"
-        elif closed_at is None:
-            status = "open"
-        else:
-            status = "unexplained"
+        status = marker_status(
+            MarkerEvidence(
+                closed=closed_at is not None,
+                spoken_clips=len(marker_clips),
+                explanation_missing=missing is not None,
+                signed_written_explanations=len(written),
+            )
+        ).value
         marker_views.append(
             {
                 "marker_id": marker.marker_id,
@@ -532,7 +561,7 @@ def _compute(loaded: _Loaded, media_url: Callable[[int], str]) -> _Computed:
                 "status": status,
             }
         )
-        explained = status in ("explained_spoken", "explained_written")
+        explained = MarkerStatus(status).explained
         intervals.append((marker.opened_at - tol, (closed_at or end) + tol, explained, marker.marker_id))
 
     session_written = [e for e in loaded.explanations if e.marker_ref is None and e.id in written_ok]
@@ -562,12 +591,7 @@ def _compute(loaded: _Loaded, media_url: Callable[[int], str]) -> _Computed:
                 "explained": by_markers or bool(by_writing),
             }
         )
-    if not gaps:
-        verdict = "continuous"
-    elif all(g["explained"] for g in gaps):
-        verdict = "gaps_explained"
-    else:
-        verdict = "gaps_unexplained"
+    verdict = session_verdict([g["explained"] for g in gaps]).value
     replay = _replay(loaded.record.session_id, loaded.events)
     span_views = [
         {"start": _iso(s["start"]), "end": _iso(s["end"]), "recording_ids": s["recording_ids"]} for s in spans
@@ -583,6 +607,39 @@ def _compute(loaded: _Loaded, media_url: Callable[[int], str]) -> _Computed:
         verdict,
         replay,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkerEvidence:
+    """What the stored evidence says about one marker."""
+
+    closed: bool  # resumed, or the session ended after it opened
+    spoken_clips: int  # stored clips whose signed manifest names the marker (kind "explanation")
+    explanation_missing: bool  # the recorder signed EXPLANATION_MISSING: skipped or silent
+    signed_written_explanations: int  # written explanations with the two signatures JL-16 asks for
+
+
+def marker_status(evidence: MarkerEvidence) -> MarkerStatus:
+    """A marker's status from its evidence, not from the presence of a file (JL-16).
+
+    The recorder's signed ``explanation_missing`` says the officer skipped or said nothing: whatever
+    clip exists then shows no spoken reason, and only a written explanation signed by two officers
+    explains the gap.
+    """
+    if evidence.spoken_clips and not evidence.explanation_missing:
+        return MarkerStatus.EXPLAINED_SPOKEN
+    if evidence.signed_written_explanations:
+        return MarkerStatus.EXPLAINED_WRITTEN
+    if not evidence.closed:
+        return MarkerStatus.OPEN
+    return MarkerStatus.UNEXPLAINED
+
+
+def session_verdict(gaps_explained: Sequence[bool]) -> Verdict:
+    """The session's verdict from whether each gap in its media is explained (JL-16)."""
+    if not gaps_explained:
+        return Verdict.CONTINUOUS
+    return Verdict.GAPS_EXPLAINED if all(gaps_explained) else Verdict.GAPS_UNEXPLAINED
 
 
 def _covered(start: datetime, end: datetime, intervals: list[tuple[datetime, datetime]]) -> bool:

@@ -187,10 +187,11 @@ def test_jl16_officer_declared_interruption_and_jl15_bookmark(
 
 
 @pytest.mark.slow
-def test_jl16_silent_or_skipped_explanation_is_recorded_missing(
+def test_jl16_silent_explanation_is_recorded_missing_and_kept_as_an_ordinary_segment(
     tmp_path: Path, stopper: list[AgentApp]
 ) -> None:
-    """A clip with nothing said (RMS below threshold) → EXPLANATION_MISSING for that marker."""
+    """A clip with nothing said (RMS below threshold): EXPLANATION_MISSING, and no manifest claims it
+    is an explanation; the clip itself is journalled as a session segment (nothing recorded is dropped)."""
     config = _config(tmp_path)
     app = _start(SilentApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
     assert app.session is not None and app.recorder is not None
@@ -199,12 +200,47 @@ def test_jl16_silent_or_skipped_explanation_is_recorded_missing(
     app.recorder.video.stall(2)
     assert app.outbox is not None
     outbox = app.outbox
-    assert wait_until(lambda: any(s.kind == "explanation" for s in outbox.all_segments()), 15)
-    assert wait_until(lambda: SessionEventKind.EXPLANATION_MISSING in _kinds(app), 5)
+    assert wait_until(lambda: SessionEventKind.EXPLANATION_MISSING in _kinds(app), 20)
     marker = next(e for e in _events(app) if e.kind is SessionEventKind.INTERRUPTED)
     missing = next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING)
     assert missing.marker_id == marker.marker_id
     assert app.session.machine is not None and marker.marker_id in app.session.machine.unexplained
+    clip = outbox.all_segments()[-1]  # journalled before EXPLANATION_MISSING was signed
+    assert clip.signed.manifest.started_at >= marker.at
+    assert (clip.kind, clip.signed.manifest.kind, clip.signed.manifest.marker_id) == (
+        "segment",
+        "segment",
+        "",
+    )
+    assert clip.signed.manifest.session_id == marker.session_id
+    assert all(s.kind != "explanation" for s in outbox.all_segments())
+
+
+@pytest.mark.slow
+def test_jl16_skipped_explanation_is_recorded_missing_and_kept_as_an_ordinary_segment(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """The officer presses skip while the clip records: the clip is cut, kept, and not an explanation."""
+    config = _config(tmp_path)
+    app = _start(AgentApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.recorder is not None and app.outbox is not None
+    outbox = app.outbox
+    app.session.begin()
+    time.sleep(1)
+    assert send_control_command(config.data_dir, {"action": "interrupt", "reason": "obstruction"})["ok"]
+    time.sleep(1)
+    assert send_control_command(config.data_dir, {"action": "resume"})["ok"]
+    time.sleep(1.5)  # the clip is being recorded (with sound: the synthetic tone)
+    reply = send_control_command(config.data_dir, {"action": "skip"})
+    assert reply["ok"], reply
+    assert wait_until(lambda: SessionEventKind.EXPLANATION_MISSING in _kinds(app), 10)
+    marker = next(e for e in _events(app) if e.kind is SessionEventKind.INTERRUPTED)
+    assert next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING).marker_id == (
+        marker.marker_id
+    )
+    clips = [s for s in outbox.all_segments() if s.signed.manifest.started_at >= marker.at]
+    assert clips and all(s.kind == "segment" and not s.signed.manifest.marker_id for s in clips)
+    assert all(s.kind != "explanation" for s in outbox.all_segments())
 
 
 def test_jl16_storage_full_stops_cleanly_marks_and_resumes(tmp_path: Path, stopper: list[AgentApp]) -> None:

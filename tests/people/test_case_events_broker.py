@@ -1,76 +1,124 @@
-"""A recorder's case event through a real Mosquitto broker into the case record (JL-8)."""
+"""A recorder's signed case event through a real broker into the case record and back as an ack (JL-8).
+
+Run once against a private Mosquitto and once against the embedded broker. The same broker carries a
+forger's unsigned event naming another agency's officer and case (finding 2): it never reaches the
+record, and the security log keeps it.
+"""
 
 from __future__ import annotations
 
+import queue
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import select
 
-from protocol import case_events
-from protocol.case_events import CaseEventReport
+from protocol import case_events, topics
+from protocol.case_events import CaseEventReport, SignedCaseEvent
+from protocol.session import EventAck, EventAckState
 from server.db import session_scope
 from server.ingest import IngestService
-from server.models import Device
+from server.models import Device, IngestRejection
+from server.models_fleet import DeviceAssignment
 from server.models_people import Case, CaseEvent
 from server.mqtt import IngestWorker
-from tests.fixtures.mqtt import MosquittoBroker
+from tests.conftest import raw_public_key
+from tests.fixtures.mqtt import BrokerHandle
 from tests.people.conftest import World
 
 
-@pytest.mark.mosquitto
-def test_jl8_case_event_published_by_a_recorder_reaches_the_record(
-    app: Flask, world: World, mosquitto_broker: MosquittoBroker
+def _case(agency_id: int, number: str) -> Case:
+    return Case(
+        agency_id=agency_id,
+        number=number,
+        title="",
+        act_kind="coercion",
+        origin="ex_officio",
+        party="",
+        major=False,
+        status="open",
+        created_by="t",
+    )
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_jl8_signed_case_event_through_the_broker_is_stored_and_acked_and_a_forgery_is_not(
+    app: Flask, world: World, any_broker: BrokerHandle
 ) -> None:
+    key = Ed25519PrivateKey.generate()
     with session_scope(app) as session:
         session.add(
-            Device(id="cam-5", public_key=b"k" * 32, key_fingerprint="f", status="active", registered_by="t")
+            Device(
+                id="cam-5",
+                public_key=raw_public_key(key),
+                key_fingerprint="f",
+                status="active",
+                registered_by="t",
+            )
         )
-        case = Case(
-            agency_id=world.agency_a,
-            number="N-5",
-            title="",
-            act_kind="coercion",
-            origin="ex_officio",
-            party="",
-            major=False,
-            status="open",
-            created_by="t",
-        )
-        session.add(case)
+        own, foreign = _case(world.agency_a, "N-5"), _case(world.agency_b, "B-5")
+        session.add_all([own, foreign])
         session.flush()
-        case_id = case.id
+        session.add(DeviceAssignment(device_id="cam-5", user_id=world.users["officer"], checked_out_by="t"))
+        own_id, foreign_id = own.id, foreign.id
     service = IngestService.from_app(app)
-    worker = IngestWorker(service.settings, service, "people", mosquitto_broker.url)
+    worker = IngestWorker(service.settings, service, "people", any_broker.url)
     worker.start()
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-5")
+    acks: queue.SimpleQueue[EventAck] = queue.SimpleQueue()
+
+    def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        parsed = topics.parse(message.topic)
+        if parsed.kind is topics.TopicKind.CASE_EVENT_ACK and parsed.event_id is not None:
+            acks.put(EventAck.from_payload(parsed.device_id, parsed.event_id, message.payload))
+
+    recorder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-5")
+    recorder.on_message = on_message
     try:
-        publisher.connect(mosquitto_broker.host, mosquitto_broker.port)
-        publisher.loop_start()
+        recorder.connect(any_broker.host, any_broker.port)
+        recorder.loop_start()
+        recorder.subscribe(topics.device_downlink_filter("cam-5"), qos=1)
+        # A forger publishes the old unsigned form: agency B's officer, agency B's case.
+        forged = (
+            b'{"at":"2026-03-02T09:00:00+00:00","case_id":%d,"case_number":null,"event_id":"x-1",'
+            b'"event_type":"investigation.coercive_measure","officer":"WH-0001","place":"","text":"forged"}'
+        ) % foreign_id
+        recorder.publish(topics.case_event("cam-5"), forged, qos=1).wait_for_publish(timeout=10)
         report = CaseEventReport(
             device_id="cam-5",
             event_id="evt-77",
             event_type="investigation.coercive_measure",
-            at=datetime.now(UTC).isoformat(),
+            at=datetime.now(UTC),
             officer="AH-0001",
-            case_id=case_id,
+            case_id=own_id,
             text="查封",
         )
-        topic, payload = case_events.encode(report)
-        publisher.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
-        deadline = time.monotonic() + 15
-        stored: list[CaseEvent] = []
-        while time.monotonic() < deadline and not stored:
-            with session_scope(app) as session:
-                stored = list(session.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id)))
-            time.sleep(0.1)
-        assert [(e.event_type, e.device_id, e.device_event_id, e.text) for e in stored] == [
-            ("investigation.coercive_measure", "cam-5", "evt-77", "查封")
+        # Wait for the forgery to be handled, so the security log below holds it.
+        assert _wait(lambda: service.stats()["messages"].get("case_event", 0) >= 1)
+        recorder.publish(*case_events.encode(SignedCaseEvent.sign(report, key)), qos=1).wait_for_publish(
+            timeout=10
+        )
+        ack = acks.get(timeout=15)
+        assert (ack.device_id, ack.event_id, ack.state) == ("cam-5", "evt-77", EventAckState.STORED)
+        with session_scope(app) as session:
+            stored = list(session.scalars(select(CaseEvent)))
+            rejected = [(r.code, r.device_id) for r in session.scalars(select(IngestRejection))]
+        assert [(e.case_id, e.event_type, e.device_id, e.device_event_id, e.text) for e in stored] == [
+            (own_id, "investigation.coercive_measure", "cam-5", "evt-77", "查封")
         ]
+        assert rejected == [("bad_case_event", "cam-5")]
     finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+        recorder.loop_stop()
+        recorder.disconnect()
         worker.stop()
