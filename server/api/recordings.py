@@ -15,13 +15,7 @@ from server.db import session_scope
 from server.errors import ApiError
 from server.models import Recording
 from server.services import recordings as recording_service
-from server.services.scrub import (
-    ServingProblem,
-    check_before_serving,
-    raise_alerts,
-    record_read_mismatch,
-    verified_stream,
-)
+from server.services.scrub import ServingProblem, check_before_serving, raise_alerts
 
 bp = Blueprint("recordings", __name__)
 _LOG = logging.getLogger(__name__)
@@ -129,10 +123,10 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _serving_problem(session: Session, rec: Recording) -> ServingProblem | None:
+def _serving_problem(session: Session, rec: Recording, *, full_read: bool) -> ServingProblem | None:
     """Missing or corrupt evidence is answered 410 with a clear code and an alert, never a 500 (JL-6)."""
     try:
-        return check_before_serving(session, get_store(), rec)
+        return check_before_serving(session, get_store(), rec, full_read=full_read)
     except Exception:
         _LOG.exception("object store unavailable while checking recording %d", rec.id)
         raise ApiError(
@@ -173,7 +167,7 @@ def get_media(recording_id: int) -> ResponseReturnValue:
         rec = recording_service.get_recording(session, recording_id)
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
         audit_request(session, "recording.media", "recording", recording_id, detail={"range": header})
-        problem = _serving_problem(session, rec)
+        problem = _serving_problem(session, rec, full_read=not header)
     if problem is not None:
         raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]
         raise ApiError(
@@ -189,9 +183,5 @@ def get_media(recording_id: int) -> ResponseReturnValue:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     length = end - start + 1 if size else 0
     body = get_store().open_range(key, start, end) if length else iter(())
-    if span is None and length:
-        # A full read is checked against the signed SHA-256 as it streams (the last chunk is held back).
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        body = verified_stream(body, sha256, lambda: record_read_mismatch(app, recording_id))
     headers["Content-Length"] = str(length)
     return Response(body, status=status, headers=headers, mimetype=media_type, direct_passthrough=True)

@@ -54,9 +54,7 @@ __all__ = [
     "keys_valid_at",
     "open_findings",
     "record_findings",
-    "record_read_mismatch",
     "scrub",
-    "verified_stream",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -640,12 +638,15 @@ def _problem(code: str, message: str, message_en: str) -> ServingProblem:
     )
 
 
-def check_before_serving(session: Session, store: ObjectStore, rec: Recording) -> ServingProblem | None:
-    """Cheap checks before any byte is served: open findings, columns vs signed manifest, object size.
+def check_before_serving(
+    session: Session, store: ObjectStore, rec: Recording, *, full_read: bool
+) -> ServingProblem | None:
+    """Checks before any byte is served: open findings, columns vs signed manifest, object size, and
+    for a full read (no Range: a download or an export) the object's SHA-256.
 
-    Hashing the whole object on each (ranged) read would cost a full read per seek; the full SHA-256
-    is checked by the scrubber and on every full read (:func:`verified_stream`). New findings are
-    recorded here (append-only) so they become alerts.
+    Hashing the whole object on each ranged read would cost a full read per seek of a video player, so
+    ranged reads check the size only and the scrubber checks their bytes. New findings are recorded here
+    (append-only) so they become alerts.
     """
     stored = open_findings(
         session.scalars(
@@ -681,57 +682,10 @@ def check_before_serving(session: Session, store: ObjectStore, rec: Recording) -
                         f"the evidence object has {size} bytes, the signed manifest says {rec.size}",
                     )
                 ]
+    if not found and full_read:
+        object_finding = check_object(store, rec)
+        found = [object_finding] if object_finding is not None else []
     if not found:
         return None
     record_findings(session, rec.device_id, (rec.id, rec.sequence), found, source="media", clears=False)
     return _problem(found[0].code, found[0].message, found[0].message_en)
-
-
-class EvidenceCorruptDuringRead(Exception):
-    """A full read did not hash to the signed SHA-256; the response is cut before its last bytes."""
-
-
-def verified_stream(
-    chunks: Iterable[bytes], expected_sha256: str, on_mismatch: Callable[[], None]
-) -> Iterable[bytes]:
-    """Yield a full object's bytes, holding the last chunk back until the SHA-256 matches.
-
-    On a mismatch the last chunk is never sent (the client sees a short body, never a complete wrong
-    file), ``on_mismatch`` records the finding and alerts, and the stream is aborted.
-    """
-    digest = hashlib.sha256()
-    held: bytes | None = None
-    for chunk in chunks:
-        digest.update(chunk)
-        if held is not None:
-            yield held
-        held = chunk
-    if digest.hexdigest() != expected_sha256:
-        on_mismatch()
-        raise EvidenceCorruptDuringRead(f"object does not hash to {expected_sha256}")
-    if held is not None:
-        yield held
-
-
-def record_read_mismatch(app: Any, recording_id: int) -> None:
-    """A full read found bad bytes: append the finding and raise the alert (own session; never raises)."""
-    from server.db import session_scope
-
-    try:
-        with session_scope(app) as session:
-            rec = session.get(Recording, recording_id)
-            if rec is None:
-                return
-            finding = _finding(
-                rec,
-                "object_hash_mismatch",
-                "证据对象的 SHA-256 与签名清单不符（内容被改动或替换）",
-                "the evidence object's SHA-256 differs from the signed manifest (bytes altered or swapped)",
-            )
-            record_findings(
-                session, rec.device_id, (rec.id, rec.sequence), [finding], source="media", clears=False
-            )
-    except Exception:
-        _LOG.exception("could not record a corrupt read of recording %d", recording_id)
-        return
-    raise_alerts(app)

@@ -25,9 +25,9 @@ from server.services.recordings import chain_report
 from server.services.scrub import Throttle, check_object, scrub
 from server.storage import LocalObjectStore, ObjectStore, S3ObjectStore, recording_key
 from tests.conftest import SegmentFactory, raw_public_key
+from tests.server.insider import disable_append_only_triggers
 
 SEGMENTS = 3
-TRIGGERED = ("recordings", "ingest_rejections", "device_keys", "segment_receipts", "scrub_findings")
 
 
 @dataclass
@@ -44,21 +44,10 @@ class Evidence:
 
     def sql(self, statement: str, **params: Any) -> None:
         """Run SQL as an insider who first switches the append-only triggers off."""
-        _disable_triggers(self.session)
+        disable_append_only_triggers(self.session)
         self.session.execute(text(statement), params)
         self.session.commit()
         self.session.expire_all()
-
-
-def _disable_triggers(session: Session) -> None:
-    """What an insider with database rights can do: drop (SQLite) or disable (PostgreSQL) the triggers."""
-    if session.get_bind().dialect.name == "postgresql":
-        for table in TRIGGERED:
-            session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
-    else:
-        for table in TRIGGERED:
-            for action in ("update", "delete"):
-                session.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{action}"))
 
 
 def _setup(session: Session, store: ObjectStore, segments: SegmentFactory) -> Evidence:
