@@ -163,3 +163,64 @@ def test_scrub_endpoint_and_cli_find_flipped_bytes(
     assert report["verified"] is False
     # Officers may not start a scrub.
     assert client.post("/api/v1/integrity/scrub", json={}).status_code == 401
+
+
+def _flip_last_byte(app: Flask, recording_id: int) -> None:
+    path = _object_path(app, recording_id)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_cli_scrub_exits_1_and_names_the_tampered_segment(
+    app: Flask,
+    stored: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server.cli import main
+
+    settings = app.extensions["zfjl.settings"]
+    monkeypatch.setenv("ZFJL_DATA_DIR", str(settings.data_dir))
+    args = ["--database-url", settings.database_url, "scrub"]
+    assert main(args) == 0
+    assert "findings: 0" in capsys.readouterr().out
+    _flip_last_byte(app, stored[1])
+    assert main([*args, "--device", "dev-001"]) == 1
+    out = capsys.readouterr().out
+    assert "dev-001 #1 object_hash_mismatch" in out
+    assert ("evidence_integrity", "critical") in _alerts(app)
+
+
+def test_background_scrubber_finds_tampering_and_stops_cleanly(app: Flask, stored: list[int]) -> None:
+    import threading
+    import time
+
+    from server.models import ScrubFinding
+    from server.services.scrub import Scrubber
+
+    _flip_last_byte(app, stored[2])
+    scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=1024 * 1024, pause_s=3600)
+    scrubber.start()
+    try:
+        assert [t.name for t in threading.enumerate()].count("zfjl-scrubber") == 1
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and scrubber.passes == 0:
+            time.sleep(0.05)
+        assert scrubber.passes == 1
+    finally:
+        scrubber.stop()
+    assert "zfjl-scrubber" not in [t.name for t in threading.enumerate()]  # joined, even mid-pause
+    with session_scope(app) as session:
+        codes = list(session.scalars(select(ScrubFinding.code)))
+    assert codes == ["object_hash_mismatch"]
+    assert ("evidence_integrity", "critical") in _alerts(app)
+
+
+def test_background_scrubber_is_off_at_rate_zero(app: Flask) -> None:
+    from server.services.scrub import Scrubber
+
+    scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=0, pause_s=1)
+    scrubber.start()
+    assert scrubber._thread is None
+    scrubber.stop()
