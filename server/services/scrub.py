@@ -519,6 +519,11 @@ def scrub(
             )
             if not batch:
                 break
+            # Detach the rows and end the read transaction: hashing a batch at a bounded rate takes long,
+            # and a transaction held open meanwhile would pin SQLite's WAL and PostgreSQL's vacuum.
+            for rec in batch:
+                session.expunge(rec)
+            session.commit()
             for rec in batch:
                 last_id = rec.id
                 found = check_columns(rec, periods)
@@ -537,7 +542,7 @@ def scrub(
                 report.new_findings += len(
                     record_findings(session, current_id, (rec.id, rec.sequence), found, source=source)
                 )
-            session.commit()
+                session.commit()
     return report
 
 
