@@ -49,6 +49,7 @@ __all__ = [
     "check_columns",
     "check_device",
     "check_object",
+    "evidence_status",
     "finding_to_dict",
     "key_periods",
     "keys_valid_at",
@@ -694,3 +695,26 @@ def check_before_serving(
         return None
     record_findings(session, rec.device_id, (rec.id, rec.sequence), found, source="media", clears=False)
     return _problem(found[0].code, found[0].message, found[0].message_en)
+
+
+def evidence_status(session: Session, recordings: Sequence[Recording]) -> dict[str, Any]:
+    """Whether these recordings (e.g. one enforcement session's) match their signed manifests.
+
+    A timeline is computed from the recordings' columns; this says whether those columns, signatures and
+    (per the scrubber and media serving) objects still match what the recorder signed.
+    """
+    periods: dict[str, list[KeyPeriod]] = {}
+    findings: list[dict[str, Any]] = []
+    for rec in recordings:
+        if rec.device_id not in periods:
+            periods[rec.device_id] = device_key_periods(session, rec.device_id)
+        live = check_columns(rec, periods[rec.device_id])
+        findings.extend(finding_to_dict(f) for f in live)
+        seen = {f.code for f in live}
+        stored = session.scalars(
+            select(ScrubFinding).where(
+                ScrubFinding.device_id == rec.device_id, ScrubFinding.recording_id == rec.id
+            )
+        )
+        findings.extend(finding_to_dict(row) for row in open_findings(stored) if row.code not in seen)
+    return {"verified": not findings, "findings": findings}
