@@ -224,3 +224,21 @@ def test_background_scrubber_is_off_at_rate_zero(app: Flask) -> None:
     scrubber.start()
     assert scrubber._thread is None
     scrubber.stop()
+
+
+def test_runner_owns_one_scrubber_thread_and_joins_it_at_stop(tmp_path: Path) -> None:
+    import threading
+
+    from server.runner import ServerRunner
+    from tests.conftest import TEST_JWT_SECRET
+
+    runner = ServerRunner(
+        {"data_dir": str(tmp_path / "var"), "http_port": 0, "jwt_secret": TEST_JWT_SECRET},
+        embedded_mqtt_port=0,
+    )
+    runner.start()
+    try:
+        assert [t.name for t in threading.enumerate()].count("zfjl-scrubber") == 1
+    finally:
+        runner.stop()
+    assert "zfjl-scrubber" not in [t.name for t in threading.enumerate()]
