@@ -1,4 +1,4 @@
-"""``zfjl-server`` command line: create-admin, db upgrade, run."""
+"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "cmd_broker_acl", "cmd_create_admin", "cmd_db_upgrade", "cmd_run", "main"]
+__all__ = [
+    "build_parser",
+    "cmd_broker_acl",
+    "cmd_create_admin",
+    "cmd_db_upgrade",
+    "cmd_run",
+    "cmd_scrub",
+    "main",
+]
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -110,6 +118,43 @@ def cmd_broker_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Check stored evidence against the signed manifests now (JL-6); exit 1 when anything is wrong."""
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from server.db import make_engine
+    from server.services.alerts import evaluate_alerts
+    from server.services.scrub import scrub
+    from server.storage import make_object_store
+
+    settings = _settings(args)
+    store = make_object_store(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            report = scrub(session, store, device_id=args.device, source="cli")
+            if report.new_findings:
+                evaluate_alerts(
+                    session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes)
+                )
+                session.commit()
+    finally:
+        engine.dispose()
+    for finding in report.findings:
+        print(
+            f"{finding.device_id} #{finding.sequence if finding.sequence is not None else '-'} "
+            f"{finding.code}: {finding.message} / {finding.message_en}"
+        )
+    print(
+        f"已校验 / checked: {report.devices} 台设备 devices, {report.recordings} 段录像 recordings, "
+        f"{report.bytes_read} 字节 bytes; 问题 / findings: {len(report.findings)} "
+        f"(新 / new: {report.new_findings})"
+    )
+    return 1 if report.findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="zfjl-server", description="执法全过程记录服务 / zfjl server")
@@ -129,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     acl = sub.add_parser("broker-acl", help="生成代理密码与 ACL 文件 / write Mosquitto password + ACL files")
     acl.add_argument("--out", required=True, help="输出目录 / output directory")
     acl.set_defaults(func=cmd_broker_acl)
+
+    scrub = sub.add_parser(
+        "scrub", help="按签名清单校验存储的证据 / check stored evidence against the signed manifests"
+    )
+    scrub.add_argument("--device", help="只校验该设备 / only this device")
+    scrub.set_defaults(func=cmd_scrub)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
     run.set_defaults(func=cmd_run)

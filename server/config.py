@@ -179,6 +179,18 @@ _OPTIONS: tuple[_Option, ...] = (
         "public /verify requests per minute per client network (/24, /48; ?cert= counts 2)",
         _parse_int(1, 100_000),
     ),
+    _Option(
+        "scrub_bytes_per_s",
+        str(8 * MIB),
+        "后台证据校验速率上限 (字节/秒，0 为关闭) / background evidence scrub rate in bytes/s, 0 = off",
+        _parse_int(0),
+    ),
+    _Option(
+        "scrub_pause_s",
+        "3600",
+        "两轮后台校验之间的间隔秒数 / seconds between background scrub passes",
+        _parse_int(1, 30 * 86400),
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -215,6 +227,8 @@ class Settings:
     fleet_offline_alert_minutes: int
     fleet_min_checkout_battery_pct: int
     verify_rate_per_minute: int
+    scrub_bytes_per_s: int
+    scrub_pause_s: int
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:

@@ -25,9 +25,12 @@ __all__ = [
     "AuditLog",
     "Base",
     "Device",
+    "DeviceKey",
     "IngestRejection",
     "Recording",
     "RevokedToken",
+    "ScrubFinding",
+    "SegmentReceipt",
     "UTCDateTime",
     "User",
     "utcnow",
@@ -162,6 +165,54 @@ class IngestRejection(Base):
     code: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     manifest_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class DeviceKey(Base):
+    """One append-only entry of a device's signing-key history (JL-6): which key held when, and who said so.
+
+    The newest entry for a (device, key) pair states that key's validity; a revocation or reinstatement
+    appends a new entry instead of editing one, so ``devices.public_key`` replaced in place is detected.
+    """
+
+    __tablename__ = "device_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    event: Mapped[str] = mapped_column(String(16))
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SegmentReceipt(Base):
+    """Append-only proof that a segment was committed (and acknowledged) at this sequence."""
+
+    __tablename__ = "segment_receipts"
+    __table_args__ = (UniqueConstraint("device_id", "sequence", name="uq_segment_receipts_device_sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    manifest_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScrubFinding(Base):
+    """Append-only result of an integrity check of stored evidence; ``code == "ok"`` clears earlier ones."""
+
+    __tablename__ = "scrub_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    recording_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    code: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 

@@ -22,6 +22,7 @@ from server.config import Settings
 from server.db import get_engine, run_migrations
 from server.ingest import IngestService
 from server.mqtt import IngestWorker
+from server.services.scrub import Scrubber
 
 __all__ = ["STAGING_MAX_AGE_DAYS", "ServerRunner"]
 
@@ -89,6 +90,7 @@ class ServerRunner:
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
         self.fleet_dispatcher: Any = None  # server.services.commands.FleetDispatcher once started
+        self.scrubber: Scrubber | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -122,6 +124,11 @@ class ServerRunner:
         _LOG.info("HTTP API listening on %s", self.http.url)
         self._housekeeping = threading.Thread(target=self._housekeep, name="zfjl-housekeeping", daemon=True)
         self._housekeeping.start()
+        # JL-6: stored evidence is re-checked against the signed manifests at a bounded rate.
+        self.scrubber = Scrubber(
+            app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
+        )
+        self.scrubber.start()
 
     def _start_fleet_dispatch(self, app: Flask) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
@@ -192,6 +199,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
         self._stop.set()
+        if self.scrubber is not None:
+            self.scrubber.stop()
+            self.scrubber = None
         if self.http is not None:
             self.http.stop()
             self.http = None

@@ -76,6 +76,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth.bp, url_prefix="/api/v1/auth")
     app.register_blueprint(devices.bp, url_prefix="/api/v1/devices")
     app.register_blueprint(recordings.bp, url_prefix="/api/v1/recordings")
+    from server.api import integrity  # JL-6: on-demand evidence scrub
+
+    app.register_blueprint(integrity.bp, url_prefix="/api/v1/integrity")
     # People, credentials and cases (GS-9, GS-10, JL-7 – JL-11).
     from server.api import cases, credentials, mobile, people, verify
 

@@ -108,12 +108,26 @@ def get_device(device_id: str) -> ResponseReturnValue:
             "verified": {"type": "boolean"},
             "gaps": {"type": "array"},
             "breaks": {"type": "array"},
-            "bad_signatures": {"type": "array"},
+            "unverified": {"type": "array", "items": {"type": "integer"}},
+            "integrity": {
+                "type": "array",
+                "description": "与签名清单不符的发现 / findings against the signed manifests",
+            },
+            "head": {"type": ["string", "null"]},
+            "rejected_uploads": {
+                "type": "object",
+                "description": "被拒绝的上传，不影响 verified / refused uploads, apart from the chain",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "by_code": {"type": "object"},
+                    "items": {"type": "array"},
+                },
+            },
         },
     },
 )
 def chain(device_id: str) -> ResponseReturnValue:
-    """Gaps, breaks and bad signatures in the device's chain (audited)."""
+    """Gaps, breaks and integrity findings in the device's chain; refused uploads apart (audited)."""
     with session_scope() as session:
         report = recording_service.chain_report(session, device_id)
         audit_request(

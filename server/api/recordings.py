@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from server.api import audit_request, get_store
 from server.api.openapi import api_view
 from server.db import session_scope
 from server.errors import ApiError
+from server.models import Recording
 from server.services import recordings as recording_service
+from server.services.scrub import ServingProblem, check_before_serving, raise_alerts
 
 bp = Blueprint("recordings", __name__)
+_LOG = logging.getLogger(__name__)
 
 _SUMMARY = {
     "type": "object",
@@ -118,6 +123,20 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def _serving_problem(session: Session, rec: Recording, *, full_read: bool) -> ServingProblem | None:
+    """Missing or corrupt evidence is answered 410 with a clear code and an alert, never a 500 (JL-6)."""
+    try:
+        return check_before_serving(session, get_store(), rec, full_read=full_read)
+    except Exception:
+        _LOG.exception("object store unavailable while checking recording %d", rec.id)
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "证据存储暂时不可用，请稍后重试",
+            "the evidence store is unavailable; retry later",
+        ) from None
+
+
 def _unsatisfiable(size: int) -> ApiError:
     return ApiError(
         416,
@@ -134,7 +153,12 @@ def _unsatisfiable(size: int) -> ApiError:
     "录像媒体（支持 Range）/ recording media with HTTP Range",
     response={"type": "string", "format": "binary"},
     response_content_type="video/mp4",
-    responses={206: "部分内容 / partial content", 416: "范围无效 / range not satisfiable"},
+    responses={
+        206: "部分内容 / partial content",
+        410: "证据缺失或损坏，已告警 / evidence_missing or evidence_corrupt, alerted",
+        416: "范围无效 / range not satisfiable",
+        503: "证据存储不可用 / evidence store unavailable",
+    },
 )
 def get_media(recording_id: int) -> ResponseReturnValue:
     """Stream the segment from the object store; the access is audited before any byte is sent."""
@@ -143,6 +167,12 @@ def get_media(recording_id: int) -> ResponseReturnValue:
         rec = recording_service.get_recording(session, recording_id)
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
         audit_request(session, "recording.media", "recording", recording_id, detail={"range": header})
+        problem = _serving_problem(session, rec, full_read=not header)
+    if problem is not None:
+        raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]
+        raise ApiError(
+            410, problem.code, problem.message, problem.message_en, headers={"Cache-Control": "no-store"}
+        )
     span = _parse_range(header, size)
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "private, no-store"}
     if span is None:

@@ -126,6 +126,20 @@ def _conditions(
                 detail={"count": failures},
             )
         )
+    from server.services.scrub import open_findings_count  # JL-6: stored evidence failed a check
+
+    broken = open_findings_count(session, device.id)
+    if broken:
+        out.append(
+            AlertCondition(
+                device_id=device.id,
+                kind="evidence_integrity",
+                severity="critical",
+                message=f"有 {broken} 项存储证据与签名清单不符或缺失（见哈希链报告）",
+                message_en=f"{broken} stored evidence findings: missing or not matching the signed manifest",
+                detail={"open_findings": broken},
+            )
+        )
     return out
 
 

@@ -66,6 +66,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "devices.get_device": _READ_DEVICES,
     "devices.register_device": _MANAGE_DEVICES,
     "devices.chain": ("device_admin", "legal_reviewer", "supervisor", "auditor", "system_admin"),
+    "integrity.scrub": ("device_admin", "auditor", "system_admin"),  # JL-6: reads every object
     # People and cases (server/api/people.py, credentials.py, cases.py): GS-9, GS-10, JL-7 – JL-11.
     # Reads are further limited to the caller's agency except for supervisors, auditors and admins.
     "people.list_agencies": ROLES,

@@ -9,10 +9,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.topics import valid_device_id
-from server.models import Device, utcnow
+from server.models import Device, DeviceKey, utcnow
 from server.services import Conflict, Invalid, NotFound, write_audit
 
-__all__ = ["DeviceKeyConflict", "device_to_dict", "get_device", "list_devices", "register_device"]
+__all__ = [
+    "DeviceKeyConflict",
+    "device_to_dict",
+    "get_device",
+    "list_devices",
+    "record_key_event",
+    "register_device",
+]
 
 
 class DeviceKeyConflict(Conflict):
@@ -74,6 +81,7 @@ def register_device(
     )
     session.add(device)
     session.flush()
+    record_key_event(session, device, "provisioned", actor=actor)
     write_audit(
         session,
         actor=actor,
@@ -84,6 +92,26 @@ def register_device(
         client_ip=client_ip,
     )
     return device
+
+
+def record_key_event(session: Session, device: Device, event: str, *, actor: str) -> DeviceKey:
+    """Append to the device's key history (JL-6): provisioned/reinstated open a validity period, revoked
+    closes it. The history is append-only, so a key later written over ``devices.public_key`` is caught.
+    """
+    now = utcnow()
+    entry = DeviceKey(
+        device_id=device.id,
+        public_key=bytes(device.public_key),
+        key_fingerprint=key_fingerprint(bytes(device.public_key)),
+        valid_from=device.registered_at if event == "provisioned" else now,
+        valid_until=now if event == "revoked" else None,
+        event=event,
+        recorded_by=actor[:64],
+        recorded_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
 
 
 def get_device(session: Session, device_id: str) -> Device:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from protocol.manifest import SignedManifest
-from server.models import Device, IngestRejection, Recording, utcnow
+from server.models import Device, IngestRejection, Recording, SegmentReceipt, utcnow
 from server.services import ServiceError
 from server.storage import ObjectConflict, ObjectStore, file_sha256, recording_key
 
@@ -227,6 +227,15 @@ def _commit(
         stored_at=utcnow(),
     )
     session.add(recording)
+    # Append-only receipt in the same transaction: a recording row deleted later is a missing segment.
+    session.add(
+        SegmentReceipt(
+            device_id=device_id,
+            sequence=manifest.sequence,
+            manifest_hash=signed.manifest_hash,
+            at=recording.stored_at,
+        )
+    )
     if device.status == "provisioned":
         device.status = "active"
     try:

@@ -24,7 +24,7 @@ from server.models_fleet import (
 from server.models_telemetry import DeviceHealthSample, DevicePresence
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
 from server.services.broker_acl import hash_broker_password
-from server.services.devices import get_device, register_device
+from server.services.devices import get_device, record_key_event, register_device
 
 __all__ = [
     "CAPABILITIES",
@@ -138,6 +138,8 @@ def revoke_device(
     if status not in ("lost", "retired"):
         raise Invalid("吊销后的状态只能是 lost 或 retired", "status after revocation must be lost or retired")
     device = get_device(session, device_id)
+    if device.status not in ("lost", "retired"):
+        record_key_event(session, device, "revoked", actor=actor)  # the key's validity ends now
     device.status = status
     now = utcnow()
     for cred in session.scalars(
@@ -165,6 +167,8 @@ def set_status(session: Session, device_id: str, status: str, *, actor: str) -> 
         return revoke_device(session, device_id, status=status, actor=actor)
     device = get_device(session, device_id)
     previous, device.status = device.status, status
+    if previous in ("lost", "retired"):
+        record_key_event(session, device, "reinstated", actor=actor)  # a new validity period
     write_audit(
         session,
         actor=actor,

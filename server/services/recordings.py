@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from protocol.manifest import GENESIS_HASH
@@ -89,33 +86,62 @@ def recording_detail(rec: Recording) -> dict[str, Any]:
     return out
 
 
-def _signature_ok(public_key: bytes, rec: Recording) -> bool:
-    # Re-checked at report time so a row edited in the database is caught, not just trusted.
-    if hashlib.sha256(rec.manifest_text.encode("utf-8")).hexdigest() != rec.manifest_hash:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            rec.signature, rec.manifest_text.encode("utf-8")
-        )
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+REJECTED_UPLOADS_SHOWN = 50
+
+
+def _rejected_uploads(session: Session, device_id: str) -> dict[str, Any]:
+    """Uploads the server refused for this device: reported apart from the verified chain.
+
+    Anyone able to publish on the device's topics can send a forged manifest; refusing it is the
+    system working, so it never makes the stored chain unverified (it is a security-log entry).
+    """
+    by_code = dict(
+        session.execute(
+            select(IngestRejection.code, func.count(IngestRejection.id))
+            .where(IngestRejection.device_id == device_id)
+            .group_by(IngestRejection.code)
+        ).all()
+    )
+    rows = session.scalars(
+        select(IngestRejection)
+        .where(IngestRejection.device_id == device_id)
+        .order_by(IngestRejection.id.desc())
+        .limit(REJECTED_UPLOADS_SHOWN)
+    )
+    return {
+        "count": sum(by_code.values()),
+        "by_code": by_code,
+        "items": [
+            {"code": r.code, "file_id": r.file_id, "at": r.at.isoformat(), "message": r.message} for r in rows
+        ],
+    }
 
 
 def chain_report(session: Session, device_id: str) -> dict[str, Any]:
-    """Gaps, broken links and bad signatures in a device's chain; ``verified`` only if there are none."""
+    """The device's stored chain: gaps, broken links and integrity findings; ``verified`` only if none.
+
+    Every row is checked against its SIGNED manifest with the key the append-only key history says was
+    valid when it was stored (live, no object bytes); object bytes are checked by the scrubber, whose
+    open findings are included. Rejected uploads are listed apart and do not affect ``verified``.
+    """
+    from server.services import scrub
+
     device = get_device(session, device_id)
     rows = list(
         session.scalars(
             select(Recording).where(Recording.device_id == device_id).order_by(Recording.sequence)
         )
     )
+    periods = scrub.device_key_periods(session, device_id)
+    live: list[scrub.Finding] = scrub.check_device(session, device, periods)
     gaps: list[dict[str, int]] = []
     breaks: list[dict[str, Any]] = []
     unverified: list[int] = []
     previous: Recording | None = None
     for rec in rows:
-        if not rec.verified or not _signature_ok(device.public_key, rec):
+        found = scrub.check_columns(rec, periods)
+        live.extend(found)
+        if any(f.code in ("bad_signature", "manifest_hash_mismatch", "manifest_unreadable") for f in found):
             unverified.append(rec.sequence)
         if previous is None:
             # The chain starts at a manifest pointing to GENESIS; missing leading segments are a gap.
@@ -141,21 +167,21 @@ def chain_report(session: Session, device_id: str) -> dict[str, Any]:
                 }
             )
         previous = rec
-    rejections = session.scalars(
-        select(IngestRejection)
-        .where(IngestRejection.device_id == device_id, IngestRejection.code == "bad_signature")
-        .order_by(IngestRejection.at)
-    )
-    bad_signatures = [
-        {"file_id": r.file_id, "at": r.at.isoformat(), "message": r.message} for r in rejections
-    ]
+    seen = {(f.recording_id, f.sequence, f.code) for f in live}
+    integrity = [scrub.finding_to_dict(f) for f in live]
+    for row in scrub.device_open_findings(session, device_id):
+        if (row.recording_id, row.sequence, row.code) not in seen:
+            seen.add((row.recording_id, row.sequence, row.code))
+            integrity.append(scrub.finding_to_dict(row))
+    integrity.sort(key=lambda f: (f["sequence"] is None, f["sequence"] or 0, f["code"]))
     return {
         "device_id": device_id,
         "segments": len(rows),
-        "verified": not gaps and not breaks and not bad_signatures and not unverified,
+        "verified": not gaps and not breaks and not unverified and not integrity,
         "gaps": gaps,
         "breaks": breaks,
-        "bad_signatures": bad_signatures,
         "unverified": unverified,
+        "integrity": integrity,
         "head": rows[-1].manifest_hash if rows else None,
+        "rejected_uploads": _rejected_uploads(session, device_id),
     }

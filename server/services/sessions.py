@@ -42,6 +42,7 @@ from server.models_sessions import (
     WrittenExplanation,
 )
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
+from server.services.scrub import evidence_status
 
 __all__ = [
     "GAP_TOLERANCE",
@@ -799,6 +800,9 @@ def timeline(
             "missing_seqs": computed.replay.missing_seqs,
             "violations": [vars(v) for v in computed.replay.violations],
             "rejected_events": _rejected_events(session, record),
+            # JL-6: the spans above come from the recordings' columns; say whether they match the signed
+            # manifests, so an edited time or officer cannot pass as a continuous record.
+            "evidence": evidence_status(session, loaded.recordings),
         }
     )
     return out

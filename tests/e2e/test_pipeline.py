@@ -86,7 +86,7 @@ def assert_all_stored_exactly_once(
     assert all(item["verified"] for item in items)
     chain = server.request("GET", f"/api/v1/devices/{device_id}/chain", token=token)
     assert chain["verified"] is True, chain
-    assert (chain["segments"], chain["gaps"], chain["breaks"], chain["bad_signatures"]) == (
+    assert (chain["segments"], chain["gaps"], chain["breaks"], chain["integrity"]) == (
         len(items),
         [],
         [],

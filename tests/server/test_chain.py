@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from protocol.manifest import GENESIS_HASH
@@ -14,6 +15,7 @@ from server.services.evidence import BadSignature, commit_segment
 from server.services.recordings import chain_report
 from server.storage import LocalObjectStore
 from tests.conftest import SegmentFactory
+from tests.server.insider import disable_append_only_triggers
 
 
 @pytest.fixture
@@ -33,7 +35,8 @@ def test_clean_chain_verifies(db_session: Session, store: LocalObjectStore, segm
         _commit(db_session, store, segments)
     report = chain_report(db_session, segments.device_id)
     assert report["segments"] == 4 and report["verified"] is True
-    assert report["gaps"] == [] and report["breaks"] == [] and report["bad_signatures"] == []
+    assert report["gaps"] == [] and report["breaks"] == [] and report["integrity"] == []
+    assert report["rejected_uploads"]["count"] == 0
 
 
 def test_gap_break_and_bad_signature(
@@ -60,8 +63,25 @@ def test_gap_break_and_bad_signature(
         and brk["actual_prev"] == "ab" * 32
         and brk["expected_prev"] != brk["actual_prev"]
     )
-    (bad,) = report["bad_signatures"]
-    assert bad["file_id"] == forged.file_id and bad["at"] and "signature" in bad["message"]
+    (bad,) = report["rejected_uploads"]["items"]
+    assert bad["code"] == "bad_signature" and bad["file_id"] == forged.file_id and bad["at"]
+    assert "signature" in bad["message"]
+
+
+def test_forged_upload_is_reported_apart_and_leaves_a_clean_chain_verified(
+    db_session: Session, store: LocalObjectStore, segments: SegmentFactory
+) -> None:
+    """Anyone able to publish can send a forged manifest: refused and listed, the chain stays verified."""
+    devices.register_device(db_session, segments.device_id, segments.public_key)
+    for _ in range(2):
+        _commit(db_session, store, segments)
+    forged, path = segments.make(key=Ed25519PrivateKey.generate(), advance=False)
+    with pytest.raises(BadSignature):
+        commit_segment(db_session, store, forged, path)
+    report = chain_report(db_session, segments.device_id)
+    assert report["verified"] is True and report["segments"] == 2
+    assert report["rejected_uploads"]["count"] == 1
+    assert report["rejected_uploads"]["by_code"] == {"bad_signature": 1}
 
 
 def test_first_segment_must_point_at_genesis(
@@ -85,8 +105,14 @@ def test_leading_gap_and_tampered_row(
     report = chain_report(db_session, segments.device_id)
     assert report["gaps"] == [{"from": 0, "to": 2}] and report["breaks"] == []
     row = db_session.query(Recording).filter_by(sequence=4).one()
-    row.manifest_text = row.manifest_text.replace("officer-7", "officer-8")  # edited behind our back
+    # Edited behind our back by an insider who first switched the append-only triggers off.
+    disable_append_only_triggers(db_session)
+    db_session.execute(
+        text("UPDATE recordings SET manifest_text = :t WHERE id = :id"),
+        {"t": row.manifest_text.replace("officer-7", "officer-8"), "id": row.id},
+    )
     db_session.commit()
+    db_session.expire_all()
     assert chain_report(db_session, segments.device_id)["unverified"] == [4]
     with pytest.raises(NotFound):
         chain_report(db_session, "nope")
