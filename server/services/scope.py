@@ -35,6 +35,7 @@ __all__ = [
     "OutOfScope",
     "device_in_scope",
     "recording_in_scope",
+    "recording_of_agency",
     "require_device",
     "require_recording",
     "require_session",
@@ -80,6 +81,11 @@ def _session_start() -> ColumnElement[Any]:
 def recording_in_scope(scope: Caller) -> ColumnElement[bool]:
     """WHERE clause over ``Recording``: the segments ``scope`` may read."""
     return _scoped(scope, Recording.device_id, Recording.started_at)
+
+
+def recording_of_agency(agency_id: int) -> ColumnElement[bool]:
+    """WHERE clause over ``Recording``: the segments of ``agency_id`` (what its cases may link)."""
+    return _checked_out_in(agency_id, Recording.device_id, Recording.started_at)
 
 
 def session_in_scope(scope: Caller) -> ColumnElement[bool]:

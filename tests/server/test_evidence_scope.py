@@ -20,7 +20,7 @@ from sqlalchemy import select
 from server import create_app
 from server.db import get_engine, run_migrations, session_scope
 from server.models import ROLES, AuditLog, User
-from server.models_people import Agency
+from server.models_people import Agency, Officer
 from server.models_telemetry import DeviceHealthSample
 from server.services import fleet as fleet_service
 from server.services.auth import ENDPOINT_ROLES, create_user
@@ -264,3 +264,34 @@ def test_jl20_refused_evidence_reads_are_audited(world: Agencies) -> None:
         (reviewer, "device.chain_report", "dev-b", "out_of_scope"),
         (officer, "session.timeline", str(world.evidence["b"].session_pk), "out_of_scope"),
     ]
+
+
+def test_jl20_a_case_links_and_shows_only_its_own_agencys_recordings(world: Agencies) -> None:
+    a, b = world.evidence["a"], world.evidence["b"]
+    with session_scope(world.app) as session:
+        # The recorders' manifests name officer "officer-7": in agency A that is this register entry.
+        officer = Officer(agency_id=world.agency["a"], name="王执法", certificate_number="officer-7")
+        session.add(officer)
+        session.flush()
+        officer_pk = officer.id
+    headers = world.headers("officer-a")
+    case = world.client.post(
+        "/api/v1/cases",
+        json={"number": "合市监罚〔2026〕9号", "act_kind": "penalty", "origin": "ex_officio"},
+        headers=headers,
+    )
+    assert case.status_code == 201, case.get_json()
+    events = f"/api/v1/cases/{case.get_json()['id']}/events"
+    body = {"event_type": "investigation.inquiry", "occurred_at": T0.isoformat(), "officer_ids": [officer_pk]}
+    # Linking another agency's recording is refused exactly like linking one that does not exist.
+    other = world.client.post(events, json={**body, "recording_ids": [b.recording_ids[0]]}, headers=headers)
+    absent = world.client.post(events, json={**body, "recording_ids": [987654]}, headers=headers)
+    assert other.status_code == absent.status_code == 400
+    assert other.get_json() == absent.get_json()
+    own = world.client.post(events, json={**body, "recording_ids": [a.recording_ids[0]]}, headers=headers)
+    assert own.status_code == 201, own.get_json()
+    record = world.get("officer-a", f"/api/v1/cases/{case.get_json()['id']}/record").get_json()
+    (inquiry,) = [e for s in record["stages"] for e in s["events"]]
+    # Both recorders ran at T0 under "officer-7"; only A's recording covers A's case event.
+    assert inquiry["recording_ids"] == [a.recording_ids[0]]
+    assert inquiry["covering_recording_ids"] == sorted(a.recording_ids)
