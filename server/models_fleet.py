@@ -96,6 +96,9 @@ class DeviceAssignment(Base):
     battery_at_checkout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     checked_in_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The assignee's agency at check-out (migration 0015): evidence recorded under this check-out
+    # belongs to it (JL-20), even if the officer later moves to another agency. A snapshot: no FK.
+    agency_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class DeviceAlert(Base):

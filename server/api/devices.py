@@ -10,11 +10,13 @@ from flask.typing import ResponseReturnValue
 
 from server.api import actor, audit_request, client_ip, json_body
 from server.api.openapi import api_view
+from server.api.scope import audit_refusal, caller
 from server.db import session_scope
 from server.errors import ApiError
 from server.models import Device
 from server.services import devices as device_service
 from server.services import recordings as recording_service
+from server.services import scope as scope_service
 
 bp = Blueprint("devices", __name__)
 
@@ -128,7 +130,8 @@ def get_device(device_id: str) -> ResponseReturnValue:
 )
 def chain(device_id: str) -> ResponseReturnValue:
     """Gaps, breaks and integrity findings in the device's chain; refused uploads apart (audited)."""
-    with session_scope() as session:
+    with audit_refusal("device.chain_report", "device", device_id), session_scope() as session:
+        scope_service.require_device(session, caller(), device_id)
         report = recording_service.chain_report(session, device_id)
         audit_request(
             session, "device.chain_report", "device", device_id, detail={"verified": report["verified"]}

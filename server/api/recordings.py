@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.api import audit_request, get_store
 from server.api.openapi import api_view
+from server.api.scope import audit_refusal, caller
 from server.db import session_scope
 from server.errors import ApiError
 from server.models import Recording
@@ -73,7 +74,7 @@ def list_recordings() -> ResponseReturnValue:
     before = _int_arg("before", None)
     with session_scope() as session:
         rows, next_cursor = recording_service.list_recordings(
-            session, device_id=device_id, limit=limit, before=before
+            session, device_id=device_id, limit=limit, before=before, scope=caller()
         )
         audit_request(
             session,
@@ -94,8 +95,8 @@ def list_recordings() -> ResponseReturnValue:
 )
 def get_recording(recording_id: int) -> ResponseReturnValue:
     """One recording with its manifest, signature and chain links (audited)."""
-    with session_scope() as session:
-        rec = recording_service.get_recording(session, recording_id)
+    with audit_refusal("recording.view", "recording", recording_id), session_scope() as session:
+        rec = recording_service.get_recording(session, recording_id, scope=caller())
         audit_request(session, "recording.view", "recording", recording_id)
         return jsonify(recording_service.recording_detail(rec))
 
@@ -163,8 +164,8 @@ def _unsatisfiable(size: int) -> ApiError:
 def get_media(recording_id: int) -> ResponseReturnValue:
     """Stream the segment from the object store; the access is audited before any byte is sent."""
     header = request.headers.get("Range")
-    with session_scope() as session:
-        rec = recording_service.get_recording(session, recording_id)
+    with audit_refusal("recording.media", "recording", recording_id), session_scope() as session:
+        rec = recording_service.get_recording(session, recording_id, scope=caller())
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
         audit_request(session, "recording.media", "recording", recording_id, detail={"range": header})
         problem = _serving_problem(session, rec, full_read=not header)

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from server.api import actor, audit_request, client_ip, json_body
 from server.api.openapi import api_view
+from server.api.scope import audit_refusal, caller
 from server.db import session_scope
 from server.errors import ApiError
 from server.services import sessions as session_service
@@ -133,7 +134,9 @@ def list_sessions() -> ResponseReturnValue:
     limit = _int_arg("limit") or 50
     before = _int_arg("before")
     with session_scope() as session:
-        items, next_cursor = session_service.list_sessions(session, limit=limit, before=before, **filters)
+        items, next_cursor = session_service.list_sessions(
+            session, limit=limit, before=before, scope=caller(), **filters
+        )
         audit_request(
             session,
             "session.list",
@@ -152,8 +155,8 @@ def list_sessions() -> ResponseReturnValue:
 )
 def get_session(session_id: int) -> ResponseReturnValue:
     """One session with its events, missing sequence numbers and violations (audited)."""
-    with session_scope() as session:
-        record = session_service.get_session(session, session_id)
+    with audit_refusal("session.view", "session", session_id), session_scope() as session:
+        record = session_service.get_session(session, session_id, scope=caller())
         audit_request(session, "session.view", "session", session_id)
         return jsonify(session_service.session_detail(session, record))
 
@@ -166,8 +169,8 @@ def get_session(session_id: int) -> ResponseReturnValue:
 )
 def get_timeline(session_id: int) -> ResponseReturnValue:
     """Recorded spans, gaps, markers with clips, written explanations, bookmarks, verdict (audited)."""
-    with session_scope() as session:
-        record = session_service.get_session(session, session_id)
+    with audit_refusal("session.timeline", "session", session_id), session_scope() as session:
+        record = session_service.get_session(session, session_id, scope=caller())
         audit_request(session, "session.timeline", "session", session_id)
         return jsonify(session_service.timeline(session, record, _media_url))
 
@@ -195,8 +198,8 @@ def get_timeline(session_id: int) -> ResponseReturnValue:
 )
 def file_explanation(session_id: int) -> ResponseReturnValue:
     """File a written explanation; the filer's signature is the first of the two required."""
-    with session_scope() as session:
-        record = session_service.get_session(session, session_id)
+    with audit_refusal("session.explanation_file", "session", session_id), session_scope() as session:
+        record = session_service.get_session(session, session_id, scope=caller())
         body = json_body(("text",))
         marker_id = body.get("marker_id")
         if marker_id is not None and not isinstance(marker_id, str):
@@ -225,8 +228,8 @@ def file_explanation(session_id: int) -> ResponseReturnValue:
 )
 def sign_explanation(session_id: int, explanation_id: int) -> ResponseReturnValue:
     """Co-sign an explanation as the calling officer."""
-    with session_scope() as session:
-        record = session_service.get_session(session, session_id)
+    with audit_refusal("session.explanation_sign", "session", session_id), session_scope() as session:
+        record = session_service.get_session(session, session_id, scope=caller())
         result = session_service.sign_explanation(
             session, record, explanation_id, user_id=_user_id(), client_ip=client_ip()
         )

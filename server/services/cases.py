@@ -33,6 +33,7 @@ from server.services.auth import Forbidden
 from server.services.evidence import ACCEPTING_STATUSES
 from server.services.fleet import current_assignment
 from server.services.people import Caller
+from server.services.scope import recording_of_agency
 from server.storage import ObjectStore
 
 __all__ = [
@@ -450,7 +451,12 @@ def _new_event(
     ):
         raise Invalid("recording_ids 必须是整数数组", "recording_ids must be a list of integers")
     if recording_ids and len(
-        set(session.scalars(select(Recording.id).where(Recording.id.in_(recording_ids))))
+        # JL-20: only the case's agency's own recordings; another's is "missing" (no oracle).
+        set(
+            session.scalars(
+                select(Recording.id).where(Recording.id.in_(recording_ids), recording_of_agency(agency_id))
+            )
+        )
     ) != len(set(recording_ids)):
         raise Invalid("有录像不存在", "some recordings do not exist")
     data = body.get("data") or {}
@@ -727,6 +733,7 @@ def _covering_recordings(session: Session, event: CaseEvent, certificates: dict[
         return []
     query = select(Recording.id).where(
         or_(*conditions),
+        recording_of_agency(event.agency_id),  # JL-20: never another agency's evidence
         Recording.started_at <= event.occurred_at + RECORDING_SLACK,
         Recording.ended_at >= event.occurred_at - RECORDING_SLACK,
     )

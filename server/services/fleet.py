@@ -445,6 +445,7 @@ def check_out(
         checked_out_at=utcnow(),
         checked_out_by=actor,
         battery_at_checkout=battery,
+        agency_id=user.agency_id,
     )
     session.add(row)
     session.flush()

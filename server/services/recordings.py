@@ -12,6 +12,8 @@ from protocol.manifest import GENESIS_HASH
 from server.models import IngestRejection, Recording
 from server.services import Invalid, NotFound
 from server.services.devices import get_device
+from server.services.people import Caller
+from server.services.scope import recording_in_scope, require_recording
 
 __all__ = [
     "FIRST_SEQUENCE",
@@ -28,9 +30,17 @@ MAX_PAGE = 200
 
 
 def list_recordings(
-    session: Session, *, device_id: str | None = None, limit: int = 50, before: int | None = None
+    session: Session,
+    *,
+    device_id: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+    scope: Caller | None = None,
 ) -> tuple[list[Recording], int | None]:
-    """Newest first by id; ``before`` is the cursor returned as ``next`` by the previous page."""
+    """Newest first by id; ``before`` is the cursor returned as ``next`` by the previous page.
+
+    With ``scope``, only the caller's agency's recordings (services/scope.py, JL-20).
+    """
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid(f"limit 必须在 1 到 {MAX_PAGE} 之间", f"limit must be between 1 and {MAX_PAGE}")
     query = select(Recording).order_by(Recording.id.desc()).limit(limit + 1)
@@ -38,16 +48,21 @@ def list_recordings(
         query = query.where(Recording.device_id == device_id)
     if before is not None:
         query = query.where(Recording.id < before)
+    if scope is not None:
+        query = query.where(recording_in_scope(scope))
     rows = list(session.scalars(query))
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
-def get_recording(session: Session, recording_id: int) -> Recording:
-    """The recording, or NotFound."""
+def get_recording(session: Session, recording_id: int, *, scope: Caller | None = None) -> Recording:
+    """The recording, or NotFound; with ``scope``, another agency's recording is NotFound too (JL-20)."""
     recording = session.get(Recording, recording_id)
+    missing = NotFound(f"录像 {recording_id} 不存在", f"recording {recording_id} not found")
     if recording is None:
-        raise NotFound(f"录像 {recording_id} 不存在", f"recording {recording_id} not found")
+        raise missing
+    if scope is not None:
+        require_recording(session, scope, recording, missing)
     return recording
 
 

@@ -42,6 +42,8 @@ from server.models_sessions import (
     WrittenExplanation,
 )
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
+from server.services.people import Caller
+from server.services.scope import require_session, session_in_scope
 from server.services.scrub import evidence_status
 
 __all__ = [
@@ -377,11 +379,16 @@ class _Loaded:
     officer_names: dict[int, str] = field(default_factory=dict)
 
 
-def get_session(session: Session, session_pk: int) -> EnforcementSessionRecord:
-    """The session, or NotFound."""
+def get_session(
+    session: Session, session_pk: int, *, scope: Caller | None = None
+) -> EnforcementSessionRecord:
+    """The session, or NotFound; with ``scope``, another agency's session is NotFound too (JL-20)."""
     record = session.get(EnforcementSessionRecord, session_pk)
+    missing = NotFound(f"执法过程 {session_pk} 不存在", f"session {session_pk} not found")
     if record is None:
-        raise NotFound(f"执法过程 {session_pk} 不存在", f"session {session_pk} not found")
+        raise missing
+    if scope is not None:
+        require_session(session, scope, record, missing)
     return record
 
 
@@ -830,8 +837,12 @@ def list_sessions(
     date_to: str | None = None,
     limit: int = 50,
     before: int | None = None,
+    scope: Caller | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Newest first; filters by verdict (computed), device, officer and start date (UTC, inclusive)."""
+    """Newest first; filters by verdict (computed), device, officer and start date (UTC, inclusive).
+
+    With ``scope``, only the caller's agency's sessions (services/scope.py, JL-20).
+    """
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid(f"limit 必须在 1 到 {MAX_PAGE} 之间", f"limit must be between 1 and {MAX_PAGE}")
     if verdict is not None and verdict not in VERDICTS:
@@ -842,6 +853,8 @@ def list_sessions(
     query = select(EnforcementSessionRecord).order_by(EnforcementSessionRecord.id.desc())
     if device_id:
         query = query.where(EnforcementSessionRecord.device_id == device_id)
+    if scope is not None:
+        query = query.where(session_in_scope(scope))
     if officer_id or first or last:
         started = select(SessionEventRecord.id).where(
             SessionEventRecord.enforcement_session_id == EnforcementSessionRecord.id,

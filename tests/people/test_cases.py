@@ -143,6 +143,16 @@ def test_jl11_attachments_stored_by_sha256_and_recordings_linked(
             Device(id="cam-1", public_key=b"k" * 32, key_fingerprint="f", status="active", registered_by="t")
         )
         session.flush()
+        # JL-20: the recorder is out with officer A, so its recordings are agency A's to link.
+        session.add(
+            DeviceAssignment(
+                device_id="cam-1",
+                user_id=world.users["officer"],
+                agency_id=world.agency_a,
+                checked_out_at=T0 - timedelta(days=1),
+                checked_out_by="t",
+            )
+        )
         recording = Recording(
             device_id="cam-1",
             sequence=0,

@@ -21,7 +21,8 @@ from server import create_app
 from server.api import STORE_KEY
 from server.db import get_engine, run_migrations, session_scope
 from server.ingest import IngestService
-from server.models import Recording
+from server.models import Recording, User
+from server.models_fleet import DeviceAssignment
 from server.models_people import Agency, Officer
 from server.services.auth import create_user
 from server.services.devices import register_device
@@ -122,10 +123,34 @@ def sapp(db_url: str, tmp_path: Path) -> Iterator[Flask]:
 
 @pytest.fixture
 def recorder(sapp: Flask, segments: SegmentFactory) -> Recorder:
-    """A registered recorder."""
+    """A registered recorder, checked out since before T0 to an officer of the default agency (JL-20)."""
     with session_scope(sapp) as session:
         register_device(session, segments.device_id, segments.public_key)
+    holder = make_officer(sapp, "recorder-holder", register=False)
+    hand_over(sapp, segments.device_id, holder, at=T0 - timedelta(days=30))
     return Recorder(sapp, segments)
+
+
+def hand_over(app: Flask, device_id: str, user_id: int, *, at: datetime = T0 - timedelta(hours=1)) -> None:
+    """Check ``device_id`` in (if out) and out to ``user_id`` at ``at``; its evidence is that agency's."""
+    with session_scope(app) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        for row in session.scalars(
+            select(DeviceAssignment).where(
+                DeviceAssignment.device_id == device_id, DeviceAssignment.checked_in_at.is_(None)
+            )
+        ):
+            row.checked_in_at, row.checked_in_by = at, "test"
+        session.add(
+            DeviceAssignment(
+                device_id=device_id,
+                user_id=user_id,
+                agency_id=user.agency_id,
+                checked_out_at=at,
+                checked_out_by="test",
+            )
+        )
 
 
 @pytest.fixture

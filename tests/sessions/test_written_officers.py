@@ -14,7 +14,7 @@ from server.db import session_scope
 from server.ingest import IngestService
 from server.models_people import Officer
 from server.models_sessions import ExplanationSignature
-from tests.sessions.conftest import Recorder, make_officer, send
+from tests.sessions.conftest import Recorder, hand_over, make_officer, send
 from tests.sessions.test_sessions import login, s, session_pk, timeline
 
 K = SessionEventKind
@@ -151,16 +151,18 @@ def test_jl16_signers_must_share_the_session_officers_agency(
 ) -> None:
     app = recorder.app
     # The recorder's events name officer "officer-7": the register entry with that certificate number.
-    make_officer(app, "officer-7", certificate="officer-7", agency="甲局")
+    officer = make_officer(app, "officer-7", certificate="officer-7", agency="甲局")
     make_officer(app, "colleague", agency="甲局")
     make_officer(app, "outsider", agency="乙局")
+    hand_over(app, recorder.device_id, officer)
     pk = interrupted_session(recorder, ingest)
     client = app.test_client()
+    # JL-20: another agency's session is not even visible to the outsider.
     refused = file(client, pk, "outsider")
-    assert refused.status_code == 403 and code(refused) == "officer_other_agency"
+    assert refused.status_code == 404 and code(refused) == "not_found"
     filed = file(client, pk, "officer-7")
     assert filed.status_code == 201, filed.get_json()
     eid = filed.get_json()["id"]
-    assert code(cosign(client, pk, eid, "outsider")) == "officer_other_agency"
+    assert code(cosign(client, pk, eid, "outsider")) == "not_found"
     assert cosign(client, pk, eid, "colleague").status_code == 201
     assert timeline(app, pk)["verdict"] == "gaps_explained"
