@@ -468,7 +468,9 @@ class SegmentReceiver:
         if self.view.manifest is None:
             # No byte is staged for a transfer whose signed init was not accepted (finding: a chunk
             # flood for made-up file ids filled the staging disk). The device answers with init.
-            return [self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)]
+            return [
+                self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)
+            ]
         if chunk.end > self.view.manifest.manifest.size:
             return [
                 self._chunk_ack(
@@ -492,7 +494,9 @@ class SegmentReceiver:
         if outcome is StageOutcome.SAME:
             return [self._chunk_ack(AckState.DUPLICATE, chunk)]
         if outcome is StageOutcome.NO_MANIFEST:
-            return [self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)]
+            return [
+                self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)
+            ]
         return [
             self._chunk_ack(
                 AckState.CONFLICT,

@@ -150,8 +150,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "staging_quota_bytes",
         str(4 * GIB),
-        "每台设备暂存配额 (字节，超出时设备稍后重试) / per-device staging quota in bytes (beyond it the device "
-        "retries later)",
+        "每台设备暂存配额 (字节，超出时设备稍后重试) / "
+        "per-device staging quota in bytes (beyond it the device retries later)",
         _parse_int(1),
     ),
     _Option(

@@ -483,16 +483,19 @@ class Staging:
                 continue
             has_manifest = (path / MANIFEST_NAME).is_file()
             has_bytes = (path / DATA_NAME).exists() or (path / INDEX_NAME).exists()
-            if has_manifest and has_bytes and touched < moment - idle_s:
-                _LOG.info("staging: %s/%s idle for %.1f h; bytes cleaned, manifest kept", device_id, file_id,
-                          (moment - touched) / 3600)
-                self.discard(device_id, file_id, keep_manifest=True)
-            elif has_manifest and not has_bytes and touched < moment - manifest_max_age_s:
-                self.discard(device_id, file_id)
-            elif not has_manifest and touched < moment - idle_s:
-                self.discard(device_id, file_id)
-            else:
+            # Bytes (with or without a manifest) go after idle_s; a manifest left alone after the long age.
+            limit = manifest_max_age_s if has_manifest and not has_bytes else idle_s
+            if touched >= moment - limit:
                 continue
+            keep_manifest = has_manifest and has_bytes
+            _LOG.info(
+                "staging: %s/%s untouched for %.1f h; %s",
+                device_id,
+                file_id,
+                (moment - touched) / 3600,
+                "bytes cleaned, signed manifest kept" if keep_manifest else "removed",
+            )
+            self.discard(device_id, file_id, keep_manifest=keep_manifest)
             cleaned.append((device_id, file_id))
         return cleaned
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from protocol.manifest import SignedManifest
-from protocol.messages import AckState, FileChunk, TransferAck, encode
+from protocol.messages import AckState, FileChunk, encode
 from protocol.ranges import RangeSet
 from server.config import load_settings
 from server.db import session_scope
@@ -118,7 +119,9 @@ def test_flood_is_bounded_and_every_refusal_is_counted(
     assert sum(r.occurrences for r in rows(app, code="chunk_hash_mismatch")) == flood
 
 
-def test_flood_from_random_device_ids_is_bounded(app: Flask, service: IngestService, clock: FakeClock) -> None:
+def test_flood_from_random_device_ids_is_bounded(
+    app: Flask, service: IngestService, clock: FakeClock
+) -> None:
     """Refusals naming 3,000 made-up devices: bounded rows, one summary for the unregistered ones."""
     flood = 3_000
     for n in range(flood):
@@ -287,7 +290,7 @@ def age(staging: Staging, device_id: str, file_id: str, seconds: float) -> None:
 def test_abandoned_transfer_bytes_are_cleaned_within_hours_and_the_manifest_kept(
     service: IngestService, device: SegmentFactory
 ) -> None:
-    """Untouched for longer than the abandon time: bytes gone, signed manifest kept, device restarts cleanly."""
+    """Untouched past the abandon time: bytes gone, signed manifest kept, the device restarts cleanly."""
     data = os.urandom(2 * CHUNK)
     signed, _ = device.make(data)
     half_upload(service, signed, data)
@@ -319,7 +322,7 @@ def test_transfer_resumed_before_the_deadline_keeps_its_bytes(
 def test_manifest_only_leftovers_and_manifestless_bytes_are_removed(
     service: IngestService, device: SegmentFactory
 ) -> None:
-    """A kept manifest goes after the long age; bytes without a manifest (older servers) after the short one."""
+    """A kept manifest goes after the long age; bytes without a manifest (older server) after the short."""
     signed, _ = device.make(b"m" * 100)
     one(service, *init(signed))
     age(service.staging, device.device_id, signed.file_id, 15 * 86400)
@@ -352,3 +355,25 @@ def test_housekeeping_cleans_abandoned_staging_with_the_configured_hours(
     assert service.housekeep() == {"staging_abandoned": 1}
     assert not (service.staging.path_of(device.device_id, signed.file_id) / DATA_NAME).exists()
 
+
+def test_rejection_rows_carry_their_occurrences_on_every_database(db_session: Session) -> None:
+    """Migration 0012 on SQLite and PostgreSQL: old-style rows count 1, a flood summary its sum."""
+    from server.services.evidence import record_rejection
+
+    single = record_rejection(db_session, code="bad_signature", message="one", device_id="dev-001")
+    summary = record_rejection(db_session, code="bad_signature", message="flood", device_id="dev-001")
+    summary.occurrences = 4_321
+    db_session.commit()
+    db_session.expire_all()
+    assert [
+        r.occurrences for r in db_session.scalars(select(IngestRejection).order_by(IngestRejection.id))
+    ] == [
+        1,
+        4_321,
+    ]
+    raw = db_session.execute(
+        text("INSERT INTO ingest_rejections (code, message, at) VALUES ('x', 'y', CURRENT_TIMESTAMP)")
+    )
+    assert raw.rowcount == 1
+    assert db_session.scalar(select(IngestRejection.occurrences).where(IngestRejection.code == "x")) == 1
+    assert single.id != summary.id

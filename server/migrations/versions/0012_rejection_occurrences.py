@@ -19,9 +19,7 @@ _TABLE = "ingest_rejections"
 
 def upgrade() -> None:
     """Add ``occurrences`` (1 for every existing row); plain ADD COLUMN keeps any trigger on the table."""
-    op.add_column(
-        _TABLE, sa.Column("occurrences", sa.Integer(), nullable=False, server_default=sa.text("1"))
-    )
+    op.add_column(_TABLE, sa.Column("occurrences", sa.Integer(), nullable=False, server_default=sa.text("1")))
 
 
 def downgrade() -> None:
