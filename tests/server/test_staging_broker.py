@@ -239,3 +239,41 @@ def link_to(request: pytest.FixtureRequest) -> Iterator[Callable[[str, int, str]
     yield make
     for link in links:
         link.close()
+
+
+def test_server_housekeeping_cleans_abandoned_staging_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running server's one housekeeping thread sweeps staging on its interval and is joined at stop."""
+    import server.runner as runner_module
+    from server.runner import ServerRunner
+    from server.staging import DATA_NAME, MANIFEST_NAME, Staging
+
+    monkeypatch.setattr(runner_module, "STAGING_SWEEP_INTERVAL_S", 0.2)
+    data_dir = tmp_path / "var"
+    staging = Staging(data_dir / "staging")
+    factory = SegmentFactory(tmp_path)
+    data = os.urandom(5000)
+    signed, _ = factory.make(data)
+    staging.store_manifest(signed)
+    staging.stage(FileChunk(device_id=factory.device_id, file_id=signed.file_id, offset=0, data=data[:1000]))
+    path = staging.path_of(factory.device_id, signed.file_id)
+    old = path.stat().st_mtime - 7 * 3600  # past the default 6 hours
+    for item in [*path.iterdir(), path]:
+        os.utime(item, (old, old))
+    runner = ServerRunner(
+        {
+            "data_dir": str(data_dir),
+            "database_url": f"sqlite:///{tmp_path / 'zfjl.db'}",
+            "jwt_secret": "x" * 48,
+            "http_port": 0,
+        },
+        embedded_mqtt_port=0,
+    )
+    runner.start()
+    try:
+        assert wait_until(lambda: not (path / DATA_NAME).exists(), 20)
+        assert (path / MANIFEST_NAME).exists()
+    finally:
+        runner.stop()
+    assert not [t for t in threading.enumerate() if t.name == "zfjl-housekeeping"]
