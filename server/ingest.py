@@ -125,8 +125,8 @@ class RejectionSummary:
 class _RejectionLog:
     """Fixed windows bounding security-log rows per device and overall, and summing what is held back.
 
-    Bounded both ways: rows per window are at most ``total`` + 2 × (registered devices × codes), and
-    memory holds one :class:`_Held` per registered device and code plus one per code for every
+    Bounded both ways: rows per window are at most ``total`` + 2 × (registered devices + 1) × codes,
+    and memory holds one :class:`_Held` per registered device and code plus one per code for every
     unregistered id together (ids from the network never become keys of their own). A registered
     device's first refusal of each kind in a window is always written whole (a forged manifest keeps
     its text as evidence), whatever the budget says.
@@ -141,7 +141,7 @@ class _RejectionLog:
         self._held: dict[tuple[str | None, str], _Held] = {}
         self._due: list[RejectionSummary] = []
         self._lock = threading.Lock()
-        self.pending = False  # read without the lock as a cheap hint that flush work may exist
+        self._last_flush = -1
 
     def admit(
         self,
@@ -180,7 +180,6 @@ class _RejectionLog:
             else:
                 held.count += 1
                 held.last_at = now
-            self.pending = True
             return False
 
     def _roll(self) -> None:
@@ -203,6 +202,11 @@ class _RejectionLog:
             )
         self._held = {}
 
+    def requeue(self, summaries: list[RejectionSummary]) -> None:
+        """Keep summaries the database did not take for the next flush (bounded: oldest dropped, logged)."""
+        with self._lock:
+            self._due = (summaries + self._due)[-_MAX_DUE_SUMMARIES:]
+
     def due(self, *, everything: bool = False) -> list[RejectionSummary]:
         """Summaries of closed windows (and, with ``everything``, of the open one: at shutdown)."""
         with self._lock:
@@ -210,8 +214,16 @@ class _RejectionLog:
             if everything:
                 self._close_held()
             due, self._due = self._due, []
-            self.pending = bool(self._held)
+            self._last_flush = self._window
             return due
+
+    def flush_due(self) -> bool:
+        """Cheap, lock-free hint: something waits and no flush was tried in this window yet."""
+        return bool(self._held or self._due) and int(self.clock() // self.window_s) != self._last_flush
+
+
+# Summaries waiting for a database that is down; past this many the oldest are only in the log.
+_MAX_DUE_SUMMARIES = 10_000
 
 
 def _device_time(text: str) -> datetime | None:
@@ -316,7 +328,7 @@ class IngestService:
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
         """Handle one uplink message; return the acks to publish (QoS 1). Never raises."""
         try:
-            if self._rejection_log.pending:
+            if self._rejection_log.flush_due():
                 self.flush_rejections()
             return self._handle(topic, payload)
         except Exception:
@@ -454,7 +466,12 @@ class IngestService:
                     )
                     row.occurrences = summary.count
         except Exception:
-            _LOG.exception("ingest: could not record %d flood summaries", len(summaries))
+            _LOG.exception(
+                "ingest: could not record %d flood summaries; kept for the next try", len(summaries)
+            )
+            for summary in summaries:
+                _LOG.warning("ingest: %s", summary.message[:300])
+            self._rejection_log.requeue(summaries)
             return 0
         for summary in summaries:
             _LOG.warning("ingest: %s", summary.message[:300])

@@ -119,6 +119,34 @@ def test_flood_is_bounded_and_every_refusal_is_counted(
     assert sum(r.occurrences for r in rows(app, code="chunk_hash_mismatch")) == flood
 
 
+def test_flood_summary_survives_a_database_outage(
+    app: Flask,
+    service: IngestService,
+    device: SegmentFactory,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A summary the database refuses is kept and written by the next flush, not lost."""
+    import server.ingest as ingest_module
+
+    for n in range(REJECTION_ROWS_PER_DEVICE_MINUTE + 5):
+        service.handle(*bad_hash_chunk(device.device_id, f"{n:032x}"))
+    clock.now += 61
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OSError("database unreachable")
+
+    original = ingest_module.record_rejection
+    monkeypatch.setattr(ingest_module, "record_rejection", down)
+    assert service.flush_rejections() == 0
+    monkeypatch.setattr(ingest_module, "record_rejection", original)
+    assert service.flush_rejections() == 1
+    assert (
+        sum(r.occurrences for r in rows(app, code="chunk_hash_mismatch"))
+        == REJECTION_ROWS_PER_DEVICE_MINUTE + 5
+    )
+
+
 def test_flood_from_random_device_ids_is_bounded(
     app: Flask, service: IngestService, clock: FakeClock
 ) -> None:
