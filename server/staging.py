@@ -429,28 +429,28 @@ class Staging:
                     yield device_dir.name, transfer_dir.name
 
     def device_usage(self, device_id: str, *, exclude_file_id: str | None = None) -> int:
-        """Bytes a device's staged transfers count against its quota (each at least TRANSFER_CHARGE).
+        """Disk bytes a device's staged transfers take, for its quota (each at least TRANSFER_CHARGE).
 
-        Held bytes come from the (cached) index; every transfer is charged at least one manifest's
-        maximum size, so a device cannot fill the disk's inodes with tiny transfers either.
+        Allocated blocks, not declared sizes, so sparse writes count as what they cost. Every transfer
+        is charged at least one init's largest size, so a device cannot fill the disk's inodes with
+        tiny transfers either. Stats only (no locks, no index parsing): it runs for every chunk.
         """
         if not valid_device_id(device_id):
             raise StagingError(f"invalid device id {device_id!r}")
-        device_dir = self.root / device_id
         try:
-            names = os.listdir(device_dir)
+            transfers = os.scandir(self.root / device_id)
         except FileNotFoundError:
             return 0
         total = 0
-        for name in names:
-            if name == exclude_file_id or not valid_file_id(name):
-                continue
-            path = device_dir / name
-            try:
-                manifest_size = (path / MANIFEST_NAME).stat().st_size
-            except FileNotFoundError:
-                manifest_size = 0
-            total += max(TRANSFER_CHARGE, manifest_size + self._index(path).held.total)
+        with transfers:
+            for transfer in transfers:
+                if transfer.name == exclude_file_id or not valid_file_id(transfer.name):
+                    continue
+                used = 0
+                for name in (MANIFEST_NAME, DATA_NAME, INDEX_NAME):
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        used += os.stat(os.path.join(transfer.path, name)).st_blocks * 512
+                total += max(TRANSFER_CHARGE, used)
         return total
 
     def last_touched(self, device_id: str, file_id: str) -> float:
