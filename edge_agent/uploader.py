@@ -21,6 +21,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.outbox import Outbox, OutboxSegment
 from protocol.messages import FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
 from protocol.transfer import (
+    RETRY_LATER_CODES,
     SegmentSender,
     SendChunk,
     SenderAction,
@@ -46,8 +47,9 @@ _HASH_CHUNK_BYTES = 1024 * 1024
 _OUTBOX_POLL_S = 0.5
 
 
-# Refusals about the device's registration, not the segment: retried after _BLOCKED_RETRY_S.
-RETRYABLE_REFUSALS = frozenset({"unknown_device", "device_inactive"})
+# Refusals about the device's registration or the server's room, not the segment: retried after
+# _BLOCKED_RETRY_S (staging_quota: the server's per-device staging is full for now).
+RETRYABLE_REFUSALS = frozenset({"unknown_device", "device_inactive"}) | RETRY_LATER_CODES
 
 
 class Link(Protocol):

@@ -38,6 +38,7 @@ from protocol.ranges import RangeSet
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_WINDOW",
+    "RETRY_LATER_CODES",
     "Committed",
     "DiscardStaging",
     "Finalize",
@@ -62,6 +63,8 @@ __all__ = [
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 DEFAULT_WINDOW = 8
+# Refusals that say "not now", not "never": the device keeps the segment pending and tries again later.
+RETRY_LATER_CODES = frozenset({"staging_quota"})
 
 
 # --------------------------------------------------------------------------- sender (device side)
@@ -210,6 +213,8 @@ class SegmentSender:
             return self._fail(ack, now)
         if ack.offset not in self.in_flight:
             return []
+        if ack.code in RETRY_LATER_CODES:
+            return self._fail(ack, now)  # resending at once cannot help; the uploader retries later
         retries = self.chunk_retries.get(ack.offset, 0) + 1
         self.chunk_retries[ack.offset] = retries
         if retries > self.max_chunk_retries:
@@ -229,6 +234,8 @@ class SegmentSender:
         return [TransferFailed(state=ack.state, code=ack.code, message=ack.message)]
 
     def _unknown(self, ack: TransferAck, now: float) -> list[SenderAction]:
+        if ack.offset is not None and ack.offset not in self.in_flight:
+            return []  # a stale chunk ack: the first `no_manifest` of the window already restarted
         self.state = SenderState.IDLE
         return self.start(now)
 
@@ -268,6 +275,8 @@ _SENDER_TRANSITIONS: dict[tuple[SenderState, AckState], _SenderHandler] = {
     (_S.SENDING, _A.CONFLICT): SegmentSender._fail,
     (_S.SENDING, _A.READY): SegmentSender._resync,
     (_S.SENDING, _A.COMPLETE): SegmentSender._complete,
+    # `no_manifest`: the server holds no accepted init for this transfer (cleaned, or never seen).
+    (_S.SENDING, _A.UNKNOWN): SegmentSender._unknown,
     (_S.AWAIT_COMPLETE, _A.COMPLETE): SegmentSender._complete,
     (_S.AWAIT_COMPLETE, _A.INCOMPLETE): SegmentSender._resync,
     (_S.AWAIT_COMPLETE, _A.READY): SegmentSender._resync,
@@ -292,6 +301,9 @@ class ReceiverView:
     recording_id: int | None = None  # set once the segment is durably stored
     max_segment_bytes: int = 2 * 1024**3
     max_chunk_bytes: int = 1024 * 1024
+    # Per-device staging quota (0 = none) and what the device's *other* transfers already stage.
+    staging_quota_bytes: int = 0
+    staged_elsewhere: int = 0
 
 
 class StageOutcome(Enum):
@@ -300,6 +312,7 @@ class StageOutcome(Enum):
     WRITTEN = "written"  # new bytes, now staged
     SAME = "same"  # every byte was already staged, identical
     DIFFERENT = "different"  # some staged bytes differ: refused, nothing overwritten
+    NO_MANIFEST = "no_manifest"  # the transfer has no accepted manifest (any more): nothing written
 
 
 @dataclass(frozen=True)
@@ -353,6 +366,10 @@ class FinalizeRejected:
     code: str
     message: str
     conflict: bool = False
+
+
+_NO_MANIFEST_MESSAGE = "no accepted init for this transfer; send init again"
+_QUOTA_MESSAGE = "the device's staging quota is full; keep the segment and retry later"
 
 
 class SegmentReceiver:
@@ -427,6 +444,10 @@ class SegmentReceiver:
             ]
         if msg.signed.manifest.size > self.view.max_segment_bytes:
             return [self._ack(AckState.REJECTED, code="too_large", message="segment exceeds the size limit")]
+        quota = self.view.staging_quota_bytes
+        if quota and self.view.staged_elsewhere + msg.signed.manifest.size > quota:
+            # Reserve the whole segment up front, so an accepted transfer is never stuck half-way.
+            return [self._ack(AckState.REJECTED, code="staging_quota", message=_QUOTA_MESSAGE)]
         return [StoreManifest(msg.signed), self._ack(AckState.READY, ranges=self.view.held)]
 
     def _chunk(self, chunk: FileChunk) -> list[ReceiverAction]:
@@ -444,13 +465,26 @@ class SegmentReceiver:
                     AckState.REJECTED, chunk, code="chunk_too_large", message="chunk exceeds the limit"
                 )
             ]
-        limit = self.view.manifest.manifest.size if self.view.manifest else self.view.max_segment_bytes
-        if chunk.end > limit:
+        if self.view.manifest is None:
+            # No byte is staged for a transfer whose signed init was not accepted (finding: a chunk
+            # flood for made-up file ids filled the staging disk). The device answers with init.
+            return [
+                self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)
+            ]
+        if chunk.end > self.view.manifest.manifest.size:
             return [
                 self._chunk_ack(
                     AckState.REJECTED, chunk, code="out_of_bounds", message="chunk past end of file"
                 )
             ]
+        quota, held = self.view.staging_quota_bytes, self.view.held
+        if (
+            quota
+            and not held.covers(chunk.offset, chunk.end)
+            and self.view.staged_elsewhere + held.total + len(chunk.data) > quota
+        ):
+            # Only when transfers raced past their init-time reservation: retry later, nothing lost.
+            return [self._chunk_ack(AckState.REJECTED, chunk, code="staging_quota", message=_QUOTA_MESSAGE)]
         return [StageChunk(chunk)]
 
     def chunk_staged(self, chunk: FileChunk, outcome: StageOutcome) -> list[ReceiverAction]:
@@ -459,6 +493,10 @@ class SegmentReceiver:
             return [self._chunk_ack(AckState.STORED, chunk)]
         if outcome is StageOutcome.SAME:
             return [self._chunk_ack(AckState.DUPLICATE, chunk)]
+        if outcome is StageOutcome.NO_MANIFEST:
+            return [
+                self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)
+            ]
         return [
             self._chunk_ack(
                 AckState.CONFLICT,

@@ -147,6 +147,20 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "max_chunk_bytes", str(MIB), "单块最大字节数 / maximum upload chunk size in bytes", _parse_int(1)
     ),
+    _Option(
+        "staging_quota_bytes",
+        str(4 * GIB),
+        "每台设备暂存配额 (字节，超出时设备稍后重试) / "
+        "per-device staging quota in bytes (beyond it the device retries later)",
+        _parse_int(1),
+    ),
+    _Option(
+        "staging_abandon_hours",
+        "6",
+        "未完成上传闲置多少小时后清除暂存字节 (保留签名清单) / hours without activity before an unfinished "
+        "upload's staged bytes are cleaned (its signed manifest is kept)",
+        _parse_int(1, 24 * 14),
+    ),
     _Option("public_url", "", "对外访问地址 / public base URL of this server", _parse_url("http", "https")),
     _Option(
         "broker_acl_dir",
@@ -221,6 +235,8 @@ class Settings:
     ingest_workers: int
     max_segment_bytes: int
     max_chunk_bytes: int
+    staging_quota_bytes: int
+    staging_abandon_hours: int
     public_url: str
     broker_acl_dir: str
     broker_pid_file: str
@@ -301,6 +317,12 @@ def load_settings(
     values["staging_dir"] = Path(values.get("staging_dir") or data_dir / "staging").expanduser().resolve()
     if not values.get("database_url"):
         values["database_url"] = f"sqlite:///{data_dir / 'zfjl.db'}"
+    if values["staging_quota_bytes"] < values["max_segment_bytes"]:
+        # A segment larger than the quota could never be staged: the device would retry it for ever.
+        raise ConfigError(
+            "ZFJL_STAGING_QUOTA_BYTES 不能小于 ZFJL_MAX_SEGMENT_BYTES / "
+            "ZFJL_STAGING_QUOTA_BYTES must not be smaller than ZFJL_MAX_SEGMENT_BYTES"
+        )
     if values["object_store"] == "s3" and not (values["s3_endpoint"] and values["s3_bucket"]):
         raise ConfigError(
             "使用 S3 存储时必须设置 ZFJL_S3_ENDPOINT 和 ZFJL_S3_BUCKET / "

@@ -71,7 +71,7 @@ from server.services.evidence import (
 from server.staging import Staging
 from server.storage import ObjectStore
 
-__all__ = ["IngestService", "Outgoing"]
+__all__ = ["IngestService", "Outgoing", "RejectionSummary"]
 
 _LOG = logging.getLogger(__name__)
 # An identical presence from the same device within this many seconds is not handled again.
@@ -81,9 +81,13 @@ Outgoing = tuple[str, bytes]
 FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
 
 # Rows in the security log per device and in total per minute: a broken or hostile client must not be
-# able to fill the database through it. What is not written is still counted in stats().
+# able to fill the database through it. What is not written one by one is summed into one row per
+# device (or "unregistered") and code when its window closes, so no refusal vanishes without trace.
 REJECTION_ROWS_PER_DEVICE_MINUTE = 30
 REJECTION_ROWS_PER_MINUTE = 600
+REJECTION_WINDOW_S = 60
+# Kept manifests of cleaned transfers, and leftovers of every kind, go after this long.
+STAGING_MANIFEST_MAX_AGE_S = 14 * 86400
 
 
 @dataclass(frozen=True)
@@ -94,27 +98,132 @@ class _DeviceInfo:
     status: str
 
 
-class _RejectionBudget:
-    """Fixed one-minute windows limiting rejection rows per device and overall."""
+@dataclass
+class _Held:
+    """Refusals of one device (None: any unregistered id) and code not written one by one this window."""
 
-    def __init__(self, per_device: int, total: int, clock: Callable[[], float]) -> None:
-        self.per_device, self.total, self.clock = per_device, total, clock
+    count: int
+    first_at: datetime
+    last_at: datetime
+    file_id: str | None
+    message: str
+    manifest_text: str | None
+
+
+@dataclass(frozen=True)
+class RejectionSummary:
+    """One security-log row standing for ``count`` refusals of a flood."""
+
+    device_id: str | None
+    code: str
+    count: int
+    file_id: str | None
+    message: str
+    manifest_text: str | None
+
+
+class _RejectionLog:
+    """Fixed windows bounding security-log rows per device and overall, and summing what is held back.
+
+    Bounded both ways: rows per window are at most ``total`` + 2 × (registered devices + 1) × codes,
+    and memory holds one :class:`_Held` per registered device and code plus one per code for every
+    unregistered id together (ids from the network never become keys of their own). A registered
+    device's first refusal of each kind in a window is always written whole (a forged manifest keeps
+    its text as evidence), whatever the budget says.
+    """
+
+    def __init__(self, per_device: int, total: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.per_device, self.total, self.window_s, self.clock = per_device, total, window_s, clock
         self._window = -1
         self._counts: Counter[str] = Counter()
+        self._firsts: set[tuple[str, str]] = set()
+        self._registered: set[str] = set()
+        self._held: dict[tuple[str | None, str], _Held] = {}
+        self._due: list[RejectionSummary] = []
         self._lock = threading.Lock()
+        self._last_flush = -1
 
-    def take(self, device_id: str | None) -> bool:
-        """Whether one more row may be written now."""
+    def admit(
+        self,
+        device_id: str | None,
+        code: str,
+        registered: Callable[[], bool],
+        *,
+        file_id: str | None,
+        message: str,
+        manifest_text: str | None,
+    ) -> bool:
+        """Whether to write this refusal's row now; if not, it is held and summed into a summary."""
         with self._lock:
-            window = int(self.clock() // 60)
-            if window != self._window:
-                self._window, self._counts = window, Counter()
+            self._roll()
             key = device_id or ""
-            if self._counts["*"] >= self.total or self._counts[key] >= self.per_device:
-                return False
-            self._counts["*"] += 1
-            self._counts[key] += 1
-            return True
+            if self._counts["*"] < self.total and self._counts[key] < self.per_device:
+                self._counts["*"] += 1
+                self._counts[key] += 1
+                if device_id is not None:
+                    self._firsts.add((device_id, code))
+                return True
+        # Outside the lock: registered() may query the database.
+        known = device_id is not None and (device_id in self._registered or registered())
+        with self._lock:
+            self._roll()
+            if known and device_id is not None:
+                self._registered.add(device_id)
+                if (device_id, code) not in self._firsts:
+                    self._firsts.add((device_id, code))
+                    return True
+            now = utcnow()
+            bucket = (device_id if known else None, code)
+            held = self._held.get(bucket)
+            if held is None:
+                self._held[bucket] = _Held(1, now, now, file_id, message, manifest_text)
+            else:
+                held.count += 1
+                held.last_at = now
+            return False
+
+    def _roll(self) -> None:
+        window = int(self.clock() // self.window_s)
+        if window != self._window:
+            self._window, self._counts, self._firsts = window, Counter(), set()
+            self._registered.clear()  # a device deleted since is not "registered" for ever
+            self._close_held()
+
+    def _close_held(self) -> None:
+        for (device_id, code), held in self._held.items():
+            who = f"device {device_id}" if device_id is not None else "unregistered device ids"
+            text = (
+                f"flood: {held.count} '{code}' refusals from {who} between "
+                f"{held.first_at:%Y-%m-%dT%H:%M:%SZ} and {held.last_at:%Y-%m-%dT%H:%M:%SZ} were not "
+                f"logged one by one; the first: {held.message}"
+            )
+            self._due.append(
+                RejectionSummary(device_id, code, held.count, held.file_id, text, held.manifest_text)
+            )
+        self._held = {}
+
+    def requeue(self, summaries: list[RejectionSummary]) -> None:
+        """Keep summaries the database did not take for the next flush (bounded: oldest dropped, logged)."""
+        with self._lock:
+            self._due = (summaries + self._due)[-_MAX_DUE_SUMMARIES:]
+
+    def due(self, *, everything: bool = False) -> list[RejectionSummary]:
+        """Summaries of closed windows (and, with ``everything``, of the open one: at shutdown)."""
+        with self._lock:
+            self._roll()
+            if everything:
+                self._close_held()
+            due, self._due = self._due, []
+            self._last_flush = self._window
+            return due
+
+    def flush_due(self) -> bool:
+        """Cheap, lock-free hint: something waits and no flush was tried in this window yet."""
+        return bool(self._held or self._due) and int(self.clock() // self.window_s) != self._last_flush
+
+
+# Summaries waiting for a database that is down; past this many the oldest are only in the log.
+_MAX_DUE_SUMMARIES = 10_000
 
 
 def _device_time(text: str) -> datetime | None:
@@ -164,7 +273,9 @@ class IngestService:
         self._devices: dict[str, tuple[float, _DeviceInfo | None]] = {}
         self._devices_lock = threading.Lock()
         self._presence_seen: dict[str, tuple[tuple[PresenceState, str], float]] = {}
-        self._budget = _RejectionBudget(REJECTION_ROWS_PER_DEVICE_MINUTE, REJECTION_ROWS_PER_MINUTE, clock)
+        self._rejection_log = _RejectionLog(
+            REJECTION_ROWS_PER_DEVICE_MINUTE, REJECTION_ROWS_PER_MINUTE, REJECTION_WINDOW_S, clock
+        )
         self._stats_lock = threading.Lock()
         self._messages: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
@@ -199,6 +310,7 @@ class IngestService:
                 "chain_breaks": self._totals["chain_breaks"],
                 "errors": self._totals["errors"],
                 "rejection_rows_suppressed": self._totals["rejection_rows_suppressed"],
+                "rejection_summaries": self._totals["rejection_summaries"],
                 "rejections": dict(self._rejections),
                 "dropped": dict(self._dropped),
             }
@@ -216,6 +328,8 @@ class IngestService:
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
         """Handle one uplink message; return the acks to publish (QoS 1). Never raises."""
         try:
+            if self._rejection_log.flush_due():
+                self.flush_rejections()
             return self._handle(topic, payload)
         except Exception:
             # No ack: the device's timeout, status query and resend are the recovery path.
@@ -302,7 +416,16 @@ class IngestService:
         file_id: str | None,
         manifest_text: str | None = None,
     ) -> None:
-        if not self._budget.take(device_id):
+        """Write one security-log row, or hold it for its window's summary row when a flood is on."""
+        admitted = self._rejection_log.admit(
+            device_id,
+            code[:32],
+            lambda: device_id is not None and self._device(device_id) is not None,
+            file_id=file_id,
+            message=message[:500],
+            manifest_text=manifest_text,
+        )
+        if not admitted:
             self._count(self._totals, "rejection_rows_suppressed")
             return
         try:
@@ -317,6 +440,48 @@ class IngestService:
                 )
         except Exception:
             _LOG.exception("ingest: could not record a %s rejection for %s", code, device_id)
+
+    def flush_rejections(self, *, everything: bool = False) -> int:
+        """Write the summary rows of closed flood windows (``everything``: the open one too); how many."""
+        summaries = self._rejection_log.due(everything=everything)
+        if not summaries:
+            return 0
+        try:
+            with session_scope(self.app) as session:
+                for summary in summaries:
+                    row = record_rejection(
+                        session,
+                        code=summary.code,
+                        message=summary.message[:2000],
+                        device_id=summary.device_id,
+                        file_id=summary.file_id,
+                        manifest_text=summary.manifest_text,
+                    )
+                    row.occurrences = summary.count
+        except Exception:
+            _LOG.exception(
+                "ingest: could not record %d flood summaries; kept for the next try", len(summaries)
+            )
+            for summary in summaries:
+                _LOG.warning("ingest: %s", summary.message[:300])
+            self._rejection_log.requeue(summaries)
+            return 0
+        for summary in summaries:
+            _LOG.warning("ingest: %s", summary.message[:300])
+        self._count(self._totals, "rejection_summaries", len(summaries))
+        return len(summaries)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def housekeep(self, now: float | None = None) -> dict[str, int]:
+        """Clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write due flood summaries."""
+        cleaned = self.staging.purge_abandoned(
+            idle_s=self.settings.staging_abandon_hours * 3600.0,
+            manifest_max_age_s=STAGING_MANIFEST_MAX_AGE_S,
+            now=now,
+        )
+        self.flush_rejections()
+        return {"staging_abandoned": len(cleaned)}
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -386,6 +551,11 @@ class IngestService:
             else self._recording_id(msg.device_id, msg.file_id),
             max_segment_bytes=self.settings.max_segment_bytes,
             max_chunk_bytes=self.settings.max_chunk_bytes,
+            staging_quota_bytes=self.settings.staging_quota_bytes,
+            # Only an init or a chunk of an accepted transfer can be held to the quota.
+            staged_elsewhere=self.staging.device_usage(msg.device_id, exclude_file_id=msg.file_id)
+            if device is not None and (isinstance(msg, FileInit) or (isinstance(msg, FileChunk) and manifest))
+            else 0,
         )
         receiver = SegmentReceiver(view)
         out: list[Outgoing] = []
@@ -430,7 +600,8 @@ class IngestService:
         self, ack: TransferAck, msg: FileMessage, manifest: SignedManifest | None, *, logged: bool
     ) -> None:
         """Count refusals and log them to the security log (finalize refusals are logged by the service)."""
-        if ack.state not in (AckState.REJECTED, AckState.CONFLICT):
+        refused = ack.state in (AckState.REJECTED, AckState.CONFLICT)
+        if not refused and not (ack.state is AckState.UNKNOWN and ack.code == "no_manifest"):
             return
         self._count(self._rejections, ack.code)
         if ack.state is AckState.CONFLICT and not logged:

@@ -166,6 +166,8 @@ class IngestRejection(Base):
     message: Mapped[str] = mapped_column(Text)
     manifest_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # How many refusals the row stands for: 1, or a flood window's sum (server/ingest.py).
+    occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class DeviceKey(Base):

@@ -24,13 +24,13 @@ from server.ingest import IngestService
 from server.mqtt import IngestWorker
 from server.services.scrub import Scrubber
 
-__all__ = ["STAGING_MAX_AGE_DAYS", "ServerRunner"]
+__all__ = ["ServerRunner"]
 
 _LOG = logging.getLogger(__name__)
 
-# Devices resume from the server's staged ranges after being offline, so keep partial uploads long.
-STAGING_MAX_AGE_DAYS = 14
 HOUSEKEEPING_INTERVAL_S = 3600.0
+# Abandoned staging and flood summaries are handled more often than the hourly rest.
+STAGING_SWEEP_INTERVAL_S = 600.0
 HTTP_POLL_S = 0.5
 
 
@@ -173,15 +173,21 @@ class ServerRunner:
             worker.start()
 
     def _housekeep(self) -> None:
-        """Hourly: drop staging of long-abandoned transfers and log the ingest counters."""
-        while not self._stop.wait(HOUSEKEEPING_INTERVAL_S):
+        """Every 10 minutes clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write flood
+        summaries; hourly also log the ingest counters and evaluate fleet alerts."""
+        sweeps_per_hour = max(1, round(HOUSEKEEPING_INTERVAL_S / STAGING_SWEEP_INTERVAL_S))
+        sweep = 0
+        while not self._stop.wait(STAGING_SWEEP_INTERVAL_S):
             assert self.service is not None
             try:
-                removed = self.service.staging.purge_stale(STAGING_MAX_AGE_DAYS)
-                if removed:
-                    _LOG.info("staging janitor removed %d abandoned transfers", len(removed))
+                done = self.service.housekeep()
+                if done["staging_abandoned"]:
+                    _LOG.info("staging janitor cleaned %d abandoned transfers", done["staging_abandoned"])
             except Exception:
                 _LOG.exception("staging janitor failed")
+            sweep += 1
+            if sweep % sweeps_per_hour:
+                continue
             _LOG.info("ingest stats: %s", self.service.stats())
             try:
                 from server.services.alerts import run_fleet_housekeeping
@@ -221,6 +227,8 @@ class ServerRunner:
             self._housekeeping.join(5)
             self._housekeeping = None
         if self.service is not None:
+            # The workers are stopped: write what a flood left unsummarised, so nothing vanishes.
+            self.service.flush_rejections(everything=True)
             _LOG.info("ingest stats at shutdown: %s", self.service.stats())
         if self.app is not None:
             with contextlib.suppress(Exception):

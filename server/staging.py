@@ -34,12 +34,12 @@ from pathlib import Path
 
 from protocol.errors import ProtocolError
 from protocol.manifest import SignedManifest
-from protocol.messages import FileChunk
+from protocol.messages import MAX_JSON_PAYLOAD, FileChunk
 from protocol.ranges import RangeSet
 from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 
-__all__ = ["IndexEntry", "Staging", "StagingError"]
+__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ INDEX_NAME = "index"
 LOCK_NAME = "lock"
 _INDEX_LINE = re.compile(r"(0|[1-9][0-9]{0,15}) ([1-9][0-9]{0,15}) ([0-9a-f]{64})")
 _READ_BLOCK = 1024 * 1024
+# Each staged transfer counts at least this much against its device's quota (an init's largest size).
+TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 
 
 class StagingError(Exception):
@@ -295,10 +297,15 @@ class Staging:
             os.replace(tmp, target)
             _fsync_dir(path)
 
-    def stage(self, chunk: FileChunk) -> StageOutcome:
-        """Write a chunk at its offset unless it contradicts staged bytes; report what happened."""
-        with self._locked(chunk.device_id, chunk.file_id, create=True) as path:
-            assert path is not None
+    def stage(self, chunk: FileChunk, *, require_manifest: bool = True) -> StageOutcome:
+        """Write a chunk at its offset unless it contradicts staged bytes; report what happened.
+
+        Only a transfer whose verified manifest is staged takes bytes (``NO_MANIFEST`` otherwise). The
+        check is made under the transfer's lock, so a discard racing the chunk cannot let bytes in.
+        """
+        with self._locked(chunk.device_id, chunk.file_id, create=not require_manifest) as path:
+            if path is None or (require_manifest and not (path / MANIFEST_NAME).is_file()):
+                return StageOutcome.NO_MANIFEST
             data_fd = os.open(path / DATA_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 outcome = self._compare(path, data_fd, self._index(path), chunk)
@@ -421,6 +428,31 @@ class Staging:
                 if transfer_dir.is_dir() and valid_file_id(transfer_dir.name):
                     yield device_dir.name, transfer_dir.name
 
+    def device_usage(self, device_id: str, *, exclude_file_id: str | None = None) -> int:
+        """Disk bytes a device's staged transfers take, for its quota (each at least TRANSFER_CHARGE).
+
+        Allocated blocks, not declared sizes, so sparse writes count as what they cost. Every transfer
+        is charged at least one init's largest size, so a device cannot fill the disk's inodes with
+        tiny transfers either. Stats only (no locks, no index parsing): it runs for every chunk.
+        """
+        if not valid_device_id(device_id):
+            raise StagingError(f"invalid device id {device_id!r}")
+        try:
+            transfers = os.scandir(self.root / device_id)
+        except FileNotFoundError:
+            return 0
+        total = 0
+        with transfers:
+            for transfer in transfers:
+                if transfer.name == exclude_file_id or not valid_file_id(transfer.name):
+                    continue
+                used = 0
+                for name in (MANIFEST_NAME, DATA_NAME, INDEX_NAME):
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        used += os.stat(os.path.join(transfer.path, name)).st_blocks * 512
+                total += max(TRANSFER_CHARGE, used)
+        return total
+
     def last_touched(self, device_id: str, file_id: str) -> float:
         """Latest mtime of the transfer's files (epoch seconds)."""
         path = self.path_of(device_id, file_id)
@@ -429,6 +461,43 @@ class Staging:
             with contextlib.suppress(FileNotFoundError):
                 times.append((path / name).stat().st_mtime)
         return max(times)
+
+    def purge_abandoned(
+        self, *, idle_s: float, manifest_max_age_s: float, now: float | None = None
+    ) -> list[tuple[str, str]]:
+        """Janitor: clean transfers nobody touched for ``idle_s``; returns what was cleaned.
+
+        The staged bytes go, the signed manifest stays (for ``manifest_max_age_s``): the device's status
+        query is then answered ``ready`` with no ranges and it restarts the segment from byte 0. Bytes
+        without a manifest (staged by an older server) go whole after ``idle_s``.
+        """
+        moment = time.time() if now is None else now
+        for trash in self.root.glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)  # an interrupted discard's leftovers
+        cleaned: list[tuple[str, str]] = []
+        for device_id, file_id in list(self.transfers()):
+            path = self.path_of(device_id, file_id)
+            try:
+                touched = self.last_touched(device_id, file_id)
+            except FileNotFoundError:
+                continue
+            has_manifest = (path / MANIFEST_NAME).is_file()
+            has_bytes = (path / DATA_NAME).exists() or (path / INDEX_NAME).exists()
+            # Bytes (with or without a manifest) go after idle_s; a manifest left alone after the long age.
+            limit = manifest_max_age_s if has_manifest and not has_bytes else idle_s
+            if touched >= moment - limit:
+                continue
+            keep_manifest = has_manifest and has_bytes
+            _LOG.info(
+                "staging: %s/%s untouched for %.1f h; %s",
+                device_id,
+                file_id,
+                (moment - touched) / 3600,
+                "bytes cleaned, signed manifest kept" if keep_manifest else "removed",
+            )
+            self.discard(device_id, file_id, keep_manifest=keep_manifest)
+            cleaned.append((device_id, file_id))
+        return cleaned
 
     def purge_stale(self, max_age_days: float, now: float | None = None) -> list[tuple[str, str]]:
         """Janitor: discard transfers untouched for ``max_age_days``; returns what was removed."""

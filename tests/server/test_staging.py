@@ -32,16 +32,16 @@ def staging(tmp_path: Path) -> Staging:
 def test_write_same_different(staging: Staging) -> None:
     """New bytes are written, identical ones are duplicates, different ones are refused untouched."""
     assert staging.view_parts(DEV, FILE) == (None, RangeSet())
-    assert staging.stage(chunk(0, b"a" * 10)) is StageOutcome.WRITTEN
-    assert staging.stage(chunk(20, b"c" * 10)) is StageOutcome.WRITTEN
-    assert staging.stage(chunk(0, b"a" * 10)) is StageOutcome.SAME
-    assert staging.stage(chunk(2, b"a" * 5)) is StageOutcome.SAME
-    assert staging.stage(chunk(0, b"x" * 10)) is StageOutcome.DIFFERENT
+    assert staging.stage(chunk(0, b"a" * 10), require_manifest=False) is StageOutcome.WRITTEN
+    assert staging.stage(chunk(20, b"c" * 10), require_manifest=False) is StageOutcome.WRITTEN
+    assert staging.stage(chunk(0, b"a" * 10), require_manifest=False) is StageOutcome.SAME
+    assert staging.stage(chunk(2, b"a" * 5), require_manifest=False) is StageOutcome.SAME
+    assert staging.stage(chunk(0, b"x" * 10), require_manifest=False) is StageOutcome.DIFFERENT
     # Partly held, held part equal: the rest is written.
-    assert staging.stage(chunk(5, b"a" * 5 + b"b" * 10)) is StageOutcome.WRITTEN
+    assert staging.stage(chunk(5, b"a" * 5 + b"b" * 10), require_manifest=False) is StageOutcome.WRITTEN
     # Spans a held range whose bytes differ.
-    assert staging.stage(chunk(25, b"c" * 5 + b"d" * 5)) is StageOutcome.WRITTEN
-    assert staging.stage(chunk(15, b"b" * 5 + b"z" * 5)) is StageOutcome.DIFFERENT
+    assert staging.stage(chunk(25, b"c" * 5 + b"d" * 5), require_manifest=False) is StageOutcome.WRITTEN
+    assert staging.stage(chunk(15, b"b" * 5 + b"z" * 5), require_manifest=False) is StageOutcome.DIFFERENT
     manifest, held = staging.view_parts(DEV, FILE)
     assert manifest is None
     assert held == RangeSet(((0, 35),))
@@ -70,8 +70,8 @@ def test_manifest_is_kept_and_discard(staging: Staging, segments: SegmentFactory
 
 def test_sync_cuts_bytes_past_the_manifest_size(staging: Staging) -> None:
     """A stray chunk past the end is not part of the segment."""
-    staging.stage(chunk(0, b"a" * 10))
-    staging.stage(chunk(10, b"b" * 10))
+    staging.stage(chunk(0, b"a" * 10), require_manifest=False)
+    staging.stage(chunk(10, b"b" * 10), require_manifest=False)
     assert staging.sync(DEV, FILE, 12).read_bytes() == b"a" * 10 + b"bb"
     with pytest.raises(FileNotFoundError):
         staging.sync(DEV, "other", 1)
@@ -97,20 +97,20 @@ def test_ids_cannot_escape_the_root(staging: Staging, device_id: str, file_id: s
 
 def test_lost_bytes_after_unclean_stop_are_not_a_conflict(staging: Staging) -> None:
     """The index names bytes the disk lost: a resend of them is accepted, not refused as a conflict."""
-    staging.stage(chunk(0, b"a" * 10))
-    staging.stage(chunk(10, b"b" * 10))
+    staging.stage(chunk(0, b"a" * 10), require_manifest=False)
+    staging.stage(chunk(10, b"b" * 10), require_manifest=False)
     data = staging.path_of(DEV, FILE) / DATA_NAME
     data.write_bytes(b"a" * 10)  # the second chunk never reached the disk
     assert staging.view_parts(DEV, FILE)[1] == RangeSet(((0, 20),))  # views trust the index
-    assert staging.stage(chunk(10, b"b" * 10)) is StageOutcome.WRITTEN
-    assert staging.stage(chunk(0, b"z" * 10)) is StageOutcome.DIFFERENT
+    assert staging.stage(chunk(10, b"b" * 10), require_manifest=False) is StageOutcome.WRITTEN
+    assert staging.stage(chunk(0, b"z" * 10), require_manifest=False) is StageOutcome.DIFFERENT
     assert data.read_bytes() == b"a" * 10 + b"b" * 10
     assert staging.view_parts(DEV, FILE)[1] == RangeSet(((0, 20),))
 
 
 def test_torn_index_line_is_ignored(staging: Staging) -> None:
     """A half-written last line (crash) does not count as held bytes."""
-    staging.stage(chunk(0, b"a" * 10))
+    staging.stage(chunk(0, b"a" * 10), require_manifest=False)
     with (staging.path_of(DEV, FILE) / INDEX_NAME).open("ab") as fh:
         fh.write(b"10 10 abc")
     assert staging.view_parts(DEV, FILE)[1] == RangeSet(((0, 10),))
@@ -125,7 +125,7 @@ def test_concurrent_workers_write_each_chunk_once(staging: Staging) -> None:
 
     def worker() -> None:
         for offset in range(0, size, step):
-            result = staging.stage(chunk(offset, payload[offset : offset + step]))
+            result = staging.stage(chunk(offset, payload[offset : offset + step]), require_manifest=False)
             with lock:
                 outcomes.append(result)
 
@@ -142,8 +142,8 @@ def test_concurrent_workers_write_each_chunk_once(staging: Staging) -> None:
 
 def test_janitor_removes_only_stale_transfers(staging: Staging) -> None:
     """Transfers untouched for N days go; fresh ones stay."""
-    staging.stage(chunk(0, b"a"))
-    staging.stage(FileChunk(device_id="dev-002", file_id=FILE, offset=0, data=b"b"))
+    staging.stage(chunk(0, b"a"), require_manifest=False)
+    staging.stage(FileChunk(device_id="dev-002", file_id=FILE, offset=0, data=b"b"), require_manifest=False)
     old = time.time() - 10 * 86400
     for path in staging.path_of(DEV, FILE).iterdir():
         os.utime(path, (old, old))
@@ -155,12 +155,12 @@ def test_janitor_removes_only_stale_transfers(staging: Staging) -> None:
 def test_two_processes_see_each_others_changes(tmp_path: Path) -> None:
     """Index caches follow appends, discards and new generations made by another Staging (process)."""
     first, second = Staging(tmp_path / "s"), Staging(tmp_path / "s")
-    first.stage(chunk(0, b"a" * 10))
+    first.stage(chunk(0, b"a" * 10), require_manifest=False)
     assert second.view_parts(DEV, FILE)[1] == RangeSet(((0, 10),))
-    second.stage(chunk(10, b"b" * 10))
+    second.stage(chunk(10, b"b" * 10), require_manifest=False)
     assert first.view_parts(DEV, FILE)[1] == RangeSet(((0, 20),))
     second.discard(DEV, FILE, keep_manifest=True)
-    second.stage(chunk(30, b"c" * 5))
+    second.stage(chunk(30, b"c" * 5), require_manifest=False)
     assert first.view_parts(DEV, FILE)[1] == RangeSet(((30, 35),))
-    assert first.stage(chunk(0, b"z" * 10)) is StageOutcome.WRITTEN
+    assert first.stage(chunk(0, b"z" * 10), require_manifest=False) is StageOutcome.WRITTEN
     assert second.view_parts(DEV, FILE)[1] == RangeSet(((0, 10), (30, 35)))
