@@ -1,7 +1,7 @@
 """Security-log rows say how many refusals they stand for (a flood is summed, never dropped).
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
