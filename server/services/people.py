@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from server.models import User, utcnow
 from server.models_people import OFFICER_STATUSES, STAFF_KINDS, Agency, Officer
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
+from server.services.auth import cut_off_tokens
 
 __all__ = [
     "CROSS_AGENCY_READERS",
@@ -185,6 +186,9 @@ def set_user_active(session: Session, caller: Caller, user_id: int, active: bool
     if str(user.id) == caller.user_id and not active:
         raise Invalid("不能停用自己的账户", "you cannot suspend your own account")
     user.active = active
+    if not active:
+        # Tokens issued so far stay dead even after a reinstatement: the person logs in again.
+        cut_off_tokens(user)
     write_audit(
         session,
         actor=caller.user_id,
