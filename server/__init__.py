@@ -52,7 +52,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     _init_jwt(app)
     register_error_handlers(app)
     register_blueprints(app)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    """Every answer (API, error, page, static file): the browser must use the declared type, never
+    guess one from the bytes, so an uploaded body can never be run as HTML or script."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _init_jwt(app: Flask) -> None:
