@@ -321,7 +321,8 @@ def backoff_for(failures: int, free: int) -> timedelta:
     over = failures - free
     if over <= 0:
         return timedelta(0)
-    return min(MAX_BACKOFF, BACKOFF_BASE * (2 ** min(over - 1, 30)))
+    doublings: int = min(over - 1, 30)
+    return min(MAX_BACKOFF, BACKOFF_BASE * (1 << doublings))
 
 
 def _throttle_rows(session: Session, keys: _ThrottleKeys, now: datetime) -> dict[str, LoginThrottle]:

@@ -3,7 +3,9 @@ as JSON (GS-10(1))."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -103,3 +105,15 @@ def test_gs10_scan_log_counts_json_checks(app: Flask, client: FlaskClient, world
     head = login(client, "agency_head-a")
     items = client.get("/api/v1/credential-scans", headers=head).get_json()["items"]
     assert [i["outcome"] for i in items] == ["valid"]
+
+
+def test_docs_give_the_token_length_measured_from_real_tokens(app: Flask, world: World) -> None:
+    """docs/api-people.md said 22 bytes and 115 characters."""
+    key = credential_service.load_or_create_key(app.extensions["zfjl.settings"].data_dir)
+    tokens = [credential_service.issue_token(key, officer)[0] for officer in (1, world.officer_a, 2**32 - 1)]
+    (length,) = {len(t) for t in tokens}
+    raw = base64.urlsafe_b64decode(tokens[0] + "=" * (-len(tokens[0]) % 4))
+    doc = Path(__file__).resolve().parents[2] / "docs" / "api-people.md"
+    docs = " ".join(doc.read_text("utf-8").split())
+    assert f"({len(raw) - 64} bytes)" in docs
+    assert f"{len(raw)} bytes, {length} characters" in docs
