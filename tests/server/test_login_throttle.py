@@ -178,3 +178,28 @@ def test_tokens_issued_before_a_suspension_stay_dead_after_reinstatement(
     assert fresh.status_code == 200
     headers = {"Authorization": f"Bearer {fresh.get_json()['access_token']}"}
     assert client.get("/api/v1/recordings", headers=headers).status_code == 200
+
+
+def test_console_cookie_whose_subject_is_not_a_user_goes_back_to_the_login(client: FlaskClient) -> None:
+    """``int(sub)`` on the console's cookie path turned a non-numeric subject into a 500."""
+    token = _token("admin", csrf="c")["Authorization"].removeprefix("Bearer ")
+    client.set_cookie("zfjl_console", token, path="/admin")
+    response = client.get("/admin/devices")
+    assert response.status_code == 303 and "/admin/login" in response.headers["Location"]
+
+
+def test_unknown_names_cost_the_same_scrypt_work_as_wrong_passwords(client: FlaskClient) -> None:
+    """Comparable timing: an unknown name is hashed against a dummy, so it is not answered faster."""
+    import time
+
+    def elapsed(username: str, address: str) -> float:
+        start = time.perf_counter()
+        assert _login(client, username, "wrong-password", address)[0] == 401
+        return time.perf_counter() - start
+
+    known, unknown = [], []
+    for i in range(4):  # interleaved, each from its own address so no backoff starts
+        known.append(elapsed(ADMIN_USER, f"192.0.2.{10 + i}"))
+        unknown.append(elapsed(f"nobody-{i}", f"192.0.2.{20 + i}"))
+    ratio = sorted(unknown)[1] / sorted(known)[1]
+    assert 0.3 < ratio < 3.0, (known, unknown)
