@@ -203,3 +203,28 @@ def test_unknown_names_cost_the_same_scrypt_work_as_wrong_passwords(client: Flas
         unknown.append(elapsed(f"nobody-{i}", f"192.0.2.{20 + i}"))
     ratio = sorted(unknown)[1] / sorted(known)[1]
     assert 0.3 < ratio < 3.0, (known, unknown)
+
+
+def test_token_cut_off_at_suspension_on_both_databases(db_session: Session) -> None:
+    """``tokens_valid_after`` keeps its millisecond precision on SQLite and PostgreSQL."""
+    from server.services.auth import cut_off_tokens, user_for_token
+
+    user = create_user(db_session, "bob", "bob-password", "officer")
+    db_session.commit()
+    at = utcnow()
+    at_ms = int(at.timestamp() * 1000)
+    before = {"sub": str(user.id), "iat_ms": at_ms - 1, "iat": at_ms // 1000}
+    legacy_same_second = {"sub": str(user.id), "iat": at_ms // 1000}  # no iat_ms: whole seconds only
+    after = {"sub": str(user.id), "iat_ms": at_ms + 2, "iat": at_ms // 1000}
+    assert user_for_token(db_session, before) is not None
+    cut_off_tokens(user, now=at)
+    user.active = False
+    db_session.commit()
+    assert user_for_token(db_session, after) is None  # suspended
+    user.active = True  # reinstated
+    db_session.commit()
+    db_session.expire_all()
+    assert user_for_token(db_session, before) is None
+    assert user_for_token(db_session, legacy_same_second) is None
+    assert user_for_token(db_session, after) is not None
+    assert user_for_token(db_session, {"sub": "bob", "iat_ms": at_ms + 2}) is None
