@@ -127,9 +127,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "OK",
-                        "content": {
-                            doc.response_content_type: {"schema": doc.response or {"type": "object"}}
-                        }
+                        "content": {doc.response_content_type: {"schema": doc.response or {"type": "object"}}}
                         | {ct: {"schema": schema} for ct, schema in doc.alternatives.items()},
                     },
                     "default": {
