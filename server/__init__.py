@@ -20,7 +20,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     Override keys are setting names (``database_url``) or env names (``ZFJL_DATABASE_URL``); upper-case
     keys without the prefix (``TESTING``) go to Flask's config unchanged.
     """
-    from server import db
+    from server import db, fsmode
     from server.api import STORE_KEY, register_blueprints
     from server.config import ENV_PREFIX, load_settings
     from server.errors import register_error_handlers
@@ -43,13 +43,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(flask_config)
     app.extensions["zfjl.settings"] = settings
+    # The data directory holds the database, evidence and secrets: the server's account only.
+    fsmode.private_dir(settings.data_dir)
+    fsmode.tighten(settings.data_dir, fsmode.PRIVATE_DIR)
 
     db.init_app(app, settings.database_url)
     app.extensions[STORE_KEY] = make_object_store(settings)
     _init_jwt(app)
     register_error_handlers(app)
     register_blueprints(app)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    """Every answer (API, error, page, static file): the browser must use the declared type, never
+    guess one from the bytes, so an uploaded body can never be run as HTML or script."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _init_jwt(app: Flask) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.fsmode import PRIVATE_FILE, private_dir, tighten
+
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
 
 ENV_PREFIX = "ZFJL_"
@@ -265,11 +267,12 @@ class Settings:
 def _jwt_secret_from_file(data_dir: Path) -> str:
     """Read or create the persistent JWT secret so tokens survive restarts without configuration."""
     path = data_dir / "jwt-secret"
+    tighten(path, PRIVATE_FILE)
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
     try:
         # O_EXCL: two processes starting at once must not each write a different secret.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from server import fsmode
 
 __all__ = [
     "alembic_config",
@@ -39,19 +42,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use 0644); SQLite gives its -wal and
+    -shm files the database file's mode, so they are 0600 too. Older, looser files are tightened."""
+    fsmode.private_dir(path.parent)
+    with suppress(FileExistsError):
+        os.close(fsmode.create_private_file(path))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        fsmode.tighten(name, fsmode.PRIVATE_FILE)
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; for SQLite file databases make the directory and set pragmas on connect."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            database = Path(parsed.database)
+
+            def _before_connect(*_args: Any) -> None:
+                # Before each connection (not at engine creation: create_app touches no files).
+                _private_sqlite_file(database)
+
+            event.listen(engine, "do_connect", _before_connect)
     return engine
 
 

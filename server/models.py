@@ -27,6 +27,7 @@ __all__ = [
     "Device",
     "DeviceKey",
     "IngestRejection",
+    "LoginThrottle",
     "Recording",
     "RevokedToken",
     "ScrubFinding",
@@ -93,6 +94,23 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Tokens issued before this moment are refused (set at suspension, kept at reinstatement).
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed-login count and backoff of one throttle key (account, address, or account at address).
+
+    Kept in the database so every server process sees the same state; ``key`` is a SHA-256 of the kind
+    and value, so a password typed into the user name field is not stored in clear.
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class RevokedToken(Base):

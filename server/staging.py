@@ -38,6 +38,7 @@ from protocol.messages import MAX_JSON_PAYLOAD, FileChunk
 from protocol.ranges import RangeSet
 from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
+from server.fsmode import create_private_file, private_dir
 
 __all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
 
@@ -137,7 +138,7 @@ class Staging:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
         self._parsed: dict[Path, _ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
@@ -168,7 +169,7 @@ class Staging:
         lock_path = path / LOCK_NAME
         while True:
             if create:
-                path.mkdir(parents=True, exist_ok=True)
+                private_dir(path)
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except FileNotFoundError:
@@ -290,7 +291,7 @@ class Staging:
                 if target.read_bytes() == envelope:
                     return
             tmp = path / f".{MANIFEST_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-            with tmp.open("wb") as fh:
+            with os.fdopen(create_private_file(tmp), "wb") as fh:
                 fh.write(envelope)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -371,7 +372,8 @@ class Staging:
     def _rewrite_index(path: Path, entries: list[IndexEntry]) -> None:
         """Atomically replace the index (caller holds the lock, so no append can be lost)."""
         tmp = path / f".{INDEX_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        tmp.write_bytes(_new_header() + b"".join(e.line() for e in entries))
+        with os.fdopen(create_private_file(tmp), "wb") as fh:
+            fh.write(_new_header() + b"".join(e.line() for e in entries))
         os.replace(tmp, path / INDEX_NAME)
 
     def sync(self, device_id: str, file_id: str, size: int) -> Path:

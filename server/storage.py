@@ -6,12 +6,13 @@ import base64
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from server.fsmode import READ_ONLY_FILE, create_private_file, private_dir
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -132,7 +133,7 @@ class LocalObjectStore:
         target = self._path(key)
         if target.exists():
             return self._existing(key, target, sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         if verified:
             adopted = self._adopt(key, Path(path), tmp, target, sha256)
@@ -141,7 +142,7 @@ class LocalObjectStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with Path(path).open("rb") as src, tmp.open("xb") as dst:
+            with Path(path).open("rb") as src, os.fdopen(create_private_file(tmp), "wb") as dst:
                 while chunk := src.read(READ_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
@@ -150,7 +151,7 @@ class LocalObjectStore:
                 os.fsync(dst.fileno())
             if digest.hexdigest() != sha256:
                 raise ObjectIntegrityError(f"{path} does not hash to {sha256}")
-            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.chmod(tmp, READ_ONLY_FILE)
             try:
                 # link() fails if the target appeared meanwhile, where rename() would silently replace it.
                 os.link(tmp, target)
@@ -168,7 +169,7 @@ class LocalObjectStore:
         except OSError:
             return None  # e.g. EXDEV: staging on another filesystem; copy instead
         try:
-            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.chmod(tmp, READ_ONLY_FILE)
             size = tmp.stat().st_size
             try:
                 os.link(tmp, target)
@@ -220,7 +221,7 @@ class LocalObjectStore:
     def ping(self) -> bool:
         """Whether the root directory exists (or can be created) and is writable."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
         except OSError:
             return False
         return os.access(self.root, os.W_OK)

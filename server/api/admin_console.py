@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,7 +165,7 @@ TEXT: dict[str, dict[str, str]] = {
         "forbidden_action": "你的角色不能执行此操作",
         "csrf": "表单已过期，请重新打开页面后再提交",
         "login_failed": "用户名或密码错误",
-        "locked": "登录失败次数过多，账户已锁定，请稍后再试",
+        "locked": "登录失败次数过多，请稍后再试",
         "done": "已完成 {ok}/{n} 台",
         "nothing_selected": "没有选中设备",
         "no_settings": "没有填写任何配置项",
@@ -302,7 +303,7 @@ TEXT: dict[str, dict[str, str]] = {
         "forbidden_action": "Your role may not do this",
         "csrf": "The form has expired: reload the page and submit again",
         "login_failed": "Invalid username or password",
-        "locked": "Too many failed logins: account locked, try again later",
+        "locked": "Too many failed logins: try again later",
         "done": "Done for {ok} of {n} devices",
         "nothing_selected": "No device selected",
         "no_settings": "No setting was filled in",
@@ -528,7 +529,7 @@ def console_view(endpoint: str = _ROLE_ENTER) -> Callable[[Callable[..., Respons
                 return _to_login()
             claims = get_jwt()
             with session_scope() as session:
-                user = auth_service.get_active_user(session, int(claims["sub"]))
+                user = auth_service.user_for_token(session, claims)
                 if user is None:
                     return _to_login()
                 g.console_user = auth_service.token_claims(user) | {"id": user.id}
@@ -567,6 +568,7 @@ def _slide(claims: dict[str, Any]) -> None:
             "role": user["role"],
             "username": user["username"],
             "agency_id": user["agency_id"],
+            "iat_ms": time.time_ns() // 1_000_000,
             "csrf": claims.get("csrf", ""),
         },
     )
@@ -658,8 +660,10 @@ def login() -> ResponseReturnValue:
                 client_ip=client_ip(),
             )
             claims, identity, role = auth_service.token_claims(user), str(user.id), user.role
-    except auth_service.AccountLocked:
-        return again(423, t["locked"])
+    except auth_service.LoginThrottled as exc:
+        response = again(429, t["locked"])
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except auth_service.InvalidCredentials:
         return again(401, t["login_failed"])
     if role != "system_admin" and role not in ENDPOINT_ROLES[_ROLE_ENTER]:

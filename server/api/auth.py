@@ -11,8 +11,9 @@ from flask_jwt_extended import create_access_token, create_refresh_token, get_jw
 from server.api import client_ip, json_body
 from server.api.openapi import api_view
 from server.db import session_scope
+from server.errors import ApiError
 from server.services import auth as auth_service
-from server.services.auth import InvalidCredentials
+from server.services.auth import InvalidCredentials, LoginThrottled
 
 bp = Blueprint("auth", __name__)
 
@@ -42,17 +43,27 @@ def _expires_in() -> int:
         "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
     },
     response=_TOKENS,
-    responses={401: "用户名或密码错误 / invalid credentials", 423: "账户已锁定 / account locked"},
+    responses={
+        401: "用户名或密码错误（不区分账户是否存在）/ invalid credentials (same for unknown accounts)",
+        429: "失败次数过多，按 Retry-After 等待 / too many failed logins: wait Retry-After seconds",
+    },
 )
 def login() -> ResponseReturnValue:
     """Exchange username and password for an access and a refresh token."""
     body = json_body(("username", "password"))
     if not isinstance(body["username"], str) or not isinstance(body["password"], str):
         raise InvalidCredentials("用户名或密码错误", "invalid username or password")
-    with session_scope() as session:
-        user = auth_service.authenticate(session, body["username"], body["password"], client_ip=client_ip())
-        claims = auth_service.token_claims(user)
-        identity = str(user.id)
+    try:
+        with session_scope() as session:
+            user = auth_service.authenticate(
+                session, body["username"], body["password"], client_ip=client_ip()
+            )
+            claims = auth_service.token_claims(user)
+            identity = str(user.id)
+    except LoginThrottled as exc:
+        raise ApiError(
+            429, exc.code, exc.message, exc.message_en, headers={"Retry-After": str(exc.retry_after)}
+        ) from None
     return jsonify(
         access_token=create_access_token(identity=identity, additional_claims=claims),
         refresh_token=create_refresh_token(identity=identity, additional_claims=claims),
@@ -64,14 +75,16 @@ def login() -> ResponseReturnValue:
 @bp.post("/refresh")
 @api_view("auth.refresh", "刷新访问令牌 / refresh the access token", auth="refresh", response=_TOKENS)
 def refresh() -> ResponseReturnValue:
-    """A new access token for a valid refresh token of a still-active user (role re-read)."""
+    """A new access token for a valid refresh token of a still-active user (role re-read); a refresh
+    token issued before the account's last suspension is refused like its access tokens."""
     with session_scope() as session:
-        user = auth_service.get_active_user(session, int(get_jwt_identity()))
+        user = auth_service.user_for_token(session, get_jwt())
         if user is None:
             raise InvalidCredentials("用户不存在或已停用", "user missing or disabled")
         claims = auth_service.token_claims(user)
+        identity = str(user.id)
     return jsonify(
-        access_token=create_access_token(identity=str(get_jwt_identity()), additional_claims=claims),
+        access_token=create_access_token(identity=identity, additional_claims=claims),
         token_type="Bearer",
         expires_in=_expires_in(),
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from server.api import get_store, json_body
 from server.api.openapi import api_view
-from server.api.people import caller
+from server.api.people import caller, upload_checked
 from server.db import session_scope
 from server.services import cases as case_service
 
@@ -149,11 +150,17 @@ def add_event(case_id: int) -> ResponseReturnValue:
         "signed_by_party": {"type": "boolean"},
     },
     response={"type": "object"},
-    responses={201: "已保存 / stored"},
+    responses={
+        201: "已保存 / stored",
+        400: "内容与声明的类型不符 / the bytes are not the declared type (content_mismatch)",
+        415: "类型不在允许列表（PDF、JPEG、PNG、MP4、纯文本）/ type not accepted: PDF, JPEG, PNG, MP4, "
+        "plain text (unsupported_media_type)",
+    },
 )
 def add_attachment(case_id: int, event_id: int) -> ResponseReturnValue:
-    """Store the request body write-once (sha256) and attach it to the event."""
-    with session_scope() as session:
+    """Store the request body write-once (sha256) and attach it to the event, if its bytes really are
+    its declared type from the allow-list (sniff.ATTACHMENT_TYPES)."""
+    with upload_checked(), session_scope() as session:
         attachment = case_service.add_attachment(
             session,
             get_store(),
@@ -181,11 +188,26 @@ def get_attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
         attachment = case_service.get_attachment(session, caller(), case_id, attachment_id)
     store = get_store()
     data = b"".join(store.open_range(attachment.object_key, 0, attachment.size - 1))
+    # Always a download, never rendered: a type outside the allow-list (rows stored before uploads
+    # were checked) goes out as octet-stream, and the sandbox CSP disarms anything opened anyway.
+    mimetype = case_service.served_type(attachment.content_type)
     return Response(
         data,
-        mimetype=attachment.content_type,
-        headers={"X-Content-SHA256": attachment.sha256, "Content-Disposition": "attachment"},
+        mimetype=mimetype,
+        headers={
+            "X-Content-SHA256": attachment.sha256,
+            "Content-Disposition": content_disposition(attachment.name),
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
     )
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback name and the UTF-8 name (RFC 6266 §4.3, RFC 8187)."""
+    fallback = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name)
+    fallback = fallback or "attachment"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @bp.get("/<int:case_id>/record")

@@ -49,6 +49,8 @@ class EndpointDoc:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
     response_content_type: str = "application/json"
+    # Further representations of the 200 answer (content negotiation), type -> schema.
+    alternatives: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def api_view(
@@ -61,6 +63,7 @@ def api_view(
     query: dict[str, dict[str, Any]] | None = None,
     responses: dict[int, str] | None = None,
     response_content_type: str = "application/json",
+    alternatives: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[F], F]:
     """Declare a view's docs and enforce its auth; roles come from auth.ENDPOINT_ROLES[endpoint]."""
 
@@ -86,6 +89,7 @@ def api_view(
             query=query or {},
             responses=responses or {},
             response_content_type=response_content_type,
+            alternatives=alternatives or {},
         )
         return wrapped  # type: ignore[no-any-return]
 
@@ -123,9 +127,8 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "OK",
-                        "content": {
-                            doc.response_content_type: {"schema": doc.response or {"type": "object"}}
-                        },
+                        "content": {doc.response_content_type: {"schema": doc.response or {"type": "object"}}}
+                        | {ct: {"schema": schema} for ct, schema in doc.alternatives.items()},
                     },
                     "default": {
                         "description": "错误 / error",

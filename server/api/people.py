@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -15,6 +17,7 @@ from server.services import Invalid, NotFound
 from server.services import people as people_service
 from server.services.auth import create_user
 from server.services.people import Caller, ImportRejected
+from server.services.sniff import PHOTO_TYPES, ContentMismatch, UnsupportedMediaType, sniff
 
 __all__ = ["bp", "caller"]
 
@@ -299,15 +302,29 @@ def update_officer(officer_id: int) -> ResponseReturnValue:
         return jsonify(_officer_json(people_service.update_officer(session, caller(), officer_id, body)))
 
 
+@contextlib.contextmanager
+def upload_checked() -> Iterator[None]:
+    """Turn the content-sniffing refusals into 415 (type not accepted) and 400 (bytes not that type)."""
+    try:
+        yield
+    except (UnsupportedMediaType, ContentMismatch) as exc:
+        raise ApiError(exc.status, exc.code, exc.message, exc.message_en) from None
+
+
 @bp.put("/officers/<int:officer_id>/photo")
 @api_view(
     "people.put_officer_photo",
-    "上传执法人员照片（请求体为图片）/ upload the officer's photo (body: JPEG/PNG/WebP)",
+    "上传执法人员照片（请求体为 JPEG 或 PNG 图片，按内容校验）/ upload the officer's photo "
+    "(body: a JPEG or PNG image, checked by its content)",
     response=OFFICER_SCHEMA,
+    responses={
+        400: "内容不是所声明的图片 / the bytes are not the declared image (content_mismatch)",
+        415: "只接受 image/jpeg、image/png / only image/jpeg and image/png (unsupported_media_type)",
+    },
 )
 def put_officer_photo(officer_id: int) -> ResponseReturnValue:
     """Store the photo sent as the request body."""
-    with session_scope() as session:
+    with upload_checked(), session_scope() as session:
         officer = people_service.set_photo(
             session, caller(), officer_id, request.get_data(), request.content_type or ""
         )
@@ -322,6 +339,7 @@ def get_officer_photo(officer_id: int) -> ResponseReturnValue:
         officer = people_service.get_officer(session, caller(), officer_id)
         if officer.photo is None or officer.photo_type is None:
             raise NotFound("没有照片", "no photo")
-        return Response(
-            officer.photo, mimetype=officer.photo_type, headers={"Cache-Control": "private, max-age=60"}
-        )
+        # Served as what the bytes are (photos stored before content checks may be anything).
+        sniffed = sniff(officer.photo)
+        mimetype = sniffed if sniffed in PHOTO_TYPES else "application/octet-stream"
+        return Response(officer.photo, mimetype=mimetype, headers={"Cache-Control": "private, max-age=60"})

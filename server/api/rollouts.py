@@ -15,6 +15,7 @@ from server.api.openapi import api_view
 from server.config import Settings
 from server.db import session_scope
 from server.errors import ApiError
+from server.fsmode import private_dir
 from server.services import rollouts as rollout_service
 
 __all__ = ["bp", "device_bp"]
@@ -55,7 +56,7 @@ def upload_bundle() -> ResponseReturnValue:
     # Bundles are far larger than the 1 MiB API default; the limit applies to this view only.
     request.max_content_length = rollout_service.MAX_BUNDLE_BYTES
     settings = _settings()
-    settings.staging_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.staging_dir)
     upload = request.files.get("bundle") if request.mimetype == "multipart/form-data" else None
     source = upload.stream if upload is not None else request.stream
     fd, name = tempfile.mkstemp(prefix="bundle-", suffix=".tmp", dir=settings.staging_dir)

@@ -1,7 +1,9 @@
-"""Public credential verification pages, no login (GS-10(1)): by QR token or by certificate number."""
+"""Public credential verification, no login (GS-10(1)): by QR token or by certificate number, as a page
+for people or as JSON for apps (``Accept: application/json`` or ``?format=json``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
@@ -11,11 +13,12 @@ from server.api import client_ip
 from server.api.credentials import signing_key
 from server.api.openapi import api_view
 from server.db import session_scope
+from server.errors import ApiError, error_response
 from server.services import credentials as credential_service
 from server.services.credentials import CredentialCheck
 from server.services.rate_limit import TokenBucketLimiter
 
-__all__ = ["TEXT", "bp"]
+__all__ = ["TEXT", "VERDICT_SCHEMA", "bp"]
 
 bp = Blueprint("verify", __name__)
 LIMITER_KEY = "zfjl.verify_limiter"
@@ -93,41 +96,130 @@ def _limiter() -> TokenBucketLimiter:
     return limiter
 
 
-def _limited(cost: int) -> ResponseReturnValue | None:
-    """A 429 page when the client's network is over ZFJL_VERIFY_RATE_PER_MINUTE, else None."""
-    retry_after = _limiter().take(client_ip(), cost)
-    if not retry_after:
-        return None
-    response = _render(None, "", limited=retry_after)
-    response.status_code = 429
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+# Outcomes whose page shows who the credential belongs to. A forged code names nobody real; a replayed
+# one is a genuine code seen after its minute (a screenshot, a photo posted online), so it proves nobody
+# is standing there: both answer with the verdict only.
+_NO_PERSON = frozenset({"forged", "replayed", "not_found"})
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["outcome", "valid", "message", "message_en", "checked_at", "credential"],
+    "properties": {
+        "outcome": {
+            "enum": [
+                "valid",
+                "expired",
+                "not_yet_valid",
+                "suspended",
+                "revoked",
+                "forged",
+                "replayed",
+                "not_found",
+            ]
+        },
+        "valid": {"type": "boolean"},
+        "message": {"type": "string"},
+        "message_en": {"type": "string"},
+        "checked_at": {"type": "string", "format": "date-time"},
+        "credential": {"type": ["object", "null"]},
+    },
+}
+_FORMAT_QUERY: dict[str, Any] = {"enum": ["html", "json"]}
 
 
-def _render(check: CredentialCheck | None, method: str, *, cert: str = "", limited: int = 0) -> Response:
-    lang = _lang()
-    context: dict[str, Any] = {"t": TEXT[lang], "lang": lang, "check": check, "cert": cert, "person": None}
-    if limited:
-        context["limited"] = TEXT[lang]["rate_limited"].format(seconds=limited)
-    if check is not None:
-        with session_scope() as session:
-            scan = credential_service.log_scan(
-                session,
-                check,
-                method=method,
-                user_agent=request.headers.get("User-Agent", ""),
-                client_ip=client_ip(),
-            )
-            context["checked_at"] = scan.at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-            # A forged code shows nothing of the person it claims to be.
-            if check.officer is not None and check.outcome not in ("forged",):
-                person = credential_service.credential_dict(check.officer, check.agency)
-                person["photo"] = credential_service.photo_data_uri(check.officer)
-                context["person"] = person
-    response = make_response(render_template("people/verify.html", **context))
+def _wants_json() -> bool:
+    """``?format=json``, or an Accept header that prefers JSON to HTML (browsers prefer HTML)."""
+    asked = request.args.get("format", "").lower()
+    if asked in ("json", "html"):
+        return asked == "json"
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return (
+        best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def _private(response: Response) -> Response:
     # The token is in the URL: never cache the verdict, never leak the URL to other sites.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
+    response.vary.add("Accept")
+    return response
+
+
+def _limited(cost: int) -> ResponseReturnValue | None:
+    """A 429 answer when the client's network is over ZFJL_VERIFY_RATE_PER_MINUTE, else None."""
+    retry_after = _limiter().take(client_ip(), cost)
+    if not retry_after:
+        return None
+    if _wants_json():
+        response = error_response(
+            429,
+            "rate_limited",
+            TEXT["zh"]["rate_limited"].format(seconds=retry_after),
+            TEXT["en"]["rate_limited"].format(seconds=retry_after),
+        )
+    else:
+        response = _page(None, "", limited=retry_after)
+    response.status_code = 429
+    response.headers["Retry-After"] = str(retry_after)
+    return _private(response)
+
+
+def _verdict(check: CredentialCheck, method: str) -> tuple[datetime, dict[str, Any] | None]:
+    """Log the scan (GS-10(1)) and return its time and the person to show, if the outcome shows one."""
+    with session_scope() as session:
+        scan = credential_service.log_scan(
+            session,
+            check,
+            method=method,
+            user_agent=request.headers.get("User-Agent", ""),
+            client_ip=client_ip(),
+        )
+    person = None
+    if check.officer is not None and check.outcome not in _NO_PERSON:
+        person = credential_service.credential_dict(check.officer, check.agency)
+        person["photo"] = credential_service.photo_data_uri(check.officer)
+    return scan.at, person
+
+
+def _answer(check: CredentialCheck, method: str, *, cert: str = "") -> Response:
+    """The verdict as a page, or as JSON for apps; the same rules for what is shown."""
+    at, person = _verdict(check, method)
+    if _wants_json():
+        return _private(
+            jsonify(
+                outcome=check.outcome,
+                valid=check.valid,
+                message=TEXT["zh"][check.outcome],
+                message_en=TEXT["en"][check.outcome],
+                checked_at=at.isoformat(),
+                credential=person,
+            )
+        )
+    checked_at = at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return _page(check, cert, person=person, checked_at=checked_at)
+
+
+def _page(
+    check: CredentialCheck | None,
+    cert: str,
+    *,
+    person: dict[str, Any] | None = None,
+    checked_at: str = "",
+    limited: int = 0,
+) -> Response:
+    lang = _lang()
+    context: dict[str, Any] = {
+        "t": TEXT[lang],
+        "lang": lang,
+        "check": check,
+        "cert": cert,
+        "person": person,
+        "checked_at": checked_at,
+    }
+    if limited:
+        context["limited"] = TEXT[lang]["rate_limited"].format(seconds=limited)
+    response = _private(make_response(render_template("people/verify.html", **context)))
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; img-src data:; style-src 'self'; form-action 'self'; frame-ancestors 'none'"
     )
@@ -137,10 +229,12 @@ def _render(check: CredentialCheck | None, method: str, *, cert: str = "", limit
 @bp.get("/verify/<token>")
 @api_view(
     "verify.verify_token",
-    "核验二维码（公开页面）/ verify a QR token (public page)",
+    "核验二维码（公开；页面，或 Accept: application/json / format=json 时为 JSON）/ verify a QR token "
+    "(public; a page, or JSON with Accept: application/json or format=json)",
     auth="public",
-    query={"lang": {"enum": ["zh", "en"]}},
+    query={"lang": {"enum": ["zh", "en"]}, "format": _FORMAT_QUERY},
     response_content_type="text/html",
+    alternatives={"application/json": VERDICT_SCHEMA},
     responses={429: "请求过于频繁（Retry-After）/ rate limited per client network (Retry-After)"},
 )
 def verify_token(token: str) -> ResponseReturnValue:
@@ -150,19 +244,23 @@ def verify_token(token: str) -> ResponseReturnValue:
     with session_scope() as session:
         check = credential_service.verify_token(session, signing_key(), token)
         if check.officer is not None:
-            # Load what the page shows before the session closes.
+            # Load what the answer shows before the session closes.
             _ = check.officer.photo
-    return _render(check, "token")
+    return _answer(check, "token")
 
 
 @bp.get("/verify")
 @api_view(
     "verify.verify_certificate",
-    "按执法证号核验（公开页面）/ verify by certificate number (public page)",
+    "按执法证号核验（公开；页面或 JSON）/ verify by certificate number (public; a page or JSON)",
     auth="public",
-    query={"cert": {"type": "string"}, "lang": {"enum": ["zh", "en"]}},
+    query={"cert": {"type": "string"}, "lang": {"enum": ["zh", "en"]}, "format": _FORMAT_QUERY},
     response_content_type="text/html",
-    responses={429: "请求过于频繁（Retry-After）/ rate limited per client network (Retry-After)"},
+    alternatives={"application/json": VERDICT_SCHEMA},
+    responses={
+        400: "JSON 请求缺少 cert / JSON asked without cert (missing_cert)",
+        429: "请求过于频繁（Retry-After）/ rate limited per client network (Retry-After)",
+    },
 )
 def verify_certificate() -> ResponseReturnValue:
     """Look a certificate number up, or show the lookup form."""
@@ -170,12 +268,14 @@ def verify_certificate() -> ResponseReturnValue:
     if (refused := _limited(CERT_LOOKUP_COST if cert else 1)) is not None:
         return refused
     if not cert:
-        return _render(None, "cert")
+        if _wants_json():
+            raise ApiError(400, "missing_cert", "缺少执法证号 cert", "the cert query parameter is missing")
+        return _page(None, "")
     with session_scope() as session:
         check = credential_service.verify_by_certificate(session, cert)
         if check.officer is not None:
             _ = check.officer.photo
-    return _render(check, "cert", cert=cert)
+    return _answer(check, "cert", cert=cert)
 
 
 @bp.get("/.well-known/zfjl-credential-key.json")

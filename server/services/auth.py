@@ -1,4 +1,4 @@
-"""Users, password hashing (scrypt), login lockout, token revocation and role checks."""
+"""Users, password hashing (scrypt), login throttling, token revocation and role checks."""
 
 from __future__ import annotations
 
@@ -6,37 +6,56 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
+import math
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.models import ROLES, RevokedToken, User, utcnow
+from server.models import ROLES, LoginThrottle, RevokedToken, User, utcnow
 from server.services import Conflict, Invalid, ServiceError, write_audit
 
 __all__ = [
+    "ACCOUNT_FREE_FAILURES",
+    "ADDRESS_FREE_FAILURES",
+    "BACKOFF_BASE",
     "ENDPOINT_ROLES",
-    "LOCKOUT_AFTER",
-    "LOCKOUT_FOR",
+    "MAX_BACKOFF",
     "ROLES",
-    "AccountLocked",
     "AccountSuspended",
     "Forbidden",
     "InvalidCredentials",
+    "InvalidToken",
+    "LoginThrottled",
     "authenticate",
+    "backoff_for",
     "create_user",
+    "cut_off_tokens",
     "hash_password",
     "is_token_revoked",
     "require_roles",
     "revoke_token",
+    "token_claims",
+    "user_for_token",
+    "user_id_of",
     "verify_password",
 ]
 
-LOCKOUT_AFTER = 5
-LOCKOUT_FOR = timedelta(minutes=15)
+# Login throttle (no hard lock): failures allowed per account and per account-at-address before an
+# exponential backoff starts, and per address across all names (password spraying).
+ACCOUNT_FREE_FAILURES = 5
+ADDRESS_FREE_FAILURES = 20
+BACKOFF_BASE = timedelta(seconds=2)
+MAX_BACKOFF = timedelta(minutes=15)
+# Counts idle this long start again from zero (and their rows are purged).
+THROTTLE_WINDOW = timedelta(hours=1)
 # scrypt cost: ~16 MiB and tens of ms per hash; stored in the hash string so it can be raised later.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
 
@@ -140,11 +159,28 @@ class InvalidCredentials(ServiceError):
     kind = "unauthorized"
 
 
-class AccountLocked(ServiceError):
-    """Too many failed logins; the account is locked for a while."""
+class LoginThrottled(ServiceError):
+    """Too many failed logins for this name or from this address: wait ``retry_after`` seconds.
 
-    code = "account_locked"
-    kind = "locked"
+    Raised alike for existing and unknown names, so it reveals nothing about which accounts exist.
+    """
+
+    code = "too_many_attempts"
+    kind = "throttled"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"登录失败次数过多，请 {retry_after} 秒后再试",
+            f"too many failed logins: try again in {retry_after} seconds",
+        )
+        self.retry_after = retry_after
+
+
+class InvalidToken(ServiceError):
+    """A token that does not name a user of this server."""
+
+    code = "invalid_token"
+    kind = "unauthorized"
 
 
 class Forbidden(ServiceError):
@@ -238,6 +274,118 @@ def create_user(
     return user
 
 
+def _address_key(client_ip: str | None) -> str:
+    """The throttled unit of an address: IPv4 as is, IPv6 by /64 (one host's usual allocation)."""
+    try:
+        ip = ipaddress.ip_address(client_ip or "")
+    except ValueError:
+        return "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _throttle_key(kind: str, *parts: str) -> str:
+    # Hashed: people type passwords into the user name field, and those must not be stored in clear.
+    return hashlib.sha256("\0".join((kind, *parts)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _ThrottleKeys:
+    """The three throttle keys of one login attempt, with the free failures each one allows."""
+
+    account: str
+    address: str
+    pair: str
+
+    @classmethod
+    def of(cls, username: str, client_ip: str | None) -> _ThrottleKeys:
+        """Keys of ``username`` tried from ``client_ip`` (the same whether the account exists or not)."""
+        address = _address_key(client_ip)
+        return cls(
+            account=_throttle_key("account", username),
+            address=_throttle_key("address", address),
+            pair=_throttle_key("pair", username, address),
+        )
+
+    def free(self) -> dict[str, int]:
+        """Key -> failures allowed before the backoff starts."""
+        return {
+            self.account: ACCOUNT_FREE_FAILURES,
+            self.pair: ACCOUNT_FREE_FAILURES,
+            self.address: ADDRESS_FREE_FAILURES,
+        }
+
+
+def backoff_for(failures: int, free: int) -> timedelta:
+    """Exponential backoff after ``failures`` (BACKOFF_BASE, doubled per failure, at most MAX_BACKOFF)."""
+    over = failures - free
+    if over <= 0:
+        return timedelta(0)
+    doublings: int = min(over - 1, 30)
+    return min(MAX_BACKOFF, BACKOFF_BASE * (1 << doublings))
+
+
+def _throttle_rows(session: Session, keys: _ThrottleKeys, now: datetime) -> dict[str, LoginThrottle]:
+    """The keys' rows, with counts older than THROTTLE_WINDOW (and no running backoff) treated as zero."""
+    rows = {
+        row.key: row
+        for row in session.scalars(
+            select(LoginThrottle).where(LoginThrottle.key.in_([keys.account, keys.address, keys.pair]))
+        )
+    }
+    for row in rows.values():
+        if row.updated_at < now - THROTTLE_WINDOW and (row.blocked_until is None or row.blocked_until <= now):
+            row.failures, row.blocked_until = 0, None
+    return rows
+
+
+def _retry_after(rows: dict[str, LoginThrottle], keys: _ThrottleKeys, now: datetime) -> int:
+    """Seconds until this attempt may be checked; 0 if it may be checked now."""
+
+    def left(key: str) -> float:
+        row = rows.get(key)
+        if row is None or row.blocked_until is None or row.blocked_until <= now:
+            return 0.0
+        return (row.blocked_until - now).total_seconds()
+
+    waits = [left(keys.address), left(keys.pair)]
+    pair = rows.get(keys.pair)
+    # The account-wide backoff (guessing from many addresses) spares an address that has not failed
+    # for this account: otherwise anyone could keep the real owner out from anywhere.
+    if pair is not None and pair.failures > 0:
+        waits.append(left(keys.account))
+    return math.ceil(max(waits))
+
+
+def _record_failure(session: Session, keys: _ThrottleKeys, now: datetime) -> None:
+    """Count a failed check on every key (atomic increments, so concurrent processes add up)."""
+    for key, free in keys.free().items():
+        if session.get(LoginThrottle, key) is None:
+            try:
+                with session.begin_nested():
+                    session.add(LoginThrottle(key=key, failures=0, blocked_until=None, updated_at=now))
+            except IntegrityError:
+                pass  # another process inserted it meanwhile
+        session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .values(failures=LoginThrottle.failures + 1, updated_at=now)
+        )
+        row = session.get(LoginThrottle, key, populate_existing=True)
+        assert row is not None
+        delay = backoff_for(row.failures, free)
+        if delay:
+            row.blocked_until = now + delay
+    # Keep the table small: forget keys that are idle and not backing off (indexed by updated_at).
+    session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.updated_at < now - THROTTLE_WINDOW,
+            or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
+        )
+    )
+
+
 def authenticate(
     session: Session,
     username: str,
@@ -246,46 +394,42 @@ def authenticate(
     now: datetime | None = None,
     client_ip: str | None = None,
 ) -> User:
-    """Check a login; counts failures and locks after LOCKOUT_AFTER. Commits its bookkeeping."""
+    """Check a login under the throttle; commits its bookkeeping.
+
+    Unknown, suspended and wrong-password logins all raise InvalidCredentials after one scrypt hash;
+    a throttled attempt raises LoginThrottled before any lookup, for existing and unknown names alike.
+    """
     now = now or utcnow()
+    keys = _ThrottleKeys.of(username, client_ip)
+    rows = _throttle_rows(session, keys, now)
+    retry_after = _retry_after(rows, keys, now)
+    if retry_after:
+        session.rollback()
+        raise LoginThrottled(retry_after)
     user = session.scalar(select(User).where(User.username == username))
     if user is None or not user.active:
+        # Hash anyway, so the answer takes as long as for a real account.
         verify_password(password, _DUMMY_HASH)
+        ok = False
+    else:
+        ok = verify_password(password, user.password_hash)
+    if not ok:
+        _record_failure(session, keys, now)
         write_audit(
             session,
-            actor="anonymous",
+            actor=str(user.id) if user is not None else "anonymous",
             action="auth.login_failed",
             target_type="user",
-            target_id=None,
-            detail={"username": username},
+            target_id=user.id if user is not None else None,
+            detail=None if user is not None else {"username": username[:64]},
             client_ip=client_ip,
         )
         session.commit()
         raise InvalidCredentials("用户名或密码错误", "invalid username or password")
-    if user.locked_until is not None and user.locked_until > now:
-        session.rollback()
-        raise AccountLocked(
-            "登录失败次数过多，账户已锁定，请稍后再试",
-            "too many failed logins: account locked, try again later",
-        )
-    if not verify_password(password, user.password_hash):
-        user.failed_logins += 1
-        locked = user.failed_logins >= LOCKOUT_AFTER
-        if locked:
-            user.locked_until = now + LOCKOUT_FOR
-            user.failed_logins = 0
-        write_audit(
-            session,
-            actor=str(user.id),
-            action="auth.locked" if locked else "auth.login_failed",
-            target_type="user",
-            target_id=user.id,
-            client_ip=client_ip,
-        )
-        session.commit()
-        raise InvalidCredentials("用户名或密码错误", "invalid username or password")
-    user.failed_logins = 0
-    user.locked_until = None
+    assert user is not None
+    # Success clears this account's counts (not the address's: logging in to one's own account must
+    # not reset a spraying address).
+    session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_([keys.account, keys.pair])))
     write_audit(
         session,
         actor=str(user.id),
@@ -302,6 +446,47 @@ def get_active_user(session: Session, user_id: int) -> User | None:
     """The user if it exists and is active."""
     user = session.get(User, user_id)
     return user if user is not None and user.active else None
+
+
+def user_id_of(claims: dict[str, Any]) -> int | None:
+    """The user id a token names, or None when ``sub`` is not the canonical decimal id of a user row."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or str(int(sub)) != sub:
+        return None
+    user_id = int(sub)
+    return user_id if 0 < user_id < 2**63 else None
+
+
+def issued_at_ms(claims: dict[str, Any]) -> int | None:
+    """When the token was issued, in ms: our ``iat_ms`` claim, else ``iat`` (whole seconds, rounded down)."""
+    value = claims.get("iat_ms")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    iat = claims.get("iat")
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        return int(iat) * 1000
+    return None
+
+
+def user_for_token(session: Session, claims: dict[str, Any]) -> User | None:
+    """The active user a token stands for; None for a bad subject, a suspended account, or a token
+    issued before the account's last suspension (``tokens_valid_after``)."""
+    user_id = user_id_of(claims)
+    if user_id is None:
+        return None
+    user = get_active_user(session, user_id)
+    if user is None:
+        return None
+    if user.tokens_valid_after is not None:
+        issued = issued_at_ms(claims)
+        if issued is None or issued < math.ceil(user.tokens_valid_after.timestamp() * 1000):
+            return None
+    return user
+
+
+def cut_off_tokens(user: User, *, now: datetime | None = None) -> None:
+    """Refuse every token issued to ``user`` until now, for good (suspension)."""
+    user.tokens_valid_after = now or utcnow()
 
 
 def revoke_token(
@@ -334,15 +519,14 @@ class AccountSuspended(ServiceError):
 
 
 def _refuse_suspended(claims: dict[str, Any]) -> None:
-    """Refuse tokens of suspended or deleted accounts (checked per request, so suspension is immediate)."""
+    """Refuse tokens that name no user, a suspended account, or were issued before a suspension
+    (checked per request, so suspension is immediate and outlives a reinstatement)."""
     from server.db import session_scope
 
-    try:
-        user_id = int(claims["sub"])
-    except (KeyError, TypeError, ValueError):
-        return  # not a user token
+    if user_id_of(claims) is None:
+        raise InvalidToken("令牌无效", "invalid token: subject is not a user")
     with session_scope() as session:
-        if get_active_user(session, user_id) is None:
+        if user_for_token(session, claims) is None:
             raise AccountSuspended("账户已停用，令牌已失效", "account suspended: token revoked")
 
 
@@ -372,4 +556,11 @@ def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 def token_claims(user: User) -> dict[str, Any]:
     """Extra JWT claims for a user."""
-    return {"role": user.role, "username": user.username, "agency_id": user.agency_id}
+    # iat_ms: the issue time to the millisecond, so a token from just before a suspension is told apart
+    # from one issued just after the reinstatement (``iat`` has whole seconds only).
+    return {
+        "role": user.role,
+        "username": user.username,
+        "agency_id": user.agency_id,
+        "iat_ms": time.time_ns() // 1_000_000,
+    }

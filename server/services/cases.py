@@ -34,6 +34,7 @@ from server.services.evidence import ACCEPTING_STATUSES
 from server.services.fleet import current_assignment
 from server.services.people import Caller
 from server.services.scope import recording_of_agency
+from server.services.sniff import ATTACHMENT_TYPES, check_attachment
 from server.storage import ObjectStore
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "list_cases",
     "record_device_event",
     "record_event",
+    "served_type",
 ]
 
 STAGES: tuple[str, ...] = ("initiation", "investigation", "decision", "execution")
@@ -663,6 +665,8 @@ def add_attachment(
         )
     if not data or len(data) > MAX_ATTACHMENT_BYTES:
         raise Invalid("附件不能为空且不超过 1 MiB", "attachment must be non-empty and at most 1 MiB")
+    # The declared type must be an evidence type and the bytes must be that type (no HTML, no script).
+    content_type = check_attachment(data, content_type)
     name = (name or "attachment").strip()[:200]
     sha256 = hashlib.sha256(data).hexdigest()
     key = f"case-attachments/{sha256[:2]}/{sha256}"
@@ -674,7 +678,7 @@ def add_attachment(
         event_id=event.id,
         kind=kind,
         name=name,
-        content_type=content_type.split(";")[0].strip()[:128] or "application/octet-stream",
+        content_type=content_type,
         size=len(data),
         sha256=sha256,
         object_key=key,
@@ -692,6 +696,11 @@ def add_attachment(
         target_id=attachment.id,
     )
     return attachment
+
+
+def served_type(content_type: str) -> str:
+    """The type an attachment is served as: its own if on the allow-list, else octet-stream."""
+    return content_type if content_type in ATTACHMENT_TYPES else "application/octet-stream"
 
 
 def get_attachment(session: Session, caller: Caller, case_id: int, attachment_id: int) -> CaseAttachment:

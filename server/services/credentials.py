@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.fleet import BOOKMARK_TTL, CommandKind
+from server.fsmode import private_dir
 from server.models import utcnow
 from server.models_fleet import DeviceAssignment
 from server.models_people import Agency, CredentialScan, Officer
@@ -70,7 +71,7 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
     """Read the credential signing key, or create it once (O_EXCL, mode 0600)."""
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from server.models import User, utcnow
 from server.models_people import OFFICER_STATUSES, STAFF_KINDS, Agency, Officer
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
+from server.services.auth import cut_off_tokens
+from server.services.sniff import PHOTO_TYPES, check_photo
 
 __all__ = [
     "CROSS_AGENCY_READERS",
@@ -37,7 +39,6 @@ __all__ = [
 
 # JL-20: superior, supervisory and audit bodies may read across agencies; everyone else sees their own.
 CROSS_AGENCY_READERS: tuple[str, ...] = ("supervisor", "auditor", "system_admin")
-PHOTO_TYPES: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
 MAX_PHOTO_BYTES = 512 * 1024
 AGENCY_FIELDS: tuple[str, ...] = ("name", "head", "duties", "address", "contacts")
 OFFICER_FIELDS: tuple[str, ...] = (
@@ -185,6 +186,9 @@ def set_user_active(session: Session, caller: Caller, user_id: int, active: bool
     if str(user.id) == caller.user_id and not active:
         raise Invalid("不能停用自己的账户", "you cannot suspend your own account")
     user.active = active
+    if not active:
+        # Tokens issued so far stay dead even after a reinstatement: the person logs in again.
+        cut_off_tokens(user)
     write_audit(
         session,
         actor=caller.user_id,
@@ -361,11 +365,11 @@ def set_photo(session: Session, caller: Caller, officer_id: int, data: bytes, co
     officer = get_officer(session, caller, officer_id)
     if not caller.may_write(officer.agency_id):
         raise NotFound("人员不存在", "officer not found")
-    content_type = content_type.split(";")[0].strip().lower()
-    if content_type not in PHOTO_TYPES:
-        raise Invalid("照片必须是 JPEG、PNG 或 WebP", "photo must be JPEG, PNG or WebP")
     if not data or len(data) > MAX_PHOTO_BYTES:
         raise Invalid("照片不能为空且不超过 512 KiB", "photo must be non-empty and at most 512 KiB")
+    # The bytes must be the PNG or JPEG they claim to be, with a readable size: the photo is shown on
+    # the public verification page, so it must never be anything a browser could run.
+    content_type, _size = check_photo(data, content_type)
     officer.photo, officer.photo_type, officer.updated_at = data, content_type, utcnow()
     write_audit(
         session, actor=caller.user_id, action="officer.photo", target_type="officer", target_id=officer.id

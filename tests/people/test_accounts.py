@@ -42,7 +42,9 @@ def test_suspending_an_account_refuses_its_existing_tokens(
         == 401
     )
     client.post(f"/api/v1/users/{world.users['officer']}/reinstate", headers=auth)
-    assert client.get("/api/v1/me/credential", headers=officer).status_code == 200
+    # Tokens issued before the suspension stay dead; a new login works.
+    assert client.get("/api/v1/me/credential", headers=officer).status_code == 401
+    assert client.get("/api/v1/me/credential", headers=login(client, "officer-a")).status_code == 200
 
 
 def test_admin_creates_accounts_in_an_agency(client: FlaskClient, auth: dict[str, str], world: World) -> None:

@@ -205,7 +205,7 @@ def test_jl11_attachments_stored_by_sha256_and_recordings_linked(
         officer_ids=[world.officer_a],
         recording_ids=[other_id],
     )
-    page = "询问笔录（当事人签字）".encode()
+    page = b"%PDF-1.4\n% " + "询问笔录（当事人签字）".encode() + b"\n%%EOF\n"
     upload = client.post(
         f"/api/v1/cases/{case_id}/events/{event_id}/attachments?name=笔录.pdf&kind=signed_page&signed_by_party=1",
         data=page,

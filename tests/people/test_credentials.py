@@ -63,7 +63,7 @@ def test_gs9_officer_registry_crud_and_photo(client: FlaskClient, world: World) 
         client.put(
             f"/api/v1/officers/{officer['id']}/photo", data=b"x", content_type="text/plain", headers=head
         ).status_code
-        == 400
+        == 415
     )
     revoked = client.patch(f"/api/v1/officers/{officer['id']}", json={"status": "revoked"}, headers=head)
     assert revoked.get_json()["status"] == "revoked"

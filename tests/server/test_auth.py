@@ -11,12 +11,9 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from server.db import session_scope
-from server.models import User, utcnow
+from server.models import LoginThrottle, utcnow
 from server.services.auth import (
-    LOCKOUT_AFTER,
-    AccountLocked,
-    InvalidCredentials,
-    authenticate,
+    ACCOUNT_FREE_FAILURES,
     create_user,
     hash_password,
     verify_password,
@@ -54,28 +51,15 @@ def test_wrong_password_json_error(client: FlaskClient) -> None:
     assert status == 401 and body["error"]["code"] == "invalid_credentials"
 
 
-def test_lockout_after_failures(client: FlaskClient, app: Flask) -> None:
-    for _ in range(LOCKOUT_AFTER):
+def test_throttle_after_failures_is_a_backoff_not_a_lock(client: FlaskClient, app: Flask) -> None:
+    for _ in range(ACCOUNT_FREE_FAILURES + 1):
         assert _login(client, password="wrong-password")[0] == 401
-    status, body = _login(client)  # even the right password is refused while locked
-    assert status == 423 and body["error"]["code"] == "account_locked"
+    status, body = _login(client)  # even the right password waits out the backoff
+    assert status == 429 and body["error"]["code"] == "too_many_attempts"
     with session_scope(app) as session:
-        user = session.query(User).filter_by(username=ADMIN_USER).one()
-        user.locked_until = utcnow() - timedelta(seconds=1)
+        for row in session.query(LoginThrottle):
+            row.blocked_until = utcnow() - timedelta(seconds=1)
     assert _login(client)[0] == 200
-
-
-def test_lockout_expires_after_15_minutes(db_session: Session) -> None:
-    create_user(db_session, "alice", "alice-password", "officer")
-    db_session.commit()
-    now = utcnow()
-    for _ in range(LOCKOUT_AFTER):
-        with pytest.raises(InvalidCredentials):
-            authenticate(db_session, "alice", "bad-password", now=now)
-    with pytest.raises(AccountLocked):
-        authenticate(db_session, "alice", "alice-password", now=now + timedelta(minutes=14))
-    user = authenticate(db_session, "alice", "alice-password", now=now + timedelta(minutes=16))
-    assert user.failed_logins == 0 and user.locked_until is None
 
 
 def test_refresh_and_logout_revocation(client: FlaskClient) -> None:

@@ -74,7 +74,7 @@ def test_commit_happy_path_local(
     rec = _happy_path(db_session, store, registered)
     assert rec.storage_backend == "local"
     stored = store.root / rec.object_key
-    assert stored.stat().st_mode & 0o777 == 0o444
+    assert stored.stat().st_mode & 0o777 == 0o400
     # Reload from the database: UTC round-trips on every backend.
     db_session.expire_all()
     again = db_session.get(Recording, rec.id)

@@ -23,7 +23,7 @@ def test_verified_file_is_adopted_read_only_and_survives_the_staging_copy_being_
     assert stored.created and stored.size == len(data)
     target = tmp_path / "objects" / "recordings/dev/0000000001-x.mp4"
     assert os.stat(target).st_ino == os.stat(staged).st_ino  # linked, not copied
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o400  # owner-only, read-only
     staged.unlink()  # staging is discarded after the commit
     assert target.read_bytes() == data
     # Storing the same key again is a no-op; nothing was left behind in the objects folder.
