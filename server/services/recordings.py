@@ -110,9 +110,10 @@ def _rejected_uploads(session: Session, device_id: str) -> dict[str, Any]:
     Anyone able to publish on the device's topics can send a forged manifest; refusing it is the
     system working, so it never makes the stored chain unverified (it is a security-log entry).
     """
-    by_code = dict(
+    totals = dict(
         session.execute(
-            select(IngestRejection.code, func.count(IngestRejection.id))
+            # A flood summary row stands for ``occurrences`` refusals (server/ingest.py).
+            select(IngestRejection.code, func.sum(IngestRejection.occurrences))
             .where(IngestRejection.device_id == device_id)
             .group_by(IngestRejection.code)
         ).all()
@@ -123,11 +124,19 @@ def _rejected_uploads(session: Session, device_id: str) -> dict[str, Any]:
         .order_by(IngestRejection.id.desc())
         .limit(REJECTED_UPLOADS_SHOWN)
     )
+    by_code = {code: int(total) for code, total in totals.items()}
     return {
         "count": sum(by_code.values()),
         "by_code": by_code,
         "items": [
-            {"code": r.code, "file_id": r.file_id, "at": r.at.isoformat(), "message": r.message} for r in rows
+            {
+                "code": r.code,
+                "file_id": r.file_id,
+                "at": r.at.isoformat(),
+                "message": r.message,
+                "occurrences": r.occurrences,
+            }
+            for r in rows
         ],
     }
 
