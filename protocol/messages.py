@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 MAX_JSON_PAYLOAD = 64 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,15 @@ class TransferAck:
     code: str = ""
     message: str = ""
     recording_id: int | None = None
+    # ``complete`` names the SHA-256 of the segment the server stored: the device frees nothing unless it
+    # equals its own (a genuine ack for another file id cannot stand in for this one).
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sha256 and not _SHA256.fullmatch(self.sha256):
+            raise RemoteProtocolError("ack sha256 must be 64 lowercase hex characters")
+        if self.state is AckState.COMPLETE and not self.sha256:
+            raise RemoteProtocolError("a complete ack must name the stored segment's sha256")
 
 
 class PresenceState(Enum):
@@ -211,6 +222,8 @@ def encode(msg: Message) -> tuple[str, bytes]:
             body["message"] = msg.message
         if msg.recording_id is not None:
             body["recording_id"] = msg.recording_id
+        if msg.sha256:
+            body["sha256"] = msg.sha256
         return topics.ack(msg.device_id, msg.file_id), _json(body)
     if isinstance(msg, Presence):
         body = {"state": msg.state.value, "at": msg.at, "agent_version": msg.agent_version}
@@ -306,8 +319,9 @@ def decode(topic: str, payload: bytes) -> Message:
         except ValueError:
             raise RemoteProtocolError(f"unknown ack state {data.get('state')!r}") from None
         code, message = data.get("code", ""), data.get("message", "")
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise RemoteProtocolError("code and message must be strings")
+        sha256 = data.get("sha256", "")
+        if not isinstance(code, str) or not isinstance(message, str) or not isinstance(sha256, str):
+            raise RemoteProtocolError("code, message and sha256 must be strings")
         return TransferAck(
             device_id=device_id,
             file_id=file_id,
@@ -318,6 +332,7 @@ def decode(topic: str, payload: bytes) -> Message:
             code=code,
             message=message,
             recording_id=_opt_int(data, "recording_id"),
+            sha256=sha256,
         )
     if kind is TopicKind.PRESENCE:
         data = _load_json(payload, "presence")

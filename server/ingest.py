@@ -78,6 +78,9 @@ _LOG = logging.getLogger(__name__)
 PRESENCE_REPEAT_S = 60.0
 
 Outgoing = tuple[str, bytes]
+_DOWNLINK_KINDS = frozenset(
+    {TopicKind.ACK, TopicKind.SESSION_ACK, TopicKind.CONFIG_DESIRED, TopicKind.COMMAND}
+)
 FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
 
 # Rows in the security log per device and in total per minute: a broken or hostile client must not be
@@ -249,6 +252,10 @@ class IngestService:
             return ingest_uplink(self.app, topic, payload)
         if parsed.kind is TopicKind.SESSION_EVENT:
             return self._session_event(parsed, payload)
+        if parsed.kind in _DOWNLINK_KINDS:
+            # Our own answers (or someone's forgeries) are never input: never answer them.
+            self._count(self._dropped, "not_uplink")
+            return []
         try:
             msg = decode(topic, payload)
         except ChunkHashMismatch as exc:
@@ -266,7 +273,7 @@ class IngestService:
             return self._presence(msg) + ingest_presence(self.app, msg.device_id, online)
         if isinstance(msg, DeviceHealth):
             return self._health(msg)
-        if isinstance(msg, TransferAck):
+        if isinstance(msg, TransferAck):  # unreachable: downlink kinds are dropped above
             self._count(self._dropped, "not_uplink")
             return []
         return self._transfer(msg)
@@ -343,6 +350,19 @@ class IngestService:
             self._devices[device_id] = (now + ttl, info)
         return info
 
+    def _stored(self, device_id: str, file_id: str) -> tuple[int, str] | None:
+        """The recording committed for this transfer and its sha256 (named in ``complete``), if any."""
+        with session_scope(self.app) as session:
+            row = session.execute(
+                select(Recording.id, Recording.sha256).where(
+                    Recording.device_id == device_id,
+                    Recording.manifest_hash >= file_id,
+                    Recording.manifest_hash < file_id + "g",
+                    Recording.file_id == file_id,
+                )
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def _recording_id(self, device_id: str, file_id: str) -> int | None:
         """The recording committed for this transfer, if any (file_id = first 32 hex of its manifest hash)."""
         with session_scope(self.app) as session:
@@ -380,17 +400,21 @@ class IngestService:
                 parsed, "device_inactive", f"device {msg.device_id} is {device.status}", length=length
             )
         manifest, held = self.staging.view_parts(msg.device_id, msg.file_id)
+        # Committing discards the staging, so a chunk whose transfer still has its manifest staged
+        # cannot belong to a stored segment: skip the database on the hot path.
+        stored = (
+            None
+            if isinstance(msg, FileChunk) and manifest is not None
+            else self._stored(msg.device_id, msg.file_id)
+        )
         view = ReceiverView(
             device_id=msg.device_id,
             file_id=msg.file_id,
             device_key=None if device is None else device.public_key,
             manifest=manifest,
             held=held,
-            # Committing discards the staging, so a chunk whose transfer still has its manifest staged
-            # cannot belong to a stored segment: skip the database on the hot path.
-            recording_id=None
-            if isinstance(msg, FileChunk) and manifest is not None
-            else self._recording_id(msg.device_id, msg.file_id),
+            recording_id=None if stored is None else stored[0],
+            recording_sha256="" if stored is None else stored[1],
             max_segment_bytes=self.settings.max_segment_bytes,
             max_chunk_bytes=self.settings.max_chunk_bytes,
         )

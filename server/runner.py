@@ -21,6 +21,7 @@ from server.broker import EmbeddedBroker
 from server.config import Settings
 from server.db import get_engine, run_migrations
 from server.ingest import IngestService
+from server.ingest_key import note_embedded_broker
 from server.mqtt import IngestWorker
 
 __all__ = ["STAGING_MAX_AGE_DAYS", "ServerRunner"]
@@ -114,6 +115,7 @@ class ServerRunner:
         else:
             self.broker = self._start_embedded_broker(settings)
             self.mqtt_url = self.broker.url
+            note_embedded_broker(app, self.broker.url)  # provisioning advertises its actual port
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
         self._start_workers(settings, service)
         self._start_fleet_dispatch(app)
