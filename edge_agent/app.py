@@ -24,7 +24,7 @@ from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.prompts import Prompter, default_prompter
 from edge_agent.session import SegmentTag, SessionCommandError, SessionController
-from edge_agent.uploader import Uploader
+from edge_agent.uploader import Uploader, require_pinned_ingest_keys
 from protocol.manifest import format_time
 from protocol.messages import DeviceHealth, TransferAck
 from protocol.session import EventAck
@@ -94,6 +94,8 @@ class AgentApp:
     def start(self) -> None:
         """Run the init steps in order; if one fails, undo the ones done and re-raise."""
         steps: list[tuple[str, Callable[[], None]]] = [
+            # Before anything connects: without a pinned ingest key no ack could be trusted (finding 1).
+            ("check pinned ingest keys", lambda: require_pinned_ingest_keys(self.config)),
             ("load device key", self._load_key),
             ("open outbox", self._open_outbox),
             ("recover partial segments", self._recover),

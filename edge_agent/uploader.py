@@ -34,7 +34,7 @@ from protocol.transfer import (
 if TYPE_CHECKING:
     from edge_agent.effective_config import EffectiveConfig
 
-__all__ = ["Link", "Uploader", "UploaderStats"]
+__all__ = ["Link", "Uploader", "UploaderStats", "require_pinned_ingest_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ _OUTBOX_POLL_S = 0.5
 
 # Refusals about the device's registration, not the segment: retried after _BLOCKED_RETRY_S.
 RETRYABLE_REFUSALS = frozenset({"unknown_device", "device_inactive"})
+
+
+def require_pinned_ingest_keys(config: AgentConfig) -> None:
+    """Refuse (:class:`ConfigError`) a configuration that pins no ingest public key (finding 1)."""
+    if not config.ingest_public_keys:
+        raise ConfigError(
+            "no ingest_public_keys pinned in the agent configuration: uploading is refused because "
+            "the server's acks cannot be verified; provision the device again with zfjl-fw provision "
+            "or add the server's ingest public key (docs/agent.md)"
+        )
 
 
 class Link(Protocol):
@@ -109,12 +119,7 @@ class Uploader:
         Refuses (:class:`ConfigError`) when no ingest public key is pinned: without one no ack can be
         verified, and an unverified ``complete`` must never mark evidence stored (finding 1).
         """
-        if not config.ingest_public_keys:
-            raise ConfigError(
-                "no ingest_public_keys pinned in the agent configuration: uploading is refused because "
-                "the server's acks cannot be verified; provision the device again with zfjl-fw provision "
-                "or add the server's ingest public key (docs/agent.md)"
-            )
+        require_pinned_ingest_keys(config)
         self.outbox = outbox
         self.link = link
         self.config = config
