@@ -26,7 +26,7 @@ from edge_agent.prompts import Prompter, default_prompter
 from edge_agent.session import SegmentTag, SessionCommandError, SessionController
 from edge_agent.uploader import Uploader, require_pinned_ingest_keys
 from protocol.manifest import format_time
-from protocol.messages import DeviceHealth, TransferAck
+from protocol.messages import ChainHead, DeviceHealth, TransferAck
 from protocol.session import EventAck
 
 if TYPE_CHECKING:
@@ -489,6 +489,7 @@ class AgentApp:
             up = self.uploader.stats()
             extra.update(bytes_sent=up.bytes_sent, chunks_resent=up.chunks_resent, blocked=up.blocked)
         return DeviceHealth(
+            chain_head=self._chain_head(stats.last_sequence),
             device_id=self.config.device_id,
             at=format_time(datetime.now(UTC)),
             backlog_bytes=stats.backlog_bytes,
@@ -497,6 +498,17 @@ class AgentApp:
             free_bytes=free,
             recording=self.recorder is not None and self.recorder.running,
             extra=extra,
+        )
+
+    def _chain_head(self, last_sequence: int | None) -> ChainHead | None:
+        """The newest journalled segment, signed, so the server notices a stored one that went missing."""
+        if last_sequence is None or self.outbox is None or self.private_key is None:
+            return None
+        newest = self.outbox.get(last_sequence)
+        if newest is None:
+            return None
+        return ChainHead.sign(
+            self.config.device_id, last_sequence, newest.signed.manifest_hash, self.private_key
         )
 
     def _health_loop(self) -> None:

@@ -31,6 +31,7 @@ from protocol.manifest import SignedManifest, parse_time
 from protocol.messages import (
     MAX_JSON_PAYLOAD,
     AckState,
+    ChainHead,
     DeviceHealth,
     FileAbort,
     FileChunk,
@@ -60,7 +61,7 @@ from protocol.transfer import (
 from server.config import Settings
 from server.db import session_scope
 from server.models import Device, Recording, utcnow
-from server.models_telemetry import DeviceHealthSample, DevicePresence
+from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.evidence import (
     ACCEPTING_STATUSES,
     EvidenceRejected,
@@ -596,6 +597,45 @@ class IngestService:
 
     # -- telemetry ---------------------------------------------------------------------------
 
+    def _chain_head(self, head: ChainHead, device: _DeviceInfo) -> None:
+        """Remember a signed chain head (alert rules compare it with what is stored); refuse a forged one."""
+        if not head.verify(device.public_key):
+            self._count(self._rejections, "bad_chain_head")
+            self._log_rejection(
+                "bad_chain_head",
+                f"chain head {head.sequence} in health does not verify with the device's key",
+                head.device_id,
+                None,
+            )
+            return
+        now = utcnow()
+        for attempt in range(2):
+            try:
+                with session_scope(self.app) as session:
+                    row = session.scalar(
+                        select(DeviceChainHead).where(
+                            DeviceChainHead.device_id == head.device_id,
+                            DeviceChainHead.sequence == head.sequence,
+                            DeviceChainHead.manifest_hash == head.manifest_hash,
+                        )
+                    )
+                    if row is None:
+                        session.add(
+                            DeviceChainHead(
+                                device_id=head.device_id,
+                                sequence=head.sequence,
+                                manifest_hash=head.manifest_hash,
+                                first_reported_at=now,
+                                last_reported_at=now,
+                            )
+                        )
+                    else:
+                        row.last_reported_at = now
+                return
+            except IntegrityError:
+                if attempt:
+                    raise  # two workers inserted the same head at once; the retry updates it
+
     def _presence_repeated(self, msg: Presence) -> bool:
         """Whether this is the same presence as one handled less than a minute ago (nothing to do).
 
@@ -644,9 +684,12 @@ class IngestService:
         return []
 
     def _health(self, msg: DeviceHealth) -> list[Outgoing]:
-        if self._device(msg.device_id) is None:
+        device = self._device(msg.device_id)
+        if device is None:
             self._count(self._dropped, "unknown_device_health")
             return []
+        if msg.chain_head is not None:
+            self._chain_head(msg.chain_head, device)
         received = utcnow()
         at = _device_time(msg.at) or received
         # A device clock far in the future would sort its samples above all real ones; keep ours then.
