@@ -1,4 +1,4 @@
-"""``zfjl-server`` command line: create-admin, db upgrade, run."""
+"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, ingest-key, run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "cmd_broker_acl", "cmd_create_admin", "cmd_db_upgrade", "cmd_run", "main"]
+__all__ = [
+    "build_parser",
+    "cmd_broker_acl",
+    "cmd_create_admin",
+    "cmd_db_upgrade",
+    "cmd_ingest_key",
+    "cmd_run",
+    "main",
+]
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -110,6 +118,31 @@ def cmd_broker_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_key(args: argparse.Namespace) -> int:
+    """Print the ingest key's id and the public keys recorders pin; ``--new``: a fresh key for rotation."""
+    import base64
+    import json
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.ingest_key import IngestSigner
+
+    if args.new:
+        private = base64.b64encode(os.urandom(32)).decode("ascii")
+        signer = IngestSigner(Ed25519PrivateKey.from_private_bytes(base64.b64decode(private)))
+        # Shown once, for ZFJL_INGEST_KEY at the switch (docs/protocol.md, "Rotating the ingest key").
+        print(
+            json.dumps(
+                {"key_id": signer.key_id, "public_key": signer.public_keys()[0], "private_key": private}
+            )
+        )
+        return 0
+    signer = IngestSigner.from_settings(_settings(args))
+    print(json.dumps({"key_id": signer.key_id, "ingest_public_keys": signer.public_keys()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="zfjl-server", description="执法全过程记录服务 / zfjl server")
@@ -129,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     acl = sub.add_parser("broker-acl", help="生成代理密码与 ACL 文件 / write Mosquitto password + ACL files")
     acl.add_argument("--out", required=True, help="输出目录 / output directory")
     acl.set_defaults(func=cmd_broker_acl)
+
+    key = sub.add_parser(
+        "ingest-key", help="应答签名公钥 (设备固定信任) / the ingest public keys recorders pin"
+    )
+    key.add_argument("--new", action="store_true", help="生成新密钥用于轮换 / make a new key for rotation")
+    key.set_defaults(func=cmd_ingest_key)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
     run.set_defaults(func=cmd_run)

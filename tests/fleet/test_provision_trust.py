@@ -119,3 +119,24 @@ def test_advertised_urls_setting_wins(tmp_path: Path) -> None:
         "mqtts://a.example:8883",
         "mqtt://b.example:1883",
     ]
+
+
+def test_ingest_key_command_prints_what_provisioning_pins(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`zfjl-server ingest-key` shows the same public key(s) devices are given; `--new` makes a usable key."""
+    import json
+
+    from server.cli import main
+
+    monkeypatch.setenv("ZFJL_DATA_DIR", str(app.extensions["zfjl.settings"].data_dir))
+    assert main(["ingest-key"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ingest_public_keys"] == list(pinned_ingest_keys(app))
+    assert main(["ingest-key", "--new"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    settings = load_settings(
+        {"data_dir": str(app.extensions["zfjl.settings"].data_dir), "ingest_key": new["private_key"]},
+        environ={},
+    )
+    assert IngestSigner.from_settings(settings).public_keys() == [new["public_key"]]
