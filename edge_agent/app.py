@@ -485,6 +485,9 @@ class AgentApp:
             )
         if self.watchdog is not None:
             extra.update(storage_low=self.watchdog.storage_low, storage_full=self.watchdog.storage_full)
+        if self.link is not None:
+            # Acks refused for a missing, unknown or wrong signature (finding 1): visible to the fleet.
+            extra.update(untrusted_acks=self.link.untrusted_acks)
         if self.uploader is not None:
             up = self.uploader.stats()
             extra.update(bytes_sent=up.bytes_sent, chunks_resent=up.chunks_resent, blocked=up.blocked)

@@ -205,3 +205,18 @@ def test_uploader_refuses_to_start_without_a_pinned_ingest_key(tmp_path: Path) -
             },
             base_dir=tmp_path,
         )
+
+
+def test_pinned_keys_survive_a_rewrite_of_agent_toml(tmp_path: Path) -> None:
+    """A credential rotation rewrites agent.toml (write_toml): the pinned keys stay exactly as they were."""
+    from tests.agent.server_stub import INGEST_PUBLIC_KEYS
+
+    config = AgentConfig(
+        device_id=DEVICE,
+        private_key_file=tmp_path / "k.pem",
+        data_dir=tmp_path / "data",
+        mqtt_url="mqtt://127.0.0.1:1",
+        ingest_public_keys=(*INGEST_PUBLIC_KEYS, "A" * 43 + "="),
+    )
+    config.write_toml(tmp_path / "agent.toml")
+    assert AgentConfig.load(tmp_path / "agent.toml").ingest_public_keys == config.ingest_public_keys
