@@ -3,9 +3,10 @@
 Anyone who can publish on a device's ``down/`` tree — a broker with a weak ACL, a stolen service
 password, a local process on an open embedded broker — could otherwise answer an ``init`` with a forged
 ``complete`` and make the recorder free evidence the server never received (JL-19: nothing destroyed).
-So every transfer ack and every session-event ack travels in an envelope signed with the server's
-**ingest key** (Ed25519), and the recorder verifies it against the public keys pinned in its
-configuration at provisioning before anything reaches its uploader or session machine.
+So every transfer ack, every session-event ack, every command and the desired configuration travel in
+an envelope signed with the server's **ingest key** (Ed25519), and the recorder verifies it against the
+public keys pinned in its configuration at provisioning before anything reaches its uploader, session
+machine or command handler.
 
 Envelope (canonical JSON, keys sorted, no spaces)::
 
@@ -54,9 +55,16 @@ DOWNLINK_VERSION = 1
 SIGNING_DOMAIN = b"zfjl/v1 signed downlink\n"
 MAX_ENVELOPE_BYTES = 64 * 1024
 _KEY_ID_HEX = 16
-# The answers a recorder acts on by freeing or forgetting something: transfer acks and status answers,
-# and session-event acks. Both sides ask :func:`is_signed_topic`, so they cannot disagree.
-SIGNED_KINDS = frozenset({topics.TopicKind.ACK, topics.TopicKind.SESSION_ACK})
+# Everything a recorder acts on: transfer acks and status answers, session-event acks, commands and the
+# desired configuration. Both sides ask :func:`is_signed_topic`, so they cannot disagree.
+SIGNED_KINDS = frozenset(
+    {
+        topics.TopicKind.ACK,
+        topics.TopicKind.SESSION_ACK,
+        topics.TopicKind.COMMAND,
+        topics.TopicKind.CONFIG_DESIRED,
+    }
+)
 
 
 class DownlinkRefusal(Enum):
@@ -100,7 +108,7 @@ def decode_public_key(text: str) -> bytes:
 
 
 def is_signed_topic(topic: str) -> bool:
-    """Whether a downlink topic carries a signed envelope (transfer acks and session-event acks)."""
+    """Whether a downlink topic carries a signed envelope (acks, session acks, commands, configuration)."""
     try:
         return topics.parse(topic).kind in SIGNED_KINDS
     except TopicError:

@@ -16,9 +16,10 @@ after handling, ``complete`` strictly after ``commit_segment`` returned. Broker 
 MQTT wants them in order, and holding a fin's PUBACK would not save it from a crash (clean session, see
 above) — the device re-sends fin after its ack timeout. ``stop()`` finishes queued finalizes first.
 
-Acks are sealed here, at the one place the server publishes them: ``IngestService`` returns the plain
-ack and :class:`~server.ingest_key.IngestSigner` signs it over its topic (``protocol.downlink``), so a
-recorder can tell the server's answer from anyone else's who can publish on its ``down/`` tree.
+Acks are sealed here, at the one place the ingest path publishes them: ``IngestService`` returns the
+plain ack (or the config and commands re-sent on presence) and :class:`~server.ingest_key.IngestSigner`
+signs it over its topic (``protocol.downlink``), so a recorder can tell the server's answer from anyone
+else's who can publish on its ``down/`` tree. The fleet dispatcher's pushes use the same signer.
 """
 
 from __future__ import annotations

@@ -129,10 +129,11 @@ class ServerRunner:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
         from server.services.commands import FleetDispatcher
 
-        client = self.workers[0].client
+        client, signer = self.workers[0].client, self.workers[0].signer
 
         def publish(topic: str, payload: bytes, retain: bool) -> None:
-            client.publish(topic, payload, qos=1, retain=retain)
+            # Commands and desired configs are signed with the ingest key, like acks (protocol.downlink).
+            client.publish(topic, signer.seal(topic, payload), qos=1, retain=retain)
 
         self.fleet_dispatcher = FleetDispatcher(app, publish)
         self.fleet_dispatcher.start()

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import topics
 from protocol.downlink import seal
 from protocol.messages import AckState, TransferAck, encode
-from tests.e2e.harness import ServerProcess, agent, agent_status, provision, tune_agent
+from tests.e2e.harness import ServerProcess, agent, agent_status, provision, tune_agent, wait_for
 from tests.fixtures.mqtt import MosquittoBroker
 
 pytestmark = pytest.mark.slow
@@ -168,3 +168,27 @@ def test_forged_complete_acks_on_the_broker_free_nothing_in_the_real_agent(
     assert status["segments_pending"] == 0, status
     items = _stored(server, "rec-forged")
     assert [item["sequence"] for item in items] == list(range(status["segments_recorded"]))
+
+
+def test_a_command_sent_while_the_recorder_is_online_arrives_signed_and_runs(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """The fleet dispatcher signs what it pushes: the real agent runs a command created while it is online."""
+    server = make_server()
+    config = provision(server, "rec-cmd", tmp_path / "device")
+    tune_agent(config)
+    run = agent(config, "run", "--simulate", "--segment-seconds", "1", "--duration", "12")
+    try:
+        token = server.token()
+        assert wait_for(lambda: bool(_stored(server, "rec-cmd")), 60)  # online and uploading
+        made = server.request("POST", "/api/v1/fleet/devices/rec-cmd/commands", {"kind": "upload_now"}, token)
+
+        def state() -> str:
+            items = server.request("GET", "/api/v1/fleet/devices/rec-cmd/commands", token=token)["items"]
+            return str(next(item["state"] for item in items if item["command_id"] == made["command_id"]))
+
+        assert wait_for(lambda: state() == "succeeded", 30), state()
+    finally:
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    assert "REFUSED untrusted" not in err

@@ -115,11 +115,13 @@ def test_session_event_acks_are_signed_over_their_own_topic() -> None:
     assert refusal(topics.session_ack(DEV, "ev-2"), sealed) is DownlinkRefusal.BAD_SIGNATURE
 
 
-def test_only_acks_are_signed_topics() -> None:
+def test_everything_a_recorder_acts_on_is_a_signed_topic_and_nothing_it_sends() -> None:
     assert is_signed_topic(topics.ack(DEV, FID))
     assert is_signed_topic(topics.session_ack(DEV, "ev-1"))
-    assert not is_signed_topic(topics.command(DEV, "c1"))
+    assert is_signed_topic(topics.command(DEV, "c1"))
+    assert is_signed_topic(topics.config_desired(DEV))
     assert not is_signed_topic(topics.file_init(DEV, FID))
+    assert not is_signed_topic(topics.command_status(DEV, "c1"))
     assert not is_signed_topic("not/a/topic")
 
 
