@@ -140,3 +140,15 @@ def test_ingest_key_command_prints_what_provisioning_pins(
         environ={},
     )
     assert IngestSigner.from_settings(settings).public_keys() == [new["public_key"]]
+
+
+def test_provision_refuses_an_answer_that_pins_no_key() -> None:
+    """An older or impostor server that names no ingest key gets no agent.toml that could trust anyone."""
+    from firmware_tools.provision import ProvisionError, _advertised_broker, _ingest_keys
+
+    with pytest.raises(ProvisionError, match="ingest public key"):
+        _ingest_keys({"mqtt_username": "rec-1", "mqtt_password": "x"})
+    with pytest.raises(ProvisionError, match="invalid ingest public key"):
+        _ingest_keys({"ingest_public_keys": ["AAAA"]})
+    assert _advertised_broker({"mqtt_urls": ["mqtt://b:41883"]}, "http://s:8080") == "mqtt://b:41883"
+    assert _advertised_broker({}, "http://s:8080") == "mqtt://s:1883"
