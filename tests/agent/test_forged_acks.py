@@ -64,6 +64,8 @@ class Attacker:
         topic, body = encode(ack)
         if kind == "unsigned":
             return b'{"recording_id":1,"state":"complete"}'
+        if kind == "unsigned_conflict":  # would fail the segment for good: uploading stops (JL-17)
+            return b'{"code":"segment_conflict","message":"forged","state":"conflict"}'
         if kind == "attacker_key":
             return seal(topic, body, self.attacker_key)
         if kind == "attacker_key_pinned_id":
@@ -120,8 +122,14 @@ def _status(config: AgentConfig, path: Path) -> dict[str, Any]:
 def test_forged_complete_acks_free_nothing_and_the_segment_stays_pending(
     tmp_path: Path, mosquitto_broker: MosquittoBroker, key: Ed25519PrivateKey
 ) -> None:
-    """Finding 1 / JL-19: unsigned, wrongly signed and replayed completes are refused and counted."""
-    forgeries = ["unsigned", "attacker_key", "attacker_key_pinned_id", "replayed_from_other_file"]
+    """Finding 1 / JL-19: unsigned, wrongly signed, replayed completes and a forged conflict are refused."""
+    forgeries = [
+        "unsigned",
+        "unsigned_conflict",
+        "attacker_key",
+        "attacker_key_pinned_id",
+        "replayed_from_other_file",
+    ]
     attacker = Attacker(mosquitto_broker.port, forgeries)
     agent = Agent(tmp_path, mosquitto_broker, key)
     try:
@@ -134,6 +142,7 @@ def test_forged_complete_acks_free_nothing_and_the_segment_stays_pending(
         stored = agent.outbox.get(0)
         assert stored is not None and stored.state != "complete" and stored.recording_id is None
         assert agent.outbox.stats().segments_pending == 1
+        assert agent.outbox.stats().segments_failed == 0  # a forged conflict fails nothing either
         assert agent.uploader is not None and agent.uploader.stats().segments_completed == 0
         status = _status(agent.config, tmp_path / "agent.toml")
         assert (status["segments_pending"], status["segments_complete"]) == (1, 0)
