@@ -263,8 +263,10 @@ def prepare_devices(root: Path, count: int, per_device: int, segment_bytes: int)
     return devices
 
 
-def write_agent_config(device: Device, mqtt_url: str, chunk: int, window: int) -> Path:
-    """The agent's TOML config for this run's broker."""
+def write_agent_config(
+    device: Device, mqtt_url: str, chunk: int, window: int, ingest_public_keys: tuple[str, ...]
+) -> Path:
+    """The agent's TOML config for this run's broker, pinning the server's ingest key."""
     from edge_agent.config import AgentConfig
 
     config = AgentConfig(
@@ -272,6 +274,7 @@ def write_agent_config(device: Device, mqtt_url: str, chunk: int, window: int) -
         private_key_file=device.home / "device-key.pem",
         data_dir=device.home / "data",
         mqtt_url=mqtt_url,
+        ingest_public_keys=ingest_public_keys,
         chunk_bytes=chunk,
         window=window,
         ack_timeout_s=15.0,
@@ -326,6 +329,7 @@ class Bench:
         self.total_bytes = opts.devices * self.per_device * self.segment_bytes
         self.broker_url = ""
         self.broker_pid: int | None = None
+        self.ingest_public_keys: tuple[str, ...] = ()  # the server's, pinned by every agent
         self.weed: Weed | None = None
 
     def _remove_work(self) -> None:
@@ -519,7 +523,10 @@ class Bench:
         from server.services.devices import register_device
 
         env = self.server_env()
-        settings = load_settings(environ=env)
+        settings = load_settings(environ=env)  # also makes the ingest key the server will sign with
+        from server.ingest_key import IngestSigner
+
+        self.ingest_public_keys = tuple(IngestSigner.from_settings(settings).public_keys())
         run_migrations(settings.database_url)
         engine = make_engine(settings.database_url)
         try:
@@ -543,7 +550,9 @@ class Bench:
         o = self.opts
         agents = []
         for device in devices:
-            cfg = write_agent_config(device, self.server_mqtt_url, self.chunk, o.window)
+            cfg = write_agent_config(
+                device, self.server_mqtt_url, self.chunk, o.window, self.ingest_public_keys
+            )
             agents.append(
                 self.child(
                     f"agent-{device.device_id}",

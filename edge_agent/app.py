@@ -24,9 +24,9 @@ from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.prompts import Prompter, default_prompter
 from edge_agent.session import SegmentTag, SessionCommandError, SessionController
-from edge_agent.uploader import Uploader
+from edge_agent.uploader import Uploader, require_pinned_ingest_keys
 from protocol.manifest import format_time
-from protocol.messages import DeviceHealth, TransferAck
+from protocol.messages import ChainHead, DeviceHealth, TransferAck
 from protocol.session import EventAck
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class AgentApp:
     def start(self) -> None:
         """Run the init steps in order; if one fails, undo the ones done and re-raise."""
         steps: list[tuple[str, Callable[[], None]]] = [
+            # Before anything connects: without a pinned ingest key no ack could be trusted (finding 1).
+            ("check pinned ingest keys", lambda: require_pinned_ingest_keys(self.config)),
             ("load device key", self._load_key),
             ("open outbox", self._open_outbox),
             ("recover partial segments", self._recover),
@@ -483,10 +485,14 @@ class AgentApp:
             )
         if self.watchdog is not None:
             extra.update(storage_low=self.watchdog.storage_low, storage_full=self.watchdog.storage_full)
+        if self.link is not None:
+            # Acks refused for a missing, unknown or wrong signature (finding 1): visible to the fleet.
+            extra.update(untrusted_acks=self.link.untrusted_acks)
         if self.uploader is not None:
             up = self.uploader.stats()
             extra.update(bytes_sent=up.bytes_sent, chunks_resent=up.chunks_resent, blocked=up.blocked)
         return DeviceHealth(
+            chain_head=self._chain_head(stats.last_sequence),
             device_id=self.config.device_id,
             at=format_time(datetime.now(UTC)),
             backlog_bytes=stats.backlog_bytes,
@@ -495,6 +501,17 @@ class AgentApp:
             free_bytes=free,
             recording=self.recorder is not None and self.recorder.running,
             extra=extra,
+        )
+
+    def _chain_head(self, last_sequence: int | None) -> ChainHead | None:
+        """The newest journalled segment, signed, so the server notices a stored one that went missing."""
+        if last_sequence is None or self.outbox is None or self.private_key is None:
+            return None
+        newest = self.outbox.get(last_sequence)
+        if newest is None:
+            return None
+        return ChainHead.sign(
+            self.config.device_id, last_sequence, newest.signed.manifest_hash, self.private_key
         )
 
     def _health_loop(self) -> None:

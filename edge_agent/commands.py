@@ -4,6 +4,11 @@ Hooks into :class:`~edge_agent.mqtt_link.MqttLink` by composition: per-topic pah
 (``message_callback_add``) for ``down/config`` and ``down/cmd/+``, so transfer acks keep their own path.
 Every command is answered at most once per final state: outcomes are kept in ``fleet-commands.json``
 so a command the server re-sends (on reconnect) is answered with the same result, never run twice.
+
+Commands and the desired configuration arrive in the same signed envelope as acks (``protocol.downlink``):
+only what the server's pinned ingest key signed over this very topic is applied or run. A forged
+``session_end`` or configuration from anyone else who can publish on ``down/`` is logged, counted in
+``untrusted`` and ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.session import SessionCommandError
 from edge_agent.updater import UpdateDeferred, UpdateError, Updater
 from protocol import fleet, topics
+from protocol.downlink import IngestKeyring, UntrustedDownlink
 from protocol.errors import ProtocolError
 from protocol.fleet import Command, CommandKind, CommandState, CommandStatus, DesiredConfig, ReportedConfig
 from protocol.manifest import format_time
@@ -97,6 +103,8 @@ class CommandHandler:
         self.clock = clock
         self._updates_running: set[str] = set()
         self._lock = threading.Lock()
+        self.keyring = IngestKeyring.of(config.ingest_public_keys_raw)
+        self.untrusted = 0  # commands and configurations refused for a missing or wrong signature
         self.applied: dict[str, Any] = self._load(CONFIG_STATE_FILE) or {"version": 0, "settings": {}}
         self.outcomes: dict[str, dict[str, Any]] = self._load(COMMANDS_STATE_FILE) or {}
 
@@ -133,9 +141,22 @@ class CommandHandler:
 
     # -- configuration -----------------------------------------------------------------------------
 
-    def _on_config(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _verified(self, message: mqtt.MQTTMessage) -> bytes | None:
+        """The body of a message the server's ingest key signed over its topic; None (logged) if not."""
         try:
-            msg = fleet.decode(message.topic, bytes(message.payload))
+            return self.keyring.open(message.topic, bytes(message.payload))
+        except UntrustedDownlink as exc:
+            with self._lock:
+                self.untrusted += 1
+            logger.warning("REFUSED untrusted %s: %s", message.topic, exc)
+            return None
+
+    def _on_config(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        body = self._verified(message)
+        if body is None:
+            return
+        try:
+            msg = fleet.decode(message.topic, body)
         except ProtocolError as exc:
             logger.warning("ignoring bad desired config: %s", exc)
             return
@@ -166,8 +187,11 @@ class CommandHandler:
     # -- commands ----------------------------------------------------------------------------------
 
     def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        body = self._verified(message)
+        if body is None:
+            return
         try:
-            msg = fleet.decode(message.topic, bytes(message.payload))
+            msg = fleet.decode(message.topic, body)
         except ProtocolError as exc:
             logger.warning("ignoring bad command: %s", exc)
             return

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge_agent.errors import AgentError
+from protocol.downlink import decode_public_key
 from protocol.topics import valid_device_id
 
 __all__ = ["AgentConfig", "ConfigError"]
@@ -64,6 +65,10 @@ class AgentConfig:
     # Signed updates (docs/fleet.md): paths relative to data_dir's parent; no key file = refuse updates.
     update_public_key_file: str = ""  # PEM public key(s) of the offline update signing key
     update_slots_dir: str = "slots"  # A/B slots a/ and b/ plus the `current` pointer
+    # The server's ingest public keys (base64 of 32 raw Ed25519 bytes), pinned at provisioning: only an
+    # ack signed by one of them may mark a segment stored (protocol.downlink). Several = key rotation.
+    # Empty = the uploader refuses to start (an unsigned ack must never free evidence).
+    ingest_public_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate()
@@ -151,7 +156,7 @@ class AgentConfig:
                 if relative_to is not None and value.is_relative_to(relative_to.resolve()):
                     value = value.relative_to(relative_to.resolve())
                 value = value.as_posix()
-            out[f.name] = value
+            out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def write_toml(self, path: Path | str) -> None:
@@ -232,6 +237,18 @@ class AgentConfig:
                 raise ConfigError(f"{name} must be positive, got {number}")
         if self.storage_stop_bytes < 0 or self.storage_warn_bytes < self.storage_stop_bytes:
             raise ConfigError("need 0 <= storage_stop_bytes <= storage_warn_bytes")
+        for text in self.ingest_public_keys:
+            try:
+                decode_public_key(text)
+            except ValueError:
+                raise ConfigError(
+                    f"ingest_public_keys: {text!r} is not a base64 Ed25519 public key (32 bytes)"
+                ) from None
+
+    @property
+    def ingest_public_keys_raw(self) -> list[bytes]:
+        """The pinned ingest public keys as raw 32-byte keys."""
+        return [decode_public_key(text) for text in self.ingest_public_keys]
 
 
 _INT_FIELDS = {
@@ -269,6 +286,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
         return float(value)
+    if name == "ingest_public_keys":
+        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{source}: ingest_public_keys must be a list of strings, got {value!r}")
+        return tuple(value)
     if name == "camera":
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(f"{source}: camera must be a string or a device index, got {value!r}")
@@ -279,7 +300,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def _toml_value(value: Any) -> str:
-    """TOML text of a scalar (the config has no tables or arrays)."""
+    """TOML text of a scalar or a list of scalars (the config has no tables)."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -1,4 +1,11 @@
-"""The device's MQTT connection: paho-mqtt 2 by composition, persistent session, presence and acks."""
+"""The device's MQTT connection: paho-mqtt 2 by composition, persistent session, presence and acks.
+
+Every ack is verified here, and only here, before it reaches the uploader or the session machine: it
+must be a ``protocol.downlink`` envelope signed by one of the ingest keys pinned in ``agent.toml`` over
+this very topic. Anything else — a bare forged ``{"state":"complete"}``, an unknown key, a genuine ack
+replayed onto another file's topic — is logged, counted in ``untrusted_acks`` and dropped; the transfer
+keeps waiting and asks the server again after its timeout (finding 1; JL-19).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import AgentConfig
 from protocol import topics
+from protocol.downlink import IngestKeyring, UntrustedDownlink, is_signed_topic
 from protocol.errors import ProtocolError
 from protocol.manifest import format_time
 from protocol.messages import (
@@ -70,6 +78,9 @@ class MqttLink:
         self.connects = 0
         self.disconnects = 0
         self.malformed_downlink = 0
+        self.untrusted_acks = 0  # acks refused because their signature is missing, unknown or wrong
+        self.untrusted_reasons: dict[str, int] = {}
+        self.keyring = IngestKeyring.of(config.ingest_public_keys_raw)
         self.last_error = ""
         self._v5 = config.mqtt_protocol == "5"
         if self._v5:
@@ -210,11 +221,30 @@ class MqttLink:
         # Runs in paho's network thread just before its backoff wait: add the jitter there.
         self._closing.wait(random.uniform(0.0, _JITTER_MAX_S))
 
+    def _verified(self, message: mqtt.MQTTMessage) -> bytes | None:
+        """The body of a signed ack, or None (logged and counted) if it is not signed by a pinned key."""
+        try:
+            return self.keyring.open(message.topic, bytes(message.payload))
+        except UntrustedDownlink as exc:
+            with self._lock:
+                self.untrusted_acks += 1
+                reason = exc.reason.value
+                self.untrusted_reasons[reason] = self.untrusted_reasons.get(reason, 0) + 1
+            logger.warning("REFUSED untrusted ack on %s (%s); nothing marked or freed", message.topic, exc)
+            return None
+
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._route_session_ack(message):
+        if not is_signed_topic(message.topic):
+            self.malformed_downlink += 1
+            logger.warning("unexpected downlink message on %s", message.topic)
+            return
+        body = self._verified(message)
+        if body is None:
+            return
+        if self._route_session_ack(message, body):
             return
         try:
-            msg = decode(message.topic, bytes(message.payload))
+            msg = decode(message.topic, body)
         except ProtocolError as exc:
             self.malformed_downlink += 1
             logger.warning("ignoring malformed downlink message on %s: %s", message.topic, exc)
@@ -233,7 +263,7 @@ class MqttLink:
         except Exception:
             logger.exception("ack handler failed for %s", message.topic)
 
-    def _route_session_ack(self, message: mqtt.MQTTMessage) -> bool:
+    def _route_session_ack(self, message: mqtt.MQTTMessage, body: bytes) -> bool:
         """Hand a session-event ack (JL-16) to ``on_session_ack``; False if the topic is not one."""
         try:
             parsed = topics.parse(message.topic)
@@ -244,7 +274,7 @@ class MqttLink:
         if parsed.device_id != self.device_id or self.on_session_ack is None:
             return True
         try:
-            ack = EventAck.from_payload(parsed.device_id, parsed.event_id, bytes(message.payload))
+            ack = EventAck.from_payload(parsed.device_id, parsed.event_id, body)
         except ProtocolError as exc:
             self.malformed_downlink += 1
             logger.warning("ignoring malformed session ack on %s: %s", message.topic, exc)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.outbox import Outbox, OutboxSegment
 from protocol.messages import FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
 from protocol.transfer import (
@@ -35,7 +35,7 @@ from protocol.transfer import (
 if TYPE_CHECKING:
     from edge_agent.effective_config import EffectiveConfig
 
-__all__ = ["Link", "Uploader", "UploaderStats"]
+__all__ = ["Link", "Uploader", "UploaderStats", "require_pinned_ingest_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,16 @@ _OUTBOX_POLL_S = 0.5
 # Refusals about the device's registration or the server's room, not the segment: retried after
 # _BLOCKED_RETRY_S (staging_quota: the server's per-device staging is full for now).
 RETRYABLE_REFUSALS = frozenset({"unknown_device", "device_inactive"}) | RETRY_LATER_CODES
+
+
+def require_pinned_ingest_keys(config: AgentConfig) -> None:
+    """Refuse (:class:`ConfigError`) a configuration that pins no ingest public key (finding 1)."""
+    if not config.ingest_public_keys:
+        raise ConfigError(
+            "no ingest_public_keys pinned in the agent configuration: uploading is refused because "
+            "the server's acks cannot be verified; provision the device again with zfjl-fw provision "
+            "or add the server's ingest public key (docs/agent.md)"
+        )
 
 
 class Link(Protocol):
@@ -106,7 +116,12 @@ class Uploader:
         policy: Callable[[], EffectiveConfig] | None = None,
         wall_clock: Callable[[], datetime] = datetime.now,
     ) -> None:
-        """Prepare; call :meth:`start` to run the worker thread (or drive :meth:`step` in tests)."""
+        """Prepare; call :meth:`start` to run the worker thread (or drive :meth:`step` in tests).
+
+        Refuses (:class:`ConfigError`) when no ingest public key is pinned: without one no ack can be
+        verified, and an unverified ``complete`` must never mark evidence stored (finding 1).
+        """
+        require_pinned_ingest_keys(config)
         self.outbox = outbox
         self.link = link
         self.config = config
@@ -220,7 +235,15 @@ class Uploader:
                 if transfer_or_none is None:
                     logger.debug("ack %s for inactive transfer %s ignored", event.state.value, event.file_id)
                     continue
-                self._execute(transfer_or_none, transfer_or_none.sender.receive_ack(event, now))
+                sender = transfer_or_none.sender
+                ignored = sender.mismatched_completes
+                self._execute(transfer_or_none, sender.receive_ack(event, now))
+                if sender.mismatched_completes != ignored:
+                    logger.warning(
+                        "segment %d: complete ack names sha256 %s, not this segment's; ignored, kept",
+                        transfer_or_none.segment.sequence,
+                        event.sha256[:16],
+                    )
         if not self.link.connected:
             # Timeouts would only produce status queries nobody can receive; resume on reconnect.
             return
@@ -257,6 +280,7 @@ class Uploader:
             sender = SegmentSender(
                 file_id=segment.file_id,
                 size=segment.size,
+                sha256=segment.sha256,
                 chunk_size=self.config.chunk_bytes,
                 window=self.config.window,
                 ack_timeout_s=self.config.ack_timeout_s + pacing_s,

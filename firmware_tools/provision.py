@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol.downlink import decode_public_key
 from protocol.manifest import public_key_fingerprint
 from protocol.topics import valid_device_id
 
@@ -127,7 +128,37 @@ def _register(
     return answer
 
 
+def _ingest_keys(answer: dict[str, object]) -> list[str]:
+    """The ingest public keys the server says to pin; refuse to write a config that could trust nobody."""
+    keys = answer.get("ingest_public_keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise ProvisionError(
+            "the server's answer names no ingest public key to pin; the recorder could not verify any "
+            "ack (upgrade the server, or give the key by hand in agent.toml: ingest_public_keys)"
+        )
+    for text in keys:
+        try:
+            decode_public_key(text)
+        except ValueError:
+            raise ProvisionError(f"the server sent an invalid ingest public key {text!r}") from None
+    return [str(k) for k in keys]
+
+
+def _advertised_broker(answer: dict[str, object], server_url: str) -> str:
+    """The first broker URL the server advertises, else the server's host on the default port."""
+    urls = answer.get("mqtt_urls")
+    if isinstance(urls, list) and urls and isinstance(urls[0], str) and urls[0]:
+        return urls[0]
+    advertised = answer.get("mqtt_url")
+    if isinstance(advertised, str) and advertised:
+        return advertised
+    host = urllib.parse.urlsplit(server_url).hostname or "127.0.0.1"
+    return f"mqtt://{host}:1883"
+
+
 def _toml_value(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -165,16 +196,17 @@ def provision(
     if model:
         body["model"] = model
     answer = _register(server_url, token, body, out_dir, timeout)
+    ingest_keys = _ingest_keys(answer)
     if not mqtt_url:
-        advertised = answer.get("mqtt_url")
-        host = urllib.parse.urlsplit(server_url).hostname or "127.0.0.1"
-        mqtt_url = advertised if isinstance(advertised, str) and advertised else f"mqtt://{host}:1883"
+        mqtt_url = _advertised_broker(answer, server_url)
     settings: dict[str, object] = {
         "device_id": device_id,
         "private_key_file": KEY_FILE,
         "data_dir": "data",
         "mqtt_url": mqtt_url,
         "server_url": server_url,
+        # Pinned: the recorder trusts acks signed by these keys only (docs/protocol.md, "Signed acks").
+        "ingest_public_keys": ingest_keys,
     }
     # Per-device broker login (issued once by the server; only its hash is kept there).
     if isinstance(answer.get("mqtt_username"), str) and isinstance(answer.get("mqtt_password"), str):

@@ -7,11 +7,16 @@ by :func:`qos_of` / :func:`retain_of`, so agent and server cannot disagree on it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol import topics
 from protocol.errors import ChunkHashMismatch, LocalProtocolError, RemoteProtocolError
@@ -21,6 +26,7 @@ from protocol.topics import TopicKind
 
 __all__ = [
     "AckState",
+    "ChainHead",
     "DeviceHealth",
     "FileAbort",
     "FileChunk",
@@ -38,6 +44,7 @@ __all__ = [
 ]
 
 MAX_JSON_PAYLOAD = 64 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +141,15 @@ class TransferAck:
     code: str = ""
     message: str = ""
     recording_id: int | None = None
+    # ``complete`` names the SHA-256 of the segment the server stored: the device frees nothing unless it
+    # equals its own (a genuine ack for another file id cannot stand in for this one).
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sha256 and not _SHA256.fullmatch(self.sha256):
+            raise RemoteProtocolError("ack sha256 must be 64 lowercase hex characters")
+        if self.state is AckState.COMPLETE and not self.sha256:
+            raise RemoteProtocolError("a complete ack must name the stored segment's sha256")
 
 
 class PresenceState(Enum):
@@ -153,6 +169,81 @@ class Presence:
     agent_version: str = ""
 
 
+CHAIN_HEAD_DOMAIN = b"zfjl/v1 chain head\n"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainHead:
+    """The newest segment a device has journalled (sequence + manifest hash), signed with its device key.
+
+    Health carries it so the server can tell "not uploaded yet" from "stored once, gone now": a head the
+    server does not hold for longer than a grace period, or a hash it never stored, raises an alert
+    (finding 1: deleting the newest recordings row must not go unnoticed; JL-19).
+    """
+
+    device_id: str
+    sequence: int
+    manifest_hash: str
+    signature: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int) or self.sequence < 0:
+            raise RemoteProtocolError("chain head sequence must be a non-negative integer")
+        if not isinstance(self.manifest_hash, str) or not _SHA256.fullmatch(self.manifest_hash):
+            raise RemoteProtocolError("chain head manifest_hash must be 64 lowercase hex characters")
+        if len(self.signature) != 64:
+            raise RemoteProtocolError("an Ed25519 signature is 64 bytes")
+
+    @staticmethod
+    def signing_input(device_id: str, sequence: int, manifest_hash: str) -> bytes:
+        """The exact bytes the device key signs (its own domain: never valid as a manifest or an event)."""
+        return CHAIN_HEAD_DOMAIN + _json(
+            {"device_id": device_id, "manifest_hash": manifest_hash, "sequence": sequence}
+        )
+
+    @classmethod
+    def sign(
+        cls, device_id: str, sequence: int, manifest_hash: str, private_key: Ed25519PrivateKey
+    ) -> ChainHead:
+        """Sign a head with the device key."""
+        signature = private_key.sign(cls.signing_input(device_id, sequence, manifest_hash))
+        return cls(device_id=device_id, sequence=sequence, manifest_hash=manifest_hash, signature=signature)
+
+    def verify(self, public_key_raw: bytes) -> bool:
+        """Whether the device key signed exactly this head."""
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key_raw).verify(
+                self.signature, self.signing_input(self.device_id, self.sequence, self.manifest_hash)
+            )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values for the health payload."""
+        return {
+            "manifest_hash": self.manifest_hash,
+            "sequence": self.sequence,
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, device_id: str, value: object) -> ChainHead:
+        """Parse the health payload's ``chain_head``; the signature is checked by :meth:`verify`."""
+        if not isinstance(value, dict) or set(value) != {"manifest_hash", "sequence", "signature"}:
+            raise RemoteProtocolError("chain_head must have exactly manifest_hash, sequence and signature")
+        try:
+            signature = base64.b64decode(str(value["signature"]), validate=True)
+        except ValueError:
+            raise RemoteProtocolError("chain_head signature is not base64") from None
+        return cls(
+            device_id=device_id,
+            sequence=value["sequence"],
+            manifest_hash=value["manifest_hash"],
+            signature=signature,
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeviceHealth:
     """Periodic health: the backlog and the age of the oldest segment not yet stored (JL-17: 24 h)."""
@@ -166,6 +257,7 @@ class DeviceHealth:
     battery_pct: int | None = None
     recording: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    chain_head: ChainHead | None = None  # None before the first segment is journalled
 
 
 Message = FileInit | FileChunk | FileFin | FileAbort | FileStatusQuery | TransferAck | Presence | DeviceHealth
@@ -211,6 +303,8 @@ def encode(msg: Message) -> tuple[str, bytes]:
             body["message"] = msg.message
         if msg.recording_id is not None:
             body["recording_id"] = msg.recording_id
+        if msg.sha256:
+            body["sha256"] = msg.sha256
         return topics.ack(msg.device_id, msg.file_id), _json(body)
     if isinstance(msg, Presence):
         body = {"state": msg.state.value, "at": msg.at, "agent_version": msg.agent_version}
@@ -226,6 +320,8 @@ def encode(msg: Message) -> tuple[str, bytes]:
             "recording": msg.recording,
             "extra": msg.extra,
         }
+        if msg.chain_head is not None:
+            body["chain_head"] = msg.chain_head.to_json()
         return topics.health(msg.device_id), _json(body)
     raise LocalProtocolError(f"not a protocol message: {msg!r}")
 
@@ -306,8 +402,9 @@ def decode(topic: str, payload: bytes) -> Message:
         except ValueError:
             raise RemoteProtocolError(f"unknown ack state {data.get('state')!r}") from None
         code, message = data.get("code", ""), data.get("message", "")
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise RemoteProtocolError("code and message must be strings")
+        sha256 = data.get("sha256", "")
+        if not isinstance(code, str) or not isinstance(message, str) or not isinstance(sha256, str):
+            raise RemoteProtocolError("code, message and sha256 must be strings")
         return TransferAck(
             device_id=device_id,
             file_id=file_id,
@@ -318,6 +415,7 @@ def decode(topic: str, payload: bytes) -> Message:
             code=code,
             message=message,
             recording_id=_opt_int(data, "recording_id"),
+            sha256=sha256,
         )
     if kind is TopicKind.PRESENCE:
         data = _load_json(payload, "presence")
@@ -354,4 +452,7 @@ def decode(topic: str, payload: bytes) -> Message:
         battery_pct=battery,
         recording=bool(data.get("recording", False)),
         extra=extra,
+        chain_head=None
+        if data.get("chain_head") is None
+        else ChainHead.from_json(device_id, data["chain_head"]),
     )

@@ -132,6 +132,7 @@ class SegmentSender:
 
     file_id: str
     size: int
+    sha256: str  # the segment's own hash: a ``complete`` naming another is not about this segment
     chunk_size: int = DEFAULT_CHUNK_SIZE
     window: int = DEFAULT_WINDOW
     ack_timeout_s: float = 15.0
@@ -142,8 +143,11 @@ class SegmentSender:
     waiting_since: float = 0.0
     chunk_retries: dict[int, int] = field(default_factory=dict)
     chunks_sent: int = 0
+    mismatched_completes: int = 0  # ``complete`` acks ignored because they named another sha256
 
     def __post_init__(self) -> None:
+        if len(self.sha256) != 64:
+            raise LocalProtocolError("the sender needs the segment's sha256")
         if self.size < 0 or self.chunk_size <= 0 or self.window <= 0:
             raise LocalProtocolError("size, chunk size and window must be positive")
 
@@ -224,6 +228,11 @@ class SegmentSender:
         return [SendChunk(ack.offset, min(self.chunk_size, self.size - ack.offset))]
 
     def _complete(self, ack: TransferAck, now: float) -> list[SenderAction]:
+        if ack.sha256 != self.sha256:
+            # Finding 1: only a server that stored *these* bytes may let the device free them. Keep
+            # waiting; the timeout asks for the status again.
+            self.mismatched_completes += 1
+            return []
         self.state = SenderState.COMPLETE
         self.in_flight.clear()
         return [TransferFinished(recording_id=ack.recording_id, duplicate=ack.code == "duplicate")]
@@ -299,6 +308,7 @@ class ReceiverView:
     manifest: SignedManifest | None  # from an earlier init, if staged
     held: RangeSet = field(default_factory=RangeSet)
     recording_id: int | None = None  # set once the segment is durably stored
+    recording_sha256: str = ""  # the stored segment's sha256 (named in ``complete``), with recording_id
     max_segment_bytes: int = 2 * 1024**3
     max_chunk_bytes: int = 1024 * 1024
     # Per-device staging quota (0 = none) and what the device's *other* transfers already stage.
@@ -388,6 +398,7 @@ class SegmentReceiver:
         code: str = "",
         message: str = "",
         recording_id: int | None = None,
+        sha256: str = "",
     ) -> Reply:
         return Reply(
             TransferAck(
@@ -400,6 +411,7 @@ class SegmentReceiver:
                 code=code,
                 message=message,
                 recording_id=recording_id,
+                sha256=sha256,
             )
         )
 
@@ -409,7 +421,10 @@ class SegmentReceiver:
     def _complete(self, duplicate: bool = True) -> list[ReceiverAction]:
         return [
             self._ack(
-                AckState.COMPLETE, recording_id=self.view.recording_id, code="duplicate" if duplicate else ""
+                AckState.COMPLETE,
+                recording_id=self.view.recording_id,
+                code="duplicate" if duplicate else "",
+                sha256=self.view.recording_sha256,
             )
         ]
 
@@ -523,11 +538,14 @@ class SegmentReceiver:
     def finalized(self, outcome: Committed | FinalizeRejected) -> list[ReceiverAction]:
         """Report the outcome of :class:`Finalize`."""
         if isinstance(outcome, Committed):
+            if self.view.manifest is None:
+                raise LocalProtocolError("finalized without the manifest that was finalized")
             return [
                 self._ack(
                     AckState.COMPLETE,
                     recording_id=outcome.recording_id,
                     code="duplicate" if outcome.duplicate else "",
+                    sha256=self.view.manifest.manifest.sha256,
                 )
             ]
         if outcome.code == "hash_mismatch":

@@ -1,4 +1,4 @@
-"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, run."""
+"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, ingest-key, run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "cmd_broker_acl",
     "cmd_create_admin",
     "cmd_db_upgrade",
+    "cmd_ingest_key",
     "cmd_run",
     "cmd_scrub",
     "main",
@@ -153,6 +154,29 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         f"(新 / new: {report.new_findings})"
     )
     return 1 if report.findings else 0
+def cmd_ingest_key(args: argparse.Namespace) -> int:
+    """Print the ingest key's id and the public keys recorders pin; ``--new``: a fresh key for rotation."""
+    import base64
+    import json
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.ingest_key import IngestSigner
+
+    if args.new:
+        private = base64.b64encode(os.urandom(32)).decode("ascii")
+        signer = IngestSigner(Ed25519PrivateKey.from_private_bytes(base64.b64decode(private)))
+        # Shown once, for ZFJL_INGEST_KEY at the switch (docs/protocol.md, "Rotating the ingest key").
+        print(
+            json.dumps(
+                {"key_id": signer.key_id, "public_key": signer.public_keys()[0], "private_key": private}
+            )
+        )
+        return 0
+    signer = IngestSigner.from_settings(_settings(args))
+    print(json.dumps({"key_id": signer.key_id, "ingest_public_keys": signer.public_keys()}))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scrub.add_argument("--device", help="只校验该设备 / only this device")
     scrub.set_defaults(func=cmd_scrub)
+    key = sub.add_parser(
+        "ingest-key", help="应答签名公钥 (设备固定信任) / the ingest public keys recorders pin"
+    )
+    key.add_argument("--new", action="store_true", help="生成新密钥用于轮换 / make a new key for rotation")
+    key.set_defaults(func=cmd_ingest_key)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
     run.set_defaults(func=cmd_run)

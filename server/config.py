@@ -89,7 +89,10 @@ class _Option:
 # Defaults are text so describe() can show them exactly as an operator would type them.
 _OPTIONS: tuple[_Option, ...] = (
     _Option(
-        "data_dir", "./var", "数据目录 / data directory (database, staging, objects, JWT secret)", _parse_str
+        "data_dir",
+        "./var",
+        "数据目录 / data directory (database, staging, objects, JWT secret, ingest key)",
+        _parse_str,
     ),
     _Option(
         "database_url",
@@ -135,6 +138,28 @@ _OPTIONS: tuple[_Option, ...] = (
         "mqtt_ca_file",
         "",
         "mqtts 代理的 CA 证书文件，空为系统 CA / CA bundle for an mqtts broker, empty = the system's CAs",
+        _parse_str,
+    ),
+    _Option(
+        "mqtt_advertised_urls",
+        "",
+        "注册时告知设备的代理地址 (逗号分隔)，空为 ZFJL_MQTT_URL (去掉账号) 或内置代理的实际端口 / "
+        "broker URL(s) provisioning gives devices (comma-separated); empty = ZFJL_MQTT_URL without "
+        "its login, or the embedded broker's actual port",
+        _parse_str,
+    ),
+    _Option(
+        "ingest_key",
+        "<generated in data_dir/ingest-key>",
+        "应答签名私钥 (Ed25519，32 字节的 base64) / ingest key signing every ack (base64 of 32 raw "
+        "Ed25519 bytes)",
+        _parse_str,
+    ),
+    _Option(
+        "ingest_extra_public_keys",
+        "",
+        "注册时额外下发的应答公钥 (逗号分隔，用于轮换) / extra ingest public keys provisioning pins "
+        "(comma-separated base64; key rotation)",
         _parse_str,
     ),
     _Option(
@@ -231,6 +256,9 @@ class Settings:
     mqtt_embedded_port: int
     mqtt_share_group: str
     mqtt_ca_file: str
+    mqtt_advertised_urls: str
+    ingest_key: str
+    ingest_extra_public_keys: str
     jwt_secret: str
     http_host: str
     http_port: int
@@ -258,7 +286,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in {"jwt_secret", "s3_secret_key"} and value:
+            if f.name in {"jwt_secret", "s3_secret_key", "ingest_key"} and value:
                 value = "***"
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
@@ -282,6 +310,36 @@ def _jwt_secret_from_file(data_dir: Path) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(secret + "\n")
     return secret
+
+
+def _check_ingest_keys(values: dict[str, Any], data_dir: Path) -> None:
+    """Resolve the ingest key (generated once into the data folder) and check every key given."""
+    from server.ingest_key import generate_ingest_key_file, parse_private_key
+
+    if not values.get("ingest_key"):
+        values["ingest_key"] = generate_ingest_key_file(data_dir)
+    try:
+        parse_private_key(values["ingest_key"])
+    except ValueError:
+        raise ConfigError(
+            "ZFJL_INGEST_KEY 必须是 32 字节 Ed25519 私钥的 base64 / "
+            "ZFJL_INGEST_KEY must be base64 of a 32-byte Ed25519 private key"
+        ) from None
+    from protocol.downlink import decode_public_key
+
+    for text in values.get("ingest_extra_public_keys", "").replace("\n", ",").split(","):
+        if text.strip():
+            try:
+                decode_public_key(text.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"ZFJL_INGEST_EXTRA_PUBLIC_KEYS 含无效公钥 / not an Ed25519 public key: {text.strip()!r}"
+                ) from None
+    for url in values.get("mqtt_advertised_urls", "").split(","):
+        if url.strip() and urlsplit(url.strip()).scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(
+                f"ZFJL_MQTT_ADVERTISED_URLS 只能是 mqtt/mqtts 地址 / must be mqtt(s):// URLs: {url!r}"
+            )
 
 
 def load_settings(
@@ -331,6 +389,7 @@ def load_settings(
             "使用 S3 存储时必须设置 ZFJL_S3_ENDPOINT 和 ZFJL_S3_BUCKET / "
             "ZFJL_OBJECT_STORE=s3 needs ZFJL_S3_ENDPOINT and ZFJL_S3_BUCKET"
         )
+    _check_ingest_keys(values, data_dir)
     if not values.get("jwt_secret"):
         values["jwt_secret"] = _jwt_secret_from_file(data_dir)
     elif len(values["jwt_secret"]) < 16:

@@ -31,6 +31,7 @@ from protocol.manifest import SignedManifest, parse_time
 from protocol.messages import (
     MAX_JSON_PAYLOAD,
     AckState,
+    ChainHead,
     DeviceHealth,
     FileAbort,
     FileChunk,
@@ -60,7 +61,7 @@ from protocol.transfer import (
 from server.config import Settings
 from server.db import session_scope
 from server.models import Device, Recording, utcnow
-from server.models_telemetry import DeviceHealthSample, DevicePresence
+from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.evidence import (
     ACCEPTING_STATUSES,
     EvidenceRejected,
@@ -78,6 +79,9 @@ _LOG = logging.getLogger(__name__)
 PRESENCE_REPEAT_S = 60.0
 
 Outgoing = tuple[str, bytes]
+_DOWNLINK_KINDS = frozenset(
+    {TopicKind.ACK, TopicKind.SESSION_ACK, TopicKind.CONFIG_DESIRED, TopicKind.COMMAND}
+)
 FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
 
 # Rows in the security log per device and in total per minute: a broken or hostile client must not be
@@ -356,6 +360,10 @@ class IngestService:
             return ingest_uplink(self.app, topic, payload)
         if parsed.kind is TopicKind.SESSION_EVENT:
             return self._session_event(parsed, payload)
+        if parsed.kind in _DOWNLINK_KINDS:
+            # Our own answers (or someone's forgeries) are never input: never answer them.
+            self._count(self._dropped, "not_uplink")
+            return []
         try:
             msg = decode(topic, payload)
         except ChunkHashMismatch as exc:
@@ -373,7 +381,7 @@ class IngestService:
             return self._presence(msg) + ingest_presence(self.app, msg.device_id, online)
         if isinstance(msg, DeviceHealth):
             return self._health(msg)
-        if isinstance(msg, TransferAck):
+        if isinstance(msg, TransferAck):  # unreachable: downlink kinds are dropped above
             self._count(self._dropped, "not_uplink")
             return []
         return self._transfer(msg)
@@ -449,15 +457,15 @@ class IngestService:
         try:
             with session_scope(self.app) as session:
                 for summary in summaries:
-                    row = record_rejection(
+                    record_rejection(
                         session,
                         code=summary.code,
                         message=summary.message[:2000],
                         device_id=summary.device_id,
                         file_id=summary.file_id,
                         manifest_text=summary.manifest_text,
+                        occurrences=summary.count,
                     )
-                    row.occurrences = summary.count
         except Exception:
             _LOG.exception(
                 "ingest: could not record %d flood summaries; kept for the next try", len(summaries)
@@ -501,6 +509,19 @@ class IngestService:
             self._devices[device_id] = (now + ttl, info)
         return info
 
+    def _stored(self, device_id: str, file_id: str) -> tuple[int, str] | None:
+        """The recording committed for this transfer and its sha256 (named in ``complete``), if any."""
+        with session_scope(self.app) as session:
+            row = session.execute(
+                select(Recording.id, Recording.sha256).where(
+                    Recording.device_id == device_id,
+                    Recording.manifest_hash >= file_id,
+                    Recording.manifest_hash < file_id + "g",
+                    Recording.file_id == file_id,
+                )
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def _recording_id(self, device_id: str, file_id: str) -> int | None:
         """The recording committed for this transfer, if any (file_id = first 32 hex of its manifest hash)."""
         with session_scope(self.app) as session:
@@ -538,17 +559,21 @@ class IngestService:
                 parsed, "device_inactive", f"device {msg.device_id} is {device.status}", length=length
             )
         manifest, held = self.staging.view_parts(msg.device_id, msg.file_id)
+        # Committing discards the staging, so a chunk whose transfer still has its manifest staged
+        # cannot belong to a stored segment: skip the database on the hot path.
+        stored = (
+            None
+            if isinstance(msg, FileChunk) and manifest is not None
+            else self._stored(msg.device_id, msg.file_id)
+        )
         view = ReceiverView(
             device_id=msg.device_id,
             file_id=msg.file_id,
             device_key=None if device is None else device.public_key,
             manifest=manifest,
             held=held,
-            # Committing discards the staging, so a chunk whose transfer still has its manifest staged
-            # cannot belong to a stored segment: skip the database on the hot path.
-            recording_id=None
-            if isinstance(msg, FileChunk) and manifest is not None
-            else self._recording_id(msg.device_id, msg.file_id),
+            recording_id=None if stored is None else stored[0],
+            recording_sha256="" if stored is None else stored[1],
             max_segment_bytes=self.settings.max_segment_bytes,
             max_chunk_bytes=self.settings.max_chunk_bytes,
             staging_quota_bytes=self.settings.staging_quota_bytes,
@@ -765,6 +790,45 @@ class IngestService:
 
     # -- telemetry ---------------------------------------------------------------------------
 
+    def _chain_head(self, head: ChainHead, device: _DeviceInfo) -> None:
+        """Remember a signed chain head (alert rules compare it with what is stored); refuse a forged one."""
+        if not head.verify(device.public_key):
+            self._count(self._rejections, "bad_chain_head")
+            self._log_rejection(
+                "bad_chain_head",
+                f"chain head {head.sequence} in health does not verify with the device's key",
+                head.device_id,
+                None,
+            )
+            return
+        now = utcnow()
+        for attempt in range(2):
+            try:
+                with session_scope(self.app) as session:
+                    row = session.scalar(
+                        select(DeviceChainHead).where(
+                            DeviceChainHead.device_id == head.device_id,
+                            DeviceChainHead.sequence == head.sequence,
+                            DeviceChainHead.manifest_hash == head.manifest_hash,
+                        )
+                    )
+                    if row is None:
+                        session.add(
+                            DeviceChainHead(
+                                device_id=head.device_id,
+                                sequence=head.sequence,
+                                manifest_hash=head.manifest_hash,
+                                first_reported_at=now,
+                                last_reported_at=now,
+                            )
+                        )
+                    else:
+                        row.last_reported_at = now
+                return
+            except IntegrityError:
+                if attempt:
+                    raise  # two workers inserted the same head at once; the retry updates it
+
     def _presence_repeated(self, msg: Presence) -> bool:
         """Whether this is the same presence as one handled less than a minute ago (nothing to do).
 
@@ -813,9 +877,12 @@ class IngestService:
         return []
 
     def _health(self, msg: DeviceHealth) -> list[Outgoing]:
-        if self._device(msg.device_id) is None:
+        device = self._device(msg.device_id)
+        if device is None:
             self._count(self._dropped, "unknown_device_health")
             return []
+        if msg.chain_head is not None:
+            self._chain_head(msg.chain_head, device)
         received = utcnow()
         at = _device_time(msg.at) or received
         # A device clock far in the future would sort its samples above all real ones; keep ours then.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.models import Base, UTCDateTime, utcnow
 
-__all__ = ["DeviceHealthSample", "DevicePresence"]
+__all__ = ["DeviceChainHead", "DeviceHealthSample", "DevicePresence"]
 
 
 class DevicePresence(Base):
@@ -43,3 +43,23 @@ class DeviceHealthSample(Base):
     battery_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
     recording: Mapped[bool] = mapped_column(Boolean, default=False)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeviceChainHead(Base):
+    """A chain head a device signed in its health (sequence + manifest hash) and when we first heard it.
+
+    Compared with ``recordings`` by the alert rules: a head not stored after a grace period, or a hash we
+    never stored, means a segment is missing on our side (finding 1; JL-19).
+    """
+
+    __tablename__ = "device_chain_heads"
+    __table_args__ = (
+        UniqueConstraint("device_id", "sequence", "manifest_hash", name="uq_device_chain_heads"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    manifest_hash: Mapped[str] = mapped_column(String(64))
+    first_reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

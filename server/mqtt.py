@@ -15,6 +15,11 @@ finalize thread, letting other transfers' chunks flow meanwhile; the transfer's 
 after handling, ``complete`` strictly after ``commit_segment`` returned. Broker PUBACKs stay automatic:
 MQTT wants them in order, and holding a fin's PUBACK would not save it from a crash (clean session, see
 above) — the device re-sends fin after its ack timeout. ``stop()`` finishes queued finalizes first.
+
+Acks are sealed here, at the one place the ingest path publishes them: ``IngestService`` returns the
+plain ack (or the config and commands re-sent on presence) and :class:`~server.ingest_key.IngestSigner`
+signs it over its topic (``protocol.downlink``), so a recorder can tell the server's answer from anyone
+else's who can publish on its ``down/`` tree. The fleet dispatcher's pushes use the same signer.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import topics
 from server.config import Settings
 from server.ingest import IngestService
+from server.ingest_key import IngestSigner
 
 __all__ = ["BrokerAddress", "IngestWorker", "parse_broker_url"]
 
@@ -86,8 +92,11 @@ class IngestWorker:
         shared: bool | None = None,
         finalize_threads: int = 2,
         keepalive_s: int = 30,
+        signer: IngestSigner | None = None,
     ) -> None:
         self.settings = settings
+        # Every ack leaves this process signed with the ingest key (protocol.downlink; finding 1).
+        self.signer = signer or IngestSigner.from_settings(settings)
         self.service = service
         self.name = name
         self.address = parse_broker_url(url)
@@ -232,9 +241,9 @@ class IngestWorker:
     # -- handling ----------------------------------------------------------------------------
 
     def _process(self, topic: str, message: mqtt.MQTTMessage) -> None:
-        """Handle one message and publish its acks."""
+        """Handle one message and publish its acks, each sealed with the ingest key."""
         for ack_topic, ack_payload in self.service.handle(topic, bytes(message.payload)):
-            self.client.publish(ack_topic, ack_payload, qos=1)
+            self.client.publish(ack_topic, self.signer.seal(ack_topic, ack_payload), qos=1)
 
     def _finalize_loop(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from server.broker import EmbeddedBroker
 from server.config import Settings
 from server.db import get_engine, run_migrations
 from server.ingest import IngestService
+from server.ingest_key import note_embedded_broker
 from server.mqtt import IngestWorker
 from server.services.scrub import Scrubber
 
@@ -116,6 +117,7 @@ class ServerRunner:
         else:
             self.broker = self._start_embedded_broker(settings)
             self.mqtt_url = self.broker.url
+            note_embedded_broker(app, self.broker.url)  # provisioning advertises its actual port
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
         self._start_workers(settings, service)
         self._start_fleet_dispatch(app)
@@ -134,10 +136,11 @@ class ServerRunner:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
         from server.services.commands import FleetDispatcher
 
-        client = self.workers[0].client
+        client, signer = self.workers[0].client, self.workers[0].signer
 
         def publish(topic: str, payload: bytes, retain: bool) -> None:
-            client.publish(topic, payload, qos=1, retain=retain)
+            # Commands and desired configs are signed with the ingest key, like acks (protocol.downlink).
+            client.publish(topic, signer.seal(topic, payload), qos=1, retain=retain)
 
         self.fleet_dispatcher = FleetDispatcher(app, publish)
         self.fleet_dispatcher.start()

@@ -41,6 +41,13 @@ def _clean_zfjl_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(env, raising=False)
 
 
+def pinned_ingest_keys(app: Flask) -> tuple[str, ...]:
+    """What a recorder provisioned by this app pins: the app's ingest public key(s) (protocol.downlink)."""
+    from server.ingest_key import IngestSigner
+
+    return tuple(IngestSigner.from_settings(app.extensions["zfjl.settings"]).public_keys())
+
+
 def raw_public_key(key: Ed25519PrivateKey) -> bytes:
     """Raw 32-byte public key."""
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

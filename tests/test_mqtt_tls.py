@@ -32,6 +32,7 @@ from server.models import Recording
 from server.mqtt import IngestWorker, parse_broker_url
 from server.services.devices import register_device
 from tests.agent.server_stub import wait_until
+from tests.conftest import pinned_ingest_keys
 from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto
 
 pytestmark = pytest.mark.mosquitto
@@ -176,7 +177,14 @@ class _Segment:
 class Device:
     """Outbox + MqttLink + Uploader wired like the agent app does."""
 
-    def __init__(self, tmp_path: Path, key: Ed25519PrivateKey, mqtt_url: str, ca_file: Path | None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        key: Ed25519PrivateKey,
+        mqtt_url: str,
+        ca_file: Path | None,
+        ingest_public_keys: tuple[str, ...],
+    ) -> None:
         """Build (not started)."""
         self.key = key
         self.config = AgentConfig(
@@ -185,6 +193,7 @@ class Device:
             data_dir=tmp_path / "agent",
             mqtt_url=mqtt_url,
             mqtt_ca_file=str(ca_file) if ca_file else "",
+            ingest_public_keys=ingest_public_keys,
             chunk_bytes=64 * 1024,
             window=4,
             ack_timeout_s=1.0,
@@ -280,7 +289,13 @@ def test_segment_is_stored_over_tls(
     worker.start(timeout_s=10)
     try:
         # The device names the broker by DNS name, the server by IP: both SANs are checked.
-        device = Device(tmp_path, registered_key, f"mqtts://localhost:{tls_broker.port}", tls_files.ca)
+        device = Device(
+            tmp_path,
+            registered_key,
+            f"mqtts://localhost:{tls_broker.port}",
+            tls_files.ca,
+            pinned_ingest_keys(app),
+        )
         devices.append(device)
         data = device.add(300_000)
         device.start()
@@ -308,7 +323,7 @@ def test_wrong_ca_is_refused_and_nothing_is_stored(
     worker = _worker(app, tls_broker.url, tls_files.ca)
     worker.start(timeout_s=10)
     try:
-        device = Device(tmp_path, registered_key, tls_broker.url, tls_files.wrong_ca)
+        device = Device(tmp_path, registered_key, tls_broker.url, tls_files.wrong_ca, pinned_ingest_keys(app))
         devices.append(device)
         device.add(50_000)
         device.start()
@@ -347,7 +362,7 @@ def test_plain_mqtt_to_the_tls_port_fails(
     plain = f"mqtt://{tls_broker.host}:{tls_broker.port}"
     with pytest.raises(ConnectionError):
         _worker(app, plain, None, "plain").start(timeout_s=3)
-    device = Device(tmp_path, registered_key, plain, None)
+    device = Device(tmp_path, registered_key, plain, None, pinned_ingest_keys(app))
     devices.append(device)
     device.add(10_000)
     device.start()

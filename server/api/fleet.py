@@ -6,6 +6,7 @@ import base64
 import binascii
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -15,6 +16,7 @@ from server.api.openapi import api_view
 from server.config import Settings
 from server.db import session_scope
 from server.errors import ApiError
+from server.ingest_key import provisioning_trust
 from server.services import alerts as alert_service
 from server.services import commands as command_service
 from server.services import device_config as config_service
@@ -36,6 +38,17 @@ _CREDENTIALS = {
         "device_id": {"type": "string"},
         "mqtt_username": {"type": "string"},
         "mqtt_password": {"type": "string", "description": "只返回一次 / returned once only"},
+        "ingest_public_keys": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "设备须固定信任的应答公钥 / ingest public keys the device pins (base64)",
+        },
+        "mqtt_urls": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "设备应连接的代理地址 / broker URL(s) the device must use",
+        },
+        "mqtt_url": {"type": "string"},
     },
 }
 
@@ -70,7 +83,10 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 def _credentials(issued: fleet_service.IssuedCredential | None) -> dict[str, Any]:
     if issued is None:
         return {}
-    return {"mqtt_username": issued.username, "mqtt_password": issued.password}
+    # With the credentials, what the recorder must trust (the ingest public keys it pins) and the
+    # broker it must use (the embedded broker's actual port when it runs) — finding 1, README step 2.
+    trust = provisioning_trust(current_app, urlsplit("//" + request.host).hostname or "")
+    return {"mqtt_username": issued.username, "mqtt_password": issued.password} | trust
 
 
 @bp.post("/provision")

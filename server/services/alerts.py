@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from server.models import Device, IngestRejection, utcnow
+from server.models import Device, IngestRejection, Recording, utcnow
 from server.models_fleet import DeviceAlert
-from server.models_telemetry import DevicePresence
+from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.fleet import latest_health
 
 __all__ = [
     "BACKLOG_ALERT_S",
+    "CHAIN_HEAD_GRACE",
     "CLOCK_DRIFT_S_PER_DAY",
     "INTEGRITY_CODES",
     "LOW_STORAGE_BYTES",
@@ -39,6 +40,10 @@ CLOCK_DRIFT_S_PER_DAY = 3.0
 # Security-log codes that mean the evidence chain or a signature failed.
 INTEGRITY_CODES = ("bad_signature", "hash_mismatch", "size_mismatch", "segment_conflict", "device_mismatch")
 _INTEGRITY_WINDOW = timedelta(hours=24)
+# A device's signed chain head may run ahead of what is stored while it uploads; JL-17 gives 24 h.
+CHAIN_HEAD_GRACE = timedelta(hours=24)
+# A head reported with the health sample that says "nothing pending" needs no grace.
+_SAME_REPORT = timedelta(minutes=5)
 _ACTIVE = ("provisioned", "active")
 
 
@@ -54,8 +59,87 @@ class AlertCondition:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _chain_head_conditions(
+    session: Session, device: Device, now: datetime, grace: timedelta, health: DeviceHealthSample | None
+) -> list[AlertCondition]:
+    """Finding 1: the device's signed chain head names a segment we do not hold (JL-19).
+
+    A head whose hash differs from the stored segment at that sequence is an alert at once; a head beyond
+    the newest stored segment is one after ``grace`` (the device may still be uploading), or at once when
+    the same report says nothing is pending on the device — so a deleted newest recordings row is caught.
+    """
+    out: list[AlertCondition] = []
+    mismatch = session.execute(
+        select(DeviceChainHead.sequence, DeviceChainHead.manifest_hash, Recording.manifest_hash)
+        .join(
+            Recording,
+            and_(
+                Recording.device_id == DeviceChainHead.device_id,
+                Recording.sequence == DeviceChainHead.sequence,
+            ),
+        )
+        .where(
+            DeviceChainHead.device_id == device.id, Recording.manifest_hash != DeviceChainHead.manifest_hash
+        )
+        .order_by(DeviceChainHead.sequence.desc())
+        .limit(1)
+    ).first()
+    if mismatch is not None:
+        sequence, reported, stored = mismatch
+        out.append(
+            AlertCondition(
+                device_id=device.id,
+                kind="chain_head_unknown",
+                severity="critical",
+                message=f"设备报告的第 {sequence} 段哈希与服务器存储的不一致",
+                message_en=f"the device's signed head names a hash for segment {sequence} we do not hold",
+                detail={"sequence": sequence, "reported": reported, "stored": stored},
+            )
+        )
+    stored_max = session.scalar(select(func.max(Recording.sequence)).where(Recording.device_id == device.id))
+    beyond = select(DeviceChainHead).where(
+        DeviceChainHead.device_id == device.id,
+        DeviceChainHead.sequence > (-1 if stored_max is None else stored_max),
+    )
+    overdue = session.scalar(
+        beyond.where(DeviceChainHead.first_reported_at <= now - grace)
+        .order_by(DeviceChainHead.sequence.desc())
+        .limit(1)
+    )
+    if overdue is None and health is not None and health.backlog_segments == 0:
+        overdue = session.scalar(
+            beyond.where(DeviceChainHead.last_reported_at >= health.received_at - _SAME_REPORT)
+            .order_by(DeviceChainHead.sequence.desc())
+            .limit(1)
+        )
+    if overdue is not None:
+        out.append(
+            AlertCondition(
+                device_id=device.id,
+                kind="chain_head_missing",
+                severity="critical",
+                message=f"设备已记录到第 {overdue.sequence} 段，服务器只存有到第 {stored_max} 段",
+                message_en=(
+                    f"the device signed segment {overdue.sequence} as its head since "
+                    f"{overdue.first_reported_at.isoformat()}; the server holds up to {stored_max}"
+                ),
+                detail={
+                    "device_head": overdue.sequence,
+                    "manifest_hash": overdue.manifest_hash,
+                    "stored_head": stored_max,
+                    "first_reported_at": overdue.first_reported_at.isoformat(),
+                },
+            )
+        )
+    return out
+
+
 def _conditions(
-    session: Session, device: Device, now: datetime, offline_after: timedelta
+    session: Session,
+    device: Device,
+    now: datetime,
+    offline_after: timedelta,
+    chain_head_grace: timedelta = CHAIN_HEAD_GRACE,
 ) -> list[AlertCondition]:
     out: list[AlertCondition] = []
     presence = session.get(DevicePresence, device.id)
@@ -108,6 +192,7 @@ def _conditions(
                     detail={"drift_s_per_day": drift},
                 )
             )
+    out.extend(_chain_head_conditions(session, device, now, chain_head_grace, health))
     failures = session.scalar(
         select(func.count(IngestRejection.id)).where(
             IngestRejection.device_id == device.id,
@@ -156,7 +241,11 @@ def _clock_drift_per_day(device_at: datetime, received_at: datetime, extra: dict
 
 
 def evaluate_alerts(
-    session: Session, *, offline_after: timedelta, now: datetime | None = None
+    session: Session,
+    *,
+    offline_after: timedelta,
+    now: datetime | None = None,
+    chain_head_grace: timedelta = CHAIN_HEAD_GRACE,
 ) -> dict[str, int]:
     """Open, refresh and clear alerts for every in-service device; return counts."""
     now = now or utcnow()
@@ -167,7 +256,7 @@ def evaluate_alerts(
     }
     holding: set[tuple[str, str]] = set()
     for device in session.scalars(select(Device).where(Device.status.in_(_ACTIVE)).order_by(Device.id)):
-        for cond in _conditions(session, device, now, offline_after):
+        for cond in _conditions(session, device, now, offline_after, chain_head_grace):
             key = (cond.device_id, cond.kind)
             holding.add(key)
             row = open_rows.get(key)

@@ -105,14 +105,19 @@ def record_rejection(
     device_id: str | None = None,
     file_id: str | None = None,
     manifest_text: str | None = None,
+    occurrences: int = 1,
 ) -> IngestRejection:
-    """Log a refused upload to the security log (flushed; committed by the caller)."""
+    """Log a refused upload to the security log (flushed; committed by the caller).
+
+    ``occurrences`` > 1 makes it a flood summary; it is set at insert because the table is append-only.
+    """
     row = IngestRejection(
         device_id=device_id,
         file_id=file_id,
         code=code,
         message=message,
         manifest_text=manifest_text,
+        occurrences=occurrences,
         at=utcnow(),
     )
     session.add(row)

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol import topics
+from protocol.downlink import encode_public_key, seal
 from protocol.errors import ProtocolError
 from protocol.manifest import SignedManifest
 from protocol.messages import (
@@ -45,7 +48,13 @@ from protocol.transfer import (
     StoreManifest,
 )
 
-__all__ = ["StubIngest", "wait_until"]
+__all__ = ["INGEST_KEY", "INGEST_PUBLIC_KEYS", "StubIngest", "wait_until"]
+
+# The stub's ingest key (test-only, fixed): agent configs in tests pin its public half, and the stub
+# signs every ack with it as the real server does (protocol.downlink).
+INGEST_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+INGEST_PUBLIC_RAW = INGEST_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+INGEST_PUBLIC_KEYS = (encode_public_key(INGEST_PUBLIC_RAW),)
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
@@ -65,6 +74,7 @@ class _Staging:
     data: bytearray = field(default_factory=bytearray)
     held: RangeSet = field(default_factory=RangeSet)
     recording_id: int | None = None
+    recording_sha256: str = ""
 
 
 class StubIngest:
@@ -141,6 +151,7 @@ class StubIngest:
                 manifest=st.manifest,
                 held=st.held,
                 recording_id=st.recording_id,
+                recording_sha256=st.recording_sha256,
             )
             receiver = SegmentReceiver(view)
             self._perform(receiver, st, receiver.receive(msg))
@@ -170,7 +181,8 @@ class StubIngest:
                 self.session_events[parsed.event_id] = signed
                 state = EventAckState.STORED
         ack = EventAck(device_id=parsed.device_id, event_id=parsed.event_id, state=state)
-        self.client.publish(topics.session_ack(parsed.device_id, parsed.event_id), ack.to_payload(), qos=1)
+        topic = topics.session_ack(parsed.device_id, parsed.event_id)
+        self.client.publish(topic, seal(topic, ack.to_payload(), INGEST_KEY), qos=1)
         return True
 
     def _perform(self, receiver: SegmentReceiver, st: _Staging, actions: list[ReceiverAction]) -> None:
@@ -179,7 +191,7 @@ class StubIngest:
                 if action.ack.code and action.ack.state.value in ("rejected", "conflict"):
                     self.rejected.append(action.ack.code)
                 topic, payload = encode(action.ack)
-                self.client.publish(topic, payload, qos=qos_of(action.ack))
+                self.client.publish(topic, seal(topic, payload, INGEST_KEY), qos=qos_of(action.ack))
             elif isinstance(action, StoreManifest):
                 st.manifest = action.signed
             elif isinstance(action, StageChunk):
@@ -218,5 +230,6 @@ class StubIngest:
         self.stored[key] = data
         self.commits[key] = self.commits.get(key, 0) + 1
         st.recording_id = self._next_recording
+        st.recording_sha256 = signed.manifest.sha256
         self._next_recording += 1
         return Committed(recording_id=st.recording_id, duplicate=duplicate)

@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.keys import KeyFileError, load_private_key, public_key_raw, save_private_key
-from tests.agent.server_stub import StubIngest, wait_until
+from tests.agent.server_stub import INGEST_PUBLIC_KEYS, StubIngest, wait_until
 from tests.fixtures.mqtt import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,8 @@ def _write(path: Path, text: str) -> Path:
 MINIMAL = (
     'device_id = "dev-1"\nprivate_key_file = "k.pem"\ndata_dir = "data"\nmqtt_url = "mqtt://broker:1884"\n'
 )
+# The stub server's ingest key, pinned as zfjl-fw provision pins the real server's.
+PINNED = f"ingest_public_keys = {json.dumps(list(INGEST_PUBLIC_KEYS))}\n"
 
 
 def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
@@ -118,6 +120,16 @@ def broker(mosquitto_broker: MosquittoBroker) -> MosquittoBroker:
     return mosquitto_broker
 
 
+def test_run_refuses_to_start_without_a_pinned_ingest_key(tmp_path: Path) -> None:
+    """Finding 1: no pinned ingest key, no uploading: a clear error before anything connects."""
+    assert _cli("keygen", "--out", str(tmp_path / "k.pem")).returncode == 0
+    config = _write(tmp_path / "agent.toml", MINIMAL.replace("mqtt://broker:1884", "mqtt://127.0.0.1:1"))
+    run = _cli("run", "--config", str(config), "--simulate", "--duration", "1", timeout=60)
+    assert run.returncode != 0
+    assert "ingest_public_keys" in run.stderr
+    assert not (tmp_path / "data" / "outbox.sqlite3").exists()
+
+
 @pytest.mark.mosquitto
 @pytest.mark.slow
 def test_run_simulated_end_to_end(tmp_path: Path, broker: MosquittoBroker) -> None:
@@ -128,6 +140,7 @@ def test_run_simulated_end_to_end(tmp_path: Path, broker: MosquittoBroker) -> No
     _write(
         config,
         MINIMAL.replace("mqtt://broker:1884", broker.url)
+        + PINNED
         + "width = 320\nheight = 180\nfps = 10\nack_timeout_s = 2\ndrain_timeout_s = 40\n"
         + "health_interval_s = 1\n",
     )
@@ -169,6 +182,7 @@ def test_kill_9_then_restart_recovers_and_uploads_everything(tmp_path: Path, bro
     _write(
         config,
         MINIMAL.replace("mqtt://broker:1884", broker.url)
+        + PINNED
         + "width = 320\nheight = 180\nfps = 10\nack_timeout_s = 2\ndrain_timeout_s = 40\n",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

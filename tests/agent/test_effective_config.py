@@ -26,6 +26,7 @@ from edge_agent.uploader import Uploader
 from protocol import fleet
 from protocol.fleet import DesiredConfig, ReportedConfig
 from protocol.messages import FileInit, Message
+from tests.agent.server_stub import INGEST_PUBLIC_KEYS
 
 DEVICE = "rec-1"
 
@@ -50,6 +51,7 @@ def _config(tmp_path: Path, **overrides: Any) -> AgentConfig:
         "width": 1280,
         "height": 720,
         "fps": 10.0,
+        "ingest_public_keys": INGEST_PUBLIC_KEYS,
     }
     values.update(overrides)
     return AgentConfig(**values)

@@ -23,7 +23,7 @@ from edge_agent.prompts import MemoryPrompter, PromptKind
 from edge_agent.session import send_control_command
 from edge_agent.sources import SyntheticAudioSource, SyntheticVideoSource
 from protocol.session import SessionEvent, SessionEventKind
-from tests.agent.server_stub import StubIngest, wait_until
+from tests.agent.server_stub import INGEST_PUBLIC_KEYS, StubIngest, wait_until
 from tests.agent.test_media import ffprobe, stream_of
 from tests.fixtures.mqtt import MosquittoBroker
 from tests.fixtures.pulse import PulseMicrophone
@@ -47,6 +47,7 @@ def _config(tmp_path: Path, url: str = "mqtt://127.0.0.1:1", **overrides: Any) -
         "fps": 10.0,
         "explanation_seconds": 5.0,
         "segment_seconds": 30.0,
+        "ingest_public_keys": INGEST_PUBLIC_KEYS,
     }
     values.update(overrides)
     return AgentConfig(**values)

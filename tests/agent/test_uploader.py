@@ -22,7 +22,7 @@ from edge_agent.uploader import Uploader
 from protocol import topics
 from protocol.messages import AckState, FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
 from protocol.ranges import RangeSet
-from tests.agent.server_stub import StubIngest, wait_until
+from tests.agent.server_stub import INGEST_PUBLIC_KEYS, StubIngest, wait_until
 from tests.fixtures.mqtt import MosquittoBroker
 
 DEVICE = "cam-7"
@@ -66,6 +66,7 @@ class Agent:
             private_key_file=tmp_path / "k.pem",
             data_dir=tmp_path / "data",
             mqtt_url=broker.url,
+            ingest_public_keys=INGEST_PUBLIC_KEYS,
             chunk_bytes=16 * 1024,
             window=4,
             ack_timeout_s=1.0,
@@ -161,14 +162,14 @@ def test_delivers_segments_exactly_once_and_keeps_files_until_complete(
         assert [s.recording_id is not None for s in agent.outbox.all_segments()] == [True] * 3
         assert agent.uploader.stats().bytes_sent >= sum(s.size for s in segs)
 
-        # A malformed downlink message is counted and ignored; the link keeps working.
+        # A malformed (so unsigned) ack is counted as untrusted and ignored; the link keeps working.
         bad = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bad", protocol=mqtt.MQTTv311)
         bad.connect("127.0.0.1", broker.port)
         bad.loop_start()
         bad.publish(topics.ack(DEVICE, "abc"), b"not json", qos=1).wait_for_publish(5)
         bad.disconnect()
         bad.loop_stop()
-        assert wait_until(lambda: agent.link.malformed_downlink == 1, 5)
+        assert wait_until(lambda: agent.link.untrusted_acks == 1, 5)
         seg = agent.add(3, 1000)
         assert agent.uploader.drain(20)
         assert stub.stored[(DEVICE, 3)] == seg.path.read_bytes()
@@ -293,6 +294,7 @@ def test_only_the_complete_ack_marks_a_segment_stored(tmp_path: Path, key: Ed255
         private_key_file=tmp_path / "k.pem",
         data_dir=tmp_path,
         mqtt_url="mqtt://127.0.0.1:1",
+        ingest_public_keys=INGEST_PUBLIC_KEYS,
         chunk_bytes=1000,
         window=2,
         ack_timeout_s=5,
@@ -329,7 +331,7 @@ def test_only_the_complete_ack_marks_a_segment_stored(tmp_path: Path, key: Ed255
     assert isinstance(link.sent[-1], FileChunk) and link.sent[-1].offset == 1000
     assert up.stats().chunks_resent == 1
     ack(AckState.STORED, offset=1000, length=1000)
-    ack(AckState.COMPLETE, recording_id=9)
+    ack(AckState.COMPLETE, recording_id=9, sha256=seg.sha256)
     stored = box.get(0)
     assert stored is not None and stored.state == "complete" and stored.recording_id == 9
     assert seg.path.exists()

@@ -130,29 +130,23 @@ class ServerProcess:
             return bytes(response.read())
 
 
-def provision(server: ServerProcess, device_id: str, out_dir: Path, mqtt_url: str) -> Path:
-    """Run ``zfjl-fw provision`` and return the agent config path."""
-    result = subprocess.run(
-        [
-            _script("zfjl-fw"),
-            "provision",
-            "--server",
-            server.url,
-            "--token",
-            server.token(),
-            "--device-id",
-            device_id,
-            "--out",
-            str(out_dir),
-            "--mqtt-url",
-            mqtt_url,
-        ],
-        env=_env({}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def provision(server: ServerProcess, device_id: str, out_dir: Path, mqtt_url: str | None = None) -> Path:
+    """Run ``zfjl-fw provision`` and return the agent config path (no ``mqtt_url``: the server's advice)."""
+    argv = [
+        _script("zfjl-fw"),
+        "provision",
+        "--server",
+        server.url,
+        "--token",
+        server.token(),
+        "--device-id",
+        device_id,
+        "--out",
+        str(out_dir),
+    ]
+    if mqtt_url is not None:
+        argv += ["--mqtt-url", mqtt_url]
+    result = subprocess.run(argv, env=_env({}), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return Path(json.loads(result.stdout)["config"])
 

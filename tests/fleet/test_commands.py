@@ -24,12 +24,13 @@ from protocol.fleet import CommandState, CommandStatus
 from protocol.messages import Presence, PresenceState, encode
 from server.db import session_scope
 from server.ingest import IngestService
+from server.ingest_key import IngestSigner
 from server.models import utcnow
 from server.models_fleet import DeviceCommand, DeviceCredential
 from server.services import commands, device_config
 from server.services.broker_acl import verify_broker_password
 from server.services.devices import register_device
-from tests.conftest import raw_public_key
+from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker
 
 
@@ -151,6 +152,7 @@ def test_agent_runs_commands_once_and_rotates_its_own_password(
             "mqtt_url": mosquitto_broker.url,
             "mqtt_username": "rec-1",
             "mqtt_password": "old-password",
+            "ingest_public_keys": list(pinned_ingest_keys(app)),
         },
         base_dir=device_dir,
     )
@@ -162,8 +164,9 @@ def test_agent_runs_commands_once_and_rotates_its_own_password(
     server = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ingest", protocol=mqtt.MQTTv5)
     service = IngestService.from_app(app)
     subscribed = threading.Event()
+    signer = IngestSigner.from_settings(app.extensions["zfjl.settings"])  # as IngestWorker publishes
     server.on_message = lambda c, u, m: [
-        c.publish(t, p, qos=1) for t, p in service.handle(m.topic, bytes(m.payload))
+        c.publish(t, signer.seal(t, p), qos=1) for t, p in service.handle(m.topic, bytes(m.payload))
     ]
     server.on_subscribe = lambda *a: subscribed.set()
     server.connect(mosquitto_broker.host, mosquitto_broker.port)

@@ -38,7 +38,9 @@ from firmware_tools.bundle import (
     verify_bundle,
 )
 from protocol import fleet
+from protocol.downlink import seal
 from protocol.fleet import Command, CommandKind, CommandState
+from tests.agent.server_stub import INGEST_KEY, INGEST_PUBLIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -430,6 +432,7 @@ def test_command_handler_runs_apply_update_and_reports_the_waiting_note(
         private_key_file=tmp_path / "k.pem",
         data_dir=tmp_path / "data",
         mqtt_url="mqtt://127.0.0.1:1883",
+        ingest_public_keys=INGEST_PUBLIC_KEYS,
     )
     client = FakeClient()
     handler = CommandHandler(config, client, state_dir=tmp_path / "data", updater=updater)  # type: ignore[arg-type]
@@ -440,7 +443,8 @@ def test_command_handler_runs_apply_update_and_reports_the_waiting_note(
         expires_at="2999-01-01T00:00:00Z",
         params=params_for("http://s/x", bundle, "1.1.0"),
     )
-    topic, payload = fleet.encode(cmd)
+    topic, body = fleet.encode(cmd)
+    payload = seal(topic, body, INGEST_KEY)  # commands are signed with the ingest key (protocol.downlink)
 
     class Message:
         def __init__(self) -> None:

@@ -49,8 +49,17 @@ def test_ack_payload_is_compact_sorted_json() -> None:
     assert topic == f"zfjl/v1/{DEV}/down/ack/{FID}"
     assert payload == b'{"ranges":[[0,262144]],"state":"ready"}'
     assert decode(topic, payload) == ack
-    done = TransferAck(device_id=DEV, file_id=FID, state=AckState.COMPLETE, recording_id=42, code="duplicate")
-    assert encode(done)[1] == b'{"code":"duplicate","recording_id":42,"state":"complete"}'
+    done = TransferAck(
+        device_id=DEV,
+        file_id=FID,
+        state=AckState.COMPLETE,
+        recording_id=42,
+        code="duplicate",
+        sha256="ab" * 32,
+    )
+    assert encode(done)[1] == (
+        b'{"code":"duplicate","recording_id":42,"sha256":"' + b"ab" * 32 + b'","state":"complete"}'
+    )
     assert decode(*encode(done)) == done
 
 

@@ -91,6 +91,7 @@ class FakeServer:
             manifest=self.manifests.get(fid),
             held=self.held.get(fid, RangeSet()),
             recording_id=1 if fid in self.committed else None,
+            recording_sha256=hashlib.sha256(self.committed[fid]).hexdigest() if fid in self.committed else "",
         )
         receiver = SegmentReceiver(view)
         out: list[tuple[str, bytes]] = []
@@ -147,7 +148,11 @@ class FakeDevice:
 
     def __post_init__(self) -> None:
         self.sender = SegmentSender(
-            file_id=self.signed.file_id, size=len(self.data), chunk_size=CHUNK, window=self.window
+            file_id=self.signed.file_id,
+            size=len(self.data),
+            sha256=hashlib.sha256(self.data).hexdigest(),
+            chunk_size=CHUNK,
+            window=self.window,
         )
 
     def perform(self, actions: list[object]) -> list[tuple[str, bytes]]:

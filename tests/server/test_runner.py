@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from protocol import topics
+from protocol.downlink import IngestKeyring
 from protocol.manifest import SignedManifest
 from protocol.messages import (
     AckState,
@@ -48,6 +49,7 @@ from protocol.transfer import (
 from server.broker import EmbeddedBroker
 from server.db import session_scope
 from server.ingest import IngestService
+from server.ingest_key import IngestSigner
 from server.models import Recording
 from server.mqtt import IngestWorker
 from server.services.devices import register_device
@@ -62,8 +64,9 @@ SIZE = 1_300_000
 class DeviceLink:
     """The device's MQTT side: publishes what a SegmentSender asks for and feeds it the server's acks."""
 
-    def __init__(self, host: str, port: int, device_id: str) -> None:
+    def __init__(self, host: str, port: int, device_id: str, keyring: IngestKeyring) -> None:
         self.device_id = device_id
+        self.keyring = keyring
         self.acks: queue.Queue[TransferAck] = queue.Queue()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -82,7 +85,8 @@ class DeviceLink:
         assert subscribed.wait(10), "device got no SUBACK"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        ack = decode(message.topic, bytes(message.payload))
+        # The workers sign every ack with the ingest key (finding 1); the device verifies it first.
+        ack = decode(message.topic, self.keyring.open(message.topic, bytes(message.payload)))
         assert isinstance(ack, TransferAck)
         self.acks.put(ack)
 
@@ -110,7 +114,7 @@ class DeviceLink:
         on_ack: Callable[[TransferAck], None] | None = None,
     ) -> TransferFinished | TransferFailed:
         """Drive a SegmentSender until the server confirms or refuses the segment."""
-        sender = SegmentSender(signed.file_id, len(data), ack_timeout_s=1.0)
+        sender = SegmentSender(signed.file_id, len(data), signed.manifest.sha256, ack_timeout_s=1.0)
         actions = sender.start(time.monotonic())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -150,12 +154,13 @@ def stored_once(app: Flask, service: IngestService, data: bytes) -> None:
 
 
 @pytest.fixture
-def link_to(request: pytest.FixtureRequest) -> Iterator[Callable[[str, int, str], DeviceLink]]:
-    """Open device links that are closed after the test."""
+def link_to(app: Flask) -> Iterator[Callable[[str, int, str], DeviceLink]]:
+    """Open device links (pinning the app's ingest key) that are closed after the test."""
     links: list[DeviceLink] = []
+    keyring = IngestKeyring.of([IngestSigner.from_settings(app.extensions["zfjl.settings"]).public_key_raw])
 
     def make(host: str, port: int, device_id: str) -> DeviceLink:
-        link = DeviceLink(host, port, device_id)
+        link = DeviceLink(host, port, device_id, keyring)
         links.append(link)
         return link
 
