@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from protocol import case_events, topics
+from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAck, EventAckState
 from server.db import session_scope
@@ -26,7 +27,7 @@ from server.models import Device, IngestRejection
 from server.models_fleet import DeviceAssignment
 from server.models_people import Case, CaseEvent
 from server.mqtt import IngestWorker
-from tests.conftest import raw_public_key
+from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import BrokerHandle
 from tests.people.conftest import World
 
@@ -77,11 +78,14 @@ def test_jl8_signed_case_event_through_the_broker_is_stored_and_acked_and_a_forg
     worker = IngestWorker(service.settings, service, "people", any_broker.url)
     worker.start()
     acks: queue.SimpleQueue[EventAck] = queue.SimpleQueue()
+    # The recorder trusts an ack only under the server's ingest key, as a provisioned one does.
+    keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
 
     def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
         parsed = topics.parse(message.topic)
         if parsed.kind is topics.TopicKind.CASE_EVENT_ACK and parsed.event_id is not None:
-            acks.put(EventAck.from_payload(parsed.device_id, parsed.event_id, message.payload))
+            body = keyring.open(message.topic, message.payload)
+            acks.put(EventAck.from_payload(parsed.device_id, parsed.event_id, body))
 
     recorder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-5")
     recorder.on_message = on_message

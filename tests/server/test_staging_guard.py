@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from protocol.manifest import SignedManifest
@@ -389,8 +390,9 @@ def test_rejection_rows_carry_their_occurrences_on_every_database(db_session: Se
     from server.services.evidence import record_rejection
 
     single = record_rejection(db_session, code="bad_signature", message="one", device_id="dev-001")
-    summary = record_rejection(db_session, code="bad_signature", message="flood", device_id="dev-001")
-    summary.occurrences = 4_321
+    summary = record_rejection(
+        db_session, code="bad_signature", message="flood", device_id="dev-001", occurrences=4_321
+    )
     db_session.commit()
     db_session.expire_all()
     assert [
@@ -405,3 +407,7 @@ def test_rejection_rows_carry_their_occurrences_on_every_database(db_session: Se
     assert raw.rowcount == 1
     assert db_session.scalar(select(IngestRejection.occurrences).where(IngestRejection.code == "x")) == 1
     assert single.id != summary.id
+    # The security log is append-only (migration 0011): a summary cannot be inflated or shrunk later.
+    with pytest.raises(DBAPIError, match="append-only"):
+        db_session.execute(text("UPDATE ingest_rejections SET occurrences = 1"))
+    db_session.rollback()
