@@ -1,0 +1,204 @@
+"""Zero 500s: schemathesis walks every operation of /openapi.json, as admin and unauthenticated.
+
+Bounded (a fixed number of examples per operation and generation mode, derandomised, no shrinking),
+on SQLite through the WSGI app: no network. Each operation runs on its own copy of one seeded
+database, so a fuzzed logout, suspension or password change cannot blind the operations after it.
+The run fails on any 5xx and on any response that the OpenAPI document does not describe.
+
+``ZFJL_TEST_FUZZ_EXAMPLES`` raises the number of examples for a longer local run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from server import create_app
+from server.db import get_engine, run_migrations, session_scope
+from tests.conftest import TEST_JWT_SECRET, SegmentFactory
+
+schemathesis = pytest.importorskip("schemathesis")
+hypothesis = pytest.importorskip("hypothesis")
+
+from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.core.failures import Failure, FailureGroup  # noqa: E402
+from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
+
+EXAMPLES = int(os.environ.get("ZFJL_TEST_FUZZ_EXAMPLES", "6"))
+PASSWORD = "fuzz-pass-123"
+
+
+@dataclass
+class FuzzReport:
+    """What the run saw: requests, 5xx and schema violations per operation, one example each."""
+
+    requests: int = 0
+    server_errors: Counter[str] = field(default_factory=Counter)
+    violations: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def failed(self) -> bool:
+        """Any 5xx or schema violation."""
+        return bool(self.server_errors or self.violations)
+
+    def render(self) -> str:
+        """One line per failing operation with a reproducible example."""
+        lines = [f"{self.requests} requests"]
+        for label in sorted(set(self.server_errors) | set(self.violations)):
+            lines.append(
+                f"{label}: {self.server_errors[label]} x 5xx, {self.violations[label]} x schema violation\n"
+                f"    {self.examples.get(label, '')}"
+            )
+        return "\n".join(lines)
+
+
+def _seed(app: Flask, tmp_path: Path) -> None:
+    """An agency, accounts, an officer, a case, a device with one stored segment."""
+    from server.api import get_store
+    from server.models_people import Agency, Officer
+    from server.services.auth import create_user
+    from server.services.devices import register_device
+    from server.services.evidence import commit_segment
+
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e221bc330000000049454e44ae426082"
+    )
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    segments = SegmentFactory(staging)
+    with app.app_context(), session_scope(app) as session:
+        create_user(session, "admin", PASSWORD, "system_admin")
+        agency = Agency(
+            name="合肥市市场监督管理局", head="张局长", duties="市场监管", address="合肥市", contacts="1"
+        )
+        session.add(agency)
+        session.flush()
+        officer_user = create_user(session, "officer-a", PASSWORD, "officer", agency_id=agency.id)
+        today = date.today()
+        session.add(
+            Officer(
+                agency_id=agency.id,
+                kind="officer",
+                name="王执法",
+                enforcement_category="市场监管综合执法",
+                certificate_number="AH-0001",
+                issuing_body="安徽省人民政府",
+                valid_from=today - timedelta(days=365),
+                valid_to=today + timedelta(days=365),
+                status="active",
+                duties="",
+                authority="",
+                photo=png,
+                photo_type="image/png",
+                user_id=officer_user.id,
+            )
+        )
+        register_device(session, segments.device_id, segments.public_key, "SN-1", "DSJ-X")
+        signed, path = segments.make(bytes(range(256)) * 4)
+        commit_segment(session, get_store(), signed, path)
+
+
+def _make_app(db_path: Path, data_dir: Path) -> Flask:
+    return create_app(
+        {
+            "data_dir": str(data_dir),
+            "database_url": f"sqlite:///{db_path}",
+            "jwt_secret": TEST_JWT_SECRET,
+            "TESTING": True,
+        }
+    )
+
+
+def _admin_headers(app: Flask) -> dict[str, str]:
+    """A fresh admin access token (a fuzzed logout revokes only the token it was sent with)."""
+    from flask_jwt_extended import create_access_token
+
+    with app.app_context():
+        token = create_access_token(
+            identity="1", additional_claims={"role": "system_admin", "username": "admin", "agency_id": None}
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _describe(case: Any) -> str:
+    try:
+        return case.as_curl_command()[:600]  # type: ignore[no-any-return]
+    except Exception:
+        return f"{case.method} {case.formatted_path} query={case.query!r} body={case.body!r}"[:600]
+
+
+def run_fuzz(tmp_path: Path, *, as_admin: bool, examples: int = EXAMPLES) -> FuzzReport:
+    """Walk every operation in both generation modes; return the report (never raises on findings)."""
+    template = tmp_path / "template.db"
+    data_dir = tmp_path / "var"
+    run_migrations(f"sqlite:///{template}")
+    seed_app = _make_app(template, data_dir)
+    _seed(seed_app, tmp_path)
+    get_engine(seed_app).dispose()
+
+    report = FuzzReport()
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", seed_app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) > 50
+    for index, operation in enumerate(operations):
+        db_path = tmp_path / f"op{index}.db"
+        shutil.copyfile(template, db_path)
+        app = _make_app(db_path, data_dir)
+        schema.app = app
+        label = f"{operation.method.upper()} {operation.path}"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            _fuzz_operation(app, operation, mode, as_admin, examples, label, report)
+        get_engine(app).dispose()
+    return report
+
+
+def _fuzz_operation(
+    app: Flask, operation: Any, mode: Any, as_admin: bool, examples: int, label: str, report: FuzzReport
+) -> None:
+    settings = hypothesis.settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+
+    def check(case: Any) -> None:
+        headers = _admin_headers(app) if as_admin else None
+        response = case.call(headers=headers)
+        report.requests += 1
+        if response.status_code >= 500:
+            report.server_errors[label] += 1
+            report.examples.setdefault(label, f"{response.status_code}: {_describe(case)}")
+            return
+        try:
+            case.validate_response(response, checks=[response_schema_conformance], headers=headers)
+        except (Failure, FailureGroup) as exc:
+            report.violations[label] += 1
+            report.examples.setdefault(label, f"{str(exc)[:300]} <- {_describe(case)}")
+
+    runner: Callable[[], None] = settings(
+        hypothesis.given(operation.as_strategy(generation_mode=mode))(check)
+    )
+    # Nothing to negate (an operation without parameters or body): the positive run covers it.
+    with contextlib.suppress(hypothesis.errors.Unsatisfiable):
+        runner()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("as_admin", [True, False], ids=["admin", "public"])
+def test_fuzz_every_operation_answers_without_5xx_or_schema_violation(tmp_path: Path, as_admin: bool) -> None:
+    report = run_fuzz(tmp_path, as_admin=as_admin)
+    assert not report.failed(), report.render()
