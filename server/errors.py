@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from server.services import ServiceError
@@ -97,6 +97,16 @@ def _integrity_error(exc: IntegrityError) -> Response:
     )
 
 
+def _data_error(exc: DataError) -> Response:
+    """A value its column cannot hold (on PostgreSQL: a number past a 32-bit key column, NUL in text).
+
+    The request's fault, refused with nothing stored.  The edge checks (server.api.parsing) catch the
+    known cases first with their own codes; this keeps a new column from ever turning into a 500.
+    """
+    log.warning("database refused a value: %s", exc.orig)
+    return error_response(400, "invalid_value", "数据值不符合字段要求", "a value does not fit its field")
+
+
 def register_error_handlers(app: Flask) -> None:
     """Turn ApiError, ServiceError, HTTP errors and crashes into the JSON error shape."""
 
@@ -111,6 +121,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(IntegrityError)
     def _integrity(exc: IntegrityError) -> Response:
         return _integrity_error(exc)
+
+    @app.errorhandler(DataError)
+    def _data(exc: DataError) -> Response:
+        return _data_error(exc)
 
     @app.errorhandler(HTTPException)
     def _werkzeug_error(exc: HTTPException) -> Response:

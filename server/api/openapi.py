@@ -97,10 +97,10 @@ def _openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
 
     def repl(match: re.Match[str]) -> str:
         converter, name = match.group(1), match.group(2)
-        # The int converter matches only what a 64-bit id column holds (server.api.parsing.Int64Converter).
+        # The int converter matches only what an id column holds (server.api.parsing.IdConverter).
         schema: dict[str, Any] = {"type": "string"}
         if converter == "int":
-            schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+            schema = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
         return "{" + name + "}"
 

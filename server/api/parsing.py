@@ -21,10 +21,11 @@ from werkzeug.routing import IntegerConverter, Map
 from server.errors import ApiError
 
 __all__ = [
+    "ID_MAX",
     "INT64_MAX",
     "INT64_MIN",
     "MAX_JSON_DEPTH",
-    "Int64Converter",
+    "IdConverter",
     "StrictJSONProvider",
     "check_body",
     "init_app",
@@ -33,6 +34,10 @@ __all__ = [
 # The widest integer column the databases hold (BIGINT, SQLite INTEGER): signed 64-bit.
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+# Every id in a URL is an ``Integer`` primary key: 32-bit on PostgreSQL (SQLAlchemy binds it with a
+# ``::INTEGER`` cast, so a larger value is a DataError there, not an empty result).  Ids above this
+# cannot exist on any supported database, so they match no route.
+ID_MAX = 2**31 - 1
 # No request of this API nests deeper than a few levels; anything deeper is an attack on the parser.
 MAX_JSON_DEPTH = 32
 _SURROGATES = range(0xD800, 0xE000)
@@ -42,18 +47,18 @@ def _bad(code: str, message: str, message_en: str) -> ApiError:
     return ApiError(400, code, message, message_en)
 
 
-class Int64Converter(IntegerConverter):
-    """``<int:…>`` bounded to what the database can store: a larger id matches no route (404)."""
+class IdConverter(IntegerConverter):
+    """``<int:…>`` bounded to what an id column holds on every database; a larger id matches no route."""
 
     def __init__(
         self,
         map: Map,
         fixed_digits: int = 0,
         min: int | None = None,
-        max: int | None = INT64_MAX,
+        max: int | None = ID_MAX,
         signed: bool = False,
     ) -> None:
-        bound = INT64_MAX if max is None or max > INT64_MAX else max
+        bound = ID_MAX if max is None or max > ID_MAX else max
         super().__init__(map, fixed_digits, min, bound, signed)
 
 
@@ -111,10 +116,13 @@ def _check_text(text: str) -> None:
             "文本含有孤立的代理字符（无效 Unicode）",
             "text contains a lone surrogate (invalid Unicode)",
         )
+    # PostgreSQL text cannot hold U+0000, and no field of this API has a use for it.
+    if "\x00" in text:
+        raise _bad("invalid_unicode", "文本含有 NUL 字符", "text contains a NUL character")
 
 
 def loads_strict(data: str | bytes | bytearray) -> Any:
-    """Parse a request's JSON: UTF-8, finite 64-bit numbers, bounded depth, no lone surrogates."""
+    """Parse a request's JSON: UTF-8, finite 64-bit numbers, bounded depth, no lone surrogates, no NUL."""
     if isinstance(data, bytes | bytearray):
         try:
             data = bytes(data).decode("utf-8")
@@ -264,5 +272,5 @@ def init_app(app: Flask) -> None:
     """Install the strict JSON provider, the bounded ``int`` converter and the query check (before routes)."""
     app.json_provider_class = StrictJSONProvider
     app.json = StrictJSONProvider(app)
-    app.url_map.converters["int"] = Int64Converter
+    app.url_map.converters["int"] = IdConverter
     app.before_request(_check_query)

@@ -7,6 +7,8 @@ a client can act on, and that nothing was stored.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -55,8 +57,8 @@ def agencies(client: FlaskClient, auth: dict[str, str]) -> tuple[int, int]:
 # --- integers the database cannot hold --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [TOO_BIG, 10**30])
-def test_path_integer_past_64_bits_is_not_found(
+@pytest.mark.parametrize("value", [2**31, TOO_BIG, 10**30])
+def test_path_id_past_what_an_id_column_holds_is_not_found(
     client: FlaskClient, auth: dict[str, str], value: int
 ) -> None:
     response = client.get(f"/api/v1/recordings/{value}", headers=auth)
@@ -216,3 +218,46 @@ def test_range_with_5000_digit_positions_never_500s(
     response = client.get(url, headers={**auth, "Range": f"bytes=-{huge}"})
     assert response.status_code == 206
     assert len(response.data) == 1024
+
+
+# --- the same answers on PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_client(db_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, dict[str, str]]]:
+    """A client of an app on ``db_url`` (SQLite, then PostgreSQL) and an administrator's headers."""
+    from server import create_app
+    from server.db import get_engine
+    from server.services.auth import create_user
+    from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET
+
+    app = create_app(
+        {
+            "data_dir": str(tmp_path / "var"),
+            "database_url": db_url,
+            "jwt_secret": TEST_JWT_SECRET,
+            "TESTING": True,
+        }
+    )
+    with session_scope(app) as session:
+        create_user(session, ADMIN_USER, ADMIN_PASSWORD, "system_admin")
+    client = app.test_client()
+    token = client.post("/api/v1/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
+    yield client, {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+    get_engine(app).dispose()
+
+
+def test_duplicates_and_64_bit_ids_on_every_database(db_client: tuple[FlaskClient, dict[str, str]]) -> None:
+    client, auth = db_client
+    ids = [
+        client.post("/api/v1/agencies", headers=auth, json={"name": name}).get_json()["id"]
+        for name in ("合肥市市场监督管理局", "芜湖市城市管理局")
+    ]
+    response = client.patch(f"/api/v1/agencies/{ids[1]}", headers=auth, json={"name": "合肥市市场监督管理局"})
+    assert (response.status_code, _code(response)) == (409, "duplicate")
+    assert client.get(f"/api/v1/agencies/{ids[1]}", headers=auth).get_json()["name"] == "芜湖市城市管理局"
+    for value in (INT64_MAX, 2**31, TOO_BIG):
+        assert client.get(f"/api/v1/agencies/{value}", headers=auth).status_code == 404
+        assert client.get(f"/api/v1/recordings/{value}", headers=auth).status_code == 404
+        response = client.get(f"/api/v1/officers?agency_id={value}", headers=auth)
+        assert response.status_code in (200, 400), response.get_json()
