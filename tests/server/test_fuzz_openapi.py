@@ -271,3 +271,20 @@ def _operations(tmp_path: Path) -> dict[str, bool]:
     paths = app.test_client().get("/openapi.json").get_json()["paths"]
     get_engine(app).dispose()
     return {f"{m.upper()} {p}": "security" not in op for p, ms in paths.items() for m, op in ms.items()}
+
+
+def test_fuzz_harness_reports_a_response_the_document_does_not_describe(tmp_path: Path) -> None:
+    """The schema check is live: a document that lies about /healthz is caught."""
+    app = _make_app(tmp_path / "zfjl.db", tmp_path / "var")
+    run_migrations(f"sqlite:///{tmp_path / 'zfjl.db'}")
+    document = app.test_client().get("/openapi.json").get_json()
+    ok = document["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]
+    ok["schema"] = {"type": "object", "required": ["uptime_s"]}
+    schema = schemathesis.openapi.from_dict(document)
+    schema.app = app
+    operation = next(r.ok() for r in schema.get_all_operations() if r.ok().path == "/healthz")
+    report = FuzzReport()
+    _fuzz_operation(app, operation, GenerationMode.POSITIVE, False, 1, "GET /healthz", report)
+    get_engine(app).dispose()
+    assert report.violations["GET /healthz"] == 1, report.render()
+    assert not report.server_errors
