@@ -233,7 +233,11 @@ def check_body(body: Any) -> None:
 
 
 def _check_query() -> None:
-    """Before each documented view: declared integer / number / enum query parameters are what they say."""
+    """Before each documented view: declared integer and number query parameters are what they say.
+
+    Only numbers (and NUL in any declared parameter): a view that reads a string or an enum leniently
+    (``?lang=en-US`` on a page) keeps doing so.
+    """
     doc = _current_doc()
     if doc is None:
         return
@@ -262,8 +266,10 @@ def _check_query() -> None:
                     f"参数 {name} 必须是有限数字",
                     f"query parameter {name} must be a finite number",
                 ) from None
+        else:
+            continue
         try:
-            check_value(value, {k: v for k, v in schema.items() if k != "type"}, name)
+            check_value(value, {k: v for k, v in schema.items() if k in ("minimum", "maximum")}, name)
         except ApiError as exc:
             raise ApiError(400, "invalid_query", exc.message, exc.message_en) from None
 

@@ -44,7 +44,7 @@ SEEDED: dict[str, Any] = {
     "case_id": 1,
     "device_id": "dev-001",
 }
-EXAMPLES = int(os.environ.get("ZFJL_TEST_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("ZFJL_TEST_FUZZ_EXAMPLES", "15"))
 PASSWORD = "fuzz-pass-123"
 
 
