@@ -21,7 +21,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     keys without the prefix (``TESTING``) go to Flask's config unchanged.
     """
     from server import db, fsmode
-    from server.api import STORE_KEY, register_blueprints
+    from server.api import STORE_KEY, parsing, register_blueprints
     from server.config import ENV_PREFIX, load_settings
     from server.errors import register_error_handlers
     from server.storage import make_object_store
@@ -51,6 +51,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions[STORE_KEY] = make_object_store(settings)
     _init_jwt(app)
     register_error_handlers(app)
+    # Before the routes: the bounded <int:…> converter is bound when a rule is added.
+    parsing.init_app(app)
     register_blueprints(app)
     app.after_request(_security_headers)
     return app

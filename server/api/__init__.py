@@ -55,7 +55,13 @@ def client_ip() -> str | None:
 
 
 def json_body(required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The request's JSON object, with the required keys present; ApiError 400 otherwise."""
+    """The request's JSON object, required keys present, declared fields of their declared type.
+
+    Parsing is strict (server.api.parsing): depth, lone surrogates and 64-bit numbers are refused with
+    a precise ApiError 400 before any field is read; the types come from the view's ``api_view(request=…)``.
+    """
+    from server.api.parsing import check_body
+
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "请求体必须是 JSON 对象", "request body must be a JSON object")
@@ -64,6 +70,7 @@ def json_body(required: tuple[str, ...] = ()) -> dict[str, Any]:
         raise ApiError(
             400, "invalid_request", f"缺少字段：{', '.join(missing)}", f"missing fields: {', '.join(missing)}"
         )
+    check_body(body)
     return body
 
 

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from server.api.openapi import api_view
+from server.api.parsing import check_body
 from server.api.people import caller
 from server.db import session_scope
 from server.errors import ApiError
@@ -142,6 +143,7 @@ def show_credential() -> ResponseReturnValue:
     body = request.get_json(silent=True) or {}
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "请求体必须是 JSON 对象", "request body must be a JSON object")
+    check_body(body)
     case_id = body.get("case_id")
     if case_id is not None and (isinstance(case_id, bool) or not isinstance(case_id, int)):
         raise ApiError(400, "invalid_request", "case_id 必须是整数", "case_id must be an integer")

@@ -421,7 +421,16 @@ def _ttl(body: dict[str, Any]) -> timedelta:
 @api_view(
     "fleet.create_command",
     "向设备下发命令 / send a command to a device",
-    request={"type": "object", "required": ["kind"]},
+    request={
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": {"type": "string"},
+            "params": {"type": ["object", "null"]},
+            # services.commands: 10 s .. MAX_TTL (30 days); checked at the edge before any timedelta.
+            "ttl_s": {"type": "integer", "minimum": 10, "maximum": 30 * 86400},
+        },
+    },
     response=_OBJ,
 )
 def create_command(device_id: str) -> ResponseReturnValue:

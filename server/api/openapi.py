@@ -101,7 +101,10 @@ def _openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
 
     def repl(match: re.Match[str]) -> str:
         converter, name = match.group(1), match.group(2)
-        schema = {"type": "integer"} if converter == "int" else {"type": "string"}
+        # The int converter matches only what an id column holds (server.api.parsing.IdConverter).
+        schema: dict[str, Any] = {"type": "string"}
+        if converter == "int":
+            schema = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
         return "{" + name + "}"
 

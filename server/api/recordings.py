@@ -110,6 +110,10 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         # Multiple or malformed ranges: RFC 9110 lets us ignore Range and send the whole representation.
         return None
     first, last = match.groups()
+    # Positions past 18 digits exceed any object (and 4300 digits exceed int()): clamp, never parse them.
+    if len(first) > 18:
+        raise _unsatisfiable(size)
+    last = str(size) if len(last) > 18 else last
     if first == "" and last == "":
         return None
     if first == "":

@@ -119,10 +119,11 @@ def download_bundle(bundle_id: str) -> ResponseReturnValue:
         "properties": {
             "bundle_id": {"type": "string"},
             "group": {"type": "string"},
-            "batch_size": {"type": "integer"},
-            "batch_percent": {"type": "integer"},
-            "success_threshold_pct": {"type": "integer"},
-            "ttl_s": {"type": "integer"},
+            "batch_size": {"type": "integer", "minimum": 1},
+            "batch_percent": {"type": "integer", "minimum": 1, "maximum": 100},
+            "success_threshold_pct": {"type": "integer", "minimum": 0, "maximum": 100},
+            # Bounded like every command's TTL (services.commands.MAX_TTL); checked at the edge.
+            "ttl_s": {"type": "integer", "minimum": 10, "maximum": 30 * 86400},
         },
     },
     response=_OBJ,

@@ -18,8 +18,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from protocol import case_events, topics
-from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.case_events import CaseEventReport, SignedCaseEvent
+from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.session import EventAck, EventAckState
 from server.db import session_scope
 from server.ingest import IngestService
