@@ -34,8 +34,9 @@ Access control (the same model as the generated Mosquitto files, :mod:`server.mq
   lets one login resume or take over a session held by another login (Mosquitto likewise starts a
   fresh session when the username changes).  It also filters the retained messages amqtt sends
   on connect through the ``receive`` rule, which amqtt itself skips.
-* An already connected client whose account is revoked keeps its connection until it reconnects
-  unless :meth:`EmbeddedBroker.disconnect_user` is called (Mosquitto drops it on SIGHUP).
+* A login is checked against the registry at every connect; an already connected client whose
+  login is revoked is dropped by :meth:`EmbeddedBroker.revalidate`, which the server calls after
+  every registry change (as Mosquitto re-checks its clients when the files are reloaded).
 
 What does work (tested): QoS 1 publishes of 256 KiB payloads from paho-mqtt 2.2 are all
 delivered in order, retained messages are delivered to late subscribers, and a client's last
@@ -449,6 +450,26 @@ class EmbeddedBroker:
             return out
 
         return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(timeout_s)
+
+    def revalidate(self) -> list[str]:
+        """After a registry change: drop connected clients whose login no longer holds; return their logins.
+
+        A login no longer holds when ``accounts`` no longer knows it (revoked, lost, retired) or its
+        password hash changed (rotated).  Mosquitto does the same when it reloads its files on SIGHUP.
+        """
+        dropped = []
+        for username, account in self.connected_accounts().items():
+            try:
+                current = self.accounts(username)
+            except Exception:
+                _LOG.exception("embedded MQTT broker: account lookup for %r failed", username)
+                continue
+            if current is None or current.password_hash != account.password_hash:
+                self.disconnect_user(username)
+                dropped.append(username)
+        if dropped:
+            _LOG.info("embedded MQTT broker: dropped the clients of revoked logins %s", dropped)
+        return dropped
 
     def disconnect_user(self, username: str, timeout_s: float = 5.0) -> int:
         """Drop every connected client logged in as ``username`` (after a revocation); return how many."""

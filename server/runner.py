@@ -24,10 +24,9 @@ from server.config import Settings, url_without_credentials
 from server.db import get_engine, run_migrations
 from server.ingest import IngestService
 from server.mqtt import IngestWorker
-from server.mqtt_acl import DEFAULT_SERVICE_USERNAME, AccountKind, hash_broker_password, service_account
+from server.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.services.broker_acl import (
     add_live_broker,
-    device_account_for,
     embedded_service_password,
     registry_accounts,
     remove_live_broker,
@@ -182,17 +181,8 @@ class ServerRunner:
 
         def revalidate(session: Any) -> None:
             # After a registry change: drop connected devices whose login was revoked or rotated.
-            if session.get_bind().url != engine.url:
-                return  # another app's registry (several apps can share a process in tests)
-            for username, account in broker.connected_accounts().items():
-                if account.kind is AccountKind.SERVICE:
-                    continue
-                current = device_account_for(session, username)
-                if current is None or current.password_hash != account.password_hash:
-                    dropped = broker.disconnect_user(username)
-                    _LOG.info(
-                        "embedded MQTT broker: dropped %d client(s) of revoked login %s", dropped, username
-                    )
+            if session.get_bind().url == engine.url:  # not another app's registry (tests run several)
+                broker.revalidate()
 
         self._revalidate = revalidate
         add_live_broker(revalidate)

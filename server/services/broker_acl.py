@@ -63,8 +63,7 @@ ACL_FILE = "acl"
 # The embedded broker's service (ingest) password, generated once, readable by the server's user only.
 SERVICE_CREDENTIAL_FILE = "mqtt-service-password"
 # Statuses whose devices keep broker access (lost/retired are cut off: a stolen recorder must not
-# publish or read anything, while its stored evidence stays valid — JL-19). A suspended device is
-# refused too: it may not send evidence while suspended.
+# publish or read anything, while its stored evidence stays valid — JL-19).
 _CONNECTING_STATUSES = ("provisioned", "active")
 
 
