@@ -112,7 +112,10 @@ class _Option:
 # Defaults are text so describe() can show them exactly as an operator would type them.
 _OPTIONS: tuple[_Option, ...] = (
     _Option(
-        "data_dir", "./var", "数据目录 / data directory (database, staging, objects, JWT secret)", _parse_str
+        "data_dir",
+        "./var",
+        "数据目录 / data directory (database, staging, objects, JWT secret, MQTT service password)",
+        _parse_str,
     ),
     _Option(
         "database_url",
