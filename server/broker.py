@@ -197,13 +197,14 @@ class _AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # a
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool | None:
         """Allow exactly what the account's ``write``/``read`` filters allow."""
-        if action not in _ACTIONS or not topic:
+        access = _ACTIONS.get(action) if action is not None else None
+        if access is None or not topic:
             return False
-        allowed = permits(_session_account(session), _ACTIONS[action], topic)
-        if not allowed and action is not Action.RECEIVE:
+        allowed = permits(_session_account(session), access, topic)
+        if not allowed and access is not AccessAction.RECEIVE:
             _LOG.info(
                 "embedded MQTT broker: denied %s of %r to %r",
-                action.value,
+                access.value,
                 topic,
                 session.username if session else None,
             )
