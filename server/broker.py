@@ -214,6 +214,36 @@ class _AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # a
 class _GuardedBroker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
     """amqtt's broker, authenticating before a client id touches any session, filtering retained sends."""
 
+    access: _AccessPlugin | None = None
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        """Ask the access plugin directly.
+
+        amqtt's plugin manager runs every check as a task and gathers it, a suspension per message;
+        that slowed the client loop enough for amqtt to drop messages it had already PUBACKed when a
+        publisher disconnected right after (see :meth:`_handle_disconnect`).  The check itself never
+        waits, so it is awaited inline.
+        """
+        if self.access is None:
+            return False
+        return bool(await self.access.topic_filtering(session=session, topic=topic, action=action))
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        """Route the messages a client published (and got PUBACKs for) before it disconnected, then end it.
+
+        amqtt 0.12 leaves the loop on DISCONNECT and drops whatever is still in the session's delivery
+        queue, although each of those messages was already acknowledged to the publisher (MQTT 3.1.1
+        §4.3.2: after PUBACK the receiver owns the message).
+        """
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            pending.set_result(queue.get_nowait())
+            await self._handle_message_delivery(client_session, handler, pending)
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
@@ -528,6 +558,7 @@ class EmbeddedBroker:
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, _AccessPlugin):
                 plugin.gatekeeper = gatekeeper
+                broker.access = plugin
         self._broker = broker
         await broker.start()
         try:

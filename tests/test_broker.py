@@ -146,6 +146,26 @@ def test_qos1_256k_all_delivered_in_order(any_broker: BrokerHandle) -> None:
     sub.close()
 
 
+def test_qos1_messages_acknowledged_before_a_quick_disconnect_are_delivered(any_broker: BrokerHandle) -> None:
+    """Every PUBACKed message is routed even when the publisher disconnects right after the last PUBACK.
+
+    amqtt 0.12 dropped what was still queued in the session when the DISCONNECT arrived.
+    """
+    count = 64
+    sub = Collector(any_broker, "quick-sub")
+    sub.subscribe("zfjl/test/quick/#", 1)
+    for round_ in range(3):
+        pub = _client(f"quick-pub-{round_}", login=any_broker.login)
+        _connect(pub, any_broker)
+        infos = [pub.publish(f"zfjl/test/quick/{round_}/{i}", bytes(64 * 1024), qos=1) for i in range(count)]
+        for info in infos:
+            info.wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+    assert sub.wait_for(3 * count, 15), f"{len(sub.messages)} of {3 * count} delivered"
+    sub.close()
+
+
 def test_retained_message_reaches_late_subscriber(any_broker: BrokerHandle) -> None:
     """A retained message reaches a later subscriber with the retain flag; an empty payload clears it."""
     _publish(any_broker, "zfjl/test/retained", b"config-v1", retain=True)
