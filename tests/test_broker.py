@@ -298,3 +298,25 @@ def test_embedded_shared_subscription(embedded_broker: EmbeddedBroker) -> None:
         assert sub.wait_for(1, 2.0)
     finally:
         sub.close()
+
+
+@pytest.mark.mosquitto
+def test_fixture_mosquitto_enforces_model_accounts(mosquitto_broker: Any) -> None:
+    """``use_accounts`` turns the private Mosquitto into an enforcer of the same model."""
+    from server.mqtt_acl import device_account, hash_broker_password
+
+    mosquitto_broker.use_accounts([device_account("rec-a", hash_broker_password("pw-a"))])
+    refused = _client("anon")
+    answers: list[Any] = []
+    refused.on_connect = lambda c, u, f, reason, p: answers.append(reason)
+    refused.connect(mosquitto_broker.host, mosquitto_broker.port)
+    refused.loop_start()
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused.loop_stop()
+    assert answers and answers[0].is_failure
+    ok = _client("rec-a", login=("rec-a", "pw-a"))
+    _connect(ok, mosquitto_broker)
+    ok.disconnect()
+    ok.loop_stop()

@@ -4,6 +4,10 @@ Each device has its own MQTT account and may publish only under ``zfjl/v1/{id}/u
 ``zfjl/v1/{id}/down/#``; the ingest service account reads every ``up`` tree and writes every ``down``
 tree. A lost or retired device, or one whose credential was revoked, is simply not in the files, so the
 broker refuses it at connect once the files are reloaded (SIGHUP).
+
+The accounts come from :mod:`server.mqtt_acl`, the model the embedded broker enforces live
+(:func:`registry_accounts`); the files are refused when a login appears twice or a device carries a
+reserved name (issue finding 8).
 """
 
 from __future__ import annotations
@@ -233,7 +237,12 @@ def sync_broker(session: Session, settings: Settings) -> bool:
             _LOG.exception("could not update the embedded broker after a registry change")
     if not settings.broker_acl_dir:
         return False
-    write_broker_files(session, settings, Path(settings.broker_acl_dir))
+    try:
+        write_broker_files(session, settings, Path(settings.broker_acl_dir))
+    except BrokerAccountError as exc:
+        # The previous files stay in force; the registry change itself is committed and stands.
+        _LOG.error("broker files not regenerated (the previous ones stay in force): %s", exc)
+        return False
     if settings.broker_pid_file:
         try:
             pid = int(Path(settings.broker_pid_file).read_text(encoding="ascii").strip())

@@ -216,3 +216,32 @@ def test_finding8_no_broker_password_in_server_logs(
     mode = (tmp_path / "emb" / "mqtt-service-password").stat().st_mode & 0o777
     assert mode == 0o600
 
+
+def test_finding8_a_refused_file_generation_is_no_500_and_keeps_the_old_files(
+    client: FlaskClient, auth: dict[str, str], app: Flask, tmp_path: Path
+) -> None:
+    """A legacy reserved device in the registry: provisioning still answers 201, the old files stay."""
+    import dataclasses
+
+    out = tmp_path / "acl-dir"
+    settings = app.extensions["zfjl.settings"]
+    app.extensions["zfjl.settings"] = dataclasses.replace(settings, broker_acl_dir=str(out))
+    made = client.post(
+        "/api/v1/fleet/provision", headers=auth, json={"device_id": "rec-1", "public_key": _key()}
+    )
+    assert made.status_code == 201
+    before = (out / "passwords").read_text()
+    with session_scope(app) as session:
+        _legacy_device(session, "zfjl-legacy")
+    again = client.post(
+        "/api/v1/fleet/provision", headers=auth, json={"device_id": "rec-2", "public_key": _key()}
+    )
+    assert again.status_code == 201, again.get_json()
+    assert (out / "passwords").read_text() == before
+    from server.cli import main as server_main
+
+    code = server_main(
+        ["--database-url", settings.database_url, "broker-acl", "--out", str(tmp_path / "cli")]
+    )
+    assert code == 1
+    assert not (tmp_path / "cli" / "passwords").exists()
