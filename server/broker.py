@@ -25,15 +25,18 @@ Access control (the same model as the generated Mosquitto files, :mod:`server.mq
 
 * :class:`_AccessPlugin` is an amqtt auth *and* topic plugin.  A client must log in with an
   account that ``accounts(username)`` returns (the server looks devices up in the registry at
-  every connect, so a revoked, lost or suspended device is refused at its next connect) and
+  every connect, so a revoked, lost or retired device is refused at its next connect) and
   whose ``$7$`` password hash matches; there is no anonymous access.  Publishing, subscribing
   and receiving are checked with :func:`server.mqtt_acl.permits`.
 * amqtt 0.12 looks up, and for a clean session deletes, the session of a client id *before* it
   asks the auth plugins, so any unauthenticated client could wipe the ingest worker's
   subscriptions by reusing its client id.  :class:`_GuardedBroker` authenticates first, and never
   lets one login resume or take over a session held by another login (Mosquitto likewise starts a
-  fresh session when the username changes).  It also filters the retained messages amqtt sends
-  on connect through the ``receive`` rule, which amqtt itself skips.
+  fresh session when the username changes).  It refuses a CONNECT whose last will the login may
+  not publish (amqtt never checks wills), filters the retained messages amqtt sends on connect
+  through the ``receive`` rule (amqtt skips it), awaits the access check inline, and routes the
+  messages a client already got PUBACKs for before ending its session at DISCONNECT (amqtt
+  dropped them).
 * A login is checked against the registry at every connect; an already connected client whose
   login is revoked is dropped by :meth:`EmbeddedBroker.revalidate`, which the server calls after
   every registry change (as Mosquitto re-checks its clients when the files are reloaded).
