@@ -333,3 +333,68 @@ def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
             proc.wait()
         reader.join(5)
     assert "server stopped" in "".join(lines)
+
+
+def _api(base: str, method: str, path: str, body: object = None, token: str = "") -> Any:
+    """One JSON request to the runner's HTTP API."""
+    request = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_embedded_broker_follows_the_registry_provisioned_in_and_revoked_out(tmp_path: Path) -> None:
+    """Provisioned over the API, a device logs in with its issued password; revoked, it is dropped."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.runner import ServerRunner
+    from server.services.auth import create_user
+    from tests.conftest import raw_public_key
+
+    runner = ServerRunner({"data_dir": str(tmp_path / "var"), "http_port": 0}, embedded_mqtt_port=0)
+    runner.start()
+    device: mqtt.Client | None = None
+    try:
+        assert runner.http is not None and runner.broker is not None
+        base, broker = runner.http.url, runner.broker
+        with session_scope(runner.app) as session:
+            create_user(session, "admin", "correct-horse-battery", "system_admin")
+        token = _api(
+            base, "POST", "/api/v1/auth/login", {"username": "admin", "password": "correct-horse-battery"}
+        )["access_token"]
+        key = base64.b64encode(raw_public_key(Ed25519PrivateKey.generate())).decode()
+        issued = _api(
+            base, "POST", "/api/v1/fleet/provision", {"device_id": "rec-7", "public_key": key}, token
+        )
+        login = (issued["mqtt_username"], issued["mqtt_password"])
+        assert not _login_accepted(broker.host, broker.port, ("rec-7", "not-the-password"))
+        assert _login_accepted(broker.host, broker.port, login)
+
+        dropped = threading.Event()
+        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rec-7", protocol=mqtt.MQTTv311)
+        device.username_pw_set(*login)
+        device.reconnect_delay_set(30, 60)  # no reconnect within the test
+        device.on_disconnect = lambda *args: dropped.set()
+        device.connect(broker.host, broker.port)
+        device.loop_start()
+        deadline = time.monotonic() + 10
+        while not device.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert device.is_connected()
+
+        _api(base, "POST", "/api/v1/fleet/devices/rec-7/revoke", {"reason": "stolen"}, token)
+        assert dropped.wait(10), "the revoked device is still connected"
+        assert not _login_accepted(broker.host, broker.port, login)
+    finally:
+        if device is not None:
+            device.loop_stop()
+        runner.stop()
