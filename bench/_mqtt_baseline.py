@@ -21,13 +21,17 @@ from bench._procutil import emit
 
 
 def _client(name: str) -> mqtt.Client:
-    """A clean-session MQTT 3.1.1 client like the ingest worker's."""
-    return mqtt.Client(
+    """A clean-session MQTT 3.1.1 client like the ingest worker's (logged in from the environment)."""
+    client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"bench-{name}-{os.getpid()}",
         protocol=mqtt.MQTTv311,
         clean_session=True,
     )
+    # The embedded broker refuses anonymous clients; its bench login comes in the environment.
+    if os.environ.get("BENCH_MQTT_USERNAME"):
+        client.username_pw_set(os.environ["BENCH_MQTT_USERNAME"], os.environ.get("BENCH_MQTT_PASSWORD"))
+    return client
 
 
 def run_sub(args: argparse.Namespace) -> int:

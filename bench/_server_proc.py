@@ -67,12 +67,23 @@ class _HandleTimer:
 
 
 def _broker_only() -> int:
-    """Run the embedded broker alone until told to stop."""
-    from server.broker import EmbeddedBroker
+    """Run the embedded broker alone until told to stop, with one throw-away login for the baseline."""
+    import secrets
 
-    broker = EmbeddedBroker(host="127.0.0.1", port=0)
+    from server.broker import EmbeddedBroker, StaticAccounts
+    from server.mqtt_acl import AccountKind, BrokerAccount, hash_broker_password
+
+    password = secrets.token_urlsafe(16)
+    bench = BrokerAccount(
+        username="bench",
+        password_hash=hash_broker_password(password),
+        write=("bench/#",),
+        read=("bench/#",),
+        kind=AccountKind.SERVICE,
+    )
+    broker = EmbeddedBroker(host="127.0.0.1", port=0, accounts=StaticAccounts([bench]))
     broker.start()
-    emit(event="ready", mqtt_url=broker.url)
+    emit(event="ready", mqtt_url=broker.url, username=bench.username, password=password)
     sys.stdin.readline()
     broker.stop()
     return 0

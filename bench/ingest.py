@@ -221,6 +221,7 @@ class Device:
     public_key: bytes
     segments: dict[int, str] = field(default_factory=dict)  # sequence -> sha256
     paths: list[Path] = field(default_factory=list)
+    mqtt_password: str = ""  # issued at registration; the embedded broker refuses anonymous clients
 
 
 def prepare_devices(root: Path, count: int, per_device: int, segment_bytes: int) -> list[Device]:
@@ -275,6 +276,8 @@ def write_agent_config(
         data_dir=device.home / "data",
         mqtt_url=mqtt_url,
         ingest_public_keys=ingest_public_keys,
+        mqtt_username=device.device_id if device.mqtt_password else "",
+        mqtt_password=device.mqtt_password,
         chunk_bytes=chunk,
         window=window,
         ack_timeout_s=15.0,
@@ -414,22 +417,30 @@ class Bench:
         o = self.opts
         embedded: Child | None = None
         url, broker_pid = self.broker_url, self.broker_pid
+        login_env: dict[str, str] | None = None
         if o.broker == "embedded":
             embedded = self.child("embedded-broker", _py("bench._server_proc", "--broker-only"))
-            url = embedded.expect("ready", 30)["mqtt_url"]
-            broker_pid = embedded.pid
+            ready = embedded.expect("ready", 30)
+            url, broker_pid = ready["mqtt_url"], embedded.pid
+            login_env = {
+                **os.environ,
+                "BENCH_MQTT_USERNAME": ready["username"],
+                "BENCH_MQTT_PASSWORD": ready["password"],
+            }
         port = url.rsplit(":", 1)[1]
         per_pub = math.ceil(self.per_device * self.segment_bytes / self.chunk)
         count = per_pub * o.devices
         sub_args = ["sub", "--port", port, "--count", str(count)]
         if o.broker == "mosquitto":
             sub_args.append("--shared")
-        sub = self.child("baseline-sub", _py("bench._mqtt_baseline", *sub_args))
+        sub = self.child("baseline-sub", _py("bench._mqtt_baseline", *sub_args), login_env)
         sub.expect("ready", 30)
         pub_args = ["pub", "--port", port, "--count", str(per_pub), "--chunk", str(self.chunk)]
         pub_args += ["--inflight", str(2 * o.window)]
         pubs = [
-            self.child(f"baseline-pub{i}", _py("bench._mqtt_baseline", *pub_args, "--index", str(i)))
+            self.child(
+                f"baseline-pub{i}", _py("bench._mqtt_baseline", *pub_args, "--index", str(i)), login_env
+            )
             for i in range(o.devices)
         ]
         for pub in pubs:
@@ -521,6 +532,7 @@ class Bench:
         from server.config import load_settings
         from server.db import make_engine, run_migrations
         from server.services.devices import register_device
+        from server.services.fleet import issue_credential
 
         env = self.server_env()
         settings = load_settings(environ=env)  # also makes the ingest key the server will sign with
@@ -533,6 +545,7 @@ class Bench:
             with Session(engine) as session:
                 for device in devices:
                     register_device(session, device.device_id, device.public_key, actor="bench")
+                    device.mqtt_password = issue_credential(session, device.device_id, actor="bench").password
                 session.commit()
         finally:
             engine.dispose()

@@ -106,13 +106,16 @@ def cmd_broker_acl(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from server.db import make_engine
-    from server.services.broker_acl import write_broker_files
+    from server.services.broker_acl import BrokerAccountError, write_broker_files
 
     settings = _settings(args)
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
             passwords, acl = write_broker_files(session, settings, Path(args.out))
+    except BrokerAccountError as exc:
+        print(f"未生成，原文件保持不变 / not written, the previous files stay: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     print(f"已生成 / written: {passwords} {acl}")

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from server.fsmode import PRIVATE_FILE, private_dir, tighten
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "redact_url", "url_without_credentials"]
 
 ENV_PREFIX = "ZFJL_"
 # Variables of the test harness, CI and the other tools share the prefix but are not server settings.
@@ -20,6 +20,31 @@ _IGNORED_ENV_PREFIXES = ("ZFJL_TEST_", "ZFJL_AGENT_", "ZFJL_FW_")
 _IGNORED_ENV_NAMES = frozenset({"ZFJL_REQUIRE_ALL"})
 GIB = 1024**3
 MIB = 1024**2
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***`` (for logs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>" if "@" in url else url
+    if password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
+
+
+def url_without_credentials(url: str) -> str:
+    """``url`` without any ``user:password@`` part (what devices may be told)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 class ConfigError(ValueError):
@@ -91,7 +116,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "data_dir",
         "./var",
-        "数据目录 / data directory (database, staging, objects, JWT secret, ingest key)",
+        "数据目录 / data directory (database, staging, objects, JWT secret, ingest key, MQTT login)",
         _parse_str,
     ),
     _Option(
@@ -288,6 +313,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in {"jwt_secret", "s3_secret_key", "ingest_key"} and value:
                 value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)  # ZFJL_MQTT_URL, ZFJL_DATABASE_URL may carry a password
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

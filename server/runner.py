@@ -10,7 +10,9 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask
 from waitress import wasyncore
@@ -18,11 +20,18 @@ from waitress.server import create_server
 
 from server import create_app
 from server.broker import EmbeddedBroker
-from server.config import Settings
+from server.config import Settings, url_without_credentials
 from server.db import get_engine, run_migrations
 from server.ingest import IngestService
 from server.ingest_key import note_embedded_broker
 from server.mqtt import IngestWorker
+from server.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
+from server.services.broker_acl import (
+    add_live_broker,
+    embedded_service_password,
+    registry_accounts,
+    remove_live_broker,
+)
 from server.services.scrub import Scrubber
 
 __all__ = ["ServerRunner"]
@@ -86,6 +95,12 @@ class ServerRunner:
         self.service: IngestService | None = None
         self.broker: EmbeddedBroker | None = None
         self.mqtt_url = ""
+        """The broker URL devices use (no credentials in it)."""
+        self.ingest_url = ""
+        """The URL the ingest workers log in with (carries the service password: never log it)."""
+        self.service_login: tuple[str, str] | None = None
+        """The embedded broker's service account (user, password); None with an external broker."""
+        self._revalidate: Any = None
         self.workers: list[IngestWorker] = []
         self.http: _HttpServer | None = None
         self._stop = threading.Event()
@@ -113,11 +128,17 @@ class ServerRunner:
         if ensure_bucket is not None:
             ensure_bucket()
         if settings.mqtt_url:
-            self.mqtt_url = settings.mqtt_url
+            self.ingest_url = settings.mqtt_url
+            self.mqtt_url = url_without_credentials(settings.mqtt_url)
         else:
-            self.broker = self._start_embedded_broker(settings)
+            self.broker = self._start_embedded_broker(app, settings)
             self.mqtt_url = self.broker.url
             note_embedded_broker(app, self.broker.url)  # provisioning advertises its actual port
+            assert self.service_login is not None
+            user, password = self.service_login
+            self.ingest_url = self.broker.url.replace(
+                "mqtt://", f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@", 1
+            )
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
         self._start_workers(settings, service)
         self._start_fleet_dispatch(app)
@@ -145,11 +166,17 @@ class ServerRunner:
         self.fleet_dispatcher = FleetDispatcher(app, publish)
         self.fleet_dispatcher.start()
 
-    def _start_embedded_broker(self, settings: Settings) -> EmbeddedBroker:
+    def _start_embedded_broker(self, app: Flask, settings: Settings) -> EmbeddedBroker:
+        """Start the embedded broker enforcing the registry (the same model as the Mosquitto files)."""
+        password = embedded_service_password(Path(settings.data_dir))
+        self.service_login = (DEFAULT_SERVICE_USERNAME, password)
+        accounts = registry_accounts(
+            get_engine(app), service_account(DEFAULT_SERVICE_USERNAME, hash_broker_password(password))
+        )
         port = self.embedded_mqtt_port
         if port is None:
             port = settings.mqtt_embedded_port
-        broker = EmbeddedBroker(host="127.0.0.1", port=port)
+        broker = EmbeddedBroker(host="127.0.0.1", port=port, accounts=accounts)
         try:
             broker.start()
         except RuntimeError as exc:
@@ -157,12 +184,22 @@ class ServerRunner:
                 raise
             # Typically another broker already holds the port; devices must use the URL logged below.
             _LOG.warning("embedded MQTT broker cannot use port %d (%s); picking a free port", port, exc)
-            broker = EmbeddedBroker(host="127.0.0.1", port=0)
+            broker = EmbeddedBroker(host="127.0.0.1", port=0, accounts=accounts)
             broker.start()
+
+        engine = get_engine(app)
+
+        def revalidate(session: Any) -> None:
+            # After a registry change: drop connected devices whose login was revoked or rotated.
+            if session.get_bind().url == engine.url:  # not another app's registry (tests run several)
+                broker.revalidate()
+
+        self._revalidate = revalidate
+        add_live_broker(revalidate)
         return broker
 
     def _start_workers(self, settings: Settings, service: IngestService) -> None:
-        first = IngestWorker(settings, service, "w0", self.mqtt_url)
+        first = IngestWorker(settings, service, "w0", self.ingest_url)
         count = settings.ingest_workers
         if not first.shared and count > 1:
             # Without $share every worker would receive every message.
@@ -171,7 +208,7 @@ class ServerRunner:
         self.workers.append(first)
         first.start()
         for index in range(1, count):
-            worker = IngestWorker(settings, service, f"w{index}", self.mqtt_url)
+            worker = IngestWorker(settings, service, f"w{index}", self.ingest_url)
             self.workers.append(worker)
             worker.start()
 
@@ -223,6 +260,9 @@ class ServerRunner:
             except Exception:
                 _LOG.exception("stopping ingest worker %s failed", worker.name)
         self.workers.clear()
+        if self._revalidate is not None:
+            remove_live_broker(self._revalidate)
+            self._revalidate = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -22,15 +22,13 @@ COUNT = 400
 class Collector:
     """A connected paho client that records every message it receives."""
 
-    def __init__(
-        self, broker: BrokerHandle, client_id: str = "", *, clean: bool = True, username: str | None = None
-    ) -> None:
+    def __init__(self, broker: BrokerHandle, client_id: str = "", *, clean: bool = True) -> None:
         """Connect to ``broker`` and start the network loop."""
         self.messages: list[mqtt.MQTTMessage] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
         self.granted: list[int] = []
-        self.client = _client(client_id, clean=clean, username=username)
+        self.client = _client(client_id, clean=clean, login=broker.login)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         _connect(self.client, broker)
@@ -65,13 +63,13 @@ class Collector:
         self.client.loop_stop()
 
 
-def _client(client_id: str = "", *, clean: bool = True, username: str | None = None) -> mqtt.Client:
-    """Build a paho 2.x MQTT 3.1.1 client."""
+def _client(client_id: str = "", *, clean: bool = True, login: tuple[str, str] | None = None) -> mqtt.Client:
+    """Build a paho 2.x MQTT 3.1.1 client (logging in with ``login`` if given)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean
     )
-    if username is not None:
-        client.username_pw_set(username, "secret")
+    if login is not None:
+        client.username_pw_set(*login)
     return client
 
 
@@ -86,7 +84,7 @@ def _connect(client: mqtt.Client, broker: BrokerHandle) -> None:
 
 def _publish(broker: BrokerHandle, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
     """Publish one message with a throw-away client and wait until it is acknowledged."""
-    client = _client()
+    client = _client(login=broker.login)
     _connect(client, broker)
     client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
     client.disconnect()
@@ -127,7 +125,7 @@ def test_qos1_256k_all_delivered_in_order(any_broker: BrokerHandle) -> None:
     """400 QoS 1 messages of 256 KiB reach a QoS 1 subscriber completely and in order."""
     sub = Collector(any_broker, "bulk-sub")
     sub.subscribe("zfjl/test/bulk/#", 1)
-    pub = _client("bulk-pub")
+    pub = _client("bulk-pub", login=any_broker.login)
     _connect(pub, any_broker)
     started = time.monotonic()
     infos = [
@@ -145,6 +143,26 @@ def test_qos1_256k_all_delivered_in_order(any_broker: BrokerHandle) -> None:
     print(f"{any_broker.url}: {COUNT * PAYLOAD / elapsed / 1e6:.0f} MB/s end to end")
     pub.disconnect()
     pub.loop_stop()
+    sub.close()
+
+
+def test_qos1_messages_acknowledged_before_a_quick_disconnect_are_delivered(any_broker: BrokerHandle) -> None:
+    """Every PUBACKed message is routed even when the publisher disconnects right after the last PUBACK.
+
+    amqtt 0.12 dropped what was still queued in the session when the DISCONNECT arrived.
+    """
+    count = 64
+    sub = Collector(any_broker, "quick-sub")
+    sub.subscribe("zfjl/test/quick/#", 1)
+    for round_ in range(3):
+        pub = _client(f"quick-pub-{round_}", login=any_broker.login)
+        _connect(pub, any_broker)
+        infos = [pub.publish(f"zfjl/test/quick/{round_}/{i}", bytes(64 * 1024), qos=1) for i in range(count)]
+        for info in infos:
+            info.wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+    assert sub.wait_for(3 * count, 15), f"{len(sub.messages)} of {3 * count} delivered"
     sub.close()
 
 
@@ -170,7 +188,7 @@ def test_last_will_published_on_abrupt_disconnect(any_broker: BrokerHandle) -> N
     watcher = Collector(any_broker)
     watcher.subscribe("zfjl/test/status/#", 1)
 
-    dying = _client("recorder-7")
+    dying = _client("recorder-7", login=any_broker.login)
     dying.will_set("zfjl/test/status/recorder-7", b"offline", qos=1, retain=False)
     connected = threading.Event()
     dying.on_connect = lambda *args: connected.set()
@@ -194,7 +212,7 @@ def test_clean_disconnect_suppresses_will(any_broker: BrokerHandle) -> None:
     """A client that sends DISCONNECT does not trigger its will."""
     watcher = Collector(any_broker)
     watcher.subscribe("zfjl/test/status/#", 1)
-    polite = _client("recorder-8")
+    polite = _client("recorder-8", login=any_broker.login)
     polite.will_set("zfjl/test/status/recorder-8", b"offline", qos=1)
     _connect(polite, any_broker)
     polite.disconnect()
@@ -206,7 +224,7 @@ def test_clean_disconnect_suppresses_will(any_broker: BrokerHandle) -> None:
 def test_oversized_packet_drops_connection(any_broker: BrokerHandle) -> None:
     """A PUBLISH larger than 2 MiB is refused by closing the connection; the broker keeps serving."""
     dropped = threading.Event()
-    client = _client("too-big")
+    client = _client("too-big", login=any_broker.login)
     client.reconnect_delay_set(30, 60)
     client.on_disconnect = lambda *args: dropped.set()
     _connect(client, any_broker)
@@ -233,23 +251,18 @@ def test_restart_keeps_port(any_broker: BrokerHandle) -> None:
     sub.close()
 
 
-@pytest.mark.parametrize(("username", "expect_queued"), [("recorder", True), (None, False)])
-def test_embedded_offline_queue_needs_username(
-    embedded_broker: EmbeddedBroker, username: str | None, expect_queued: bool
-) -> None:
-    """QoS 1 messages for an offline persistent session are queued only if the client sent a username."""
-    first = Collector(embedded_broker, "persistent-sub", clean=False, username=username)
+def test_embedded_offline_queue_kept_for_logged_in_session(embedded_broker: EmbeddedBroker) -> None:
+    """QoS 1 messages for an offline persistent session are queued (every accepted client logged in)."""
+    first = Collector(embedded_broker, "persistent-sub", clean=False)
     first.subscribe("zfjl/test/queued", 1)
     first.close()
     time.sleep(0.2)
     _publish(embedded_broker, "zfjl/test/queued", b"while-offline")
     time.sleep(1.5)  # amqtt's session monitor drops anonymous sessions once per second
 
-    second = Collector(embedded_broker, "persistent-sub", clean=False, username=username)
-    got = second.wait_for(1, 3.0)
-    assert got is expect_queued
-    if expect_queued:
-        assert second.messages[0].payload == b"while-offline"
+    second = Collector(embedded_broker, "persistent-sub", clean=False)
+    assert second.wait_for(1, 3.0)
+    assert second.messages[0].payload == b"while-offline"
     second.close()
 
 
@@ -285,3 +298,25 @@ def test_embedded_shared_subscription(embedded_broker: EmbeddedBroker) -> None:
         assert sub.wait_for(1, 2.0)
     finally:
         sub.close()
+
+
+@pytest.mark.mosquitto
+def test_fixture_mosquitto_enforces_model_accounts(mosquitto_broker: Any) -> None:
+    """``use_accounts`` turns the private Mosquitto into an enforcer of the same model."""
+    from server.mqtt_acl import device_account, hash_broker_password
+
+    mosquitto_broker.use_accounts([device_account("rec-a", hash_broker_password("pw-a"))])
+    refused = _client("anon")
+    answers: list[Any] = []
+    refused.on_connect = lambda c, u, f, reason, p: answers.append(reason)
+    refused.connect(mosquitto_broker.host, mosquitto_broker.port)
+    refused.loop_start()
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused.loop_stop()
+    assert answers and answers[0].is_failure
+    ok = _client("rec-a", login=("rec-a", "pw-a"))
+    _connect(ok, mosquitto_broker)
+    ok.disconnect()
+    ok.loop_stop()

@@ -4,36 +4,57 @@ Each device has its own MQTT account and may publish only under ``zfjl/v1/{id}/u
 ``zfjl/v1/{id}/down/#``; the ingest service account reads every ``up`` tree and writes every ``down``
 tree. A lost or retired device, or one whose credential was revoked, is simply not in the files, so the
 broker refuses it at connect once the files are reloaded (SIGHUP).
+
+The accounts come from :mod:`server.mqtt_acl`, the model the embedded broker enforces live
+(:func:`registry_accounts`); the files are refused when a login appears twice or a device carries a
+reserved name (issue finding 8).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import os
+import secrets
 import signal
-from dataclasses import dataclass
+import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from protocol import topics
 from server.config import Settings
 from server.models import Device
 from server.models_fleet import DeviceCredential
+from server.mqtt_acl import (
+    BrokerAccount,
+    BrokerAccountError,
+    check_accounts,
+    device_account,
+    hash_broker_password,
+    is_reserved_name,
+    service_account,
+    verify_broker_password,
+)
 
 __all__ = [
     "ACL_FILE",
     "PASSWORD_FILE",
+    "SERVICE_CREDENTIAL_FILE",
     "BrokerAccount",
+    "BrokerAccountError",
+    "add_live_broker",
     "broker_accounts",
+    "device_account_for",
+    "embedded_service_password",
     "hash_broker_password",
+    "registry_accounts",
+    "remove_live_broker",
     "render_acl",
     "render_password_file",
+    "service_account_from_url",
     "sync_broker",
     "verify_broker_password",
     "write_broker_files",
@@ -43,60 +64,33 @@ _LOG = logging.getLogger(__name__)
 
 PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
-# Mosquitto 2 "$7$" hashes: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte digest. Mosquitto reads the
-# iteration count from the hash, so a higher count than its own default (101) is accepted.
-_PBKDF2_ITERATIONS = 20_000
-_SALT_BYTES = 12
+# The embedded broker's service (ingest) password, generated once, readable by the server's user only.
+SERVICE_CREDENTIAL_FILE = "mqtt-service-password"
 # Statuses whose devices keep broker access (lost/retired are cut off: a stolen recorder must not
 # publish or read anything, while its stored evidence stays valid — JL-19).
 _CONNECTING_STATUSES = ("provisioned", "active")
 
 
-def hash_broker_password(password: str, *, iterations: int = _PBKDF2_ITERATIONS) -> str:
-    """A Mosquitto ``$7$`` PBKDF2-SHA512 hash of ``password``."""
-    salt = os.urandom(_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+def service_account_from_url(url: str) -> BrokerAccount | None:
+    """The service account named by the ``user:password`` of a broker URL (``ZFJL_MQTT_URL``), if any."""
+    service = urlsplit(url) if url else None
+    if service is None or not service.username or not service.password:
+        return None
+    return service_account(unquote(service.username), hash_broker_password(unquote(service.password)))
 
 
-def verify_broker_password(password: str, stored: str) -> bool:
-    """Constant-time check of a password against a ``$7$`` hash."""
-    try:
-        _, scheme, iterations, salt_b64, hash_b64 = stored.split("$")
-        if scheme != "7":
-            return False
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(hash_b64)
-        digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, int(iterations))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(digest, expected)
+def broker_accounts(
+    session: Session, settings: Settings, *, service: BrokerAccount | None = None
+) -> list[BrokerAccount]:
+    """Every account the broker should accept: the ingest service account and each connecting device.
 
-
-@dataclass(frozen=True, kw_only=True)
-class BrokerAccount:
-    """One broker login and the topic filters it may publish to and subscribe to."""
-
-    username: str
-    password_hash: str
-    write: tuple[str, ...]
-    read: tuple[str, ...]
-
-
-def broker_accounts(session: Session, settings: Settings) -> list[BrokerAccount]:
-    """Every account the broker should accept: the ingest service account and each connecting device."""
+    ``service`` defaults to the login in ``ZFJL_MQTT_URL`` (the account the ingest workers use).
+    """
     accounts: list[BrokerAccount] = []
-    # The service account is the one the ingest workers log in with: the user:password of ZFJL_MQTT_URL.
-    service = urlsplit(settings.mqtt_url) if settings.mqtt_url else None
-    if service is not None and service.username and service.password:
-        accounts.append(
-            BrokerAccount(
-                username=unquote(service.username),
-                password_hash=hash_broker_password(unquote(service.password)),
-                # Shared subscriptions are authorised against the filter after "$share/{group}/".
-                write=(topics.fleet_downlink_filter(),),
-                read=(topics.ingest_filter(),),
-            )
-        )
+    if service is None:
+        service = service_account_from_url(settings.mqtt_url)
+    if service is not None:
+        accounts.append(service)
     rows = session.execute(
         select(DeviceCredential.username, DeviceCredential.password_hash, Device.id)
         .join(Device, Device.id == DeviceCredential.device_id)
@@ -104,24 +98,102 @@ def broker_accounts(session: Session, settings: Settings) -> list[BrokerAccount]
         .order_by(Device.id, DeviceCredential.id)
     )
     for username, password_hash, device_id in rows:
-        accounts.append(
-            BrokerAccount(
-                username=username,
-                password_hash=password_hash,
-                write=(topics.device_uplink_filter(device_id),),
-                read=(topics.device_downlink_filter(device_id),),
-            )
-        )
+        if username != device_id:
+            raise BrokerAccountError(f"credential login {username!r} does not name its device {device_id!r}")
+        accounts.append(device_account(device_id, password_hash))
     return accounts
 
 
+def device_account_for(session: Session, username: str) -> BrokerAccount | None:
+    """The live account of one device login, or None if unknown, revoked, or its device is cut off.
+
+    The embedded broker asks this at every connect, so a revoked or suspended device is refused at its
+    next connect.
+    """
+    row = session.execute(
+        select(DeviceCredential.password_hash, Device.id)
+        .join(Device, Device.id == DeviceCredential.device_id)
+        .where(
+            DeviceCredential.username == username,
+            DeviceCredential.revoked_at.is_(None),
+            Device.status.in_(_CONNECTING_STATUSES),
+        )
+        .order_by(DeviceCredential.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or row.id != username:
+        return None
+    return device_account(row.id, row.password_hash)
+
+
+def registry_accounts(engine: Engine, service: BrokerAccount | None) -> Callable[[str], BrokerAccount | None]:
+    """An account lookup for the embedded broker: the service account, else the device registry.
+
+    Each call reads the registry afresh, so a device revoked, lost, retired or suspended is refused at
+    its next connect, and a rotated password replaces the old one at once.
+    """
+
+    def lookup(username: str) -> BrokerAccount | None:
+        if service is not None and username == service.username:
+            return service
+        if is_reserved_name(username):
+            return None
+        with Session(engine) as session:
+            return device_account_for(session, username)
+
+    return lookup
+
+
+def embedded_service_password(data_dir: Path) -> str:
+    """The embedded broker's service password from ``data_dir``, created (mode 0600) on first use."""
+    path = Path(data_dir) / SERVICE_CREDENTIAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)  # a copy restored with a loose mode: tighten it before use
+        password = path.read_text(encoding="ascii").strip()
+        if password:
+            return password
+        path.unlink()
+        return embedded_service_password(data_dir)
+    password = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(password + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return password
+
+
+# Running embedded brokers told about registry changes: each callback gets the changed registry
+# (the caller's session) and drops clients whose login no longer holds.
+_LIVE_BROKERS: list[Callable[[Session], None]] = []
+_LIVE_LOCK = threading.Lock()
+
+
+def add_live_broker(callback: Callable[[Session], None]) -> None:
+    """Call ``callback(session)`` at every :func:`sync_broker` (the embedded broker's revocation hook)."""
+    with _LIVE_LOCK:
+        _LIVE_BROKERS.append(callback)
+
+
+def remove_live_broker(callback: Callable[[Session], None]) -> None:
+    """Stop calling ``callback``."""
+    with _LIVE_LOCK:
+        if callback in _LIVE_BROKERS:
+            _LIVE_BROKERS.remove(callback)
+
+
 def render_password_file(accounts: list[BrokerAccount]) -> str:
-    """Mosquitto ``password_file`` text (``username:$7$...`` per line)."""
+    """Mosquitto ``password_file`` text (``username:$7$...`` per line); refuses duplicates, reserved names."""
+    check_accounts(accounts)
     return "".join(f"{a.username}:{a.password_hash}\n" for a in accounts)
 
 
 def render_acl(accounts: list[BrokerAccount]) -> str:
     """Mosquitto ``acl_file`` text: no anonymous rules, then one ``user`` block per account."""
+    check_accounts(accounts)
     lines = ["# Generated by zfjl from the device registry; do not edit by hand.", ""]
     for account in accounts:
         lines.append(f"user {account.username}")
@@ -152,10 +224,25 @@ def write_broker_files(session: Session, settings: Settings, out_dir: Path) -> t
 
 
 def sync_broker(session: Session, settings: Settings) -> bool:
-    """After a registry change: rewrite the files (if a directory is configured) and SIGHUP the broker."""
+    """After a registry change: rewrite the files (if a directory is configured) and SIGHUP the broker.
+
+    A running embedded broker is told too, and drops clients whose login was revoked.
+    """
+    with _LIVE_LOCK:
+        live = list(_LIVE_BROKERS)
+    for callback in live:
+        try:
+            callback(session)
+        except Exception:
+            _LOG.exception("could not update the embedded broker after a registry change")
     if not settings.broker_acl_dir:
         return False
-    write_broker_files(session, settings, Path(settings.broker_acl_dir))
+    try:
+        write_broker_files(session, settings, Path(settings.broker_acl_dir))
+    except BrokerAccountError as exc:
+        # The previous files stay in force; the registry change itself is committed and stands.
+        _LOG.error("broker files not regenerated (the previous ones stay in force): %s", exc)
+        return False
     if settings.broker_pid_file:
         try:
             pid = int(Path(settings.broker_pid_file).read_text(encoding="ascii").strip())

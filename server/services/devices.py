@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 
 from protocol.topics import valid_device_id
 from server.models import Device, DeviceKey, utcnow
+from server.mqtt_acl import RESERVED_PREFIXES, is_reserved_name
 from server.services import Conflict, Invalid, NotFound, write_audit
 
 __all__ = [
+    "DeviceIdReserved",
     "DeviceKeyConflict",
+    "check_device_id_not_reserved",
     "device_to_dict",
     "get_device",
     "list_devices",
@@ -26,6 +29,23 @@ class DeviceKeyConflict(Conflict):
     """The device id is already registered with another key."""
 
     code = "device_key_conflict"
+
+
+class DeviceIdReserved(Invalid):
+    """The device id is a name the system uses itself (the ingest or service accounts, broker files)."""
+
+    code = "device_id_reserved"
+
+
+def check_device_id_not_reserved(device_id: str) -> None:
+    """Refuse a device id that belongs to the system: a device named ``zfjl-ingest`` would become the
+    ingest account in the broker files (issue finding 8)."""
+    if isinstance(device_id, str) and is_reserved_name(device_id):
+        prefixes = " / ".join(RESERVED_PREFIXES)
+        raise DeviceIdReserved(
+            f"设备编号 {device_id!r} 为系统保留名称（不得以 {prefixes} 开头）",
+            f"device id {device_id!r} is reserved for the system (may not start with {prefixes})",
+        )
 
 
 def key_fingerprint(public_key_raw: bytes) -> str:
@@ -46,6 +66,7 @@ def register_device(
     """Register a device; idempotent for the same key, DeviceKeyConflict for another key."""
     if not isinstance(device_id, str) or not valid_device_id(device_id):
         raise Invalid(f"设备编号无效：{device_id!r}", f"invalid device id {device_id!r}")
+    check_device_id_not_reserved(device_id)
     if not isinstance(public_key_raw, bytes) or len(public_key_raw) != 32:
         raise Invalid("公钥必须是 32 字节的 Ed25519 原始公钥", "public key must be a raw 32-byte Ed25519 key")
     try:

@@ -24,7 +24,12 @@ from server.models_fleet import (
 from server.models_telemetry import DeviceHealthSample, DevicePresence
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
 from server.services.broker_acl import hash_broker_password
-from server.services.devices import get_device, record_key_event, register_device
+from server.services.devices import (
+    check_device_id_not_reserved,
+    get_device,
+    record_key_event,
+    register_device,
+)
 
 __all__ = [
     "CAPABILITIES",
@@ -86,6 +91,7 @@ def _validate_key(device_id: str, public_key: bytes) -> None:
 
     if not valid_device_id(device_id):
         raise Invalid(f"设备编号无效：{device_id!r}", f"invalid device id {device_id!r}")
+    check_device_id_not_reserved(device_id)
     try:
         Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError:
@@ -103,6 +109,7 @@ def issue_credential(
     session: Session, device_id: str, *, actor: str, reason: str = "issued"
 ) -> IssuedCredential:
     """Make a new random MQTT password for a device, revoking any earlier one (rotation)."""
+    check_device_id_not_reserved(device_id)  # a legacy row with a system name gets no broker login
     device = get_device(session, device_id)
     now = utcnow()
     for old in session.scalars(
@@ -193,6 +200,7 @@ def provision_with_token(
     actor: str,
 ) -> IssuedCredential:
     """Admin-token path: register the key (idempotent) and issue fresh MQTT credentials."""
+    check_device_id_not_reserved(device_id)
     register_device(session, device_id, public_key, serial, model, actor=actor)
     return issue_credential(session, device_id, actor=actor, reason="issued")
 
@@ -251,6 +259,7 @@ def request_provisioning(
     Returns the request, the one-time claim secret the device polls with, and its credentials when
     already approved.
     """
+    check_device_id_not_reserved(device_id)  # before anything, even before the allow-list is consulted
     serial = (serial or "").strip()
     if not serial or len(serial) > 128:
         raise Invalid("必须提供设备序列号", "a serial number is required")

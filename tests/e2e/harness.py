@@ -103,6 +103,10 @@ class ServerProcess:
             self.proc.wait(10)
             raise
 
+    def service_login(self) -> tuple[str, str]:
+        """The embedded broker's ingest login (``zfjl-ingest``, password kept 0600 in the data folder)."""
+        return "zfjl-ingest", (self.data_dir / "mqtt-service-password").read_text(encoding="ascii").strip()
+
     def log_tail(self, lines: int = 60) -> str:
         """The end of the server's log."""
         path = self.data_dir / "server.log"

@@ -46,7 +46,6 @@ from protocol.transfer import (
     TransferFailed,
     TransferFinished,
 )
-from server.broker import EmbeddedBroker
 from server.db import session_scope
 from server.ingest import IngestService
 from server.ingest_key import IngestSigner
@@ -55,7 +54,7 @@ from server.mqtt import IngestWorker
 from server.services.devices import register_device
 from server.staging import Staging
 from tests.conftest import SegmentFactory
-from tests.fixtures.mqtt import MosquittoBroker, free_port
+from tests.fixtures.mqtt import MosquittoBroker, TestEmbeddedBroker, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 1_300_000
@@ -64,7 +63,9 @@ SIZE = 1_300_000
 class DeviceLink:
     """The device's MQTT side: publishes what a SegmentSender asks for and feeds it the server's acks."""
 
-    def __init__(self, host: str, port: int, device_id: str, keyring: IngestKeyring) -> None:
+    def __init__(
+        self, host: str, port: int, device_id: str, keyring: IngestKeyring, password: str | None = None
+    ) -> None:
         self.device_id = device_id
         self.keyring = keyring
         self.acks: queue.Queue[TransferAck] = queue.Queue()
@@ -74,6 +75,8 @@ class DeviceLink:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        if password is not None:
+            self.client.username_pw_set(device_id, password)
         subscribed = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: subscribed.set()
@@ -154,13 +157,13 @@ def stored_once(app: Flask, service: IngestService, data: bytes) -> None:
 
 
 @pytest.fixture
-def link_to(app: Flask) -> Iterator[Callable[[str, int, str], DeviceLink]]:
+def link_to(app: Flask) -> Iterator[Callable[..., DeviceLink]]:
     """Open device links (pinning the app's ingest key) that are closed after the test."""
     links: list[DeviceLink] = []
     keyring = IngestKeyring.of([IngestSigner.from_settings(app.extensions["zfjl.settings"]).public_key_raw])
 
-    def make(host: str, port: int, device_id: str) -> DeviceLink:
-        link = DeviceLink(host, port, device_id, keyring)
+    def make(host: str, port: int, device_id: str, password: str | None = None) -> DeviceLink:
+        link = DeviceLink(host, port, device_id, keyring, password)
         links.append(link)
         return link
 
@@ -195,17 +198,22 @@ def test_upload_through_two_shared_workers(
 
 
 def test_upload_through_embedded_broker(
-    app: Flask, device: SegmentFactory, embedded_broker: EmbeddedBroker, link_to: Callable[..., DeviceLink]
+    app: Flask,
+    device: SegmentFactory,
+    embedded_broker: TestEmbeddedBroker,
+    link_to: Callable[..., DeviceLink],
 ) -> None:
     """With the embedded broker one worker uses the plain filter (no $share) and stores the segment."""
     service = IngestService.from_app(app)
-    worker = IngestWorker(service.settings, service, "w0", embedded_broker.url)
+    password = embedded_broker.add_device(device.device_id)
+    worker = IngestWorker(service.settings, service, "w0", embedded_broker.service_url)
     assert not worker.shared  # settings.mqtt_url is empty: the embedded broker
     worker.start()
     try:
         data = random.Random(2).randbytes(SIZE)
         signed, _ = device.make(data)
-        result = link_to(embedded_broker.host, embedded_broker.port, device.device_id).upload(signed, data)
+        link = link_to(embedded_broker.host, embedded_broker.port, device.device_id, password)
+        result = link.upload(signed, data)
         assert isinstance(result, TransferFinished)
         stored_once(app, service, data)
     finally:
@@ -261,8 +269,32 @@ def test_worker_stopped_mid_transfer(
 
 
 @pytest.mark.slow
+def _login_accepted(host: str, port: int, login: tuple[str, str] | None) -> bool:
+    """Whether the broker answers CONNACK 0 to this login (None: anonymous)."""
+    answered = threading.Event()
+    outcome: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if login is not None:
+        client.username_pw_set(*login)
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        outcome.append(not reason_code.is_failure)
+        answered.set()
+
+    client.on_connect = on_connect
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        assert answered.wait(10), "no CONNACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return outcome == [True]
+
+
 def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
-    """``zfjl-server run`` on embedded defaults: /healthz is 200, the broker takes MQTT, SIGTERM exits 0."""
+    """``zfjl-server run`` on embedded defaults: /healthz is 200, the broker refuses anonymous clients and
+    takes the service login kept 0600 in the data folder, SIGTERM exits 0."""
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZFJL_")}
     env.update(ZFJL_DATA_DIR=str(tmp_path / "var"), ZFJL_HTTP_PORT=str(http_port), PYTHONUNBUFFERED="1")
@@ -293,21 +325,13 @@ def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as response:
             assert response.status == 200
             assert json.loads(response.read())["status"] == "ok"
-        connected = threading.Event()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-
-        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
-            if not reason_code.is_failure:
-                connected.set()
-
-        client.on_connect = on_connect
-        client.connect(match[1], int(match[2]))
-        client.loop_start()
-        try:
-            assert connected.wait(10)
-        finally:
-            client.disconnect()
-            client.loop_stop()
+        credential = tmp_path / "var" / "mqtt-service-password"
+        assert credential.stat().st_mode & 0o777 == 0o600
+        password = credential.read_text().strip()
+        assert password not in "".join(lines)
+        assert not _login_accepted(match[1], int(match[2]), None)
+        assert not _login_accepted(match[1], int(match[2]), ("zfjl-ingest", "wrong"))
+        assert _login_accepted(match[1], int(match[2]), ("zfjl-ingest", password))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)
     finally:
@@ -316,3 +340,68 @@ def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
             proc.wait()
         reader.join(5)
     assert "server stopped" in "".join(lines)
+
+
+def _api(base: str, method: str, path: str, body: object = None, token: str = "") -> Any:
+    """One JSON request to the runner's HTTP API."""
+    request = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_embedded_broker_follows_the_registry_provisioned_in_and_revoked_out(tmp_path: Path) -> None:
+    """Provisioned over the API, a device logs in with its issued password; revoked, it is dropped."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.runner import ServerRunner
+    from server.services.auth import create_user
+    from tests.conftest import raw_public_key
+
+    runner = ServerRunner({"data_dir": str(tmp_path / "var"), "http_port": 0}, embedded_mqtt_port=0)
+    runner.start()
+    device: mqtt.Client | None = None
+    try:
+        assert runner.http is not None and runner.broker is not None
+        base, broker = runner.http.url, runner.broker
+        with session_scope(runner.app) as session:
+            create_user(session, "admin", "correct-horse-battery", "system_admin")
+        token = _api(
+            base, "POST", "/api/v1/auth/login", {"username": "admin", "password": "correct-horse-battery"}
+        )["access_token"]
+        key = base64.b64encode(raw_public_key(Ed25519PrivateKey.generate())).decode()
+        issued = _api(
+            base, "POST", "/api/v1/fleet/provision", {"device_id": "rec-7", "public_key": key}, token
+        )
+        login = (issued["mqtt_username"], issued["mqtt_password"])
+        assert not _login_accepted(broker.host, broker.port, ("rec-7", "not-the-password"))
+        assert _login_accepted(broker.host, broker.port, login)
+
+        dropped = threading.Event()
+        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rec-7", protocol=mqtt.MQTTv311)
+        device.username_pw_set(*login)
+        device.reconnect_delay_set(30, 60)  # no reconnect within the test
+        device.on_disconnect = lambda *args: dropped.set()
+        device.connect(broker.host, broker.port)
+        device.loop_start()
+        deadline = time.monotonic() + 10
+        while not device.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert device.is_connected()
+
+        _api(base, "POST", "/api/v1/fleet/devices/rec-7/revoke", {"reason": "stolen"}, token)
+        assert dropped.wait(10), "the revoked device is still connected"
+        assert not _login_accepted(broker.host, broker.port, login)
+    finally:
+        if device is not None:
+            device.loop_stop()
+        runner.stop()
