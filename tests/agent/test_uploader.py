@@ -57,16 +57,21 @@ class Agent:
     """Outbox + link + uploader wired like the app does."""
 
     def __init__(
-        self, tmp_path: Path, broker: MosquittoBroker, key: Ed25519PrivateKey, mqtt_protocol: str = "3.1.1"
+        self,
+        tmp_path: Path,
+        broker: MosquittoBroker,
+        key: Ed25519PrivateKey,
+        mqtt_protocol: str = "3.1.1",
+        ingest_public_keys: tuple[str, ...] = INGEST_PUBLIC_KEYS,
     ) -> None:
-        """Build (not started)."""
+        """Build (not started); pins the stub's ingest key unless given the real server's."""
         self.key = key
         self.config = AgentConfig(
             device_id=DEVICE,
             private_key_file=tmp_path / "k.pem",
             data_dir=tmp_path / "data",
             mqtt_url=broker.url,
-            ingest_public_keys=INGEST_PUBLIC_KEYS,
+            ingest_public_keys=ingest_public_keys,
             chunk_bytes=16 * 1024,
             window=4,
             ack_timeout_s=1.0,

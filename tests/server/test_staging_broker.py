@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from edge_agent.keys import generate_private_key, public_key_raw
 from protocol import topics
+from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.messages import AckState, FileChunk, FileInit, TransferAck, decode, encode
 from protocol.transfer import TransferFinished
 from server.config import load_settings
@@ -34,7 +35,7 @@ from server.mqtt import IngestWorker
 from server.services.devices import register_device
 from tests.agent.server_stub import wait_until
 from tests.agent.test_uploader import Agent
-from tests.conftest import SegmentFactory
+from tests.conftest import SegmentFactory, pinned_ingest_keys
 from tests.fixtures.mqtt import MosquittoBroker
 from tests.server.test_runner import DeviceLink, stored_once
 
@@ -42,7 +43,8 @@ from tests.server.test_runner import DeviceLink, stored_once
 class RawClient:
     """Whoever can publish on a device's topics: sends anything, collects the device's acks."""
 
-    def __init__(self, broker: MosquittoBroker, device_id: str) -> None:
+    def __init__(self, broker: MosquittoBroker, device_id: str, keyring: IngestKeyring) -> None:
+        self.keyring = keyring  # acks are signed by the server's ingest key (protocol/downlink.py)
         self.acks: queue.Queue[TransferAck] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{os.urandom(3).hex()}")
         subscribed = threading.Event()
@@ -56,7 +58,7 @@ class RawClient:
         assert subscribed.wait(10), "no SUBACK"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        ack = decode(message.topic, bytes(message.payload))
+        ack = decode(message.topic, self.keyring.open(message.topic, bytes(message.payload)))
         assert isinstance(ack, TransferAck)
         self.acks.put(ack)
 
@@ -115,7 +117,8 @@ def test_forged_manifest_after_a_flood_over_the_broker_is_logged_and_random_chun
     app: Flask, device: SegmentFactory, mosquitto_broker: MosquittoBroker, worker: IngestWorker
 ) -> None:
     """40 refused chunks, 50 × 1 MiB chunks for random file ids, a forged init: all on record, 0 bytes."""
-    raw = RawClient(mosquitto_broker, device.device_id)
+    keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
+    raw = RawClient(mosquitto_broker, device.device_id, keyring)
     try:
         for n in range(40):  # refused chunks (hash in the topic is not the bytes')
             topic, payload = encode(
@@ -175,7 +178,7 @@ def test_recorder_held_back_by_its_staging_quota_keeps_the_segment_and_delivers_
 ) -> None:
     """The real uploader gets `staging_quota`: the segment stays pending, then goes once there is room."""
     key = generate_private_key()
-    agent = Agent(tmp_path / "agent", mosquitto_broker, key)
+    agent = Agent(tmp_path / "agent", mosquitto_broker, key, ingest_public_keys=pinned_ingest_keys(app))
     with session_scope(app) as session:
         register_device(session, agent.config.device_id, public_key_raw(key))
     base = IngestService.from_app(app)
@@ -227,12 +230,13 @@ def test_recorder_held_back_by_its_staging_quota_keeps_the_segment_and_delivers_
 
 
 @pytest.fixture
-def link_to(request: pytest.FixtureRequest) -> Iterator[Callable[[str, int, str], DeviceLink]]:
-    """Open device links that are closed after the test."""
+def link_to(app: Flask) -> Iterator[Callable[[str, int, str], DeviceLink]]:
+    """Open device links (pinning the app's ingest key) that are closed after the test."""
     links: list[DeviceLink] = []
+    keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
 
     def make(host: str, port: int, device_id: str) -> DeviceLink:
-        link = DeviceLink(host, port, device_id)
+        link = DeviceLink(host, port, device_id, keyring)
         links.append(link)
         return link
 
