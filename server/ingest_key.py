@@ -29,6 +29,7 @@ from flask import Flask
 
 from protocol.downlink import decode_public_key, encode_public_key, is_signed_topic, key_id, seal
 from server.config import Settings
+from server.fsmode import create_private_file, private_dir
 
 __all__ = [
     "EMBEDDED_BROKER_KEY",
@@ -62,12 +63,12 @@ def generate_ingest_key_file(data_dir: Path) -> str:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # 0700 whatever the umask, like the rest of the data folder
     raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     text = base64.b64encode(raw).decode("ascii")
     try:
         # O_EXCL: two processes starting at once must not each write a different key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private_file(path)
     except FileExistsError:
         return path.read_text(encoding="ascii").strip()
     with os.fdopen(fd, "w", encoding="ascii") as handle:

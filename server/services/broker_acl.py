@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from server.config import Settings
+from server.fsmode import create_private_file, private_dir
 from server.models import Device
 from server.models_fleet import DeviceCredential
 from server.mqtt_acl import (
@@ -147,9 +148,9 @@ def registry_accounts(engine: Engine, service: BrokerAccount | None) -> Callable
 def embedded_service_password(data_dir: Path) -> str:
     """The embedded broker's service password from ``data_dir``, created (mode 0600) on first use."""
     path = Path(data_dir) / SERVICE_CREDENTIAL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700 whatever the umask, like the rest of the data folder
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private_file(path)
     except FileExistsError:
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             path.chmod(0o600)  # a copy restored with a loose mode: tighten it before use

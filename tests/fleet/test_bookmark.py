@@ -94,15 +94,19 @@ class FakeClient:
 
 
 def agent_with_sessions(
-    tmp_path: Path, client: Any, device_id: str = DEVICE
+    tmp_path: Path, client: Any, device_id: str = DEVICE, ingest_public_keys: tuple[str, ...] = ()
 ) -> tuple[SessionController, CommandHandler, Ed25519PrivateKey]:
-    """A session controller (no link) and a command handler wired to its bookmark, as edge_agent/app.py."""
+    """A session controller (no link) and a command handler wired to its bookmark, as edge_agent/app.py.
+
+    ``ingest_public_keys``: the server keys the handler trusts for commands that arrive over MQTT.
+    """
     key = generate_private_key()
     config = AgentConfig(
         device_id=device_id,
         private_key_file=tmp_path / "k.pem",
         data_dir=tmp_path / "data",
         mqtt_url="mqtt://127.0.0.1:1",
+        ingest_public_keys=ingest_public_keys,
     )
     outbox = Outbox(tmp_path / "outbox.sqlite3")
     sessions = SessionController(config, outbox, key, MemoryPrompter())

@@ -75,7 +75,10 @@ def test_jl8_signed_case_event_through_the_broker_is_stored_and_acked_and_a_forg
         session.add(DeviceAssignment(device_id="cam-5", user_id=world.users["officer"], checked_out_by="t"))
         own_id, foreign_id = own.id, foreign.id
     service = IngestService.from_app(app)
-    worker = IngestWorker(service.settings, service, "people", any_broker.url)
+    user, password = any_broker.login  # the embedded broker refuses anonymous clients
+    worker = IngestWorker(
+        service.settings, service, "people", f"mqtt://{user}:{password}@{any_broker.host}:{any_broker.port}"
+    )
     worker.start()
     acks: queue.SimpleQueue[EventAck] = queue.SimpleQueue()
     # The recorder trusts an ack only under the server's ingest key, as a provisioned one does.
@@ -89,6 +92,7 @@ def test_jl8_signed_case_event_through_the_broker_is_stored_and_acked_and_a_forg
 
     recorder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-5")
     recorder.on_message = on_message
+    recorder.username_pw_set(*any_broker.login)
     try:
         recorder.connect(any_broker.host, any_broker.port)
         recorder.loop_start()

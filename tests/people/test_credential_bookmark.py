@@ -19,10 +19,11 @@ from protocol.messages import Presence, PresenceState, encode
 from protocol.session import SessionEventKind
 from server.db import session_scope
 from server.ingest import IngestService
+from server.ingest_key import IngestSigner
 from server.models import AuditLog, utcnow
 from server.models_fleet import DeviceAssignment, DeviceCommand
 from server.services.devices import register_device
-from tests.conftest import raw_public_key
+from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker
 from tests.fleet.test_bookmark import agent_with_sessions
 from tests.people.conftest import World, login
@@ -83,14 +84,15 @@ def test_jl15_bookmark_reaches_the_recorder_over_mosquitto(
     ]["command_id"]
 
     device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=mqtt.MQTTv5)
-    sessions, handler, _key = agent_with_sessions(tmp_path, device, DEVICE)
+    sessions, handler, _key = agent_with_sessions(tmp_path, device, DEVICE, pinned_ingest_keys(app))
     sessions.begin(officer_id="AH-0001")
     handler.start()
     server = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ingest", protocol=mqtt.MQTTv5)
     service = IngestService.from_app(app)
+    signer = IngestSigner.from_settings(app.extensions["zfjl.settings"])  # as IngestWorker publishes
     subscribed, device_subscribed = threading.Event(), threading.Event()
     server.on_message = lambda c, u, m: [
-        c.publish(t, p, qos=1) for t, p in service.handle(m.topic, bytes(m.payload))
+        c.publish(t, signer.seal(t, p), qos=1) for t, p in service.handle(m.topic, bytes(m.payload))
     ]
     server.on_subscribe = lambda *a: subscribed.set()
     device.on_subscribe = lambda *a: device_subscribed.set()

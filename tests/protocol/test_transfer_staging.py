@@ -53,7 +53,7 @@ def test_stage_outcome_no_manifest_is_answered_no_manifest() -> None:
 
 def test_sender_sends_init_once_at_the_first_no_manifest_of_its_window() -> None:
     """A whole window answered `no_manifest`: one init at once (no timeout), the stale answers ignored."""
-    sender = SegmentSender(file_id="a" * 32, size=4 * CHUNK, chunk_size=CHUNK, window=4)
+    sender = SegmentSender(file_id="a" * 32, size=4 * CHUNK, sha256="b" * 64, chunk_size=CHUNK, window=4)
     sender.start(0.0)
     actions = sender.receive_ack(
         TransferAck(device_id=DEV, file_id="a" * 32, state=AckState.READY, ranges=RangeSet()), 0.0
@@ -95,7 +95,7 @@ def test_quota_refuses_an_init_that_does_not_fit_beside_the_devices_other_transf
 def test_quota_refused_chunk_fails_the_transfer_at_once_for_a_later_retry() -> None:
     """A chunk refused for the quota is not resent 5 times: the transfer ends `staging_quota`."""
     assert "staging_quota" in RETRY_LATER_CODES
-    sender = SegmentSender(file_id="a" * 32, size=2 * CHUNK, chunk_size=CHUNK, window=2)
+    sender = SegmentSender(file_id="a" * 32, size=2 * CHUNK, sha256="b" * 64, chunk_size=CHUNK, window=2)
     sender.start(0.0)
     sender.receive_ack(
         TransferAck(device_id=DEV, file_id="a" * 32, state=AckState.READY, ranges=RangeSet()), 0.0
