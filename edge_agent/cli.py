@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,31 +99,56 @@ def _run(args: argparse.Namespace) -> int:
     return app.run(args.duration)
 
 
+_STATUS_TRIES = 10
+
+
+def _outbox_has_no_tables(path: Path) -> bool:
+    """Whether the outbox file holds no journal yet (its agent is still creating it)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM sqlite_master WHERE name='segments'").fetchone() is None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
 def _status(args: argparse.Namespace) -> int:
     from edge_agent.config import AgentConfig
     from edge_agent.outbox import Outbox, OutboxStats
 
     config = AgentConfig.load(args.config)
-    if not config.outbox_path.exists():
-        # The agent has never run with this data_dir: nothing recorded yet.
-        empty = OutboxStats(
-            segments_recorded=0,
-            segments_pending=0,
-            segments_complete=0,
-            segments_failed=0,
-            backlog_bytes=0,
-            oldest_pending_age_s=None,
-            last_sequence=None,
-            files_deleted=0,
-        )
-        stats, failed = empty, []
-    else:
-        outbox = Outbox(config.outbox_path, readonly=True)
+    empty = OutboxStats(
+        segments_recorded=0,
+        segments_pending=0,
+        segments_complete=0,
+        segments_failed=0,
+        backlog_bytes=0,
+        oldest_pending_age_s=None,
+        last_sequence=None,
+        files_deleted=0,
+    )
+    stats, failed = empty, []  # the agent has never run with this data_dir: nothing recorded yet
+    # The agent may be creating its outbox right now: the file exists before its tables do. That is
+    # "nothing recorded yet", not an error; anything else still fails after a short retry.
+    for attempt in range(_STATUS_TRIES):
+        if not config.outbox_path.exists():
+            break
         try:
-            stats = outbox.stats()
-            failed = outbox.failed()
-        finally:
-            outbox.close()
+            outbox = Outbox(config.outbox_path, readonly=True)
+            try:
+                stats = outbox.stats()
+                failed = outbox.failed()
+            finally:
+                outbox.close()
+            break
+        except sqlite3.OperationalError:
+            if attempt == _STATUS_TRIES - 1:
+                if _outbox_has_no_tables(config.outbox_path):
+                    break
+                raise
+            time.sleep(0.2)
     report: dict[str, object] = {
         "device_id": config.device_id,
         "outbox": str(config.outbox_path),

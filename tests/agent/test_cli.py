@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,22 @@ def test_status_without_outbox(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["segments_recorded"] == 0 and report["segments_pending"] == 0
     assert report["oldest_pending_age_s"] is None and report["outbox_exists"] is False
+
+
+def test_status_while_the_agent_is_still_creating_its_outbox(tmp_path: Path) -> None:
+    """JL-17: status polled during the agent's start (outbox file made, tables not yet) is not an error."""
+    config = _write(tmp_path / "a.toml", MINIMAL)
+    outbox_path = AgentConfig.load(config).outbox_path
+    outbox_path.parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(outbox_path).close()  # what exists between sqlite's open and the first CREATE TABLE
+    result = _cli("status", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["segments_recorded"] == 0 and report["outbox_exists"] is True
+    # An outbox that is really damaged still fails, and says so.
+    outbox_path.write_bytes(b"not a database at all" * 100)
+    broken = _cli("status", "--config", str(config))
+    assert broken.returncode != 0
 
 
 @pytest.fixture
