@@ -149,7 +149,8 @@ class SessionController:
         self._explanation_wanted = ""  # marker whose clip starts with the next segment
         self._explanation_open: tuple[Path, str, float] | None = None
         self._skipped: set[str] = set()
-        self.prebuffer_flush_pending = False
+        # Session whose pre-record (idle_recording = prebuffer) is still to be journalled, or "".
+        self.prebuffer_flush_pending = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.control_dir = config.data_dir / _CONTROL_DIR
@@ -287,12 +288,13 @@ class SessionController:
             self.session_started_mono_ns = time.monotonic_ns()
             self._conditions.clear()
             self._declared = False
-            self.prebuffer_flush_pending = self.config.idle_recording == "prebuffer"
             try:
                 self._emit(SessionEventKind.STARTED, note=note)
             except BaseException:
                 self.machine = None
                 raise
+            if self.config.idle_recording == "prebuffer":
+                self.prebuffer_flush_pending = self.machine.session_id
             if self.recorder is not None:
                 self.recorder.segment_seconds = self.segment_seconds
                 self.recorder.request_roll()
@@ -506,6 +508,12 @@ class SessionController:
                 self._tags[path] = SegmentTag(session_id=session_id, kind="explanation", marker_id=marker)
                 return
             self._tags[path] = SegmentTag(session_id=session_id)
+
+    def is_idle_piece(self, path: Path) -> bool:
+        """Whether the open file ``path`` was tagged as an idle pre-record piece (recorder thread)."""
+        with self._lock:
+            tag = self._tags.get(path)
+            return tag is not None and tag.kind == "idle"
 
     def tag_of(self, path: Path) -> SegmentTag:
         """Forget and return a closed file's tag, before it is signed (untagged files are ordinary segments).

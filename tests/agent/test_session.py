@@ -369,6 +369,54 @@ def test_jl16_prerecord_buffer_with_audio_starts_the_first_session_segment(
     assert all(p.name >= f"seg-{ended[:15]}" for p in (config.data_dir / "prebuffer").glob("*.mp4"))
 
 
+class BeginsInsideARollApp(AgentApp):
+    """Starts the session inside the recorder's own 2 s roll of idle pieces, deterministically.
+
+    At a roll the recorder opens (and tags) the next piece before it closes the previous one; an
+    officer pressing start in between finds an idle piece already open. Here ``begin()`` runs exactly
+    there: inside the close callback of the third idle piece.
+    """
+
+    idle_closed = 0
+
+    def _on_segment_closed(self, segment: Any) -> None:
+        assert self.session is not None
+        if not self.session.session_id and not _events(self):
+            self.idle_closed += 1
+            if self.idle_closed == 3:
+                self.session.begin()
+        super()._on_segment_closed(segment)
+
+
+@pytest.mark.slow
+def test_jl16_prerecord_includes_the_idle_piece_open_when_the_session_starts(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """Start lands inside a roll: the pre-record still reaches the first live segment, no piece left over.
+
+    JL-16 (continuous from arrival): the idle piece already open when the session starts holds the
+    first moments of the session; it must join the pre-record, not stay behind in the buffer to be
+    trimmed away unrecorded.
+    """
+    config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
+    app = _start(BeginsInsideARollApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None
+    assert wait_until(lambda: bool(_events(app)), 30)
+    time.sleep(1.5)
+    app.session.finish()
+    app.stop_recorder()
+    segments = app.outbox.all_segments()
+    assert len(segments) >= 2
+    pre, live = segments[0].signed.manifest, segments[1].signed.manifest
+    session_id = _events(app)[0].session_id
+    assert pre.session_id == live.session_id == session_id
+    # No hole between the pre-record and the first live segment: every frame is in the session.
+    assert pre.ended_at == live.started_at, (pre.ended_at, live.started_at)
+    ended = _events(app)[-1].at.strftime("%Y%m%dT%H%M%S%f")
+    left = sorted(p.name for p in (config.data_dir / "prebuffer").glob("*.mp4"))
+    assert all(name >= f"seg-{ended}" for name in left), left
+
+
 def test_session_cli_without_a_running_agent_fails_clearly(tmp_path: Path) -> None:
     """``zfjl-agent session status`` with no agent on this data_dir says so and exits non-zero."""
     config = _config(tmp_path)
