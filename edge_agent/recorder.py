@@ -303,18 +303,18 @@ class Recorder:
 
     def _write_frame(self, frame: VideoFrame) -> None:
         writer = self._writer
+        # A roll requested for a later capture time stays pending through other rolls (segment length,
+        # a fresh file after a pause): the boundary must still fall on that frame.
+        # Taken under the lock so a request arriving meanwhile is not cleared unseen.
+        with self._roll_lock:
+            due = self._roll_requested.is_set() and frame.mono_ns >= self._roll_at_ns
+            if due:
+                self._roll_requested.clear()
         if writer is None:
-            self._roll_requested.clear()
             writer = self._writer = self._open_segment(frame)
         else:
             started = writer.started_mono_ns
-            rolled = (
-                self._roll_requested.is_set() and started is not None and frame.mono_ns >= self._roll_at_ns
-            )
-            if rolled or (
-                started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S
-            ):
-                self._roll_requested.clear()
+            if started is not None and (due or frame.mono_ns - started >= self.segment_seconds * _NS_PER_S):
                 # Open the next file before finishing the old one so current_path is never None while
                 # recording; then close (fsync, hash, callback) the old one.
                 finished, writer = writer, self._open_segment(frame)

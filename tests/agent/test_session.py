@@ -473,6 +473,8 @@ def test_jl16_frames_captured_before_the_end_stay_in_the_session_when_the_record
     last_end = max(m.ended_at for m in session_segments)
     # Frame times and the event time come from the same clock read at different instants: allow 5 ms.
     assert last_end >= ended.at - timedelta(milliseconds=5), (last_end, ended.at)
+    # ...and no further: what was captured after the end is idle footage (one frame at most spans it).
+    assert last_end <= ended.at + timedelta(milliseconds=105), (last_end, ended.at)
     stamp = (ended.at - timedelta(milliseconds=5)).strftime("%Y%m%dT%H%M%S%f")
     left = sorted(p.name for p in (config.data_dir / "prebuffer").glob("*.mp4"))
     assert all(name >= f"seg-{stamp}" for name in left), (left, stamp)
