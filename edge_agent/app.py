@@ -442,11 +442,22 @@ class AgentApp:
             self.session.explanation_closed(segment.path, tag.marker_id)
 
     def _flush_prebuffer(self) -> None:
-        """At a session's start, journal the pre-record as its first segment (recorder thread)."""
+        """At a session's start, journal the pre-record as its first segment (recorder thread).
+
+        JL-16: at a roll the recorder opens (and tags) the next file before it closes the previous
+        one, so a session started in between finds an idle piece already open. That piece holds the
+        session's first moments: the pre-record waits until it has closed into the buffer too,
+        otherwise it would be left behind there (and trimmed away) with a hole before the first live
+        segment.
+        """
         session = self.session
-        if session is None or not session.prebuffer_flush_pending or not session.session_id:
+        if session is None or not session.prebuffer_flush_pending:
             return
-        session.prebuffer_flush_pending = False
+        recorder = self.recorder
+        current = recorder.current_path if recorder is not None else None
+        if current is not None and session.is_idle_piece(current):
+            return
+        session_id, session.prebuffer_flush_pending = session.prebuffer_flush_pending, ""
         if self.prebuffer is None:
             return
         assert self.outbox is not None and self.private_key is not None
@@ -462,7 +473,7 @@ class AgentApp:
                 device_id=self.config.device_id,
                 officer_id=session.officer_id or self.config.officer_id,
                 private_key=self.private_key,
-                session_id=session.session_id,
+                session_id=session_id,
             )
 
     def health(self) -> DeviceHealth:

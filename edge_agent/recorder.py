@@ -43,7 +43,7 @@ class Recorder:
         on_stall: Callable[[float], None] | None = None,
         stall_threshold_s: float = 1.0,
         on_stall_begin: Callable[[float], None] | None = None,
-        on_segment_opened: Callable[[Path], None] | None = None,
+        on_segment_opened: Callable[[Path, int], None] | None = None,
         on_storage_full: Callable[[BaseException], None] | None = None,
         video_encoder: str = "auto",
         bitrate: int | None = None,
@@ -65,12 +65,16 @@ class Recorder:
         self.stall_threshold_s = stall_threshold_s
         # JL-16: the interruption marker opens when the stall is detected, not only when video returns.
         self.on_stall_begin = on_stall_begin
-        # Lets the session layer tag each file (session, explanation clip, pre-record piece) as it opens.
+        # Lets the session layer tag each file (session, explanation clip, pre-record piece) as it opens,
+        # given the capture time (monotonic ns) of the file's first frame.
         self.on_segment_opened = on_segment_opened
         # Called (recorder thread) when a write fails with ENOSPC: recording pauses instead of dying.
         self.on_storage_full = on_storage_full
         self.last_audio_at: float | None = None  # monotonic time the last audio block arrived
         self._roll_requested = threading.Event()
+        # Capture time (monotonic ns) from which the requested roll applies; 0 = the next frame.
+        self._roll_at_ns = 0
+        self._roll_lock = threading.Lock()
         self._pause_requested = threading.Event()
         self.video_encoder = video_encoder
         self.bitrate = bitrate
@@ -119,9 +123,18 @@ class Recorder:
         """Whether writing is paused (frames are read and dropped, no segment is open)."""
         return self._pause_requested.is_set()
 
-    def request_roll(self) -> None:
-        """Close the current segment at the next frame and start a new one (session boundaries)."""
-        self._roll_requested.set()
+    def request_roll(self, at_mono_ns: int | None = None) -> None:
+        """Start a new segment at the next frame, or at the first frame captured at or after ``at_mono_ns``.
+
+        Session boundaries (JL-16): a camera queues a few frames, so a recorder that falls behind reads
+        frames captured *before* a session ended after the end was pressed. Rolling on capture time
+        keeps those frames in the session's segment instead of the idle piece that follows it.
+        """
+        with self._roll_lock:
+            at = 0 if at_mono_ns is None else at_mono_ns
+            # Two requests before the roll: the earlier boundary wins (the later one rolls next time).
+            self._roll_at_ns = min(self._roll_at_ns, at) if self._roll_requested.is_set() else at
+            self._roll_requested.set()
 
     def pause_writing(self) -> None:
         """Close the current segment cleanly and write nothing until :meth:`resume_writing`."""
@@ -290,16 +303,18 @@ class Recorder:
 
     def _write_frame(self, frame: VideoFrame) -> None:
         writer = self._writer
+        # A roll requested for a later capture time stays pending through other rolls (segment length,
+        # a fresh file after a pause): the boundary must still fall on that frame.
+        # Taken under the lock so a request arriving meanwhile is not cleared unseen.
+        with self._roll_lock:
+            due = self._roll_requested.is_set() and frame.mono_ns >= self._roll_at_ns
+            if due:
+                self._roll_requested.clear()
         if writer is None:
-            self._roll_requested.clear()
             writer = self._writer = self._open_segment(frame)
         else:
             started = writer.started_mono_ns
-            rolled = self._roll_requested.is_set() and started is not None
-            if rolled or (
-                started is not None and frame.mono_ns - started >= self.segment_seconds * _NS_PER_S
-            ):
-                self._roll_requested.clear()
+            if started is not None and (due or frame.mono_ns - started >= self.segment_seconds * _NS_PER_S):
                 # Open the next file before finishing the old one so current_path is never None while
                 # recording; then close (fsync, hash, callback) the old one.
                 finished, writer = writer, self._open_segment(frame)
@@ -343,7 +358,7 @@ class Recorder:
         logger.info("recording segment %s", path)
         if self.on_segment_opened is not None:
             try:
-                self.on_segment_opened(path)
+                self.on_segment_opened(path, frame.mono_ns)
             except Exception:
                 logger.exception("on_segment_opened callback failed for %s", path)
         return writer

@@ -78,7 +78,7 @@ class RollableRecorder(Protocol):
 
     segment_seconds: float
 
-    def request_roll(self) -> None: ...
+    def request_roll(self, at_mono_ns: int | None = None) -> None: ...
 
     def pause_writing(self) -> None: ...
 
@@ -149,7 +149,11 @@ class SessionController:
         self._explanation_wanted = ""  # marker whose clip starts with the next segment
         self._explanation_open: tuple[Path, str, float] | None = None
         self._skipped: set[str] = set()
-        self.prebuffer_flush_pending = False
+        # The last ended session and the capture time of its end: files whose first frame came
+        # before it are that session's, even when the recorder opens them after the end (JL-16).
+        self._last_ended: tuple[str, int] = ("", 0)
+        # Session whose pre-record (idle_recording = prebuffer) is still to be journalled, or "".
+        self.prebuffer_flush_pending = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.control_dir = config.data_dir / _CONTROL_DIR
@@ -287,12 +291,13 @@ class SessionController:
             self.session_started_mono_ns = time.monotonic_ns()
             self._conditions.clear()
             self._declared = False
-            self.prebuffer_flush_pending = self.config.idle_recording == "prebuffer"
             try:
                 self._emit(SessionEventKind.STARTED, note=note)
             except BaseException:
                 self.machine = None
                 raise
+            if self.config.idle_recording == "prebuffer":
+                self.prebuffer_flush_pending = self.machine.session_id
             if self.recorder is not None:
                 self.recorder.segment_seconds = self.segment_seconds
                 self.recorder.request_roll()
@@ -307,12 +312,14 @@ class SessionController:
             if not session_id:
                 raise SessionCommandError("no session is open")
             was_interrupted = self.state is SessionState.INTERRUPTED
-            self._emit(SessionEventKind.ENDED, note=note)
+            ended = self._emit(SessionEventKind.ENDED, note=note)
+            self._last_ended = (session_id, ended.event.mono_ns)
             self._conditions.clear()
             if self.recorder is not None:
                 if self._declared:
                     self.recorder.resume_writing()
-                self.recorder.request_roll()
+                # Frames captured before the end but read late stay in the session (recorder.py).
+                self.recorder.request_roll(at_mono_ns=ended.event.mono_ns)
             self._declared = False
             self._apply_idle_segment_length()
         if was_interrupted:
@@ -492,10 +499,17 @@ class SessionController:
 
     # -- segments -------------------------------------------------------------------------------
 
-    def on_segment_opened(self, path: Path) -> None:
-        """Tag a file as it opens (recorder thread)."""
+    def on_segment_opened(self, path: Path, first_mono_ns: int | None = None) -> None:
+        """Tag a file as it opens (recorder thread), by the capture time of its first frame."""
         with self._lock:
             session_id = self.session_id
+            ended_id, ended_ns = self._last_ended
+            if not session_id and ended_id and first_mono_ns is not None and first_mono_ns < ended_ns:
+                # Opened after the end, but its first frame was captured before it (a recorder reading
+                # queued frames late): the session's footage (the roll at the end's capture time
+                # closes it there; recorder.request_roll).
+                self._tags[path] = SegmentTag(session_id=ended_id)
+                return
             if not session_id:
                 kind = "idle" if self.config.idle_recording == "prebuffer" else "segment"
                 self._tags[path] = SegmentTag(kind=kind)
@@ -506,6 +520,12 @@ class SessionController:
                 self._tags[path] = SegmentTag(session_id=session_id, kind="explanation", marker_id=marker)
                 return
             self._tags[path] = SegmentTag(session_id=session_id)
+
+    def is_idle_piece(self, path: Path) -> bool:
+        """Whether the open file ``path`` was tagged as an idle pre-record piece (recorder thread)."""
+        with self._lock:
+            tag = self._tags.get(path)
+            return tag is not None and tag.kind == "idle"
 
     def tag_of(self, path: Path) -> SegmentTag:
         """Forget and return a closed file's tag, before it is signed (untagged files are ordinary segments).

@@ -108,7 +108,8 @@ class LoginThrottle(Base):
     __tablename__ = "login_throttle"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # server_default as migration 0013 creates it (autogenerate compares server defaults).
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

@@ -8,14 +8,21 @@ from alembic import context
 from sqlalchemy import Connection
 
 from server.db import make_engine
-from server.models import Base
+from server.models_all import Base  # every models module, so autogenerate sees all tables
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        # Column types are compared by default; server defaults too, because a migration's DEFAULT
+        # that the model does not declare is drift (a row inserted outside the ORM differs).
+        compare_server_default=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -367,6 +368,116 @@ def test_jl16_prerecord_buffer_with_audio_starts_the_first_session_segment(
     # The joined pieces are gone; only what was recorded after the session ended waits as a new buffer.
     ended = _events(app)[-1].at.strftime("%Y%m%dT%H%M%S%f")
     assert all(p.name >= f"seg-{ended[:15]}" for p in (config.data_dir / "prebuffer").glob("*.mp4"))
+
+
+class BeginsInsideARollApp(AgentApp):
+    """Starts the session inside the recorder's own 2 s roll of idle pieces, deterministically.
+
+    At a roll the recorder opens (and tags) the next piece before it closes the previous one; an
+    officer pressing start in between finds an idle piece already open. Here ``begin()`` runs exactly
+    there: inside the close callback of the third idle piece.
+    """
+
+    idle_closed = 0
+
+    def _on_segment_closed(self, segment: Any) -> None:
+        assert self.session is not None
+        if not self.session.session_id and not _events(self):
+            self.idle_closed += 1
+            if self.idle_closed == 3:
+                self.session.begin()
+        super()._on_segment_closed(segment)
+
+
+@pytest.mark.slow
+def test_jl16_prerecord_includes_the_idle_piece_open_when_the_session_starts(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """Start lands inside a roll: the pre-record still reaches the first live segment, no piece left over.
+
+    JL-16 (continuous from arrival): the idle piece already open when the session starts holds the
+    first moments of the session; it must join the pre-record, not stay behind in the buffer to be
+    trimmed away unrecorded.
+    """
+    config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
+    app = _start(BeginsInsideARollApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None
+    assert wait_until(lambda: bool(_events(app)), 30)
+    time.sleep(1.5)
+    app.session.finish()
+    app.stop_recorder()
+    segments = app.outbox.all_segments()
+    assert len(segments) >= 2
+    pre, live = segments[0].signed.manifest, segments[1].signed.manifest
+    session_id = _events(app)[0].session_id
+    assert pre.session_id == live.session_id == session_id
+    # No hole between the pre-record and the first live segment: every frame is in the session.
+    assert pre.ended_at == live.started_at, (pre.ended_at, live.started_at)
+    ended = _events(app)[-1].at.strftime("%Y%m%dT%H%M%S%f")
+    left = sorted(p.name for p in (config.data_dir / "prebuffer").glob("*.mp4"))
+    assert all(name >= f"seg-{ended}" for name in left), left
+
+
+class GatedVideo(SyntheticVideoSource):
+    """A camera whose reader can be held back, as a recorder busy encoding is: frames queue meanwhile."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def read(self, timeout: float) -> Any:
+        """The next frame, once the gate is open (its capture time is when it was due, not when read)."""
+        self.gate.wait()
+        return super().read(timeout)
+
+
+class LaggingRecorderApp(AgentApp):
+    """An agent whose recorder can fall behind its camera."""
+
+    video: GatedVideo
+
+    def _sources(self) -> tuple[Any, Any]:
+        self.video = GatedVideo(width=self.config.width, height=self.config.height, fps=self.config.fps)
+        return self.video, SyntheticAudioSource()
+
+
+@pytest.mark.slow
+def test_jl16_frames_captured_before_the_end_stay_in_the_session_when_the_recorder_lags(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """The recorder reads frames late: those captured before the session's end still belong to it.
+
+    JL-16 (continuous until the end): a busy recorder reads queued frames after the officer pressed
+    end. The session's footage must run up to the end event, not stop at the first late-read frame
+    and leave the rest in the idle buffer, where it is trimmed away.
+    """
+    config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
+    app = _start(LaggingRecorderApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None
+    time.sleep(1.0)
+    app.session.begin()
+    time.sleep(2.0)
+    app.video.gate.clear()
+    time.sleep(0.35)  # about three frames queue up (the camera keeps four)
+    app.session.finish()
+    app.video.gate.set()
+    time.sleep(1.0)
+    app.stop_recorder()
+    ended = _events(app)[-1]
+    session_segments = [
+        s.signed.manifest
+        for s in app.outbox.all_segments()
+        if s.signed.manifest.session_id == ended.session_id
+    ]
+    last_end = max(m.ended_at for m in session_segments)
+    # Frame times and the event time come from the same clock read at different instants: allow 5 ms.
+    assert last_end >= ended.at - timedelta(milliseconds=5), (last_end, ended.at)
+    # ...and no further: what was captured after the end is idle footage (one frame at most spans it).
+    assert last_end <= ended.at + timedelta(milliseconds=105), (last_end, ended.at)
+    stamp = (ended.at - timedelta(milliseconds=5)).strftime("%Y%m%dT%H%M%S%f")
+    left = sorted(p.name for p in (config.data_dir / "prebuffer").glob("*.mp4"))
+    assert all(name >= f"seg-{stamp}" for name in left), (left, stamp)
 
 
 def test_session_cli_without_a_running_agent_fails_clearly(tmp_path: Path) -> None:
