@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from protocol.manifest import SignedManifest
 from server.models import Device, IngestRejection, Recording, SegmentReceipt, utcnow
 from server.services import ServiceError
-from server.storage import ObjectConflict, ObjectStore, file_sha256, recording_key
+from server.storage import ObjectConflict, ObjectStore, recording_key
+from zfjl_common.fsutil import size_and_sha256_file
 
 __all__ = [
     "BadSignature",
@@ -186,7 +187,7 @@ def _commit(
             f"片段大小 {manifest.size} 超过上限 {max_segment_bytes}",
             f"segment size {manifest.size} exceeds the limit {max_segment_bytes}",
         )
-    size, sha256 = file_sha256(staged_path)
+    size, sha256 = size_and_sha256_file(staged_path)
     if size != manifest.size:
         raise SizeMismatch(
             f"文件大小 {size} 与清单 {manifest.size} 不符",

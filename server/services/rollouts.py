@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from firmware_tools.bundle import BundleError, file_sha256, load_public_keys, verify_bundle
+from firmware_tools.bundle import BundleError, load_public_keys, verify_bundle
 from protocol.fleet import CommandKind, CommandState
 from server.config import Settings
 from server.models import Device, utcnow
@@ -34,6 +34,7 @@ from server.models_rollouts import Rollout, RolloutTarget, UpdateBundle
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
 from server.services import commands as command_service
 from server.storage import ObjectStore
+from zfjl_common.fsutil import sha256_file
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
@@ -97,7 +98,7 @@ def register_bundle(
         metadata, signer = verify_bundle(path, keys)
     except BundleError as exc:
         raise BundleRefused(f"升级包未通过校验：{exc}", f"bundle refused: {exc}") from None
-    sha256 = file_sha256(path)
+    sha256 = sha256_file(path)
     existing = session.scalars(select(UpdateBundle).where(UpdateBundle.sha256 == sha256)).first()
     if existing is not None:
         return existing
