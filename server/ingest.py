@@ -60,10 +60,9 @@ from protocol.transfer import (
 )
 from server.config import Settings
 from server.db import session_scope
-from server.models import Device, Recording, utcnow
+from server.models import Device, DeviceStatus, Recording, utcnow
 from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.evidence import (
-    ACCEPTING_STATUSES,
     EvidenceRejected,
     HashMismatch,
     commit_segment,
@@ -542,7 +541,7 @@ class IngestService:
         device = self._device(msg.device_id)
         if (
             device is not None
-            and device.status not in ACCEPTING_STATUSES
+            and device.status not in DeviceStatus.ACCEPTING
             and not isinstance(msg, FileStatusQuery | FileAbort)
         ):
             # Refuse up front rather than after the whole upload: commit_segment would refuse it anyway.

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from server.models import Device, IngestRejection, Recording, utcnow
+from server.models import Device, DeviceStatus, IngestRejection, Recording, utcnow
 from server.models_fleet import DeviceAlert
 from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.fleet import latest_health
@@ -44,7 +44,6 @@ _INTEGRITY_WINDOW = timedelta(hours=24)
 CHAIN_HEAD_GRACE = timedelta(hours=24)
 # A head reported with the health sample that says "nothing pending" needs no grace.
 _SAME_REPORT = timedelta(minutes=5)
-_ACTIVE = ("provisioned", "active")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,7 +254,8 @@ def evaluate_alerts(
         for row in session.scalars(select(DeviceAlert).where(DeviceAlert.cleared_at.is_(None)))
     }
     holding: set[tuple[str, str]] = set()
-    for device in session.scalars(select(Device).where(Device.status.in_(_ACTIVE)).order_by(Device.id)):
+    accepting = select(Device).where(Device.status.in_(DeviceStatus.ACCEPTING)).order_by(Device.id)
+    for device in session.scalars(accepting):
         for cond in _conditions(session, device, now, offline_after, chain_head_grace):
             key = (cond.device_id, cond.kind)
             holding.add(key)

@@ -32,7 +32,7 @@ from protocol.fleet import (
     ReportedConfig,
 )
 from protocol.manifest import format_time
-from server.models import Device, utcnow
+from server.models import Device, DeviceStatus, utcnow
 from server.models_fleet import DeviceCommand, DeviceCredential
 from server.models_telemetry import DevicePresence
 from server.services import Conflict, Invalid, NotFound, write_audit
@@ -76,7 +76,7 @@ def create_command(
 ) -> DeviceCommand:
     """Queue a command for a device."""
     device = get_device(session, device_id)
-    if device.status not in ("provisioned", "active"):
+    if device.status not in DeviceStatus.ACCEPTING:
         raise Conflict(f"设备状态为 {device.status}", f"device is {device.status}")
     try:
         kind_value = CommandKind(kind)
@@ -215,7 +215,7 @@ def _publish_command(row: DeviceCommand) -> Publication:
 def on_presence(session: Session, device_id: str) -> list[Publication]:
     """A device came online: its desired config and every queued command, sent again."""
     device = session.get(Device, device_id)
-    if device is None or device.status not in ("provisioned", "active"):
+    if device is None or device.status not in DeviceStatus.ACCEPTING:
         return []
     out: list[Publication] = []
     desired = config_service.desired_for(session, device_id)

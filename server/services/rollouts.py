@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from firmware_tools.bundle import BundleError, load_public_keys, verify_bundle
 from protocol.fleet import CommandKind, CommandState
 from server.config import Settings
-from server.models import Device, utcnow
+from server.models import Device, DeviceStatus, utcnow
 from server.models_fleet import DeviceCommand, DeviceProfile
 from server.models_rollouts import Rollout, RolloutTarget, UpdateBundle
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
@@ -176,7 +176,7 @@ def bundle_for_download(session: Session, bundle_id: str, token: str) -> UpdateB
         or command.state not in _OPEN
         or command.expires_at <= utcnow()
         or device is None
-        or device.status not in ("provisioned", "active")
+        or device.status not in DeviceStatus.ACCEPTING
     ):
         raise forbidden
     return get_bundle(session, bundle_id)
@@ -216,7 +216,7 @@ def create_rollout(
         session.scalars(
             select(Device.id)
             .join(DeviceProfile, DeviceProfile.device_id == Device.id)
-            .where(DeviceProfile.group_name == group, Device.status.in_(("provisioned", "active")))
+            .where(DeviceProfile.group_name == group, Device.status.in_(DeviceStatus.ACCEPTING))
             .order_by(Device.id)
         )
     )
