@@ -21,8 +21,8 @@ _HASH_WHILE_COPYING = {
 }
 
 
-def test_jl17_the_hash_of_a_multi_chunk_file_is_its_sha256(tmp_path: Path) -> None:
-    """A file bigger than one read chunk hashes to the same digest the server verifies (JL-17)."""
+def test_jl6_the_hash_of_a_multi_chunk_file_is_its_sha256(tmp_path: Path) -> None:
+    """A file bigger than one read chunk hashes to the same digest the server verifies (JL-6)."""
     data = os.urandom(HASH_CHUNK_BYTES * 2 + 17)
     path = tmp_path / "segment.mp4"
     path.write_bytes(data)

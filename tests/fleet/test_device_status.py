@@ -29,8 +29,8 @@ def _status_literals(source: Path) -> list[int]:
     return lines
 
 
-def test_jl19_no_module_restates_which_device_statuses_are_accepted() -> None:
-    """A lost or retired device is refused by the broker, ingest, commands and rollouts alike (JL-19).
+def test_no_module_restates_which_device_statuses_are_accepted() -> None:
+    """A lost or retired device is refused by the broker, ingest, commands and rollouts alike.
 
     So the set of accepting statuses is written once, beside the enum, and nowhere else.
     """
