@@ -1,7 +1,7 @@
 """File helpers every side needs the same way: hash a file in chunks, make a directory entry durable.
 
 They live in one module so that the agent (which signs a segment's hash), the server (which checks it
-before committing, JL-17) and the firmware tools (which sign bundles) cannot drift apart. Standard
+before committing, JL-6) and the firmware tools (which sign bundles) cannot drift apart. Standard
 library only: the agent installs without Flask, SQLAlchemy or boto3, and `protocol/` stays sans-IO.
 """
 
