@@ -29,10 +29,11 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
-## lint: ruff over the repo, strict mypy on protocol and edge_agent
+## lint: ruff over the repo, strict mypy on protocol, edge_agent and zfjl_common, import contracts
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy protocol edge_agent
+	$(PY) -m mypy protocol edge_agent zfjl_common
+	$(VENV)/bin/lint-imports
 
 ## bench: ingest throughput benchmark
 bench: $(STAMP)
@@ -40,7 +41,7 @@ bench: $(STAMP)
 
 ## clean: remove caches and build artefacts (keeps .venv; see distclean)
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 ## distclean: clean and also remove the virtualenv

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import time
@@ -23,8 +22,9 @@ from av.video.stream import VideoStream
 
 from edge_agent.errors import EncoderError
 from edge_agent.sources import AudioBlock, VideoFrame
+from zfjl_common.fsutil import fsync_dir, sha256_file
 
-__all__ = ["SegmentFile", "SegmentWriter", "choose_video_encoder", "fsync_path", "sha256_of_file"]
+__all__ = ["SegmentFile", "SegmentWriter", "choose_video_encoder", "fsync_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ _CONTAINER_OPTIONS = {
 }
 # Audio arriving later than this after the previous block is a gap: fill it with silence to keep A/V sync.
 _AUDIO_GAP_TOLERANCE_S = 0.04
-_HASH_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,15 +69,6 @@ class SegmentFile:
         return (self.ended_mono_ns - self.started_mono_ns) / _NS_PER_S
 
 
-def sha256_of_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so big segments don't load into memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fsync_path(path: Path) -> None:
     """Flush a file's data and its directory entry to stable storage."""
     file_descriptor = os.open(path, os.O_RDONLY)
@@ -86,11 +76,7 @@ def fsync_path(path: Path) -> None:
         os.fsync(file_descriptor)
     finally:
         os.close(file_descriptor)
-    directory_descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
+    fsync_dir(path.parent)
 
 
 @functools.cache
@@ -403,7 +389,7 @@ class SegmentWriter:
         return SegmentFile(
             path=self.path,
             size=self.path.stat().st_size,
-            sha256=sha256_of_file(self.path),
+            sha256=sha256_file(self.path),
             started_utc=started_utc,
             ended_utc=started_utc + timedelta(microseconds=(ended_mono_ns - started_mono_ns) / 1000),
             started_mono_ns=started_mono_ns,

@@ -8,7 +8,6 @@ only by :meth:`Outbox.free_space`, and only for segments the server has confirme
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -28,6 +27,7 @@ from edge_agent.errors import AgentError
 from protocol.errors import ManifestError
 from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest, format_time, parse_time
 from protocol.session import SessionEvent, SignedSessionEvent
+from zfjl_common.fsutil import sha256_file
 
 __all__ = [
     "Outbox",
@@ -45,7 +45,6 @@ _SCHEMA_VERSION = 1
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 # The recorder names files "<prefix>-YYYYmmddTHHMMSSffffffZ.mp4" after the UTC of their first frame.
 _NAME_TIME = re.compile(r"(\d{8}T\d{12})Z")
-_HASH_CHUNK_BYTES = 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -232,14 +231,6 @@ def read_boot_id() -> str:
 
 def _now_text() -> str:
     return format_time(datetime.now(UTC))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Outbox:
@@ -698,7 +689,7 @@ class Outbox:
             segment = _RecoveredSegment(
                 path=path,
                 size=size,
-                sha256=_sha256_file(path),
+                sha256=sha256_file(path),
                 started_utc=started,
                 ended_utc=ended,
                 started_mono_ns=0,

@@ -16,7 +16,6 @@ interrupts an open enforcement session (JL-16: recording must be continuous): it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from firmware_tools.bundle import (
     unpack_wheel,
     verify_bundle,
 )
+from zfjl_common.fsutil import sha256_file
 
 __all__ = [
     "BUNDLE_NAME",
@@ -334,7 +334,7 @@ class Updater:
     ) -> dict[str, Any]:
         if bundle.stat().st_size > self.max_bundle_bytes:
             raise UpdateError(f"bundle exceeds the {self.max_bundle_bytes} bytes allowed")
-        if sha256 is not None and _sha256(bundle) != sha256:
+        if sha256 is not None and sha256_file(bundle) != sha256:
             raise UpdateError("the downloaded bundle does not match the sha256 in the command")
         try:
             metadata, signer = verify_bundle(bundle, self.trusted_keys)
@@ -405,11 +405,3 @@ class Updater:
             shutil.rmtree(parts, ignore_errors=True)
         marker = {"version": metadata.version, "key_id": signer}
         (slot_dir / SLOT_MARKER).write_text(json.dumps(marker, sort_keys=True), encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

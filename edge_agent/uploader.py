@@ -6,7 +6,6 @@ alone owns the senders and the open files, so no sender is ever touched by two t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -31,6 +30,7 @@ from protocol.transfer import (
     TransferFailed,
     TransferFinished,
 )
+from zfjl_common.fsutil import sha256_fd
 
 if TYPE_CHECKING:
     from edge_agent.effective_config import EffectiveConfig
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 _POLL_S = 0.25  # timeouts and the outbox are checked at least this often
 # A segment whose file is missing or altered is retried this often (and reported each time).
 _BLOCKED_RETRY_S = 60.0
-_HASH_CHUNK_BYTES = 1024 * 1024
 # How often an idle uploader looks for new segments (a finished transfer triggers a look at once).
 _OUTBOX_POLL_S = 0.5
 
@@ -298,12 +297,8 @@ class Uploader:
             logger.error("segment %d: cannot open %s: %s", segment.sequence, segment.path, exc.strerror)
             return None
         # Checked before sending so an altered file is reported here rather than looping on the server.
-        digest = hashlib.sha256()
-        offset = 0
-        while data := os.pread(fd, _HASH_CHUNK_BYTES, offset):
-            digest.update(data)
-            offset += len(data)
-        if offset != segment.size or digest.hexdigest() != segment.sha256:
+        size, sha256 = sha256_fd(fd)
+        if size != segment.size or sha256 != segment.sha256:
             os.close(fd)
             logger.error(
                 "segment %d: file %s no longer matches its signed manifest; not uploaded, kept",

@@ -38,6 +38,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from zfjl_common.fsutil import sha256_file
+
 __all__ = [
     "BUNDLE_FORMAT",
     "BundleError",
@@ -50,7 +52,6 @@ __all__ = [
     "build_bundle",
     "compare_versions",
     "extract_files",
-    "file_sha256",
     "generate_signing_key",
     "key_id",
     "load_private_key",
@@ -247,15 +248,6 @@ def load_public_keys(data: bytes) -> list[Ed25519PublicKey]:
 # -- building and signing ---------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _info(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
@@ -305,7 +297,7 @@ def build_bundle(
         version=version,
         created_at=moment.isoformat().replace("+00:00", "Z"),
         min_agent_version=min_agent_version,
-        files=tuple(BundleFile(path=p.name, size=p.stat().st_size, sha256=file_sha256(p)) for p in ordered),
+        files=tuple(BundleFile(path=p.name, size=p.stat().st_size, sha256=sha256_file(p)) for p in ordered),
     )
     if len({f.path for f in metadata.files}) != len(metadata.files):
         raise BundleError("two files have the same name")

@@ -60,10 +60,11 @@ from protocol.transfer import (
 )
 from server.config import Settings
 from server.db import session_scope
-from server.models import Device, Recording, utcnow
+from server.models import Device, DeviceStatus, Recording, utcnow
 from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
+from server.services import commands as command_service
+from server.services.broker_acl import sync_broker
 from server.services.evidence import (
-    ACCEPTING_STATUSES,
     EvidenceRejected,
     HashMismatch,
     commit_segment,
@@ -355,9 +356,7 @@ class IngestService:
         if parsed.kind is TopicKind.CASE_EVENT:
             return self._case_event(topic, parsed, payload)
         if parsed.kind in (TopicKind.COMMAND_STATUS, TopicKind.CONFIG_REPORTED):
-            from server.services.commands import ingest_uplink  # fleet: command lifecycle, shadow
-
-            return ingest_uplink(self.app, topic, payload)
+            return self._fleet_uplink(topic, payload)  # fleet: command lifecycle, shadow
         if parsed.kind is TopicKind.SESSION_EVENT:
             return self._session_event(parsed, payload)
         if parsed.kind in _DOWNLINK_KINDS:
@@ -375,10 +374,8 @@ class IngestService:
         if isinstance(msg, Presence):
             if self._presence_repeated(msg):
                 return []
-            from server.services.commands import ingest_presence  # re-send config and queued commands
-
             online = msg.state is PresenceState.ONLINE
-            return self._presence(msg) + ingest_presence(self.app, msg.device_id, online)
+            return self._presence(msg) + self._fleet_presence(msg.device_id, online)
         if isinstance(msg, DeviceHealth):
             return self._health(msg)
         if isinstance(msg, TransferAck):  # unreachable: downlink kinds are dropped above
@@ -542,7 +539,7 @@ class IngestService:
         device = self._device(msg.device_id)
         if (
             device is not None
-            and device.status not in ACCEPTING_STATUSES
+            and device.status not in DeviceStatus.ACCEPTING
             and not isinstance(msg, FileStatusQuery | FileAbort)
         ):
             # Refuse up front rather than after the whole upload: commit_segment would refuse it anyway.
@@ -845,6 +842,25 @@ class IngestService:
                 self._presence_seen.clear()  # ids come from the network: bound the memory
             self._presence_seen[msg.device_id] = (key, now)
         return False
+
+    def _fleet_uplink(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """``up/cmd/{id}/status`` and ``up/config/reported``: update the command or shadow; no answer."""
+        with session_scope(self.app) as session:
+            result = command_service.handle_uplink(session, topic, payload)
+            rotated = command_service.credentials_rotated(result)
+        if rotated:
+            # The device's new credential is committed: regenerate the broker's files and reload it.
+            with session_scope(self.app) as session:
+                sync_broker(session, self.app.extensions["zfjl.settings"])
+        return []
+
+    def _fleet_presence(self, device_id: str, online: bool) -> list[Outgoing]:
+        """A device came online: re-send its desired config and queued commands (after the commit)."""
+        if not online:
+            return []
+        with session_scope(self.app) as session:
+            publications = command_service.on_presence(session, device_id)
+        return [(topic, payload) for topic, payload, _retain in publications]
 
     def _presence(self, msg: Presence) -> list[Outgoing]:
         if self._device(msg.device_id) is None:

@@ -20,16 +20,18 @@ import binascii
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from flask import Flask
 
 from protocol.downlink import decode_public_key, encode_public_key, is_signed_topic, key_id, seal
 from server.config import Settings
 from server.fsmode import create_private_file, private_dir
+
+if TYPE_CHECKING:  # the app is only passed through: no runtime dependency on Flask here
+    from flask import Flask
 
 __all__ = [
     "EMBEDDED_BROKER_KEY",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "Base",
     "Device",
     "DeviceKey",
+    "DeviceStatus",
     "IngestRejection",
     "LoginThrottle",
     "Recording",
@@ -47,7 +49,25 @@ ROLES: tuple[str, ...] = (
     "auditor",
     "system_admin",
 )
-DEVICE_STATUSES: tuple[str, ...] = ("provisioned", "active", "lost", "retired")
+
+
+class DeviceStatus(enum.StrEnum):
+    """Lifecycle of a recorder; members are ``str``, so the ``devices.status`` column keeps these values."""
+
+    PROVISIONED = "provisioned"
+    ACTIVE = "active"
+    LOST = "lost"
+    RETIRED = "retired"
+
+    # Statuses whose device may still connect to the broker, upload evidence (JL-17), receive commands
+    # and configuration: a lost or retired device is refused everywhere, so the rule is named once here.
+    # (Inside the class body the names above are still the plain strings.)
+    ACCEPTING = enum.nonmember((PROVISIONED, ACTIVE))
+    # Statuses that take a device out of service for good: its key's validity ends on entering one.
+    OUT_OF_SERVICE = enum.nonmember((LOST, RETIRED))
+
+
+DEVICE_STATUSES: tuple[str, ...] = tuple(status.value for status in DeviceStatus)
 
 
 def utcnow() -> datetime:

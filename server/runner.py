@@ -32,7 +32,7 @@ from server.services.broker_acl import (
     registry_accounts,
     remove_live_broker,
 )
-from server.services.scrub import Scrubber
+from server.workers import FleetDispatcher, Scrubber, run_fleet_housekeeping
 
 __all__ = ["ServerRunner"]
 
@@ -105,7 +105,7 @@ class ServerRunner:
         self.http: _HttpServer | None = None
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
-        self.fleet_dispatcher: Any = None  # server.services.commands.FleetDispatcher once started
+        self.fleet_dispatcher: FleetDispatcher | None = None
         self.scrubber: Scrubber | None = None
 
     def start(self) -> None:
@@ -155,8 +155,6 @@ class ServerRunner:
 
     def _start_fleet_dispatch(self, app: Flask) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
-        from server.services.commands import FleetDispatcher
-
         client, signer = self.workers[0].client, self.workers[0].signer
 
         def publish(topic: str, payload: bytes, retain: bool) -> None:
@@ -230,8 +228,6 @@ class ServerRunner:
                 continue
             _LOG.info("ingest stats: %s", self.service.stats())
             try:
-                from server.services.alerts import run_fleet_housekeeping
-
                 assert self.app is not None
                 _LOG.info("fleet alerts: %s", run_fleet_housekeeping(self.app))
             except Exception:

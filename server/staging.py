@@ -39,6 +39,7 @@ from protocol.ranges import RangeSet
 from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 from server.fsmode import create_private_file, private_dir
+from zfjl_common.fsutil import fsync_dir
 
 __all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
 
@@ -123,14 +124,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Staging:
@@ -296,7 +289,7 @@ class Staging:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-            _fsync_dir(path)
+            fsync_dir(path)
 
     def stage(self, chunk: FileChunk, *, require_manifest: bool = True) -> StageOutcome:
         """Write a chunk at its offset unless it contradicts staged bytes; report what happened.

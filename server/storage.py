@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.fsmode import READ_ONLY_FILE, create_private_file, private_dir
+from zfjl_common.fsutil import fsync_dir, size_and_sha256_file
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -98,25 +99,6 @@ def _check_key(key: str) -> str:
     return key
 
 
-def file_sha256(path: Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, streamed."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LocalObjectStore:
     """Objects as read-only files under a root directory, written atomically and never replaced."""
 
@@ -157,7 +139,7 @@ class LocalObjectStore:
                 os.link(tmp, target)
             except FileExistsError:
                 return self._existing(key, target, sha256)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
         return StoredObject(key=key, size=size, sha256=sha256, backend=self.backend, created=True)
@@ -175,13 +157,13 @@ class LocalObjectStore:
                 os.link(tmp, target)
             except FileExistsError:
                 return self._existing(key, target, sha256)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
         return StoredObject(key=key, size=size, sha256=sha256, backend=self.backend, created=True)
 
     def _existing(self, key: str, target: Path, sha256: str) -> StoredObject:
-        size, actual = file_sha256(target)
+        size, actual = size_and_sha256_file(target)
         if actual != sha256:
             raise ObjectConflict(f"object {key} exists with different content")
         return StoredObject(key=key, size=size, sha256=sha256, backend=self.backend, created=False)
@@ -297,7 +279,7 @@ class S3ObjectStore:
         if verified:
             size = Path(path).stat().st_size
         else:
-            size, actual = file_sha256(Path(path))
+            size, actual = size_and_sha256_file(Path(path))
             if actual != sha256:
                 raise ObjectIntegrityError(f"{path} does not hash to {sha256}")
         extra: dict[str, Any] = {

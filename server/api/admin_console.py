@@ -40,7 +40,7 @@ from protocol.fleet import CONFIG_FIELDS, CommandKind
 from server.api import client_ip
 from server.config import Settings
 from server.db import session_scope
-from server.models import User, utcnow
+from server.models import DEVICE_STATUSES, User, utcnow
 from server.models_fleet import DeviceAlert, DeviceProfile, SerialAllowlistEntry
 from server.models_people import Officer
 from server.models_rollouts import Rollout
@@ -784,7 +784,7 @@ def devices() -> ResponseReturnValue:
         groups=groups,
         labels=labels,
         officers=officers,
-        statuses=("provisioned", "active", "lost", "retired"),
+        statuses=DEVICE_STATUSES,
         bulk_commands=BULK_COMMANDS,
         config_fields=_CONFIG_INPUTS,
         page_url=lambda p: url_for("admin_console.devices", **(query | {"page": p})),

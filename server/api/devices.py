@@ -13,7 +13,7 @@ from server.api.openapi import api_view
 from server.api.scope import audit_refusal, caller
 from server.db import session_scope
 from server.errors import ApiError
-from server.models import Device
+from server.models import DEVICE_STATUSES, Device
 from server.services import devices as device_service
 from server.services import recordings as recording_service
 from server.services import scope as scope_service
@@ -26,7 +26,7 @@ DEVICE_SCHEMA = {
         "device_id": {"type": "string"},
         "public_key": {"type": "string", "description": "base64 raw 32-byte Ed25519"},
         "key_fingerprint": {"type": "string"},
-        "status": {"enum": ["provisioned", "active", "lost", "retired"]},
+        "status": {"enum": list(DEVICE_STATUSES)},
         "serial": {"type": ["string", "null"]},
         "model": {"type": ["string", "null"]},
         "registered_at": {"type": "string", "format": "date-time"},

@@ -17,6 +17,7 @@ from server.config import Settings
 from server.db import session_scope
 from server.errors import ApiError
 from server.ingest_key import provisioning_trust
+from server.models import DeviceStatus
 from server.services import alerts as alert_service
 from server.services import commands as command_service
 from server.services import device_config as config_service
@@ -264,7 +265,10 @@ def list_devices() -> ResponseReturnValue:
 @api_view(
     "fleet.revoke",
     "吊销设备（丢失/报废），立即断开代理访问 / revoke a device",
-    request={"type": "object", "properties": {"status": {"enum": ["lost", "retired"]}, "reason": {}}},
+    request={
+        "type": "object",
+        "properties": {"status": {"enum": list(DeviceStatus.OUT_OF_SERVICE)}, "reason": {}},
+    },
     response=_OBJ,
 )
 def revoke(device_id: str) -> ResponseReturnValue:

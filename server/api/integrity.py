@@ -11,6 +11,7 @@ from server.db import session_scope
 from server.errors import ApiError
 from server.services import scrub as scrub_service
 from server.services.devices import get_device
+from server.workers import raise_alerts
 
 bp = Blueprint("integrity", __name__)
 
@@ -59,5 +60,5 @@ def scrub() -> ResponseReturnValue:
         report = scrub_service.scrub(session, get_store(), device_id=device_id or None, source="api")
         result = report.to_dict()
     if report.new_findings:
-        scrub_service.raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]
+        raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]
     return jsonify(result)

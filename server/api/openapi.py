@@ -10,7 +10,8 @@ from typing import Any, Literal, TypeVar
 from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from server.services.auth import ENDPOINT_ROLES, require_roles
+from server.api.roles import require_roles
+from server.services.auth import ENDPOINT_ROLES
 
 __all__ = ["EndpointDoc", "api_view", "bp", "build_openapi"]
 

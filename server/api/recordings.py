@@ -16,7 +16,8 @@ from server.db import session_scope
 from server.errors import ApiError
 from server.models import Recording
 from server.services import recordings as recording_service
-from server.services.scrub import ServingProblem, check_before_serving, raise_alerts
+from server.services.scrub import ServingProblem, check_before_serving
+from server.workers import raise_alerts
 
 bp = Blueprint("recordings", __name__)
 _LOG = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from server.models import Device, IngestRejection, Recording, utcnow
+from server.models import Device, DeviceStatus, IngestRejection, Recording, utcnow
 from server.models_fleet import DeviceAlert
 from server.models_telemetry import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.services.fleet import latest_health
+from server.services.scrub import open_findings_count
 
 __all__ = [
     "BACKLOG_ALERT_S",
@@ -29,7 +30,6 @@ __all__ = [
     "alert_to_dict",
     "evaluate_alerts",
     "open_alerts",
-    "run_fleet_housekeeping",
 ]
 
 # JL-17: records must be stored within 24 h; warn at 20 h so there is time to fetch the device.
@@ -44,7 +44,6 @@ _INTEGRITY_WINDOW = timedelta(hours=24)
 CHAIN_HEAD_GRACE = timedelta(hours=24)
 # A head reported with the health sample that says "nothing pending" needs no grace.
 _SAME_REPORT = timedelta(minutes=5)
-_ACTIVE = ("provisioned", "active")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,9 +210,7 @@ def _conditions(
                 detail={"count": failures},
             )
         )
-    from server.services.scrub import open_findings_count  # JL-6: stored evidence failed a check
-
-    broken = open_findings_count(session, device.id)
+    broken = open_findings_count(session, device.id)  # JL-6: stored evidence failed a check
     if broken:
         out.append(
             AlertCondition(
@@ -255,7 +252,8 @@ def evaluate_alerts(
         for row in session.scalars(select(DeviceAlert).where(DeviceAlert.cleared_at.is_(None)))
     }
     holding: set[tuple[str, str]] = set()
-    for device in session.scalars(select(Device).where(Device.status.in_(_ACTIVE)).order_by(Device.id)):
+    accepting = select(Device).where(Device.status.in_(DeviceStatus.ACCEPTING)).order_by(Device.id)
+    for device in session.scalars(accepting):
         for cond in _conditions(session, device, now, offline_after, chain_head_grace):
             key = (cond.device_id, cond.kind)
             holding.add(key)
@@ -312,12 +310,3 @@ def alert_to_dict(row: DeviceAlert) -> dict[str, Any]:
         "last_seen_at": row.last_seen_at.isoformat(),
         "cleared_at": row.cleared_at.isoformat() if row.cleared_at else None,
     }
-
-
-def run_fleet_housekeeping(app: Any) -> dict[str, int]:
-    """Evaluate alerts for the app's database (called from the runner's housekeeping thread)."""
-    from server.db import session_scope
-
-    settings = app.extensions["zfjl.settings"]
-    with session_scope(app) as session:
-        return evaluate_alerts(session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes))

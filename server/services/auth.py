@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import ipaddress
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,7 +38,6 @@ __all__ = [
     "cut_off_tokens",
     "hash_password",
     "is_token_revoked",
-    "require_roles",
     "revoke_token",
     "token_claims",
     "user_for_token",
@@ -507,51 +504,11 @@ def is_token_revoked(session: Session, jti: str) -> bool:
     return session.get(RevokedToken, jti) is not None
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
 class AccountSuspended(ServiceError):
     """The token's account was suspended: every token issued before is refused at once."""
 
     code = "token_revoked"
     kind = "unauthorized"
-
-
-def _refuse_suspended(claims: dict[str, Any]) -> None:
-    """Refuse tokens that name no user, a suspended account, or were issued before a suspension
-    (checked per request, so suspension is immediate and outlives a reinstatement)."""
-    from server.db import session_scope
-
-    if user_id_of(claims) is None:
-        raise InvalidToken("令牌无效", "invalid token: subject is not a user")
-    with session_scope() as session:
-        if user_for_token(session, claims) is None:
-            raise AccountSuspended("账户已停用，令牌已失效", "account suspended: token revoked")
-
-
-def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: a valid, unrevoked access token whose role is one of ``roles`` (system_admin always)."""
-    unknown = set(roles) - set(ROLES)
-    if unknown:
-        raise ValueError(f"unknown roles {sorted(unknown)}")
-
-    def decorate(view: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            from flask_jwt_extended import get_jwt, verify_jwt_in_request
-
-            verify_jwt_in_request()
-            _refuse_suspended(get_jwt())
-            role = get_jwt().get("role")
-            if role != "system_admin" and role not in roles:
-                raise Forbidden("没有执行此操作的权限", "your role may not do this")
-            return view(*args, **kwargs)
-
-        wrapper.zfjl_roles = tuple(roles)  # type: ignore[attr-defined]
-        return wrapper
-
-    return decorate
 
 
 def token_claims(user: User) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.fsmode import create_private_file, private_dir
-from server.models import Device
+from server.models import Device, DeviceStatus
 from server.models_fleet import DeviceCredential
 from server.mqtt_acl import (
     BrokerAccount,
@@ -67,9 +67,6 @@ PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
 # The embedded broker's service (ingest) password, generated once, readable by the server's user only.
 SERVICE_CREDENTIAL_FILE = "mqtt-service-password"
-# Statuses whose devices keep broker access (lost/retired are cut off: a stolen recorder must not
-# publish or read anything, while its stored evidence stays valid — JL-19).
-_CONNECTING_STATUSES = ("provisioned", "active")
 
 
 def service_account_from_url(url: str) -> BrokerAccount | None:
@@ -95,7 +92,7 @@ def broker_accounts(
     rows = session.execute(
         select(DeviceCredential.username, DeviceCredential.password_hash, Device.id)
         .join(Device, Device.id == DeviceCredential.device_id)
-        .where(DeviceCredential.revoked_at.is_(None), Device.status.in_(_CONNECTING_STATUSES))
+        .where(DeviceCredential.revoked_at.is_(None), Device.status.in_(DeviceStatus.ACCEPTING))
         .order_by(Device.id, DeviceCredential.id)
     )
     for username, password_hash, device_id in rows:
@@ -117,7 +114,7 @@ def device_account_for(session: Session, username: str) -> BrokerAccount | None:
         .where(
             DeviceCredential.username == username,
             DeviceCredential.revoked_at.is_(None),
-            Device.status.in_(_CONNECTING_STATUSES),
+            Device.status.in_(DeviceStatus.ACCEPTING),
         )
         .order_by(DeviceCredential.id.desc())
         .limit(1)

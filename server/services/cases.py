@@ -17,7 +17,7 @@ from protocol.case_events import EVENT_VERSION as CASE_EVENT_VERSION
 from protocol.case_events import SignedCaseEvent
 from protocol.manifest import format_time
 from protocol.session import EventAck, EventAckState
-from server.models import Device, Recording, utcnow
+from server.models import Device, DeviceStatus, Recording, utcnow
 from server.models_people import (
     ACT_KINDS,
     CASE_ORIGINS,
@@ -30,7 +30,6 @@ from server.models_people import (
 )
 from server.services import Conflict, Invalid, NotFound, write_audit
 from server.services.auth import Forbidden
-from server.services.evidence import ACCEPTING_STATUSES
 from server.services.fleet import current_assignment
 from server.services.people import Caller
 from server.services.scope import recording_of_agency
@@ -582,7 +581,7 @@ def record_device_event(session: Session, device_id: str, signed: SignedCaseEven
         )
     if not signed.verify(bytes(device.public_key)):
         return refuse("bad_signature", f"case event {event_id} is not signed by device {device_id}")
-    if device.status not in ACCEPTING_STATUSES:
+    if device.status not in DeviceStatus.ACCEPTING:
         return refuse("device_inactive", f"device {device_id} is {device.status}")
     existing = session.scalar(
         select(CaseEvent).where(CaseEvent.device_id == device_id, CaseEvent.device_event_id == event_id)

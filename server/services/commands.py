@@ -3,21 +3,19 @@
 Delivery survives offline devices: a command stays ``queued`` until the device answers, is sent when it
 is created (if the device is online) and again every time the device's presence turns ``online``, and
 expires when stale. :func:`uplink` handles what devices send back (used by ingest); :func:`on_presence`
-returns what to re-send when a device comes online; :class:`FleetDispatcher` pushes new commands and
-configuration to online devices through an injected ``publish`` (no MQTT client in here).
+returns what to re-send when a device comes online; :func:`publish_unsent` gives the dispatcher's round
+(:mod:`server.services.dispatch`) the new commands of online devices. No MQTT client and no Flask app
+in here: the caller publishes what these functions return, after its commit.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,7 +30,7 @@ from protocol.fleet import (
     ReportedConfig,
 )
 from protocol.manifest import format_time
-from server.models import Device, utcnow
+from server.models import Device, DeviceStatus, utcnow
 from server.models_fleet import DeviceCommand, DeviceCredential
 from server.models_telemetry import DevicePresence
 from server.services import Conflict, Invalid, NotFound, write_audit
@@ -41,19 +39,18 @@ from server.services.devices import get_device
 
 __all__ = [
     "DEFAULT_TTL",
-    "FleetDispatcher",
     "Publication",
     "apply_status",
     "command_message",
     "command_to_dict",
     "create_command",
-    "dispatch_once",
+    "credentials_rotated",
     "expire_stale",
     "get_command",
-    "ingest_presence",
-    "ingest_uplink",
+    "handle_uplink",
     "list_commands",
     "on_presence",
+    "publish_unsent",
     "uplink",
 ]
 
@@ -76,7 +73,7 @@ def create_command(
 ) -> DeviceCommand:
     """Queue a command for a device."""
     device = get_device(session, device_id)
-    if device.status not in ("provisioned", "active"):
+    if device.status not in DeviceStatus.ACCEPTING:
         raise Conflict(f"设备状态为 {device.status}", f"device is {device.status}")
     try:
         kind_value = CommandKind(kind)
@@ -215,7 +212,7 @@ def _publish_command(row: DeviceCommand) -> Publication:
 def on_presence(session: Session, device_id: str) -> list[Publication]:
     """A device came online: its desired config and every queued command, sent again."""
     device = session.get(Device, device_id)
-    if device is None or device.status not in ("provisioned", "active"):
+    if device is None or device.status not in DeviceStatus.ACCEPTING:
         return []
     out: list[Publication] = []
     desired = config_service.desired_for(session, device_id)
@@ -230,10 +227,20 @@ def on_presence(session: Session, device_id: str) -> list[Publication]:
 
 def uplink(session: Session, topic: str, payload: bytes) -> bool:
     """Handle a device's command status or reported config; False if malformed or ignored."""
-    return _uplink(session, topic, payload) is not None
+    return handle_uplink(session, topic, payload) is not None
 
 
-def _uplink(session: Session, topic: str, payload: bytes) -> DeviceCommand | ReportedConfig | None:
+def credentials_rotated(result: DeviceCommand | ReportedConfig | None) -> bool:
+    """Whether an uplink's result is a credential rotation that just succeeded (broker files are stale)."""
+    return (
+        isinstance(result, DeviceCommand)
+        and result.kind == CommandKind.ROTATE_CREDENTIALS.value
+        and result.state == CommandState.SUCCEEDED.value
+    )
+
+
+def handle_uplink(session: Session, topic: str, payload: bytes) -> DeviceCommand | ReportedConfig | None:
+    """Apply a command status or reported config; the updated command, the config, or None if ignored."""
     try:
         msg = fleet_protocol.decode(topic, payload)
     except ProtocolError as exc:
@@ -286,92 +293,9 @@ def command_to_dict(row: DeviceCommand) -> dict[str, Any]:
     }
 
 
-def dispatch_once(session: Session) -> list[Publication]:
-    """Expire stale commands; new commands for online devices; configs newer than last published."""
-    expire_stale(session)
-    from server.services.rollouts import advance_all
-
-    advance_all(session)  # a rollout batch that just passed queues the next one for this same round
+def publish_unsent(session: Session) -> list[Publication]:
+    """Commands never sent yet to devices that are online now, marked sent (the dispatcher's round)."""
     online = set(session.scalars(select(DevicePresence.device_id).where(DevicePresence.state == "online")))
-    out = [
+    return [
         _publish_command(row) for row in _queued(session, None, unsent_only=True) if row.device_id in online
     ]
-    for desired in config_service.pending_publications(session):
-        topic, payload = fleet_protocol.encode(desired)
-        out.append((topic, payload, True))  # retained: an offline device gets it when it connects
-        config_service.record_published(session, desired.device_id, desired.version)
-    session.flush()
-    return out
-
-
-class FleetDispatcher:
-    """Background thread: every ``interval_s`` runs :func:`dispatch_once` and publishes the result."""
-
-    def __init__(
-        self, app: Flask, publish: Callable[[str, bytes, bool], None], *, interval_s: float = 2.0
-    ) -> None:
-        """Use ``publish(topic, payload, retain)`` (QoS 1) for every message."""
-        self.app, self.publish, self.interval_s = app, publish, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def step(self) -> int:
-        """One dispatch round; returns how many messages were published."""
-        from server.db import session_scope
-
-        with session_scope(self.app) as session:
-            publications = dispatch_once(session)
-        # Published after the commit: a crash in between re-sends on presence, never loses a command.
-        for topic, payload, retain in publications:
-            self.publish(topic, payload, retain)
-        return len(publications)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                _LOG.exception("fleet dispatch failed")
-            self._stop.wait(self.interval_s)
-
-    def start(self) -> None:
-        """Start the named worker thread."""
-        self._thread = threading.Thread(target=self._loop, name="zfjl-fleet-dispatch", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop and join the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-
-def ingest_uplink(app: Flask, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
-    """Ingest hook for ``up/cmd/{id}/status`` and ``up/config/reported``; answers nothing."""
-    from server.db import session_scope
-
-    with session_scope(app) as session:
-        result = _uplink(session, topic, payload)
-        rotated = (
-            isinstance(result, DeviceCommand)
-            and result.kind == CommandKind.ROTATE_CREDENTIALS.value
-            and result.state == CommandState.SUCCEEDED.value
-        )
-    if rotated:
-        # The device's new credential is committed: regenerate the broker's files and reload it.
-        from server.services.broker_acl import sync_broker
-
-        with session_scope(app) as session:
-            sync_broker(session, app.extensions["zfjl.settings"])
-    return []
-
-
-def ingest_presence(app: Flask, device_id: str, online: bool) -> list[tuple[str, bytes]]:
-    """Ingest hook on presence: when a device comes online, re-send its config and queued commands."""
-    if not online:
-        return []
-    from server.db import session_scope
-
-    with session_scope(app) as session:
-        return [(topic, payload) for topic, payload, _retain in on_presence(session, device_id)]

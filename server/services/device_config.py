@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from protocol.errors import RemoteProtocolError
 from protocol.fleet import DesiredConfig, ReportedConfig, validate_config
-from server.models import Device, utcnow
+from server.models import Device, DeviceStatus, utcnow
 from server.models_fleet import DeviceConfigState, DeviceConfigVersion, DeviceProfile
 from server.services import Invalid, write_audit
 from server.services.devices import get_device
@@ -149,7 +149,7 @@ def pending_publications(session: Session) -> list[DesiredConfig]:
         select(Device.id)
         .outerjoin(DeviceConfigState, DeviceConfigState.device_id == Device.id)
         .where(
-            Device.status.in_(("provisioned", "active")),
+            Device.status.in_(DeviceStatus.ACCEPTING),
             Device.id.in_(configured),
             (DeviceConfigState.device_id.is_(None)) | (DeviceConfigState.published_version < newest),
         )

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.topics import valid_device_id
-from server.models import Device, DeviceKey, utcnow
+from server.models import Device, DeviceKey, DeviceStatus, utcnow
 from server.mqtt_acl import RESERVED_PREFIXES, is_reserved_name
 from server.services import Conflict, Invalid, NotFound, write_audit
 
@@ -94,7 +94,7 @@ def register_device(
         public_key=public_key_raw,
         key_fingerprint=key_fingerprint(public_key_raw),
         # Provisioned until its first accepted segment makes it active (see evidence.commit_segment).
-        status="provisioned",
+        status=DeviceStatus.PROVISIONED,
         serial=serial,
         model=model,
         registered_at=utcnow(),

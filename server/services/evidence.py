@@ -11,9 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from protocol.manifest import SignedManifest
-from server.models import Device, IngestRejection, Recording, SegmentReceipt, utcnow
+from server.models import Device, DeviceStatus, IngestRejection, Recording, SegmentReceipt, utcnow
 from server.services import ServiceError
-from server.storage import ObjectConflict, ObjectStore, file_sha256, recording_key
+from server.storage import ObjectConflict, ObjectStore, recording_key
+from zfjl_common.fsutil import size_and_sha256_file
 
 __all__ = [
     "BadSignature",
@@ -29,9 +30,6 @@ __all__ = [
     "commit_segment",
     "record_rejection",
 ]
-
-ACCEPTING_STATUSES = ("provisioned", "active")
-
 
 class EvidenceRejected(ServiceError):
     """A segment was refused; ``code`` is stable and logged to ingest_rejections."""
@@ -172,7 +170,7 @@ def _commit(
     device = session.get(Device, device_id)
     if device is None:
         raise UnknownDevice(f"未注册的设备 {device_id}", f"unknown device {device_id}")
-    if device.status not in ACCEPTING_STATUSES:
+    if device.status not in DeviceStatus.ACCEPTING:
         raise DeviceInactive(
             f"设备 {device_id} 状态为 {device.status}", f"device {device_id} is {device.status}"
         )
@@ -186,7 +184,7 @@ def _commit(
             f"片段大小 {manifest.size} 超过上限 {max_segment_bytes}",
             f"segment size {manifest.size} exceeds the limit {max_segment_bytes}",
         )
-    size, sha256 = file_sha256(staged_path)
+    size, sha256 = size_and_sha256_file(staged_path)
     if size != manifest.size:
         raise SizeMismatch(
             f"文件大小 {size} 与清单 {manifest.size} 不符",
@@ -241,8 +239,8 @@ def _commit(
             at=recording.stored_at,
         )
     )
-    if device.status == "provisioned":
-        device.status = "active"
+    if device.status == DeviceStatus.PROVISIONED:
+        device.status = DeviceStatus.ACTIVE
     try:
         session.commit()
     except IntegrityError:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.models import DEVICE_STATUSES, Device, User, utcnow
+from server.models import DEVICE_STATUSES, Device, DeviceStatus, User, utcnow
 from server.models_fleet import (
     DeviceAlert,
     DeviceAssignment,
@@ -142,10 +142,10 @@ def revoke_device(
 
     The device's public key stays in the registry, so evidence it stored before keeps verifying (JL-19).
     """
-    if status not in ("lost", "retired"):
+    if status not in DeviceStatus.OUT_OF_SERVICE:
         raise Invalid("吊销后的状态只能是 lost 或 retired", "status after revocation must be lost or retired")
     device = get_device(session, device_id)
-    if device.status not in ("lost", "retired"):
+    if device.status not in DeviceStatus.OUT_OF_SERVICE:
         record_key_event(session, device, "revoked", actor=actor)  # the key's validity ends now
     device.status = status
     now = utcnow()
@@ -170,11 +170,11 @@ def set_status(session: Session, device_id: str, status: str, *, actor: str) -> 
     """Change a device's status; lost/retired also revoke its credentials."""
     if status not in DEVICE_STATUSES:
         raise Invalid(f"未知状态 {status}", f"unknown status {status}")
-    if status in ("lost", "retired"):
+    if status in DeviceStatus.OUT_OF_SERVICE:
         return revoke_device(session, device_id, status=status, actor=actor)
     device = get_device(session, device_id)
     previous, device.status = device.status, status
-    if previous in ("lost", "retired"):
+    if previous in DeviceStatus.OUT_OF_SERVICE:
         record_key_event(session, device, "reinstated", actor=actor)  # a new validity period
     write_audit(
         session,
@@ -433,7 +433,7 @@ def check_out(
 ) -> DeviceAssignment:
     """Hand a device to an officer: it must be usable, free, and charged to at least ``min_battery_pct``."""
     device = get_device(session, device_id)
-    if device.status not in ("provisioned", "active"):
+    if device.status not in DeviceStatus.ACCEPTING:
         raise Conflict(f"设备状态为 {device.status}，不能领用", f"device is {device.status}")
     user = session.get(User, user_id)
     if user is None or not user.active:

@@ -25,15 +25,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from firmware_tools.bundle import BundleError, file_sha256, load_public_keys, verify_bundle
+from firmware_tools.bundle import BundleError, load_public_keys, verify_bundle
 from protocol.fleet import CommandKind, CommandState
 from server.config import Settings
-from server.models import Device, utcnow
+from server.models import Device, DeviceStatus, utcnow
 from server.models_fleet import DeviceCommand, DeviceProfile
 from server.models_rollouts import Rollout, RolloutTarget, UpdateBundle
 from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
 from server.services import commands as command_service
 from server.storage import ObjectStore
+from zfjl_common.fsutil import sha256_file
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
@@ -97,7 +98,7 @@ def register_bundle(
         metadata, signer = verify_bundle(path, keys)
     except BundleError as exc:
         raise BundleRefused(f"升级包未通过校验：{exc}", f"bundle refused: {exc}") from None
-    sha256 = file_sha256(path)
+    sha256 = sha256_file(path)
     existing = session.scalars(select(UpdateBundle).where(UpdateBundle.sha256 == sha256)).first()
     if existing is not None:
         return existing
@@ -175,7 +176,7 @@ def bundle_for_download(session: Session, bundle_id: str, token: str) -> UpdateB
         or command.state not in _OPEN
         or command.expires_at <= utcnow()
         or device is None
-        or device.status not in ("provisioned", "active")
+        or device.status not in DeviceStatus.ACCEPTING
     ):
         raise forbidden
     return get_bundle(session, bundle_id)
@@ -215,7 +216,7 @@ def create_rollout(
         session.scalars(
             select(Device.id)
             .join(DeviceProfile, DeviceProfile.device_id == Device.id)
-            .where(DeviceProfile.group_name == group, Device.status.in_(("provisioned", "active")))
+            .where(DeviceProfile.group_name == group, Device.status.in_(DeviceStatus.ACCEPTING))
             .order_by(Device.id)
         )
     )

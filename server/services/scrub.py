@@ -10,8 +10,8 @@ segment receipt must still have its recording (a deleted row is a missing segmen
 
 Two costs, two paths: :func:`check_columns` needs no object bytes and runs live in the chain report
 and before media is served; :func:`check_object` reads the whole object and runs in the scrubber —
-on demand (API, ``zfjl-server scrub``) or continuously at a bounded rate (:class:`Scrubber`). Results
-go to the append-only ``scrub_findings`` table; a finding stays open until a later check of the same
+on demand (API, ``zfjl-server scrub``) or continuously at a bounded rate (``server.workers.Scrubber``).
+Results go to the append-only ``scrub_findings`` table; a finding stays open until a later check of the same
 recording passes (an ``ok`` row), and open findings raise the ``evidence_integrity`` alert.
 """
 
@@ -42,7 +42,6 @@ __all__ = [
     "Finding",
     "KeyPeriod",
     "ScrubReport",
-    "Scrubber",
     "ServingProblem",
     "Throttle",
     "check_before_serving",
@@ -551,65 +550,6 @@ def open_findings_count(session: Session, device_id: str) -> int:
     """How many stored findings of the device are open (for alerts)."""
     has_any = session.scalar(select(func.count(ScrubFinding.id)).where(ScrubFinding.device_id == device_id))
     return len(device_open_findings(session, device_id)) if has_any else 0
-
-
-def raise_alerts(app: Any) -> None:
-    """Re-evaluate fleet alerts now, so a new integrity finding is an alert at once (never raises)."""
-    try:
-        from server.services.alerts import run_fleet_housekeeping
-
-        run_fleet_housekeeping(app)
-    except Exception:
-        _LOG.exception("alert evaluation after an integrity finding failed")
-
-
-class Scrubber:
-    """The background scrubber: one named thread, passes over all evidence at a bounded byte rate."""
-
-    def __init__(self, app: Any, store: ObjectStore, *, bytes_per_s: int, pause_s: float) -> None:
-        self.app = app
-        self.store = store
-        self.bytes_per_s = bytes_per_s
-        self.pause_s = pause_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.passes = 0
-
-    def start(self) -> None:
-        """Start the thread (nothing when the rate is 0: background scrubbing is off)."""
-        if self.bytes_per_s <= 0 or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="zfjl-scrubber", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        from server.db import session_scope
-
-        while not self._stop.is_set():
-            try:
-                with session_scope(self.app) as session:
-                    report = scrub(
-                        session, self.store, throttle=Throttle(self.bytes_per_s, self._stop), source="scrub"
-                    )
-                self.passes += 1
-                _LOG.info(
-                    "scrub pass: %d recordings, %d bytes, %d new findings",
-                    report.recordings,
-                    report.bytes_read,
-                    report.new_findings,
-                )
-                if report.new_findings:
-                    raise_alerts(self.app)
-            except Exception:
-                _LOG.exception("scrub pass failed")
-            self._stop.wait(self.pause_s)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Set the stop event and join the thread; safe to call twice."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
 
 
 # -- media serving ---------------------------------------------------------------------------------

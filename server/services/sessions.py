@@ -32,7 +32,7 @@ from protocol.session import (
     SessionEventKind,
     SignedSessionEvent,
 )
-from server.models import IngestRejection, Recording, User, utcnow
+from server.models import DeviceStatus, IngestRejection, Recording, User, utcnow
 from server.models_people import Officer
 from server.models_sessions import (
     EnforcementSessionRecord,
@@ -118,7 +118,6 @@ SESSION_REJECTION_CODES: tuple[str, ...] = (
     "impossible_transition",
     "transition_violation",
 )
-_ACCEPTING_STATUSES = ("provisioned", "active")
 
 
 class NotAnOfficer(ServiceError):
@@ -261,7 +260,7 @@ def receive_event(
         )
     if not signed.verify(device_key):
         return refuse("bad_signature", f"session event {event_id} is not signed by device {device_id}", text)
-    if device_status not in _ACCEPTING_STATUSES:
+    if device_status not in DeviceStatus.ACCEPTING:
         return refuse("device_inactive", f"device {device_id} is {device_status}", text)
     existing = session.scalar(
         select(SessionEventRecord).where(

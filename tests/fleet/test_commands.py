@@ -27,7 +27,7 @@ from server.ingest import IngestService
 from server.ingest_key import IngestSigner
 from server.models import utcnow
 from server.models_fleet import DeviceCommand, DeviceCredential
-from server.services import commands, device_config
+from server.services import commands, device_config, dispatch
 from server.services.broker_acl import verify_broker_password
 from server.services.devices import register_device
 from tests.conftest import pinned_ingest_keys, raw_public_key
@@ -67,7 +67,7 @@ def test_offline_device_gets_config_and_queued_commands_when_presence_turns_onli
         )
         cmd_id = commands.create_command(session, "rec-1", "sync_clock", actor="a").id
     with session_scope(app) as session:
-        assert commands.dispatch_once(session) == [
+        assert dispatch.dispatch_once(session) == [
             (
                 "zfjl/v1/rec-1/down/config",
                 b'{"settings":{"segment_seconds":120},"version":1}',

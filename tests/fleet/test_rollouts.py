@@ -22,7 +22,7 @@ from server.api import STORE_KEY
 from server.db import session_scope
 from server.ingest import IngestService
 from server.models_fleet import DeviceCommand
-from server.services import Invalid, commands, rollouts
+from server.services import Invalid, commands, dispatch, rollouts
 from server.services.devices import register_device
 from server.services.fleet import set_profile
 from tests.conftest import raw_public_key
@@ -136,7 +136,7 @@ def test_rollout_starts_the_next_batch_only_after_success_and_halts_on_failure(
         assert rollouts.get_rollout(session, rollout_id).current_batch == 0  # rec-2 still running
         _report(session, "rec-2", targets["rec-2"]["command_id"], CommandState.IN_PROGRESS)
         _report(session, "rec-2", targets["rec-2"]["command_id"], CommandState.SUCCEEDED)
-        commands.dispatch_once(session)  # the dispatcher's round advances rollouts too
+        dispatch.dispatch_once(session)  # the dispatcher's round advances rollouts too
         targets = _by_device(session, rollout_id)
         assert rollouts.get_rollout(session, rollout_id).current_batch == 1
         assert targets["rec-3"]["state"] == "queued" and targets["rec-5"]["state"] == "pending"
@@ -252,7 +252,7 @@ def test_whole_update_path_over_the_api(
             )
         )
         with session_scope(app) as session:
-            commands.dispatch_once(session)
+            dispatch.dispatch_once(session)
         return dict(cmd.params)
 
     download = f"/updates/v1/bundles/{bundle_id}"

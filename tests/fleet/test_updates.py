@@ -51,7 +51,7 @@ def make_wheel(directory: Path, version: str, *, broken: bool = False) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / f"zfjl-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        for package in ("edge_agent", "protocol", "firmware_tools"):
+        for package in ("edge_agent", "protocol", "firmware_tools", "zfjl_common"):
             for source in sorted((ROOT / package).rglob("*.py")):
                 name = source.relative_to(ROOT).as_posix()
                 data = source.read_bytes()

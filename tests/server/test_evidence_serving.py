@@ -197,7 +197,7 @@ def test_background_scrubber_finds_tampering_and_stops_cleanly(app: Flask, store
     import time
 
     from server.models import ScrubFinding
-    from server.services.scrub import Scrubber
+    from server.workers import Scrubber
 
     _flip_last_byte(app, stored[2])
     scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=1024 * 1024, pause_s=3600)
@@ -218,7 +218,7 @@ def test_background_scrubber_finds_tampering_and_stops_cleanly(app: Flask, store
 
 
 def test_background_scrubber_is_off_at_rate_zero(app: Flask) -> None:
-    from server.services.scrub import Scrubber
+    from server.workers import Scrubber
 
     scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=0, pause_s=1)
     scrubber.start()
