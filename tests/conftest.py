@@ -142,18 +142,24 @@ def db_session(db_url: str) -> Iterator[Session]:
         engine.dispose()
 
 
-@pytest.fixture
-def app(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
-    """App on a fresh migrated SQLite with local object store under tmp_path, and an admin user."""
+def migrated_app(data_dir: Path, database_url: str) -> Flask:
+    """The app over ``database_url`` migrated to the newest revision, its files under ``data_dir``."""
     app = create_app(
         {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": sqlite_url,
+            "data_dir": str(data_dir),
+            "database_url": database_url,
             "jwt_secret": TEST_JWT_SECRET,
             "TESTING": True,
         }
     )
-    run_migrations(sqlite_url)
+    run_migrations(database_url)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
+    """App on a fresh migrated SQLite with local object store under tmp_path, and an admin user."""
+    app = migrated_app(tmp_path / "var", sqlite_url)
     from server.db import session_scope
 
     with session_scope(app) as session:

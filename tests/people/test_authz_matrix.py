@@ -18,13 +18,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from server import create_app
-from server.db import get_engine, run_migrations, session_scope
+from server.db import get_engine, session_scope
 from server.models import ROLES, User
 from server.services import cases as case_service
 from server.services.auth import ENDPOINT_ROLES, create_user
 from server.services.people import CROSS_AGENCY_READERS, Caller
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
 from tests.people.conftest import World, login
 
@@ -32,15 +31,7 @@ from tests.people.conftest import World, login
 @pytest.fixture
 def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
     """The app over a fresh migrated SQLite or PostgreSQL database (scope filters are SQL), with an admin."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": db_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "TESTING": True,
-        }
-    )
-    run_migrations(db_url)
+    app = migrated_app(tmp_path / "var", db_url)
     with session_scope(app) as session:
         create_user(session, ADMIN_USER, ADMIN_PASSWORD, "system_admin")
     yield app

@@ -24,8 +24,7 @@ from sqlalchemy import select
 from protocol import case_events, topics
 from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAck, EventAckState
-from server import create_app
-from server.db import get_engine, run_migrations, session_scope
+from server.db import get_engine, session_scope
 from server.ingest import IngestService
 from server.models import Device, IngestRejection, utcnow
 from server.models_fleet import DeviceAssignment
@@ -33,7 +32,7 @@ from server.models_people import Agency, Case, CaseEvent, Officer
 from server.services.auth import create_user
 from server.services.cases import CASE_EVENT_REJECTION_CODES
 from server.services.devices import register_device
-from tests.conftest import TEST_JWT_SECRET, raw_public_key
+from tests.conftest import migrated_app, raw_public_key
 
 DEVICE = "rec-1"
 AT = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
@@ -68,15 +67,7 @@ def _case(agency_id: int, number: str) -> Case:
 @pytest.fixture
 def scene(db_url: str, tmp_path: Path) -> Iterator[Scene]:
     """The app over a migrated SQLite or PostgreSQL database, with the people and the recorder."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": db_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "TESTING": True,
-        }
-    )
-    run_migrations(db_url)
+    app = migrated_app(tmp_path / "var", db_url)
     key = Ed25519PrivateKey.generate()
     with session_scope(app) as session:
         a, b = Agency(name="合肥市市场监督管理局"), Agency(name="芜湖市城市管理局")

@@ -17,15 +17,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from server import create_app
-from server.db import get_engine, run_migrations, session_scope
+from server.db import get_engine, session_scope
 from server.models import ROLES, AuditLog, User
 from server.models_people import Agency, Officer
 from server.models_telemetry import DeviceHealthSample
 from server.services import fleet as fleet_service
 from server.services.auth import ENDPOINT_ROLES, create_user
 from server.services.scope import CROSS_AGENCY_READERS
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import migrated_app
 from tests.fixtures.evidence import AgencyEvidence, assign, record_evidence
 from tests.sessions.conftest import T0
 
@@ -68,15 +67,7 @@ class Agencies:
 @pytest.fixture
 def world(db_url: str, tmp_path: Path) -> Iterator[Agencies]:
     """Both agencies with evidence; device ``dev-u`` recorded while checked out to nobody."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": db_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "TESTING": True,
-        }
-    )
-    run_migrations(db_url)
+    app = migrated_app(tmp_path / "var", db_url)
     w = Agencies(app, app.test_client())
     with session_scope(app) as session:
         create_user(session, "admin", PASSWORD, "system_admin")

@@ -17,9 +17,8 @@ from sqlalchemy import select
 from protocol import topics
 from protocol.manifest import SegmentManifest, SignedManifest
 from protocol.session import EventAck, SessionEvent, SessionEventKind, SignedSessionEvent
-from server import create_app
 from server.api import STORE_KEY
-from server.db import get_engine, run_migrations, session_scope
+from server.db import get_engine, session_scope
 from server.ingest import IngestService
 from server.models import Recording, User
 from server.models_fleet import DeviceAssignment
@@ -27,7 +26,7 @@ from server.models_people import Agency, Officer
 from server.services.auth import create_user
 from server.services.devices import register_device
 from server.services.evidence import commit_segment
-from tests.conftest import TEST_JWT_SECRET, SegmentFactory
+from tests.conftest import SegmentFactory, migrated_app
 
 T0 = datetime(2026, 3, 4, 9, 0, 0, tzinfo=UTC)
 PASSWORD = "officer-password-1"
@@ -106,15 +105,7 @@ class Recorder:
 @pytest.fixture
 def sapp(db_url: str, tmp_path: Path) -> Iterator[Flask]:
     """The app over a fresh migrated SQLite or PostgreSQL database, with an admin."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": db_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "TESTING": True,
-        }
-    )
-    run_migrations(db_url)
+    app = migrated_app(tmp_path / "var", db_url)
     with session_scope(app) as session:
         create_user(session, "admin", "correct-horse-battery", "system_admin")
     yield app
