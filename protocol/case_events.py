@@ -21,17 +21,14 @@ officer the device is checked out to and a case of that officer's agency. Sans-I
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocol import topics
+from protocol import statement, topics
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from protocol.manifest import format_time, parse_time
 from protocol.topics import TopicKind
@@ -45,9 +42,6 @@ _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _EVENT_TYPE = re.compile(r"[a-z_]{1,32}\.[a-z_]{1,32}")
 _SIGNATURE_BYTES = 64
 
-
-def _canonical(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +104,7 @@ class CaseEventReport:
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes that are signed."""
-        return _canonical(self.to_json_dict())
+        return statement.canonical_json(self.to_json_dict())
 
     @classmethod
     def from_json_dict(cls, data: object) -> CaseEventReport:
@@ -145,46 +139,20 @@ class SignedCaseEvent:
 
     def verify(self, public_key_raw: bytes) -> bool:
         """Whether the signature is valid for this device key."""
-        try:
-            Ed25519PublicKey.from_public_bytes(public_key_raw).verify(
-                self.signature, self.event_text.encode("utf-8")
-            )
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return statement.verify(self.event_text, self.signature, public_key_raw)
 
     def to_envelope(self) -> bytes:
         """The MQTT payload."""
-        signature = base64.b64encode(self.signature).decode("ascii")
-        return _canonical({"event": self.event_text, "signature": signature, "v": EVENT_VERSION})
+        return statement.seal_envelope(self.event_text, self.signature)
 
     @classmethod
     def from_envelope(cls, payload: bytes) -> SignedCaseEvent:
         """Decode a payload; the signature is not checked here (the verifier knows the key)."""
-        if len(payload) > MAX_PAYLOAD:
-            raise RemoteProtocolError(f"case event payload too large ({len(payload)} bytes)")
-        try:
-            envelope = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise RemoteProtocolError(f"case event envelope is not JSON: {exc}") from None
-        if not isinstance(envelope, dict) or set(envelope) != {"event", "signature", "v"}:
-            raise RemoteProtocolError(
-                "case event envelope must have exactly event, signature and v (unsigned events are refused)"
-            )
-        if envelope["v"] != EVENT_VERSION or not isinstance(envelope["event"], str):
-            raise RemoteProtocolError("unsupported case event envelope")
-        if not isinstance(envelope["signature"], str):
-            raise RemoteProtocolError("signature must be base64 text")
-        try:
-            signature = base64.b64decode(envelope["signature"], validate=True)
-            report = CaseEventReport.from_json_dict(json.loads(envelope["event"]))
-        except (ValueError, RecursionError) as exc:
-            raise RemoteProtocolError(f"bad case event envelope: {exc}") from None
-        if len(signature) != _SIGNATURE_BYTES:
-            raise RemoteProtocolError("an Ed25519 signature is 64 bytes")
-        if report.canonical_bytes().decode("utf-8") != envelope["event"]:
+        text, body, signature = statement.open_envelope(payload, "case event", MAX_PAYLOAD)
+        report = CaseEventReport.from_json_dict(body)
+        if report.canonical_bytes().decode("utf-8") != text:
             raise RemoteProtocolError("case event text is not in canonical form")
-        return cls(report=report, event_text=envelope["event"], signature=signature)
+        return cls(report=report, event_text=text, signature=signature)
 
 
 def encode(signed: SignedCaseEvent) -> tuple[str, bytes]:

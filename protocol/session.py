@@ -20,7 +20,6 @@ link between a gap and its explanation is part of the signed evidence, not a dat
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -28,9 +27,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol import statement
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.manifest import format_time, parse_time
 from protocol.topics import valid_device_id, valid_file_id
@@ -51,6 +50,7 @@ __all__ = [
 ]
 
 EVENT_VERSION = 1
+MAX_EVENT_PAYLOAD = 16 * 1024
 
 # Causes an officer declares (JL-16 names device fault, bad weather and obstruction; local rules add
 # low battery or storage and a change of location — research/domain.md).
@@ -164,7 +164,7 @@ class SessionEvent:
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes that are signed."""
-        return _canonical(self.to_json_dict())
+        return statement.canonical_json(self.to_json_dict())
 
     @classmethod
     def from_json_dict(cls, data: object) -> SessionEvent:
@@ -185,9 +185,6 @@ class SessionEvent:
             raise RemoteProtocolError(f"bad session event: {exc}") from None
 
 
-def _canonical(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
 
 @dataclass(frozen=True, kw_only=True)
 class SignedSessionEvent:
@@ -205,42 +202,20 @@ class SignedSessionEvent:
 
     def verify(self, public_key_raw: bytes) -> bool:
         """Whether the signature is valid for this device key."""
-        try:
-            Ed25519PublicKey.from_public_bytes(public_key_raw).verify(
-                self.signature, self.event_text.encode()
-            )
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return statement.verify(self.event_text, self.signature, public_key_raw)
 
     def to_envelope(self) -> bytes:
         """The MQTT payload."""
-        signature = base64.b64encode(self.signature).decode("ascii")
-        return _canonical({"event": self.event_text, "signature": signature, "v": EVENT_VERSION})
+        return statement.seal_envelope(self.event_text, self.signature)
 
     @classmethod
     def from_envelope(cls, payload: bytes) -> SignedSessionEvent:
         """Decode a payload; the signature is not checked here (the verifier knows the key)."""
-        if len(payload) > 16 * 1024:
-            raise RemoteProtocolError("session event payload too large")
-        try:
-            envelope = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RemoteProtocolError(f"session event envelope is not JSON: {exc}") from None
-        if not isinstance(envelope, dict) or set(envelope) != {"event", "signature", "v"}:
-            raise RemoteProtocolError("session event envelope must have exactly event, signature and v")
-        if envelope["v"] != EVENT_VERSION or not isinstance(envelope["event"], str):
-            raise RemoteProtocolError("unsupported session event envelope")
-        try:
-            signature = base64.b64decode(str(envelope["signature"]), validate=True)
-            event = SessionEvent.from_json_dict(json.loads(envelope["event"]))
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise RemoteProtocolError(f"bad session event envelope: {exc}") from None
-        if len(signature) != 64:
-            raise RemoteProtocolError("an Ed25519 signature is 64 bytes")
-        if event.canonical_bytes().decode("utf-8") != envelope["event"]:
+        text, body, signature = statement.open_envelope(payload, "session event", MAX_EVENT_PAYLOAD)
+        event = SessionEvent.from_json_dict(body)
+        if event.canonical_bytes().decode("utf-8") != text:
             raise RemoteProtocolError("session event text is not in canonical form")
-        return cls(event=event, event_text=envelope["event"], signature=signature)
+        return cls(event=event, event_text=text, signature=signature)
 
 
 class EventAckState(Enum):
@@ -268,7 +243,7 @@ class EventAck:
             body["code"] = self.code
         if self.message:
             body["message"] = self.message
-        return _canonical(body)
+        return statement.canonical_json(body)
 
     @classmethod
     def from_payload(cls, device_id: str, event_id: str, payload: bytes) -> EventAck:

@@ -119,3 +119,18 @@ def test_session_topics_and_acks() -> None:
     ack = EventAck(device_id="rec-1", event_id="ev-1", state=EventAckState.STORED)
     assert ack.to_payload() == b'{"state":"stored"}'
     assert EventAck.from_payload("rec-1", "ev-1", ack.to_payload()) == ack
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 5000 + b"]" * 5000,  # nested past the parser's depth, inside the size limit
+        b'{"event":"' + b"[" * 5000 + b"]" * 5000 + b'","signature":"' + b"A" * 88 + b'","v":1}',
+        b'{"event":"[]","signature":"' + b"A" * 88 + b'","v":1}',  # a signed text that is not an object
+        b'{"event":"{}","signature":7,"v":1}',
+    ],
+)
+def test_malformed_session_event_envelopes_are_refused_as_remote_errors(payload: bytes) -> None:
+    """Whatever a publisher sends, decoding answers RemoteProtocolError (a rejection), never a crash."""
+    with pytest.raises(RemoteProtocolError):
+        SignedSessionEvent.from_envelope(payload)
