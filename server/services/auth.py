@@ -363,7 +363,9 @@ def _record_failure(session: Session, keys: _ThrottleKeys, now: datetime) -> Non
                 with session.begin_nested():
                     session.add(LoginThrottle(key=key, failures=0, blocked_until=None, updated_at=now))
             except IntegrityError:
-                pass  # another process inserted it meanwhile
+                # Another process inserted the row meanwhile: it exists either way, and the atomic
+                # increment below counts this failure on top of theirs.
+                pass
         session.execute(
             update(LoginThrottle)
             .where(LoginThrottle.key == key)
