@@ -17,13 +17,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from server.db import get_engine, session_scope
-from server.models import ROLES, AuditLog, User
-from server.models_people import Agency, Officer
-from server.models_telemetry import DeviceHealthSample
-from server.services import fleet as fleet_service
-from server.services.auth import ENDPOINT_ROLES, create_user
-from server.services.scope import CROSS_AGENCY_READERS
+from server.domain.accounts.models import ROLES, User
+from server.domain.accounts.service import ENDPOINT_ROLES, create_user
+from server.domain.audit import AuditLog
+from server.domain.fleet import service as fleet_service
+from server.domain.fleet.telemetry_models import DeviceHealthSample
+from server.domain.people.models import Agency, Officer
+from server.domain.scope import CROSS_AGENCY_READERS
+from server.infra.db import get_engine, session_scope
 from tests.conftest import migrated_app
 from tests.fixtures.evidence import AgencyEvidence, assign, record_evidence
 from tests.sessions.conftest import T0

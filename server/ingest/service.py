@@ -1,0 +1,919 @@
+"""Ingest: turn uplink MQTT messages into staged chunks, committed evidence, telemetry and acks.
+
+:meth:`IngestService.handle` takes one ``(topic, payload)`` and returns the ``(topic, payload)`` acks to
+publish; it knows nothing of MQTT, so it is tested without a broker and shared by every worker. It is
+stateless between messages: what a transfer holds lives in :class:`~server.infra.staging.Staging` and the
+database, so a transfer's messages may reach any worker (``$share``) or a restarted one.
+
+Nothing is acknowledged before its effect happened: a chunk ack after the chunk is in staging, ``complete``
+only after :func:`~server.domain.evidence.commit.commit_segment` returned. Unexpected failures (database or
+object store down, disk full) send no ack at all: the device times out, asks for status and resends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from protocol import topics
+from protocol.errors import ChunkHashMismatch, ManifestError, ProtocolError, TopicError
+from protocol.manifest import SignedManifest, parse_time
+from protocol.messages import (
+    MAX_JSON_PAYLOAD,
+    AckState,
+    ChainHead,
+    DeviceHealth,
+    FileAbort,
+    FileChunk,
+    FileFin,
+    FileInit,
+    FileStatusQuery,
+    Presence,
+    PresenceState,
+    TransferAck,
+    decode,
+    encode,
+)
+from protocol.topics import TopicKind
+from protocol.transfer import (
+    Committed,
+    DiscardStaging,
+    Finalize,
+    FinalizeRejected,
+    ReceiverAction,
+    ReceiverView,
+    Reply,
+    SegmentReceiver,
+    StageChunk,
+    StageOutcome,
+    StoreManifest,
+)
+from server.domain.base import utcnow
+from server.domain.evidence.commit import EvidenceRejected, HashMismatch, commit_segment, record_rejection
+from server.domain.evidence.models import Recording
+from server.domain.fleet import commands as command_service
+from server.domain.fleet.broker_accounts import sync_broker
+from server.domain.fleet.models import Device, DeviceStatus
+from server.domain.fleet.telemetry_models import DeviceChainHead, DeviceHealthSample, DevicePresence
+from server.infra.config import Settings
+from server.infra.db import session_scope
+from server.infra.staging import Staging
+from server.infra.storage import ObjectStore
+
+__all__ = ["IngestService", "Outgoing", "RejectionSummary"]
+
+_LOG = logging.getLogger(__name__)
+# An identical presence from the same device within this many seconds is not handled again.
+PRESENCE_REPEAT_S = 60.0
+
+Outgoing = tuple[str, bytes]
+_DOWNLINK_KINDS = frozenset(
+    {TopicKind.ACK, TopicKind.SESSION_ACK, TopicKind.CONFIG_DESIRED, TopicKind.COMMAND}
+)
+FileMessage = FileInit | FileChunk | FileFin | FileStatusQuery | FileAbort
+
+# Rows in the security log per device and in total per minute: a broken or hostile client must not be
+# able to fill the database through it. What is not written one by one is summed into one row per
+# device (or "unregistered") and code when its window closes, so no refusal vanishes without trace.
+REJECTION_ROWS_PER_DEVICE_MINUTE = 30
+REJECTION_ROWS_PER_MINUTE = 600
+REJECTION_WINDOW_S = 60
+# Kept manifests of cleaned transfers, and leftovers of every kind, go after this long.
+STAGING_MANIFEST_MAX_AGE_S = 14 * 86400
+
+
+@dataclass(frozen=True)
+class _DeviceInfo:
+    """What ingest needs of a registered device."""
+
+    public_key: bytes
+    status: str
+
+
+@dataclass
+class _Held:
+    """Refusals of one device (None: any unregistered id) and code not written one by one this window."""
+
+    count: int
+    first_at: datetime
+    last_at: datetime
+    file_id: str | None
+    message: str
+    manifest_text: str | None
+
+
+@dataclass(frozen=True)
+class RejectionSummary:
+    """One security-log row standing for ``count`` refusals of a flood."""
+
+    device_id: str | None
+    code: str
+    count: int
+    file_id: str | None
+    message: str
+    manifest_text: str | None
+
+
+class _RejectionLog:
+    """Fixed windows bounding security-log rows per device and overall, and summing what is held back.
+
+    Bounded both ways: rows per window are at most ``total`` + 2 × (registered devices + 1) × codes,
+    and memory holds one :class:`_Held` per registered device and code plus one per code for every
+    unregistered id together (ids from the network never become keys of their own). A registered
+    device's first refusal of each kind in a window is always written whole (a forged manifest keeps
+    its text as evidence), whatever the budget says.
+    """
+
+    def __init__(self, per_device: int, total: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.per_device, self.total, self.window_s, self.clock = per_device, total, window_s, clock
+        self._window = -1
+        self._counts: Counter[str] = Counter()
+        self._firsts: set[tuple[str, str]] = set()
+        self._registered: set[str] = set()
+        self._held: dict[tuple[str | None, str], _Held] = {}
+        self._due: list[RejectionSummary] = []
+        self._lock = threading.Lock()
+        self._last_flush = -1
+
+    def admit(
+        self,
+        device_id: str | None,
+        code: str,
+        registered: Callable[[], bool],
+        *,
+        file_id: str | None,
+        message: str,
+        manifest_text: str | None,
+    ) -> bool:
+        """Whether to write this refusal's row now; if not, it is held and summed into a summary."""
+        with self._lock:
+            self._roll()
+            key = device_id or ""
+            if self._counts["*"] < self.total and self._counts[key] < self.per_device:
+                self._counts["*"] += 1
+                self._counts[key] += 1
+                if device_id is not None:
+                    self._firsts.add((device_id, code))
+                return True
+        # Outside the lock: registered() may query the database.
+        known = device_id is not None and (device_id in self._registered or registered())
+        with self._lock:
+            self._roll()
+            if known and device_id is not None:
+                self._registered.add(device_id)
+                if (device_id, code) not in self._firsts:
+                    self._firsts.add((device_id, code))
+                    return True
+            now = utcnow()
+            bucket = (device_id if known else None, code)
+            held = self._held.get(bucket)
+            if held is None:
+                self._held[bucket] = _Held(1, now, now, file_id, message, manifest_text)
+            else:
+                held.count += 1
+                held.last_at = now
+            return False
+
+    def _roll(self) -> None:
+        window = int(self.clock() // self.window_s)
+        if window != self._window:
+            self._window, self._counts, self._firsts = window, Counter(), set()
+            self._registered.clear()  # a device deleted since is not "registered" for ever
+            self._close_held()
+
+    def _close_held(self) -> None:
+        for (device_id, code), held in self._held.items():
+            who = f"device {device_id}" if device_id is not None else "unregistered device ids"
+            text = (
+                f"flood: {held.count} '{code}' refusals from {who} between "
+                f"{held.first_at:%Y-%m-%dT%H:%M:%SZ} and {held.last_at:%Y-%m-%dT%H:%M:%SZ} were not "
+                f"logged one by one; the first: {held.message}"
+            )
+            self._due.append(
+                RejectionSummary(device_id, code, held.count, held.file_id, text, held.manifest_text)
+            )
+        self._held = {}
+
+    def requeue(self, summaries: list[RejectionSummary]) -> None:
+        """Keep summaries the database did not take for the next flush (bounded: oldest dropped, logged)."""
+        with self._lock:
+            self._due = (summaries + self._due)[-_MAX_DUE_SUMMARIES:]
+
+    def due(self, *, everything: bool = False) -> list[RejectionSummary]:
+        """Summaries of closed windows (and, with ``everything``, of the open one: at shutdown)."""
+        with self._lock:
+            self._roll()
+            if everything:
+                self._close_held()
+            due, self._due = self._due, []
+            self._last_flush = self._window
+            return due
+
+    def flush_due(self) -> bool:
+        """Cheap, lock-free hint: something waits and no flush was tried in this window yet."""
+        return bool(self._held or self._due) and int(self.clock() // self.window_s) != self._last_flush
+
+
+# Summaries waiting for a database that is down; past this many the oldest are only in the log.
+_MAX_DUE_SUMMARIES = 10_000
+
+
+def _device_time(text: str) -> datetime | None:
+    """A device-reported time (canonical manifest form or ISO 8601), tz-aware UTC; None if unusable."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ProtocolError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _topic_device_id(topic: str) -> str | None:
+    """The device id of a topic that failed to parse, when it is at least under our prefix."""
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[0] == topics.PREFIX and topics.valid_device_id(parts[2]):
+        return parts[2]
+    return None
+
+
+class IngestService:
+    """Handles uplink messages for every ingest worker of this process (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: Flask,
+        store: ObjectStore,
+        staging: Staging,
+        *,
+        device_cache_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store
+        self.staging = staging
+        self.device_cache_ttl_s = device_cache_ttl_s
+        # Unknown devices are cached briefly only, so a device registered a moment ago gets in soon.
+        self.unknown_device_ttl_s = min(2.0, device_cache_ttl_s)
+        self.clock = clock
+        self._devices: dict[str, tuple[float, _DeviceInfo | None]] = {}
+        self._devices_lock = threading.Lock()
+        self._presence_seen: dict[str, tuple[tuple[PresenceState, str], float]] = {}
+        self._rejection_log = _RejectionLog(
+            REJECTION_ROWS_PER_DEVICE_MINUTE, REJECTION_ROWS_PER_MINUTE, REJECTION_WINDOW_S, clock
+        )
+        self._stats_lock = threading.Lock()
+        self._messages: Counter[str] = Counter()
+        self._rejections: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+
+    @classmethod
+    def from_app(cls, app: Flask) -> IngestService:
+        """A service over the app's settings, object store and staging directory."""
+        from server.infra.storage import STORE_KEY
+
+        settings: Settings = app.extensions["zfjl.settings"]
+        return cls(settings, app, app.extensions[STORE_KEY], Staging(settings.staging_dir))
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _count(self, counter: Counter[str], key: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            counter[key] += amount
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start: messages by kind, bytes staged, commits, duplicates, conflicts, refusals."""
+        with self._stats_lock:
+            return {
+                "messages": dict(self._messages),
+                "bytes_staged": self._totals["bytes_staged"],
+                "chunks_staged": self._totals["chunks_staged"],
+                "chunks_duplicate": self._totals["chunks_duplicate"],
+                "segments_committed": self._totals["segments_committed"],
+                "duplicates": self._totals["duplicates"],
+                "conflicts": self._totals["conflicts"],
+                "chain_breaks": self._totals["chain_breaks"],
+                "errors": self._totals["errors"],
+                "rejection_rows_suppressed": self._totals["rejection_rows_suppressed"],
+                "rejection_summaries": self._totals["rejection_summaries"],
+                "rejections": dict(self._rejections),
+                "dropped": dict(self._dropped),
+            }
+
+    # -- entry points ------------------------------------------------------------------------
+
+    @staticmethod
+    def is_finalize(topic: str) -> bool:
+        """Whether handling this topic may commit a segment (slow: hash, object store, database)."""
+        try:
+            return topics.parse(topic).kind is TopicKind.FILE_FIN
+        except TopicError:
+            return False
+
+    def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """Handle one uplink message; return the acks to publish (QoS 1). Never raises."""
+        try:
+            if self._rejection_log.flush_due():
+                self.flush_rejections()
+            return self._handle(topic, payload)
+        except Exception:
+            # No ack: the device's timeout, status query and resend are the recovery path.
+            _LOG.exception("ingest: failed to handle a message on %r (%d bytes)", topic[:300], len(payload))
+            self._count(self._totals, "errors")
+            return []
+
+    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        try:
+            parsed = topics.parse(topic)
+        except TopicError as exc:
+            self._count(self._messages, "malformed")
+            self._drop("bad_topic", str(exc), _topic_device_id(topic), None)
+            return []
+        self._count(self._messages, parsed.kind.value)
+        if parsed.kind is TopicKind.FILE_INIT and len(payload) > MAX_JSON_PAYLOAD:
+            # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
+            return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
+        if parsed.kind is TopicKind.CASE_EVENT:
+            return self._case_event(topic, parsed, payload)
+        if parsed.kind in (TopicKind.COMMAND_STATUS, TopicKind.CONFIG_REPORTED):
+            return self._fleet_uplink(topic, payload)  # fleet: command lifecycle, shadow
+        if parsed.kind is TopicKind.SESSION_EVENT:
+            return self._session_event(parsed, payload)
+        if parsed.kind in _DOWNLINK_KINDS:
+            # Our own answers (or someone's forgeries) are never input: never answer them.
+            self._count(self._dropped, "not_uplink")
+            return []
+        try:
+            msg = decode(topic, payload)
+        except ChunkHashMismatch as exc:
+            return self._refuse(parsed, "chunk_hash_mismatch", str(exc), length=len(payload))
+        except ManifestError as exc:
+            return self._refuse(parsed, "bad_manifest", str(exc))
+        except ProtocolError as exc:
+            return self._refuse(parsed, "bad_message", str(exc))
+        if isinstance(msg, Presence):
+            if self._presence_repeated(msg):
+                return []
+            online = msg.state is PresenceState.ONLINE
+            return self._presence(msg) + self._fleet_presence(msg.device_id, online)
+        if isinstance(msg, DeviceHealth):
+            return self._health(msg)
+        if isinstance(msg, TransferAck):  # unreachable: downlink kinds are dropped above
+            self._count(self._dropped, "not_uplink")
+            return []
+        return self._transfer(msg)
+
+    # -- refusals ----------------------------------------------------------------------------
+
+    def _drop(self, reason: str, message: str, device_id: str | None, file_id: str | None) -> None:
+        """Count and log a message we do not answer; keep a security-log row when a device is named."""
+        self._count(self._dropped, reason)
+        self._count(self._rejections, reason)
+        _LOG.warning("ingest: dropped (%s): %s", reason, message)
+        if device_id is not None:
+            self._log_rejection(reason, message, device_id, file_id)
+
+    def _refuse(
+        self, parsed: topics.Topic, code: str, message: str, *, length: int | None = None
+    ) -> list[Outgoing]:
+        """A malformed message: log it, and tell the device when there is a transfer to answer on."""
+        self._count(self._rejections, code)
+        _LOG.warning("ingest: refused %s from %s: %s", parsed.kind.value, parsed.device_id, message)
+        self._log_rejection(code, message, parsed.device_id, parsed.file_id)
+        if parsed.file_id is None:
+            return []
+        ack = TransferAck(
+            device_id=parsed.device_id,
+            file_id=parsed.file_id,
+            state=AckState.REJECTED,
+            offset=parsed.offset,
+            length=length if parsed.offset is not None else None,
+            code=code,
+            message=message[:500],
+        )
+        return [encode(ack)]
+
+    def _log_rejection(
+        self,
+        code: str,
+        message: str,
+        device_id: str | None,
+        file_id: str | None,
+        manifest_text: str | None = None,
+    ) -> None:
+        """Write one security-log row, or hold it for its window's summary row when a flood is on."""
+        admitted = self._rejection_log.admit(
+            device_id,
+            code[:32],
+            lambda: device_id is not None and self._device(device_id) is not None,
+            file_id=file_id,
+            message=message[:500],
+            manifest_text=manifest_text,
+        )
+        if not admitted:
+            self._count(self._totals, "rejection_rows_suppressed")
+            return
+        try:
+            with session_scope(self.app) as session:
+                record_rejection(
+                    session,
+                    code=code[:32],
+                    message=message[:2000],
+                    device_id=device_id,
+                    file_id=file_id,
+                    manifest_text=manifest_text,
+                )
+        except Exception:
+            _LOG.exception("ingest: could not record a %s rejection for %s", code, device_id)
+
+    def flush_rejections(self, *, everything: bool = False) -> int:
+        """Write the summary rows of closed flood windows (``everything``: the open one too); how many."""
+        summaries = self._rejection_log.due(everything=everything)
+        if not summaries:
+            return 0
+        try:
+            with session_scope(self.app) as session:
+                for summary in summaries:
+                    record_rejection(
+                        session,
+                        code=summary.code,
+                        message=summary.message[:2000],
+                        device_id=summary.device_id,
+                        file_id=summary.file_id,
+                        manifest_text=summary.manifest_text,
+                        occurrences=summary.count,
+                    )
+        except Exception:
+            _LOG.exception(
+                "ingest: could not record %d flood summaries; kept for the next try", len(summaries)
+            )
+            for summary in summaries:
+                _LOG.warning("ingest: %s", summary.message[:300])
+            self._rejection_log.requeue(summaries)
+            return 0
+        for summary in summaries:
+            _LOG.warning("ingest: %s", summary.message[:300])
+        self._count(self._totals, "rejection_summaries", len(summaries))
+        return len(summaries)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def housekeep(self, now: float | None = None) -> dict[str, int]:
+        """Clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write due flood summaries."""
+        cleaned = self.staging.purge_abandoned(
+            idle_s=self.settings.staging_abandon_hours * 3600.0,
+            manifest_max_age_s=STAGING_MANIFEST_MAX_AGE_S,
+            now=now,
+        )
+        self.flush_rejections()
+        return {"staging_abandoned": len(cleaned)}
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def _device(self, device_id: str) -> _DeviceInfo | None:
+        now = self.clock()
+        with self._devices_lock:
+            cached = self._devices.get(device_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with session_scope(self.app) as session:
+            row = session.get(Device, device_id)
+            info = None if row is None else _DeviceInfo(bytes(row.public_key), row.status)
+        ttl = self.device_cache_ttl_s if info is not None else self.unknown_device_ttl_s
+        with self._devices_lock:
+            if len(self._devices) > 10_000:
+                self._devices.clear()  # ids come from the network: never let the cache grow unbounded
+            self._devices[device_id] = (now + ttl, info)
+        return info
+
+    def _stored(self, device_id: str, file_id: str) -> tuple[int, str] | None:
+        """The recording committed for this transfer and its sha256 (named in ``complete``), if any."""
+        with session_scope(self.app) as session:
+            row = session.execute(
+                select(Recording.id, Recording.sha256).where(
+                    Recording.device_id == device_id,
+                    Recording.manifest_hash >= file_id,
+                    Recording.manifest_hash < file_id + "g",
+                    Recording.file_id == file_id,
+                )
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def _recording_id(self, device_id: str, file_id: str) -> int | None:
+        """The recording committed for this transfer, if any (file_id = first 32 hex of its manifest hash)."""
+        with session_scope(self.app) as session:
+            # The range on manifest_hash lets the unique index find the prefix; hashes are lowercase hex.
+            recording_id: int | None = session.scalar(
+                select(Recording.id).where(
+                    Recording.device_id == device_id,
+                    Recording.manifest_hash >= file_id,
+                    Recording.manifest_hash < file_id + "g",
+                    Recording.file_id == file_id,
+                )
+            )
+        return recording_id
+
+    # -- transfers ---------------------------------------------------------------------------
+
+    def _transfer(self, msg: FileMessage) -> list[Outgoing]:
+        device = self._device(msg.device_id)
+        if (
+            device is not None
+            and device.status not in DeviceStatus.ACCEPTING
+            and not isinstance(msg, FileStatusQuery | FileAbort)
+        ):
+            # Refuse up front rather than after the whole upload: commit_segment would refuse it anyway.
+            parsed = topics.Topic(
+                kind=TopicKind.FILE_CHUNK if isinstance(msg, FileChunk) else TopicKind.FILE_INIT,
+                device_id=msg.device_id,
+                file_id=msg.file_id,
+                offset=msg.offset if isinstance(msg, FileChunk) else None,
+            )
+            if isinstance(msg, FileFin):
+                parsed = topics.Topic(kind=TopicKind.FILE_FIN, device_id=msg.device_id, file_id=msg.file_id)
+            length = len(msg.data) if isinstance(msg, FileChunk) else None
+            return self._refuse(
+                parsed, "device_inactive", f"device {msg.device_id} is {device.status}", length=length
+            )
+        manifest, held = self.staging.view_parts(msg.device_id, msg.file_id)
+        # Committing discards the staging, so a chunk whose transfer still has its manifest staged
+        # cannot belong to a stored segment: skip the database on the hot path.
+        stored = (
+            None
+            if isinstance(msg, FileChunk) and manifest is not None
+            else self._stored(msg.device_id, msg.file_id)
+        )
+        view = ReceiverView(
+            device_id=msg.device_id,
+            file_id=msg.file_id,
+            device_key=None if device is None else device.public_key,
+            manifest=manifest,
+            held=held,
+            recording_id=None if stored is None else stored[0],
+            recording_sha256="" if stored is None else stored[1],
+            max_segment_bytes=self.settings.max_segment_bytes,
+            max_chunk_bytes=self.settings.max_chunk_bytes,
+            staging_quota_bytes=self.settings.staging_quota_bytes,
+            # Only an init or a chunk of an accepted transfer can be held to the quota.
+            staged_elsewhere=self.staging.device_usage(msg.device_id, exclude_file_id=msg.file_id)
+            if device is not None and (isinstance(msg, FileInit) or (isinstance(msg, FileChunk) and manifest))
+            else 0,
+        )
+        receiver = SegmentReceiver(view)
+        out: list[Outgoing] = []
+        self._perform(receiver, msg, receiver.receive(msg), out, finalizing=False)
+        return out
+
+    def _perform(
+        self,
+        receiver: SegmentReceiver,
+        msg: FileMessage,
+        actions: list[ReceiverAction],
+        out: list[Outgoing],
+        *,
+        finalizing: bool,
+    ) -> None:
+        view = receiver.view
+        for action in actions:
+            if isinstance(action, Reply):
+                self._note_reply(action.ack, msg, view.manifest, logged=finalizing)
+                out.append(encode(action.ack))
+            elif isinstance(action, StoreManifest):
+                self.staging.store_manifest(action.signed)
+            elif isinstance(action, StageChunk):
+                outcome = self.staging.stage(action.chunk)
+                if outcome is StageOutcome.WRITTEN:
+                    self._count(self._totals, "chunks_staged")
+                    self._count(self._totals, "bytes_staged", len(action.chunk.data))
+                elif outcome is StageOutcome.SAME:
+                    self._count(self._totals, "chunks_duplicate")
+                follow = receiver.chunk_staged(action.chunk, outcome)
+                self._perform(receiver, msg, follow, out, finalizing=False)
+            elif isinstance(action, Finalize):
+                result = self._finalize(action.signed)
+                self._perform(receiver, msg, receiver.finalized(result), out, finalizing=True)
+                if isinstance(result, Committed):
+                    self._discard_quietly(view.device_id, view.file_id)
+            elif isinstance(action, DiscardStaging):
+                # After a finalize hash mismatch only the bytes were bad: keep the verified manifest.
+                self.staging.discard(view.device_id, view.file_id, keep_manifest=finalizing)
+
+    def _note_reply(
+        self, ack: TransferAck, msg: FileMessage, manifest: SignedManifest | None, *, logged: bool
+    ) -> None:
+        """Count refusals and log them to the security log (finalize refusals are logged by the service)."""
+        refused = ack.state in (AckState.REJECTED, AckState.CONFLICT)
+        if not refused and not (ack.state is AckState.UNKNOWN and ack.code == "no_manifest"):
+            return
+        self._count(self._rejections, ack.code)
+        if ack.state is AckState.CONFLICT and not logged:
+            self._count(self._totals, "conflicts")
+        _LOG.warning(
+            "ingest: %s %s/%s: %s (%s)", ack.state.value, ack.device_id, ack.file_id, ack.code, ack.message
+        )
+        if logged:
+            return
+        signed = msg.signed if isinstance(msg, FileInit) else manifest
+        detail = ack.message if ack.offset is None else f"{ack.message} (offset {ack.offset})"
+        self._log_rejection(
+            ack.code, detail, ack.device_id, ack.file_id, None if signed is None else signed.manifest_text
+        )
+
+    def _discard_quietly(self, device_id: str, file_id: str) -> None:
+        try:
+            self.staging.discard(device_id, file_id)
+        except OSError:
+            # The segment is committed; leftover staging is only disk space and the janitor removes it.
+            _LOG.exception("ingest: could not discard staging of committed %s/%s", device_id, file_id)
+
+    def _finalize(self, signed: SignedManifest) -> Committed | FinalizeRejected:
+        """fsync the staged bytes, then commit them (the service hashes, stores and records them)."""
+        device_id, file_id = signed.manifest.device_id, signed.file_id
+        try:
+            staged = self.staging.sync(device_id, file_id, signed.manifest.size)
+        except FileNotFoundError:
+            # A repeated fin racing the first one: that commit discarded the staging after succeeding.
+            recording_id = self._recording_id(device_id, file_id)
+            if recording_id is not None:
+                self._count(self._totals, "duplicates")
+                return Committed(recording_id, duplicate=True)
+            return FinalizeRejected("hash_mismatch", "staged bytes are missing; send them again")
+        try:
+            with session_scope(self.app) as session:
+                result = commit_segment(
+                    session,
+                    self.store,
+                    signed,
+                    staged,
+                    expected_device_id=device_id,
+                    max_segment_bytes=self.settings.max_segment_bytes,
+                )
+                recording_id, duplicate = result.recording.id, result.duplicate
+        except HashMismatch as exc:
+            # size_mismatch included: either way the staged bytes are wrong and the device must resend them.
+            self._count(self._rejections, exc.code)
+            return FinalizeRejected("hash_mismatch", f"{exc.code}: {exc.message_en}")
+        except EvidenceRejected as exc:
+            conflict = exc.code == "segment_conflict"
+            if conflict:
+                self._count(self._totals, "conflicts")
+            return FinalizeRejected(exc.code, exc.message_en, conflict=conflict)
+        if duplicate:
+            self._count(self._totals, "duplicates")
+        else:
+            self._count(self._totals, "segments_committed")
+            self._check_chain(signed)
+        _LOG.info(
+            "ingest: %s segment %d of %s as recording %d",
+            "duplicate" if duplicate else "committed",
+            signed.manifest.sequence,
+            device_id,
+            recording_id,
+        )
+        return Committed(recording_id, duplicate)
+
+    def _check_chain(self, signed: SignedManifest) -> None:
+        """Alert when this segment and a stored neighbour disagree on their link; the evidence stays."""
+        manifest = signed.manifest
+        breaks: list[str] = []
+        try:
+            with session_scope(self.app) as session:
+                neighbours = session.scalars(
+                    select(Recording).where(
+                        Recording.device_id == manifest.device_id,
+                        Recording.sequence.in_((manifest.sequence - 1, manifest.sequence + 1)),
+                    )
+                ).all()
+                before, after = manifest.sequence - 1, manifest.sequence + 1
+                for other in neighbours:
+                    if other.sequence == before and other.manifest_hash != manifest.prev_manifest_hash:
+                        breaks.append(
+                            f"segment {manifest.sequence} points back to {manifest.prev_manifest_hash[:16]}… "
+                            f"but segment {other.sequence} is {other.manifest_hash[:16]}…"
+                        )
+                    if other.sequence == after and other.prev_manifest_hash != signed.manifest_hash:
+                        breaks.append(
+                            f"segment {other.sequence} points back to {other.prev_manifest_hash[:16]}… "
+                            f"but segment {manifest.sequence} is {signed.manifest_hash[:16]}…"
+                        )
+                for text in breaks:
+                    record_rejection(
+                        session,
+                        code="chain_break",
+                        message=f"hash chain break of device {manifest.device_id}: {text}",
+                        device_id=manifest.device_id,
+                        file_id=signed.file_id,
+                        manifest_text=signed.manifest_text,
+                    )
+        except Exception:
+            _LOG.exception("ingest: chain check of %s/%d failed", manifest.device_id, manifest.sequence)
+            return
+        for text in breaks:
+            self._count(self._totals, "chain_breaks")
+            _LOG.error("ingest: ALERT hash chain break of device %s: %s", manifest.device_id, text)
+
+    # -- enforcement sessions (JL-16) --------------------------------------------------------
+
+    def _session_event(self, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
+        """Store one signed session event and ack it after the commit; refusals go to the security log."""
+        from server.domain.sessions.service import receive_event
+
+        device_id, event_id = parsed.device_id, parsed.event_id or ""
+        device = self._device(device_id)
+        with session_scope(self.app) as session:
+            outcome = receive_event(
+                session,
+                device_id=device_id,
+                event_id=event_id,
+                payload=payload,
+                device_key=None if device is None else device.public_key,
+                device_status=None if device is None else device.status,
+            )
+        # The commit is done: only now may the device forget the event (stored/duplicate).
+        for code, message, rejected_id, text in outcome.rejections:
+            self._count(self._rejections, code)
+            _LOG.warning("ingest: session event %s/%s: %s (%s)", device_id, rejected_id, code, message)
+            self._log_rejection(code, message, device_id, rejected_id, text)
+        return [(topics.session_ack(device_id, event_id), outcome.ack.to_payload())]
+
+    # -- case events (JL-2, JL-8) ------------------------------------------------------------
+
+    def _case_event(self, topic: str, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
+        """Store one signed case event and ack it after the commit; refusals go to the security log."""
+        from protocol import case_events
+        from server.domain.cases.service import record_device_event
+
+        device_id = parsed.device_id
+        try:
+            signed = case_events.decode(topic, payload)
+        except ProtocolError as exc:
+            # Unsigned or malformed: there is no event id to answer on, only the security log.
+            self._count(self._rejections, "bad_case_event")
+            _LOG.warning("ingest: case event from %s refused: %s", device_id, exc)
+            self._log_rejection("bad_case_event", f"case event refused: {exc}", device_id, None)
+            return []
+        event_id = signed.report.event_id
+        # The device row is read in the same transaction, not from the cache: a device revoked a moment
+        # ago must not write into a case record, which is append-only.
+        with session_scope(self.app) as session:
+            outcome = record_device_event(session, device_id, signed)
+        if outcome.refusal is not None:
+            code, message = outcome.refusal
+            self._count(self._rejections, code)
+            _LOG.warning("ingest: case event %s/%s refused: %s (%s)", device_id, event_id, code, message)
+            self._log_rejection(code, message, device_id, event_id, signed.event_text)
+        # The commit is done: only now may the device forget the event (stored/duplicate).
+        return [(topics.case_event_ack(device_id, event_id), outcome.ack.to_payload())]
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    def _chain_head(self, head: ChainHead, device: _DeviceInfo) -> None:
+        """Remember a signed chain head (alert rules compare it with what is stored); refuse a forged one."""
+        if not head.verify(device.public_key):
+            self._count(self._rejections, "bad_chain_head")
+            self._log_rejection(
+                "bad_chain_head",
+                f"chain head {head.sequence} in health does not verify with the device's key",
+                head.device_id,
+                None,
+            )
+            return
+        now = utcnow()
+        for attempt in range(2):
+            try:
+                with session_scope(self.app) as session:
+                    row = session.scalar(
+                        select(DeviceChainHead).where(
+                            DeviceChainHead.device_id == head.device_id,
+                            DeviceChainHead.sequence == head.sequence,
+                            DeviceChainHead.manifest_hash == head.manifest_hash,
+                        )
+                    )
+                    if row is None:
+                        session.add(
+                            DeviceChainHead(
+                                device_id=head.device_id,
+                                sequence=head.sequence,
+                                manifest_hash=head.manifest_hash,
+                                first_reported_at=now,
+                                last_reported_at=now,
+                            )
+                        )
+                    else:
+                        row.last_reported_at = now
+                return
+            except IntegrityError:
+                if attempt:
+                    raise  # two workers inserted the same head at once; the retry updates it
+
+    def _presence_repeated(self, msg: Presence) -> bool:
+        """Whether this is the same presence as one handled less than a minute ago (nothing to do).
+
+        A device says ``online`` once per connection; something that repeats it as a heartbeat would
+        otherwise cost a database commit and a command re-send walk per message (docs/performance.md).
+        """
+        now = time.monotonic()
+        key = (msg.state, msg.agent_version)
+        with self._devices_lock:
+            seen = self._presence_seen.get(msg.device_id)
+            if seen is not None and seen[0] == key and now - seen[1] < PRESENCE_REPEAT_S:
+                return True
+            if len(self._presence_seen) > 100_000:
+                self._presence_seen.clear()  # ids come from the network: bound the memory
+            self._presence_seen[msg.device_id] = (key, now)
+        return False
+
+    def _fleet_uplink(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """``up/cmd/{id}/status`` and ``up/config/reported``: update the command or shadow; no answer."""
+        with session_scope(self.app) as session:
+            result = command_service.handle_uplink(session, topic, payload)
+            rotated = command_service.credentials_rotated(result)
+        if rotated:
+            # The device's new credential is committed: regenerate the broker's files and reload it.
+            with session_scope(self.app) as session:
+                sync_broker(session, self.app.extensions["zfjl.settings"])
+        return []
+
+    def _fleet_presence(self, device_id: str, online: bool) -> list[Outgoing]:
+        """A device came online: re-send its desired config and queued commands (after the commit)."""
+        if not online:
+            return []
+        with session_scope(self.app) as session:
+            publications = command_service.on_presence(session, device_id)
+        return [(topic, payload) for topic, payload, _retain in publications]
+
+    def _presence(self, msg: Presence) -> list[Outgoing]:
+        if self._device(msg.device_id) is None:
+            self._count(self._dropped, "unknown_device_presence")
+            return []
+        received = utcnow()
+        at = _device_time(msg.at) or received
+        for attempt in range(2):
+            try:
+                with session_scope(self.app) as session:
+                    row = session.get(DevicePresence, msg.device_id)
+                    if row is None:
+                        session.add(
+                            DevicePresence(
+                                device_id=msg.device_id,
+                                state=msg.state.value,
+                                at=at,
+                                agent_version=msg.agent_version[:64],
+                                received_at=received,
+                            )
+                        )
+                    elif at >= row.at:
+                        # Retained presence is redelivered on every subscribe: never let an old one win.
+                        row.state, row.at = msg.state.value, at
+                        row.agent_version, row.received_at = msg.agent_version[:64], received
+                return []
+            except IntegrityError:
+                if attempt:
+                    raise  # two workers inserted the first row at once; the retry updates it
+        return []
+
+    def _health(self, msg: DeviceHealth) -> list[Outgoing]:
+        device = self._device(msg.device_id)
+        if device is None:
+            self._count(self._dropped, "unknown_device_health")
+            return []
+        if msg.chain_head is not None:
+            self._chain_head(msg.chain_head, device)
+        received = utcnow()
+        at = _device_time(msg.at) or received
+        # A device clock far in the future would sort its samples above all real ones; keep ours then.
+        if at > received + timedelta(days=1):
+            at = received
+        with session_scope(self.app) as session:
+            session.add(
+                DeviceHealthSample(
+                    device_id=msg.device_id,
+                    at=at,
+                    received_at=received,
+                    backlog_bytes=msg.backlog_bytes,
+                    backlog_segments=msg.backlog_segments,
+                    oldest_pending_age_s=msg.oldest_pending_age_s,
+                    free_bytes=msg.free_bytes,
+                    battery_pct=msg.battery_pct,
+                    recording=msg.recording,
+                    extra=msg.extra,
+                )
+            )
+        return []
