@@ -17,22 +17,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from protocol import topics
 from protocol.errors import ChunkHashMismatch, ManifestError, ProtocolError, TopicError
-from protocol.manifest import SignedManifest, parse_time
+from protocol.manifest import SignedManifest
 from protocol.messages import (
     MAX_JSON_PAYLOAD,
     AckState,
-    ChainHead,
-    DeviceHealth,
     FileAbort,
     FileChunk,
     FileFin,
@@ -41,7 +40,6 @@ from protocol.messages import (
     Presence,
     PresenceState,
     TransferAck,
-    decode,
     encode,
 )
 from protocol.topics import TopicKind
@@ -61,14 +59,13 @@ from protocol.transfer import (
 from server.domain.base import utcnow
 from server.domain.evidence.commit import EvidenceRejected, HashMismatch, commit_segment, record_rejection
 from server.domain.evidence.models import Recording
-from server.domain.fleet import commands as command_service
 from server.domain.fleet.broker_accounts import sync_broker
 from server.domain.fleet.models import Device, DeviceStatus
-from server.domain.fleet.telemetry_models import DeviceChainHead, DeviceHealthSample, DevicePresence
 from server.infra.config import Settings
 from server.infra.db import session_scope
 from server.infra.staging import Staging
 from server.infra.storage import ObjectStore
+from server.ingest.handlers import MALFORMED_CODES, Outgoing, decode_uplink, handle_uplink, refuse_malformed
 
 __all__ = ["IngestService", "Outgoing", "RejectionSummary"]
 
@@ -76,7 +73,6 @@ _LOG = logging.getLogger(__name__)
 # An identical presence from the same device within this many seconds is not handled again.
 PRESENCE_REPEAT_S = 60.0
 
-Outgoing = tuple[str, bytes]
 _DOWNLINK_KINDS = frozenset(
     {TopicKind.ACK, TopicKind.SESSION_ACK, TopicKind.CONFIG_DESIRED, TopicKind.COMMAND}
 )
@@ -228,29 +224,6 @@ class _RejectionLog:
 _MAX_DUE_SUMMARIES = 10_000
 
 
-def _device_time(text: str) -> datetime | None:
-    """A device-reported time (canonical manifest form or ISO 8601), tz-aware UTC; None if unusable."""
-    if not text:
-        return None
-    try:
-        return parse_time(text)
-    except ProtocolError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _topic_device_id(topic: str) -> str | None:
-    """The device id of a topic that failed to parse, when it is at least under our prefix."""
-    parts = topic.split("/")
-    if len(parts) >= 3 and parts[0] == topics.PREFIX and topics.valid_device_id(parts[2]):
-        return parts[2]
-    return None
-
-
 class IngestService:
     """Handles uplink messages for every ingest worker of this process (thread-safe)."""
 
@@ -344,41 +317,26 @@ class IngestService:
             parsed = topics.parse(topic)
         except TopicError as exc:
             self._count(self._messages, "malformed")
-            self._drop("bad_topic", str(exc), _topic_device_id(topic), None)
+            self._drop("bad_topic", str(exc), topics.device_id_hint(topic), None)
             return []
         self._count(self._messages, parsed.kind.value)
-        if parsed.kind is TopicKind.FILE_INIT and len(payload) > MAX_JSON_PAYLOAD:
-            # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
-            return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
-        if parsed.kind is TopicKind.CASE_EVENT:
-            return self._case_event(topic, parsed, payload)
-        if parsed.kind in (TopicKind.COMMAND_STATUS, TopicKind.CONFIG_REPORTED):
-            return self._fleet_uplink(topic, payload)  # fleet: command lifecycle, shadow
-        if parsed.kind is TopicKind.SESSION_EVENT:
-            return self._session_event(parsed, payload)
         if parsed.kind in _DOWNLINK_KINDS:
             # Our own answers (or someone's forgeries) are never input: never answer them.
             self._count(self._dropped, "not_uplink")
             return []
+        if parsed.kind is TopicKind.FILE_INIT and len(payload) > MAX_JSON_PAYLOAD:
+            # SignedManifest.from_envelope has no size limit of its own; never parse megabytes of JSON.
+            return self._refuse(parsed, "bad_manifest", f"init payload too large ({len(payload)} bytes)")
         try:
-            msg = decode(topic, payload)
+            msg = decode_uplink(topic, parsed, payload)
         except ChunkHashMismatch as exc:
             return self._refuse(parsed, "chunk_hash_mismatch", str(exc), length=len(payload))
-        except ManifestError as exc:
-            return self._refuse(parsed, "bad_manifest", str(exc))
         except ProtocolError as exc:
-            return self._refuse(parsed, "bad_message", str(exc))
-        if isinstance(msg, Presence):
-            if self._presence_repeated(msg):
-                return []
-            online = msg.state is PresenceState.ONLINE
-            return self._presence(msg) + self._fleet_presence(msg.device_id, online)
-        if isinstance(msg, DeviceHealth):
-            return self._health(msg)
-        if isinstance(msg, TransferAck):  # unreachable: downlink kinds are dropped above
-            self._count(self._dropped, "not_uplink")
-            return []
-        return self._transfer(msg)
+            if parsed.kind in MALFORMED_CODES:
+                return refuse_malformed(self, parsed, MALFORMED_CODES[parsed.kind], str(exc))
+            code = "bad_manifest" if isinstance(exc, ManifestError) else "bad_message"
+            return self._refuse(parsed, code, str(exc))
+        return handle_uplink(self, parsed, msg)
 
     # -- refusals ----------------------------------------------------------------------------
 
@@ -729,101 +687,9 @@ class IngestService:
             self._count(self._totals, "chain_breaks")
             _LOG.error("ingest: ALERT hash chain break of device %s: %s", manifest.device_id, text)
 
-    # -- enforcement sessions (JL-16) --------------------------------------------------------
+    # -- what the uplink handlers use (server/ingest/handlers.py) -------------------------------
 
-    def _session_event(self, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
-        """Store one signed session event and ack it after the commit; refusals go to the security log."""
-        from server.domain.sessions.service import receive_event
-
-        device_id, event_id = parsed.device_id, parsed.event_id or ""
-        device = self._device(device_id)
-        with session_scope(self.app) as session:
-            outcome = receive_event(
-                session,
-                device_id=device_id,
-                event_id=event_id,
-                payload=payload,
-                device_key=None if device is None else device.public_key,
-                device_status=None if device is None else device.status,
-            )
-        # The commit is done: only now may the device forget the event (stored/duplicate).
-        for code, message, rejected_id, text in outcome.rejections:
-            self._count(self._rejections, code)
-            _LOG.warning("ingest: session event %s/%s: %s (%s)", device_id, rejected_id, code, message)
-            self._log_rejection(code, message, device_id, rejected_id, text)
-        return [(topics.session_ack(device_id, event_id), outcome.ack.to_payload())]
-
-    # -- case events (JL-2, JL-8) ------------------------------------------------------------
-
-    def _case_event(self, topic: str, parsed: topics.Topic, payload: bytes) -> list[Outgoing]:
-        """Store one signed case event and ack it after the commit; refusals go to the security log."""
-        from protocol import case_events
-        from server.domain.cases.service import record_device_event
-
-        device_id = parsed.device_id
-        try:
-            signed = case_events.decode(topic, payload)
-        except ProtocolError as exc:
-            # Unsigned or malformed: there is no event id to answer on, only the security log.
-            self._count(self._rejections, "bad_case_event")
-            _LOG.warning("ingest: case event from %s refused: %s", device_id, exc)
-            self._log_rejection("bad_case_event", f"case event refused: {exc}", device_id, None)
-            return []
-        event_id = signed.report.event_id
-        # The device row is read in the same transaction, not from the cache: a device revoked a moment
-        # ago must not write into a case record, which is append-only.
-        with session_scope(self.app) as session:
-            outcome = record_device_event(session, device_id, signed)
-        if outcome.refusal is not None:
-            code, message = outcome.refusal
-            self._count(self._rejections, code)
-            _LOG.warning("ingest: case event %s/%s refused: %s (%s)", device_id, event_id, code, message)
-            self._log_rejection(code, message, device_id, event_id, signed.event_text)
-        # The commit is done: only now may the device forget the event (stored/duplicate).
-        return [(topics.case_event_ack(device_id, event_id), outcome.ack.to_payload())]
-
-    # -- telemetry ---------------------------------------------------------------------------
-
-    def _chain_head(self, head: ChainHead, device: _DeviceInfo) -> None:
-        """Remember a signed chain head (alert rules compare it with what is stored); refuse a forged one."""
-        if not head.verify(device.public_key):
-            self._count(self._rejections, "bad_chain_head")
-            self._log_rejection(
-                "bad_chain_head",
-                f"chain head {head.sequence} in health does not verify with the device's key",
-                head.device_id,
-                None,
-            )
-            return
-        now = utcnow()
-        for attempt in range(2):
-            try:
-                with session_scope(self.app) as session:
-                    row = session.scalar(
-                        select(DeviceChainHead).where(
-                            DeviceChainHead.device_id == head.device_id,
-                            DeviceChainHead.sequence == head.sequence,
-                            DeviceChainHead.manifest_hash == head.manifest_hash,
-                        )
-                    )
-                    if row is None:
-                        session.add(
-                            DeviceChainHead(
-                                device_id=head.device_id,
-                                sequence=head.sequence,
-                                manifest_hash=head.manifest_hash,
-                                first_reported_at=now,
-                                last_reported_at=now,
-                            )
-                        )
-                    else:
-                        row.last_reported_at = now
-                return
-            except IntegrityError:
-                if attempt:
-                    raise  # two workers inserted the same head at once; the retry updates it
-
-    def _presence_repeated(self, msg: Presence) -> bool:
+    def presence_repeated(self, msg: Presence) -> bool:
         """Whether this is the same presence as one handled less than a minute ago (nothing to do).
 
         A device says ``online`` once per connection; something that repeats it as a heartbeat would
@@ -840,80 +706,30 @@ class IngestService:
             self._presence_seen[msg.device_id] = (key, now)
         return False
 
-    def _fleet_uplink(self, topic: str, payload: bytes) -> list[Outgoing]:
-        """``up/cmd/{id}/status`` and ``up/config/reported``: update the command or shadow; no answer."""
-        with session_scope(self.app) as session:
-            result = command_service.handle_uplink(session, topic, payload)
-            rotated = command_service.credentials_rotated(result)
-        if rotated:
-            # The device's new credential is committed: regenerate the broker's files and reload it.
-            with session_scope(self.app) as session:
-                sync_broker(session, self.app.extensions["zfjl.settings"])
-        return []
+    def session(self) -> AbstractContextManager[Session]:
+        """A transaction on the app's database (committed when the block ends without an error)."""
+        return session_scope(self.app)
 
-    def _fleet_presence(self, device_id: str, online: bool) -> list[Outgoing]:
-        """A device came online: re-send its desired config and queued commands (after the commit)."""
-        if not online:
-            return []
-        with session_scope(self.app) as session:
-            publications = command_service.on_presence(session, device_id)
-        return [(topic, payload) for topic, payload, _retain in publications]
+    def device(self, device_id: str) -> _DeviceInfo | None:
+        """The registered device's key and status (cached briefly), or None."""
+        return self._device(device_id)
 
-    def _presence(self, msg: Presence) -> list[Outgoing]:
-        if self._device(msg.device_id) is None:
-            self._count(self._dropped, "unknown_device_presence")
-            return []
-        received = utcnow()
-        at = _device_time(msg.at) or received
-        for attempt in range(2):
-            try:
-                with session_scope(self.app) as session:
-                    row = session.get(DevicePresence, msg.device_id)
-                    if row is None:
-                        session.add(
-                            DevicePresence(
-                                device_id=msg.device_id,
-                                state=msg.state.value,
-                                at=at,
-                                agent_version=msg.agent_version[:64],
-                                received_at=received,
-                            )
-                        )
-                    elif at >= row.at:
-                        # Retained presence is redelivered on every subscribe: never let an old one win.
-                        row.state, row.at = msg.state.value, at
-                        row.agent_version, row.received_at = msg.agent_version[:64], received
-                return []
-            except IntegrityError:
-                if attempt:
-                    raise  # two workers inserted the first row at once; the retry updates it
-        return []
+    def note_rejection(
+        self, code: str, message: str, device_id: str | None, ref_id: str | None, text: str | None = None
+    ) -> None:
+        """Count a refusal and write it to the security log (bounded under a flood)."""
+        self._count(self._rejections, code)
+        self._log_rejection(code, message, device_id, ref_id, text)
 
-    def _health(self, msg: DeviceHealth) -> list[Outgoing]:
-        device = self._device(msg.device_id)
-        if device is None:
-            self._count(self._dropped, "unknown_device_health")
-            return []
-        if msg.chain_head is not None:
-            self._chain_head(msg.chain_head, device)
-        received = utcnow()
-        at = _device_time(msg.at) or received
-        # A device clock far in the future would sort its samples above all real ones; keep ours then.
-        if at > received + timedelta(days=1):
-            at = received
+    def count_dropped(self, reason: str) -> None:
+        """Count a message that is not answered and not worth a security-log row."""
+        self._count(self._dropped, reason)
+
+    def transfer(self, msg: FileMessage) -> list[Outgoing]:
+        """Drive one segment transfer message through its receiver; the acks to publish."""
+        return self._transfer(msg)
+
+    def sync_broker(self) -> None:
+        """Regenerate the broker's account files after a committed credential change."""
         with session_scope(self.app) as session:
-            session.add(
-                DeviceHealthSample(
-                    device_id=msg.device_id,
-                    at=at,
-                    received_at=received,
-                    backlog_bytes=msg.backlog_bytes,
-                    backlog_segments=msg.backlog_segments,
-                    oldest_pending_age_s=msg.oldest_pending_age_s,
-                    free_bytes=msg.free_bytes,
-                    battery_pct=msg.battery_pct,
-                    recording=msg.recording,
-                    extra=msg.extra,
-                )
-            )
-        return []
+            sync_broker(session, self.settings)

@@ -8,9 +8,9 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from protocol.case_events import EVENT_VERSION as CASE_EVENT_VERSION
@@ -348,10 +348,10 @@ def change_status(session: Session, caller: Caller, case_id: int, body: dict[str
     elif force:
         raise Invalid("force 只用于结案", "force applies only to closing a case")
     # Compare-and-set: of two concurrent changes from the same status only one wins.
-    changed = session.execute(
+    result = session.execute(
         update(Case).where(Case.id == case.id, Case.status == current).values(status=target)
-    ).rowcount
-    if changed != 1:
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise Conflict("案件状态已被他人修改，请刷新", "the case status changed meanwhile; reload")
     session.expire(case, ["status"])
     data: dict[str, Any] = {"from": current, "to": target, "force": bool(missing)}
@@ -729,7 +729,7 @@ def attachment_to_dict(a: CaseAttachment, case_id: int) -> dict[str, Any]:
 def _covering_recordings(session: Session, event: CaseEvent, certificates: dict[int, str]) -> list[int]:
     """Recordings running at the event's time by its officers or its device (JL-2: text + AV)."""
     who = [certificates[i] for i in event.officer_ids or [] if certificates.get(i)]
-    conditions = [Recording.officer_id.in_(who)] if who else []
+    conditions: list[ColumnElement[bool]] = [Recording.officer_id.in_(who)] if who else []
     if event.device_id:
         conditions.append(Recording.device_id == event.device_id)
     if not conditions:

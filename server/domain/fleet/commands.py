@@ -42,17 +42,16 @@ __all__ = [
     "DEFAULT_TTL",
     "Publication",
     "apply_status",
+    "apply_uplink",
     "command_message",
     "command_to_dict",
     "create_command",
     "credentials_rotated",
     "expire_stale",
     "get_command",
-    "handle_uplink",
     "list_commands",
     "on_presence",
     "publish_unsent",
-    "uplink",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -226,11 +225,6 @@ def on_presence(session: Session, device_id: str) -> list[Publication]:
     return out
 
 
-def uplink(session: Session, topic: str, payload: bytes) -> bool:
-    """Handle a device's command status or reported config; False if malformed or ignored."""
-    return handle_uplink(session, topic, payload) is not None
-
-
 def credentials_rotated(result: DeviceCommand | ReportedConfig | None) -> bool:
     """Whether an uplink's result is a credential rotation that just succeeded (broker files are stale)."""
     return (
@@ -240,19 +234,14 @@ def credentials_rotated(result: DeviceCommand | ReportedConfig | None) -> bool:
     )
 
 
-def handle_uplink(session: Session, topic: str, payload: bytes) -> DeviceCommand | ReportedConfig | None:
+def apply_uplink(
+    session: Session, msg: CommandStatus | ReportedConfig
+) -> DeviceCommand | ReportedConfig | None:
     """Apply a command status or reported config; the updated command, the config, or None if ignored."""
-    try:
-        msg = fleet_protocol.decode(topic, payload)
-    except ProtocolError as exc:
-        _LOG.warning("fleet: malformed uplink on %r: %s", topic[:200], exc)
-        return None
     if isinstance(msg, CommandStatus):
         return apply_status(session, msg)
-    if isinstance(msg, ReportedConfig):
-        config_service.record_reported(session, msg)
-        return msg
-    return None  # a device may not send downlink messages
+    config_service.record_reported(session, msg)
+    return msg
 
 
 def list_commands(session: Session, device_id: str, limit: int = 50) -> list[DeviceCommand]:

@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from protocol.errors import ProtocolError
 from protocol.session import (
     EnforcementSession,
     EventAck,
@@ -235,11 +234,14 @@ def receive_event(
     *,
     device_id: str,
     event_id: str,
-    payload: bytes,
+    signed: SignedSessionEvent,
     device_key: bytes | None,
     device_status: str | None,
 ) -> EventOutcome:
-    """Verify, check and store one signed session event (flushed; the caller commits, then acks)."""
+    """Verify, check and store one signed session event (flushed; the caller commits, then acks).
+
+    ``signed`` was decoded at the ingest edge; a payload that does not decode never gets here.
+    """
 
     def refuse(code: str, message: str, text: str | None = None) -> EventOutcome:
         ack = EventAck(
@@ -251,10 +253,6 @@ def receive_event(
         )
         return EventOutcome(ack, [(code, message, event_id, text)])
 
-    try:
-        signed = SignedSessionEvent.from_envelope(payload)
-    except ProtocolError as exc:
-        return refuse("bad_session_event", str(exc))
     event, text = signed.event, signed.event_text
     if device_key is None:
         return refuse("unknown_device", f"device {device_id} is not registered", text)
