@@ -12,6 +12,7 @@ import zlib
 from typing import ClassVar
 
 from server.domain.errors import ServiceError
+from server.errors import ErrorKind
 
 __all__ = [
     "ATTACHMENT_TYPES",
@@ -49,7 +50,7 @@ class UnsupportedMediaType(ServiceError):
     """The declared type is not one this upload accepts (HTTP 415)."""
 
     code = "unsupported_media_type"
-    kind = "invalid"
+    kind = ErrorKind.INVALID
     status: ClassVar[int] = 415
 
 
@@ -57,7 +58,7 @@ class ContentMismatch(ServiceError):
     """The bytes are not what the declared type says (HTTP 400)."""
 
     code = "content_mismatch"
-    kind = "invalid"
+    kind = ErrorKind.INVALID
     status: ClassVar[int] = 400
 
 

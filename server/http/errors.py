@@ -9,22 +9,11 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from server.domain.errors import ServiceError
+from server.errors import HTTP_STATUS, ErrorKind, ZfjlError
 
 __all__ = ["ApiError", "error_response", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
-
-# Service errors say what kind of failure they are; only the API knows the HTTP status for it.
-_KIND_STATUS = {
-    "invalid": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "rejected": 422,
-    "locked": 423,
-}
 
 # Chinese and English texts for the HTTP errors Werkzeug raises itself.
 _HTTP_TEXT: dict[int, tuple[str, str, str]] = {
@@ -39,17 +28,15 @@ _HTTP_TEXT: dict[int, tuple[str, str, str]] = {
 }
 
 
-class ApiError(Exception):
-    """Root of API errors: HTTP status, stable code, Chinese and English messages."""
+class ApiError(ZfjlError):
+    """An error only the web edge knows (a bad header, a missing body): its HTTP status given directly."""
 
     def __init__(
         self, status: int, code: str, message: str, message_en: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message_en)
+        super().__init__(message, message_en)
         self.status = status
-        self.code = code
-        self.message = message
-        self.message_en = message_en
+        self.code = code  # type: ignore[misc]  # an instance's own code, where subclasses of the root name theirs
         self.headers = headers or {}
 
 
@@ -108,15 +95,17 @@ def _data_error(exc: DataError) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Turn ApiError, ServiceError, HTTP errors and crashes into the JSON error shape."""
+    """Turn ApiError, every other error of the root (status by kind), HTTP errors and crashes into JSON."""
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.message_en, exc.headers)
 
-    @app.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError) -> Response:
-        return error_response(_KIND_STATUS.get(exc.kind, 400), exc.code, exc.message, exc.message_en)
+    @app.errorhandler(ZfjlError)
+    def _server_error(exc: ZfjlError) -> Response:
+        if exc.kind is ErrorKind.INTERNAL:
+            log.error("internal error %s: %s", exc.code, exc.message_en)
+        return error_response(HTTP_STATUS[exc.kind], exc.code, exc.message, exc.message_en)
 
     @app.errorhandler(IntegrityError)
     def _integrity(exc: IntegrityError) -> Response:

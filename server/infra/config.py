@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import PRIVATE_FILE, private_dir, tighten
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "redact_url", "url_without_credentials"]
@@ -47,8 +48,11 @@ def url_without_credentials(url: str) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
-class ConfigError(ValueError):
+class ConfigError(ZfjlError, ValueError):
     """A setting is unknown or has an invalid value (message in Chinese and English)."""
+
+    kind = ErrorKind.INVALID
+    code = "config_error"
 
 
 def _parse_int(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from protocol import topics
+from server.errors import ErrorKind, ZfjlError
 
 __all__ = [
     "DEFAULT_SERVICE_USERNAME",
@@ -73,8 +74,11 @@ class AccessAction(Enum):
     RECEIVE = "receive"
 
 
-class BrokerAccountError(ValueError):
+class BrokerAccountError(ZfjlError, ValueError):
     """The account list would let one login stand for another (a duplicate or a reserved name)."""
+
+    kind = ErrorKind.CONFLICT
+    code = "broker_account_error"
 
 
 @dataclass(frozen=True, kw_only=True)

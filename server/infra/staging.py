@@ -38,6 +38,7 @@ from protocol.messages import MAX_JSON_PAYLOAD, FileChunk
 from protocol.ranges import RangeSet
 from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
+from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
 from zfjl_common.fsutil import fsync_dir
 
@@ -55,8 +56,11 @@ _READ_BLOCK = 1024 * 1024
 TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 
 
-class StagingError(Exception):
+class StagingError(ZfjlError):
     """A staging operation was asked for something impossible (bad ids, path escaping the root)."""
+
+    kind = ErrorKind.INVALID
+    code = "staging_error"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import READ_ONLY_FILE, create_private_file, private_dir
 from zfjl_common.fsutil import fsync_dir, size_and_sha256_file
 
@@ -39,16 +40,25 @@ MIN_PART_SIZE = 8 * 1024 * 1024
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,511}")
 
 
-class ObjectConflict(Exception):
+class ObjectConflict(ZfjlError):
     """The key already holds different content; evidence is never overwritten."""
 
+    kind = ErrorKind.CONFLICT
+    code = "object_conflict"
 
-class ObjectIntegrityError(Exception):
+
+class ObjectIntegrityError(ZfjlError):
     """The bytes given to the store do not hash to the declared sha256."""
 
+    kind = ErrorKind.REJECTED
+    code = "object_integrity_error"
 
-class ObjectNotFound(Exception):
+
+class ObjectNotFound(ZfjlError):
     """No object under that key."""
+
+    kind = ErrorKind.NOT_FOUND
+    code = "object_not_found"
 
 
 @dataclass(frozen=True)

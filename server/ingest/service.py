@@ -61,6 +61,7 @@ from server.domain.evidence.commit import EvidenceRejected, HashMismatch, commit
 from server.domain.evidence.models import Recording
 from server.domain.fleet.broker_accounts import sync_broker
 from server.domain.fleet.models import Device, DeviceStatus
+from server.errors import RETRY_KINDS, ZfjlError
 from server.infra.config import Settings
 from server.infra.db import session_scope
 from server.infra.staging import Staging
@@ -306,6 +307,14 @@ class IngestService:
             if self._rejection_log.flush_due():
                 self.flush_rejections()
             return self._handle(topic, payload)
+        except ZfjlError as exc:
+            if exc.kind in RETRY_KINDS:
+                _LOG.error("ingest: %s on %r: %s; no answer, the device resends", exc.code, topic[:300], exc)
+                self._count(self._totals, "errors")
+                return []
+            # The message's fault, found below the handler: refused in the security log, never a crash.
+            self.note_rejection(exc.code, exc.message_en, topics.device_id_hint(topic), None)
+            return []
         except Exception:
             # No ack: the device's timeout, status query and resend are the recovery path.
             _LOG.exception("ingest: failed to handle a message on %r (%d bytes)", topic[:300], len(payload))

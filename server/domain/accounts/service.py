@@ -21,6 +21,7 @@ from server.domain.accounts.models import ROLES, LoginThrottle, RevokedToken, Us
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, ServiceError
+from server.errors import ErrorKind
 
 __all__ = [
     "ACCOUNT_FREE_FAILURES",
@@ -155,7 +156,7 @@ class InvalidCredentials(ServiceError):
     """Wrong username or password (deliberately not saying which)."""
 
     code = "invalid_credentials"
-    kind = "unauthorized"
+    kind = ErrorKind.UNAUTHORIZED
 
 
 class LoginThrottled(ServiceError):
@@ -165,7 +166,7 @@ class LoginThrottled(ServiceError):
     """
 
     code = "too_many_attempts"
-    kind = "throttled"
+    kind = ErrorKind.THROTTLED
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
@@ -179,14 +180,14 @@ class InvalidToken(ServiceError):
     """A token that does not name a user of this server."""
 
     code = "invalid_token"
-    kind = "unauthorized"
+    kind = ErrorKind.UNAUTHORIZED
 
 
 class Forbidden(ServiceError):
     """The caller's role may not do this."""
 
     code = "forbidden"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 def hash_password(password: str) -> str:
@@ -512,7 +513,7 @@ class AccountSuspended(ServiceError):
     """The token's account was suspended: every token issued before is refused at once."""
 
     code = "token_revoked"
-    kind = "unauthorized"
+    kind = ErrorKind.UNAUTHORIZED
 
 
 def token_claims(user: User) -> dict[str, Any]:

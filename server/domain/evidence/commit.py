@@ -15,6 +15,7 @@ from server.domain.base import utcnow
 from server.domain.errors import ServiceError
 from server.domain.evidence.models import IngestRejection, Recording, SegmentReceipt
 from server.domain.fleet.models import Device, DeviceStatus
+from server.errors import ErrorKind
 from server.infra.storage import ObjectConflict, ObjectStore, recording_key
 from zfjl_common.fsutil import size_and_sha256_file
 
@@ -37,7 +38,7 @@ class EvidenceRejected(ServiceError):
     """A segment was refused; ``code`` is stable and logged to ingest_rejections."""
 
     code: ClassVar[str] = "evidence_rejected"
-    kind: ClassVar[str] = "rejected"
+    kind = ErrorKind.REJECTED
 
 
 class UnknownDevice(EvidenceRejected):
@@ -86,7 +87,7 @@ class SegmentConflict(EvidenceRejected):
     """Another manifest is already stored for this device and sequence number."""
 
     code = "segment_conflict"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
 from server.domain.fleet import commands as command_service
 from server.domain.fleet.models import Device, DeviceCommand, DeviceProfile, DeviceStatus
 from server.domain.fleet.rollout_models import Rollout, RolloutTarget, UpdateBundle
+from server.errors import ErrorKind
 from server.infra.config import Settings
 from server.infra.storage import ObjectStore
 from zfjl_common.fsutil import sha256_file
@@ -66,14 +67,14 @@ class BundleRefused(ServiceError):
     """The uploaded bundle is unsigned, signed by an untrusted key, or its files do not match."""
 
     code = "bundle_refused"
-    kind = "rejected"
+    kind = ErrorKind.REJECTED
 
 
 class DownloadForbidden(ServiceError):
     """The download token is unknown, or its command or device is no longer eligible."""
 
     code = "forbidden"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 def trusted_update_keys(settings: Settings) -> list[Ed25519PublicKey]:

@@ -35,6 +35,7 @@ from server.domain.fleet.models import (
     SerialAllowlistEntry,
 )
 from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
+from server.errors import ErrorKind
 
 __all__ = [
     "CAPABILITIES",
@@ -70,7 +71,7 @@ class ClaimRefused(ServiceError):
     """The provisioning claim is unknown, rejected or already collected."""
 
     code = "claim_refused"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 class BatteryTooLow(Conflict):

@@ -19,6 +19,7 @@ from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
 from server.domain.people.models import OFFICER_STATUSES, STAFF_KINDS, Agency, Officer
 from server.domain.sniff import PHOTO_TYPES, check_photo
+from server.errors import ErrorKind
 
 __all__ = [
     "CROSS_AGENCY_READERS",
@@ -63,7 +64,7 @@ class ImportRejected(ServiceError):
     """A CSV import had bad rows; nothing was imported. ``rows`` lists every problem."""
 
     code: ClassVar[str] = "import_rejected"
-    kind: ClassVar[str] = "rejected"
+    kind = ErrorKind.REJECTED
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         super().__init__(

@@ -48,6 +48,7 @@ from server.domain.sessions.models import (
     SessionEventRecord,
     WrittenExplanation,
 )
+from server.errors import ErrorKind
 
 __all__ = [
     "GAP_TOLERANCE",
@@ -127,42 +128,42 @@ class NotAnOfficer(ServiceError):
     """Only officers sign JL-16 written explanations."""
 
     code = "not_an_officer"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 class OfficerNotActive(ServiceError):
     """JL-16: a suspended or revoked officer does not sign as an enforcement officer."""
 
     code = "officer_not_active"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 class CertificateExpired(ServiceError):
     """JL-16: the signer's enforcement certificate is not valid today."""
 
     code = "certificate_expired"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 class OfficerOtherAgency(ServiceError):
     """JL-16: the signer belongs to another agency than the session's officer."""
 
     code = "officer_other_agency"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN
 
 
 class SameOfficer(ServiceError):
     """JL-16: two signatures by one officer (through two accounts) count once."""
 
     code = "same_officer"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 class AlreadySigned(ServiceError):
     """The same person cannot count twice towards the two signatures JL-16 asks for."""
 
     code = "already_signed"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 # ------------------------------------------------------------------------------------- ingest
