@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from flask import (
@@ -35,6 +35,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as BaseResponse
 
 from protocol.fleet import CONFIG_FIELDS, CommandKind
 from server.domain.accounts import service as auth_service
@@ -406,7 +407,7 @@ def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt="zfjl-console-flash")
 
 
-def _flash(response: Response, category: str, message: str) -> Response:
+def _flash(response: BaseResponse, category: str, message: str) -> BaseResponse:
     """Carry one message to the next page (a signed, HttpOnly cookie scoped to the console)."""
     response.set_cookie(
         FLASH_COOKIE,
@@ -469,7 +470,7 @@ def _lang_url(lang: str) -> str:
     return f"{request.path}?{urlencode(args, doseq=True)}"
 
 
-def _redirect_back(fallback: str, category: str, message: str) -> Response:
+def _redirect_back(fallback: str, category: str, message: str) -> BaseResponse:
     """303 to the form's ``next`` (console pages only, so no open redirect) with a flash message."""
     target = request.form.get("next", "")
     if not (target.startswith("/admin/") and not target.startswith("//")):
@@ -548,7 +549,7 @@ def console_view(endpoint: str = _ROLE_ENTER) -> Callable[[Callable[..., Respons
     return decorate
 
 
-def _to_login() -> Response:
+def _to_login() -> BaseResponse:
     target = request.full_path if request.method == "GET" else ""
     response = redirect(url_for("admin_console.login_form", next=target or None), 303)
     response.delete_cookie(SESSION_COOKIE, path="/admin")
@@ -675,10 +676,10 @@ def login() -> ResponseReturnValue:
         "/admin/login"
     ):
         target = url_for("admin_console.devices")
-    response = redirect(target, 303)
-    set_access_cookies(response, create_access_token(identity=identity, additional_claims=claims))
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
-    return response
+    redirected = cast(Response, redirect(target, 303))  # flask's redirect builds the app's response class
+    set_access_cookies(redirected, create_access_token(identity=identity, additional_claims=claims))
+    redirected.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
+    return redirected
 
 
 @bp.post("/logout")
@@ -698,7 +699,7 @@ def logout() -> ResponseReturnValue:
         )
     g.pop("console_new_token", None)
     response = redirect(url_for("admin_console.login_form"), 303)
-    unset_access_cookies(response)
+    unset_access_cookies(cast(Response, response))  # flask's redirect builds the app's response class
     return response
 
 
@@ -789,7 +790,7 @@ def devices() -> ResponseReturnValue:
         statuses=DEVICE_STATUSES,
         bulk_commands=BULK_COMMANDS,
         config_fields=_CONFIG_INPUTS,
-        page_url=lambda p: url_for("admin_console.devices", **(query | {"page": p})),
+        page_url=lambda p: url_for("admin_console.devices", **cast(dict[str, Any], query | {"page": p})),
         here=request.full_path,
         can_bulk=_may("fleet.check_out") or _may("fleet.set_config") or _may("fleet.create_command"),
         can={e: _may(f"fleet.{e}") for e in ("check_out", "set_config", "create_command")},
