@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from server.domain.accounts.models import ROLES, User
-from server.domain.accounts.service import ENDPOINT_ROLES, create_user
+from server.domain.accounts.roles import ENDPOINT_ROLES
+from server.domain.accounts.service import create_user
 from server.domain.audit import AuditLog
 from server.domain.fleet import service as fleet_service
 from server.domain.fleet.telemetry_models import DeviceHealthSample

@@ -40,7 +40,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from protocol.fleet import CONFIG_FIELDS, CommandKind
 from server.domain.accounts import service as auth_service
 from server.domain.accounts.models import User
-from server.domain.accounts.service import ENDPOINT_ROLES
+from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Invalid, ServiceError
