@@ -15,12 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.domain.accounts.models import ROLES, LoginThrottle, RevokedToken, User
-from server.domain.accounts.throttle import (
-    ThrottleKeys,
-    record_failure,
-    seconds_to_wait,
-    throttle_rows,
-)
+from server.domain.accounts.throttle import ThrottleKeys, record_failure, seconds_to_wait, throttle_rows
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, ServiceError
