@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from server.domain.accounts.service import ENDPOINT_ROLES
+from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.http.roles import require_roles
 
 __all__ = ["EndpointDoc", "api_view", "bp", "build_openapi"]

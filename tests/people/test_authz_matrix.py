@@ -19,7 +19,8 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from server.domain.accounts.models import ROLES, User
-from server.domain.accounts.service import ENDPOINT_ROLES, create_user
+from server.domain.accounts.roles import ENDPOINT_ROLES
+from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller

@@ -11,7 +11,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from server.domain.accounts.models import LoginThrottle
-from server.domain.accounts.service import ACCOUNT_FREE_FAILURES, create_user, hash_password, verify_password
+from server.domain.accounts.service import create_user, hash_password, verify_password
+from server.domain.accounts.throttle import ACCOUNT_FREE_FAILURES
 from server.domain.base import utcnow
 from server.infra.db import session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER

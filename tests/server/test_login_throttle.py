@@ -13,15 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from server.app import create_app
-from server.domain.accounts.service import (
-    ACCOUNT_FREE_FAILURES,
-    ADDRESS_FREE_FAILURES,
-    MAX_BACKOFF,
-    InvalidCredentials,
-    LoginThrottled,
-    authenticate,
-    create_user,
-)
+from server.domain.accounts.service import InvalidCredentials, LoginThrottled, authenticate, create_user
+from server.domain.accounts.throttle import ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES, MAX_BACKOFF
 from server.domain.base import utcnow
 from server.infra.db import session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET

@@ -26,7 +26,8 @@ from server.domain.fleet.devices import register_device
 from server.infra.config import load_settings
 from server.infra.db import session_scope
 from server.infra.staging import DATA_NAME, MANIFEST_NAME, Staging
-from server.ingest.service import REJECTION_ROWS_PER_DEVICE_MINUTE, IngestService
+from server.ingest.rejections import REJECTION_ROWS_PER_DEVICE_MINUTE
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
 from tests.server.test_ingest import CHUNK, acks, chunk, count, fin, init, one, status, upload
 

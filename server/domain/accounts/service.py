@@ -5,30 +5,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import math
 import os
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.domain.accounts.models import ROLES, LoginThrottle, RevokedToken, User
+from server.domain.accounts.throttle import ThrottleKeys, record_failure, seconds_to_wait, throttle_rows
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, ServiceError
 from server.errors import ErrorKind
 
 __all__ = [
-    "ACCOUNT_FREE_FAILURES",
-    "ADDRESS_FREE_FAILURES",
-    "BACKOFF_BASE",
-    "ENDPOINT_ROLES",
-    "MAX_BACKOFF",
     "ROLES",
     "AccountSuspended",
     "Forbidden",
@@ -36,7 +29,6 @@ __all__ = [
     "InvalidToken",
     "LoginThrottled",
     "authenticate",
-    "backoff_for",
     "create_user",
     "cut_off_tokens",
     "hash_password",
@@ -48,108 +40,8 @@ __all__ = [
     "verify_password",
 ]
 
-# Login throttle (no hard lock): failures allowed per account and per account-at-address before an
-# exponential backoff starts, and per address across all names (password spraying).
-ACCOUNT_FREE_FAILURES = 5
-ADDRESS_FREE_FAILURES = 20
-BACKOFF_BASE = timedelta(seconds=2)
-MAX_BACKOFF = timedelta(minutes=15)
-# Counts idle this long start again from zero (and their rows are purged).
-THROTTLE_WINDOW = timedelta(hours=1)
 # scrypt cost: ~16 MiB and tens of ms per hash; stored in the hash string so it can be raised later.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
-
-_READ_EVIDENCE = ("officer", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
-_MANAGE_DEVICES = ("device_admin", "system_admin")
-_READ_DEVICES = ("device_admin", "supervisor", "auditor", "system_admin")
-_MANAGE_PEOPLE = ("agency_head", "system_admin")
-_READ_ACCOUNTS = ("agency_head", "supervisor", "auditor", "system_admin")
-_CREDENTIAL_HOLDERS = ("officer", "auxiliary")
-_READ_CASES = (
-    "officer",
-    "auxiliary",
-    "legal_reviewer",
-    "agency_head",
-    "supervisor",
-    "auditor",
-    "system_admin",
-)
-_WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
-
-# The one place that says who may call which endpoint (blueprint.view name -> roles).
-ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
-    "recordings.list_recordings": _READ_EVIDENCE,
-    "recordings.get_recording": _READ_EVIDENCE,
-    "recordings.get_media": _READ_EVIDENCE,
-    "devices.list_devices": _READ_DEVICES,
-    "devices.get_device": _READ_DEVICES,
-    "devices.register_device": _MANAGE_DEVICES,
-    "devices.chain": ("device_admin", "legal_reviewer", "supervisor", "auditor", "system_admin"),
-    "integrity.scrub": ("device_admin", "auditor", "system_admin"),  # JL-6: reads every object
-    # People and cases (server/http/api/people.py, credentials.py, cases.py): GS-9, GS-10, JL-7 – JL-11.
-    # Reads are further limited to the caller's agency except for supervisors, auditors and admins.
-    "people.list_agencies": ROLES,
-    "people.get_agency": ROLES,
-    "people.create_agency": ("system_admin",),
-    "people.update_agency": _MANAGE_PEOPLE,
-    "people.list_users": _READ_ACCOUNTS,
-    "people.create_user": ("system_admin",),
-    "people.suspend_user": ("system_admin",),
-    "people.reinstate_user": ("system_admin",),
-    "people.list_officers": ROLES,
-    "people.get_officer": ROLES,
-    "people.get_officer_photo": ROLES,
-    "people.create_officer": _MANAGE_PEOPLE,
-    "people.update_officer": _MANAGE_PEOPLE,
-    "people.put_officer_photo": _MANAGE_PEOPLE,
-    "people.import_officers": _MANAGE_PEOPLE,
-    "credentials.my_credential": _CREDENTIAL_HOLDERS,
-    "credentials.my_photo": _CREDENTIAL_HOLDERS,
-    "credentials.show_credential": _CREDENTIAL_HOLDERS,
-    "credentials.my_cases": _CREDENTIAL_HOLDERS,
-    "credentials.list_scans": _READ_ACCOUNTS,
-    "cases.event_types": ROLES,
-    "cases.list_cases": _READ_CASES,
-    "cases.get_case": _READ_CASES,
-    "cases.get_record": _READ_CASES,
-    "cases.get_attachment": _READ_CASES,
-    "cases.create_case": ("officer", "agency_head", "system_admin"),
-    "cases.add_event": _WRITE_CASE_EVENTS,
-    "cases.add_attachment": _WRITE_CASE_EVENTS,
-    # JL-9(3)(4): moving a case through its lifecycle is for legal reviewers and heads; forcing an
-    # incomplete record closed is for heads only (services/cases.py FORCE_CLOSE_ROLES).
-    "cases.change_status": ("legal_reviewer", "agency_head", "system_admin"),
-    # Fleet (server/http/api/fleet.py): device admins manage, readers may see the overview and alerts.
-    "fleet.provision": _MANAGE_DEVICES,
-    "fleet.pending_requests": _MANAGE_DEVICES,
-    "fleet.decide_request": _MANAGE_DEVICES,
-    "fleet.allowlist_add": _MANAGE_DEVICES,
-    "fleet.allowlist_remove": _MANAGE_DEVICES,
-    "fleet.list_devices": _READ_DEVICES,
-    "fleet.revoke": _MANAGE_DEVICES,
-    "fleet.rotate_credentials": _MANAGE_DEVICES,
-    "fleet.set_profile": _MANAGE_DEVICES,
-    "fleet.check_out": _MANAGE_DEVICES,
-    "fleet.check_in": _MANAGE_DEVICES,
-    "fleet.assignments": _READ_DEVICES,
-    "fleet.alerts": _READ_DEVICES,
-    "fleet.evaluate_alerts": _MANAGE_DEVICES,
-    "fleet.set_config": _MANAGE_DEVICES,
-    "fleet.shadow": _READ_DEVICES,
-    "fleet.create_command": _MANAGE_DEVICES,
-    "fleet.list_commands": _READ_DEVICES,
-    # Signed updates (server/http/api/rollouts.py); devices download with the token in their command.
-    "rollouts.upload_bundle": _MANAGE_DEVICES,
-    "rollouts.list_bundles": _READ_DEVICES,
-    "rollouts.create_rollout": _MANAGE_DEVICES,
-    "rollouts.get_rollout": _READ_DEVICES,
-    # Enforcement sessions (server/http/api/sessions.py): JL-16 continuity; only officers sign explanations.
-    "sessions.list_sessions": _READ_EVIDENCE,
-    "sessions.get_session": _READ_EVIDENCE,
-    "sessions.get_timeline": _READ_EVIDENCE,
-    "sessions.file_explanation": ("officer", "agency_head"),
-    "sessions.sign_explanation": ("officer", "agency_head"),
-}
 
 
 class InvalidCredentials(ServiceError):
@@ -276,120 +168,6 @@ def create_user(
     return user
 
 
-def _address_key(client_ip: str | None) -> str:
-    """The throttled unit of an address: IPv4 as is, IPv6 by /64 (one host's usual allocation)."""
-    try:
-        ip = ipaddress.ip_address(client_ip or "")
-    except ValueError:
-        return "unknown"
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
-def _throttle_key(kind: str, *parts: str) -> str:
-    # Hashed: people type passwords into the user name field, and those must not be stored in clear.
-    return hashlib.sha256("\0".join((kind, *parts)).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-@dataclass(frozen=True)
-class _ThrottleKeys:
-    """The three throttle keys of one login attempt, with the free failures each one allows."""
-
-    account: str
-    address: str
-    pair: str
-
-    @classmethod
-    def of(cls, username: str, client_ip: str | None) -> _ThrottleKeys:
-        """Keys of ``username`` tried from ``client_ip`` (the same whether the account exists or not)."""
-        address = _address_key(client_ip)
-        return cls(
-            account=_throttle_key("account", username),
-            address=_throttle_key("address", address),
-            pair=_throttle_key("pair", username, address),
-        )
-
-    def free(self) -> dict[str, int]:
-        """Key -> failures allowed before the backoff starts."""
-        return {
-            self.account: ACCOUNT_FREE_FAILURES,
-            self.pair: ACCOUNT_FREE_FAILURES,
-            self.address: ADDRESS_FREE_FAILURES,
-        }
-
-
-def backoff_for(failures: int, free: int) -> timedelta:
-    """Exponential backoff after ``failures`` (BACKOFF_BASE, doubled per failure, at most MAX_BACKOFF)."""
-    over = failures - free
-    if over <= 0:
-        return timedelta(0)
-    doublings: int = min(over - 1, 30)
-    return min(MAX_BACKOFF, BACKOFF_BASE * (1 << doublings))
-
-
-def _throttle_rows(session: Session, keys: _ThrottleKeys, now: datetime) -> dict[str, LoginThrottle]:
-    """The keys' rows, with counts older than THROTTLE_WINDOW (and no running backoff) treated as zero."""
-    rows = {
-        row.key: row
-        for row in session.scalars(
-            select(LoginThrottle).where(LoginThrottle.key.in_([keys.account, keys.address, keys.pair]))
-        )
-    }
-    for row in rows.values():
-        if row.updated_at < now - THROTTLE_WINDOW and (row.blocked_until is None or row.blocked_until <= now):
-            row.failures, row.blocked_until = 0, None
-    return rows
-
-
-def _retry_after(rows: dict[str, LoginThrottle], keys: _ThrottleKeys, now: datetime) -> int:
-    """Seconds until this attempt may be checked; 0 if it may be checked now."""
-
-    def left(key: str) -> float:
-        row = rows.get(key)
-        if row is None or row.blocked_until is None or row.blocked_until <= now:
-            return 0.0
-        return (row.blocked_until - now).total_seconds()
-
-    waits = [left(keys.address), left(keys.pair)]
-    pair = rows.get(keys.pair)
-    # The account-wide backoff (guessing from many addresses) spares an address that has not failed
-    # for this account: otherwise anyone could keep the real owner out from anywhere.
-    if pair is not None and pair.failures > 0:
-        waits.append(left(keys.account))
-    return math.ceil(max(waits))
-
-
-def _record_failure(session: Session, keys: _ThrottleKeys, now: datetime) -> None:
-    """Count a failed check on every key (atomic increments, so concurrent processes add up)."""
-    for key, free in keys.free().items():
-        if session.get(LoginThrottle, key) is None:
-            try:
-                with session.begin_nested():
-                    session.add(LoginThrottle(key=key, failures=0, blocked_until=None, updated_at=now))
-            except IntegrityError:
-                # Another process inserted the row meanwhile: it exists either way, and the atomic
-                # increment below counts this failure on top of theirs.
-                pass
-        session.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.key == key)
-            .values(failures=LoginThrottle.failures + 1, updated_at=now)
-        )
-        row = session.get(LoginThrottle, key, populate_existing=True)
-        assert row is not None
-        delay = backoff_for(row.failures, free)
-        if delay:
-            row.blocked_until = now + delay
-    # Keep the table small: forget keys that are idle and not backing off (indexed by updated_at).
-    session.execute(
-        delete(LoginThrottle).where(
-            LoginThrottle.updated_at < now - THROTTLE_WINDOW,
-            or_(LoginThrottle.blocked_until.is_(None), LoginThrottle.blocked_until < now),
-        )
-    )
-
-
 def authenticate(
     session: Session,
     username: str,
@@ -407,9 +185,9 @@ def authenticate(
     a throttled attempt raises LoginThrottled before any lookup, for existing and unknown names alike.
     """
     now = now or utcnow()
-    keys = _ThrottleKeys.of(username, client_ip)
-    rows = _throttle_rows(session, keys, now)
-    retry_after = _retry_after(rows, keys, now)
+    keys = ThrottleKeys.of(username, client_ip)
+    rows = throttle_rows(session, keys, now)
+    retry_after = seconds_to_wait(rows, keys, now)
     if retry_after:
         # The caller rolls back with this error (so the stale counts reset above are not kept).
         raise LoginThrottled(retry_after)
@@ -421,7 +199,7 @@ def authenticate(
     else:
         ok = verify_password(password, user.password_hash)
     if not ok:
-        _record_failure(session, keys, now)
+        record_failure(session, keys, now)
         write_audit(
             session,
             actor=str(user.id) if user is not None else "anonymous",

@@ -23,8 +23,8 @@ from server.domain.cases.inputs import CASE_STATUSES, CaseEventInput, NewCase, S
 from server.domain.cases.models import Case, CaseAttachment, CaseEvent, CaseOfficer
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.evidence.models import Recording
+from server.domain.fleet.assignments import current_assignment
 from server.domain.fleet.models import Device, DeviceStatus
-from server.domain.fleet.service import current_assignment
 from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
 from server.domain.scope import recording_of_agency

@@ -18,7 +18,7 @@ from server.domain.base import utcnow
 from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.evidence.scrub import open_findings_count
 from server.domain.fleet.models import Device, DeviceAlert, DeviceStatus
-from server.domain.fleet.service import latest_health
+from server.domain.fleet.telemetry import latest_health
 from server.domain.fleet.telemetry_models import DeviceChainHead, DeviceHealthSample, DevicePresence
 
 __all__ = [

@@ -6,13 +6,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.domain.accounts.models import User
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
@@ -26,33 +23,22 @@ from server.domain.fleet.devices import (
 from server.domain.fleet.models import (
     DEVICE_STATUSES,
     Device,
-    DeviceAlert,
-    DeviceAssignment,
     DeviceCredential,
     DeviceProfile,
     DeviceStatus,
     ProvisioningRequest,
     SerialAllowlistEntry,
 )
-from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
 from server.errors import ErrorKind
 
 __all__ = [
     "CAPABILITIES",
-    "BatteryTooLow",
     "ClaimRefused",
     "IssuedCredential",
     "add_allowed_serials",
     "approve_request",
-    "assignment_history",
-    "check_in",
-    "check_out",
     "collect_credentials",
-    "current_assignment",
-    "device_overview",
     "issue_credential",
-    "latest_health",
-    "list_overview",
     "pending_requests",
     "provision_with_token",
     "reject_request",
@@ -72,12 +58,6 @@ class ClaimRefused(ServiceError):
 
     code = "claim_refused"
     kind = ErrorKind.FORBIDDEN
-
-
-class BatteryTooLow(Conflict):
-    """The device's latest battery reading is below the check-out minimum."""
-
-    code = "battery_too_low"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -415,220 +395,3 @@ def set_profile(
     return profile
 
 
-def latest_health(session: Session, device_id: str) -> DeviceHealthSample | None:
-    """The device's most recent health report."""
-    return session.scalar(
-        select(DeviceHealthSample)
-        .where(DeviceHealthSample.device_id == device_id)
-        .order_by(DeviceHealthSample.at.desc(), DeviceHealthSample.id.desc())
-        .limit(1)
-    )
-
-
-def current_assignment(session: Session, device_id: str) -> DeviceAssignment | None:
-    """The open check-out of a device, if any."""
-    return session.scalar(
-        select(DeviceAssignment).where(
-            DeviceAssignment.device_id == device_id, DeviceAssignment.checked_in_at.is_(None)
-        )
-    )
-
-
-def check_out(
-    session: Session, device_id: str, user_id: int, *, min_battery_pct: int, actor: str
-) -> DeviceAssignment:
-    """Hand a device to an officer: it must be usable, free, and charged to at least ``min_battery_pct``."""
-    device = get_device(session, device_id)
-    if device.status not in DeviceStatus.ACCEPTING:
-        raise Conflict(f"设备状态为 {device.status}，不能领用", f"device is {device.status}")
-    user = session.get(User, user_id)
-    if user is None or not user.active:
-        raise NotFound(f"用户 {user_id} 不存在或已停用", f"user {user_id} not found or inactive")
-    if current_assignment(session, device_id) is not None:
-        raise Conflict(f"设备 {device_id} 已被领用", f"device {device_id} is already checked out")
-    health = latest_health(session, device_id)
-    battery = health.battery_pct if health is not None else None
-    if battery is None or battery < min_battery_pct:
-        shown = "?" if battery is None else str(battery)
-        raise BatteryTooLow(
-            f"电量 {shown}% 低于领用下限 {min_battery_pct}%",
-            f"battery {shown}% is below the {min_battery_pct}% minimum",
-        )
-    row = DeviceAssignment(
-        device_id=device_id,
-        user_id=user_id,
-        checked_out_at=utcnow(),
-        checked_out_by=actor,
-        battery_at_checkout=battery,
-        agency_id=user.agency_id,
-    )
-    session.add(row)
-    session.flush()
-    write_audit(
-        session,
-        actor=actor,
-        action="device.check_out",
-        target_type="device",
-        target_id=device_id,
-        detail={"user_id": user_id, "battery_pct": battery},
-    )
-    return row
-
-
-def check_in(session: Session, device_id: str, *, actor: str) -> DeviceAssignment:
-    """Take a device back from its officer."""
-    row = current_assignment(session, device_id)
-    if row is None:
-        raise Conflict(f"设备 {device_id} 未被领用", f"device {device_id} is not checked out")
-    row.checked_in_at, row.checked_in_by = utcnow(), actor
-    write_audit(
-        session,
-        actor=actor,
-        action="device.check_in",
-        target_type="device",
-        target_id=device_id,
-        detail={"user_id": row.user_id},
-    )
-    return row
-
-
-def assignment_history(session: Session, device_id: str) -> list[DeviceAssignment]:
-    """Every check-out of a device, newest first."""
-    return list(
-        session.scalars(
-            select(DeviceAssignment)
-            .where(DeviceAssignment.device_id == device_id)
-            .order_by(DeviceAssignment.checked_out_at.desc(), DeviceAssignment.id.desc())
-        )
-    )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def assignment_to_dict(row: DeviceAssignment) -> dict[str, Any]:
-    """JSON view of a check-out."""
-    return {
-        "id": row.id,
-        "device_id": row.device_id,
-        "user_id": row.user_id,
-        "checked_out_at": _iso(row.checked_out_at),
-        "checked_out_by": row.checked_out_by,
-        "battery_at_checkout": row.battery_at_checkout,
-        "checked_in_at": _iso(row.checked_in_at),
-        "checked_in_by": row.checked_in_by,
-    }
-
-
-def _overview(
-    device: Device,
-    profile: DeviceProfile | None,
-    presence: DevicePresence | None,
-    health: DeviceHealthSample | None,
-    assignment: DeviceAssignment | None,
-    alerts: list[str],
-) -> dict[str, Any]:
-    """The overview dict of one device from its already-loaded rows."""
-    return {
-        "device_id": device.id,
-        "status": device.status,
-        "serial": device.serial,
-        "model": device.model,
-        "agent_version": (profile.agent_version if profile and profile.agent_version else None)
-        or (presence.agent_version if presence else None),
-        "capabilities": profile.capabilities if profile else {},
-        "group": profile.group_name if profile else "",
-        "presence": presence.state if presence else None,
-        "presence_at": _iso(presence.at) if presence else None,
-        "battery_pct": health.battery_pct if health else None,
-        "free_bytes": health.free_bytes if health else None,
-        "backlog_segments": health.backlog_segments if health else None,
-        "oldest_pending_age_s": health.oldest_pending_age_s if health else None,
-        "health_at": _iso(health.at) if health else None,
-        "assigned_to": assignment.user_id if assignment else None,
-        "alerts": sorted(alerts),
-    }
-
-
-def device_overview(session: Session, device: Device, *, now: datetime | None = None) -> dict[str, Any]:
-    """One device for the fleet list: status, profile, presence, latest health, assignment, open alerts."""
-    alerts = session.scalars(
-        select(DeviceAlert.kind).where(DeviceAlert.device_id == device.id, DeviceAlert.cleared_at.is_(None))
-    ).all()
-    return _overview(
-        device,
-        session.get(DeviceProfile, device.id),
-        session.get(DevicePresence, device.id),
-        latest_health(session, device.id),
-        current_assignment(session, device.id),
-        list(alerts),
-    )
-
-
-def list_overview(
-    session: Session,
-    *,
-    status: str | None = None,
-    min_backlog_age_h: float | None = None,
-    max_battery_pct: int | None = None,
-    group: str | None = None,
-    presence: str | None = None,
-    limit: int | None = None,
-    after: str | None = None,
-) -> list[dict[str, Any]]:
-    """Devices with their overview, filtered by status, backlog age (hours), battery ceiling, group and
-    presence (``online``, or ``offline`` = anything not online); ``limit`` devices with ids after
-    ``after`` (keyset paging, so a page costs the same at any fleet size).
-
-    Two queries whatever the fleet size: devices joined to their profile, presence, open assignment and
-    latest health sample (a correlated subquery on ``ix_device_health_device_at``), then open alerts.
-    """
-    latest = (
-        select(DeviceHealthSample.id)
-        .where(DeviceHealthSample.device_id == Device.id)
-        .order_by(DeviceHealthSample.at.desc(), DeviceHealthSample.id.desc())
-        .limit(1)
-        .correlate(Device)
-        .scalar_subquery()
-    )
-    query = (
-        select(Device, DeviceProfile, DevicePresence, DeviceHealthSample, DeviceAssignment)
-        .outerjoin(DeviceProfile, DeviceProfile.device_id == Device.id)
-        .outerjoin(DevicePresence, DevicePresence.device_id == Device.id)
-        .outerjoin(DeviceHealthSample, DeviceHealthSample.id == latest)
-        .outerjoin(
-            DeviceAssignment,
-            (DeviceAssignment.device_id == Device.id) & DeviceAssignment.checked_in_at.is_(None),
-        )
-        .order_by(Device.id)
-    )
-    if status:
-        query = query.where(Device.status == status)
-    if group:
-        query = query.where(DeviceProfile.group_name == group)
-    if presence == "online":
-        query = query.where(DevicePresence.state == "online")
-    elif presence == "offline":
-        query = query.where((DevicePresence.state.is_(None)) | (DevicePresence.state != "online"))
-    # Filters on the latest health sample run in SQL so that paging counts only matching devices.
-    if min_backlog_age_h is not None:
-        query = query.where(
-            DeviceHealthSample.id.is_not(None),
-            func.coalesce(DeviceHealthSample.oldest_pending_age_s, 0) >= min_backlog_age_h * 3600,
-        )
-    if max_battery_pct is not None:
-        query = query.where(DeviceHealthSample.battery_pct <= max_battery_pct)
-    if after:
-        query = query.where(Device.id > after)
-    if limit is not None:
-        query = query.limit(limit)
-    alerts: dict[str, list[str]] = {}
-    for device_id, kind in session.execute(
-        select(DeviceAlert.device_id, DeviceAlert.kind).where(DeviceAlert.cleared_at.is_(None))
-    ):
-        alerts.setdefault(device_id, []).append(kind)
-    out = []
-    for device, profile, presence_row, health, assignment in session.execute(query):
-        out.append(_overview(device, profile, presence_row, health, assignment, alerts.get(device.id, [])))
-    return out

@@ -16,7 +16,7 @@ from protocol.manifest import parse_time
 from protocol.messages import ChainHead, DeviceHealth, Presence
 from server.domain.fleet.telemetry_models import DeviceChainHead, DeviceHealthSample, DevicePresence
 
-__all__ = ["device_time", "record_chain_head", "record_health", "record_presence"]
+__all__ = ["device_time", "latest_health", "record_chain_head", "record_health", "record_presence"]
 
 # A device clock this far ahead would sort its samples above every real one; the server's time is kept.
 _MAX_CLOCK_LEAD = timedelta(days=1)
@@ -98,3 +98,13 @@ def record_chain_head(session: Session, head: ChainHead, *, now: datetime) -> No
         )
     else:
         row.last_reported_at = now
+
+
+def latest_health(session: Session, device_id: str) -> DeviceHealthSample | None:
+    """The device's most recent health report."""
+    return session.scalar(
+        select(DeviceHealthSample)
+        .where(DeviceHealthSample.device_id == device_id)
+        .order_by(DeviceHealthSample.at.desc(), DeviceHealthSample.id.desc())
+        .limit(1)
+    )

@@ -12,8 +12,10 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from server.domain.fleet import alerts as alert_service
+from server.domain.fleet import assignments as assignment_service
 from server.domain.fleet import commands as command_service
 from server.domain.fleet import config as config_service
+from server.domain.fleet import overview as overview_service
 from server.domain.fleet import service as fleet_service
 from server.domain.fleet.broker_accounts import sync_broker
 from server.domain.fleet.devices import device_to_dict, get_device
@@ -249,7 +251,7 @@ def list_devices() -> ResponseReturnValue:
     ):
         raise ApiError(400, "invalid_request", "筛选或分页参数无效", "bad filter or paging parameter")
     with session_scope() as session:
-        items = fleet_service.list_overview(
+        items = overview_service.list_overview(
             session,
             status=request.args.get("status") or None,
             min_backlog_age_h=backlog,
@@ -319,7 +321,7 @@ def set_profile(device_id: str) -> ResponseReturnValue:
             group_name=_text(body, "group"),
             actor=actor(),
         )
-        return jsonify(fleet_service.device_overview(session, get_device(session, device_id)))
+        return jsonify(overview_service.device_overview(session, get_device(session, device_id)))
 
 
 @bp.post("/devices/<device_id>/check-out")
@@ -336,14 +338,14 @@ def check_out(device_id: str) -> ResponseReturnValue:
     if isinstance(body["user_id"], bool) or not isinstance(body["user_id"], int):
         raise ApiError(400, "invalid_request", "user_id 必须是整数", "user_id must be an integer")
     with session_scope() as session:
-        row = fleet_service.check_out(
+        row = assignment_service.check_out(
             session,
             device_id,
             body["user_id"],
             min_battery_pct=_settings().fleet_min_checkout_battery_pct,
             actor=actor(),
         )
-        return jsonify(fleet_service.assignment_to_dict(row)), 201
+        return jsonify(assignment_service.assignment_to_dict(row)), 201
 
 
 @bp.post("/devices/<device_id>/check-in")
@@ -351,9 +353,8 @@ def check_out(device_id: str) -> ResponseReturnValue:
 def check_in(device_id: str) -> ResponseReturnValue:
     """Take the device back."""
     with session_scope() as session:
-        return jsonify(
-            fleet_service.assignment_to_dict(fleet_service.check_in(session, device_id, actor=actor()))
-        )
+        row = assignment_service.check_in(session, device_id, actor=actor())
+        return jsonify(assignment_service.assignment_to_dict(row))
 
 
 @bp.get("/devices/<device_id>/assignments")
@@ -362,8 +363,8 @@ def assignments(device_id: str) -> ResponseReturnValue:
     """Every check-out of the device, newest first."""
     with session_scope() as session:
         get_device(session, device_id)
-        rows = fleet_service.assignment_history(session, device_id)
-        return jsonify(items=[fleet_service.assignment_to_dict(r) for r in rows])
+        rows = assignment_service.assignment_history(session, device_id)
+        return jsonify(items=[assignment_service.assignment_to_dict(r) for r in rows])
 
 
 @bp.get("/alerts")

@@ -40,13 +40,15 @@ from werkzeug.wrappers import Response as BaseResponse
 from protocol.fleet import CONFIG_FIELDS, CommandKind
 from server.domain.accounts import service as auth_service
 from server.domain.accounts.models import User
-from server.domain.accounts.service import ENDPOINT_ROLES
+from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Invalid, ServiceError
 from server.domain.fleet import alerts as alert_service
+from server.domain.fleet import assignments as assignment_service
 from server.domain.fleet import commands as command_service
 from server.domain.fleet import config as config_service
+from server.domain.fleet import overview as overview_service
 from server.domain.fleet import rollouts as rollout_service
 from server.domain.fleet import service as fleet_service
 from server.domain.fleet.broker_accounts import sync_broker
@@ -757,7 +759,7 @@ def devices() -> ResponseReturnValue:
     filters = _list_filters()
     page = max(request.args.get("page", 1, type=int), 1)
     with session_scope() as session:
-        rows = fleet_service.list_overview(session, **filters)
+        rows = overview_service.list_overview(session, **filters)
         pages = max((len(rows) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
         page = min(page, pages)
         shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
@@ -831,7 +833,7 @@ def _apply(device_id: str, action: str, form: Any) -> None:
                 user_id = int(form.get("user_id", ""))
             except ValueError:
                 raise Invalid("请选择领用人", "choose an officer") from None
-            fleet_service.check_out(
+            assignment_service.check_out(
                 session,
                 device_id,
                 user_id,
@@ -839,7 +841,7 @@ def _apply(device_id: str, action: str, form: Any) -> None:
                 actor=actor,
             )
         elif action == "check_in":
-            fleet_service.check_in(session, device_id, actor=actor)
+            assignment_service.check_in(session, device_id, actor=actor)
         elif action == "config":
             config_service.set_desired(
                 session, scope="device", target=device_id, settings=_config_settings(form), actor=actor
@@ -994,11 +996,11 @@ def device(device_id: str) -> ResponseReturnValue:
     with session_scope() as session:
         row = get_device(session, device_id)
         identity = device_to_dict(row)
-        overview = fleet_service.device_overview(session, row)
+        overview = overview_service.device_overview(session, row)
         overview["last_seen"] = _last_seen(overview)
         charts = _charts(session, device_id, now)
-        assignments = fleet_service.assignment_history(session, device_id)[:20]
-        history = [fleet_service.assignment_to_dict(a) for a in assignments]
+        assignments = assignment_service.assignment_history(session, device_id)[:20]
+        history = [assignment_service.assignment_to_dict(a) for a in assignments]
         alerts = [
             alert_service.alert_to_dict(a)
             for a in session.scalars(
