@@ -1,0 +1,1 @@
+"""Server-rendered pages: the admin console, the evidence workspace and the public pages."""
