@@ -38,6 +38,9 @@
   }
 
   function show() {
+    if (wrap.getAttribute("data-loading") === "1") {
+      return;
+    }
     var at = position();
     wrap.setAttribute("data-position", at.toFixed(3));
     if (out) {
@@ -76,13 +79,24 @@
       li.classList.toggle("current", k === index);
     });
     wrap.setAttribute("data-segment", segment.id);
+    // Until the new segment is loaded and positioned, the shown position is the target, not a stale one.
+    wrap.setAttribute("data-loading", "1");
+    wrap.setAttribute("data-position", (segment.start + offset).toFixed(3));
     video.addEventListener(
       "loadedmetadata",
       function () {
-        video.currentTime = Math.min(offset, Math.max(video.duration - 0.05, 0));
-        show();
-        if (play) {
-          video.play().catch(function () {});
+        var ready = function () {
+          wrap.setAttribute("data-loading", "0");
+          show();
+          if (play) {
+            video.play().catch(function () {});
+          }
+        };
+        if (offset > 0) {
+          video.addEventListener("seeked", ready, { once: true });
+          video.currentTime = Math.min(offset, Math.max(video.duration - 0.05, 0));
+        } else {
+          ready();
         }
       },
       { once: true }

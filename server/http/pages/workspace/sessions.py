@@ -109,9 +109,10 @@ def session_page(session_id: int) -> ResponseReturnValue:
                 "started_at": r.started_at,
                 "ended_at": r.ended_at,
                 "size": r.size,
+                "kind": r.kind,
             }
+            # Spoken explanation clips are recorded media of the session too: played in their place.
             for r in recordings
-            if r.kind != "explanation"
         ]
     open_markers = [m for m in tl["markers"] if m["status"] in ("unexplained", "open")]
     return render(
