@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -127,7 +127,9 @@ def build_scene(app: Flask, tmp: Path, media: Path) -> Scene:
     scene.users["wang"] = make_officer(app, "officer-wang", certificate=CERT_WANG)
     scene.users["li"] = make_officer(app, "officer-li", certificate=CERT_LI)
     scene.users["head"] = make_officer(app, "head", "agency_head", certificate="AH-1000")
-    scene.users["other"] = make_officer(app, "officer-other", agency="芜湖市城市管理局", certificate=CERT_OTHER)
+    scene.users["other"] = make_officer(
+        app, "officer-other", agency="芜湖市城市管理局", certificate=CERT_OTHER
+    )
     scene.users["supervisor"] = make_officer(app, "supervisor", "supervisor", register=False)
     with session_scope(app) as session:
         for key in ("wang", "li"):
@@ -184,7 +186,10 @@ def build_scene(app: Flask, tmp: Path, media: Path) -> Scene:
             },
         )
         scene.case_id = case.id
-        for event_type, second in (("initiation.ex_officio_source", -600), ("investigation.credential_shown", 2)):
+        for event_type, second in (
+            ("initiation.ex_officio_source", -600),
+            ("investigation.credential_shown", 2),
+        ):
             case_service.record_event(
                 session,
                 caller,

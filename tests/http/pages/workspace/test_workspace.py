@@ -90,7 +90,9 @@ def test_posts_without_the_csrf_value_change_nothing(app: Flask, client: FlaskCl
         assert session.scalar(select(func.count(ExplanationSignature.id))) == 1
 
 
-def test_jl16_explanations_follow_the_api_rules_and_codes(app: Flask, client: FlaskClient, scene: Scene) -> None:
+def test_jl16_explanations_follow_the_api_rules_and_codes(
+    app: Flask, client: FlaskClient, scene: Scene
+) -> None:
     """A reviewer may read but not sign; the filer cannot co-sign; an empty text is refused precisely."""
     csrf = login(client, "reviewer")
     refused = client.post(
@@ -106,7 +108,9 @@ def test_jl16_explanations_follow_the_api_rules_and_codes(app: Flask, client: Fl
     assert empty.status_code == 303
     page = client.get(empty.headers["Location"]).get_data(as_text=True)
     assert "说明内容须为" in page
-    filed = client.post(f"{base}/explanations", data={"text": "设备故障", "marker_id": "m2", "csrf_token": csrf})
+    filed = client.post(
+        f"{base}/explanations", data={"text": "设备故障", "marker_id": "m2", "csrf_token": csrf}
+    )
     page = client.get(filed.headers["Location"]).get_data(as_text=True)
     eid = re.search(r'data-explanation="(\d+)"', page)
     assert eid is not None
@@ -152,7 +156,10 @@ def test_jl20_another_agency_reads_like_missing_and_each_refusal_is_audited(
             re.sub(r"/\d+(/media)?$", r"/999999\1", path).encode(), b""
         )
     refused = [r for r in _audits(app, "session.timeline") if r.get("refused")]
-    assert [(r["target"], r["refused"]) for r in refused] == [(str(scene.session_pk), "out_of_scope"), ("999999", "not_found")]
+    assert [(r["target"], r["refused"]) for r in refused] == [
+        (str(scene.session_pk), "out_of_scope"),
+        ("999999", "not_found"),
+    ]
 
 
 def test_supervisor_reads_across_agencies(client: FlaskClient, scene: Scene) -> None:
@@ -167,7 +174,9 @@ def test_case_list_filters_by_completeness_kind_status_officer_and_date(
     login(client, "reviewer")
 
     def shown(query: str) -> list[str]:
-        return re.findall(r'<tr data-case="(\d+)"', client.get(f"/workspace/cases?{query}").get_data(as_text=True))
+        return re.findall(
+            r'<tr data-case="(\d+)"', client.get(f"/workspace/cases?{query}").get_data(as_text=True)
+        )
 
     mine = [str(scene.case_id)]
     assert shown("") == mine
@@ -201,7 +210,7 @@ def test_case_file_shows_completeness_linked_recordings_and_status_changes(
     assert f'data-recording="{scene.recording_ids[0]}"' in html
     assert f"/workspace/sessions/{scene.session_pk}" in html
     english = client.get(f"/workspace/cases/{scene.case_id}?lang=en").get_data(as_text=True)
-    assert "no decision yet" in english and "Whole-process" not in english or "Linked recordings" in english
+    assert ("no decision yet" in english and "Whole-process" not in english) or "Linked recordings" in english
 
 
 def test_jl17_devices_page_shows_chain_backlog_and_late_uploads(
@@ -263,7 +272,12 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
     hand_over(app, "rec-ws-many", scene.users["wang"], at=T0 - timedelta(days=30))
     recorder = Recorder(app, segments, session_id="many")
     ids = [commit_media(recorder, at(60 * i), 59, b"m%d" % i, officer_id=CERT_WANG) for i in range(50)]
-    stages = ("investigation.inquiry", "investigation.evidence_collected", "decision.other", "execution.other")
+    stages = (
+        "investigation.inquiry",
+        "investigation.evidence_collected",
+        "decision.other",
+        "execution.other",
+    )
     with session_scope(app) as session:
         wang = session.get(User, scene.users["wang"])
         assert wang is not None
@@ -291,5 +305,7 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
     assert html.count("<li data-event=") == 200
     assert html.count('<tr data-recording="') >= 50
     median = statistics.median(timings)
-    print(f"\ncase file, 200 events and {html.count('<tr data-recording=')} recordings: median {median:.0f} ms")
+    print(
+        f"\ncase file, 200 events and {html.count('<tr data-recording=')} recordings: median {median:.0f} ms"
+    )
     assert median < 1500

@@ -105,8 +105,12 @@ def test_jl16_reviewer_plays_the_session_and_two_officers_cosign_in_chromium(
             expect(page.locator("#verdict")).to_have_attribute("data-verdict", "gaps_unexplained")
             expect(page.locator('#gaps li[data-explained="1"]')).to_have_count(1)
             expect(page.locator('#gaps li[data-explained="0"]')).to_have_count(1)
-            expect(page.locator('#markers tr[data-marker="m1"]')).to_have_attribute("data-status", "explained_spoken")
-            expect(page.locator('#markers tr[data-marker="m2"]')).to_have_attribute("data-status", "unexplained")
+            expect(page.locator('#markers tr[data-marker="m1"]')).to_have_attribute(
+                "data-status", "explained_spoken"
+            )
+            expect(page.locator('#markers tr[data-marker="m2"]')).to_have_attribute(
+                "data-status", "unexplained"
+            )
             expect(page.locator("#timeline rect.gap.unexplained")).to_have_count(1)
 
             # Plays: the clock runs and real frames are decoded (not a page that merely loads).
@@ -151,7 +155,9 @@ def test_jl16_reviewer_plays_the_session_and_two_officers_cosign_in_chromium(
             expect(li.locator("#flash")).to_contain_text("已会签")
             expect(li.locator("article.explanation")).to_have_attribute("data-complete", "1")
             expect(li.locator("#verdict")).to_have_attribute("data-verdict", "gaps_explained")
-            expect(li.locator('#markers tr[data-marker="m2"]')).to_have_attribute("data-status", "explained_written")
+            expect(li.locator('#markers tr[data-marker="m2"]')).to_have_attribute(
+                "data-status", "explained_written"
+            )
             _shoot(li, "explanation")
 
             # An officer of another agency: no case, no session, no bytes.
@@ -163,7 +169,9 @@ def test_jl16_reviewer_plays_the_session_and_two_officers_cosign_in_chromium(
                 answer = other.goto(f"{live_url}{path}")
                 assert answer is not None and answer.status == 404
                 assert "皖合市监罚" not in other.content() and "ws-sess-1" not in other.content()
-            media = other_context.request.get(f"{live_url}/workspace/recordings/{scene.recording_ids[0]}/media")
+            media = other_context.request.get(
+                f"{live_url}/workspace/recordings/{scene.recording_ids[0]}/media"
+            )
             assert media.status == 404 and b"ftyp" not in media.body()
         finally:
             browser.close()
