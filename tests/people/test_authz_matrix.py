@@ -245,7 +245,8 @@ def test_every_workspace_page_allows_exactly_its_roles(app: Flask, world: World)
         client, csrf = _workspace_client(app, f"{role}-a")
         for api, method, path, _rule in calls:
             allowed = set(ENDPOINT_ROLES[api]) | {"system_admin"}
-            response = client.open(path, method=method, data={"csrf_token": csrf} if method == "POST" else None)
+            form = {"csrf_token": csrf} if method == "POST" else None
+            response = client.open(path, method=method, data=form)
             if (response.status_code == 403) == (role in allowed):
                 wrong.append(f"{method} {path} as {role}: {response.status_code}")
     assert not wrong, "\n".join(wrong)
@@ -284,5 +285,7 @@ def test_no_workspace_page_gives_agency_a_anything_of_agency_b(
             if owned:
                 absent = client.open(_concrete(rule), method=method, data=data)
                 if not (response.status_code == absent.status_code == 404):
-                    leaks.append(f"{method} {path} as {role}-a: {response.status_code} vs {absent.status_code}")
+                    leaks.append(
+                        f"{method} {path} as {role}-a: {response.status_code} vs {absent.status_code}"
+                    )
     assert not leaks, "\n".join(leaks)

@@ -63,7 +63,8 @@ def _sought(page: Any, recording_id: int) -> float:
     """Wait until the player shows ``recording_id``, loaded and positioned; its session-time position."""
     _until(
         page,
-        "[document.getElementById('player-wrap').dataset.segment, document.getElementById('player-wrap').dataset.loading]",
+        "[document.getElementById('player-wrap').dataset.segment,"
+        " document.getElementById('player-wrap').dataset.loading]",
         lambda v: v == [str(recording_id), "0"],
     )
     return float(page.get_attribute("#player-wrap", "data-position") or 0)
