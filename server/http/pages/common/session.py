@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app, request
 from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.wrappers import Response
 
 from server.db import session_scope
 from server.services import auth as auth_service
@@ -163,7 +164,7 @@ def issue_token(identity: str, claims: dict[str, Any]) -> str:
     """A session token for a user who just logged in (flask-jwt-extended adds the ``csrf`` claim)."""
     from flask_jwt_extended import create_access_token
 
-    return create_access_token(identity=identity, additional_claims=claims)
+    return str(create_access_token(identity=identity, additional_claims=claims))
 
 
 def slid_token(claims: dict[str, Any], user: CookieUser) -> str | None:
@@ -174,15 +175,17 @@ def slid_token(claims: dict[str, Any], user: CookieUser) -> str | None:
     left = datetime.fromtimestamp(claims["exp"], UTC) - datetime.now(UTC)
     if left > ttl / 2:
         return None
-    return create_access_token(
-        identity=str(user["id"]),
-        additional_claims={
-            "role": user["role"],
-            "username": user["username"],
-            "agency_id": user["agency_id"],
-            "iat_ms": time.time_ns() // 1_000_000,
-            "csrf": claims.get("csrf", ""),
-        },
+    return str(
+        create_access_token(
+            identity=str(user["id"]),
+            additional_claims={
+                "role": user["role"],
+                "username": user["username"],
+                "agency_id": user["agency_id"],
+                "iat_ms": time.time_ns() // 1_000_000,
+                "csrf": claims.get("csrf", ""),
+            },
+        )
     )
 
 

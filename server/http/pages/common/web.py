@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Response, request
+from flask import request
+from werkzeug.wrappers import Response
 
 __all__ = ["BASE_CSP", "choose_lang", "lang_url", "remember_lang", "secure_headers"]
 

@@ -15,7 +15,7 @@ from server.api.scope import audit_refusal, caller
 from server.db import session_scope
 from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
 from server.models import Recording
-from server.models_people import Case, CaseEvent, Officer
+from server.models_people import ACT_KINDS, Case, CaseEvent, Officer
 from server.models_sessions import EnforcementSessionRecord
 from server.services import Invalid
 from server.services import cases as case_service
@@ -57,7 +57,7 @@ def _missing_by_case(session: Any, rows: list[Case]) -> dict[int, list[dict[str,
 @workspace_view("cases.list_cases")
 def cases() -> ResponseReturnValue:
     """Cases of the caller's agency, filtered by kind, status, officer, date and completeness."""
-    filters = {
+    filters: dict[str, Any] = {
         "act_kind": request.args.get("act_kind") or None,
         "status": request.args.get("status") or None,
         "officer_id": request.args.get("officer_id", type=int),
@@ -92,7 +92,7 @@ def cases() -> ResponseReturnValue:
         total=len(rows),
         filters=filters,
         officers=officers,
-        act_kinds=case_service.ACT_KINDS,
+        act_kinds=ACT_KINDS,
         statuses=case_service.CASE_STATUSES,
     )
 

@@ -15,7 +15,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
-    Response,
     current_app,
     g,
     make_response,
@@ -26,6 +25,7 @@ from flask import (
 from flask import url_for as flask_url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from server.api import audit_request
 from server.http.pages.common.session import (

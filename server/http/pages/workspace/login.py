@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Response, g, redirect, request, url_for
+from flask import g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
 
 from server.api import client_ip
 from server.db import session_scope
