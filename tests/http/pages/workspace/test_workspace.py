@@ -309,3 +309,19 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
         f"\ncase file, 200 events and {html.count('<tr data-recording=')} recordings: median {median:.0f} ms"
     )
     assert median < 1500
+
+
+def test_session_list_filters_by_verdict_and_speaks_english(client: FlaskClient, scene: Scene) -> None:
+    login(client, "reviewer")
+
+    def shown(query: str) -> list[str]:
+        html = client.get(f"/workspace/sessions?{query}").get_data(as_text=True)
+        return re.findall(r'<tr data-session="(\d+)"', html)
+
+    assert shown("verdict=gaps_unexplained") == [str(scene.session_pk)]
+    assert shown("verdict=continuous") == []
+    assert client.get("/workspace/sessions?verdict=perfect").status_code == 400
+    english = client.get(f"/workspace/sessions/{scene.session_pk}?lang=en").get_data(as_text=True)
+    assert "unexplained gaps" in english and "device fault" in english and "obstruction" in english
+    # The choice is remembered for the next page.
+    assert "Evidence workspace" in client.get("/workspace/cases").get_data(as_text=True)

@@ -160,6 +160,11 @@ def test_jl16_reviewer_plays_the_session_and_two_officers_cosign_in_chromium(
                 "data-status", "explained_written"
             )
             _shoot(li, "explanation")
+            # Readable on a tablet held upright: nothing wider than the screen (tables scroll in place).
+            li.set_viewport_size({"width": 768, "height": 1024})
+            for path in (session_url.removeprefix(live_url), f"/workspace/cases/{scene.case_id}"):
+                li.goto(f"{live_url}{path}")
+                assert li.evaluate("document.documentElement.scrollWidth") <= 768, path
 
             # An officer of another agency: no case, no session, no bytes.
             other_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
