@@ -112,7 +112,8 @@ class Area:
     # -- flash -----------------------------------------------------------------------------------
 
     def _serializer(self) -> URLSafeSerializer:
-        return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt=f"{self.cookie_prefix}-flash")
+        salt = f"{self.cookie_prefix.replace('_', '-')}-flash"  # "zfjl-console-flash" for the console
+        return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt=salt)
 
     def flash(self, response: Response, category: str, message: str) -> Response:
         """Carry one message to the next page (a signed, HttpOnly cookie scoped to the area)."""
