@@ -325,3 +325,41 @@ def test_session_list_filters_by_verdict_and_speaks_english(client: FlaskClient,
     assert "unexplained gaps" in english and "device fault" in english and "obstruction" in english
     # The choice is remembered for the next page.
     assert "Evidence workspace" in client.get("/workspace/cases").get_data(as_text=True)
+
+
+def test_case_file_attachment_downloads_with_the_api_headers_and_is_audited(
+    app: Flask, client: FlaskClient, scene: Scene
+) -> None:
+    from server.api import STORE_KEY
+    from server.models_people import CaseEvent
+    from tests.people.conftest import PNG
+
+    with session_scope(app) as session:
+        wang = session.get(User, scene.users["wang"])
+        assert wang is not None
+        event_id = session.scalar(select(CaseEvent.id).where(CaseEvent.case_id == scene.case_id))
+        assert event_id is not None
+        case_service.add_attachment(
+            session,
+            app.extensions[STORE_KEY],
+            Caller(str(wang.id), "officer", wang.agency_id),
+            scene.case_id,
+            event_id,
+            PNG,
+            name="现场照片.png",
+            content_type="image/png",
+            kind="photo",
+            signed_by_party=False,
+        )
+    login(client, "reviewer")
+    html = client.get(f"/workspace/cases/{scene.case_id}").get_data(as_text=True)
+    link = re.search(r'href="(/workspace/cases/\d+/attachments/\d+)">现场照片.png</a>', html)
+    assert link is not None
+    answer = client.get(link.group(1))
+    assert answer.status_code == 200 and answer.data == PNG
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert "sandbox" in answer.headers["Content-Security-Policy"]
+    views = [r for r in _audits(app, "case.attachment") if r.get("via") == "workspace"]
+    assert [(r["actor"], r["attachment_id"]) for r in views] == [
+        (str(scene.users["reviewer"]), int(link.group(1).rsplit("/", 1)[1]))
+    ]
