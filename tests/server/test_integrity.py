@@ -381,6 +381,9 @@ def test_migration_backfills_key_history_and_receipts(
                     registered_by="admin",
                 )
             )
+            # The unit of work orders inserts of unrelated mappers by module and class name, not by
+            # foreign key: the device row goes first in a flush of its own.
+            session.flush()
             signed, path = segments.make()
             manifest = signed.manifest
             store = LocalObjectStore(tmp_path / "objects")
