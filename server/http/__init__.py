@@ -1,1 +1,1 @@
-"""The HTTP side of the server: JSON API blueprints and server-rendered pages."""
+"""HTTP: the JSON API, the pages, roles, OpenAPI and the error shape."""

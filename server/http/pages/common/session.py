@@ -21,8 +21,8 @@ from flask import Flask, current_app, request
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from server.db import session_scope
-from server.services import auth as auth_service
+from server.domain.accounts import service as auth_service
+from server.infra.db import session_scope
 
 __all__ = [
     "SESSION_COOKIE",

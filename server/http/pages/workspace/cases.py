@@ -9,18 +9,19 @@ from flask import Response, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, tuple_
 
-from server.api import get_store
-from server.api.cases import content_disposition
-from server.api.scope import audit_refusal, caller
-from server.db import session_scope
+from server.domain.cases import service as case_service
+from server.domain.cases.models import ACT_KINDS, Case, CaseEvent
+from server.domain.errors import Invalid
+from server.domain.evidence.models import Recording
+from server.domain.people.models import Officer
+from server.domain.people.service import Caller
+from server.domain.scope import recording_in_scope
+from server.domain.sessions.models import EnforcementSessionRecord
+from server.http.api.cases import content_disposition
+from server.http.context import caller, get_store
 from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
-from server.models import Recording
-from server.models_people import ACT_KINDS, Case, CaseEvent, Officer
-from server.models_sessions import EnforcementSessionRecord
-from server.services import Invalid
-from server.services import cases as case_service
-from server.services.people import Caller
-from server.services.scope import recording_in_scope
+from server.http.scope import audit_refusal
+from server.infra.db import session_scope
 
 __all__ = ["attachment", "case_file", "cases"]
 

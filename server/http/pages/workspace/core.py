@@ -27,7 +27,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from server.api import audit_request
+from server.domain.accounts.roles import ENDPOINT_ROLES
+from server.domain.errors import ServiceError
+from server.http.context import audit_request
 from server.http.pages.common.session import (
     Area,
     configure_cookie_sessions,
@@ -36,8 +38,6 @@ from server.http.pages.common.session import (
 )
 from server.http.pages.common.web import choose_lang, lang_url, remember_lang, secure_headers
 from server.http.pages.workspace.texts import TEXT, VERDICT_WORDS
-from server.services import ServiceError
-from server.services.auth import ENDPOINT_ROLES
 
 __all__ = ["AREA", "ENTRY_ENDPOINTS", "bp", "may", "render", "workspace_view"]
 

@@ -13,15 +13,17 @@ from typing import Any
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from server.api.scope import caller
-from server.db import session_scope
+from server.domain.accounts.models import User
+from server.domain.evidence import queries as recording_service
+from server.domain.evidence.models import Recording
+from server.domain.fleet import alerts as alert_service
+from server.domain.fleet import overview as fleet_service
+from server.domain.fleet.models import Device
+from server.domain.people.models import Officer
+from server.domain.scope import device_in_scope, recording_in_scope
+from server.http.context import caller
 from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
-from server.models import Device, Recording, User
-from server.models_people import Officer
-from server.services import alerts as alert_service
-from server.services import fleet as fleet_service
-from server.services import recordings as recording_service
-from server.services.scope import device_in_scope, recording_in_scope
+from server.infra.db import session_scope
 
 __all__ = ["UPLOAD_LIMIT", "devices"]
 

@@ -6,11 +6,11 @@ from flask import g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
-from server.api import client_ip
-from server.db import session_scope
+from server.domain.accounts import service as auth_service
+from server.http.context import client_ip
 from server.http.pages.common.session import issue_token, new_login_token, read_session, revoke_session
 from server.http.pages.workspace.core import AREA, bp, error_page, home_for, may_enter, render, t
-from server.services import auth as auth_service
+from server.infra.db import session_scope
 
 __all__ = ["index", "login", "login_form", "logout"]
 

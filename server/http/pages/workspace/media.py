@@ -11,14 +11,14 @@ from __future__ import annotations
 from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
 
-from server.api import get_store
-from server.api.recordings import _parse_range, _serving_problem
-from server.api.scope import audit_refusal, caller
-from server.db import session_scope
-from server.errors import ApiError
+from server.domain.evidence import queries as recording_service
+from server.http.api.recordings import _parse_range, _serving_problem
+from server.http.context import caller, get_store
+from server.http.errors import ApiError
 from server.http.pages.workspace.core import audit_view, bp, workspace_view
-from server.services import recordings as recording_service
-from server.workers import raise_alerts
+from server.http.scope import audit_refusal
+from server.infra.db import session_scope
+from server.workers.loops import raise_alerts
 
 __all__ = ["media"]
 

@@ -10,13 +10,13 @@ from flask import request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from server.api import client_ip
-from server.api.scope import audit_refusal, caller
-from server.db import session_scope
+from server.domain.errors import ServiceError
+from server.domain.evidence.models import Recording
+from server.domain.sessions import service as session_service
+from server.http.context import caller, client_ip
 from server.http.pages.workspace.core import audit_view, back, bp, message_of, render, t, workspace_view
-from server.models import Recording
-from server.services import ServiceError
-from server.services import sessions as session_service
+from server.http.scope import audit_refusal
+from server.infra.db import session_scope
 
 __all__ = ["TIMELINE_WIDTH", "cosign", "file", "session_page", "sessions"]
 

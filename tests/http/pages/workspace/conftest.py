@@ -20,16 +20,17 @@ from sqlalchemy import select
 
 from protocol.manifest import SegmentManifest, SignedManifest
 from protocol.session import SessionEventKind
-from server.api import STORE_KEY
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Recording, User
-from server.models_people import Officer
-from server.models_sessions import EnforcementSessionRecord
-from server.services import cases as case_service
-from server.services.devices import register_device
-from server.services.evidence import commit_segment
-from server.services.people import Caller
+from server.domain.accounts.models import User
+from server.domain.cases import service as case_service
+from server.domain.evidence.commit import commit_segment
+from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
+from server.domain.people.models import Officer
+from server.domain.people.service import Caller
+from server.domain.sessions.models import EnforcementSessionRecord
+from server.infra.db import session_scope
+from server.infra.storage import STORE_KEY
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
 from tests.sessions.conftest import PASSWORD, T0, Recorder, hand_over, make_officer, send
 

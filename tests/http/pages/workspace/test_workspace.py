@@ -14,13 +14,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from server.db import session_scope
-from server.models import AuditLog, User, utcnow
-from server.models_sessions import ExplanationSignature
-from server.models_telemetry import DeviceHealthSample
-from server.services import cases as case_service
-from server.services.devices import register_device
-from server.services.people import Caller
+from server.domain.accounts.models import User
+from server.domain.audit import AuditLog
+from server.domain.base import utcnow
+from server.domain.cases import service as case_service
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.telemetry_models import DeviceHealthSample
+from server.domain.people.service import Caller
+from server.domain.sessions.models import ExplanationSignature
+from server.infra.db import session_scope
 from tests.conftest import SegmentFactory
 from tests.http.pages.workspace.conftest import CERT_WANG, Scene, at, commit_media, login
 from tests.sessions.conftest import T0, Recorder, hand_over
@@ -330,8 +332,8 @@ def test_session_list_filters_by_verdict_and_speaks_english(client: FlaskClient,
 def test_case_file_attachment_downloads_with_the_api_headers_and_is_audited(
     app: Flask, client: FlaskClient, scene: Scene
 ) -> None:
-    from server.api import STORE_KEY
-    from server.models_people import CaseEvent
+    from server.domain.cases.models import CaseEvent
+    from server.infra.storage import STORE_KEY
     from tests.people.conftest import PNG
 
     with session_scope(app) as session:

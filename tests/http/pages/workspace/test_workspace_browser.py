@@ -17,8 +17,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from server.db import session_scope
-from server.models import AuditLog
+from server.domain.audit import AuditLog
+from server.infra.db import session_scope
 from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 from tests.http.pages.workspace.conftest import PASSWORD, Scene
 
