@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from flask import Flask, current_app, request
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "zfjl_console"
+R = TypeVar("R", bound=Response)
 # ``auth_service.token_claims(user) | {"id": user.id}``: username, role, agency_id and the user id.
 CookieUser = dict[str, Any]
 
@@ -115,7 +116,7 @@ class Area:
         salt = f"{self.cookie_prefix.replace('_', '-')}-flash"  # "zfjl-console-flash" for the console
         return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt=salt)
 
-    def flash(self, response: Response, category: str, message: str) -> Response:
+    def flash(self, response: R, category: str, message: str) -> R:
         """Carry one message to the next page (a signed, HttpOnly cookie scoped to the area)."""
         self._cookie(response, self.flash_cookie, self._serializer().dumps([category, message]))
         return response

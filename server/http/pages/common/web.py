@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from flask import request
 from werkzeug.wrappers import Response
 
 __all__ = ["BASE_CSP", "choose_lang", "lang_url", "remember_lang", "secure_headers"]
+
+R = TypeVar("R", bound=Response)
 
 # No inline script or style anywhere: pages load their scripts and styles from /static only.
 BASE_CSP = (
@@ -44,7 +47,7 @@ def remember_lang(response: Response, cookie_name: str, path: str) -> None:
         )
 
 
-def secure_headers(response: Response, *, extra_csp: str = "") -> Response:
+def secure_headers(response: R, *, extra_csp: str = "") -> R:
     """No caching of pages with personal data, no referrer, no sniffing, and the strict CSP."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
