@@ -20,6 +20,7 @@ from server.domain.sessions.models import EnforcementSessionRecord
 from server.http.api.cases import content_disposition
 from server.http.context import caller, get_store
 from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
+from server.http.pages.workspace.record import case_file_record
 from server.http.scope import audit_refusal
 from server.infra.db import session_scope
 
@@ -150,7 +151,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
     """The whole-process record: stages, completeness with what is missing, recordings, status changes."""
     who = caller()
     with audit_refusal("case.record", "case", case_id), session_scope() as session:
-        record = case_service.case_record(session, who, case_id)
+        record = case_file_record(session, who, case_id)
         recordings = _linked_recordings(session, who, record)
         audit_view(
             session,

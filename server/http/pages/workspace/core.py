@@ -50,12 +50,13 @@ ENTRY_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("workspace.sessions", "sessions.list_sessions", "sessions"),
     ("workspace.devices", "devices.chain", "devices"),
 )
-# Review screens built by other parts of the system (publication review: issue 10; access and disposal
-# approvals: issue 11). They are linked from the workspace as soon as their endpoint is registered; the
-# navigation never shows a link to a page that does not exist.
+# The review screens of publicity (the publication review: redactions to accept or undo) and governance
+# (the access and disposal approval queue) are pages of this workspace, registered on this blueprint
+# under these endpoint names by the work that builds their logic. The navigation links each one as soon
+# as its endpoint exists and never shows a link to a page that does not.
 REVIEW_ENDPOINTS: tuple[tuple[str, str], ...] = (
-    ("portal_review.queue", "publication_review"),
-    ("governance_pages.approvals", "approvals"),
+    ("workspace.publication_review", "publication_review"),
+    ("workspace.approvals", "approvals"),
 )
 # Media may come from this origin only; explanation clips and segments are served by /workspace itself.
 _MEDIA_CSP = "media-src 'self'"
