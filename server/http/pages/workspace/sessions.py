@@ -9,7 +9,9 @@ from typing import Any
 from flask import request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from server.domain.cases.models import Case
 from server.domain.errors import ServiceError
 from server.domain.evidence.models import Recording
 from server.domain.sessions import service as session_service
@@ -81,6 +83,17 @@ def _geometry(tl: dict[str, Any], recordings: list[Recording]) -> _Geometry:
     return _Geometry(origin, max(0.0, (max(instants) - origin).total_seconds()))
 
 
+def _case_of(session: Session, number: str) -> int | None:
+    """The case the recorder named at the start (its number), if the caller may read it (JL-20)."""
+    if not number:
+        return None
+    who = caller()
+    for case_id, agency_id in session.execute(select(Case.id, Case.agency_id).where(Case.number == number)):
+        if who.may_read(agency_id):
+            return int(case_id)
+    return None
+
+
 @bp.get("/sessions/<int:session_id>")
 @workspace_view("sessions.get_timeline")
 def session_page(session_id: int) -> ResponseReturnValue:
@@ -98,6 +111,7 @@ def session_page(session_id: int) -> ResponseReturnValue:
             )
         )
         audit_view(session, "session.timeline", "session", session_id, verdict=tl["verdict"])
+        case_link = _case_of(session, tl["case_id"])
         geometry = _geometry(tl, recordings)
         segments = [
             {
@@ -124,6 +138,7 @@ def session_page(session_id: int) -> ResponseReturnValue:
         width=TIMELINE_WIDTH,
         session_id=session_id,
         max_chars=session_service.MAX_EXPLANATION_CHARS,
+        case_link=case_link,
     )
 
 

@@ -212,6 +212,9 @@ def test_case_file_shows_completeness_linked_recordings_and_status_changes(
     assert "open → under_review" in html and "调查终结，移送审核" in html
     assert f'data-recording="{scene.recording_ids[0]}"' in html
     assert f"/workspace/sessions/{scene.session_pk}" in html
+    # …and the session page links back to the case its recorder named.
+    session_page = client.get(f"/workspace/sessions/{scene.session_pk}").get_data(as_text=True)
+    assert f'id="case-link" href="/workspace/cases/{scene.case_id}"' in session_page
     english = client.get(f"/workspace/cases/{scene.case_id}?lang=en").get_data(as_text=True)
     assert ("no decision yet" in english and "Whole-process" not in english) or "Linked recordings" in english
 
