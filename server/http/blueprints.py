@@ -44,3 +44,7 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Evidence workspace (server-rendered pages over cases, sessions and recordings, issue 13).
+    from server.http.pages import workspace
+
+    app.register_blueprint(workspace.bp)
