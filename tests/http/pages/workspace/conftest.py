@@ -22,6 +22,7 @@ from protocol.manifest import SegmentManifest, SignedManifest
 from protocol.session import SessionEventKind
 from server.domain.accounts.models import User
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import CaseEventInput, NewCase
 from server.domain.evidence.commit import commit_segment
 from server.domain.evidence.models import Recording
 from server.domain.fleet.devices import register_device
@@ -177,14 +178,16 @@ def build_scene(app: Flask, tmp: Path, media: Path) -> Scene:
         case = case_service.create_case(
             session,
             caller,
-            {
-                "number": CASE_NUMBER,
-                "act_kind": "penalty",
-                "origin": "ex_officio",
-                "title": "销售过期食品",
-                "party": "某超市",
-                "officer_ids": [scene.officers["wang"]],
-            },
+            NewCase.from_json(
+                {
+                    "number": CASE_NUMBER,
+                    "act_kind": "penalty",
+                    "origin": "ex_officio",
+                    "title": "销售过期食品",
+                    "party": "某超市",
+                    "officer_ids": [scene.officers["wang"]],
+                }
+            ),
         )
         scene.case_id = case.id
         for event_type, second in (
@@ -195,7 +198,9 @@ def build_scene(app: Flask, tmp: Path, media: Path) -> Scene:
                 session,
                 caller,
                 case.id,
-                {"event_type": event_type, "occurred_at": at(second).isoformat(), "text": event_type},
+                CaseEventInput.from_json(
+                    {"event_type": event_type, "occurred_at": at(second).isoformat(), "text": event_type}
+                ),
             )
     return scene
 

@@ -16,6 +16,7 @@ from server.domain.accounts.models import User
 from server.domain.audit import AuditLog
 from server.domain.base import utcnow
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import StatusChange
 from server.domain.fleet.devices import register_device
 from server.domain.fleet.telemetry_models import DeviceHealthSample
 from server.domain.people.service import Caller
@@ -204,7 +205,7 @@ def test_case_file_shows_completeness_linked_recordings_and_status_changes(
             session,
             Caller(str(head.id), "agency_head", head.agency_id),
             scene.case_id,
-            {"status": "under_review", "reason": "调查终结，移送审核"},
+            StatusChange.from_json({"status": "under_review", "reason": "调查终结，移送审核"}),
         )
     login(client, "reviewer")
     html = client.get(f"/workspace/cases/{scene.case_id}").get_data(as_text=True)

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from server.domain.accounts.models import User
 from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import CaseEventInput
 from server.domain.cases.models import CaseEvent
 from server.domain.fleet.devices import register_device
 from server.domain.people.service import Caller
@@ -65,13 +66,15 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
                 session,
                 caller,
                 scene.case_id,
-                {
-                    "event_type": stages[i % 4],
-                    "occurred_at": at(15 * i).isoformat(),
-                    "text": f"第 {i} 项",
-                    "recording_ids": [ids[i % 50]],
-                    "officer_ids": who[i % 3],
-                },
+                CaseEventInput.from_json(
+                    {
+                        "event_type": stages[i % 4],
+                        "occurred_at": at(15 * i).isoformat(),
+                        "text": f"第 {i} 项",
+                        "recording_ids": [ids[i % 50]],
+                        "officer_ids": who[i % 3],
+                    }
+                ),
             )
         for second in (2, 19):
             session.add(
@@ -119,4 +122,3 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
         f"{median:.0f} ms (record: {batched_ms:.0f} ms in one query, {per_event_ms:.0f} ms per event)"
     )
     assert median < 1500
-
