@@ -8,6 +8,7 @@ model module that is not imported below is a table autogenerate would want to dr
 from __future__ import annotations
 
 # Imported for their side effect: each module maps its tables onto Base.metadata.
+import server.domain.governance.models
 import server.models_fleet
 import server.models_people
 import server.models_rollouts
@@ -18,6 +19,7 @@ from server.models import Base
 __all__ = ["Base"]
 
 MODEL_MODULES = (
+    server.domain.governance.models,
     server.models_fleet,
     server.models_people,
     server.models_rollouts,
