@@ -56,8 +56,9 @@ _LEAF = {
         "ref_id": {"type": "integer"},
         "data": {"type": "string", "description": "the exact bytes hashed (UTF-8 canonical JSON)"},
         "sequenced_at": {"type": "string", "format": "date-time"},
-        "checkpoint": _CHECKPOINT,
-        "inclusion_proof": _INCLUSION,
+        # null while the leaf is newer than the latest checkpoint (the next round signs it)
+        "checkpoint": {**_CHECKPOINT, "type": ["object", "null"]},
+        "inclusion_proof": {**_INCLUSION, "type": ["object", "null"]},
     },
 }
 _REPORT = {

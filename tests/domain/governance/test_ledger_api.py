@@ -44,7 +44,9 @@ def _login(client: FlaskClient, username: str) -> dict[str, str]:
 
 def verify(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run the offline verifier as an auditor would."""
-    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_jl23_the_apis_checkpoint_proofs_and_leaves_verify_offline(
@@ -94,7 +96,9 @@ def test_jl23_the_apis_checkpoint_proofs_and_leaves_verify_offline(
 
     by_index = client.get(f"/api/v1/ledger/leaves/{body['leaf_index']}", headers=auditor).get_json()
     assert by_index["data"] == body["data"]
-    inclusion = client.get(f"/api/v1/ledger/proofs/inclusion?leaf_index={body['leaf_index']}", headers=auditor)
+    inclusion = client.get(
+        f"/api/v1/ledger/proofs/inclusion?leaf_index={body['leaf_index']}", headers=auditor
+    )
     assert inclusion.get_json() == body["inclusion_proof"]
 
     report = client.post("/api/v1/ledger/verify", headers=auditor).get_json()
@@ -110,7 +114,8 @@ def test_jl6_server_side_verification_reports_an_edited_recording(
     with session_scope(app) as session:
         disable_append_only_triggers(session)
         session.execute(
-            text("UPDATE recordings SET sha256 = :h WHERE id = :id"), {"h": "0" * 64, "id": evidence.recording_ids[0]}
+            text("UPDATE recordings SET sha256 = :h WHERE id = :id"),
+            {"h": "0" * 64, "id": evidence.recording_ids[0]},
         )
     report = client.post("/api/v1/ledger/verify", headers=auditor).get_json()
     assert report["ok"] is False
