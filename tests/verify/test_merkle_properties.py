@@ -109,3 +109,14 @@ def test_generated_consistency_proofs_verify_and_every_mutation_fails(
         except VerifyError:
             continue
         raise AssertionError(f"a mutated consistency proof verified: {mutated[0]}→{mutated[1]}")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=8), max_size=150))
+def test_bulk_extend_builds_the_same_tree_as_appending_one_by_one(datas: list[bytes]) -> None:
+    one_by_one, bulk = MerkleTree(), MerkleTree()
+    for data in datas:
+        one_by_one.append(data)
+    bulk.extend(datas)
+    sizes = range(len(datas) + 1)
+    assert [bulk.root(n) for n in sizes] == [one_by_one.root(n) for n in sizes]

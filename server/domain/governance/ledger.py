@@ -199,16 +199,18 @@ def sequence(session: Session) -> int:
 
 def load_tree(session: Session) -> MerkleTree:
     """The tree of every stored leaf; LedgerCorrupt if the indexes are not 0, 1, 2, … without a gap."""
-    tree = MerkleTree()
-    for index, digest in session.execute(
+    rows = session.execute(
         select(LedgerLeaf.leaf_index, LedgerLeaf.leaf_hash).order_by(LedgerLeaf.leaf_index)
-    ):
-        if index != tree.size:
+    )
+    hashes: list[bytes] = []
+    for index, digest in rows:
+        if index != len(hashes):
             raise LedgerCorrupt(
-                f"账本第 {tree.size} 号叶缺失", f"ledger leaf {tree.size} is missing (next stored is {index})"
+                f"账本第 {len(hashes)} 号叶缺失",
+                f"ledger leaf {len(hashes)} is missing (next stored is {index})",
             )
-        tree.append_hash(bytes(digest))
-    return tree
+        hashes.append(bytes(digest))
+    return MerkleTree(hashes)
 
 
 def latest_checkpoint(session: Session) -> LedgerCheckpoint | None:
