@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
 from server.models import Recording
+from server.models_people import Agency, CaseEvent
 from server.services import Invalid, NotFound, devices, write_audit
 from server.services.evidence import commit_segment
 from server.storage import LocalObjectStore
@@ -81,19 +83,19 @@ class Ledger:
     def insider_sql(self, statement: str, *, ledger_too: bool = False, **params: object) -> None:
         """SQL by someone with full database rights, who switches the append-only triggers off first."""
         disable_append_only_triggers(self.session)
-        if ledger_too:
-            _disable_ledger_triggers(self.session)
+        _disable_triggers(self.session, (*LEDGER_TABLES, "case_events") if ledger_too else ("case_events",))
         self.session.execute(text(statement), params)
         self.session.commit()
         self.session.expire_all()
 
 
-def _disable_ledger_triggers(session: Session) -> None:
+def _disable_triggers(session: Session, tables: tuple[str, ...]) -> None:
+    """Switch off the append-only triggers of more tables than the evidence ones (same naming)."""
     if session.get_bind().dialect.name == "postgresql":
-        for table in LEDGER_TABLES:
+        for table in tables:
             session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         return
-    for table in LEDGER_TABLES:
+    for table in tables:
         for action in ("update", "delete"):
             session.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{action}"))
 
@@ -311,3 +313,29 @@ def test_ledger_key_is_derived_apart_from_the_ingest_key() -> None:
         one.name.startswith("zfjl.ledger/")
         and one.name != ledger.LedgerSigner.from_ingest_key(_ingest_key()).name
     )
+
+
+def test_jl6_a_case_event_with_structured_data_round_trips_and_its_edit_is_detected(env: Ledger) -> None:
+    """JSON columns, Chinese text and times read back identically on both databases, so only an edit shows."""
+    agency = Agency(name="某市城市管理局")
+    env.session.add(agency)
+    env.session.flush()
+    event = CaseEvent(
+        agency_id=agency.id,
+        event_type="notice_served",
+        occurred_at=datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+        text="送达《责令改正通知书》",
+        officer_ids=[2, 1],
+        recording_ids=[],
+        data={"z": 1.5, "a": {"收件人": "张三", "list": [3, 2, 1]}},
+        recorded_by="1",
+    )
+    env.session.add(event)
+    env.session.commit()
+    env.sequence_and_sign()
+    leaf = ledger.leaf_for(env.session, "case_events", event.id)
+    assert leaf.kind == "case_event" and "送达" in leaf.data
+    assert ledger.verify_ledger(env.session, env.signer.verifier).ok
+    env.insider_sql(f"UPDATE case_events SET text = '未送达' WHERE id = {event.id}")
+    problems = ledger.verify_ledger(env.session, env.signer.verifier).problems
+    assert [(p.code, p.leaf_index) for p in problems] == [("row_changed", leaf.leaf_index)]
