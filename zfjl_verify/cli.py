@@ -3,15 +3,19 @@
 Exit status 0 when everything verifies, 1 when anything does not (or an input cannot be read), 2 on a
 usage error. Every verdict is printed in Chinese and English. The key file holds one or more verifier
 keys ``<name>+<hex key id>+<base64>``, one a line (lines starting with ``#`` are comments): the key an
-agency publishes for its ledger, kept by whoever witnesses it (JL-6, JL-23).
+agency publishes for its ledger, kept by whoever witnesses it (JL-6, JL-23). A checkpoint file may be
+the signed note itself or the server's JSON answer (``GET /ledger/v1/checkpoint``); a leaf may be its
+exact bytes, its hash, or the server's leaf answer (``--leaf-json``, data and proof in one file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import MalformedProof, VerifyError
@@ -49,8 +53,26 @@ def _keys(path: str) -> list[NoteVerifier]:
     return keys
 
 
+def _json_file(path: str) -> Any:
+    try:
+        return json.loads(_read(path))
+    except (ValueError, UnicodeDecodeError):
+        raise _InputError(f"{path} 不是有效的 JSON", f"{path} is not valid JSON") from None
+
+
 def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Checkpoint:
-    checkpoint, _ = open_checkpoint(_read(path), keys, origin=origin)
+    """A signed checkpoint file: the note itself, or the server's JSON answer holding it in ``note``.
+
+    Only the note is taken from a JSON answer, never its ``verifier_key``: the key comes from --key.
+    """
+    raw = _read(path)
+    if raw.lstrip().startswith(b"{"):
+        document = _json_file(path)
+        note = document.get("note") if isinstance(document, dict) else None
+        if not isinstance(note, str):
+            raise _InputError(f"{path} 中没有检查点（note）", f"{path} holds no checkpoint note")
+        raw = note.encode("utf-8")
+    checkpoint, _ = open_checkpoint(raw, keys, origin=origin)
     return checkpoint
 
 
@@ -68,8 +90,21 @@ def _cmd_checkpoint(args: argparse.Namespace) -> None:
 
 def _cmd_inclusion(args: argparse.Namespace) -> None:
     checkpoint = _checkpoint(args.checkpoint, _keys(args.key), args.origin)
-    proof = InclusionProof.from_json(_read(args.proof))
-    leaf = leaf_hash(_read(args.leaf_data)) if args.leaf_data is not None else decode_hash(args.leaf_hash)
+    served: Any = _json_file(args.leaf_json) if args.leaf_json is not None else None
+    if served is not None and not (isinstance(served, dict) and isinstance(served.get("data"), str)):
+        raise _InputError("叶文件中没有 data 字段", f"{args.leaf_json} holds no leaf data")
+    if args.proof is not None:
+        proof = InclusionProof.from_json(_read(args.proof))
+    elif served is not None and isinstance(served.get("inclusion_proof"), dict):
+        proof = InclusionProof.from_json(json.dumps(served["inclusion_proof"]))
+    else:
+        raise MalformedProof("需要包含证明（--proof）", "an inclusion proof is needed (--proof)")
+    if served is not None:
+        leaf = leaf_hash(served["data"].encode("utf-8"))
+    elif args.leaf_data is not None:
+        leaf = leaf_hash(_read(args.leaf_data))
+    else:
+        leaf = decode_hash(args.leaf_hash)
     if proof.tree_size != checkpoint.size:
         raise MalformedProof(
             f"证明针对 {proof.tree_size} 个叶的树，检查点却有 {checkpoint.size} 个叶",
@@ -124,10 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     inc = sub.add_parser("inclusion", help="verify that a leaf is in a signed tree / 核验包含证明")
     inc.add_argument("--key", required=True, help="verifier key file / 公钥文件")
     inc.add_argument("--checkpoint", required=True, help="signed checkpoint file / 检查点文件")
-    inc.add_argument("--proof", required=True, help="inclusion proof JSON / 包含证明")
+    inc.add_argument("--proof", help="inclusion proof JSON (else the one in --leaf-json) / 包含证明")
     leaf = inc.add_mutually_exclusive_group(required=True)
     leaf.add_argument("--leaf-data", help="file holding the leaf's exact bytes / 叶数据文件")
     leaf.add_argument("--leaf-hash", help="the leaf hash, base64 / 叶哈希（base64）")
+    leaf.add_argument("--leaf-json", help="the server's leaf answer (data and proof) / 服务器返回的叶")
     inc.set_defaults(run=_cmd_inclusion)
 
     con = sub.add_parser(

@@ -219,3 +219,25 @@ def test_missing_file_is_a_failure_not_a_traceback(log: Log) -> None:
 
 def test_usage_error_exits_2() -> None:
     assert run("inclusion").returncode == 2
+
+
+def test_the_servers_json_answers_verify_as_they_are_downloaded(log: Log) -> None:
+    """``curl …/ledger/v1/checkpoint > cp.json`` and a leaf answer: no editing needed before verifying."""
+    note = log.checkpoint(11, "cp").read_text(encoding="utf-8")
+    # The served verifier_key is ignored: a key fetched beside the checkpoint would prove nothing.
+    stranger = NoteVerifier.from_private_key(ORIGIN, Ed25519PrivateKey.generate()).encode()
+    cp = log.write("cp.json", {"origin": ORIGIN, "tree_size": 11, "note": note, "verifier_key": stranger})
+    proof = InclusionProof(
+        leaf_index=4, tree_size=11, hashes=tuple(log.tree.inclusion_proof(4, 11))
+    ).to_json()
+    leaf = log.write("leaf.json", {"leaf_index": 4, "data": log.leaves[4].decode(), "inclusion_proof": proof})
+    assert run("checkpoint", "--key", log.key_file, cp).returncode == 0
+    ok = run("inclusion", "--key", log.key_file, "--checkpoint", cp, "--leaf-json", leaf)
+    assert ok.returncode == 0, ok.stderr
+    other = log.write("other.json", {"data": log.leaves[5].decode(), "inclusion_proof": proof})
+    assert run("inclusion", "--key", log.key_file, "--checkpoint", cp, "--leaf-json", other).returncode == 1
+    no_proof = log.write("bare.json", {"data": log.leaves[4].decode()})
+    result = run("inclusion", "--key", log.key_file, "--checkpoint", cp, "--leaf-json", no_proof)
+    assert result.returncode == 1 and "--proof" in result.stderr
+    empty = log.write("empty.json", {"tree_size": 11})
+    assert run("checkpoint", "--key", log.key_file, empty).returncode == 1

@@ -85,6 +85,15 @@ def test_jl23_the_apis_checkpoint_proofs_and_leaves_verify_offline(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
+    # The answers as downloaded, unedited: the checkpoint JSON and the leaf JSON (data and proof in one).
+    (tmp_path / "checkpoint.json").write_text(json.dumps(new))
+    (tmp_path / "leaf-answer.json").write_text(json.dumps(body))
+    result = verify(
+        "inclusion", "--key", tmp_path / "ledger.pub", "--checkpoint", tmp_path / "checkpoint.json",
+        "--leaf-json", tmp_path / "leaf-answer.json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
     proof = client.get(f"/api/v1/ledger/proofs/consistency?old_size={old['tree_size']}", headers=auditor)
     assert proof.status_code == 200
     (tmp_path / "consistency.json").write_text(json.dumps(proof.get_json()))
