@@ -35,9 +35,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import RowMapping, Table, and_, exists, func, select
 from sqlalchemy.orm import Session
 
+from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
-from server.models_all import Base
-from server.services import Conflict, Invalid, NotFound
+from server.domain.models import Base
 from zfjl_verify import (
     Checkpoint,
     ConsistencyProof,

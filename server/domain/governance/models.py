@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models import Base, UTCDateTime, utcnow
+from server.domain.base import Base, UTCDateTime, utcnow
 
 __all__ = ["LedgerCheckpoint", "LedgerLeaf"]
 

@@ -15,12 +15,12 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from server.api import audit_request
-from server.api.openapi import api_view
-from server.db import session_scope
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
-from server.errors import ApiError
+from server.http.context import audit_request
+from server.http.errors import ApiError
+from server.http.openapi import api_view
+from server.infra.db import session_scope
 from zfjl_verify import encode_hash
 
 bp = Blueprint("ledger", __name__)

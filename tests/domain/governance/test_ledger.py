@@ -20,13 +20,16 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from server.domain.audit import write_audit
+from server.domain.cases.models import CaseEvent
+from server.domain.errors import Invalid, NotFound
+from server.domain.evidence.commit import commit_segment
+from server.domain.evidence.models import Recording
+from server.domain.fleet import devices
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
-from server.models import Recording
-from server.models_people import Agency, CaseEvent
-from server.services import Invalid, NotFound, devices, write_audit
-from server.services.evidence import commit_segment
-from server.storage import LocalObjectStore
+from server.domain.people.models import Agency
+from server.infra.storage import LocalObjectStore
 from tests.conftest import SegmentFactory
 from tests.server.insider import disable_append_only_triggers
 from zfjl_verify import leaf_hash

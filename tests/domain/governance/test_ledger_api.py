@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from server.db import get_engine, session_scope
-from server.services.auth import create_user
+from server.domain.accounts.service import create_user
+from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import record_evidence
 from tests.server.insider import disable_append_only_triggers

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from flask import Flask
 
-from server.db import session_scope
 from server.domain.governance import ledger
-from server.workers import LedgerWorker
+from server.infra.db import session_scope
+from server.workers.loops import LedgerWorker
 from tests.fixtures.evidence import record_evidence
 
 
