@@ -9,6 +9,8 @@ import base64
 import json
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from server.domain.fleet import devices
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
 from server.domain.people.models import Agency
+from server.infra.db import make_engine
 from server.infra.storage import LocalObjectStore
 from tests.conftest import SegmentFactory
 from tests.server.insider import disable_append_only_triggers
@@ -342,3 +345,33 @@ def test_jl6_a_case_event_with_structured_data_round_trips_and_its_edit_is_detec
     env.insider_sql(f"UPDATE case_events SET text = '未送达' WHERE id = {event.id}")
     problems = ledger.verify_ledger(env.session, env.signer.verifier).problems
     assert [(p.code, p.leaf_index) for p in problems] == [("row_changed", leaf.leaf_index)]
+
+
+def test_two_sequencers_racing_leave_one_consistent_ledger(env: Ledger, db_url: str) -> None:
+    """Two server processes run a round at once: the second one's insert fails, nothing is duplicated."""
+    first = env.session
+    assert ledger.sequence(first) > 0  # flushed, not committed: the first round holds its leaves
+    engine = make_engine(db_url)
+    outcome: list[BaseException | int] = []
+
+    def second_round() -> None:
+        with Session(engine) as second:
+            try:
+                outcome.append(ledger.sequence(second))
+                second.commit()
+            except DBAPIError as exc:
+                second.rollback()
+                outcome.append(exc)
+
+    racer = threading.Thread(target=second_round)
+    racer.start()
+    time.sleep(0.5)  # let the second round read the same pending rows and try to write
+    first.commit()
+    racer.join(30)
+    engine.dispose()
+    assert len(outcome) == 1
+    # Either it lost the race outright, or it ran after the commit and found nothing left to add.
+    assert isinstance(outcome[0], DBAPIError) or outcome[0] == 0
+    report = ledger.verify_ledger(first, env.signer.verifier)
+    assert report.ok and report.leaves == len(first.scalars(select(LedgerLeaf)).all())
+    assert ledger.checkpoint(first, env.signer) is not None
