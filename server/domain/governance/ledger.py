@@ -197,20 +197,33 @@ def sequence(session: Session) -> int:
     return appended
 
 
-def load_tree(session: Session) -> MerkleTree:
-    """The tree of every stored leaf; LedgerCorrupt if the indexes are not 0, 1, 2, … without a gap."""
+def load_tree(session: Session, held: MerkleTree | None = None) -> MerkleTree:
+    """The tree of every stored leaf; LedgerCorrupt if the indexes are not 0, 1, 2, … without a gap.
+
+    ``held``, a tree loaded earlier, is extended with the leaves stored since (the API keeps one between
+    requests, so a proof costs the new leaves, not all of them) — unless its last leaf is no longer the
+    stored one, and then the whole tree is loaded again. Signing never passes one: it reads everything.
+    """
+    tree = held if held is not None else MerkleTree()
+    if tree.size:
+        last = session.scalar(select(LedgerLeaf.leaf_hash).where(LedgerLeaf.leaf_index == tree.size - 1))
+        if last is None or bytes(last) != tree.leaf(tree.size - 1):
+            tree = MerkleTree()
     rows = session.execute(
-        select(LedgerLeaf.leaf_index, LedgerLeaf.leaf_hash).order_by(LedgerLeaf.leaf_index)
+        select(LedgerLeaf.leaf_index, LedgerLeaf.leaf_hash)
+        .where(LedgerLeaf.leaf_index >= tree.size)
+        .order_by(LedgerLeaf.leaf_index)
     )
     hashes: list[bytes] = []
     for index, digest in rows:
-        if index != len(hashes):
+        expected = tree.size + len(hashes)
+        if index != expected:
             raise LedgerCorrupt(
-                f"账本第 {len(hashes)} 号叶缺失",
-                f"ledger leaf {len(hashes)} is missing (next stored is {index})",
+                f"账本第 {expected} 号叶缺失", f"ledger leaf {expected} is missing (next stored is {index})"
             )
         hashes.append(bytes(digest))
-    return MerkleTree(hashes)
+    tree.extend_hashes(hashes)
+    return tree
 
 
 def latest_checkpoint(session: Session) -> LedgerCheckpoint | None:
@@ -273,15 +286,20 @@ def leaf_for(session: Session, table: str, row_id: int) -> LedgerLeaf:
     return found
 
 
-def inclusion_proof(session: Session, leaf_index: int, tree_size: int | None = None) -> InclusionProof:
-    """The audit path of one leaf against a signed checkpoint (the latest one by default)."""
+def inclusion_proof(
+    session: Session, leaf_index: int, tree_size: int | None = None, *, held: MerkleTree | None = None
+) -> InclusionProof:
+    """The audit path of one leaf against a signed checkpoint (the latest one by default).
+
+    ``held``: a tree loaded earlier, to extend rather than load again (:func:`load_tree`).
+    """
     signed = _checkpoint_of_size(session, tree_size)
     if not 0 <= leaf_index < signed.tree_size:
         raise Invalid(
             f"叶序号 {leaf_index} 不在 {signed.tree_size} 个叶的检查点内",
             f"leaf {leaf_index} is not within the checkpoint of {signed.tree_size} leaves",
         )
-    tree = load_tree(session)
+    tree = load_tree(session, held)
     return InclusionProof(
         leaf_index=leaf_index,
         tree_size=signed.tree_size,
@@ -289,7 +307,9 @@ def inclusion_proof(session: Session, leaf_index: int, tree_size: int | None = N
     )
 
 
-def consistency_proof(session: Session, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+def consistency_proof(
+    session: Session, old_size: int, new_size: int | None = None, *, held: MerkleTree | None = None
+) -> ConsistencyProof:
     """The proof that a signed checkpoint extends an older one (new_size: the latest by default)."""
     signed = _checkpoint_of_size(session, new_size)
     if not 0 <= old_size <= signed.tree_size:
@@ -297,7 +317,7 @@ def consistency_proof(session: Session, old_size: int, new_size: int | None = No
             f"旧树大小 {old_size} 不在 0 到 {signed.tree_size} 之间",
             f"old size {old_size} is not between 0 and {signed.tree_size}",
         )
-    tree = load_tree(session)
+    tree = load_tree(session, held)
     return ConsistencyProof(
         old_size=old_size,
         new_size=signed.tree_size,

@@ -9,6 +9,7 @@ audited, like every access to evidence. docs/ledger.md explains it all.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -21,7 +22,7 @@ from server.http.context import audit_request
 from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.db import session_scope
-from zfjl_verify import encode_hash
+from zfjl_verify import MerkleTree, encode_hash
 
 bp = Blueprint("ledger", __name__)
 public_bp = Blueprint("ledger_public", __name__)
@@ -73,6 +74,26 @@ _REPORT = {
 _SIZE = {"type": "integer", "minimum": 0}
 
 
+_TREE_KEY = "zfjl.ledger_tree"
+
+
+class _HeldTree:
+    """The ledger tree this process keeps between requests (extended, never rebuilt, per proof)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tree = MerkleTree()
+
+
+def _held_tree(session: Session) -> MerkleTree:
+    """The process's tree brought up to the stored leaves: a proof then costs O(log n), not a full read."""
+    holder: _HeldTree = current_app.extensions.setdefault(_TREE_KEY, _HeldTree())
+    # One request at a time extends it; proofs read only sizes already complete, so they need no lock.
+    with holder.lock:
+        holder.tree = ledger.load_tree(session, holder.tree)
+        return holder.tree
+
+
 def _signer() -> ledger.LedgerSigner:
     return ledger.LedgerSigner.from_ingest_key(current_app.extensions["zfjl.settings"].ingest_key)
 
@@ -111,7 +132,11 @@ def _leaf_json(session: Session, leaf: LedgerLeaf) -> dict[str, Any]:
         "sequenced_at": leaf.sequenced_at.isoformat(),
         # A leaf sequenced after the latest checkpoint has no proof yet: the next round signs it.
         "checkpoint": _checkpoint_json(signed) if covered and signed else None,
-        "inclusion_proof": ledger.inclusion_proof(session, leaf.leaf_index).to_json() if covered else None,
+        "inclusion_proof": (
+            ledger.inclusion_proof(session, leaf.leaf_index, held=_held_tree(session)).to_json()
+            if covered
+            else None
+        ),
     }
 
 
@@ -166,7 +191,8 @@ def inclusion_proof() -> ResponseReturnValue:
     index = _int_arg("leaf_index", required=True)
     assert index is not None
     with session_scope() as session:
-        return jsonify(ledger.inclusion_proof(session, index, _int_arg("tree_size")).to_json())
+        proof = ledger.inclusion_proof(session, index, _int_arg("tree_size"), held=_held_tree(session))
+        return jsonify(proof.to_json())
 
 
 @bp.get("/proofs/consistency")
@@ -181,7 +207,8 @@ def consistency_proof() -> ResponseReturnValue:
     old = _int_arg("old_size", required=True)
     assert old is not None
     with session_scope() as session:
-        return jsonify(ledger.consistency_proof(session, old, _int_arg("new_size")).to_json())
+        proof = ledger.consistency_proof(session, old, _int_arg("new_size"), held=_held_tree(session))
+        return jsonify(proof.to_json())
 
 
 @bp.get("/leaves/<int:leaf_index>")

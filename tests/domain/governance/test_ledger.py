@@ -375,3 +375,21 @@ def test_two_sequencers_racing_leave_one_consistent_ledger(env: Ledger, db_url: 
     report = ledger.verify_ledger(first, env.signer.verifier)
     assert report.ok and report.leaves == len(first.scalars(select(LedgerLeaf)).all())
     assert ledger.checkpoint(first, env.signer) is not None
+
+
+def test_a_held_tree_is_extended_with_new_leaves_and_reloaded_after_a_rebuild(env: Ledger) -> None:
+    """The API's kept tree gives the same proofs as a full read, and never serves a tree the DB dropped."""
+    env.sequence_and_sign()
+    held = ledger.load_tree(env.session)
+    env.store_segment()
+    env.sequence_and_sign()
+    grown = ledger.load_tree(env.session, held)
+    assert grown is held and grown.root() == ledger.load_tree(env.session).root()
+    size = grown.size
+    assert ledger.inclusion_proof(env.session, 1, held=grown) == ledger.inclusion_proof(env.session, 1)
+    # The insider rebuilds a shorter ledger: the held tree is dropped, not trusted.
+    env.insider_sql("DELETE FROM ledger_checkpoints", ledger_too=True)
+    env.insider_sql(f"DELETE FROM ledger_leaves WHERE leaf_index >= {size - 2}", ledger_too=True)
+    reloaded = ledger.load_tree(env.session, grown)
+    assert reloaded is not grown and reloaded.size == size - 2
+    assert reloaded.root() == ledger.load_tree(env.session).root()
