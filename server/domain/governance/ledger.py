@@ -60,6 +60,7 @@ __all__ = [
     "canonical_leaf",
     "checkpoint",
     "consistency_proof",
+    "get_leaf",
     "inclusion_proof",
     "latest_checkpoint",
     "leaf_for",
@@ -272,6 +273,11 @@ def _checkpoint_of_size(session: Session, size: int | None) -> LedgerCheckpoint:
             f"no signed checkpoint of size {size}" if size is not None else "no checkpoint yet",
         )
     return found
+
+
+def get_leaf(session: Session, leaf_index: int) -> LedgerLeaf | None:
+    """The leaf at ``leaf_index``, if the tree is that large."""
+    return session.get(LedgerLeaf, leaf_index)
 
 
 def leaf_for(session: Session, table: str, row_id: int) -> LedgerLeaf:

@@ -10,11 +10,10 @@ audited, like every access to evidence. docs/ledger.md explains it all.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
@@ -23,6 +22,9 @@ from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.db import session_scope
 from zfjl_verify import MerkleTree, encode_hash
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 bp = Blueprint("ledger", __name__)
 public_bp = Blueprint("ledger_public", __name__)
@@ -216,7 +218,7 @@ def consistency_proof() -> ResponseReturnValue:
 def get_leaf(leaf_index: int) -> ResponseReturnValue:
     """One leaf: the exact data hashed, what row it records, its proof (audited)."""
     with session_scope() as session:
-        leaf = session.get(LedgerLeaf, leaf_index)
+        leaf = ledger.get_leaf(session, leaf_index)
         if leaf is None:
             raise ApiError(404, "not_found", "账本中没有该叶", "no such leaf in the ledger")
         audit_request(session, "ledger.leaf", "ledger_leaf", leaf_index)
