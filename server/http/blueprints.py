@@ -44,3 +44,7 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Prometheus figures for operators (docs/operations.md): loopback or ZFJL_METRICS_TOKEN only.
+    from server.http.api import metrics
+
+    app.register_blueprint(metrics.bp)
