@@ -107,14 +107,13 @@ def test_redis_down_fails_open_to_per_process_limits_with_one_warning(
     assert stored is not None and float(stored) == pytest.approx(3.0, abs=0.01)
 
 
-def _get(base_port: int, path: str, source: str) -> int:
+def _get(base_port: int, path: str, source: str) -> tuple[int, bytes]:
     """GET from a chosen loopback source address, so the test has a client network of its own."""
     conn = http.client.HTTPConnection("127.0.0.1", base_port, timeout=30, source_address=(source, 0))
     try:
         conn.request("GET", path)
         response = conn.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -143,10 +142,15 @@ def test_gs10_verify_limit_holds_across_two_api_processes(tmp_path: Path, redis_
         second.start()
         source = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.9"
         ports = [first.http_port, second.http_port]
-        codes = [_get(ports[i % 2], "/verify/not-a-token", source) for i in range(12)]
+        codes = [_get(ports[i % 2], "/verify/not-a-token", source)[0] for i in range(12)]
         # Per process, each would have allowed its 6 requests (12 in all); shared, 6 in all.
         assert codes == [200] * 6 + [429] * 6, codes
         assert "limiting per process" not in first.log_tail(400) + second.log_tail(400)
+        # Each process answers /metrics for the whole deployment, with its own ingest queues.
+        status, body = _get(second.http_port, "/metrics", "127.0.0.1")
+        assert status == 200
+        assert b"zfjl_segments_stored 0.0" in body
+        assert b'zfjl_ingest_finalize_queue_depth{worker="w0"}' in body
     finally:
         second.stop()
         first.stop()
