@@ -70,11 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from server.infra.logging_setup import configure_logging
     from server.runner import ServerRunner
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("zfjl.server")
     overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
+    configure_logging(_settings(args).log_format)  # ZFJL_LOG_FORMAT: text | json
+    log = logging.getLogger("zfjl.server")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
