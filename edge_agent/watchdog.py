@@ -3,7 +3,7 @@
 Plain datagrams to ``$NOTIFY_SOCKET``, no library: the recorder image carries no libsystemd binding.
 When ``NOTIFY_SOCKET`` is unset (not run by systemd, tests, development) every call does nothing. With
 ``WatchdogSec=`` in the unit, systemd restarts an agent whose main loop stops sending ``WATCHDOG=1``: a
-hung recorder loses at most a watchdog period of the JL-3 record instead of the rest of the shift.
+hung recorder loses a watchdog period of the JL-16 continuous record, not the rest of the shift.
 """
 
 from __future__ import annotations
