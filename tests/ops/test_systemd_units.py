@@ -49,6 +49,11 @@ def test_service_parses_and_runs_an_existing_console_script_with_valid_arguments
     assert parsed.has_section("Unit") and parsed.has_section("Service")
     assert parsed["Unit"]["Description"]
     argv = command_of(parsed["Service"]["ExecStart"])
+    if Path(argv[0]).name.startswith("python3") and argv[1] == "-m":
+        # `python3 -m edge_agent` (the agent's update slots): the package behind the zfjl-agent script.
+        assert SCRIPTS["zfjl-agent"].split(".")[0] == argv[2]
+        assert (ROOT / argv[2] / "__main__.py").exists()
+        argv = ["zfjl-agent", *argv[3:]]
     script = Path(argv[0]).name
     assert script in SCRIPTS, f"{unit.name} runs {script}, not a console script of this project"
     parser = server_parser() if script == "zfjl-server" else agent_parser()
