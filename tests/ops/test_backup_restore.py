@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from server.cli import main
 from server.domain.evidence.commit import commit_segment
 from server.domain.evidence.models import Recording
 from server.domain.fleet import devices
+from server.infra.config import load_settings
 from server.infra.db import get_engine, session_scope
-from server.infra.storage import STORE_KEY, recording_key
+from server.infra.storage import STORE_KEY, make_object_store, recording_key
 from tests.conftest import SegmentFactory, migrated_app
+from tests.fixtures.s3 import S3Endpoint
 from zfjl_common.fsutil import sha256_file
 
 SEGMENTS = 3
@@ -173,3 +176,45 @@ def test_backup_refuses_a_folder_that_is_not_empty(
     assert "must be empty" in capsys.readouterr().err
     assert sorted(p.name for p in occupied.iterdir()) == ["keep.txt"]
     shutil.rmtree(occupied)
+
+
+@pytest.mark.s3
+def test_backup_and_restore_through_the_s3_store(
+    tmp_path: Path,
+    seaweedfs: S3Endpoint,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source_bucket, target_bucket = (f"zfjl-test-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    for name, value in (
+        ("ZFJL_OBJECT_STORE", "s3"),
+        ("ZFJL_S3_ENDPOINT", seaweedfs.url),
+        ("ZFJL_S3_ACCESS_KEY", seaweedfs.access_key),
+        ("ZFJL_S3_SECRET_KEY", seaweedfs.secret_key),
+        ("ZFJL_S3_BUCKET", source_bucket),
+        ("ZFJL_RETENTION_DAYS", "1"),
+    ):
+        monkeypatch.setenv(name, value)
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    store = make_object_store(load_settings({"data_dir": str(tmp_path / "source")}))
+    store.ensure_bucket()  # type: ignore[attr-defined]
+    source_dir, hashes = _store_segments(tmp_path, source_url)
+    client = seaweedfs.client()
+    assert client.list_objects_v2(Bucket=source_bucket)["KeyCount"] == SEGMENTS
+    assert not (source_dir / "objects").exists()  # the evidence went to S3, not the local folder
+    _target(monkeypatch, source_dir, source_url)
+    backup_dir = tmp_path / "backup"
+    assert main(["backup", "--out", str(backup_dir)]) == 0
+
+    # Into the same, populated bucket: refused, a restore never overwrites.
+    _target(monkeypatch, tmp_path / "again", f"sqlite:///{tmp_path / 'again.db'}")
+    assert main(["restore", "--from", str(backup_dir)]) == 1
+    assert "already holds" in capsys.readouterr().err
+
+    monkeypatch.setenv("ZFJL_S3_BUCKET", target_bucket)
+    _target(monkeypatch, tmp_path / "target", f"sqlite:///{tmp_path / 'target.db'}")
+    assert main(["restore", "--from", str(backup_dir)]) == 0
+    assert f"verified: {SEGMENTS} " in capsys.readouterr().out
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=target_bucket).get("Contents", []))
+    assert len(keys) == SEGMENTS and all(key.startswith("recordings/dev-001/") for key in keys)
+    assert len(hashes) == SEGMENTS
