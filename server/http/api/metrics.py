@@ -16,22 +16,22 @@ import hmac
 import ipaddress
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from server.domain.evidence.models import IngestRejection, Recording
-from server.domain.fleet.models import DeviceAlert
-from server.domain.fleet.telemetry_models import DeviceHealthSample
+from server.domain import metrics as figures
 from server.http.errors import error_response
 from server.http.openapi import api_view
 from server.infra.db import session_scope
 from server.infra.metrics import ingest_source
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["LATENCY_BUCKETS_S", "ZfjlCollector", "bp"]
 
@@ -59,51 +59,34 @@ class ZfjlCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every metric family, read now."""
         with session_scope(self.app) as session:
-            count, total = session.execute(
-                select(func.count(Recording.id), func.coalesce(func.sum(Recording.size), 0))
-            ).one()
+            count, total = figures.stored_totals(session)
             stored = GaugeMetricFamily("zfjl_segments_stored", "Segments stored (recordings in the database)")
-            stored.add_metric([], int(count))
+            stored.add_metric([], count)
             yield stored
             size = GaugeMetricFamily("zfjl_bytes_stored", "Bytes of stored segments")
-            size.add_metric([], int(total))
+            size.add_metric([], total)
             yield size
             yield self._latency(session)
             rejections = CounterMetricFamily(
                 "zfjl_ingest_rejections", "Refused uploads by code (the security log)", labels=["code"]
             )
-            for code, occurrences in session.execute(
-                select(IngestRejection.code, func.sum(IngestRejection.occurrences)).group_by(
-                    IngestRejection.code
-                )
-            ):
-                rejections.add_metric([code], int(occurrences or 0))
+            for code, occurrences in sorted(figures.rejections_by_code(session).items()):
+                rejections.add_metric([code], occurrences)
             yield rejections
             yield from self._backlog(session)
             alerts = GaugeMetricFamily("zfjl_alerts_open", "Open device alerts by kind", labels=["kind"])
-            for kind, open_count in session.execute(
-                select(DeviceAlert.kind, func.count(DeviceAlert.id))
-                .where(DeviceAlert.cleared_at.is_(None))
-                .group_by(DeviceAlert.kind)
-            ):
-                alerts.add_metric([kind], int(open_count))
+            for kind, open_count in sorted(figures.open_alerts_by_kind(session).items()):
+                alerts.add_metric([kind], open_count)
             yield alerts
         yield from self._ingest()
 
-    def _latency(self, session: Any) -> Metric:
+    def _latency(self, session: Session) -> Metric:
         """JL-17: seconds from the end of a segment's recording (its signed manifest) to its commit here."""
         with self._lock:
             if self._last_id is None:
-                self._last_id = int(session.scalar(select(func.coalesce(func.max(Recording.id), 0))) or 0)
-            rows = session.execute(
-                select(Recording.id, Recording.ended_at, Recording.stored_at)
-                .where(Recording.id > self._last_id)
-                .order_by(Recording.id)
-                .limit(_LATENCY_ROWS_PER_SCRAPE)
-            ).all()
-            for rec_id, ended_at, stored_at in rows:
-                self._last_id = max(self._last_id, int(rec_id))
-                seconds = max(0.0, (stored_at - ended_at).total_seconds())
+                self._last_id = figures.newest_recording_id(session)
+            for rec_id, seconds in figures.stored_latencies(session, self._last_id, _LATENCY_ROWS_PER_SCRAPE):
+                self._last_id = max(self._last_id, rec_id)
                 index = next((i for i, bound in enumerate(LATENCY_BUCKETS_S) if seconds <= bound), -1)
                 self._buckets[index] += 1
                 self._sum += seconds
@@ -119,9 +102,8 @@ class ZfjlCollector(Collector):
             sum_value=total,
         )
 
-    def _backlog(self, session: Any) -> Iterator[Metric]:
+    def _backlog(self, session: Session) -> Iterator[Metric]:
         """Each device's unsent segments and bytes, and its oldest one's age, from its latest health."""
-        latest = select(func.max(DeviceHealthSample.id)).group_by(DeviceHealthSample.device_id)
         segments = GaugeMetricFamily(
             "zfjl_device_backlog_segments", "Unsent segments per device (latest health)", labels=["device"]
         )
@@ -133,11 +115,11 @@ class ZfjlCollector(Collector):
             "Age of the oldest unsent segment per device (JL-17: 24 h)",
             labels=["device"],
         )
-        for sample in session.scalars(select(DeviceHealthSample).where(DeviceHealthSample.id.in_(latest))):
-            segments.add_metric([sample.device_id], sample.backlog_segments)
-            size.add_metric([sample.device_id], sample.backlog_bytes)
-            if sample.oldest_pending_age_s is not None:
-                age.add_metric([sample.device_id], sample.oldest_pending_age_s)
+        for backlog in figures.latest_backlogs(session):
+            segments.add_metric([backlog.device_id], backlog.segments)
+            size.add_metric([backlog.device_id], backlog.size)
+            if backlog.oldest_pending_age_s is not None:
+                age.add_metric([backlog.device_id], backlog.oldest_pending_age_s)
         yield from (segments, size, age)
 
     def _ingest(self) -> Iterator[Metric]:
