@@ -91,7 +91,7 @@ def test_jl6_backup_then_restore_into_a_fresh_target_reverifies_every_segment(
     capsys.readouterr()
     assert main(["restore", "--from", str(backup_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"verified: {SEGMENTS} " in out and "findings: 0" in out
+    assert f"{SEGMENTS} 段录像 recordings" in out and "findings: 0" in out
 
     engine = create_engine(target_url)
     try:
@@ -160,7 +160,7 @@ def test_an_object_damaged_in_the_store_is_backed_up_as_found_and_reported_after
     _target(monkeypatch, tmp_path / "target", f"sqlite:///{tmp_path / 'target.db'}")
     assert main(["restore", "--from", str(backup_dir)]) == 1
     captured = capsys.readouterr()
-    assert "findings: 1" in captured.out and "dev-001" in captured.err
+    assert "findings: 1" in captured.out and "dev-001" in captured.out
 
 
 def test_backup_refuses_a_folder_that_is_not_empty(
@@ -214,7 +214,7 @@ def test_backup_and_restore_through_the_s3_store(
     monkeypatch.setenv("ZFJL_S3_BUCKET", target_bucket)
     _target(monkeypatch, tmp_path / "target", f"sqlite:///{tmp_path / 'target.db'}")
     assert main(["restore", "--from", str(backup_dir)]) == 0
-    assert f"verified: {SEGMENTS} " in capsys.readouterr().out
+    assert f"{SEGMENTS} 段录像 recordings" in capsys.readouterr().out
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=target_bucket).get("Contents", []))
     assert len(keys) == SEGMENTS and all(key.startswith("recordings/dev-001/") for key in keys)
     assert len(hashes) == SEGMENTS
