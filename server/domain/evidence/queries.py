@@ -149,6 +149,7 @@ def chain_report(session: Session, device_id: str) -> dict[str, Any]:
     open findings are included. Rejected uploads are listed apart and do not affect ``verified``.
     """
     from server.domain.evidence import scrub
+    from server.domain.evidence.keys import device_key_periods
 
     device = get_device(session, device_id)
     rows = list(
@@ -156,7 +157,7 @@ def chain_report(session: Session, device_id: str) -> dict[str, Any]:
             select(Recording).where(Recording.device_id == device_id).order_by(Recording.sequence)
         )
     )
-    periods = scrub.device_key_periods(session, device_id)
+    periods = device_key_periods(session, device_id)
     live: list[scrub.Finding] = scrub.check_device(session, device, periods)
     gaps: list[dict[str, int]] = []
     breaks: list[dict[str, Any]] = []

@@ -36,7 +36,7 @@ from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
 from server.domain.evidence.models import IngestRejection, Recording
-from server.domain.evidence.scrub import evidence_status
+from server.domain.evidence.serving import evidence_status
 from server.domain.fleet.models import DeviceStatus
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.evidence import queries as recording_service
 from server.domain.evidence.models import Recording
-from server.domain.evidence.scrub import ServingProblem, check_before_serving
+from server.domain.evidence.serving import ServingProblem, check_before_serving
 from server.http.context import audit_request, get_store
 from server.http.errors import ApiError
 from server.http.openapi import api_view

@@ -30,12 +30,7 @@ from werkzeug.wrappers import Response
 from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.errors import ServiceError
 from server.http.context import audit_request
-from server.http.pages.common.session import (
-    Area,
-    configure_cookie_sessions,
-    read_session,
-    slid_token,
-)
+from server.http.pages.common.session import Area, configure_cookie_sessions, read_session, slid_token
 from server.http.pages.common.web import choose_lang, lang_url, remember_lang, secure_headers
 from server.http.pages.workspace.texts import TEXT, VERDICT_WORDS
 
