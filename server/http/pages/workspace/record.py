@@ -5,7 +5,7 @@ running at it; at 200 events that is 200 round trips, over a second on PostgreSQ
 record from the same service pieces and the same rule — recordings of the case's agency (JL-20) by the
 event's officers or its device, running at its time give or take ``RECORDING_SLACK`` (JL-2) — with one
 query over the case's whole time span, matched to each event in memory.
-``tests/http/pages/workspace/test_workspace_speed.py`` checks that both give the same record.
+``tests/server/http/pages/workspace/test_workspace_speed.py`` checks that both give the same record.
 """
 
 from __future__ import annotations
