@@ -106,7 +106,11 @@ class Scrubber:
             try:
                 with session_scope(self.app) as session:
                     report = scrub(
-                        session, self.store, throttle=Throttle(self.bytes_per_s, self._stop), source="scrub"
+                        session,
+                        self.store,
+                        throttle=Throttle(self.bytes_per_s, self._stop),
+                        source="scrub",
+                        checkpoint=session.commit,
                     )
                 self.passes += 1
                 _LOG.info(

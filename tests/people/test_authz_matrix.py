@@ -22,6 +22,7 @@ from server.domain.accounts.models import ROLES, User
 from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
@@ -103,14 +104,14 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         case = case_service.create_case(
             session,
             Caller(str(user_b), "officer", world.agency_b),
-            {
-                "number": "芜城管罚〔2026〕B-0001号",
-                "act_kind": "penalty",
-                "origin": "ex_officio",
-                "title": "乙机关案件",
-                "party": "乙机关当事人",
-                "officer_ids": [world.officer_b],
-            },
+            NewCase(
+                number="芜城管罚〔2026〕B-0001号",
+                act_kind="penalty",
+                origin="ex_officio",
+                title="乙机关案件",
+                party="乙机关当事人",
+                officer_ids=(world.officer_b,),
+            ),
         )
         case_id = case.id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
