@@ -480,6 +480,43 @@ def test_jl16_frames_captured_before_the_end_stay_in_the_session_when_the_record
     assert all(name >= f"seg-{stamp}" for name in left), (left, stamp)
 
 
+@pytest.mark.slow
+def test_jl16_the_end_still_cuts_the_session_when_another_roll_is_pending(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """A cut asked for just before the end (a clip, a skip) does not swallow the end's own boundary.
+
+    JL-16 (continuous until the end, and no further): the recorder lags and two rolls wait, one for
+    the next frame and one at the end's capture time. Both must fall; when the earlier one used to
+    replace the later, the footage after the end ran on in the session's segment.
+    """
+    config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
+    app = _start(LaggingRecorderApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None and app.recorder is not None
+    time.sleep(1.0)
+    app.session.begin()
+    time.sleep(2.0)
+    app.video.gate.clear()
+    time.sleep(0.35)  # about three frames queue up
+    app.recorder.request_roll()  # as resuming (an explanation clip) or skipping one asks, at the next frame
+    app.session.finish()
+    app.video.gate.set()
+    time.sleep(1.0)
+    app.stop_recorder()
+    ended = _events(app)[-1]
+    session_segments = [
+        s.signed.manifest
+        for s in app.outbox.all_segments()
+        if s.signed.manifest.session_id == ended.session_id
+    ]
+    last_end = max(m.ended_at for m in session_segments)
+    # Frame times and the event time come from the same clock read at different instants: allow 5 ms.
+    assert ended.at - timedelta(milliseconds=5) <= last_end <= ended.at + timedelta(milliseconds=105), (
+        last_end,
+        ended.at,
+    )
+
+
 def test_session_cli_without_a_running_agent_fails_clearly(tmp_path: Path) -> None:
     """``zfjl-agent session status`` with no agent on this data_dir says so and exits non-zero."""
     config = _config(tmp_path)
