@@ -557,6 +557,19 @@ def _marker_view(
     }
 
 
+def _continuity_view(
+    verdict: continuity.Continuity, markers: list[InterruptionMarker], media_url: Callable[[int], str]
+) -> dict[str, Any]:
+    """The verdict's spans, gaps and markers as the timeline shows them (JL-16)."""
+    stored = {m.id: m for m in markers}
+    return {
+        "spans": [_span_view(s) for s in verdict.spans],
+        "gaps": [_gap_view(g) for g in verdict.gaps],
+        "unexplained_gaps": [_gap_view(g) for g in verdict.unexplained_gaps],
+        "markers": [_marker_view(f, stored[f.marker.ref], media_url) for f in verdict.markers],
+    }
+
+
 def session_verdict(gaps_explained: Sequence[bool]) -> Verdict:
     """The verdict from whether each gap is explained alone (JL-16); continuity.session_verdict judges all."""
     return continuity.verdict_of_gaps(gaps_explained)
@@ -676,14 +689,10 @@ def timeline(
     computed = _compute(_load(session, record))
     loaded, verdict = computed.loaded, computed.continuity
     marker_ids = {m.id: m.marker_id for m in loaded.markers}
-    stored_markers = {m.id: m for m in loaded.markers}
     out = _summary(computed)
+    out.update(_continuity_view(verdict, loaded.markers, media_url))
     out.update(
         {
-            "spans": [_span_view(s) for s in verdict.spans],
-            "gaps": [_gap_view(g) for g in verdict.gaps],
-            "unexplained_gaps": [_gap_view(g) for g in verdict.unexplained_gaps],
-            "markers": [_marker_view(f, stored_markers[f.marker.ref], media_url) for f in verdict.markers],
             "written_explanations": [
                 _explanation_view(
                     e, loaded.signatures[e.id], marker_ids.get(e.marker_ref or 0), loaded.officer_names
