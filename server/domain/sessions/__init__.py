@@ -1,1 +1,1 @@
-"""Enforcement sessions (JL-12, JL-15, JL-16): events, written explanations and the continuity verdict."""
+"""Enforcement sessions: events, markers, written explanations and the JL-16 continuity verdict."""
