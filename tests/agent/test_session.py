@@ -245,6 +245,41 @@ def test_jl16_skipped_explanation_is_recorded_missing_and_kept_as_an_ordinary_se
     assert all(s.kind != "explanation" for s in outbox.all_segments())
 
 
+@pytest.mark.slow
+def test_jl16_explanation_clip_survives_a_slow_journal_on_resume(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """Resuming while the journal is slow (a busy disk): the first file after the pause is the whole clip.
+
+    JL-16: on resuming the officer states the reason by voice. Writing used to restart before the
+    RESUMED event was journalled; the file the recorder opened meanwhile became the clip, and the cut
+    asked for the clip then closed it after one frame, so a skip found no clip being recorded.
+    """
+    config = _config(tmp_path)
+    app = _start(AgentApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None
+    outbox = app.outbox
+    app.session.begin()
+    time.sleep(1)
+    assert send_control_command(config.data_dir, {"action": "interrupt", "reason": "obstruction"})["ok"]
+    time.sleep(1)
+    journal = outbox.add_session_event
+
+    def slow_journal(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.4)  # fsync on a busy card: several frames arrive meanwhile
+        return journal(*args, **kwargs)
+
+    outbox.add_session_event = slow_journal  # type: ignore[method-assign]
+    assert send_control_command(config.data_dir, {"action": "resume"})["ok"]
+    time.sleep(1.5)
+    reply = send_control_command(config.data_dir, {"action": "skip"})
+    assert reply["ok"], reply
+    assert wait_until(lambda: SessionEventKind.EXPLANATION_MISSING in _kinds(app), 10)
+    resumed = next(e for e in _events(app) if e.kind is SessionEventKind.RESUMED)
+    after = [s.signed.manifest for s in outbox.all_segments() if s.signed.manifest.started_at >= resumed.at]
+    assert after and (after[0].ended_at - after[0].started_at).total_seconds() >= 1.0, after
+
+
 def test_jl16_storage_full_stops_cleanly_marks_and_resumes(tmp_path: Path, stopper: list[AgentApp]) -> None:
     """Free space runs out: the segment is closed and journalled, storage_full marker, automatic resume."""
     free = {"bytes": 10 * 1024**3}
