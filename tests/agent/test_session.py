@@ -207,8 +207,10 @@ def test_jl16_silent_explanation_is_recorded_missing_and_kept_as_an_ordinary_seg
     missing = next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING)
     assert missing.marker_id == marker.marker_id
     assert app.session.machine is not None and marker.marker_id in app.session.machine.unexplained
-    clip = outbox.all_segments()[-1]  # journalled before EXPLANATION_MISSING was signed
-    assert clip.signed.manifest.started_at >= marker.at
+    # The recorder signs EXPLANATION_MISSING as it measures the closed clip, and journals the clip
+    # itself just after: wait for that too (a busy device leaves a visible moment in between).
+    assert wait_until(lambda: outbox.all_segments()[-1].signed.manifest.started_at >= marker.at, 10)
+    clip = outbox.all_segments()[-1]
     assert (clip.kind, clip.signed.manifest.kind, clip.signed.manifest.marker_id) == (
         "segment",
         "segment",
@@ -240,8 +242,13 @@ def test_jl16_skipped_explanation_is_recorded_missing_and_kept_as_an_ordinary_se
     assert next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING).marker_id == (
         marker.marker_id
     )
-    clips = [s for s in outbox.all_segments() if s.signed.manifest.started_at >= marker.at]
-    assert clips and all(s.kind == "segment" and not s.signed.manifest.marker_id for s in clips)
+    # EXPLANATION_MISSING is signed as the cut clip is measured, just before the clip is journalled.
+
+    def clips() -> list[Any]:
+        return [s for s in outbox.all_segments() if s.signed.manifest.started_at >= marker.at]
+
+    assert wait_until(lambda: bool(clips()), 10)
+    assert all(s.kind == "segment" and not s.signed.manifest.marker_id for s in clips())
     assert all(s.kind != "explanation" for s in outbox.all_segments())
 
 
@@ -526,7 +533,8 @@ def test_jl16_the_end_still_cuts_the_session_when_another_roll_is_pending(
     replace the later, the footage after the end ran on in the session's segment.
     """
     config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
-    app = _start(LaggingRecorderApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    app = LaggingRecorderApp(config, prompter=MemoryPrompter(), offline_for=600)
+    _start(app, stopper)
     assert app.session is not None and app.outbox is not None and app.recorder is not None
     time.sleep(1.0)
     app.session.begin()
