@@ -52,3 +52,7 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages import workspace
 
     app.register_blueprint(workspace.bp)
+    # Prometheus figures for operators (docs/operations.md): loopback or ZFJL_METRICS_TOKEN only.
+    from server.http.api import metrics
+
+    app.register_blueprint(metrics.bp)
