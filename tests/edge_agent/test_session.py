@@ -207,8 +207,10 @@ def test_jl16_silent_explanation_is_recorded_missing_and_kept_as_an_ordinary_seg
     missing = next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING)
     assert missing.marker_id == marker.marker_id
     assert app.session.machine is not None and marker.marker_id in app.session.machine.unexplained
-    clip = outbox.all_segments()[-1]  # journalled before EXPLANATION_MISSING was signed
-    assert clip.signed.manifest.started_at >= marker.at
+    # The recorder signs EXPLANATION_MISSING as it measures the closed clip, and journals the clip
+    # itself just after: wait for that too (a busy device leaves a visible moment in between).
+    assert wait_until(lambda: outbox.all_segments()[-1].signed.manifest.started_at >= marker.at, 10)
+    clip = outbox.all_segments()[-1]
     assert (clip.kind, clip.signed.manifest.kind, clip.signed.manifest.marker_id) == (
         "segment",
         "segment",
@@ -240,9 +242,49 @@ def test_jl16_skipped_explanation_is_recorded_missing_and_kept_as_an_ordinary_se
     assert next(e for e in _events(app) if e.kind is SessionEventKind.EXPLANATION_MISSING).marker_id == (
         marker.marker_id
     )
-    clips = [s for s in outbox.all_segments() if s.signed.manifest.started_at >= marker.at]
-    assert clips and all(s.kind == "segment" and not s.signed.manifest.marker_id for s in clips)
+    # EXPLANATION_MISSING is signed as the cut clip is measured, just before the clip is journalled.
+
+    def clips() -> list[Any]:
+        return [s for s in outbox.all_segments() if s.signed.manifest.started_at >= marker.at]
+
+    assert wait_until(lambda: bool(clips()), 10)
+    assert all(s.kind == "segment" and not s.signed.manifest.marker_id for s in clips())
     assert all(s.kind != "explanation" for s in outbox.all_segments())
+
+
+@pytest.mark.slow
+def test_jl16_explanation_clip_survives_a_slow_journal_on_resume(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """Resuming while the journal is slow (a busy disk): the first file after the pause is the whole clip.
+
+    JL-16: on resuming the officer states the reason by voice. Writing used to restart before the
+    RESUMED event was journalled; the file the recorder opened meanwhile became the clip, and the cut
+    asked for the clip then closed it after one frame, so a skip found no clip being recorded.
+    """
+    config = _config(tmp_path)
+    app = _start(AgentApp(config, prompter=MemoryPrompter(), offline_for=600), stopper)
+    assert app.session is not None and app.outbox is not None
+    outbox = app.outbox
+    app.session.begin()
+    time.sleep(1)
+    assert send_control_command(config.data_dir, {"action": "interrupt", "reason": "obstruction"})["ok"]
+    time.sleep(1)
+    journal = outbox.add_session_event
+
+    def slow_journal(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.4)  # fsync on a busy card: several frames arrive meanwhile
+        return journal(*args, **kwargs)
+
+    outbox.add_session_event = slow_journal  # type: ignore[method-assign]
+    assert send_control_command(config.data_dir, {"action": "resume"})["ok"]
+    time.sleep(1.5)
+    reply = send_control_command(config.data_dir, {"action": "skip"})
+    assert reply["ok"], reply
+    assert wait_until(lambda: SessionEventKind.EXPLANATION_MISSING in _kinds(app), 10)
+    resumed = next(e for e in _events(app) if e.kind is SessionEventKind.RESUMED)
+    after = [s.signed.manifest for s in outbox.all_segments() if s.signed.manifest.started_at >= resumed.at]
+    assert after and (after[0].ended_at - after[0].started_at).total_seconds() >= 1.0, after
 
 
 def test_jl16_storage_full_stops_cleanly_marks_and_resumes(tmp_path: Path, stopper: list[AgentApp]) -> None:
@@ -478,6 +520,44 @@ def test_jl16_frames_captured_before_the_end_stay_in_the_session_when_the_record
     stamp = (ended.at - timedelta(milliseconds=5)).strftime("%Y%m%dT%H%M%S%f")
     left = sorted(p.name for p in (config.data_dir / "prebuffer").glob("*.mp4"))
     assert all(name >= f"seg-{stamp}" for name in left), (left, stamp)
+
+
+@pytest.mark.slow
+def test_jl16_the_end_still_cuts_the_session_when_another_roll_is_pending(
+    tmp_path: Path, stopper: list[AgentApp]
+) -> None:
+    """A cut asked for just before the end (a clip, a skip) does not swallow the end's own boundary.
+
+    JL-16 (continuous until the end, and no further): the recorder lags and two rolls wait, one for
+    the next frame and one at the end's capture time. Both must fall; when the earlier one used to
+    replace the later, the footage after the end ran on in the session's segment.
+    """
+    config = _config(tmp_path, idle_recording="prebuffer", prerecord_seconds=3.0)
+    app = LaggingRecorderApp(config, prompter=MemoryPrompter(), offline_for=600)
+    _start(app, stopper)
+    assert app.session is not None and app.outbox is not None and app.recorder is not None
+    time.sleep(1.0)
+    app.session.begin()
+    time.sleep(2.0)
+    app.video.gate.clear()
+    time.sleep(0.35)  # about three frames queue up
+    app.recorder.request_roll()  # as resuming (an explanation clip) or skipping one asks, at the next frame
+    app.session.finish()
+    app.video.gate.set()
+    time.sleep(1.0)
+    app.stop_recorder()
+    ended = _events(app)[-1]
+    session_segments = [
+        s.signed.manifest
+        for s in app.outbox.all_segments()
+        if s.signed.manifest.session_id == ended.session_id
+    ]
+    last_end = max(m.ended_at for m in session_segments)
+    # Frame times and the event time come from the same clock read at different instants: allow 5 ms.
+    assert ended.at - timedelta(milliseconds=5) <= last_end <= ended.at + timedelta(milliseconds=105), (
+        last_end,
+        ended.at,
+    )
 
 
 def test_session_cli_without_a_running_agent_fails_clearly(tmp_path: Path) -> None:

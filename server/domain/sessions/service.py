@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import date, datetime, time, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -41,6 +40,16 @@ from server.domain.fleet.models import DeviceStatus
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller
 from server.domain.scope import require_session, session_in_scope
+from server.domain.sessions import continuity
+from server.domain.sessions.continuity import (
+    GAP_TOLERANCE,
+    REQUIRED_SIGNATURES,
+    VERDICTS,
+    MarkerEvidence,
+    MarkerStatus,
+    Verdict,
+    marker_status,
+)
 from server.domain.sessions.models import (
     EnforcementSessionRecord,
     ExplanationSignature,
@@ -80,33 +89,6 @@ __all__ = [
 ]
 
 
-class MarkerStatus(Enum):
-    """Where an interruption marker stands (JL-16)."""
-
-    EXPLAINED_SPOKEN = "explained_spoken"
-    EXPLAINED_WRITTEN = "explained_written"
-    OPEN = "open"
-    UNEXPLAINED = "unexplained"
-
-    @property
-    def explained(self) -> bool:
-        """Whether the gap this marker covers counts as explained."""
-        return self in (MarkerStatus.EXPLAINED_SPOKEN, MarkerStatus.EXPLAINED_WRITTEN)
-
-
-class Verdict(Enum):
-    """A session's JL-16 verdict."""
-
-    CONTINUOUS = "continuous"
-    GAPS_EXPLAINED = "gaps_explained"
-    GAPS_UNEXPLAINED = "gaps_unexplained"
-
-
-VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
-# Segments closer than this are one continuous span (segment boundaries, encoder restarts).
-GAP_TOLERANCE = timedelta(seconds=1.5)
-# JL-16: a written explanation is signed by "two or more" officers.
-REQUIRED_SIGNATURES = 2
 SIGNING_ROLES: tuple[str, ...] = ("officer", "agency_head")
 MAX_PAGE = 200
 MAX_EXPLANATION_CHARS = 5000
@@ -468,14 +450,52 @@ def _marker_id_of(rec: Recording) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _signer_key(sig: ExplanationSignature) -> tuple[str, int]:
-    """Who a signature counts as: the register officer, or the account for rows from before 0008."""
-    return ("officer", sig.officer_id) if sig.officer_id is not None else ("user", sig.user_id)
+def _signature(sig: ExplanationSignature) -> continuity.Signature:
+    return continuity.Signature(user_id=sig.user_id, officer_id=sig.officer_id, text_sha256=sig.text_sha256)
 
 
-def _valid_signers(sigs: list[ExplanationSignature], explanation: WrittenExplanation) -> set[tuple[str, int]]:
+def _valid_signers(
+    sigs: list[ExplanationSignature], explanation: WrittenExplanation
+) -> frozenset[tuple[str, int]]:
     """Distinct officers (JL-16: not merely accounts) who signed exactly this text."""
-    return {_signer_key(s) for s in sigs if s.text_sha256 == explanation.text_sha256}
+    return continuity.distinct_signers(explanation.text_sha256, [_signature(s) for s in sigs])
+
+
+def _evidence(loaded: _Loaded) -> continuity.SessionEvidence:
+    """The stored rows as the typed evidence the JL-16 verdict is judged from, converted once."""
+    return continuity.SessionEvidence(
+        events=tuple(
+            continuity.Event(seq=e.seq, kind=e.kind, at=e.at, marker_id=e.marker_id) for e in loaded.events
+        ),
+        pieces=tuple(
+            continuity.Piece(
+                recording_id=r.id,
+                start=r.started_at,
+                end=r.ended_at,
+                explains=_marker_id_of(r) if r.kind == "explanation" else None,
+            )
+            for r in loaded.recordings
+        ),
+        markers=tuple(
+            continuity.Marker(ref=m.id, marker_id=m.marker_id, opened_at=m.opened_at) for m in loaded.markers
+        ),
+        explanations=tuple(
+            continuity.Explanation(
+                explanation_id=e.id,
+                marker_ref=e.marker_ref,
+                text_sha256=e.text_sha256,
+                # Listed by file_explanation as ISO strings: parsed here, once.
+                gaps=tuple(
+                    continuity.Interval(
+                        start=datetime.fromisoformat(g["start"]), end=datetime.fromisoformat(g["end"])
+                    )
+                    for g in e.gaps or ()
+                ),
+                signatures=tuple(_signature(s) for s in loaded.signatures[e.id]),
+            )
+            for e in loaded.explanations
+        ),
+    )
 
 
 @dataclass
@@ -483,197 +503,88 @@ class _Computed:
     """The derived view of one session."""
 
     loaded: _Loaded
-    started_at: datetime | None
-    ended_at: datetime | None
-    state: str
-    spans: list[dict[str, Any]]
-    gaps: list[dict[str, Any]]
-    markers: list[dict[str, Any]]
-    verdict: str
+    started: SessionEvent | None
+    continuity: continuity.Continuity
     replay: _Replay
 
 
-def _event(loaded: _Loaded, kind: SessionEventKind, marker_id: str = "") -> SessionEvent | None:
-    for event in loaded.events:
-        if event.kind is kind and (not marker_id or event.marker_id == marker_id):
-            return event
-    return None
-
-
-def _compute(loaded: _Loaded, media_url: Callable[[int], str]) -> _Computed:
-    tol = GAP_TOLERANCE
-    started = _event(loaded, SessionEventKind.STARTED)
-    ended = _event(loaded, SessionEventKind.ENDED)
-    # Spans come from the recordings' own signed manifest times: what the media shows, not a claim.
-    merged: list[dict[str, Any]] = []
-    for rec in loaded.recordings:
-        if merged and rec.started_at <= merged[-1]["end"] + tol:
-            merged[-1]["end"] = max(merged[-1]["end"], rec.ended_at)
-            merged[-1]["recording_ids"].append(rec.id)
-        else:
-            merged.append({"start": rec.started_at, "end": rec.ended_at, "recording_ids": [rec.id]})
-    times = [e.at for e in loaded.events] + [s["end"] for s in merged]
-    start = started.at if started else min([e.at for e in loaded.events] + [s["start"] for s in merged])
-    end = ended.at if ended else max(times)
-    spans = [
-        {**s, "start": max(s["start"], start), "end": min(s["end"], end)}
-        for s in merged
-        if s["end"] > start and s["start"] < end
-    ]
-    raw_gaps: list[tuple[datetime, datetime]] = []
-    cursor = start
-    for span in spans:
-        if span["start"] - cursor > tol:
-            raw_gaps.append((cursor, span["start"]))
-        cursor = max(cursor, span["end"])
-    if end - cursor > tol:
-        raw_gaps.append((cursor, end))
-
-    clips: dict[str, list[Recording]] = {}
-    for rec in loaded.recordings:
-        if rec.kind == "explanation":
-            clips.setdefault(_marker_id_of(rec), []).append(rec)
-    written_ok = {
-        e.id
-        for e in loaded.explanations
-        if len(_valid_signers(loaded.signatures[e.id], e)) >= REQUIRED_SIGNATURES
-    }
-    marker_views: list[dict[str, Any]] = []
-    intervals: list[tuple[datetime, datetime, bool, str]] = []
-    for marker in loaded.markers:
-        resumed = _event(loaded, SessionEventKind.RESUMED, marker.marker_id)
-        missing = _event(loaded, SessionEventKind.EXPLANATION_MISSING, marker.marker_id)
-        closed_at = resumed.at if resumed else (ended.at if ended and ended.at >= marker.opened_at else None)
-        marker_clips = clips.get(marker.marker_id, [])
-        written = [e.id for e in loaded.explanations if e.marker_ref == marker.id and e.id in written_ok]
-        status = marker_status(
-            MarkerEvidence(
-                closed=closed_at is not None,
-                spoken_clips=len(marker_clips),
-                explanation_missing=missing is not None,
-                signed_written_explanations=len(written),
-            )
-        ).value
-        marker_views.append(
-            {
-                "marker_id": marker.marker_id,
-                "opened_at": _iso(marker.opened_at),
-                "closed_at": _iso(closed_at),
-                "resumed": resumed is not None,
-                "cause": marker.cause,
-                "automatic": marker.automatic,
-                "explanation_missing": missing is not None,
-                "explanation_clips": [
-                    {"recording_id": r.id, "media_url": media_url(r.id), "started_at": _iso(r.started_at)}
-                    for r in marker_clips
-                ],
-                "written_explanation_ids": written,
-                "status": status,
-            }
-        )
-        explained = MarkerStatus(status).explained
-        intervals.append((marker.opened_at - tol, (closed_at or end) + tol, explained, marker.marker_id))
-
-    session_written = [e for e in loaded.explanations if e.marker_ref is None and e.id in written_ok]
-    gaps: list[dict[str, Any]] = []
-    for gap_start, gap_end in raw_gaps:
-        overlapping = [i for i in intervals if i[0] < gap_end and i[1] > gap_start]
-        covered = _covered(gap_start, gap_end, [(i[0], i[1]) for i in overlapping])
-        by_markers = bool(overlapping) and covered and all(i[2] for i in overlapping)
-        by_writing = [
-            e.id
-            for e in session_written
-            if any(
-                datetime.fromisoformat(g["start"]) - tol <= gap_start
-                and gap_end <= datetime.fromisoformat(g["end"]) + tol
-                for g in e.gaps
-            )
-        ]
-        gaps.append(
-            {
-                "start": _iso(gap_start),
-                "end": _iso(gap_end),
-                "duration_s": round((gap_end - gap_start).total_seconds(), 3),
-                "marker_ids": [i[3] for i in overlapping],
-                "no_marker": not overlapping,
-                "covered_by_markers": bool(overlapping) and covered,
-                "written_explanation_ids": by_writing,
-                "explained": by_markers or bool(by_writing),
-            }
-        )
-    verdict = session_verdict([g["explained"] for g in gaps]).value
-    replay = _replay(loaded.record.session_id, loaded.events)
-    span_views = [
-        {"start": _iso(s["start"]), "end": _iso(s["end"]), "recording_ids": s["recording_ids"]} for s in spans
-    ]
+def _compute(loaded: _Loaded) -> _Computed:
+    """The JL-16 verdict (a pure function of the typed evidence) and the replay of the signed events."""
+    started = next((e for e in loaded.events if e.kind is SessionEventKind.STARTED), None)
     return _Computed(
         loaded,
-        start,
-        ended.at if ended else None,
-        replay.state,
-        span_views,
-        gaps,
-        marker_views,
-        verdict,
-        replay,
+        started,
+        continuity.session_verdict(_evidence(loaded)),
+        _replay(loaded.record.session_id, loaded.events),
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarkerEvidence:
-    """What the stored evidence says about one marker."""
-
-    closed: bool  # resumed, or the session ended after it opened
-    spoken_clips: int  # stored clips whose signed manifest names the marker (kind "explanation")
-    explanation_missing: bool  # the recorder signed EXPLANATION_MISSING: skipped or silent
-    signed_written_explanations: int  # written explanations with the two signatures JL-16 asks for
+def _span_view(span: continuity.Span) -> dict[str, Any]:
+    return {"start": _iso(span.start), "end": _iso(span.end), "recording_ids": list(span.recording_ids)}
 
 
-def marker_status(evidence: MarkerEvidence) -> MarkerStatus:
-    """A marker's status from its evidence, not from the presence of a file (JL-16).
+def _gap_view(gap: continuity.Gap) -> dict[str, Any]:
+    return {
+        "start": _iso(gap.start),
+        "end": _iso(gap.end),
+        "duration_s": round(gap.duration.total_seconds(), 3),
+        "marker_ids": list(gap.marker_ids),
+        "no_marker": gap.no_marker,
+        "covered_by_markers": gap.covered_by_markers,
+        "written_explanation_ids": list(gap.written_explanation_ids),
+        "explained": gap.explained,
+    }
 
-    The recorder's signed ``explanation_missing`` says the officer skipped or said nothing: whatever
-    clip exists then shows no spoken reason, and only a written explanation signed by two officers
-    explains the gap.
-    """
-    if evidence.spoken_clips and not evidence.explanation_missing:
-        return MarkerStatus.EXPLAINED_SPOKEN
-    if evidence.signed_written_explanations:
-        return MarkerStatus.EXPLAINED_WRITTEN
-    if not evidence.closed:
-        return MarkerStatus.OPEN
-    return MarkerStatus.UNEXPLAINED
+
+def _marker_view(
+    finding: continuity.MarkerFinding, stored: InterruptionMarker, media_url: Callable[[int], str]
+) -> dict[str, Any]:
+    return {
+        "marker_id": finding.marker.marker_id,
+        "opened_at": _iso(finding.marker.opened_at),
+        "closed_at": _iso(finding.closed_at),
+        "resumed": finding.resumed,
+        "cause": stored.cause,
+        "automatic": stored.automatic,
+        "explanation_missing": finding.explanation_missing,
+        "explanation_clips": [
+            {
+                "recording_id": clip.recording_id,
+                "media_url": media_url(clip.recording_id),
+                "started_at": _iso(clip.start),
+            }
+            for clip in finding.clips
+        ],
+        "written_explanation_ids": list(finding.written_explanation_ids),
+        "status": finding.status.value,
+    }
+
+
+def _continuity_view(
+    verdict: continuity.Continuity, markers: list[InterruptionMarker], media_url: Callable[[int], str]
+) -> dict[str, Any]:
+    """The verdict's spans, gaps and markers as the timeline shows them (JL-16)."""
+    stored = {m.id: m for m in markers}
+    return {
+        "spans": [_span_view(s) for s in verdict.spans],
+        "gaps": [_gap_view(g) for g in verdict.gaps],
+        "unexplained_gaps": [_gap_view(g) for g in verdict.unexplained_gaps],
+        "markers": [_marker_view(f, stored[f.marker.ref], media_url) for f in verdict.markers],
+    }
 
 
 def session_verdict(gaps_explained: Sequence[bool]) -> Verdict:
-    """The session's verdict from whether each gap in its media is explained (JL-16)."""
-    if not gaps_explained:
-        return Verdict.CONTINUOUS
-    return Verdict.GAPS_EXPLAINED if all(gaps_explained) else Verdict.GAPS_UNEXPLAINED
-
-
-def _covered(start: datetime, end: datetime, intervals: list[tuple[datetime, datetime]]) -> bool:
-    """Whether the intervals leave no piece of [start, end] longer than the tolerance uncovered."""
-    cursor = start
-    for lo, hi in sorted(intervals):
-        if lo - cursor > GAP_TOLERANCE:
-            return False
-        cursor = max(cursor, hi)
-    return end - cursor <= GAP_TOLERANCE
-
-
-def _no_url(_recording_id: int) -> str:
-    return ""
+    """The verdict from whether each gap is explained alone (JL-16); continuity.session_verdict judges all."""
+    return continuity.verdict_of_gaps(gaps_explained)
 
 
 def session_summary(session: Session, record: EnforcementSessionRecord) -> dict[str, Any]:
     """List-view fields of a session, with its verdict."""
-    return _summary(_compute(_load(session, record), _no_url))
+    return _summary(_compute(_load(session, record)))
 
 
 def _summary(computed: _Computed) -> dict[str, Any]:
-    loaded = computed.loaded
-    started = _event(loaded, SessionEventKind.STARTED)
+    loaded, started, verdict = computed.loaded, computed.started, computed.continuity
     return {
         "id": loaded.record.id,
         "device_id": loaded.record.device_id,
@@ -681,18 +592,18 @@ def _summary(computed: _Computed) -> dict[str, Any]:
         "officer_id": started.officer_id if started else "",
         "case_id": started.case_id if started else "",
         "started_at": _iso(started.at if started else None),
-        "ended_at": _iso(computed.ended_at),
-        "state": computed.state,
-        "verdict": computed.verdict,
-        "gap_count": len(computed.gaps),
-        "unexplained_gap_count": sum(1 for g in computed.gaps if not g["explained"]),
-        "marker_count": len(computed.markers),
+        "ended_at": _iso(verdict.ended_at),
+        "state": computed.replay.state,
+        "verdict": verdict.verdict.value,
+        "gap_count": len(verdict.gaps),
+        "unexplained_gap_count": len(verdict.unexplained_gaps),
+        "marker_count": len(verdict.markers),
     }
 
 
 def session_detail(session: Session, record: EnforcementSessionRecord) -> dict[str, Any]:
     """A session with its signed events, missing sequence numbers and transition violations."""
-    computed = _compute(_load(session, record), _no_url)
+    computed = _compute(_load(session, record))
     out = _summary(computed)
     out["events"] = [
         {
@@ -778,16 +689,13 @@ def timeline(
     session: Session, record: EnforcementSessionRecord, media_url: Callable[[int], str]
 ) -> dict[str, Any]:
     """Recorded spans, gaps, markers with their clips, written explanations, bookmarks and the verdict."""
-    computed = _compute(_load(session, record), media_url)
-    loaded = computed.loaded
+    computed = _compute(_load(session, record))
+    loaded, verdict = computed.loaded, computed.continuity
     marker_ids = {m.id: m.marker_id for m in loaded.markers}
     out = _summary(computed)
+    out.update(_continuity_view(verdict, loaded.markers, media_url))
     out.update(
         {
-            "spans": computed.spans,
-            "gaps": computed.gaps,
-            "unexplained_gaps": [g for g in computed.gaps if not g["explained"]],
-            "markers": computed.markers,
             "written_explanations": [
                 _explanation_view(
                     e, loaded.signatures[e.id], marker_ids.get(e.marker_ref or 0), loaded.officer_names
@@ -974,9 +882,9 @@ def file_explanation(
             raise NotFound(f"中断标记 {marker_id} 不存在", f"marker {marker_id} not found in this session")
         marker_ref = marker.id
     else:
-        computed = _compute(_load(session, record), _no_url)
+        verdict = _compute(_load(session, record)).continuity
         # What the officers sign for is fixed now: a gap found later needs its own explanation.
-        gaps = [{"start": g["start"], "end": g["end"]} for g in computed.gaps if not g["explained"]]
+        gaps = [{"start": _iso(g.start), "end": _iso(g.end)} for g in verdict.unexplained_gaps]
         if not gaps:
             raise Conflict("该执法过程没有未说明的中断", "this session has no unexplained gaps")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
