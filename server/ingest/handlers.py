@@ -36,7 +36,7 @@ from server.domain.base import utcnow
 from server.domain.cases.service import record_device_event
 from server.domain.fleet import commands as command_service
 from server.domain.fleet import telemetry
-from server.domain.sessions.service import receive_event
+from server.domain.sessions.events import receive_event
 
 if TYPE_CHECKING:
     from server.ingest.service import IngestService

@@ -34,11 +34,7 @@ from sqlalchemy.orm import Session
 from protocol.errors import ProtocolError
 from protocol.manifest import SegmentManifest
 from server.domain.base import utcnow
-from server.domain.evidence.keys import (
-    KeyPeriod,
-    device_key_periods,
-    keys_valid_at,
-)
+from server.domain.evidence.keys import KeyPeriod, device_key_periods, keys_valid_at
 from server.domain.evidence.models import Recording, ScrubFinding, SegmentReceipt
 from server.domain.fleet.models import Device
 from server.infra.storage import ObjectNotFound, ObjectStore, recording_key

@@ -9,10 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.domain.evidence.keys import (
-    KeyPeriod,
-    device_key_periods,
-)
+from server.domain.evidence.keys import KeyPeriod, device_key_periods
 from server.domain.evidence.models import Recording, ScrubFinding
 from server.domain.evidence.scrub import (
     check_columns,

@@ -10,7 +10,6 @@ whether a session is continuous, has explained gaps, or has gaps nobody explaine
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,21 +21,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from protocol.session import (
-    EnforcementSession,
-    EventAck,
-    EventAckState,
-    SessionError,
     SessionEvent,
     SessionEventKind,
-    SignedSessionEvent,
 )
-from server.domain.accounts.models import User
-from server.domain.audit import write_audit
-from server.domain.base import utcnow
-from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
+from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.evidence.serving import evidence_status
-from server.domain.fleet.models import DeviceStatus
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller
 from server.domain.scope import require_session, session_in_scope
@@ -50,6 +40,12 @@ from server.domain.sessions.continuity import (
     Verdict,
     marker_status,
 )
+from server.domain.sessions.events import (
+    SESSION_REJECTION_CODES,
+    _parse_stored,
+    _Replay,
+    _replay,
+)
 from server.domain.sessions.models import (
     EnforcementSessionRecord,
     ExplanationSignature,
@@ -57,293 +53,29 @@ from server.domain.sessions.models import (
     SessionEventRecord,
     WrittenExplanation,
 )
-from server.errors import ErrorKind
 
 __all__ = [
     "GAP_TOLERANCE",
-    "MAX_EXPLANATION_CHARS",
     "MAX_PAGE",
     "REQUIRED_SIGNATURES",
-    "SESSION_REJECTION_CODES",
-    "SIGNING_ROLES",
     "VERDICTS",
-    "CertificateExpired",
-    "EventOutcome",
     "MarkerEvidence",
     "MarkerStatus",
-    "NotAnOfficer",
-    "OfficerNotActive",
-    "OfficerOtherAgency",
-    "SameOfficer",
     "Verdict",
-    "file_explanation",
     "get_session",
     "list_sessions",
     "marker_status",
-    "receive_event",
     "session_detail",
     "session_summary",
     "session_verdict",
-    "sign_explanation",
     "timeline",
 ]
 
 
-SIGNING_ROLES: tuple[str, ...] = ("officer", "agency_head")
 MAX_PAGE = 200
-MAX_EXPLANATION_CHARS = 5000
-SESSION_REJECTION_CODES: tuple[str, ...] = (
-    "bad_session_event",
-    "unknown_device",
-    "device_inactive",
-    "event_mismatch",
-    "bad_signature",
-    "event_conflict",
-    "seq_conflict",
-    "marker_conflict",
-    "impossible_transition",
-    "transition_violation",
-)
-
-
-class NotAnOfficer(ServiceError):
-    """Only officers sign JL-16 written explanations."""
-
-    code = "not_an_officer"
-    kind = ErrorKind.FORBIDDEN
-
-
-class OfficerNotActive(ServiceError):
-    """JL-16: a suspended or revoked officer does not sign as an enforcement officer."""
-
-    code = "officer_not_active"
-    kind = ErrorKind.FORBIDDEN
-
-
-class CertificateExpired(ServiceError):
-    """JL-16: the signer's enforcement certificate is not valid today."""
-
-    code = "certificate_expired"
-    kind = ErrorKind.FORBIDDEN
-
-
-class OfficerOtherAgency(ServiceError):
-    """JL-16: the signer belongs to another agency than the session's officer."""
-
-    code = "officer_other_agency"
-    kind = ErrorKind.FORBIDDEN
-
-
-class SameOfficer(ServiceError):
-    """JL-16: two signatures by one officer (through two accounts) count once."""
-
-    code = "same_officer"
-    kind = ErrorKind.CONFLICT
-
-
-class AlreadySigned(ServiceError):
-    """The same person cannot count twice towards the two signatures JL-16 asks for."""
-
-    code = "already_signed"
-    kind = ErrorKind.CONFLICT
 
 
 # ------------------------------------------------------------------------------------- ingest
-
-
-@dataclass(frozen=True)
-class Violation:
-    """A stored or offered event the session machine does not allow (JL-16)."""
-
-    event_id: str
-    seq: int
-    message: str
-
-
-@dataclass(frozen=True)
-class EventOutcome:
-    """The ack to send and the security-log rows to write for one received session event."""
-
-    ack: EventAck
-    # (code, message, event_id, event_text): written to ingest_rejections by the caller.
-    rejections: list[tuple[str, str, str, str | None]] = field(default_factory=list)
-
-
-@dataclass
-class _Replay:
-    """What replaying a session's events by ``seq`` showed."""
-
-    state: str = "unknown"
-    violations: list[Violation] = field(default_factory=list)
-    missing_seqs: list[int] = field(default_factory=list)
-
-
-def _replay(session_id: str, events: Iterable[SessionEvent]) -> _Replay:
-    """Drive the protocol's machine over the contiguous run from ``started``; skip and report violations."""
-    ordered = sorted(events, key=lambda e: e.seq)
-    result = _Replay()
-    starts = [e for e in ordered if e.kind is SessionEventKind.STARTED]
-    if not starts:
-        return result  # the start has not arrived yet: nothing can be checked
-    first = starts[0]
-    machine = EnforcementSession(session_id)
-    previous = first.seq - 1
-    contiguous = True
-    for event in ordered:
-        if event.seq < first.seq:
-            result.violations.append(Violation(event.event_id, event.seq, "event before the session started"))
-            continue
-        if event.seq != previous + 1:
-            result.missing_seqs.extend(range(previous + 1, event.seq))
-            contiguous = False  # events are missing: what follows cannot be checked yet
-        previous = event.seq
-        if not contiguous:
-            continue
-        try:
-            machine.apply(event)
-        except SessionError as exc:
-            result.violations.append(Violation(event.event_id, event.seq, str(exc)))
-    result.state = machine.state.value if contiguous else "incomplete"
-    return result
-
-
-def _parse_stored(row: SessionEventRecord) -> SessionEvent:
-    """The signed event back from its stored text (the text, not the columns, is the evidence)."""
-    return SessionEvent.from_json_dict(json.loads(row.event_text))
-
-
-def receive_event(
-    session: Session,
-    *,
-    device_id: str,
-    event_id: str,
-    signed: SignedSessionEvent,
-    device_key: bytes | None,
-    device_status: str | None,
-) -> EventOutcome:
-    """Verify, check and store one signed session event (flushed; the caller commits, then acks).
-
-    ``signed`` was decoded at the ingest edge; a payload that does not decode never gets here.
-    """
-
-    def refuse(code: str, message: str, text: str | None = None) -> EventOutcome:
-        ack = EventAck(
-            device_id=device_id,
-            event_id=event_id,
-            state=EventAckState.REJECTED,
-            code=code,
-            message=message[:500],
-        )
-        return EventOutcome(ack, [(code, message, event_id, text)])
-
-    event, text = signed.event, signed.event_text
-    if device_key is None:
-        return refuse("unknown_device", f"device {device_id} is not registered", text)
-    if event.device_id != device_id or event.event_id != event_id:
-        return refuse(
-            "event_mismatch", "the topic and the signed event name different devices or events", text
-        )
-    if not signed.verify(device_key):
-        return refuse("bad_signature", f"session event {event_id} is not signed by device {device_id}", text)
-    if device_status not in DeviceStatus.ACCEPTING:
-        return refuse("device_inactive", f"device {device_id} is {device_status}", text)
-    existing = session.scalar(
-        select(SessionEventRecord).where(
-            SessionEventRecord.device_id == device_id, SessionEventRecord.event_id == event_id
-        )
-    )
-    if existing is not None:
-        if existing.event_text == text:
-            return EventOutcome(
-                EventAck(device_id=device_id, event_id=event_id, state=EventAckState.DUPLICATE)
-            )
-        return refuse("event_conflict", f"event {event_id} was already stored with different content", text)
-    clash = session.scalar(
-        select(SessionEventRecord.event_id).where(
-            SessionEventRecord.device_id == device_id, SessionEventRecord.seq == event.seq
-        )
-    )
-    if clash is not None:
-        return refuse("seq_conflict", f"seq {event.seq} is already event {clash}", text)
-    record = session.scalar(
-        select(EnforcementSessionRecord).where(
-            EnforcementSessionRecord.device_id == device_id,
-            EnforcementSessionRecord.session_id == event.session_id,
-        )
-    )
-    stored_rows: list[SessionEventRecord] = []
-    if record is not None:
-        stored_rows = list(
-            session.scalars(
-                select(SessionEventRecord).where(SessionEventRecord.enforcement_session_id == record.id)
-            )
-        )
-    stored = [_parse_stored(row) for row in stored_rows]
-    before = {v.event_id for v in _replay(event.session_id, stored).violations}
-    after = _replay(event.session_id, [*stored, event]).violations
-    for violation in after:
-        if violation.event_id == event_id:
-            # JL-16: the machine's table is the rule; an impossible transition is refused, not stored.
-            return refuse("impossible_transition", violation.message, text)
-    if event.kind is SessionEventKind.INTERRUPTED and record is not None:
-        known = session.scalar(
-            select(InterruptionMarker.id).where(
-                InterruptionMarker.enforcement_session_id == record.id,
-                InterruptionMarker.marker_id == event.marker_id,
-            )
-        )
-        if known is not None:
-            return refuse("marker_conflict", f"marker {event.marker_id} was already opened", text)
-    if record is None:
-        record = EnforcementSessionRecord(
-            device_id=device_id, session_id=event.session_id, first_seen_at=utcnow()
-        )
-        session.add(record)
-        session.flush()
-    row = SessionEventRecord(
-        enforcement_session_id=record.id,
-        device_id=device_id,
-        event_id=event_id,
-        seq=event.seq,
-        kind=event.kind.value,
-        at=event.at,
-        officer_id=event.officer_id,
-        case_id=event.case_id,
-        marker_id=event.marker_id,
-        cause=event.cause,
-        automatic=event.automatic,
-        bookmark_type=event.bookmark_type,
-        note=event.note,
-        event_text=text,
-        signature=signed.signature,
-        received_at=utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    if event.kind is SessionEventKind.INTERRUPTED:
-        session.add(
-            InterruptionMarker(
-                enforcement_session_id=record.id,
-                marker_id=event.marker_id,
-                opened_event_id=row.id,
-                opened_at=event.at,
-                cause=event.cause,
-                automatic=event.automatic,
-            )
-        )
-        session.flush()
-    # An earlier event arriving late can show that an already stored later one broke the table: keep the
-    # evidence, and log the violation so the timeline and the security log show it (JL-16).
-    rejections: list[tuple[str, str, str, str | None]] = []
-    texts = {r.event_id: r.event_text for r in stored_rows}
-    for violation in after:
-        if violation.event_id not in before:
-            rejections.append(
-                ("transition_violation", violation.message, violation.event_id, texts.get(violation.event_id))
-            )
-    return EventOutcome(
-        EventAck(device_id=device_id, event_id=event_id, state=EventAckState.STORED), rejections
-    )
 
 
 # ------------------------------------------------------------------------------- loading
@@ -376,7 +108,7 @@ def get_session(
     return record
 
 
-def _load(session: Session, record: EnforcementSessionRecord) -> _Loaded:
+def load(session: Session, record: EnforcementSessionRecord) -> _Loaded:
     rows = list(
         session.scalars(
             select(SessionEventRecord)
@@ -422,11 +154,11 @@ def _load(session: Session, record: EnforcementSessionRecord) -> _Loaded:
         recordings,
         explanations,
         signatures,
-        _officer_names(session, signed_as),
+        officer_names(session, signed_as),
     )
 
 
-def _officer_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+def officer_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
     """Register names of the officers who signed (JL-16: the timeline shows who signed)."""
     wanted = set(ids)
     if not wanted:
@@ -437,7 +169,7 @@ def _officer_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
 # ------------------------------------------------------------------------------ timeline
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
@@ -508,7 +240,7 @@ class _Computed:
     replay: _Replay
 
 
-def _compute(loaded: _Loaded) -> _Computed:
+def compute(loaded: _Loaded) -> _Computed:
     """The JL-16 verdict (a pure function of the typed evidence) and the replay of the signed events."""
     started = next((e for e in loaded.events if e.kind is SessionEventKind.STARTED), None)
     return _Computed(
@@ -520,13 +252,17 @@ def _compute(loaded: _Loaded) -> _Computed:
 
 
 def _span_view(span: continuity.Span) -> dict[str, Any]:
-    return {"start": _iso(span.start), "end": _iso(span.end), "recording_ids": list(span.recording_ids)}
+    return {
+        "start": iso_or_none(span.start),
+        "end": iso_or_none(span.end),
+        "recording_ids": list(span.recording_ids),
+    }
 
 
 def _gap_view(gap: continuity.Gap) -> dict[str, Any]:
     return {
-        "start": _iso(gap.start),
-        "end": _iso(gap.end),
+        "start": iso_or_none(gap.start),
+        "end": iso_or_none(gap.end),
         "duration_s": round(gap.duration.total_seconds(), 3),
         "marker_ids": list(gap.marker_ids),
         "no_marker": gap.no_marker,
@@ -541,8 +277,8 @@ def _marker_view(
 ) -> dict[str, Any]:
     return {
         "marker_id": finding.marker.marker_id,
-        "opened_at": _iso(finding.marker.opened_at),
-        "closed_at": _iso(finding.closed_at),
+        "opened_at": iso_or_none(finding.marker.opened_at),
+        "closed_at": iso_or_none(finding.closed_at),
         "resumed": finding.resumed,
         "cause": stored.cause,
         "automatic": stored.automatic,
@@ -551,7 +287,7 @@ def _marker_view(
             {
                 "recording_id": clip.recording_id,
                 "media_url": media_url(clip.recording_id),
-                "started_at": _iso(clip.start),
+                "started_at": iso_or_none(clip.start),
             }
             for clip in finding.clips
         ],
@@ -580,7 +316,7 @@ def session_verdict(gaps_explained: Sequence[bool]) -> Verdict:
 
 def session_summary(session: Session, record: EnforcementSessionRecord) -> dict[str, Any]:
     """List-view fields of a session, with its verdict."""
-    return _summary(_compute(_load(session, record)))
+    return _summary(compute(load(session, record)))
 
 
 def _summary(computed: _Computed) -> dict[str, Any]:
@@ -591,8 +327,8 @@ def _summary(computed: _Computed) -> dict[str, Any]:
         "session_id": loaded.record.session_id,
         "officer_id": started.officer_id if started else "",
         "case_id": started.case_id if started else "",
-        "started_at": _iso(started.at if started else None),
-        "ended_at": _iso(verdict.ended_at),
+        "started_at": iso_or_none(started.at if started else None),
+        "ended_at": iso_or_none(verdict.ended_at),
         "state": computed.replay.state,
         "verdict": verdict.verdict.value,
         "gap_count": len(verdict.gaps),
@@ -603,21 +339,21 @@ def _summary(computed: _Computed) -> dict[str, Any]:
 
 def session_detail(session: Session, record: EnforcementSessionRecord) -> dict[str, Any]:
     """A session with its signed events, missing sequence numbers and transition violations."""
-    computed = _compute(_load(session, record))
+    computed = compute(load(session, record))
     out = _summary(computed)
     out["events"] = [
         {
             "event_id": row.event_id,
             "seq": row.seq,
             "kind": row.kind,
-            "at": _iso(row.at),
+            "at": iso_or_none(row.at),
             "officer_id": row.officer_id,
             "marker_id": row.marker_id,
             "cause": row.cause,
             "automatic": row.automatic,
             "bookmark_type": row.bookmark_type,
             "note": row.note,
-            "received_at": _iso(row.received_at),
+            "received_at": iso_or_none(row.received_at),
             "event": row.event_text,
         }
         for row in computed.loaded.rows
@@ -627,7 +363,7 @@ def session_detail(session: Session, record: EnforcementSessionRecord) -> dict[s
     return out
 
 
-def _explanation_view(
+def explanation_view(
     explanation: WrittenExplanation,
     sigs: list[ExplanationSignature],
     marker: str | None,
@@ -642,7 +378,7 @@ def _explanation_view(
         "text_sha256": explanation.text_sha256,
         "gaps": explanation.gaps,
         "filed_by": explanation.filed_by,
-        "filed_at": _iso(explanation.filed_at),
+        "filed_at": iso_or_none(explanation.filed_at),
         "signatures": [
             {
                 "user_id": s.user_id,
@@ -651,7 +387,7 @@ def _explanation_view(
                 "officer_id": s.officer_id,
                 "officer_name": names.get(s.officer_id) if s.officer_id is not None else None,
                 "certificate_number": s.certificate_number,
-                "signed_at": _iso(s.signed_at),
+                "signed_at": iso_or_none(s.signed_at),
             }
             for s in sigs
         ],
@@ -680,7 +416,7 @@ def _rejected_events(session: Session, record: EnforcementSessionRecord) -> list
             continue
         if isinstance(data, dict) and data.get("session_id") == record.session_id:
             out.append(
-                {"event_id": row.file_id, "code": row.code, "message": row.message, "at": _iso(row.at)}
+                {"event_id": row.file_id, "code": row.code, "message": row.message, "at": iso_or_none(row.at)}
             )
     return out
 
@@ -689,7 +425,7 @@ def timeline(
     session: Session, record: EnforcementSessionRecord, media_url: Callable[[int], str]
 ) -> dict[str, Any]:
     """Recorded spans, gaps, markers with their clips, written explanations, bookmarks and the verdict."""
-    computed = _compute(_load(session, record))
+    computed = compute(load(session, record))
     loaded, verdict = computed.loaded, computed.continuity
     marker_ids = {m.id: m.marker_id for m in loaded.markers}
     out = _summary(computed)
@@ -697,7 +433,7 @@ def timeline(
     out.update(
         {
             "written_explanations": [
-                _explanation_view(
+                explanation_view(
                     e, loaded.signatures[e.id], marker_ids.get(e.marker_ref or 0), loaded.officer_names
                 )
                 for e in loaded.explanations
@@ -706,7 +442,7 @@ def timeline(
             "bookmarks": [
                 {
                     "event_id": row.event_id,
-                    "at": _iso(row.at),
+                    "at": iso_or_none(row.at),
                     "bookmark_type": row.bookmark_type,
                     "note": row.note,
                     "officer_id": row.officer_id,
@@ -801,188 +537,3 @@ def list_sessions(
 # ------------------------------------------------------------------------ written explanations
 
 
-def _session_agencies(session: Session, record: EnforcementSessionRecord) -> set[int]:
-    """Agencies of the officers the session's events name, matched on certificate number (JL-16).
-
-    Devices carry no agency and events name their officer by a free string, so an ``officer_id`` that
-    equals a register certificate number is the only link; empty when none matches (agency unknown).
-    """
-    names = select(SessionEventRecord.officer_id).where(
-        SessionEventRecord.enforcement_session_id == record.id, SessionEventRecord.officer_id != ""
-    )
-    return set(
-        session.scalars(select(Officer.agency_id).where(Officer.certificate_number.in_(names)).distinct())
-    )
-
-
-def _signer(session: Session, record: EnforcementSessionRecord, user_id: int) -> tuple[User, Officer]:
-    """JL-16: the account and the active, certified officer in good standing it signs as."""
-    user = session.get(User, user_id)
-    if user is None or not user.active:
-        raise NotFound(f"用户 {user_id} 不存在", f"user {user_id} not found")
-    officer = session.scalar(select(Officer).where(Officer.user_id == user.id))
-    # Auxiliary staff are not enforcement officers and cannot sign as such (JL-16).
-    if user.role not in SIGNING_ROLES or officer is None or officer.kind != "officer":
-        raise NotAnOfficer(
-            "只有登记在册的执法人员可以签署书面说明（JL-16）",
-            "only an officer in the officer register may sign a written explanation (JL-16)",
-        )
-    if officer.status != "active":
-        raise OfficerNotActive(
-            f"执法人员状态为 {officer.status}，不能签名（JL-16）",
-            f"officer is {officer.status} and cannot sign (JL-16)",
-        )
-    today = datetime.now(_UTC).date()
-    if (
-        not officer.certificate_number
-        or officer.valid_to is None
-        or officer.valid_to < today
-        or (officer.valid_from is not None and officer.valid_from > today)
-    ):
-        raise CertificateExpired(
-            "执法证件今日无效，不能签名（JL-16）",
-            "the officer's certificate is not valid today (JL-16)",
-        )
-    agencies = _session_agencies(session, record)
-    if agencies and officer.agency_id not in agencies:
-        raise OfficerOtherAgency(
-            "签名人与本次执法人员不属于同一机关（JL-16）",
-            "the signer is not of the session officer's agency (JL-16)",
-        )
-    return user, officer
-
-
-def file_explanation(
-    session: Session,
-    record: EnforcementSessionRecord,
-    *,
-    user_id: int,
-    text: str,
-    marker_id: str | None = None,
-    client_ip: str | None = None,
-) -> dict[str, Any]:
-    """JL-16: an officer files and signs a written explanation for a marker or the unexplained gaps."""
-    text = text.strip() if isinstance(text, str) else ""
-    if not text or len(text) > MAX_EXPLANATION_CHARS:
-        raise Invalid(
-            f"说明内容须为 1–{MAX_EXPLANATION_CHARS} 个字符",
-            f"text must be 1–{MAX_EXPLANATION_CHARS} characters",
-        )
-    user, officer = _signer(session, record, user_id)
-    marker_ref: int | None = None
-    gaps: list[dict[str, Any]] = []
-    if marker_id:
-        marker = session.scalar(
-            select(InterruptionMarker).where(
-                InterruptionMarker.enforcement_session_id == record.id,
-                InterruptionMarker.marker_id == marker_id,
-            )
-        )
-        if marker is None:
-            raise NotFound(f"中断标记 {marker_id} 不存在", f"marker {marker_id} not found in this session")
-        marker_ref = marker.id
-    else:
-        verdict = _compute(_load(session, record)).continuity
-        # What the officers sign for is fixed now: a gap found later needs its own explanation.
-        gaps = [{"start": _iso(g.start), "end": _iso(g.end)} for g in verdict.unexplained_gaps]
-        if not gaps:
-            raise Conflict("该执法过程没有未说明的中断", "this session has no unexplained gaps")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    now = utcnow()
-    explanation = WrittenExplanation(
-        enforcement_session_id=record.id,
-        marker_ref=marker_ref,
-        text=text,
-        text_sha256=digest,
-        gaps=gaps,
-        filed_by=user.id,
-        filed_at=now,
-    )
-    session.add(explanation)
-    session.flush()
-    signature = ExplanationSignature(
-        explanation_id=explanation.id,
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        text_sha256=digest,
-        signed_at=now,
-        officer_id=officer.id,
-        certificate_number=officer.certificate_number,
-    )
-    session.add(signature)
-    session.flush()
-    write_audit(
-        session,
-        actor=str(user.id),
-        action="session.explanation_file",
-        target_type="session",
-        target_id=record.id,
-        detail={
-            "explanation_id": explanation.id,
-            "marker_id": marker_id,
-            "gaps": len(gaps),
-            "officer_id": officer.id,
-        },
-        client_ip=client_ip,
-    )
-    return _explanation_view(explanation, [signature], marker_id, {officer.id: officer.name})
-
-
-def sign_explanation(
-    session: Session,
-    record: EnforcementSessionRecord,
-    explanation_id: int,
-    *,
-    user_id: int,
-    client_ip: str | None = None,
-) -> dict[str, Any]:
-    """Another officer co-signs; the same person twice is refused (JL-16: two or more officers)."""
-    explanation = session.get(WrittenExplanation, explanation_id)
-    if explanation is None or explanation.enforcement_session_id != record.id:
-        raise NotFound(f"书面说明 {explanation_id} 不存在", f"explanation {explanation_id} not found")
-    user, officer = _signer(session, record, user_id)
-    sigs = list(
-        session.scalars(
-            select(ExplanationSignature)
-            .where(ExplanationSignature.explanation_id == explanation.id)
-            .order_by(ExplanationSignature.id)
-        )
-    )
-    if any(s.user_id == user.id for s in sigs):
-        raise AlreadySigned(
-            "同一人不能重复签名：书面说明须由两名以上执法人员签名",
-            "the same person cannot sign twice: two or more different officers must sign",
-        )
-    if any(s.officer_id == officer.id for s in sigs):
-        raise SameOfficer(
-            "该执法人员已通过其他账号签名：须两名以上不同执法人员签名（JL-16）",
-            "this officer already signed through another account: two different officers must sign",
-        )
-    signature = ExplanationSignature(
-        explanation_id=explanation.id,
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        text_sha256=explanation.text_sha256,
-        signed_at=utcnow(),
-        officer_id=officer.id,
-        certificate_number=officer.certificate_number,
-    )
-    session.add(signature)
-    session.flush()
-    write_audit(
-        session,
-        actor=str(user.id),
-        action="session.explanation_sign",
-        target_type="session",
-        target_id=record.id,
-        detail={"explanation_id": explanation.id, "officer_id": officer.id},
-        client_ip=client_ip,
-    )
-    marker_id = None
-    if explanation.marker_ref is not None:
-        marker = session.get(InterruptionMarker, explanation.marker_ref)
-        marker_id = marker.marker_id if marker else None
-    signed_as = [s.officer_id for s in [*sigs, signature] if s.officer_id is not None]
-    return _explanation_view(explanation, [*sigs, signature], marker_id, _officer_names(session, signed_as))

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from server.domain.cases.models import Case
 from server.domain.errors import ServiceError
 from server.domain.evidence.models import Recording
+from server.domain.sessions import explanations as explanation_service
 from server.domain.sessions import service as session_service
 from server.http.context import caller, client_ip
 from server.http.pages.workspace.core import audit_view, back, bp, message_of, render, t, workspace_view
@@ -137,7 +138,7 @@ def session_page(session_id: int) -> ResponseReturnValue:
         open_markers=open_markers,
         width=TIMELINE_WIDTH,
         session_id=session_id,
-        max_chars=session_service.MAX_EXPLANATION_CHARS,
+        max_chars=explanation_service.MAX_EXPLANATION_CHARS,
         case_link=case_link,
     )
 
@@ -154,7 +155,7 @@ def file(session_id: int) -> ResponseReturnValue:
     try:
         with audit_refusal("session.explanation_file", "session", session_id), session_scope() as session:
             record = session_service.get_session(session, session_id, scope=caller())
-            session_service.file_explanation(
+            explanation_service.file_explanation(
                 session,
                 record,
                 user_id=user_id,
@@ -177,7 +178,7 @@ def cosign(session_id: int, explanation_id: int) -> ResponseReturnValue:
     try:
         with audit_refusal("session.explanation_sign", "session", session_id), session_scope() as session:
             record = session_service.get_session(session, session_id, scope=caller())
-            session_service.sign_explanation(
+            explanation_service.sign_explanation(
                 session, record, explanation_id, user_id=user_id, client_ip=client_ip()
             )
     except ServiceError as exc:
