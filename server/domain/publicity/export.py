@@ -413,6 +413,11 @@ def to_csv(records: Iterable[Mapping[str, str]], fields: tuple[tuple[str, str], 
     writer = csv.DictWriter(buffer, fieldnames=codes, extrasaction="raise", lineterminator="\r\n")
     writer.writeheader()
     for record in records:
+        extra = [code for code in record if code not in codes]
+        if extra:
+            raise ExportError(
+                f"记录含未知字段 {extra[0]}", f"a record has the unknown field {extra[0]}", field=extra[0]
+            )
         missing = [code for code in codes if code not in record]
         if missing:
             raise ExportError(

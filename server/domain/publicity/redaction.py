@@ -190,7 +190,7 @@ def luhn_valid(digits: str) -> bool:
 _ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 _MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d(?:[- ]?\d{4}){2}(?!\d)")
 _LANDLINE_RE = re.compile(r"(?<!\d)(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}[- ])\d{7,8}(?:-\d{1,5})?(?!\d)")
-_CARD_RE = re.compile(r"(?<!\d)\d{4}(?:[ -]?\d{4}){2}[ -]?\d{4,7}(?!\d)")
+_CARD_RE = re.compile(r"(?<!\d)\d{4}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?(?!\d)")
 # An account named as such (账号/账户/卡号): any long digit run, Luhn or not (organisations' accounts too).
 _ACCOUNT_RE = re.compile(r"(?:银行账号|银行账户|开户账号|账号|账户|卡号)[为是:：\s]*(\d[\d -]{7,30}\d)")
 _CERT_RE = re.compile(
