@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -60,12 +60,27 @@ def caller(agency: Agency, user_id: str, role: str) -> Caller:
 def decided_case(
     session: Session, agency: Agency, act_kind: str, at: datetime, number: str = "A-1"
 ) -> tuple[Case, CaseEvent]:
-    case = Case(agency_id=agency.id, number=number, title="食品安全案", act_kind=act_kind, origin="ex_officio",
-                party="合肥某某餐饮有限公司", created_by="10")  # fmt: skip
+    case = Case(
+        agency_id=agency.id,
+        number=number,
+        title="食品安全案",
+        act_kind=act_kind,
+        origin="ex_officio",
+        party="合肥某某餐饮有限公司",
+        created_by="10",
+    )
     session.add(case)
     session.flush()
-    event = CaseEvent(case_id=case.id, agency_id=agency.id, event_type="decision.decided", occurred_at=at,
-                      recorded_by="10", officer_ids=[], recording_ids=[], data={})  # fmt: skip
+    event = CaseEvent(
+        case_id=case.id,
+        agency_id=agency.id,
+        event_type="decision.decided",
+        occurred_at=at,
+        recorded_by="10",
+        officer_ids=[],
+        recording_ids=[],
+        data={},
+    )
     session.add(event)
     session.flush()
     return case, event
@@ -78,7 +93,7 @@ def decided_case(
         ("licensing", datetime(2026, 2, 13, 16, 0, tzinfo=BEIJING), date(2026, 3, 2)),
         ("inspection", datetime(2026, 9, 30, 10, 0, tzinfo=BEIJING), date(2026, 11, 3)),
         # 23:30 UTC on 29 Sep is already 30 Sep in Beijing: the Chinese date counts.
-        ("penalty", datetime(2026, 9, 29, 23, 30, tzinfo=timezone.utc), date(2026, 10, 15)),
+        ("penalty", datetime(2026, 9, 29, 23, 30, tzinfo=UTC), date(2026, 10, 15)),
     ],
 )
 def test_gs11_decision_event_creates_item_due_in_working_days(
@@ -119,7 +134,7 @@ def collect_penalty(session: Session, agency: Agency, content: DecisionContent =
         caller(agency, "10", "officer"),
         service.CollectInput(
             agency_id=agency.id, act=EnforcementAct.PENALTY, decided_on=date(2026, 9, 30), content=content
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -190,8 +205,14 @@ def test_gs15_case_involving_a_minor_is_excluded_and_never_published(
 
 
 def test_gs15_natural_person_party_who_is_a_minor_is_excluded(db_session: Session, agency: Agency) -> None:
-    minor_party = replace(PENALTY, party_name="王小明", party_category=PartyCategory.NATURAL_PERSON,
-                          party_uscc=None, party_id_type=IdDocumentType.RESIDENT_ID, party_id_number=MINOR_ID)  # fmt: skip
+    minor_party = replace(
+        PENALTY,
+        party_name="王小明",
+        party_category=PartyCategory.NATURAL_PERSON,
+        party_uscc=None,
+        party_id_type=IdDocumentType.RESIDENT_ID,
+        party_id_number=MINOR_ID,
+    )
     assert collect_penalty(db_session, agency, minor_party).state == "excluded"
 
 
@@ -206,8 +227,13 @@ def test_gs12_withdrawn_item_leaves_search_and_shows_its_reason(db_session: Sess
     item = published_item(db_session, agency)
     with pytest.raises(ServiceError):
         service.withdraw(db_session, caller(agency, "12", "legal_reviewer"), item.id, " ")
-    service.withdraw(db_session, caller(agency, "12", "legal_reviewer"), item.id, "决定已被复议机关撤销",
-                     revoked_on=date(2026, 9, 18))  # fmt: skip
+    service.withdraw(
+        db_session,
+        caller(agency, "12", "legal_reviewer"),
+        item.id,
+        "决定已被复议机关撤销",
+        revoked_on=date(2026, 9, 18),
+    )
     assert item.state == "withdrawn"
     assert item.withdrawal_due_on == date(2026, 9, 22)
     assert service.portal_search(db_session, service.PortalQuery(), date(2026, 10, 20))[1] == 0
@@ -220,9 +246,17 @@ def test_gs12_replacement_decision_is_linked_to_the_withdrawn_one(
 ) -> None:
     old = published_item(db_session, agency)
     service.withdraw(db_session, caller(agency, "12", "legal_reviewer"), old.id, "重新作出决定")
-    new = service.collect(db_session, caller(agency, "10", "officer"), service.CollectInput(
-        agency_id=agency.id, act=EnforcementAct.PENALTY, decided_on=date(2026, 10, 9), content=PENALTY,
-        replaces_item_id=old.id))  # fmt: skip
+    new = service.collect(
+        db_session,
+        caller(agency, "10", "officer"),
+        service.CollectInput(
+            agency_id=agency.id,
+            act=EnforcementAct.PENALTY,
+            decided_on=date(2026, 10, 9),
+            content=PENALTY,
+            replaces_item_id=old.id,
+        ),
+    )
     assert new.replaces_item_id == old.id
 
 
@@ -251,10 +285,15 @@ def test_gs19_correction_keeps_the_item_public_and_says_when(db_session: Session
     request = service.request_correction(db_session, item.id, "当事人名称有误", "")
     assert request.status == "received"
     corrected = replace(PENALTY, party_name="合肥某某餐饮管理有限公司")
-    service.correct(db_session, caller(agency, "12", "legal_reviewer"), item.id,
-                    service.CorrectionInput(content=corrected, reason="当事人名称有误"))  # fmt: skip
-    service.decide_correction_request(db_session, caller(agency, "12", "legal_reviewer"), request.id,
-                                      accepted=True, outcome="已更正")  # fmt: skip
+    service.correct(
+        db_session,
+        caller(agency, "12", "legal_reviewer"),
+        item.id,
+        service.CorrectionInput(content=corrected, reason="当事人名称有误"),
+    )
+    service.decide_correction_request(
+        db_session, caller(agency, "12", "legal_reviewer"), request.id, accepted=True, outcome="已更正"
+    )
     assert item.state == "corrected" and item.corrected_at is not None
     assert (item.published or {})["party_name"] == "合肥某某餐饮管理有限公司"
     assert (item.published or {})["disclosure_until"] == "2029-09-30"
@@ -282,8 +321,12 @@ def test_reviewer_undoes_a_proposed_redaction(db_session: Session, agency: Agenc
     item = collect_penalty(db_session, agency)
     view = service.review_view(db_session, caller(agency, "12", "legal_reviewer"), item.id)
     mobile = next(f for f in view["fields"]["facts"]["findings"] if f["kind"] == "mobile")
-    service.set_redactions(db_session, caller(agency, "12", "legal_reviewer"), item.id,
-                           {"facts": {"undone": [mobile["key"]], "added": []}})  # fmt: skip
+    service.set_redactions(
+        db_session,
+        caller(agency, "12", "legal_reviewer"),
+        item.id,
+        {"facts": {"undone": [mobile["key"]], "added": []}},
+    )
     service.submit(db_session, caller(agency, "10", "officer"), item.id)
     service.publish(db_session, caller(agency, "12", "legal_reviewer"), item.id)
     assert "13812345678" in (item.published or {})["facts"]
