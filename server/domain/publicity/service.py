@@ -62,6 +62,7 @@ __all__ = [
     "history_of",
     "item_to_dict",
     "list_items",
+    "parse_content",
     "portal_item",
     "portal_search",
     "publish",
@@ -140,6 +141,14 @@ class CorrectionInput:
 
     content: DecisionContent
     reason: str
+
+
+def parse_content(data: Any) -> DecisionContent:
+    """Decode a decision's JSON content once, at the edge; a bad field is a precise error."""
+    if not isinstance(data, dict):
+        raise Invalid("content 须为对象", "content must be an object")
+    content: DecisionContent = _rule(content_from_mapping, data)
+    return content
 
 
 def _content(item: PublicationItem) -> DecisionContent:
