@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.models import Base, UTCDateTime, utcnow
 
-__all__ = ["CorrectionRequest", "PublicationHistory", "PublicationItem"]
+__all__ = ["CorrectionRequest", "HolidayScheduleRow", "PublicationHistory", "PublicationItem"]
 
 
 class PublicationItem(Base):
@@ -92,3 +92,17 @@ class CorrectionRequest(Base):
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HolidayScheduleRow(Base):
+    """A year's official holiday schedule loaded by an admin; it overrides the one shipped in the code."""
+
+    __tablename__ = "holiday_schedules"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(300))
+    holidays: Mapped[list[str]] = mapped_column(JSON, default=list)
+    workdays: Mapped[list[str]] = mapped_column(JSON, default=list)
+    version: Mapped[str] = mapped_column(String(64))
+    loaded_by: Mapped[str] = mapped_column(String(64))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 
 from server.domain.publicity.calendar import (
     DeadlineRule,
+    HolidaySchedule,
     WorkingDayCalendar,
     default_calendar,
     publication_rule,
+    schedule_from_mapping,
 )
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import (
@@ -35,7 +37,12 @@ from server.domain.publicity.content import (
 )
 from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
 from server.domain.publicity.errors import PublicityError, TransitionForbidden
-from server.domain.publicity.models import CorrectionRequest, PublicationHistory, PublicationItem
+from server.domain.publicity.models import (
+    CorrectionRequest,
+    HolidayScheduleRow,
+    PublicationHistory,
+    PublicationItem,
+)
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
 from server.models import utcnow
@@ -51,6 +58,7 @@ __all__ = [
     "PortalQuery",
     "PublicityRefused",
     "actor_of",
+    "calendar_of",
     "collect",
     "collect_from_case_event",
     "correct",
@@ -62,7 +70,9 @@ __all__ = [
     "history_of",
     "item_to_dict",
     "list_items",
+    "load_schedule",
     "parse_content",
+    "parse_schedule",
     "portal_item",
     "portal_search",
     "publish",
@@ -109,6 +119,93 @@ def _rule(call: Any, *args: Any, **kwargs: Any) -> Any:
         return call(*args, **kwargs)
     except PublicityError as error:
         raise PublicityRefused(error) from None
+
+
+def calendar_of(session: Session) -> WorkingDayCalendar:
+    """The shipped schedules, overridden by those an admin has loaded (a newer year, a corrected notice)."""
+    calendar = default_calendar()
+    for row in session.scalars(select(HolidayScheduleRow).order_by(HolidayScheduleRow.year)):
+        schedule = schedule_from_mapping(
+            {"year": row.year, "source": row.source, "holidays": row.holidays, "workdays": row.workdays}
+        )
+        calendar = calendar.with_schedule(schedule)
+    return calendar
+
+
+def parse_schedule(data: Any) -> HolidaySchedule:
+    """Decode a schedule's JSON once, at the edge; a bad date or key is a precise error."""
+    if not isinstance(data, dict):
+        raise Invalid("节假日安排须为对象", "a holiday schedule must be an object")
+    schedule: HolidaySchedule = _rule(schedule_from_mapping, data)
+    return schedule
+
+
+def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> list[int]:
+    """Store a year's official schedule and recount the deadlines it changes (issue #10 point 7).
+
+    Every item not yet published whose deadline was counted over that year (provisionally on weekends,
+    or on an earlier schedule) gets its deadline recounted and the new calendar version; returns their ids.
+    """
+    if caller.role != "system_admin":
+        raise PublicityRefused(
+            TransitionForbidden(
+                "只有系统管理员可以载入节假日安排", "only a system admin loads holiday schedules"
+            )
+        )
+    row = session.get(HolidayScheduleRow, schedule.year)
+    values = {
+        "source": schedule.source,
+        "holidays": sorted(day.isoformat() for day in schedule.holidays),
+        "workdays": sorted(day.isoformat() for day in schedule.workdays),
+        "version": schedule.version,
+        "loaded_by": caller.user_id,
+        "loaded_at": utcnow(),
+    }
+    if row is None:
+        session.add(HolidayScheduleRow(year=schedule.year, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    session.flush()
+    calendar = calendar_of(session)
+    marker = f"{schedule.year}:"
+    changed = []
+    pending = session.scalars(
+        select(PublicationItem).where(
+            PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
+            PublicationItem.calendar_version.contains(marker),
+        )
+    )
+    for item in pending:
+        start = item.decided_on or item.created_at.astimezone(CHINA).date()
+        deadline = calendar.deadline(start, DeadlineRule[item.deadline_rule].working_days)
+        if deadline.calendar_version == item.calendar_version:
+            continue
+        write_audit(
+            session,
+            actor=caller.user_id,
+            action="publicity.deadline_recounted",
+            target_type="publication_item",
+            target_id=item.id,
+            detail={
+                "from": item.due_on.isoformat(),
+                "to": deadline.due.isoformat(),
+                "calendar": deadline.calendar_version,
+            },
+        )
+        item.due_on = deadline.due
+        item.deadline_provisional = deadline.provisional
+        item.calendar_version = deadline.calendar_version
+        changed.append(item.id)
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.calendar_loaded",
+        target_type="holiday_schedule",
+        target_id=schedule.year,
+        detail={"version": schedule.version, "recounted": changed},
+    )
+    return changed
 
 
 def today_in_china(now: datetime | None = None) -> date:
@@ -245,7 +342,7 @@ def _create(
     session: Session, author: str, data: CollectInput, calendar: WorkingDayCalendar | None
 ) -> PublicationItem:
     rule = publication_rule(data.act)
-    deadline = (calendar or default_calendar()).deadline(data.decided_on, rule.working_days)
+    deadline = (calendar or calendar_of(session)).deadline(data.decided_on, rule.working_days)
     now = utcnow()
     item = PublicationItem(
         agency_id=data.agency_id,
@@ -573,7 +670,7 @@ def withdraw(
     """GS-12: withdraw a revoked, illegal or redone decision within 3 working days; the reason is public."""
     item = _writable(session, caller, item_id)
     started = revoked_on or today_in_china()
-    deadline = (calendar or default_calendar()).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
+    deadline = (calendar or calendar_of(session)).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
     _append(
         session,
         item,

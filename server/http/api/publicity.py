@@ -404,6 +404,31 @@ def decide_correction(request_id: int) -> ResponseReturnValue:
         return jsonify(id=decided.id, item_id=decided.item_id, status=decided.status, outcome=decided.outcome)
 
 
+@bp.post("/calendar")
+@api_view(
+    "publicity.load_calendar",
+    "载入某年法定节假日安排并重算临时期限 / load a year's official holiday schedule and recount provisional deadlines",
+    request={
+        "type": "object",
+        "required": ["year", "source", "holidays"],
+        "properties": {
+            "year": {"type": "integer"},
+            "source": {"type": "string", "maxLength": 300},
+            "holidays": {"type": "array", "description": '["2027-01-01", ["2027-02-06", "2027-02-12"]]'},
+            "workdays": {"type": "array", "description": "调休上班的周末日期"},
+        },
+    },
+    response={"type": "object"},
+)
+def load_calendar() -> ResponseReturnValue:
+    """Store the schedule (it overrides the shipped one of the same year) and recount what it changes."""
+    body = json_body(("year", "source", "holidays"))
+    schedule = service.parse_schedule(body)
+    with session_scope() as session:
+        recounted = service.load_schedule(session, caller(), schedule)
+        return jsonify(year=schedule.year, version=schedule.version, recounted=recounted)
+
+
 @bp.get("/export")
 @api_view(
     "publicity.export",

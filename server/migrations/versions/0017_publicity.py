@@ -1,4 +1,4 @@
-"""Publicity: publication items, their append-only history, correction requests (GS-7, GS-11 – GS-19).
+"""Publicity: items, append-only history, correction requests, holiday schedules (GS-7, GS-11 – GS-19).
 
 Revision ID: 0017
 Revises: 0009
@@ -120,12 +120,23 @@ def upgrade() -> None:
         sa.Column("decided_at", TS, nullable=True),
     )
     op.create_index("ix_publication_corrections_item_id", "publication_corrections", ["item_id"])
+    op.create_table(
+        "holiday_schedules",
+        sa.Column("year", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("source", sa.String(300), nullable=False),
+        sa.Column("holidays", sa.JSON(), nullable=False),
+        sa.Column("workdays", sa.JSON(), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("loaded_by", sa.String(64), nullable=False),
+        sa.Column("loaded_at", TS, nullable=False),
+    )
     _append_only_triggers()
 
 
 def downgrade() -> None:
     """Drop the triggers, then the tables."""
     _drop_append_only_triggers()
+    op.drop_table("holiday_schedules")
     op.drop_index("ix_publication_corrections_item_id", table_name="publication_corrections")
     op.drop_table("publication_corrections")
     op.drop_index("ix_publication_history_item_id", table_name="publication_history")

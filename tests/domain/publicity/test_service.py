@@ -339,3 +339,29 @@ def test_other_agencies_items_look_missing(db_session: Session, agency: Agency) 
     with pytest.raises(ServiceError) as info:
         service.publish(db_session, stranger, item.id)
     assert info.value.kind == "not_found"
+
+
+def test_loading_the_2027_schedule_recounts_provisional_deadlines(
+    db_session: Session, agency: Agency
+) -> None:
+    case, event = decided_case(db_session, agency, "penalty", datetime(2026, 12, 25, 10, 0, tzinfo=BEIJING))
+    item = service.collect_from_case_event(db_session, case, event)
+    assert item is not None and item.due_on == date(2027, 1, 5) and item.deadline_provisional
+    # A schedule made up for this test (the official 2027 one is not published yet): 1–3 January off.
+    schedule = service.parse_schedule(
+        {"year": 2027, "source": "test schedule", "holidays": [["2027-01-01", "2027-01-03"]], "workdays": []}
+    )
+    with pytest.raises(ServiceError) as info:
+        service.load_schedule(db_session, caller(agency, "12", "legal_reviewer"), schedule)
+    assert info.value.kind == "forbidden"
+    admin = Caller(user_id="1", role="system_admin", agency_id=None)
+    assert service.load_schedule(db_session, admin, schedule) == [item.id]
+    assert item.due_on == date(2027, 1, 6)
+    assert not item.deadline_provisional
+    assert "weekends-only" not in item.calendar_version
+    # Items collected afterwards use the loaded schedule at once; loading it again changes nothing.
+    later_case, later = decided_case(
+        db_session, agency, "penalty", datetime(2026, 12, 25, tzinfo=BEIJING), "A-2"
+    )
+    assert service.collect_from_case_event(db_session, later_case, later).due_on == date(2027, 1, 6)  # type: ignore[union-attr]
+    assert service.load_schedule(db_session, admin, schedule) == []
