@@ -62,6 +62,7 @@ __all__ = [
     "collect",
     "collect_from_case_event",
     "correct",
+    "deadline_board",
     "decide_correction_request",
     "exclude",
     "expire_due",
@@ -736,6 +737,29 @@ def list_items(
             PublicationItem.due_on < overdue_on,
         )
     return list(session.scalars(query.limit(500)))
+
+
+def deadline_board(session: Session, caller: Caller, *, today: date | None = None) -> list[dict[str, Any]]:
+    """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional."""
+    day = today or today_in_china()
+    soon = calendar_of(session).deadline(day, 3).due
+    query = select(PublicationItem).where(
+        PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value])
+    )
+    if not caller.reads_all:
+        query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
+    board: dict[int, dict[str, Any]] = {}
+    for item in session.scalars(query):
+        row = board.setdefault(
+            item.agency_id, {"agency_id": item.agency_id, "overdue": [], "due_soon": [], "provisional": []}
+        )
+        if item.due_on < day:
+            row["overdue"].append(item.id)
+        elif item.due_on <= soon:
+            row["due_soon"].append(item.id)
+        if item.deadline_provisional:
+            row["provisional"].append(item.id)
+    return [board[agency_id] for agency_id in sorted(board)]
 
 
 def history_of(session: Session, item: PublicationItem) -> list[PublicationHistory]:

@@ -124,6 +124,19 @@ def list_items() -> ResponseReturnValue:
         return jsonify(items=[service.item_to_dict(item) for item in items])
 
 
+@bp.get("/deadlines")
+@api_view(
+    "publicity.deadlines",
+    "期限看板：逾期、3个工作日内到期、临时期限 / deadline board: overdue, due within 3 working days, "
+    "provisional — GS-22, GS-23",
+    response={"type": "object", "properties": {"agencies": {"type": "array", "items": {"type": "object"}}}},
+)
+def deadlines() -> ResponseReturnValue:
+    """Per agency (every agency for supervisors), the unpublished items by deadline."""
+    with session_scope() as session:
+        return jsonify(agencies=service.deadline_board(session, caller()))
+
+
 @bp.post("/items")
 @api_view(
     "publicity.collect_item",

@@ -365,3 +365,22 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
     )
     assert service.collect_from_case_event(db_session, later_case, later).due_on == date(2027, 1, 6)  # type: ignore[union-attr]
     assert service.load_schedule(db_session, admin, schedule) == []
+
+
+def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
+    db_session: Session, agency: Agency
+) -> None:
+    overdue = collect_penalty(db_session, agency)  # due 2026-10-15
+    soon = service.collect(
+        db_session,
+        caller(agency, "10", "officer"),
+        service.CollectInput(agency_id=agency.id, act=EnforcementAct.PENALTY, decided_on=date(2026, 10, 12)),
+    )  # due 2026-10-21
+    late_case, late = decided_case(db_session, agency, "penalty", datetime(2026, 12, 25, tzinfo=BEIJING))
+    provisional = service.collect_from_case_event(db_session, late_case, late)
+    assert provisional is not None
+    supervisor = Caller(user_id="50", role="supervisor", agency_id=None)
+    [row] = service.deadline_board(db_session, supervisor, today=date(2026, 10, 19))
+    assert row["overdue"] == [overdue.id]
+    assert row["due_soon"] == [soon.id]
+    assert row["provisional"] == [provisional.id]
