@@ -29,10 +29,10 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
-## lint: ruff over the repo, strict mypy on protocol, edge_agent and zfjl_common, import contracts
+## lint: ruff over the repo, strict mypy on protocol, edge_agent, zfjl_common and server, import contracts
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy protocol edge_agent zfjl_common
+	$(PY) -m mypy protocol edge_agent zfjl_common server
 	$(VENV)/bin/lint-imports
 
 ## bench: ingest throughput benchmark

@@ -125,10 +125,10 @@ class FleetBench:
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
         from sqlalchemy.orm import Session
 
-        from server.config import load_settings
-        from server.db import make_engine, run_migrations
-        from server.services.auth import create_user
-        from server.services.devices import register_device
+        from server.domain.accounts.service import create_user
+        from server.domain.fleet.devices import register_device
+        from server.infra.config import load_settings
+        from server.infra.db import make_engine, run_migrations
 
         t0 = time.monotonic()
         settings = load_settings(environ=env)
@@ -408,9 +408,9 @@ class FleetBench:
     def _health_count(self, env: dict[str, str]) -> int:
         from sqlalchemy import func, select
 
-        from server.config import load_settings
-        from server.db import make_engine
-        from server.models_telemetry import DeviceHealthSample
+        from server.domain.fleet.telemetry_models import DeviceHealthSample
+        from server.infra.config import load_settings
+        from server.infra.db import make_engine
 
         engine = make_engine(load_settings(environ=env).database_url)
         try:
@@ -436,9 +436,9 @@ class FleetBench:
         """Health rows in the DB against what was sent; send → stored delay; presence rows."""
         from sqlalchemy import select
 
-        from server.config import load_settings
-        from server.db import make_engine
-        from server.models_telemetry import DeviceHealthSample, DevicePresence
+        from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
+        from server.infra.config import load_settings
+        from server.infra.db import make_engine
 
         engine = make_engine(load_settings(environ=env).database_url)
         try:

@@ -477,7 +477,7 @@ class Bench:
         """Direct boto3 multipart put of the same segment files, sequentially, same part size."""
         from boto3.s3.transfer import TransferConfig
 
-        from server.storage import MIN_PART_SIZE
+        from server.infra.storage import MIN_PART_SIZE
 
         assert self.weed is not None
         client = self.weed.endpoint.client()
@@ -529,14 +529,14 @@ class Bench:
         """Migrate, register the devices through the service layer, start the server process."""
         from sqlalchemy.orm import Session
 
-        from server.config import load_settings
-        from server.db import make_engine, run_migrations
-        from server.services.devices import register_device
-        from server.services.fleet import issue_credential
+        from server.domain.fleet.devices import register_device
+        from server.domain.fleet.service import issue_credential
+        from server.infra.config import load_settings
+        from server.infra.db import make_engine, run_migrations
 
         env = self.server_env()
         settings = load_settings(environ=env)  # also makes the ingest key the server will sign with
-        from server.ingest_key import IngestSigner
+        from server.infra.ingest_key import IngestSigner
 
         self.ingest_public_keys = tuple(IngestSigner.from_settings(settings).public_keys())
         run_migrations(settings.database_url)
@@ -622,9 +622,9 @@ class Bench:
         """Every segment stored exactly once: rows, objects, staging left over, sha256 of a sample."""
         from sqlalchemy import select
 
-        from server.config import load_settings
-        from server.db import make_engine
-        from server.models import Recording
+        from server.domain.evidence.models import Recording
+        from server.infra.config import load_settings
+        from server.infra.db import make_engine
 
         settings = load_settings(environ=env)
         engine = make_engine(settings.database_url)

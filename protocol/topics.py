@@ -46,6 +46,7 @@ __all__ = [
     "config_reported",
     "device_command_filter",
     "device_downlink_filter",
+    "device_id_hint",
     "device_uplink_filter",
     "file_abort",
     "file_chunk",
@@ -326,3 +327,11 @@ def parse(topic: str) -> Topic:
             sha256=_parse_sha(tail[1], topic),
         )
     raise TopicError(f"unknown topic {topic!r}")
+
+
+def device_id_hint(topic: str) -> str | None:
+    """The device id of a topic that failed to parse, when it is at least under our prefix (for the log)."""
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[0] == PREFIX and valid_device_id(parts[2]):
+        return parts[2]
+    return None

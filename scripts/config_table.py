@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.config import Settings
+from server.infra.config import Settings
 
 
 def config_table() -> str:

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from firmware_tools.provision import provision  # noqa: E402
-from server.db import session_scope  # noqa: E402
+from server.domain.accounts.service import create_user  # noqa: E402
+from server.infra.db import session_scope  # noqa: E402
 from server.runner import ServerRunner  # noqa: E402
-from server.services.auth import create_user  # noqa: E402
 
 ADMIN, PASSWORD = "admin", "zfjl-demo-admin"
 BIN = Path(sys.executable).parent

@@ -20,7 +20,7 @@ __all__ = [
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from server.config import load_settings
+    from server.infra.config import load_settings
 
     overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
     return load_settings(overrides)
@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply all database migrations."""
-    from server.db import run_migrations
+    from server.infra.db import run_migrations
 
     settings = _settings(args)
     run_migrations(settings.database_url)
@@ -40,9 +40,9 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     """Create a system_admin user (migrating the database first)."""
     from sqlalchemy.orm import Session
 
-    from server.db import make_engine, run_migrations
-    from server.services import ServiceError
-    from server.services.auth import create_user
+    from server.domain.accounts.service import create_user
+    from server.domain.errors import ServiceError
+    from server.infra.db import make_engine, run_migrations
 
     settings = _settings(args)
     password = args.password
@@ -105,8 +105,8 @@ def cmd_broker_acl(args: argparse.Namespace) -> int:
 
     from sqlalchemy.orm import Session
 
-    from server.db import make_engine
-    from server.services.broker_acl import BrokerAccountError, write_broker_files
+    from server.domain.fleet.broker_accounts import BrokerAccountError, write_broker_files
+    from server.infra.db import make_engine
 
     settings = _settings(args)
     engine = make_engine(settings.database_url)
@@ -128,10 +128,10 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 
     from sqlalchemy.orm import Session
 
-    from server.db import make_engine
-    from server.services.alerts import evaluate_alerts
-    from server.services.scrub import scrub
-    from server.storage import make_object_store
+    from server.domain.evidence.scrub import scrub
+    from server.domain.fleet.alerts import evaluate_alerts
+    from server.infra.db import make_engine
+    from server.infra.storage import make_object_store
 
     settings = _settings(args)
     store = make_object_store(settings)
@@ -165,7 +165,7 @@ def cmd_ingest_key(args: argparse.Namespace) -> int:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from server.ingest_key import IngestSigner
+    from server.infra.ingest_key import IngestSigner
 
     if args.new:
         private = base64.b64encode(os.urandom(32)).decode("ascii")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    from server.config import ConfigError
+    from server.infra.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,140 +1,60 @@
-"""One JSON error shape for every failure: ``{"error": {"code", "message" (zh-CN), "message_en"}}``."""
+"""The server's one error root: every failure says what kind it is, and each edge maps the kind.
+
+The HTTP edge (``server/http/errors.py``) turns a kind into a status; the MQTT edge
+(``server/ingest/``) turns it into a rejection in the security log, or into silence when the failure is
+ours and the device's resend is the recovery (no ack is ever sent for something not done). This module
+imports nothing of the server, so every layer, infrastructure included, may raise these.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import enum
+from collections.abc import Mapping
+from typing import ClassVar
 
-from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DataError, IntegrityError
-from werkzeug.exceptions import HTTPException
+__all__ = ["HTTP_STATUS", "RETRY_KINDS", "ErrorKind", "ZfjlError"]
 
-from server.services import ServiceError
 
-__all__ = ["ApiError", "error_response", "register_error_handlers"]
+class ErrorKind(enum.StrEnum):
+    """Whose fault a failure is and what the caller can do about it."""
 
-log = logging.getLogger(__name__)
+    INVALID = "invalid"  # the input is malformed
+    UNAUTHORIZED = "unauthorized"  # who is asking is not established
+    FORBIDDEN = "forbidden"  # the caller may not do this
+    NOT_FOUND = "not_found"  # no such object (or not one the caller may know of)
+    CONFLICT = "conflict"  # the request contradicts stored state
+    REJECTED = "rejected"  # well-formed, but a rule refuses it (e.g. an incomplete case record)
+    LOCKED = "locked"  # the object is frozen (e.g. a closed case)
+    THROTTLED = "throttled"  # too many attempts; try again later
+    UNAVAILABLE = "unavailable"  # a store or service of ours is down; the same request may succeed later
+    INTERNAL = "internal"  # our bug or an impossible state
 
-# Service errors say what kind of failure they are; only the API knows the HTTP status for it.
-_KIND_STATUS = {
-    "invalid": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "rejected": 422,
-    "locked": 423,
+
+HTTP_STATUS: Mapping[ErrorKind, int] = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.REJECTED: 422,
+    ErrorKind.LOCKED: 423,
+    ErrorKind.THROTTLED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.INTERNAL: 500,
 }
 
-# Chinese and English texts for the HTTP errors Werkzeug raises itself.
-_HTTP_TEXT: dict[int, tuple[str, str, str]] = {
-    400: ("bad_request", "请求格式错误", "bad request"),
-    401: ("unauthorized", "需要登录", "authentication required"),
-    403: ("forbidden", "没有权限", "forbidden"),
-    404: ("not_found", "资源不存在", "not found"),
-    405: ("method_not_allowed", "不支持该请求方法", "method not allowed"),
-    413: ("payload_too_large", "请求体过大", "payload too large"),
-    415: ("unsupported_media_type", "不支持的内容类型", "unsupported media type"),
-    416: ("range_not_satisfiable", "请求的范围无效", "range not satisfiable"),
-}
+# Kinds where the MQTT edge sends no answer: the fault is ours, and the device's timeout, status query
+# and resend recover it. Every other kind is the message's fault and is refused with its code.
+RETRY_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.UNAVAILABLE, ErrorKind.INTERNAL})
 
 
-class ApiError(Exception):
-    """Root of API errors: HTTP status, stable code, Chinese and English messages."""
+class ZfjlError(Exception):
+    """Root of every server error: a stable ``code``, a ``kind``, and a message in Chinese and English."""
 
-    def __init__(
-        self, status: int, code: str, message: str, message_en: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message_en)
-        self.status = status
-        self.code = code
+    code: ClassVar[str] = "error"
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, message_en: str | None = None) -> None:
+        super().__init__(message_en if message_en is not None else message)
         self.message = message
-        self.message_en = message_en
-        self.headers = headers or {}
-
-
-def error_response(
-    status: int, code: str, message: str, message_en: str, headers: dict[str, str] | None = None
-) -> Response:
-    """Build the JSON error response."""
-    response = jsonify({"error": {"code": code, "message": message, "message_en": message_en}})
-    response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    code, zh, en = _HTTP_TEXT.get(status, ("http_error", "请求失败", exc.name.lower()))
-    response = error_response(status, code, zh, en)
-    if status == 405 and exc.response is None:
-        allowed = getattr(exc, "valid_methods", None)
-        if allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-    return response
-
-
-def _is_unique_violation(exc: IntegrityError) -> bool:
-    """A duplicate value in a unique column: SQLite's message or PostgreSQL's SQLSTATE 23505."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return sqlstate == "23505" or "UNIQUE constraint failed" in str(orig)
-
-
-def _integrity_error(exc: IntegrityError) -> Response:
-    """A constraint the database enforced that the service did not check first: a conflict, never a 500.
-
-    The session was rolled back by ``session_scope``; nothing was stored.
-    """
-    if _is_unique_violation(exc):
-        return error_response(
-            409, "duplicate", "与已有记录重复（值已被使用）", "duplicate value: already in use"
-        )
-    log.warning("constraint refused a write: %s", exc.orig)
-    return error_response(
-        409, "constraint_violation", "违反数据约束，未保存", "refused by a data constraint; nothing saved"
-    )
-
-
-def _data_error(exc: DataError) -> Response:
-    """A value its column cannot hold (on PostgreSQL: a number past a 32-bit key column, NUL in text).
-
-    The request's fault, refused with nothing stored.  The edge checks (server.api.parsing) catch the
-    known cases first with their own codes; this keeps a new column from ever turning into a 500.
-    """
-    log.warning("database refused a value: %s", exc.orig)
-    return error_response(400, "invalid_value", "数据值不符合字段要求", "a value does not fit its field")
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Turn ApiError, ServiceError, HTTP errors and crashes into the JSON error shape."""
-
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.message_en, exc.headers)
-
-    @app.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError) -> Response:
-        return error_response(_KIND_STATUS.get(exc.kind, 400), exc.code, exc.message, exc.message_en)
-
-    @app.errorhandler(IntegrityError)
-    def _integrity(exc: IntegrityError) -> Response:
-        return _integrity_error(exc)
-
-    @app.errorhandler(DataError)
-    def _data(exc: DataError) -> Response:
-        return _data_error(exc)
-
-    @app.errorhandler(HTTPException)
-    def _werkzeug_error(exc: HTTPException) -> Response:
-        return _http_error(exc)
-
-    @app.errorhandler(Exception)
-    def _crash(exc: Exception) -> Any:
-        # Last resort only: every known kind of bad input is refused earlier with a 4xx and its own code
-        # (server.api.parsing); the fuzz test fails on any 500 this handler produces.
-        if isinstance(exc, HTTPException):
-            return _http_error(exc)
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "服务器内部错误", "internal server error")
+        self.message_en = message_en if message_en is not None else message

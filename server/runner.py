@@ -18,21 +18,21 @@ from flask import Flask
 from waitress import wasyncore
 from waitress.server import create_server
 
-from server import create_app
-from server.broker import EmbeddedBroker
-from server.config import Settings, url_without_credentials
-from server.db import get_engine, run_migrations
-from server.ingest import IngestService
-from server.ingest_key import note_embedded_broker
-from server.mqtt import IngestWorker
-from server.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
-from server.services.broker_acl import (
+from server.app import create_app
+from server.domain.fleet.broker_accounts import (
     add_live_broker,
     embedded_service_password,
     registry_accounts,
     remove_live_broker,
 )
-from server.workers import FleetDispatcher, Scrubber, run_fleet_housekeeping
+from server.infra.broker import EmbeddedBroker
+from server.infra.config import Settings, url_without_credentials
+from server.infra.db import get_engine, run_migrations
+from server.infra.ingest_key import note_embedded_broker
+from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
+from server.ingest.service import IngestService
+from server.ingest.worker import IngestWorker
+from server.workers.loops import FleetDispatcher, Scrubber, run_fleet_housekeeping
 
 __all__ = ["ServerRunner"]
 

@@ -16,10 +16,10 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest
-from server import create_app
-from server.config import Settings
-from server.db import make_engine, run_migrations
-from server.services.auth import create_user
+from server.app import create_app
+from server.domain.accounts.service import create_user
+from server.infra.config import Settings
+from server.infra.db import make_engine, run_migrations
 
 pytest_plugins = [
     "tests.fixtures.mqtt",
@@ -43,7 +43,7 @@ def _clean_zfjl_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pinned_ingest_keys(app: Flask) -> tuple[str, ...]:
     """What a recorder provisioned by this app pins: the app's ingest public key(s) (protocol.downlink)."""
-    from server.ingest_key import IngestSigner
+    from server.infra.ingest_key import IngestSigner
 
     return tuple(IngestSigner.from_settings(app.extensions["zfjl.settings"]).public_keys())
 
@@ -160,12 +160,12 @@ def migrated_app(data_dir: Path, database_url: str) -> Flask:
 def app(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
     """App on a fresh migrated SQLite with local object store under tmp_path, and an admin user."""
     app = migrated_app(tmp_path / "var", sqlite_url)
-    from server.db import session_scope
+    from server.infra.db import session_scope
 
     with session_scope(app) as session:
         create_user(session, ADMIN_USER, ADMIN_PASSWORD, "system_admin")
     yield app
-    from server.db import get_engine
+    from server.infra.db import get_engine
 
     get_engine(app).dispose()
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from server.broker import EmbeddedBroker
+from server.infra.broker import EmbeddedBroker
 from tests.fixtures.mqtt import BrokerHandle
 
 PAYLOAD = 256 * 1024
@@ -303,7 +303,7 @@ def test_embedded_shared_subscription(embedded_broker: EmbeddedBroker) -> None:
 @pytest.mark.mosquitto
 def test_fixture_mosquitto_enforces_model_accounts(mosquitto_broker: Any) -> None:
     """``use_accounts`` turns the private Mosquitto into an enforcer of the same model."""
-    from server.mqtt_acl import device_account, hash_broker_password
+    from server.infra.mqtt_acl import device_account, hash_broker_password
 
     mosquitto_broker.use_accounts([device_account("rec-a", hash_broker_password("pw-a"))])
     refused = _client("anon")

@@ -25,12 +25,12 @@ from edge_agent.keys import generate_private_key, public_key_raw
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.uploader import Uploader
-from server.config import load_settings
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Recording
-from server.mqtt import IngestWorker, parse_broker_url
-from server.services.devices import register_device
+from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
+from server.infra.config import load_settings
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
+from server.ingest.worker import IngestWorker, parse_broker_url
 from tests.agent.server_stub import wait_until
 from tests.conftest import pinned_ingest_keys
 from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection passed in by server.db, or on ``sqlalchemy.url``."""
+"""Alembic environment: runs on a connection passed in by server.infra.db, or on ``sqlalchemy.url``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from server.db import make_engine
-from server.models_all import Base  # every models module, so autogenerate sees all tables
+from server.domain.models import Base  # every models module, so autogenerate sees all tables
+from server.infra.db import make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Functions that hash bytes while doing something else with them (copying into the store, extracting a
 # bundle member): not "hash a file", so they keep their own loop.
 _HASH_WHILE_COPYING = {
-    ("server/storage.py", "put_file"),
+    ("server/infra/storage.py", "put_file"),
     ("firmware_tools/bundle.py", "_hash_member"),
 }
 

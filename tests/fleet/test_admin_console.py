@@ -17,14 +17,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.api.admin_console import PAGE_SIZE, TEXT
-from server.db import session_scope
-from server.models import AuditLog, utcnow
-from server.models_fleet import DeviceAssignment, DeviceCommand, DeviceConfigVersion
-from server.models_telemetry import DeviceHealthSample, DevicePresence
-from server.services.auth import create_user
-from server.services.devices import register_device
-from server.services.fleet import set_profile
+from server.domain.accounts.service import create_user
+from server.domain.audit import AuditLog
+from server.domain.base import utcnow
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceAssignment, DeviceCommand, DeviceConfigVersion
+from server.domain.fleet.service import set_profile
+from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
+from server.http.pages.admin.console import PAGE_SIZE, TEXT
+from server.infra.db import session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, raw_public_key
 from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 

@@ -11,13 +11,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from server.api.admin_console import TEXT
-from server.db import session_scope
-from server.models import AuditLog, Device
-from server.models_fleet import ProvisioningRequest, SerialAllowlistEntry
-from server.models_rollouts import Rollout
-from server.services import fleet as fleet_service
-from server.services.auth import create_user
+from server.domain.accounts.service import create_user
+from server.domain.audit import AuditLog
+from server.domain.fleet import service as fleet_service
+from server.domain.fleet.models import Device, ProvisioningRequest, SerialAllowlistEntry
+from server.domain.fleet.rollout_models import Rollout
+from server.http.pages.admin.console import TEXT
+from server.infra.db import session_scope
 from tests.conftest import raw_public_key
 from tests.fleet.test_admin_console import PASSWORD, _login
 from tests.fleet.test_rollouts import _group, _register, _trust
@@ -171,7 +171,7 @@ def test_groups_page_lists_members_and_sets_a_group_config(
     app: Flask, client: FlaskClient, accounts: None
 ) -> None:
     """Member counts and the latest group config; the form goes through device_config.set_desired."""
-    from server.services import device_config
+    from server.domain.fleet import config as device_config
 
     with session_scope(app) as session:
         _group(session, 3)

@@ -21,8 +21,9 @@ from protocol import fleet
 from protocol.errors import RemoteProtocolError
 from protocol.fleet import BOOKMARK_TTL, Command, CommandKind, CommandState
 from protocol.session import SessionEventKind
-from server.services import Invalid, commands
-from server.services.devices import register_device
+from server.domain.errors import Invalid
+from server.domain.fleet import commands
+from server.domain.fleet.devices import register_device
 from tests.conftest import raw_public_key
 
 DEVICE = "rec-bm"

@@ -19,18 +19,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session
 
 from protocol import topics
-from server.broker import EmbeddedBroker
-from server.config import Settings, load_settings
-from server.mqtt_acl import hash_broker_password, service_account
-from server.services import fleet
-from server.services.broker_acl import (
+from server.domain.fleet import service as fleet
+from server.domain.fleet.broker_accounts import (
     broker_accounts,
     registry_accounts,
     render_acl,
     verify_broker_password,
     write_broker_files,
 )
-from server.services.devices import register_device
+from server.domain.fleet.devices import register_device
+from server.infra.broker import EmbeddedBroker
+from server.infra.config import Settings, load_settings
+from server.infra.mqtt_acl import hash_broker_password, service_account
 from tests.conftest import raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto
 

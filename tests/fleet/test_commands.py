@@ -22,14 +22,15 @@ from edge_agent.config import AgentConfig
 from protocol import fleet, topics
 from protocol.fleet import CommandState, CommandStatus
 from protocol.messages import Presence, PresenceState, encode
-from server.db import session_scope
-from server.ingest import IngestService
-from server.ingest_key import IngestSigner
-from server.models import utcnow
-from server.models_fleet import DeviceCommand, DeviceCredential
-from server.services import commands, device_config, dispatch
-from server.services.broker_acl import verify_broker_password
-from server.services.devices import register_device
+from server.domain.base import utcnow
+from server.domain.fleet import commands, dispatch
+from server.domain.fleet import config as device_config
+from server.domain.fleet.broker_accounts import verify_broker_password
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceCommand, DeviceCredential
+from server.infra.db import session_scope
+from server.infra.ingest_key import IngestSigner
+from server.ingest.service import IngestService
 from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker
 

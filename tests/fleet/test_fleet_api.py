@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from firmware_tools.cli import main as fw_main
-from server.db import session_scope
-from server.models import IngestRejection, User, utcnow
-from server.models_telemetry import DeviceHealthSample, DevicePresence
-from server.services import alerts
-from server.services.broker_acl import verify_broker_password
-from server.services.devices import register_device
+from server.domain.accounts.models import User
+from server.domain.base import utcnow
+from server.domain.evidence.models import IngestRejection
+from server.domain.fleet import alerts
+from server.domain.fleet.broker_accounts import verify_broker_password
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
+from server.infra.db import session_scope
 from tests.conftest import raw_public_key
 
 
@@ -61,7 +63,7 @@ def test_token_provisioning_returns_credentials_once_and_stores_only_a_hash(
     with session_scope(app) as session:
         from sqlalchemy import select
 
-        from server.models_fleet import DeviceCredential
+        from server.domain.fleet.models import DeviceCredential
 
         stored = session.scalar(select(DeviceCredential.password_hash))
         assert stored is not None and body["mqtt_password"] not in stored
@@ -321,8 +323,8 @@ def test_allowlist_remove_drops_an_unused_serial_and_keeps_a_used_one(
     with session_scope(app) as session:
         from sqlalchemy import select
 
-        from server.models import AuditLog
-        from server.models_fleet import SerialAllowlistEntry
+        from server.domain.audit import AuditLog
+        from server.domain.fleet.models import SerialAllowlistEntry
 
         assert session.get(SerialAllowlistEntry, "SN-1") is not None
         assert session.get(SerialAllowlistEntry, "SN-2") is None

@@ -12,10 +12,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server import create_app
-from server.config import ConfigError, load_settings
-from server.db import get_engine, run_migrations
-from server.ingest_key import IngestSigner, note_embedded_broker
+from server.app import create_app
+from server.infra.config import ConfigError, load_settings
+from server.infra.db import get_engine, run_migrations
+from server.infra.ingest_key import IngestSigner, note_embedded_broker
 from tests.conftest import TEST_JWT_SECRET, pinned_ingest_keys
 
 
@@ -68,7 +68,7 @@ def test_external_broker_is_advertised_without_its_login_and_the_next_key_is_pin
     configured_app: Flask,
 ) -> None:
     """The ingest password never reaches a device; rotation: the extra public key is pinned after ours."""
-    from server.ingest_key import provisioning_trust
+    from server.infra.ingest_key import provisioning_trust
 
     with configured_app.test_request_context(base_url="http://zfjl.example:8080"):
         trust = provisioning_trust(configured_app, "zfjl.example")
@@ -109,7 +109,7 @@ def test_bad_ingest_settings_stop_the_server_with_a_message(tmp_path: Path, sett
 
 def test_advertised_urls_setting_wins(tmp_path: Path) -> None:
     """ZFJL_MQTT_ADVERTISED_URLS is what devices are told, in order."""
-    from server.ingest_key import advertised_broker_urls
+    from server.infra.ingest_key import advertised_broker_urls
 
     settings = load_settings(
         {"data_dir": str(tmp_path), "mqtt_advertised_urls": "mqtts://a.example:8883, mqtt://b.example:1883"},

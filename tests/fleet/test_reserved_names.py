@@ -15,14 +15,14 @@ from flask.testing import FlaskClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session
 
-from server.config import load_settings
-from server.db import session_scope
-from server.models import Device, utcnow
-from server.models_fleet import DeviceCredential, SerialAllowlistEntry
-from server.mqtt_acl import hash_broker_password
-from server.services.broker_acl import BrokerAccountError, write_broker_files
-from server.services.devices import register_device
-from server.services.fleet import issue_credential
+from server.domain.base import utcnow
+from server.domain.fleet.broker_accounts import BrokerAccountError, write_broker_files
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import Device, DeviceCredential, SerialAllowlistEntry
+from server.domain.fleet.service import issue_credential
+from server.infra.config import load_settings
+from server.infra.db import session_scope
+from server.infra.mqtt_acl import hash_broker_password
 from tests.conftest import raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker
 
@@ -94,7 +94,7 @@ def test_finding8_every_provisioning_path_refuses_reserved_names(
 
 def test_finding8_reserved_names_refused_in_the_service_layer(db_session: Session) -> None:
     """register_device refuses a reserved id whoever calls it (CLI, scripts, the ingest worker)."""
-    from server.services.devices import DeviceIdReserved
+    from server.domain.fleet.devices import DeviceIdReserved
 
     with pytest.raises(DeviceIdReserved):
         register_device(db_session, "zfjl-ingest", raw_public_key(Ed25519PrivateKey.generate()), actor="t")

@@ -18,13 +18,14 @@ from edge_agent.updater import UpdateError, Updater
 from firmware_tools.bundle import build_bundle, sign_bundle
 from protocol import fleet
 from protocol.fleet import CommandState, CommandStatus
-from server.api import STORE_KEY
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models_fleet import DeviceCommand
-from server.services import Invalid, commands, dispatch, rollouts
-from server.services.devices import register_device
-from server.services.fleet import set_profile
+from server.domain.errors import Invalid
+from server.domain.fleet import commands, dispatch, rollouts
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceCommand
+from server.domain.fleet.service import set_profile
+from server.infra.db import session_scope
+from server.infra.storage import STORE_KEY
+from server.ingest.service import IngestService
 from tests.conftest import raw_public_key
 from tests.fleet.test_updates import CREATED, make_bundle, make_wheel
 

@@ -14,8 +14,9 @@ from edge_agent.keys import public_key_raw
 from protocol.errors import RemoteProtocolError
 from protocol.fleet import BOOKMARK_TTL, Command, CommandKind, CommandState, decode, encode
 from protocol.session import SessionEventKind
-from server.services import Invalid, commands
-from server.services.devices import register_device
+from server.domain.errors import Invalid
+from server.domain.fleet import commands
+from server.domain.fleet.devices import register_device
 from tests.conftest import raw_public_key
 from tests.fleet.test_bookmark import FakeClient, agent_with_sessions
 

@@ -9,10 +9,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.db import session_scope
-from server.models import ROLES
-from server.models_people import Agency, Officer
-from server.services.auth import create_user
+from server.domain.accounts.models import ROLES
+from server.domain.accounts.service import create_user
+from server.domain.people.models import Agency, Officer
+from server.infra.db import session_scope
 
 PASSWORD = "people-pass-123"
 # A 1×1 PNG, enough to stand for a photo.

@@ -18,11 +18,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from server.db import get_engine, session_scope
-from server.models import ROLES, User
-from server.services import cases as case_service
-from server.services.auth import ENDPOINT_ROLES, create_user
-from server.services.people import CROSS_AGENCY_READERS, Caller
+from server.domain.accounts.models import ROLES, User
+from server.domain.accounts.roles import ENDPOINT_ROLES
+from server.domain.accounts.service import create_user
+from server.domain.cases import service as case_service
+from server.domain.people.service import CROSS_AGENCY_READERS, Caller
+from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
 from tests.people.conftest import World, login

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from server.db import session_scope
-from server.models_people import CaseEvent
+from server.domain.cases.models import CaseEvent
+from server.infra.db import session_scope
 from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 from tests.people.conftest import PASSWORD, World
 

@@ -21,12 +21,12 @@ from protocol import case_events, topics
 from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.session import EventAck, EventAckState
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Device, IngestRejection
-from server.models_fleet import DeviceAssignment
-from server.models_people import Case, CaseEvent
-from server.mqtt import IngestWorker
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.evidence.models import IngestRejection
+from server.domain.fleet.models import Device, DeviceAssignment
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
+from server.ingest.worker import IngestWorker
 from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import BrokerHandle
 from tests.people.conftest import World

@@ -24,14 +24,16 @@ from sqlalchemy import select
 from protocol import case_events, topics
 from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAck, EventAckState
-from server.db import get_engine, session_scope
-from server.ingest import IngestService
-from server.models import Device, IngestRejection, utcnow
-from server.models_fleet import DeviceAssignment
-from server.models_people import Agency, Case, CaseEvent, Officer
-from server.services.auth import create_user
-from server.services.cases import CASE_EVENT_REJECTION_CODES
-from server.services.devices import register_device
+from server.domain.accounts.service import create_user
+from server.domain.base import utcnow
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.cases.service import CASE_EVENT_REJECTION_CODES
+from server.domain.evidence.models import IngestRejection
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import Device, DeviceAssignment
+from server.domain.people.models import Agency, Officer
+from server.infra.db import get_engine, session_scope
+from server.ingest.service import IngestService
 from tests.conftest import migrated_app, raw_public_key
 
 DEVICE = "rec-1"

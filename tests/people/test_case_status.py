@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from server.services import cases as case_service
+from server.domain.cases import service as case_service
 from tests.people.conftest import World, login
 
 

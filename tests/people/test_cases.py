@@ -18,14 +18,17 @@ from sqlalchemy.orm import Session
 from protocol import case_events
 from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAckState
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Device, Recording, User, utcnow
-from server.models_fleet import DeviceAssignment
-from server.models_people import Agency, Case, CaseEvent, Officer
-from server.services import Invalid
-from server.services import cases as case_service
-from server.services.people import Caller
+from server.domain.accounts.models import User
+from server.domain.base import utcnow
+from server.domain.cases import service as case_service
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.errors import Invalid
+from server.domain.evidence.models import Recording
+from server.domain.fleet.models import Device, DeviceAssignment
+from server.domain.people.models import Agency, Officer
+from server.domain.people.service import Caller
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
 from tests.conftest import raw_public_key
 from tests.people.conftest import World, login
 

@@ -17,12 +17,13 @@ from sqlalchemy import select
 from protocol import topics
 from protocol.messages import Presence, PresenceState, encode
 from protocol.session import SessionEventKind
-from server.db import session_scope
-from server.ingest import IngestService
-from server.ingest_key import IngestSigner
-from server.models import AuditLog, utcnow
-from server.models_fleet import DeviceAssignment, DeviceCommand
-from server.services.devices import register_device
+from server.domain.audit import AuditLog
+from server.domain.base import utcnow
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceAssignment, DeviceCommand
+from server.infra.db import session_scope
+from server.infra.ingest_key import IngestSigner
+from server.ingest.service import IngestService
 from tests.conftest import pinned_ingest_keys, raw_public_key
 from tests.fixtures.mqtt import MosquittoBroker
 from tests.fleet.test_bookmark import agent_with_sessions

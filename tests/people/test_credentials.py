@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.db import session_scope
-from server.models_people import Agency, CredentialScan, Officer
-from server.services import credentials as credential_service
+from server.domain.people import credentials as credential_service
+from server.domain.people.models import Agency, CredentialScan, Officer
+from server.infra.db import session_scope
 from tests.people.conftest import PNG, World, login
 
 CSV_HEADER = "kind,name,enforcement_category,certificate_number,issuing_body,valid_from,valid_to,username\n"

@@ -7,9 +7,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from server.models_people import CredentialScan
-from server.services import credentials as credential_service
-from server.services.credentials import CredentialCheck
+from server.domain.people import credentials as credential_service
+from server.domain.people.credentials import CredentialCheck
+from server.domain.people.models import CredentialScan
 
 
 def test_gs10_scan_log_is_append_only_in_the_database(db_session: Session) -> None:

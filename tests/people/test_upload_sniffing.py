@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.db import session_scope
-from server.models_people import CaseAttachment
-from server.services.sniff import image_size, sniff
+from server.domain.cases.models import CaseAttachment
+from server.domain.sniff import image_size, sniff
+from server.infra.db import session_scope
 from tests.people.conftest import PNG, World, login
 
 HTML = b"<!doctype html><html><body><script>fetch('/api/v1/users')</script></body></html>"

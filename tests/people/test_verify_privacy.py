@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.api.verify import LIMITER_KEY
-from server.services import credentials as credential_service
-from server.services.rate_limit import TokenBucketLimiter
+from server.domain.people import credentials as credential_service
+from server.http.pages.verify import LIMITER_KEY
+from server.http.rate_limit import TokenBucketLimiter
 from tests.people.conftest import World, login
 
 PERSONAL = ("王执法", "AH-0001", "data:image/png", "市场监管综合执法")

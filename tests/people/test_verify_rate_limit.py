@@ -6,11 +6,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from server.api.verify import LIMITER_KEY
-from server.config import load_settings
-from server.db import session_scope
-from server.models_people import CredentialScan
-from server.services.rate_limit import TokenBucketLimiter
+from server.domain.people.models import CredentialScan
+from server.http.pages.verify import LIMITER_KEY
+from server.http.rate_limit import TokenBucketLimiter
+from server.infra.config import load_settings
+from server.infra.db import session_scope
 from tests.people.conftest import World
 
 

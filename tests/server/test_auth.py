@@ -10,14 +10,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from server.db import session_scope
-from server.models import LoginThrottle, utcnow
-from server.services.auth import (
-    ACCOUNT_FREE_FAILURES,
-    create_user,
-    hash_password,
-    verify_password,
-)
+from server.domain.accounts.models import LoginThrottle
+from server.domain.accounts.service import create_user, hash_password, verify_password
+from server.domain.accounts.throttle import ACCOUNT_FREE_FAILURES
+from server.domain.base import utcnow
+from server.infra.db import session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER
 
 
@@ -100,7 +97,7 @@ def test_role_forbidden(client: FlaskClient, app: Flask) -> None:
 
 
 def test_create_user_validation(db_session: Session) -> None:
-    from server.services import Conflict, Invalid
+    from server.domain.errors import Conflict, Invalid
 
     create_user(db_session, "bob", "bob-password", "auditor")
     with pytest.raises(Conflict):

@@ -14,9 +14,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.api import get_store
-from server.db import session_scope
-from server.services.evidence import commit_segment
+from server.domain.evidence.commit import commit_segment
+from server.http.context import get_store
+from server.infra.db import session_scope
 from tests.conftest import SegmentFactory
 
 INT64_MAX = 2**63 - 1
@@ -226,9 +226,9 @@ def test_range_with_5000_digit_positions_never_500s(
 @pytest.fixture
 def db_client(db_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, dict[str, str]]]:
     """A client of an app on ``db_url`` (SQLite, then PostgreSQL) and an administrator's headers."""
-    from server import create_app
-    from server.db import get_engine
-    from server.services.auth import create_user
+    from server.app import create_app
+    from server.domain.accounts.service import create_user
+    from server.infra.db import get_engine
     from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET
 
     app = create_app(

@@ -10,10 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from protocol.manifest import GENESIS_HASH
-from server.services import NotFound, devices
-from server.services.evidence import BadSignature, commit_segment
-from server.services.recordings import chain_report
-from server.storage import LocalObjectStore
+from server.domain.errors import NotFound
+from server.domain.evidence.commit import BadSignature, commit_segment
+from server.domain.evidence.queries import chain_report
+from server.domain.fleet import devices
+from server.infra.storage import LocalObjectStore
 from tests.conftest import SegmentFactory
 from tests.server.insider import disable_append_only_triggers
 
@@ -97,7 +98,7 @@ def test_first_segment_must_point_at_genesis(
 def test_leading_gap_and_tampered_row(
     db_session: Session, store: LocalObjectStore, segments: SegmentFactory
 ) -> None:
-    from server.models import Recording
+    from server.domain.evidence.models import Recording
 
     devices.register_device(db_session, segments.device_id, segments.public_key)
     _commit(db_session, store, segments, sequence=3, prev_hash="ef" * 32)

@@ -19,14 +19,14 @@ from sqlalchemy import select, text
 
 from protocol.manifest import format_time
 from protocol.messages import AckState, ChainHead, DeviceHealth, decode, encode
-from server import create_app
-from server.db import get_engine, session_scope
-from server.ingest import IngestService
-from server.models import IngestRejection, Recording
-from server.models_fleet import DeviceAlert
-from server.models_telemetry import DeviceChainHead
-from server.services.alerts import evaluate_alerts
-from server.services.devices import register_device
+from server.app import create_app
+from server.domain.evidence.models import IngestRejection, Recording
+from server.domain.fleet.alerts import evaluate_alerts
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceAlert
+from server.domain.fleet.telemetry_models import DeviceChainHead
+from server.infra.db import get_engine, session_scope
+from server.ingest.service import IngestService
 from tests.conftest import TEST_JWT_SECRET, SegmentFactory
 from tests.server.test_ingest import upload
 

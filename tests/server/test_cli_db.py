@@ -12,9 +12,9 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from server.cli import main
-from server.db import make_engine
-from server.models import User
-from server.services.auth import verify_password
+from server.domain.accounts.models import User
+from server.domain.accounts.service import verify_password
+from server.infra.db import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def test_autogenerate_against_the_migrated_database_finds_no_difference(db_url: 
     script = (
         "import sys\n"
         "from alembic import command\n"
-        "from server.db import alembic_config\n"
+        "from server.infra.db import alembic_config\n"
         "command.check(alembic_config(sys.argv[1]))\n"
     )
     result = subprocess.run(
@@ -45,8 +45,8 @@ def test_autogenerate_against_the_migrated_database_finds_no_difference(db_url: 
 
 
 def test_one_import_holds_every_table_the_migrations_create(db_url: str) -> None:
-    """``server.models_all`` alone (a fresh interpreter) maps every table of the migrated schema."""
-    script = "from server.models_all import Base\nprint('\\n'.join(sorted(Base.metadata.tables)))\n"
+    """``server.domain.models`` alone (a fresh interpreter) maps every table of the migrated schema."""
+    script = "from server.domain.models import Base\nprint('\\n'.join(sorted(Base.metadata.tables)))\n"
     result = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server import create_app
-from server.config import ConfigError, Settings, load_settings
+from server.app import create_app
+from server.infra.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_under_data_dir(tmp_path: Path) -> None:

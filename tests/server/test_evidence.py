@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.models import Device, IngestRejection, Recording
-from server.services import Invalid, NotFound, devices
-from server.services.evidence import (
+from server.domain.errors import Invalid, NotFound
+from server.domain.evidence.commit import (
     BadSignature,
     DeviceInactive,
     DeviceMismatch,
@@ -26,7 +25,10 @@ from server.services.evidence import (
     UnknownDevice,
     commit_segment,
 )
-from server.storage import LocalObjectStore, ObjectStore, S3ObjectStore, recording_key
+from server.domain.evidence.models import IngestRejection, Recording
+from server.domain.fleet import devices
+from server.domain.fleet.models import Device
+from server.infra.storage import LocalObjectStore, ObjectStore, S3ObjectStore, recording_key
 from tests.conftest import SegmentFactory
 
 
@@ -189,7 +191,7 @@ def test_commit_happy_path_s3_with_object_lock(
 
 @pytest.mark.s3
 def test_s3_store_put_idempotent_conflict_and_multipart(s3_store: S3ObjectStore, tmp_path: Path) -> None:
-    from server.storage import ObjectConflict, ObjectNotFound
+    from server.infra.storage import ObjectConflict, ObjectNotFound
 
     data = uuid.uuid4().bytes * (9 * 1024 * 1024 // 16 + 7)  # > 8 MiB: multipart
     path = tmp_path / "big.bin"
@@ -210,7 +212,7 @@ def test_s3_store_put_idempotent_conflict_and_multipart(s3_store: S3ObjectStore,
 
 
 def test_local_store_conflict_integrity_and_keys(tmp_path: Path) -> None:
-    from server.storage import ObjectConflict, ObjectIntegrityError
+    from server.infra.storage import ObjectConflict, ObjectIntegrityError
 
     store = LocalObjectStore(tmp_path / "objects")
     a, b = tmp_path / "a", tmp_path / "b"

@@ -17,13 +17,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from server.db import get_engine, session_scope
-from server.models import ROLES, AuditLog, User
-from server.models_people import Agency, Officer
-from server.models_telemetry import DeviceHealthSample
-from server.services import fleet as fleet_service
-from server.services.auth import ENDPOINT_ROLES, create_user
-from server.services.scope import CROSS_AGENCY_READERS
+from server.domain.accounts.models import ROLES, User
+from server.domain.accounts.roles import ENDPOINT_ROLES
+from server.domain.accounts.service import create_user
+from server.domain.audit import AuditLog
+from server.domain.fleet import assignments as assignment_service
+from server.domain.fleet.telemetry_models import DeviceHealthSample
+from server.domain.people.models import Agency, Officer
+from server.domain.scope import CROSS_AGENCY_READERS
+from server.infra.db import get_engine, session_scope
 from tests.conftest import migrated_app
 from tests.fixtures.evidence import AgencyEvidence, assign, record_evidence
 from tests.sessions.conftest import T0
@@ -217,7 +219,7 @@ def test_jl20_an_officer_who_moves_agency_takes_no_evidence_along(world: Agencie
             DeviceHealthSample(device_id="dev-u", at=T0, backlog_bytes=0, backlog_segments=0, battery_pct=90)
         )
         # The real check-out keeps the agency the officer belongs to at check-out time.
-        row = fleet_service.check_out(
+        row = assignment_service.check_out(
             session, "dev-u", world.users["officer-a"], min_battery_pct=20, actor="test"
         )
         assert row.agency_id == world.agency["a"]

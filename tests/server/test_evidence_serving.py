@@ -12,12 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from protocol.messages import AckState
-from server.api import STORE_KEY
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Recording
-from server.models_fleet import DeviceAlert
-from server.storage import LocalObjectStore
+from server.domain.evidence.models import Recording
+from server.domain.fleet.models import DeviceAlert
+from server.infra.db import session_scope
+from server.infra.storage import STORE_KEY, LocalObjectStore
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
 from tests.server.test_ingest import init, one, upload
 
@@ -31,7 +30,7 @@ def service(app: Flask) -> IngestService:
 @pytest.fixture
 def stored(app: Flask, service: IngestService, segments: SegmentFactory) -> list[int]:
     """Three segments of a registered device uploaded through the real ingest; their recording ids."""
-    from server.services.devices import register_device
+    from server.domain.fleet.devices import register_device
 
     with session_scope(app) as session:
         register_device(session, segments.device_id, segments.public_key)
@@ -196,8 +195,8 @@ def test_background_scrubber_finds_tampering_and_stops_cleanly(app: Flask, store
     import threading
     import time
 
-    from server.models import ScrubFinding
-    from server.workers import Scrubber
+    from server.domain.evidence.models import ScrubFinding
+    from server.workers.loops import Scrubber
 
     _flip_last_byte(app, stored[2])
     scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=1024 * 1024, pause_s=3600)
@@ -218,7 +217,7 @@ def test_background_scrubber_finds_tampering_and_stops_cleanly(app: Flask, store
 
 
 def test_background_scrubber_is_off_at_rate_zero(app: Flask) -> None:
-    from server.workers import Scrubber
+    from server.workers.loops import Scrubber
 
     scrubber = Scrubber(app, app.extensions[STORE_KEY], bytes_per_s=0, pause_s=1)
     scrubber.start()

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import text
 
 from protocol.messages import FileChunk
-from server import create_app
-from server.db import get_engine, run_migrations, session_scope
-from server.services.auth import create_user
-from server.staging import Staging
-from server.storage import LocalObjectStore
+from server.app import create_app
+from server.domain.accounts.service import create_user
+from server.infra.db import get_engine, run_migrations, session_scope
+from server.infra.staging import Staging
+from server.infra.storage import LocalObjectStore
 from tests.conftest import SegmentFactory
 
 

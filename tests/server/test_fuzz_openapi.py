@@ -29,8 +29,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from server import create_app
-from server.db import get_engine, run_migrations, session_scope
+from server.app import create_app
+from server.infra.db import get_engine, run_migrations, session_scope
 from tests.conftest import TEST_JWT_SECRET, SegmentFactory
 
 # Ids of what _seed stores, so a second pass reaches real objects with fuzzed bodies and queries
@@ -75,11 +75,11 @@ class FuzzReport:
 
 def _seed(app: Flask, tmp_path: Path) -> None:
     """An agency, accounts, an officer, a case, a device with one stored segment."""
-    from server.api import get_store
-    from server.models_people import Agency, Officer
-    from server.services.auth import create_user
-    from server.services.devices import register_device
-    from server.services.evidence import commit_segment
+    from server.domain.accounts.service import create_user
+    from server.domain.evidence.commit import commit_segment
+    from server.domain.fleet.devices import register_device
+    from server.domain.people.models import Agency, Officer
+    from server.http.context import get_store
 
     png = bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

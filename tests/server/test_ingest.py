@@ -27,12 +27,12 @@ from protocol.messages import (
     encode,
 )
 from protocol.ranges import RangeSet
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import IngestRejection, Recording
-from server.models_telemetry import DeviceHealthSample, DevicePresence
-from server.services.devices import register_device
-from server.staging import DATA_NAME, Staging
+from server.domain.evidence.models import IngestRejection, Recording
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
+from server.infra.db import session_scope
+from server.infra.staging import DATA_NAME, Staging
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
 
 CHUNK = 256 * 1024
@@ -432,7 +432,7 @@ def test_inactive_device_is_refused_up_front(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:
     """A lost device's init is refused before any byte is staged."""
-    from server.models import Device
+    from server.domain.fleet.models import Device
 
     with session_scope(app) as session:
         row = session.get(Device, device.device_id)

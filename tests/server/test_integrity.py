@@ -18,12 +18,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest
-from server.models import Device, DeviceKey, IngestRejection, Recording, ScrubFinding, SegmentReceipt
-from server.services import devices, fleet
-from server.services.evidence import commit_segment
-from server.services.recordings import chain_report
-from server.services.scrub import Throttle, check_object, scrub
-from server.storage import LocalObjectStore, ObjectStore, S3ObjectStore, recording_key
+from server.domain.evidence.commit import commit_segment
+from server.domain.evidence.models import IngestRejection, Recording, ScrubFinding, SegmentReceipt
+from server.domain.evidence.queries import chain_report
+from server.domain.evidence.scrub import Throttle, check_object, scrub
+from server.domain.fleet import devices
+from server.domain.fleet import service as fleet
+from server.domain.fleet.models import Device, DeviceKey
+from server.infra.storage import LocalObjectStore, ObjectStore, S3ObjectStore, recording_key
 from tests.conftest import SegmentFactory, raw_public_key
 from tests.server.insider import disable_append_only_triggers
 
@@ -260,7 +262,7 @@ def test_jl6_object_tampering_in_s3_is_detected(
     tamper: Callable[[Evidence], None],
     code: str,
 ) -> None:
-    from server.db import make_engine, run_migrations
+    from server.infra.db import make_engine, run_migrations
 
     run_migrations(sqlite_url)
     engine = make_engine(sqlite_url)
@@ -360,8 +362,8 @@ def test_migration_backfills_key_history_and_receipts(
     request: pytest.FixtureRequest, tmp_path: Path, segments: SegmentFactory, dialect: str
 ) -> None:
     """Devices and recordings that exist before the upgrade get their key history and receipts."""
-    from server.db import make_engine, run_migrations
-    from server.models import utcnow
+    from server.domain.base import utcnow
+    from server.infra.db import make_engine, run_migrations
 
     url = f"sqlite:///{tmp_path / 'old.db'}" if dialect == "sqlite" else request.getfixturevalue("pg_url")
     run_migrations(url, "0008")
@@ -379,6 +381,9 @@ def test_migration_backfills_key_history_and_receipts(
                     registered_by="admin",
                 )
             )
+            # The unit of work orders inserts of unrelated mappers by module and class name, not by
+            # foreign key: the device row goes first in a flush of its own.
+            session.flush()
             signed, path = segments.make()
             manifest = signed.manifest
             store = LocalObjectStore(tmp_path / "objects")

@@ -12,18 +12,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from server import create_app
-from server.db import session_scope
-from server.models import utcnow
-from server.services.auth import (
-    ACCOUNT_FREE_FAILURES,
-    ADDRESS_FREE_FAILURES,
-    MAX_BACKOFF,
-    InvalidCredentials,
-    LoginThrottled,
-    authenticate,
-    create_user,
-)
+from server.app import create_app
+from server.domain.accounts.service import InvalidCredentials, LoginThrottled, authenticate, create_user
+from server.domain.accounts.throttle import ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES, MAX_BACKOFF
+from server.domain.base import utcnow
+from server.infra.db import session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET
 
 ATTACKER = "203.0.113.66"
@@ -207,7 +200,7 @@ def test_unknown_names_cost_the_same_scrypt_work_as_wrong_passwords(client: Flas
 
 def test_token_cut_off_at_suspension_on_both_databases(db_session: Session) -> None:
     """``tokens_valid_after`` keeps its millisecond precision on SQLite and PostgreSQL."""
-    from server.services.auth import cut_off_tokens, user_for_token
+    from server.domain.accounts.service import cut_off_tokens, user_for_token
 
     user = create_user(db_session, "bob", "bob-password", "officer")
     db_session.commit()

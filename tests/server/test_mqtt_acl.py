@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.mqtt_acl import (
+from server.infra.mqtt_acl import (
     AccessAction,
     BrokerAccountError,
     check_accounts,

@@ -7,7 +7,7 @@ import re
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.services.auth import ENDPOINT_ROLES
+from server.domain.accounts.roles import ENDPOINT_ROLES
 
 
 def _openapi_path(rule: str) -> str:

@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from server.api import get_store
-from server.db import session_scope
-from server.models import AuditLog
-from server.services.evidence import commit_segment
+from server.domain.audit import AuditLog
+from server.domain.evidence.commit import commit_segment
+from server.http.context import get_store
+from server.infra.db import session_scope
 from tests.conftest import SegmentFactory
 
 
@@ -161,7 +161,7 @@ def test_health_and_json_errors(client: FlaskClient) -> None:
 
 
 def test_health_degraded_when_db_unreachable(tmp_path: Path) -> None:
-    from server import create_app
+    from server.app import create_app
 
     app = create_app(
         {

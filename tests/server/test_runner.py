@@ -46,13 +46,13 @@ from protocol.transfer import (
     TransferFailed,
     TransferFinished,
 )
-from server.db import session_scope
-from server.ingest import IngestService
-from server.ingest_key import IngestSigner
-from server.models import Recording
-from server.mqtt import IngestWorker
-from server.services.devices import register_device
-from server.staging import Staging
+from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
+from server.infra.db import session_scope
+from server.infra.ingest_key import IngestSigner
+from server.infra.staging import Staging
+from server.ingest.service import IngestService
+from server.ingest.worker import IngestWorker
 from tests.conftest import SegmentFactory
 from tests.fixtures.mqtt import MosquittoBroker, TestEmbeddedBroker, free_port
 
@@ -363,8 +363,8 @@ def test_embedded_broker_follows_the_registry_provisioned_in_and_revoked_out(tmp
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from server.domain.accounts.service import create_user
     from server.runner import ServerRunner
-    from server.services.auth import create_user
     from tests.conftest import raw_public_key
 
     runner = ServerRunner({"data_dir": str(tmp_path / "var"), "http_port": 0}, embedded_mqtt_port=0)

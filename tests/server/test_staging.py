@@ -12,7 +12,7 @@ import pytest
 from protocol.messages import FileChunk
 from protocol.ranges import RangeSet
 from protocol.transfer import StageOutcome
-from server.staging import DATA_NAME, INDEX_NAME, Staging, StagingError
+from server.infra.staging import DATA_NAME, INDEX_NAME, Staging, StagingError
 from tests.conftest import SegmentFactory
 
 DEV, FILE = "dev-001", "f" * 32

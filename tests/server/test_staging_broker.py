@@ -27,12 +27,12 @@ from protocol import topics
 from protocol.downlink import IngestKeyring, decode_public_key
 from protocol.messages import AckState, FileChunk, FileInit, TransferAck, decode, encode
 from protocol.transfer import TransferFinished
-from server.config import load_settings
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import IngestRejection
-from server.mqtt import IngestWorker
-from server.services.devices import register_device
+from server.domain.evidence.models import IngestRejection
+from server.domain.fleet.devices import register_device
+from server.infra.config import load_settings
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
+from server.ingest.worker import IngestWorker
 from tests.agent.server_stub import wait_until
 from tests.agent.test_uploader import Agent
 from tests.conftest import SegmentFactory, pinned_ingest_keys
@@ -220,7 +220,7 @@ def test_recorder_held_back_by_its_staging_quota_keeps_the_segment_and_delivers_
         assert agent.uploader.drain(30)
         assert agent.outbox.stats().segments_failed == 0
         with session_scope(app) as session:
-            from server.models import Recording
+            from server.domain.evidence.models import Recording
 
             (recording,) = session.scalars(select(Recording)).all()
         assert recording.size == seg.size and recording.sha256 == seg.sha256
@@ -250,8 +250,8 @@ def test_server_housekeeping_cleans_abandoned_staging_and_stops_cleanly(
 ) -> None:
     """The running server's one housekeeping thread sweeps staging on its interval and is joined at stop."""
     import server.runner as runner_module
+    from server.infra.staging import DATA_NAME, MANIFEST_NAME, Staging
     from server.runner import ServerRunner
-    from server.staging import DATA_NAME, MANIFEST_NAME, Staging
 
     monkeypatch.setattr(runner_module, "STAGING_SWEEP_INTERVAL_S", 0.2)
     data_dir = tmp_path / "var"

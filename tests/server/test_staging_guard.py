@@ -1,6 +1,7 @@
 """Staging only behind an accepted manifest, per-device quota, abandoned transfers, flood-proof security log.
 
-Everything goes through the real :class:`~server.ingest.IngestService` and :class:`~server.staging.Staging`
+Everything goes through the real :class:`~server.ingest.service.IngestService` and
+:class:`~server.infra.staging.Staging`
 (JL-6, JL-19: nothing recorded is silently dropped, and nobody fills the server's disk through ingest).
 """
 
@@ -20,12 +21,13 @@ from sqlalchemy.orm import Session
 from protocol.manifest import SignedManifest
 from protocol.messages import AckState, FileChunk, encode
 from protocol.ranges import RangeSet
-from server.config import load_settings
-from server.db import session_scope
-from server.ingest import REJECTION_ROWS_PER_DEVICE_MINUTE, IngestService
-from server.models import IngestRejection, Recording
-from server.services.devices import register_device
-from server.staging import DATA_NAME, MANIFEST_NAME, Staging
+from server.domain.evidence.models import IngestRejection, Recording
+from server.domain.fleet.devices import register_device
+from server.infra.config import load_settings
+from server.infra.db import session_scope
+from server.infra.staging import DATA_NAME, MANIFEST_NAME, Staging
+from server.ingest.rejections import REJECTION_ROWS_PER_DEVICE_MINUTE
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
 from tests.server.test_ingest import CHUNK, acks, chunk, count, fin, init, one, status, upload
 
@@ -128,7 +130,7 @@ def test_flood_summary_survives_a_database_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A summary the database refuses is kept and written by the next flush, not lost."""
-    import server.ingest as ingest_module
+    import server.ingest.service as ingest_module
 
     for n in range(REJECTION_ROWS_PER_DEVICE_MINUTE + 5):
         service.handle(*bad_hash_chunk(device.device_id, f"{n:032x}"))
@@ -288,7 +290,7 @@ def test_quota_counts_only_this_device(app: Flask, device: SegmentFactory, tmp_p
 
 def test_staging_quota_setting_is_validated() -> None:
     """ZFJL_STAGING_QUOTA_BYTES must be a positive integer; the abandon hours too."""
-    from server.config import ConfigError
+    from server.infra.config import ConfigError
 
     with pytest.raises(ConfigError):
         load_settings({"staging_quota_bytes": "0"})
@@ -387,7 +389,7 @@ def test_housekeeping_cleans_abandoned_staging_with_the_configured_hours(
 
 def test_rejection_rows_carry_their_occurrences_on_every_database(db_session: Session) -> None:
     """Migration 0012 on SQLite and PostgreSQL: old-style rows count 1, a flood summary its sum."""
-    from server.services.evidence import record_rejection
+    from server.domain.evidence.commit import record_rejection
 
     single = record_rejection(db_session, code="bad_signature", message="one", device_id="dev-001")
     summary = record_rejection(

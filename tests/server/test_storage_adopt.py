@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from server.storage import LocalObjectStore
+from server.infra.storage import LocalObjectStore
 
 
 def test_verified_file_is_adopted_read_only_and_survives_the_staging_copy_being_removed(

@@ -17,15 +17,16 @@ from sqlalchemy import select
 from protocol import topics
 from protocol.manifest import SegmentManifest, SignedManifest
 from protocol.session import EventAck, SessionEvent, SessionEventKind, SignedSessionEvent
-from server.api import STORE_KEY
-from server.db import get_engine, session_scope
-from server.ingest import IngestService
-from server.models import Recording, User
-from server.models_fleet import DeviceAssignment
-from server.models_people import Agency, Officer
-from server.services.auth import create_user
-from server.services.devices import register_device
-from server.services.evidence import commit_segment
+from server.domain.accounts.models import User
+from server.domain.accounts.service import create_user
+from server.domain.evidence.commit import commit_segment
+from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
+from server.domain.fleet.models import DeviceAssignment
+from server.domain.people.models import Agency, Officer
+from server.infra.db import get_engine, session_scope
+from server.infra.storage import STORE_KEY
+from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, migrated_app
 
 T0 = datetime(2026, 3, 4, 9, 0, 0, tzinfo=UTC)

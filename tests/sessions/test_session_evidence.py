@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from protocol.session import SessionEventKind as K
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import Recording
+from server.domain.evidence.models import Recording
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
 from tests.server.insider import disable_append_only_triggers
 from tests.sessions.conftest import Recorder, send
 from tests.sessions.test_sessions import s, session_pk, timeline

@@ -12,11 +12,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from protocol.session import EventAckState, SessionEventKind
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models import IngestRejection
-from server.models_sessions import EnforcementSessionRecord, SessionEventRecord
-from server.services import sessions as session_service
+from server.domain.evidence.models import IngestRejection
+from server.domain.sessions import service as session_service
+from server.domain.sessions.models import EnforcementSessionRecord, SessionEventRecord
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
 from tests.sessions.conftest import PASSWORD, T0, Recorder, make_officer, send
 
 K = SessionEventKind
@@ -349,7 +349,7 @@ def test_jl16_verdict_filter_finds_sessions_needing_attention(
 
 
 def test_jl16_every_access_is_audited(recorder: Recorder, ingest: IngestService) -> None:
-    from server.models import AuditLog
+    from server.domain.audit import AuditLog
 
     send(ingest, recorder.event(K.STARTED, s(0)))
     pk = session_pk(recorder.app, recorder.device_id)

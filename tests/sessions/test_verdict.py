@@ -14,11 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from protocol.session import SessionEventKind
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models_sessions import EnforcementSessionRecord
-from server.services import sessions as session_service
-from server.services.sessions import (
+from server.domain.sessions import service as session_service
+from server.domain.sessions.models import EnforcementSessionRecord
+from server.domain.sessions.service import (
     VERDICTS,
     MarkerEvidence,
     MarkerStatus,
@@ -26,6 +24,8 @@ from server.services.sessions import (
     marker_status,
     session_verdict,
 )
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
 from tests.sessions.conftest import T0, Recorder, send
 
 K = SessionEventKind

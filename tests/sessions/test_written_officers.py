@@ -10,10 +10,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from protocol.session import SessionEventKind
-from server.db import session_scope
-from server.ingest import IngestService
-from server.models_people import Officer
-from server.models_sessions import ExplanationSignature
+from server.domain.people.models import Officer
+from server.domain.sessions.models import ExplanationSignature
+from server.infra.db import session_scope
+from server.ingest.service import IngestService
 from tests.sessions.conftest import Recorder, hand_over, make_officer, send
 from tests.sessions.test_sessions import login, s, session_pk, timeline
 

@@ -1,0 +1,1 @@
+"""Accounts: users, roles, passwords, the login throttle and tokens."""

@@ -1,0 +1,99 @@
+"""The one roles table: which role may call which endpoint (the API, the pages and the docs read it)."""
+
+from __future__ import annotations
+
+from server.domain.accounts.models import ROLES
+
+__all__ = ["ENDPOINT_ROLES"]
+
+_READ_EVIDENCE = ("officer", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
+_MANAGE_DEVICES = ("device_admin", "system_admin")
+_READ_DEVICES = ("device_admin", "supervisor", "auditor", "system_admin")
+_MANAGE_PEOPLE = ("agency_head", "system_admin")
+_READ_ACCOUNTS = ("agency_head", "supervisor", "auditor", "system_admin")
+_CREDENTIAL_HOLDERS = ("officer", "auxiliary")
+_READ_CASES = (
+    "officer",
+    "auxiliary",
+    "legal_reviewer",
+    "agency_head",
+    "supervisor",
+    "auditor",
+    "system_admin",
+)
+_WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
+
+# The one place that says who may call which endpoint (blueprint.view name -> roles).
+ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
+    "recordings.list_recordings": _READ_EVIDENCE,
+    "recordings.get_recording": _READ_EVIDENCE,
+    "recordings.get_media": _READ_EVIDENCE,
+    "devices.list_devices": _READ_DEVICES,
+    "devices.get_device": _READ_DEVICES,
+    "devices.register_device": _MANAGE_DEVICES,
+    "devices.chain": ("device_admin", "legal_reviewer", "supervisor", "auditor", "system_admin"),
+    "integrity.scrub": ("device_admin", "auditor", "system_admin"),  # JL-6: reads every object
+    # People and cases (server/http/api/people.py, credentials.py, cases.py): GS-9, GS-10, JL-7 – JL-11.
+    # Reads are further limited to the caller's agency except for supervisors, auditors and admins.
+    "people.list_agencies": ROLES,
+    "people.get_agency": ROLES,
+    "people.create_agency": ("system_admin",),
+    "people.update_agency": _MANAGE_PEOPLE,
+    "people.list_users": _READ_ACCOUNTS,
+    "people.create_user": ("system_admin",),
+    "people.suspend_user": ("system_admin",),
+    "people.reinstate_user": ("system_admin",),
+    "people.list_officers": ROLES,
+    "people.get_officer": ROLES,
+    "people.get_officer_photo": ROLES,
+    "people.create_officer": _MANAGE_PEOPLE,
+    "people.update_officer": _MANAGE_PEOPLE,
+    "people.put_officer_photo": _MANAGE_PEOPLE,
+    "people.import_officers": _MANAGE_PEOPLE,
+    "credentials.my_credential": _CREDENTIAL_HOLDERS,
+    "credentials.my_photo": _CREDENTIAL_HOLDERS,
+    "credentials.show_credential": _CREDENTIAL_HOLDERS,
+    "credentials.my_cases": _CREDENTIAL_HOLDERS,
+    "credentials.list_scans": _READ_ACCOUNTS,
+    "cases.event_types": ROLES,
+    "cases.list_cases": _READ_CASES,
+    "cases.get_case": _READ_CASES,
+    "cases.get_record": _READ_CASES,
+    "cases.get_attachment": _READ_CASES,
+    "cases.create_case": ("officer", "agency_head", "system_admin"),
+    "cases.add_event": _WRITE_CASE_EVENTS,
+    "cases.add_attachment": _WRITE_CASE_EVENTS,
+    # JL-9(3)(4): moving a case through its lifecycle is for legal reviewers and heads; forcing an
+    # incomplete record closed is for heads only (services/cases.py FORCE_CLOSE_ROLES).
+    "cases.change_status": ("legal_reviewer", "agency_head", "system_admin"),
+    # Fleet (server/http/api/fleet.py): device admins manage, readers may see the overview and alerts.
+    "fleet.provision": _MANAGE_DEVICES,
+    "fleet.pending_requests": _MANAGE_DEVICES,
+    "fleet.decide_request": _MANAGE_DEVICES,
+    "fleet.allowlist_add": _MANAGE_DEVICES,
+    "fleet.allowlist_remove": _MANAGE_DEVICES,
+    "fleet.list_devices": _READ_DEVICES,
+    "fleet.revoke": _MANAGE_DEVICES,
+    "fleet.rotate_credentials": _MANAGE_DEVICES,
+    "fleet.set_profile": _MANAGE_DEVICES,
+    "fleet.check_out": _MANAGE_DEVICES,
+    "fleet.check_in": _MANAGE_DEVICES,
+    "fleet.assignments": _READ_DEVICES,
+    "fleet.alerts": _READ_DEVICES,
+    "fleet.evaluate_alerts": _MANAGE_DEVICES,
+    "fleet.set_config": _MANAGE_DEVICES,
+    "fleet.shadow": _READ_DEVICES,
+    "fleet.create_command": _MANAGE_DEVICES,
+    "fleet.list_commands": _READ_DEVICES,
+    # Signed updates (server/http/api/rollouts.py); devices download with the token in their command.
+    "rollouts.upload_bundle": _MANAGE_DEVICES,
+    "rollouts.list_bundles": _READ_DEVICES,
+    "rollouts.create_rollout": _MANAGE_DEVICES,
+    "rollouts.get_rollout": _READ_DEVICES,
+    # Enforcement sessions (server/http/api/sessions.py): JL-16 continuity; only officers sign explanations.
+    "sessions.list_sessions": _READ_EVIDENCE,
+    "sessions.get_session": _READ_EVIDENCE,
+    "sessions.get_timeline": _READ_EVIDENCE,
+    "sessions.file_explanation": ("officer", "agency_head"),
+    "sessions.sign_explanation": ("officer", "agency_head"),
+}

@@ -1,0 +1,1 @@
+"""The fleet: devices, provisioning, configuration, commands, rollouts, alerts and telemetry."""

@@ -1,0 +1,1 @@
+"""People: agencies, officers and auxiliary staff, and their credentials (GS-9, GS-10)."""

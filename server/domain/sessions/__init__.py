@@ -1,0 +1,1 @@
+"""Enforcement sessions: events, markers, written explanations and the JL-16 continuity verdict."""

@@ -1,0 +1,1 @@
+"""HTTP: the JSON API, the pages, roles, OpenAPI and the error shape."""

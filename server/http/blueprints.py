@@ -1,0 +1,46 @@
+"""Mounts every blueprint: the JSON API under /api/v1, device endpoints, and the pages."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+__all__ = ["register_blueprints"]
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every blueprint."""
+    from server.http import openapi
+    from server.http.api import auth, devices, fleet, health, recordings
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(auth.bp, url_prefix="/api/v1/auth")
+    app.register_blueprint(devices.bp, url_prefix="/api/v1/devices")
+    app.register_blueprint(recordings.bp, url_prefix="/api/v1/recordings")
+    from server.http.api import integrity  # JL-6: on-demand evidence scrub
+
+    app.register_blueprint(integrity.bp, url_prefix="/api/v1/integrity")
+    # People, credentials and cases (GS-9, GS-10, JL-7 – JL-11).
+    from server.http.api import cases, credentials, people
+    from server.http.pages import mobile, verify
+
+    app.register_blueprint(people.bp, url_prefix="/api/v1")
+    app.register_blueprint(credentials.bp, url_prefix="/api/v1")
+    app.register_blueprint(cases.bp, url_prefix="/api/v1/cases")
+    app.register_blueprint(verify.bp)
+    app.register_blueprint(mobile.bp)
+    app.register_blueprint(fleet.bp, url_prefix="/api/v1/fleet")
+    app.register_blueprint(fleet.device_bp, url_prefix="/provisioning/v1")
+    # Enforcement sessions and continuity (JL-12, JL-15, JL-16).
+    from server.http.api import sessions
+
+    app.register_blueprint(sessions.bp, url_prefix="/api/v1/sessions")
+    # Signed updates and staged rollouts (issue #5, docs/fleet.md).
+    from server.http.api import rollouts
+
+    app.register_blueprint(rollouts.bp, url_prefix="/api/v1/fleet")
+    app.register_blueprint(rollouts.device_bp, url_prefix="/updates/v1")
+    # Device admin console (server-rendered pages over the fleet services, issue #5).
+    from server.http.pages.admin import console as admin_console
+
+    app.register_blueprint(admin_console.bp)

@@ -1,0 +1,1 @@
+"""Infrastructure: configuration, database, object and staging stores, embedded broker, keys, file modes."""

@@ -1,0 +1,517 @@
+"""Durable staging of uploaded chunks, shared by every ingest worker on a host.
+
+One directory per transfer, ``{root}/{device_id}/{file_id}/``:
+
+* ``manifest.json`` — the init envelope bytes, replaced atomically (tmp + rename);
+* ``data.part`` — chunk bytes written with ``pwrite`` at their offset;
+* ``index`` — a ``# <token>`` header naming this generation of the index, then append-only lines
+  ``offset length sha256``, each one ``write`` on an ``O_APPEND`` fd;
+* ``lock`` — ``flock``-ed around every change, so workers (threads or processes) never race on the
+  compare-then-write of one transfer; it is never replaced, unlike ``index`` (see ``_rewrite_index``).
+
+Workers are stateless: a transfer's chunks may reach different workers through ``$share``, and
+everything they need to know is on disk here. Chunk acks are flow control, not durability (only the
+``complete`` ack lets a device free its copy), so chunks are not fsynced; :meth:`Staging.sync` fsyncs
+before the finalize hash. After an unclean stop the index may name bytes that never reached the disk:
+views trust the index, finalize re-hashes the whole file and a mismatch makes the device resend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.errors import ProtocolError
+from protocol.manifest import SignedManifest
+from protocol.messages import MAX_JSON_PAYLOAD, FileChunk
+from protocol.ranges import RangeSet
+from protocol.topics import valid_device_id, valid_file_id
+from protocol.transfer import StageOutcome
+from server.errors import ErrorKind, ZfjlError
+from server.infra.fsmode import create_private_file, private_dir
+from zfjl_common.fsutil import fsync_dir
+
+__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
+
+_LOG = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+DATA_NAME = "data.part"
+INDEX_NAME = "index"
+LOCK_NAME = "lock"
+_INDEX_LINE = re.compile(r"(0|[1-9][0-9]{0,15}) ([1-9][0-9]{0,15}) ([0-9a-f]{64})")
+_READ_BLOCK = 1024 * 1024
+# Each staged transfer counts at least this much against its device's quota (an init's largest size).
+TRANSFER_CHARGE = MAX_JSON_PAYLOAD
+
+
+class StagingError(ZfjlError):
+    """A staging operation was asked for something impossible (bad ids, path escaping the root)."""
+
+    kind = ErrorKind.INVALID
+    code = "staging_error"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One staged chunk as the index names it."""
+
+    offset: int
+    length: int
+    sha256: str
+
+    @property
+    def end(self) -> int:
+        """Offset just past the chunk."""
+        return self.offset + self.length
+
+    def line(self) -> bytes:
+        """The entry as one index line."""
+        return f"{self.offset} {self.length} {self.sha256}\n".encode("ascii")
+
+
+@dataclass(frozen=True)
+class _ParsedIndex:
+    """What this process parsed of one generation of an index (append-only, so only the tail is new)."""
+
+    header: bytes
+    consumed: int
+    entries: tuple[IndexEntry, ...]
+    held: RangeSet
+
+
+def _new_header() -> bytes:
+    return f"# {os.urandom(12).hex()}\n".encode("ascii")
+
+
+def _parse_index(data: bytes) -> list[IndexEntry]:
+    entries: list[IndexEntry] = []
+    # A crash can leave a torn last line; only newline-terminated, well-formed lines count.
+    for raw in data.split(b"\n")[:-1]:
+        if raw.startswith(b"#"):
+            continue
+        match = _INDEX_LINE.fullmatch(raw.decode("ascii", "replace"))
+        if match is None:
+            if raw:
+                _LOG.warning("staging: ignoring malformed index line %r", raw[:200])
+            continue
+        entries.append(IndexEntry(int(match[1]), int(match[2]), match[3]))
+    return entries
+
+
+def _read_at(fd: int, offset: int, length: int) -> bytes:
+    parts: list[bytes] = []
+    while length > 0:
+        block = os.pread(fd, min(length, _READ_BLOCK), offset)
+        if not block:
+            break
+        parts.append(block)
+        offset += len(block)
+        length -= len(block)
+    return b"".join(parts)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class Staging:
+    """Chunk staging under one root directory (safe for concurrent workers on the same host)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        private_dir(self.root)
+        # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
+        self._parsed: dict[Path, _ParsedIndex] = {}
+        self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
+        self._parsed_lock = threading.Lock()
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def path_of(self, device_id: str, file_id: str) -> Path:
+        """The staging directory of one transfer; ids that could leave the root are refused."""
+        if not (isinstance(device_id, str) and valid_device_id(device_id)):
+            raise StagingError(f"invalid device id {device_id!r}")
+        if not (isinstance(file_id, str) and valid_file_id(file_id)):
+            raise StagingError(f"invalid file id {file_id!r}")
+        # The id grammar has no '/' and cannot be '.' or '..', so the path stays under the root without
+        # resolving it (resolve() costs several lstat calls on every chunk).
+        return self.root / device_id / file_id
+
+    def exists(self, device_id: str, file_id: str) -> bool:
+        """Whether anything is staged for the transfer."""
+        return self.path_of(device_id, file_id).is_dir()
+
+    @contextlib.contextmanager
+    def _locked(
+        self, device_id: str, file_id: str, *, create: bool, shared: bool = False
+    ) -> Iterator[Path | None]:
+        """Hold the transfer's lock; yields None when the transfer has no staging and ``create`` is off."""
+        path = self.path_of(device_id, file_id)
+        lock_path = path / LOCK_NAME
+        while True:
+            if create:
+                private_dir(path)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                if not create:
+                    yield None
+                    return
+                continue  # discarded between mkdir and open: make it again
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                # A discard moves the directory away while holding the lock; whoever waited on it must
+                # not write into the moved directory, so check the lock we hold is still the one in place.
+                held = os.fstat(fd)
+                try:
+                    current = os.stat(lock_path)
+                    same = (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev)
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    if not create:
+                        yield None
+                        return
+                    continue
+                yield path
+                return
+            finally:
+                os.close(fd)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _index(self, path: Path) -> _ParsedIndex:
+        """The transfer's index, parsed incrementally; a new header means a new generation, parsed anew."""
+        empty = _ParsedIndex(b"", 0, (), RangeSet())
+        try:
+            fd = os.open(path / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            with self._parsed_lock:
+                self._parsed.pop(path, None)
+            return empty
+        try:
+            size = os.fstat(fd).st_size
+            head = _read_at(fd, 0, min(size, 64))
+            header = head[: head.find(b"\n") + 1] if head.startswith(b"#") else b""
+            with self._parsed_lock:
+                parsed = self._parsed.get(path)
+            if parsed is None or not header or parsed.header != header or parsed.consumed > size:
+                parsed = _ParsedIndex(header, 0, (), RangeSet())
+            if size > parsed.consumed:
+                tail = _read_at(fd, parsed.consumed, size - parsed.consumed)
+                complete = tail.rfind(b"\n") + 1
+                new = _parse_index(tail[:complete])
+                parsed = _ParsedIndex(
+                    header,
+                    parsed.consumed + complete,
+                    parsed.entries + tuple(new),
+                    RangeSet.of((*parsed.held.spans, *((e.offset, e.end) for e in new))),
+                )
+        finally:
+            os.close(fd)
+        with self._parsed_lock:
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            self._parsed[path] = parsed
+        return parsed
+
+    def _entries(self, path: Path) -> list[IndexEntry]:
+        return list(self._index(path).entries)
+
+    def _manifest(self, path: Path) -> SignedManifest | None:
+        target = path / MANIFEST_NAME
+        try:
+            info = target.stat()
+        except FileNotFoundError:
+            return None
+        # A transfer's manifest never changes (its file id is its hash), but it is parsed on every chunk:
+        # keep the parsed one while the file is the same inode and mtime.
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        with self._parsed_lock:
+            cached = self._manifests.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            envelope = target.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            signed = SignedManifest.from_envelope(envelope)
+            with self._parsed_lock:
+                if len(self._manifests) > 4096:
+                    self._manifests.clear()
+                self._manifests[path] = (stamp, signed)
+            return signed
+        except ProtocolError:
+            # Written only after the signature verified, so this means the disk lost it: ask for init again.
+            _LOG.warning("staging: unreadable manifest in %s; waiting for a new init", path)
+            return None
+
+    def view_parts(self, device_id: str, file_id: str) -> tuple[SignedManifest | None, RangeSet]:
+        """The staged manifest (if any) and the byte ranges the index names."""
+        with self._locked(device_id, file_id, create=False, shared=True) as path:
+            if path is None:
+                return None, RangeSet()
+            return self._manifest(path), self._index(path).held
+
+    def entries(self, device_id: str, file_id: str) -> list[IndexEntry]:
+        """The index entries of a transfer, in the order they were written."""
+        with self._locked(device_id, file_id, create=False, shared=True) as path:
+            return [] if path is None else self._entries(path)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def store_manifest(self, signed: SignedManifest) -> None:
+        """Keep the verified init envelope with the transfer (atomic replace; inits are rare, so fsynced)."""
+        device_id, file_id = signed.manifest.device_id, signed.file_id
+        with self._locked(device_id, file_id, create=True) as path:
+            assert path is not None
+            target = path / MANIFEST_NAME
+            envelope = signed.to_envelope()
+            with contextlib.suppress(FileNotFoundError):
+                if target.read_bytes() == envelope:
+                    return
+            tmp = path / f".{MANIFEST_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            with os.fdopen(create_private_file(tmp), "wb") as fh:
+                fh.write(envelope)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            fsync_dir(path)
+
+    def stage(self, chunk: FileChunk, *, require_manifest: bool = True) -> StageOutcome:
+        """Write a chunk at its offset unless it contradicts staged bytes; report what happened.
+
+        Only a transfer whose verified manifest is staged takes bytes (``NO_MANIFEST`` otherwise). The
+        check is made under the transfer's lock, so a discard racing the chunk cannot let bytes in.
+        """
+        with self._locked(chunk.device_id, chunk.file_id, create=not require_manifest) as path:
+            if path is None or (require_manifest and not (path / MANIFEST_NAME).is_file()):
+                return StageOutcome.NO_MANIFEST
+            data_fd = os.open(path / DATA_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                outcome = self._compare(path, data_fd, self._index(path), chunk)
+                if outcome is not None:
+                    return outcome
+                _pwrite_all(data_fd, chunk.data, chunk.offset)
+            finally:
+                os.close(data_fd)
+            entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
+            index_fd = os.open(
+                path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A new
+                # index starts with a fresh header (we hold the lock, so nobody else is creating it).
+                line = entry.line()
+                if os.fstat(index_fd).st_size == 0:
+                    line = _new_header() + line
+                os.write(index_fd, line)
+            finally:
+                os.close(index_fd)
+            return StageOutcome.WRITTEN
+
+    def _compare(
+        self, path: Path, data_fd: int, index: _ParsedIndex, chunk: FileChunk
+    ) -> StageOutcome | None:
+        """SAME / DIFFERENT when the chunk overlaps held bytes, None when it must be written."""
+        held = index.held
+        overlaps = list(held.overlaps(chunk.offset, chunk.end))
+        if not overlaps:
+            return None
+        if self._overlaps_equal(data_fd, chunk, overlaps):
+            return StageOutcome.SAME if held.covers(chunk.offset, chunk.end) else None
+        # Either the device sent other bytes (a conflict), or an unclean stop lost staged bytes the
+        # index still names. Tell them apart by the entries' own hashes; drop the lost ones and retry.
+        damaged = [
+            e
+            for e in index.entries
+            if e.offset < chunk.end
+            and chunk.offset < e.end
+            and hashlib.sha256(_read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
+        ]
+        if not damaged:
+            return StageOutcome.DIFFERENT
+        _LOG.warning(
+            "staging: %d index entries of %s/%s name bytes that are not on disk; dropping them",
+            len(damaged),
+            chunk.device_id,
+            chunk.file_id,
+        )
+        self._rewrite_index(path, [e for e in index.entries if e not in damaged])
+        return self._compare(path, data_fd, self._index(path), chunk)
+
+    @staticmethod
+    def _overlaps_equal(data_fd: int, chunk: FileChunk, overlaps: list[tuple[int, int]]) -> bool:
+        for start, end in overlaps:
+            staged = _read_at(data_fd, start, end - start)
+            if staged != chunk.data[start - chunk.offset : end - chunk.offset]:
+                return False
+        return True
+
+    @staticmethod
+    def _rewrite_index(path: Path, entries: list[IndexEntry]) -> None:
+        """Atomically replace the index (caller holds the lock, so no append can be lost)."""
+        tmp = path / f".{INDEX_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        with os.fdopen(create_private_file(tmp), "wb") as fh:
+            fh.write(_new_header() + b"".join(e.line() for e in entries))
+        os.replace(tmp, path / INDEX_NAME)
+
+    def sync(self, device_id: str, file_id: str, size: int) -> Path:
+        """Make the staged file exactly ``size`` bytes on disk (fsynced) and return its path for hashing.
+
+        Bytes past ``size`` are not part of the segment (a stray chunk sent before init), so they are cut.
+        Raises FileNotFoundError when nothing is staged.
+        """
+        with self._locked(device_id, file_id, create=False) as path:
+            if path is None:
+                raise FileNotFoundError(f"no staging for {device_id}/{file_id}")
+            data = path / DATA_NAME
+            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_size > size:
+                    os.ftruncate(fd, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return data
+
+    def discard(self, device_id: str, file_id: str, *, keep_manifest: bool = False) -> None:
+        """Drop a transfer's staged bytes (and its manifest unless ``keep_manifest``)."""
+        with self._locked(device_id, file_id, create=False) as path:
+            if path is None:
+                return
+            if keep_manifest:
+                # Index first: an index entry must never outlive the bytes it names.
+                for name in (INDEX_NAME, DATA_NAME):
+                    (path / name).unlink(missing_ok=True)
+                return
+            # Move the directory out of the way under the lock, so nobody can write into it any more.
+            trash = self.root / f".trash-{os.getpid()}-{os.urandom(6).hex()}"
+            os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self._remove_empty_device_dir(path.parent)
+
+    @staticmethod
+    def _remove_empty_device_dir(device_dir: Path) -> None:
+        try:
+            device_dir.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def transfers(self) -> Iterator[tuple[str, str]]:
+        """(device_id, file_id) of every staged transfer."""
+        for device_dir in sorted(self.root.iterdir()):
+            if not device_dir.is_dir() or not valid_device_id(device_dir.name):
+                continue
+            for transfer_dir in sorted(device_dir.iterdir()):
+                if transfer_dir.is_dir() and valid_file_id(transfer_dir.name):
+                    yield device_dir.name, transfer_dir.name
+
+    def device_usage(self, device_id: str, *, exclude_file_id: str | None = None) -> int:
+        """Disk bytes a device's staged transfers take, for its quota (each at least TRANSFER_CHARGE).
+
+        Allocated blocks, not declared sizes, so sparse writes count as what they cost. Every transfer
+        is charged at least one init's largest size, so a device cannot fill the disk's inodes with
+        tiny transfers either. Stats only (no locks, no index parsing): it runs for every chunk.
+        """
+        if not valid_device_id(device_id):
+            raise StagingError(f"invalid device id {device_id!r}")
+        try:
+            transfers = os.scandir(self.root / device_id)
+        except FileNotFoundError:
+            return 0
+        total = 0
+        with transfers:
+            for transfer in transfers:
+                if transfer.name == exclude_file_id or not valid_file_id(transfer.name):
+                    continue
+                used = 0
+                for name in (MANIFEST_NAME, DATA_NAME, INDEX_NAME):
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        used += os.stat(os.path.join(transfer.path, name)).st_blocks * 512
+                total += max(TRANSFER_CHARGE, used)
+        return total
+
+    def last_touched(self, device_id: str, file_id: str) -> float:
+        """Latest mtime of the transfer's files (epoch seconds)."""
+        path = self.path_of(device_id, file_id)
+        times = [path.stat().st_mtime]
+        for name in (MANIFEST_NAME, DATA_NAME, INDEX_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                times.append((path / name).stat().st_mtime)
+        return max(times)
+
+    def purge_abandoned(
+        self, *, idle_s: float, manifest_max_age_s: float, now: float | None = None
+    ) -> list[tuple[str, str]]:
+        """Janitor: clean transfers nobody touched for ``idle_s``; returns what was cleaned.
+
+        The staged bytes go, the signed manifest stays (for ``manifest_max_age_s``): the device's status
+        query is then answered ``ready`` with no ranges and it restarts the segment from byte 0. Bytes
+        without a manifest (staged by an older server) go whole after ``idle_s``.
+        """
+        moment = time.time() if now is None else now
+        for trash in self.root.glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)  # an interrupted discard's leftovers
+        cleaned: list[tuple[str, str]] = []
+        for device_id, file_id in list(self.transfers()):
+            path = self.path_of(device_id, file_id)
+            try:
+                touched = self.last_touched(device_id, file_id)
+            except FileNotFoundError:
+                continue
+            has_manifest = (path / MANIFEST_NAME).is_file()
+            has_bytes = (path / DATA_NAME).exists() or (path / INDEX_NAME).exists()
+            # Bytes (with or without a manifest) go after idle_s; a manifest left alone after the long age.
+            limit = manifest_max_age_s if has_manifest and not has_bytes else idle_s
+            if touched >= moment - limit:
+                continue
+            keep_manifest = has_manifest and has_bytes
+            _LOG.info(
+                "staging: %s/%s untouched for %.1f h; %s",
+                device_id,
+                file_id,
+                (moment - touched) / 3600,
+                "bytes cleaned, signed manifest kept" if keep_manifest else "removed",
+            )
+            self.discard(device_id, file_id, keep_manifest=keep_manifest)
+            cleaned.append((device_id, file_id))
+        return cleaned
+
+    def purge_stale(self, max_age_days: float, now: float | None = None) -> list[tuple[str, str]]:
+        """Janitor: discard transfers untouched for ``max_age_days``; returns what was removed."""
+        cutoff = (time.time() if now is None else now) - max_age_days * 86400
+        for trash in self.root.glob(".trash-*"):
+            # Left behind when a discard was interrupted between its rename and its rmtree.
+            shutil.rmtree(trash, ignore_errors=True)
+        removed: list[tuple[str, str]] = []
+        for device_id, file_id in list(self.transfers()):
+            try:
+                if self.last_touched(device_id, file_id) >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            _LOG.info("staging: discarding %s/%s, untouched for %s days", device_id, file_id, max_age_days)
+            self.discard(device_id, file_id)
+            removed.append((device_id, file_id))
+        return removed

@@ -1,0 +1,1 @@
+"""Ingest: MQTT uplinks decoded once by protocol/, then dispatched to the domain."""

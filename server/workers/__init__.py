@@ -1,0 +1,1 @@
+"""Background loops of the server process, each owned by the runner."""

@@ -1,0 +1,129 @@
+"""Background work bound to the Flask app: each job opens its own session, commits, then acts.
+
+The services below take a session and know nothing of Flask; this module is the glue that gives them
+one per round from the app's engine (``server.infra.db.session_scope``) and runs them on named threads, so
+the services stay usable from the CLI, the ingest worker and tests alike (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import Flask
+
+from server.domain.evidence.scrub import Throttle, scrub
+from server.domain.fleet.alerts import evaluate_alerts
+from server.domain.fleet.dispatch import dispatch_once
+from server.infra.db import session_scope
+from server.infra.storage import ObjectStore
+
+__all__ = ["FleetDispatcher", "Scrubber", "raise_alerts", "run_fleet_housekeeping"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def run_fleet_housekeeping(app: Flask) -> dict[str, int]:
+    """Evaluate alerts for the app's database (called from the runner's housekeeping thread)."""
+    settings = app.extensions["zfjl.settings"]
+    with session_scope(app) as session:
+        return evaluate_alerts(session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes))
+
+
+def raise_alerts(app: Flask) -> None:
+    """Re-evaluate fleet alerts now, so a new integrity finding is an alert at once (never raises)."""
+    try:
+        run_fleet_housekeeping(app)
+    except Exception:
+        _LOG.exception("alert evaluation after an integrity finding failed")
+
+
+class FleetDispatcher:
+    """Background thread: every ``interval_s`` runs :func:`dispatch_once` and publishes the result."""
+
+    def __init__(
+        self, app: Flask, publish: Callable[[str, bytes, bool], None], *, interval_s: float = 2.0
+    ) -> None:
+        """Use ``publish(topic, payload, retain)`` (QoS 1) for every message."""
+        self.app, self.publish, self.interval_s = app, publish, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> int:
+        """One dispatch round; returns how many messages were published."""
+        with session_scope(self.app) as session:
+            publications = dispatch_once(session)
+        # Published after the commit: a crash in between re-sends on presence, never loses a command.
+        for topic, payload, retain in publications:
+            self.publish(topic, payload, retain)
+        return len(publications)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                _LOG.exception("fleet dispatch failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        """Start the named worker thread."""
+        self._thread = threading.Thread(target=self._loop, name="zfjl-fleet-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop and join the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+class Scrubber:
+    """The background scrubber (JL-6): one named thread, passes over all evidence at a bounded byte rate."""
+
+    def __init__(self, app: Flask, store: ObjectStore, *, bytes_per_s: int, pause_s: float) -> None:
+        """Scrub ``store`` at ``bytes_per_s`` (0: off), resting ``pause_s`` between passes."""
+        self.app = app
+        self.store = store
+        self.bytes_per_s = bytes_per_s
+        self.pause_s = pause_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def start(self) -> None:
+        """Start the thread (nothing when the rate is 0: background scrubbing is off)."""
+        if self.bytes_per_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="zfjl-scrubber", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with session_scope(self.app) as session:
+                    report = scrub(
+                        session, self.store, throttle=Throttle(self.bytes_per_s, self._stop), source="scrub"
+                    )
+                self.passes += 1
+                _LOG.info(
+                    "scrub pass: %d recordings, %d bytes, %d new findings",
+                    report.recordings,
+                    report.bytes_read,
+                    report.new_findings,
+                )
+                if report.new_findings:
+                    raise_alerts(self.app)
+            except Exception:
+                _LOG.exception("scrub pass failed")
+            self._stop.wait(self.pause_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Set the stop event and join the thread; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
