@@ -16,6 +16,7 @@ import server.domain.fleet.models
 import server.domain.fleet.rollout_models
 import server.domain.fleet.telemetry_models
 import server.domain.people.models
+import server.domain.publicity.models
 import server.domain.sessions.models
 from server.domain.base import Base
 
@@ -30,5 +31,6 @@ MODEL_MODULES = (
     server.domain.fleet.rollout_models,
     server.domain.fleet.telemetry_models,
     server.domain.people.models,
+    server.domain.publicity.models,
     server.domain.sessions.models,
 )

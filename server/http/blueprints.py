@@ -44,3 +44,9 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Publicity: the staff API and the public portal (issue #10, GS-5 – GS-19).
+    from server.http.api import publicity
+    from server.http.pages import portal
+
+    app.register_blueprint(publicity.bp, url_prefix="/api/v1/publicity")
+    app.register_blueprint(portal.bp)

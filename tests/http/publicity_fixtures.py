@@ -64,7 +64,9 @@ def staff(app: Flask, client: FlaskClient) -> Staff:
     return Staff(agency_id=agency_id, headers={role: login(client, f"{role}-p") for role in ROLES})
 
 
-def collect(client: FlaskClient, staff: Staff, content: dict[str, Any] = CONTENT, **extra: Any) -> dict[str, Any]:
+def collect(
+    client: FlaskClient, staff: Staff, content: dict[str, Any] = CONTENT, **extra: Any
+) -> dict[str, Any]:
     body = {"act_kind": "penalty", "decided_on": "2026-09-30", "content": content, **extra}
     response = client.post("/api/v1/publicity/items", json=body, headers=staff.headers["officer"])
     assert response.status_code == 201, response.get_json()

@@ -17,7 +17,9 @@ __all__ = ["staff"]  # the fixture, imported so pytest finds it here
 PLANTED = (WITNESS_ID, "13812345678", "李四")
 
 
-def test_gs8_search_finds_a_published_decision_and_gs14_no_planted_pii(client: FlaskClient, staff: Staff) -> None:
+def test_gs8_search_finds_a_published_decision_and_gs14_no_planted_pii(
+    client: FlaskClient, staff: Staff
+) -> None:
     item = published(client, staff)
     page = client.get("/portal/?party=某某餐饮")
     assert page.status_code == 200
@@ -83,9 +85,13 @@ def test_gs13_an_expired_item_is_not_shown(client: FlaskClient, staff: Staff) ->
     assert client.get("/portal/open-data/decisions.json").get_json()["total"] == 0
 
 
-def test_gs19_correction_request_is_accepted_without_an_account(client: FlaskClient, staff: Staff, app: Flask) -> None:
+def test_gs19_correction_request_is_accepted_without_an_account(
+    client: FlaskClient, staff: Staff, app: Flask
+) -> None:
     item = published(client, staff)
-    response = client.post(f"/portal/items/{item['id']}/corrections", data={"text": "当事人名称有误", "contact": ""})
+    response = client.post(
+        f"/portal/items/{item['id']}/corrections", data={"text": "当事人名称有误", "contact": ""}
+    )
     assert response.status_code == 303
     assert client.get(response.headers["Location"]).get_data(as_text=True).count('data-received="1"') == 1
     assert client.post(f"/portal/items/{item['id']}/corrections", data={"text": " "}).status_code == 400

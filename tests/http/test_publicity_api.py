@@ -36,7 +36,12 @@ def test_gs11_decision_event_in_a_case_opens_its_publication_item(client: FlaskC
     officer = staff.headers["officer"]
     case = client.post(
         "/api/v1/cases",
-        json={"number": "合市监立〔2026〕7号", "act_kind": "penalty", "origin": "ex_officio", "party": "合肥某某餐饮有限公司"},
+        json={
+            "number": "合市监立〔2026〕7号",
+            "act_kind": "penalty",
+            "origin": "ex_officio",
+            "party": "合肥某某餐饮有限公司",
+        },
         headers=officer,
     )
     assert case.status_code == 201, case.get_json()
@@ -90,16 +95,22 @@ def test_gs12_withdrawal_needs_a_reason_and_records_its_deadline(client: FlaskCl
     path = f"/api/v1/publicity/items/{item['id']}/withdraw"
     reviewer = staff.headers["legal_reviewer"]
     assert client.post(path, json={"reason": " "}, headers=reviewer).status_code == 400
-    response = client.post(path, json={"reason": "决定已被撤销", "revoked_on": "2026-09-18"}, headers=reviewer)
+    response = client.post(
+        path, json={"reason": "决定已被撤销", "revoked_on": "2026-09-18"}, headers=reviewer
+    )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["withdrawal_due_on"] == "2026-09-22"
     assert response.get_json()["state"] == "withdrawn"
 
 
-def test_gs15_publishing_a_minors_case_answers_409_and_it_stays_excluded(client: FlaskClient, staff: Staff) -> None:
+def test_gs15_publishing_a_minors_case_answers_409_and_it_stays_excluded(
+    client: FlaskClient, staff: Staff
+) -> None:
     item = collect(client, staff, {**CONTENT, "persons": [{"name": "小明", "id_number": MINOR_ID}]})
     assert item["state"] == "excluded"
-    response = client.post(f"/api/v1/publicity/items/{item['id']}/publish", headers=staff.headers["legal_reviewer"])
+    response = client.post(
+        f"/api/v1/publicity/items/{item['id']}/publish", headers=staff.headers["legal_reviewer"]
+    )
     assert response.status_code == 409
 
 
@@ -136,7 +147,9 @@ def test_export_csv_and_json_in_the_national_codes(client: FlaskClient, staff: S
         ({**CONTENT, "persons": [{"name": ""}]}, "persons[0]"),
     ],
 )
-def test_bad_content_is_a_precise_400(client: FlaskClient, staff: Staff, content: dict[str, Any], field: str) -> None:
+def test_bad_content_is_a_precise_400(
+    client: FlaskClient, staff: Staff, content: dict[str, Any], field: str
+) -> None:
     body = {"act_kind": "penalty", "decided_on": "2026-09-30", "content": content}
     response = client.post("/api/v1/publicity/items", json=body, headers=staff.headers["officer"])
     assert response.status_code == 400, response.get_json()
@@ -145,7 +158,11 @@ def test_bad_content_is_a_precise_400(client: FlaskClient, staff: Staff, content
 
 
 def test_gs11_wrong_check_character_is_refused_at_submission(client: FlaskClient, staff: Staff) -> None:
-    item = collect(client, staff, {**CONTENT, "party_uscc": COMPANY_USCC[:-1] + ("0" if COMPANY_USCC[-1] != "0" else "1")})
+    item = collect(
+        client,
+        staff,
+        {**CONTENT, "party_uscc": COMPANY_USCC[:-1] + ("0" if COMPANY_USCC[-1] != "0" else "1")},
+    )
     response = client.post(f"/api/v1/publicity/items/{item['id']}/submit", headers=staff.headers["officer"])
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_identifier"

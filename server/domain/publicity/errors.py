@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from server.errors import ErrorKind, ZfjlError
+
 __all__ = [
     "CalendarDataError",
     "DisclosureError",
@@ -17,17 +19,15 @@ __all__ = [
 ]
 
 
-class PublicityError(Exception):
-    """Root of the publicity rules' errors; ``kind`` says whose fault it is, as the service errors do."""
+class PublicityError(ZfjlError):
+    """Root of the publicity rules' errors, under the server's one root: each edge maps its ``kind``."""
 
     code: ClassVar[str] = "publicity_error"
-    # Same vocabulary as the service layer's kinds, so the API maps both to one HTTP status table.
-    kind: ClassVar[str] = "invalid"
+    kind: ClassVar[ErrorKind] = ErrorKind.INVALID
 
     def __init__(self, message: str, message_en: str, *, field: str | None = None) -> None:
-        super().__init__(message_en)
-        self.message = message
-        self.message_en = message_en
+        super().__init__(message, message_en)
+        # Which input field is wrong, for a form to point at (None when it is the whole request).
         self.field = field
 
 
@@ -47,7 +47,7 @@ class UnknownCalendarYear(PublicityError):
     """The official holiday schedule of a year has not been loaded; a strict lookup refuses to guess."""
 
     code = "calendar_year_unknown"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
     def __init__(self, year: int) -> None:
         super().__init__(
@@ -67,7 +67,7 @@ class DisclosureError(PublicityError):
     """A disclosure period or an early termination breaks the national bounds (GS-13)."""
 
     code = "disclosure_refused"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 class RedactionError(PublicityError):
@@ -80,11 +80,11 @@ class TransitionRefused(PublicityError):
     """A publication item cannot move that way from its present state (GS-7)."""
 
     code = "transition_refused"
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 class TransitionForbidden(TransitionRefused):
     """The person lacks the role, or is the item's author where another must act (GS-7, GS-18)."""
 
     code = "transition_forbidden"
-    kind = "forbidden"
+    kind = ErrorKind.FORBIDDEN

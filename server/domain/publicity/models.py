@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models import Base, UTCDateTime, utcnow
+from server.domain.base import Base, UTCDateTime, utcnow
 
 __all__ = ["CorrectionRequest", "HolidayScheduleRow", "PublicationHistory", "PublicationItem"]
 

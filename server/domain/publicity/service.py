@@ -14,6 +14,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.domain.audit import write_audit
+from server.domain.base import utcnow
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.errors import Conflict, Invalid, NotFound
+from server.domain.people.models import Agency
+from server.domain.people.service import Caller
 from server.domain.publicity.calendar import (
     DeadlineRule,
     HolidaySchedule,
@@ -45,10 +51,6 @@ from server.domain.publicity.models import (
 )
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
-from server.models import utcnow
-from server.models_people import Agency, Case, CaseEvent
-from server.services import Conflict, Invalid, NotFound, ServiceError, write_audit
-from server.services.people import Caller
 
 __all__ = [
     "CHINA",
@@ -56,7 +58,6 @@ __all__ = [
     "CollectInput",
     "CorrectionInput",
     "PortalQuery",
-    "PublicityRefused",
     "actor_of",
     "calendar_of",
     "collect",
@@ -104,24 +105,6 @@ DUTIES: dict[str, frozenset[Role]] = {
 _SYSTEM = Actor(user_id="system", roles=frozenset({Role.SYSTEM}))
 
 
-class PublicityRefused(ServiceError):
-    """A publicity rule refused the request; carries the pure rule's code, kind and messages."""
-
-    def __init__(self, error: PublicityError) -> None:
-        super().__init__(error.message, error.message_en)
-        self.code = error.code  # type: ignore[misc]
-        self.kind = error.kind  # type: ignore[misc]
-        self.field = error.field
-
-
-def _rule(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a pure rule, turning its error into a service error the API knows how to answer."""
-    try:
-        return call(*args, **kwargs)
-    except PublicityError as error:
-        raise PublicityRefused(error) from None
-
-
 def calendar_of(session: Session) -> WorkingDayCalendar:
     """The shipped schedules, overridden by those an admin has loaded (a newer year, a corrected notice)."""
     calendar = default_calendar()
@@ -137,7 +120,7 @@ def parse_schedule(data: Any) -> HolidaySchedule:
     """Decode a schedule's JSON once, at the edge; a bad date or key is a precise error."""
     if not isinstance(data, dict):
         raise Invalid("节假日安排须为对象", "a holiday schedule must be an object")
-    schedule: HolidaySchedule = _rule(schedule_from_mapping, data)
+    schedule: HolidaySchedule = schedule_from_mapping(data)
     return schedule
 
 
@@ -148,10 +131,8 @@ def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -
     or on an earlier schedule) gets its deadline recounted and the new calendar version; returns their ids.
     """
     if caller.role != "system_admin":
-        raise PublicityRefused(
-            TransitionForbidden(
-                "只有系统管理员可以载入节假日安排", "only a system admin loads holiday schedules"
-            )
+        raise TransitionForbidden(
+            "只有系统管理员可以载入节假日安排", "only a system admin loads holiday schedules"
         )
     row = session.get(HolidayScheduleRow, schedule.year)
     values = {
@@ -245,7 +226,7 @@ def parse_content(data: Any) -> DecisionContent:
     """Decode a decision's JSON content once, at the edge; a bad field is a precise error."""
     if not isinstance(data, dict):
         raise Invalid("content 须为对象", "content must be an object")
-    content: DecisionContent = _rule(content_from_mapping, data)
+    content: DecisionContent = content_from_mapping(data)
     return content
 
 
@@ -264,8 +245,7 @@ def _agency_name(session: Session, agency_id: int) -> str:
 
 def _window(item: PublicationItem, content: DecisionContent, policy: DisclosurePolicy) -> DisclosureWindow:
     decided = item.decided_on or item.created_at.astimezone(CHINA).date()
-    window: DisclosureWindow = _rule(
-        policy.window,
+    window: DisclosureWindow = policy.window(
         EnforcementAct(item.act_kind),
         decided,
         penalty_kinds=content.penalty_kinds,
@@ -278,8 +258,7 @@ def _append(
     session: Session, item: PublicationItem, action: Action, actor: Actor, reason: str | None, **detail: Any
 ) -> PublicationHistory:
     """Apply the workflow table, then append the history row and the audit row."""
-    entry = _rule(
-        apply_action,
+    entry = apply_action(
         ItemState(item.state),
         action,
         author=item.author,
@@ -323,7 +302,7 @@ def collect(
     if not caller.may_write(data.agency_id):
         raise NotFound("机关不存在", "agency not found")
     if Role.COLLECTOR not in actor_of(caller).roles:
-        raise PublicityRefused(_forbidden_collect())
+        raise _forbidden_collect()
     if data.replaces_item_id is not None:
         replaced = session.get(PublicationItem, data.replaces_item_id)
         if replaced is None or replaced.agency_id != data.agency_id:
@@ -467,7 +446,7 @@ def update_draft(
             "只有草稿可以修改，已公示的事项请走更正", "only a draft can be edited; correct a published item"
         )
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
-        raise PublicityRefused(_forbidden_collect())
+        raise _forbidden_collect()
     _replace_content(item, content)
     if title is not None:
         item.title = title[:300]
@@ -502,8 +481,8 @@ def set_redactions(
     if item.state not in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value):
         raise Conflict("只有草稿或待审核事项可以调整隐去内容", "redactions change only before publication")
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
-        raise PublicityRefused(_forbidden_collect())
-    parsed = _rule(redactions_from_mapping, decisions)
+        raise _forbidden_collect()
+    parsed = redactions_from_mapping(decisions)
     content = _content(item)
     for name, decision in parsed.items():
         text = getattr(content, name)
@@ -554,7 +533,7 @@ def review_view(session: Session, caller: Caller, item_id: int) -> dict[str, Any
 def _preview(session: Session, item: PublicationItem) -> dict[str, Any] | None:
     try:
         return _public_copy(session, item)
-    except (PublicityRefused, PublicityError):
+    except PublicityError:
         return None
 
 
@@ -565,8 +544,7 @@ def _public_copy(
     window = _window(item, content, DisclosurePolicy())
     ends = disclosure_until or window.ends
     return dict(
-        _rule(
-            public_copy,
+        public_copy(
             content,
             EnforcementAct(item.act_kind),
             _redactions(item),
@@ -584,8 +562,7 @@ def submit(session: Session, caller: Caller, item_id: int) -> PublicationItem:
         return item
     content = _content(item)
     window = _window(item, content, DisclosurePolicy())
-    _rule(
-        require_complete,
+    require_complete(
         content,
         EnforcementAct(item.act_kind),
         agency_name=_agency_name(session, item.agency_id),
@@ -614,8 +591,7 @@ def publish(
     if _exclude_minors(session, item):
         return item
     # Check who may act before anything is computed, so a refusal says the real reason.
-    _rule(
-        apply_action,
+    apply_action(
         ItemState(item.state),
         Action.PUBLISH,
         author=item.author,
@@ -635,7 +611,7 @@ def publish(
 def exclude(session: Session, caller: Caller, item_id: int, claim: ExclusionClaim) -> PublicationItem:
     """GS-15: not published on a secrecy or privacy ground; the reason stays visible to supervisors."""
     item = _writable(session, caller, item_id)
-    verdict = _rule(exclusion_verdict, [], item.decided_on or today_in_china(), [claim])
+    verdict = exclusion_verdict([], item.decided_on or today_in_china(), [claim])
     item.excluded_grounds = [ground.value for ground in verdict.grounds]
     item.excluded_reason = verdict.reasons[0]
     _append(session, item, Action.EXCLUDE, actor_of(caller), claim.reason, ground=claim.ground.value)
@@ -651,7 +627,7 @@ def correct(session: Session, caller: Caller, item_id: int, data: CorrectionInpu
     changed = _replace_content(item, data.content)
     try:
         item.published = _public_copy(session, item, item.disclosure_ends)
-    except PublicityRefused:
+    except PublicityError:
         item.content = previous
         raise
     _append(session, item, Action.CORRECT, actor_of(caller), data.reason, changed_fields=changed)
@@ -700,7 +676,7 @@ def terminate_early(
         earliest_end=item.disclosure_earliest_end or item.disclosure_ends,
         ends=item.disclosure_ends,
     )
-    ended = _rule(window.terminate_early, on or today_in_china())
+    ended = window.terminate_early(on or today_in_china())
     _append(session, item, Action.EXPIRE, actor_of(caller), reason, early=True)
     item.disclosure_ends = ended.ends
     return item
@@ -939,7 +915,7 @@ def decide_correction_request(
     if request is None or item is None or not caller.may_write(item.agency_id):
         raise NotFound("更正请求不存在", "correction request not found")
     if Role.REVIEWER not in actor_of(caller).roles:
-        raise PublicityRefused(_forbidden_collect())
+        raise _forbidden_collect()
     if request.status != "received":
         raise Conflict("该更正请求已处理", "the request has been decided")
     if not outcome.strip():

@@ -58,8 +58,9 @@ _REASON_BODY: dict[str, Any] = {
 }
 _CONTENT_PROPERTY: dict[str, Any] = {
     "type": "object",
-    "description": "决定内容：party_name, party_category, party_uscc, document_number, facts, basis, conclusion, "
-    "penalty_kinds, fine_yuan（字符串，元）… / decision content; amounts are decimal strings in yuan",
+    "description": "决定内容：party_name, party_category, party_uscc, document_number, facts, basis, "
+    "conclusion, penalty_kinds, fine_yuan（字符串，元）… / decision content; amounts are decimal strings "
+    "in yuan",
 }
 
 
@@ -241,7 +242,8 @@ def review_item(item_id: int) -> ResponseReturnValue:
     "撤销或增加隐去（须说明理由）/ undo proposed redactions or add some with a reason (GS-14)",
     request={
         "type": "object",
-        "description": '{"facts": {"undone": ["mobile:12-23"], "added": [{"start": 0, "end": 4, "reason": "…"}]}}',
+        "description": '{"facts": {"undone": ["mobile:12-23"], '
+        '"added": [{"start": 0, "end": 4, "reason": "…"}]}}',
     },
     response=ITEM_SCHEMA,
 )
@@ -420,7 +422,8 @@ def decide_correction(request_id: int) -> ResponseReturnValue:
 @bp.post("/calendar")
 @api_view(
     "publicity.load_calendar",
-    "载入某年法定节假日安排并重算临时期限 / load a year's official holiday schedule and recount provisional deadlines",
+    "载入某年法定节假日安排并重算临时期限 / load a year's official holiday schedule and recount "
+    "provisional deadlines",
     request={
         "type": "object",
         "required": ["year", "source", "holidays"],

@@ -11,15 +11,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.people.models import Agency
+from server.domain.people.service import Caller
 from server.domain.publicity import service
 from server.domain.publicity.codes import EnforcementAct, IdDocumentType, PartyCategory, PenaltyKind
 from server.domain.publicity.content import DecisionContent, PersonEntry
 from server.domain.publicity.identifiers import resident_id_check_digit, uscc_check_character
 from server.domain.publicity.models import PublicationHistory, PublicationItem
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
-from server.models_people import Agency, Case, CaseEvent
-from server.services import ServiceError
-from server.services.people import Caller
+from server.errors import ZfjlError
 
 BEIJING = timezone(timedelta(hours=8))
 AGENCY_USCC = "11340100003000001" + uscc_check_character("11340100003000001")
@@ -141,10 +142,10 @@ def collect_penalty(session: Session, agency: Agency, content: DecisionContent =
 def test_gs7_published_by_another_person_with_a_redacted_copy(db_session: Session, agency: Agency) -> None:
     item = collect_penalty(db_session, agency)
     service.submit(db_session, caller(agency, "10", "officer"), item.id)
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.publish(db_session, caller(agency, "10", "agency_head"), item.id)
     assert info.value.kind == "forbidden"
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.publish(db_session, caller(agency, "11", "officer"), item.id)
     assert info.value.kind == "forbidden"
     service.publish(db_session, caller(agency, "12", "legal_reviewer"), item.id)
@@ -165,7 +166,7 @@ def test_gs11_incomplete_national_fields_are_refused_at_submission(
     db_session: Session, agency: Agency
 ) -> None:
     item = collect_penalty(db_session, agency, replace(PENALTY, agency_uscc="11340100003000001X"))
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.submit(db_session, caller(agency, "10", "officer"), item.id)
     assert info.value.code == "invalid_identifier"
     assert item.state == "draft"
@@ -199,7 +200,7 @@ def test_gs15_case_involving_a_minor_is_excluded_and_never_published(
     item = collect_penalty(db_session, agency, minor)
     assert item.state == "excluded"
     assert item.excluded_grounds == ["minor"]
-    with pytest.raises(ServiceError):
+    with pytest.raises(ZfjlError):
         service.publish(db_session, caller(agency, "12", "legal_reviewer"), item.id)
     assert service.portal_search(db_session, service.PortalQuery(), date(2026, 10, 20))[1] == 0
 
@@ -225,7 +226,7 @@ def test_gs15_secret_exclusion_keeps_the_reviewers_reason(db_session: Session, a
 
 def test_gs12_withdrawn_item_leaves_search_and_shows_its_reason(db_session: Session, agency: Agency) -> None:
     item = published_item(db_session, agency)
-    with pytest.raises(ServiceError):
+    with pytest.raises(ZfjlError):
         service.withdraw(db_session, caller(agency, "12", "legal_reviewer"), item.id, " ")
     service.withdraw(
         db_session,
@@ -273,7 +274,7 @@ def test_gs13_item_leaves_the_portal_after_its_disclosure_deadline(
 def test_gs13_early_termination_only_after_the_minimum(db_session: Session, agency: Agency) -> None:
     item = published_item(db_session, agency)
     reviewer = caller(agency, "12", "legal_reviewer")
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.terminate_early(db_session, reviewer, item.id, "信用修复", on=date(2026, 12, 29))
     assert "2026-12-30" in info.value.message_en
     service.terminate_early(db_session, reviewer, item.id, "信用修复", on=date(2026, 12, 30))
@@ -336,7 +337,7 @@ def test_reviewer_undoes_a_proposed_redaction(db_session: Session, agency: Agenc
 def test_other_agencies_items_look_missing(db_session: Session, agency: Agency) -> None:
     item = collect_penalty(db_session, agency)
     stranger = Caller(user_id="99", role="legal_reviewer", agency_id=agency.id + 1000)
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.publish(db_session, stranger, item.id)
     assert info.value.kind == "not_found"
 
@@ -351,7 +352,7 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
     schedule = service.parse_schedule(
         {"year": 2027, "source": "test schedule", "holidays": [["2027-01-01", "2027-01-03"]], "workdays": []}
     )
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ZfjlError) as info:
         service.load_schedule(db_session, caller(agency, "12", "legal_reviewer"), schedule)
     assert info.value.kind == "forbidden"
     admin = Caller(user_id="1", role="system_admin", agency_id=None)

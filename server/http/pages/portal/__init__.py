@@ -14,11 +14,13 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 
+from server.domain.errors import NotFound
 from server.domain.people.models import Agency
 from server.domain.publicity import service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
 from server.domain.publicity.models import PublicationItem
+from server.errors import ZfjlError
 from server.http.context import client_ip
 from server.http.errors import ApiError, error_response
 from server.http.openapi import api_view
@@ -111,7 +113,7 @@ TEXT: dict[str, dict[str, str]] = {
         "received": "Your request was received; the agency will verify it.",
         "open_data": "Open data",
         "lang": "中文",
-        "note": "Published under the Anhui Publicity Measures; personal data has been removed as the law requires.",
+        "note": "Published under the Anhui Publicity Measures; personal data is removed as the law requires.",
         "rate_limited": "Too many requests from your network; try again in {seconds} seconds",
         "not_found": "No such published item, or its disclosure has ended",
         "bad_request": "Bad search: {detail}",
@@ -283,7 +285,7 @@ def index() -> ResponseReturnValue:
 @bp.get("/items/<int:item_id>")
 @api_view(
     "portal.item",
-    "公示详情页（公开；撤回的仅显示撤回说明）/ one published decision (a withdrawn one shows its notice only)",
+    "公示详情页（公开；撤回的仅显示撤回说明）/ one published decision (a withdrawn one: its notice)",
     auth="public",
     query={"lang": {"enum": ["zh", "en"]}},
     response_content_type="text/html",
@@ -296,10 +298,10 @@ def item(item_id: int) -> ResponseReturnValue:
     with session_scope() as session:
         try:
             found = service.portal_item(session, item_id)
-        except service.NotFound:
+        except NotFound:
             return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
         withdrawn = found.state == "withdrawn"
-        context = {
+        context: dict[str, Any] = {
             "item": _summary(found) if not withdrawn else None,
             "withdrawn": withdrawn,
             "item_id": found.id,
@@ -335,9 +337,9 @@ def request_correction(item_id: int) -> ResponseReturnValue:
     with session_scope() as session:
         try:
             service.request_correction(session, item_id, text, contact[:200])
-        except service.NotFound:
+        except NotFound:
             return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
-        except service.ServiceError as error:
+        except ZfjlError as error:
             message = error.message if _lang() == "zh" else error.message_en
             return _page("portal/message.html", message=message, status=400)
     lang = "&lang=en" if _lang() == "en" else ""
