@@ -127,3 +127,16 @@ def _with_rate(app: Flask, per_minute: int) -> Any:
     from dataclasses import replace
 
     return replace(app.extensions["zfjl.settings"], verify_rate_per_minute=per_minute)
+
+
+def test_a_broad_search_counts_up_to_the_cap_and_says_more(
+    client: FlaskClient, staff: Staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.domain.publicity import service
+
+    published(client, staff)
+    published(client, staff, {**CONTENT, "document_number": "合市监罚〔2026〕13号"})
+    monkeypatch.setattr(service, "COUNT_CAP", 1)
+    assert "共 1+ 条" in client.get("/portal/").get_data(as_text=True)
+    answer = client.get("/portal/open-data/decisions.json").get_json()
+    assert answer["total_capped"] is True and len(answer["items"]) == 2

@@ -26,6 +26,22 @@ class PublicationItem(Base):
         UniqueConstraint("source_event_id", name="uq_publication_items_source_event"),
         Index("ix_publication_items_portal", "state", "disclosure_ends"),
         Index("ix_publication_items_agency_state", "agency_id", "state"),
+        # The portal lists newest decisions first: a backward scan of this index serves the first pages.
+        Index("ix_publication_items_portal_order", "decided_on", "id"),
+        # Substring search of party names and document numbers (the portal's search box): trigram GIN
+        # indexes on PostgreSQL (pg_trgm handles Chinese text under a UTF-8 database); plain elsewhere.
+        Index(
+            "ix_publication_items_party_trgm",
+            "party_name",
+            postgresql_using="gin",
+            postgresql_ops={"party_name": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_publication_items_document_trgm",
+            "document_number",
+            postgresql_using="gin",
+            postgresql_ops={"document_number": "gin_trgm_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -34,9 +50,9 @@ class PublicationItem(Base):
     source_event_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("case_events.id"), nullable=True)
     act_kind: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(300), default="")
-    party_name: Mapped[str] = mapped_column(String(300), default="", index=True)
-    document_number: Mapped[str] = mapped_column(String(128), default="", index=True)
-    decided_on: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
+    party_name: Mapped[str] = mapped_column(String(300), default="")
+    document_number: Mapped[str] = mapped_column(String(128), default="")
+    decided_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     redactions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     published: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -54,6 +54,7 @@ from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemS
 
 __all__ = [
     "CHINA",
+    "COUNT_CAP",
     "DUTIES",
     "CollectInput",
     "CorrectionInput",
@@ -806,6 +807,10 @@ class PortalQuery:
     per_page: int = 20
 
 
+# Beyond this many matches the portal says "more than 10000" instead of counting them all.
+COUNT_CAP = 10_000
+
+
 def _portal_visible(today: date) -> Any:
     return (
         PublicationItem.state.in_([state.value for state in PUBLIC_STATES]),
@@ -821,7 +826,10 @@ def _like(text: str) -> str:
 def portal_search(
     session: Session, query: PortalQuery, today: date | None = None
 ) -> tuple[list[PublicationItem], int]:
-    """Published, unexpired items matching the query, newest decision first, and how many match."""
+    """Published, unexpired items matching the query, newest decision first, and how many match.
+
+    The count stops at ``COUNT_CAP + 1``: a total above ``COUNT_CAP`` means "more than that".
+    """
     day = today or today_in_china()
     where = list(_portal_visible(day))
     if query.party.strip():
@@ -836,7 +844,9 @@ def portal_search(
         where.append(PublicationItem.decided_on >= query.decided_from)
     if query.decided_to is not None:
         where.append(PublicationItem.decided_on <= query.decided_to)
-    total = session.scalar(select(func.count()).select_from(PublicationItem).where(*where)) or 0
+    # Counting every match of a broad search costs as much as reading them: count up to a cap.
+    matches = select(PublicationItem.id).where(*where).limit(COUNT_CAP + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(matches)) or 0
     rows = session.scalars(
         select(PublicationItem)
         .where(*where)

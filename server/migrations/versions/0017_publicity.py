@@ -89,9 +89,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("source_event_id", name="uq_publication_items_source_event"),
     )
     op.create_index("ix_publication_items_case_id", "publication_items", ["case_id"])
-    op.create_index("ix_publication_items_party_name", "publication_items", ["party_name"])
-    op.create_index("ix_publication_items_document_number", "publication_items", ["document_number"])
-    op.create_index("ix_publication_items_decided_on", "publication_items", ["decided_on"])
+    op.create_index("ix_publication_items_portal_order", "publication_items", ["decided_on", "id"])
+    if op.get_bind().dialect.name == "postgresql":
+        # Substring search on the portal (LIKE '%…%'): trigram indexes; pg_trgm is a trusted extension
+        # of PostgreSQL's standard contrib set, so the database owner may create it.
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for name, column in (("party_trgm", "party_name"), ("document_trgm", "document_number")):
+        op.create_index(
+            f"ix_publication_items_{name}",
+            "publication_items",
+            [column],
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        )
     op.create_index("ix_publication_items_portal", "publication_items", ["state", "disclosure_ends"])
     op.create_index("ix_publication_items_agency_state", "publication_items", ["agency_id", "state"])
     op.create_table(
@@ -141,6 +151,6 @@ def downgrade() -> None:
     op.drop_table("publication_corrections")
     op.drop_index("ix_publication_history_item_id", table_name="publication_history")
     op.drop_table("publication_history")
-    for name in ("agency_state", "portal", "decided_on", "document_number", "party_name", "case_id"):
+    for name in ("document_trgm", "party_trgm", "portal_order", "agency_state", "portal", "case_id"):
         op.drop_index(f"ix_publication_items_{name}", table_name="publication_items")
     op.drop_table("publication_items")

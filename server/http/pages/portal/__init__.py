@@ -274,11 +274,12 @@ def index() -> ResponseReturnValue:
         "portal/index.html",
         rows=rows,
         total=total,
+        total_label=f"{service.COUNT_CAP}+" if total > service.COUNT_CAP else str(total),
         query=query,
         args=request.args,
         agencies=_agencies(),
         kinds=[(act.value, act.label if _lang() == "zh" else _KIND_EN[act]) for act in EnforcementAct],
-        pages=max(1, -(-total // PER_PAGE)),
+        pages=max(1, -(-min(total, service.COUNT_CAP) // PER_PAGE)),
     )
 
 
@@ -354,7 +355,14 @@ def request_correction(item_id: int) -> ResponseReturnValue:
     "开放数据：公示决定查询（JSON）/ open data: search published decisions (JSON) — GS-8",
     auth="public",
     query=_SEARCH_QUERY,
-    response={"type": "object", "properties": {"total": {"type": "integer"}, "items": {"type": "array"}}},
+    response={
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer", "description": "至多计到 10001 / counted up to 10001"},
+            "total_capped": {"type": "boolean", "description": "total 超过 10000 / more than 10000 match"},
+            "items": {"type": "array"},
+        },
+    },
     responses={400: "查询条件有误 / bad search", **_RATE_LIMITED},
 )
 def open_data_search() -> ResponseReturnValue:
@@ -368,7 +376,11 @@ def open_data_search() -> ResponseReturnValue:
     with session_scope() as session:
         items, total = service.portal_search(session, query)
         return jsonify(
-            total=total, page=query.page, per_page=query.per_page, items=[_summary(i) for i in items]
+            total=total,
+            total_capped=total > service.COUNT_CAP,
+            page=query.page,
+            per_page=query.per_page,
+            items=[_summary(i) for i in items],
         )
 
 
