@@ -36,6 +36,12 @@ class PublicationItem(Base):
             postgresql_using="gin",
             postgresql_ops={"party_name": "gin_trgm_ops"},
         ),
+        # A query shorter than a trigram (a two-character personal name) matches the start of the name.
+        Index(
+            "ix_publication_items_party_prefix",
+            "party_name",
+            postgresql_ops={"party_name": "varchar_pattern_ops"},
+        ),
         Index(
             "ix_publication_items_document_trgm",
             "document_number",

@@ -818,9 +818,14 @@ def _portal_visible(today: date) -> Any:
     )
 
 
+# A trigram index finds substrings of three characters or more; a shorter query (a two-character
+# personal name such as 张三) would read the whole table, so it matches the start of the text instead.
+MIN_SUBSTRING = 3
+
+
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{escaped}%" if len(text) >= MIN_SUBSTRING else f"{escaped}%"
 
 
 def portal_search(

@@ -94,6 +94,12 @@ def upgrade() -> None:
         # Substring search on the portal (LIKE '%…%'): trigram indexes; pg_trgm is a trusted extension
         # of PostgreSQL's standard contrib set, so the database owner may create it.
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    op.create_index(
+        "ix_publication_items_party_prefix",
+        "publication_items",
+        ["party_name"],
+        postgresql_ops={"party_name": "varchar_pattern_ops"},
+    )
     for name, column in (("party_trgm", "party_name"), ("document_trgm", "document_number")):
         op.create_index(
             f"ix_publication_items_{name}",
@@ -151,6 +157,14 @@ def downgrade() -> None:
     op.drop_table("publication_corrections")
     op.drop_index("ix_publication_history_item_id", table_name="publication_history")
     op.drop_table("publication_history")
-    for name in ("document_trgm", "party_trgm", "portal_order", "agency_state", "portal", "case_id"):
+    for name in (
+        "document_trgm",
+        "party_prefix",
+        "party_trgm",
+        "portal_order",
+        "agency_state",
+        "portal",
+        "case_id",
+    ):
         op.drop_index(f"ix_publication_items_{name}", table_name="publication_items")
     op.drop_table("publication_items")

@@ -385,3 +385,12 @@ def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
     assert row["overdue"] == [overdue.id]
     assert row["due_soon"] == [soon.id]
     assert row["provisional"] == [provisional.id]
+
+
+@pytest.mark.parametrize(("query", "found"), [("餐饮", False), ("合肥", True), ("某某餐饮", True), ("%", False)])
+def test_gs8_a_query_shorter_than_three_characters_matches_the_start_of_the_name(
+    db_session: Session, agency: Agency, query: str, found: bool
+) -> None:
+    published_item(db_session, agency)
+    total = service.portal_search(db_session, service.PortalQuery(party=query), date(2026, 10, 20))[1]
+    assert (total == 1) is found
