@@ -387,7 +387,9 @@ def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
     assert row["provisional"] == [provisional.id]
 
 
-@pytest.mark.parametrize(("query", "found"), [("餐饮", False), ("合肥", True), ("某某餐饮", True), ("%", False)])
+@pytest.mark.parametrize(
+    ("query", "found"), [("餐饮", False), ("合肥", True), ("某某餐饮", True), ("%", False)]
+)
 def test_gs8_a_query_shorter_than_three_characters_matches_the_start_of_the_name(
     db_session: Session, agency: Agency, query: str, found: bool
 ) -> None:
