@@ -32,7 +32,7 @@ test: $(STAMP)
 ## lint: ruff over the repo, strict mypy on protocol, edge_agent, zfjl_common and server, import contracts
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy protocol edge_agent zfjl_common server
+	$(PY) -m mypy protocol edge_agent zfjl_common zfjl_verify server
 	$(VENV)/bin/lint-imports
 
 ## bench: ingest throughput benchmark

@@ -70,7 +70,8 @@ def _broker_only() -> int:
     """Run the embedded broker alone until told to stop, with one throw-away login for the baseline."""
     import secrets
 
-    from server.infra.broker import EmbeddedBroker, StaticAccounts
+    from server.infra.broker import EmbeddedBroker
+    from server.infra.broker_access import StaticAccounts
     from server.infra.mqtt_acl import AccountKind, BrokerAccount, hash_broker_password
 
     password = secrets.token_urlsafe(16)

@@ -231,6 +231,7 @@ def main() -> int:
             print(f"   bookmark / 标记: {bookmark['bookmark_type']} at {bookmark.get('at', '')}")
         failures += int(timeline["verdict"] == "gaps_unexplained")
         print(f"   timeline: {base}/api/v1/sessions/{session_id}/timeline")
+        print(f"   workspace / 证据工作台: {base}/workspace/sessions/{session_id}   (login: {ADMIN})")
     else:
         print(f"\n   no session recorded on {devices[0]}")
         failures += 1
@@ -241,6 +242,7 @@ def main() -> int:
     print(f"   device chain:    {base}/api/v1/devices/{devices[0]}/chain")
     print(f"   MQTT (devices):  {runner.mqtt_url}")
     print(f"   admin console:   {base}/admin/   (same login)")
+    print(f"   workspace:       {base}/workspace/   (cases, sessions and playback; same login)")
     print(f"   officer mobile:  {base}/m/   · public verification: {base}/verify")
     if not args.no_wait and not stop.is_set():
         print("\n服务器保持运行，按 Ctrl-C 结束 / server keeps running, Ctrl-C to stop")

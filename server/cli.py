@@ -138,7 +138,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
-            report = scrub(session, store, device_id=args.device, source="cli")
+            report = scrub(session, store, device_id=args.device, source="cli", checkpoint=session.commit)
             if report.new_findings:
                 evaluate_alerts(
                     session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes)

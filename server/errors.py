@@ -53,6 +53,10 @@ class ZfjlError(Exception):
 
     code: ClassVar[str] = "error"
     kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+    # A refusal whose bookkeeping must stay (a failed login counts towards the throttle): the edge's
+    # transaction (``session_scope``) commits what was flushed before this error instead of rolling
+    # it back. The domain itself never commits; the caller owns the transaction.
+    keeps_writes: ClassVar[bool] = False
 
     def __init__(self, message: str, message_en: str | None = None) -> None:
         super().__init__(message_en if message_en is not None else message)

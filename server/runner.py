@@ -32,7 +32,7 @@ from server.infra.ingest_key import note_embedded_broker
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
-from server.workers.loops import FleetDispatcher, Scrubber, run_fleet_housekeeping
+from server.workers.loops import FleetDispatcher, LedgerWorker, Scrubber, run_fleet_housekeeping
 
 __all__ = ["ServerRunner"]
 
@@ -107,6 +107,7 @@ class ServerRunner:
         self._housekeeping: threading.Thread | None = None
         self.fleet_dispatcher: FleetDispatcher | None = None
         self.scrubber: Scrubber | None = None
+        self.ledger_worker: LedgerWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -152,6 +153,9 @@ class ServerRunner:
             app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
         )
         self.scrubber.start()
+        # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
+        self.ledger_worker = LedgerWorker(app)
+        self.ledger_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
@@ -241,6 +245,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
         self._stop.set()
+        if self.ledger_worker is not None:
+            self.ledger_worker.stop()
+            self.ledger_worker = None
         if self.scrubber is not None:
             self.scrubber.stop()
             self.scrubber = None

@@ -20,6 +20,10 @@ def register_blueprints(app: Flask) -> None:
     from server.http.api import integrity  # JL-6: on-demand evidence scrub
 
     app.register_blueprint(integrity.bp, url_prefix="/api/v1/integrity")
+    from server.http.api import ledger  # JL-6, JL-23: the evidence ledger (docs/ledger.md)
+
+    app.register_blueprint(ledger.bp, url_prefix="/api/v1/ledger")
+    app.register_blueprint(ledger.public_bp, url_prefix="/ledger/v1")
     # People, credentials and cases (GS-9, GS-10, JL-7 – JL-11).
     from server.http.api import cases, credentials, people
     from server.http.pages import mobile, verify
@@ -44,6 +48,10 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Evidence workspace (server-rendered pages over cases, sessions and recordings, issue 13).
+    from server.http.pages import workspace
+
+    app.register_blueprint(workspace.bp)
     # Publicity: the staff API and the public portal (issue #10, GS-5 – GS-19).
     from server.http.api import publicity
     from server.http.pages import portal

@@ -23,9 +23,9 @@ Known limitations of amqtt 0.12.x, verified by ``tests/test_broker.py``:
 
 Access control (the same model as the generated Mosquitto files, :mod:`server.infra.mqtt_acl`):
 
-* :class:`_AccessPlugin` is an amqtt auth *and* topic plugin.  A client must log in with an
-  account that ``accounts(username)`` returns (the server looks devices up in the registry at
-  every connect, so a revoked, lost or retired device is refused at its next connect) and
+* :class:`~server.infra.broker_access.AccessPlugin` is an amqtt auth *and* topic plugin.  A client
+  must log in with an account that ``accounts(username)`` returns (the server looks devices up in
+  the registry at every connect, so a revoked, lost or retired device is refused at its next connect) and
   whose ``$7$`` password hash matches; there is no anonymous access.  Publishing, subscribing
   and receiving are checked with :func:`server.infra.mqtt_acl.permits`.
 * amqtt 0.12 looks up, and for a clean session deletes, the session of a client id *before* it
@@ -53,8 +53,6 @@ import contextlib
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -63,15 +61,21 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from server.infra.mqtt_acl import AccessAction, BrokerAccount, permits, verify_broker_password
+from server.infra.broker_access import (
+    ACCOUNT_ATTR,
+    AccessPlugin,
+    AccountLookup,
+    Gatekeeper,
+    StaticAccounts,
+    session_account,
+)
+from server.infra.mqtt_acl import AccessAction, BrokerAccount, permits
 
-__all__ = ["AccountLookup", "EmbeddedBroker", "StaticAccounts"]
+__all__ = ["EmbeddedBroker"]
 
-AccountLookup = Callable[[str], "BrokerAccount | None"]
 """Returns the current account for a login name, or None (called in a worker thread at each connect)."""
 
 _LOG = logging.getLogger(__name__)
@@ -99,126 +103,10 @@ def _quiet_amqtt_logging() -> None:
             logger.setLevel(logging.ERROR)
 
 
-class StaticAccounts:
-    """A fixed, thread-safe set of broker accounts (the service account, tests, benchmarks)."""
-
-    def __init__(self, accounts: list[BrokerAccount] | tuple[BrokerAccount, ...] = ()) -> None:
-        """Start with ``accounts``."""
-        self._lock = threading.Lock()
-        self._accounts = {a.username: a for a in accounts}
-
-    def add(self, account: BrokerAccount) -> None:
-        """Add or replace the account of ``account.username``."""
-        with self._lock:
-            self._accounts[account.username] = account
-
-    def remove(self, username: str) -> None:
-        """Forget a login (its next connect is refused)."""
-        with self._lock:
-            self._accounts.pop(username, None)
-
-    def __call__(self, username: str) -> BrokerAccount | None:
-        """The account of ``username``, if any."""
-        with self._lock:
-            return self._accounts.get(username)
-
-
-class _Gatekeeper:
-    """Checks logins against an :data:`AccountLookup`; the amqtt plugin and the broker share one."""
-
-    def __init__(self, lookup: AccountLookup) -> None:
-        self.lookup = lookup
-        # PBKDF2 costs ~10 ms; amqtt asks twice per connect, so remember recent successful checks.
-        self._verified: dict[tuple[str, str, str], None] = {}
-        self._lock = threading.Lock()
-
-    def authenticate(self, username: str | None, password: str | None) -> BrokerAccount | None:
-        """The account if ``username``/``password`` log in, else None (blocking: run in a thread)."""
-        if not username or password is None:
-            return None  # no anonymous access, and no login without a password
-        try:
-            account = self.lookup(username)
-        except Exception:  # the registry is down: refuse rather than let anyone in
-            _LOG.exception("embedded MQTT broker: account lookup for %r failed", username)
-            return None
-        if account is None:
-            return None
-        key = (username, account.password_hash, password)
-        with self._lock:
-            if key in self._verified:
-                return account
-        if not verify_broker_password(password, account.password_hash):
-            return None
-        with self._lock:
-            if len(self._verified) > 1024:
-                self._verified.clear()
-            self._verified[key] = None
-        return account
-
-
-_ACCOUNT_ATTR = "zfjl_account"
-_ACTIONS = {
-    Action.PUBLISH: AccessAction.PUBLISH,
-    Action.SUBSCRIBE: AccessAction.SUBSCRIBE,
-    Action.RECEIVE: AccessAction.RECEIVE,
-}
-
-
-def _session_account(session: Session | None) -> BrokerAccount | None:
-    """The account a session logged in with (set by :class:`_AccessPlugin`)."""
-    account = getattr(session, _ACCOUNT_ATTR, None) if session is not None else None
-    return account if isinstance(account, BrokerAccount) else None
-
-
-class _AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type hints
-    """Authenticates logins and authorises topics with :mod:`server.infra.mqtt_acl` (one model,
-        two enforcers)."""
-
-    @dataclass
-    class Config:
-        """No options: the gatekeeper is attached by :class:`EmbeddedBroker` after loading."""
-
-    gatekeeper: _Gatekeeper | None = None
-
-    async def authenticate(self, *, session: Session) -> bool | None:
-        """Accept a session only with a valid login; remember its account on the session."""
-        gatekeeper = self.gatekeeper
-        if gatekeeper is None:
-            return False
-        account = await asyncio.get_running_loop().run_in_executor(
-            None, gatekeeper.authenticate, session.username, session.password
-        )
-        setattr(session, _ACCOUNT_ATTR, account)
-        if account is None:
-            _LOG.warning(
-                "embedded MQTT broker: refused login %r from %s", session.username, session.remote_address
-            )
-            return False
-        session.is_anonymous = False  # authenticated: amqtt keeps its offline QoS 1 queue
-        return True
-
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
-    ) -> bool | None:
-        """Allow exactly what the account's ``write``/``read`` filters allow."""
-        access = _ACTIONS.get(action) if action is not None else None
-        if access is None or not topic:
-            return False
-        allowed = permits(_session_account(session), access, topic)
-        if not allowed and access is not AccessAction.RECEIVE:
-            _LOG.info(
-                "embedded MQTT broker: denied %s of %r to %r",
-                access.value,
-                topic,
-                session.username if session else None,
-            )
-        return allowed
-
-
 class _GuardedBroker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
     """amqtt's broker, authenticating before a client id touches any session, filtering retained sends."""
 
-    access: _AccessPlugin | None = None
+    access: AccessPlugin | None = None
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         """Ask the access plugin directly.
@@ -264,7 +152,7 @@ class _GuardedBroker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
         if not await self._authenticate(session, self.listeners_config[_LISTENER]):
             await self._refuse(writer, "bad login")
         if session.will_flag and not permits(
-            _session_account(session), AccessAction.PUBLISH, session.will_topic or ""
+            session_account(session), AccessAction.PUBLISH, session.will_topic or ""
         ):
             # amqtt publishes a last will without any check; Mosquitto refuses such a CONNECT.
             await self._refuse(writer, f"last will on {session.will_topic!r} is not allowed")
@@ -283,7 +171,7 @@ class _GuardedBroker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
         elif session.client_id in self._sessions:
             existing, _ = self._sessions[session.client_id]
             carried = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive")
-            for name in (*carried, "username", "password", _ACCOUNT_ATTR, "is_anonymous"):
+            for name in (*carried, "username", "password", ACCOUNT_ATTR, "is_anonymous"):
                 setattr(existing, name, getattr(session, name, None))
             session = existing
             session.parent = 1
@@ -479,7 +367,7 @@ class EmbeddedBroker:
         async def snapshot() -> dict[str, BrokerAccount]:
             out: dict[str, BrokerAccount] = {}
             for session, _handler in list(broker._sessions.values()):
-                account = _session_account(session)
+                account = session_account(session)
                 if account is not None and session.transitions.is_connected():
                     out[account.username] = account
             return out
@@ -555,12 +443,12 @@ class EmbeddedBroker:
         self._stop_event = asyncio.Event()
         config = {
             "listeners": {_LISTENER: {"type": "external"}},
-            "plugins": {f"{__name__}._AccessPlugin": {}},
+            "plugins": {f"{__name__}.AccessPlugin": {}},
         }
         broker = _GuardedBroker(config)
-        gatekeeper = _Gatekeeper(lambda username: self.accounts(username))
+        gatekeeper = Gatekeeper(lambda username: self.accounts(username))
         for plugin in broker.plugins_manager.plugins:
-            if isinstance(plugin, _AccessPlugin):
+            if isinstance(plugin, AccessPlugin):
                 plugin.gatekeeper = gatekeeper
                 broker.access = plugin
         self._broker = broker

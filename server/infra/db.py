@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.errors import ZfjlError
 from server.infra import fsmode
 
 __all__ = [
@@ -90,12 +91,22 @@ def get_engine(app: Flask | None = None) -> Engine:
 
 @contextmanager
 def session_scope(app: Flask | None = None) -> Iterator[Session]:
-    """A session that commits on success, rolls back on error and always closes."""
+    """A session that commits on success, rolls back on error and always closes.
+
+    An error that ``keeps_writes`` (``ZfjlError``: a refused login's throttle count and audit row) is
+    committed before it propagates: the refusal is the outcome, and its bookkeeping must stay.
+    """
     factory: sessionmaker[Session] = (app or current_app).extensions[_SESSIONMAKER_KEY]
     session = factory()
     try:
         yield session
         session.commit()
+    except ZfjlError as exc:
+        if exc.keeps_writes:
+            session.commit()
+        else:
+            session.rollback()
+        raise
     except BaseException:
         session.rollback()
         raise

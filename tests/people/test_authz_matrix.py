@@ -22,11 +22,12 @@ from server.domain.accounts.models import ROLES, User
 from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
-from tests.people.conftest import World, login
+from tests.people.conftest import PASSWORD, World, login
 
 
 @pytest.fixture
@@ -103,14 +104,14 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         case = case_service.create_case(
             session,
             Caller(str(user_b), "officer", world.agency_b),
-            {
-                "number": "芜城管罚〔2026〕B-0001号",
-                "act_kind": "penalty",
-                "origin": "ex_officio",
-                "title": "乙机关案件",
-                "party": "乙机关当事人",
-                "officer_ids": [world.officer_b],
-            },
+            NewCase(
+                number="芜城管罚〔2026〕B-0001号",
+                act_kind="penalty",
+                origin="ex_officio",
+                title="乙机关案件",
+                party="乙机关当事人",
+                officer_ids=(world.officer_b,),
+            ),
         )
         case_id = case.id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
@@ -197,4 +198,96 @@ def test_no_api_endpoint_gives_agency_a_anything_of_agency_b(
                             f"{method} {path} as {role}-a: {response.status_code}, "
                             f"but {absent.status_code} for an object that does not exist"
                         )
+    assert not leaks, "\n".join(leaks)
+
+
+# -- the evidence workspace's pages (/workspace/, issue 13) -------------------------------------------
+# Each page takes the roles of the API endpoint serving the same data (``zfjl_api_endpoint``), so the
+# same table is checked here through the pages' cookie sessions.
+
+_WORKSPACE_OPEN = ("workspace.index", "workspace.login_form", "workspace.login", "workspace.logout")
+
+
+def _workspace_calls(app: Flask, names: dict[str, str] | None = None) -> list[tuple[str, str, str, str]]:
+    """(API endpoint whose roles apply, method, path, rule) of every workspace page behind a session."""
+    calls = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/workspace/"):
+            continue
+        api = getattr(app.view_functions[rule.endpoint], "zfjl_api_endpoint", None)
+        if api is None:
+            assert rule.endpoint in _WORKSPACE_OPEN, f"{rule.endpoint} names no API endpoint for its roles"
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            calls.append((api, method, _concrete(rule.rule, names), rule.rule))
+    return calls
+
+
+def _workspace_client(app: Flask, username: str) -> tuple[FlaskClient, str]:
+    """A browser-like client logged in to the workspace, and the CSRF value of its session."""
+    client = app.test_client()
+    form = client.get("/workspace/login").get_data(as_text=True)
+    token = re.search(r'name="login_csrf" value="([^"]+)"', form)
+    assert token is not None
+    answer = client.post(
+        "/workspace/login", data={"username": username, "password": PASSWORD, "login_csrf": token.group(1)}
+    )
+    assert answer.status_code == 303, (username, answer.status_code)
+    page = client.get(answer.headers["Location"]).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    return client, csrf.group(1)
+
+
+def test_every_workspace_page_allows_exactly_its_roles(app: Flask, world: World) -> None:
+    calls = _workspace_calls(app)
+    assert len(calls) >= 8
+    wrong = []
+    for role in ROLES:
+        client, csrf = _workspace_client(app, f"{role}-a")
+        for api, method, path, _rule in calls:
+            allowed = set(ENDPOINT_ROLES[api]) | {"system_admin"}
+            form = {"csrf_token": csrf} if method == "POST" else None
+            response = client.open(path, method=method, data=form)
+            if (response.status_code == 403) == (role in allowed):
+                wrong.append(f"{method} {path} as {role}: {response.status_code}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_workspace_page_needs_a_session(app: Flask, client: FlaskClient) -> None:
+    for _api, method, path, _rule in _workspace_calls(app):
+        response = client.open(path, method=method)
+        assert response.status_code == 303, (method, path, response.status_code)
+        assert "/workspace/login" in response.headers["Location"]
+
+
+def test_no_workspace_page_gives_agency_a_anything_of_agency_b(
+    app: Flask, world: World, tmp_path: Path
+) -> None:
+    """JL-20 through the pages: as every agency-bound role of A, B's objects read like missing ones."""
+    names, sentinels = _agency_b(app, world, tmp_path)
+    supervisor, _csrf = _workspace_client(app, "supervisor-a")
+    assert any(s in _seen(supervisor.get("/workspace/sessions")) for s in sentinels)
+    assert any(s in _seen(supervisor.get("/workspace/cases")) for s in sentinels)
+    scoped = [r for r in ROLES if r not in CROSS_AGENCY_READERS]
+    leaks = []
+    for role in scoped:
+        client, csrf = _workspace_client(app, f"{role}-a")
+        for api, method, path, rule in sorted(
+            _workspace_calls(app, names), key=lambda c: (c[1] != "GET", c[2])
+        ):
+            if role not in set(ENDPOINT_ROLES[api]) | {"system_admin"}:
+                continue
+            data = {"csrf_token": csrf, "text": "说明", "marker_id": ""} if method == "POST" else None
+            response = client.open(path, method=method, data=data)
+            found = sorted(s for s in sentinels if s in _seen(response))
+            if found:
+                leaks.append(f"{method} {path} as {role}-a shows {found}")
+            owned = any(f"<{k}>" in rule or f":{k}>" in rule for k in _AGENCY_OWNED)
+            if owned:
+                absent = client.open(_concrete(rule), method=method, data=data)
+                if not (response.status_code == absent.status_code == 404):
+                    leaks.append(
+                        f"{method} {path} as {role}-a: {response.status_code} vs {absent.status_code}"
+                    )
     assert not leaks, "\n".join(leaks)

@@ -21,6 +21,7 @@ from protocol.session import EventAckState
 from server.domain.accounts.models import User
 from server.domain.base import utcnow
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import CaseEventInput, NewCase
 from server.domain.cases.models import Case, CaseEvent
 from server.domain.errors import Invalid
 from server.domain.evidence.models import Recording
@@ -270,7 +271,7 @@ def _seed(session: Session) -> tuple[Caller, Case, Officer]:
     case = case_service.create_case(
         session,
         caller,
-        {"number": "N-1", "act_kind": "coercion", "origin": "ex_officio", "officer_ids": [officer.id]},
+        NewCase(number="N-1", act_kind="coercion", origin="ex_officio", officer_ids=(officer.id,)),
     )
     session.commit()
     return caller, case, officer
@@ -279,7 +280,7 @@ def _seed(session: Session) -> tuple[Caller, Case, Officer]:
 def test_jl6_event_log_is_append_only_in_the_database(db_session: Session) -> None:
     caller, case, _officer = _seed(db_session)
     event = case_service.record_event(
-        db_session, caller, case.id, {"event_type": "investigation.coercive_measure"}
+        db_session, caller, case.id, CaseEventInput(event_type="investigation.coercive_measure")
     )
     db_session.commit()
     for statement in ("UPDATE case_events SET text = 'rewritten'", "DELETE FROM case_events"):
@@ -289,7 +290,7 @@ def test_jl6_event_log_is_append_only_in_the_database(db_session: Session) -> No
     assert db_session.get(CaseEvent, event.id) is not None
     with pytest.raises(Invalid):
         case_service.record_event(
-            db_session, caller, case.id, {"event_type": "decision.decided", "corrects_event_id": 999}
+            db_session, caller, case.id, CaseEventInput(event_type="decision.decided", corrects_event_id=999)
         )
 
 

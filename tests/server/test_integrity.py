@@ -216,7 +216,7 @@ DATABASE_TAMPERINGS: list[tuple[Callable[[Evidence], None], str]] = [
 
 
 def _assert_detected(env: Evidence, code: str) -> dict[str, Any]:
-    result = scrub(env.session, env.store)
+    result = scrub(env.session, env.store, checkpoint=env.session.commit)
     report = chain_report(env.session, env.segments.device_id)
     assert report["verified"] is False, report
     codes = {f["code"] for f in report["integrity"]}
@@ -285,7 +285,7 @@ def test_jl6_restored_object_clears_the_finding(
     flip_bytes(env)
     _assert_detected(env, "object_hash_mismatch")
     _overwrite(env.store, key, original)  # restored from backup
-    scrub(env.session, env.store)
+    scrub(env.session, env.store, checkpoint=env.session.commit)
     assert chain_report(env.session, segments.device_id)["verified"] is True
 
 
@@ -311,7 +311,7 @@ def test_jl6_evidence_tables_are_append_only(
 ) -> None:
     env = _setup(db_session, LocalObjectStore(tmp_path / "objects"), segments)
     flip_bytes(env)
-    scrub(env.session, env.store)  # a scrub finding row exists
+    scrub(env.session, env.store, checkpoint=env.session.commit)  # a scrub finding row exists
     db_session.add(IngestRejection(device_id=segments.device_id, code="bad_signature", message="m"))
     db_session.commit()
     with pytest.raises(DBAPIError, match="append-only"):
@@ -340,7 +340,7 @@ def test_key_history_is_written_at_provisioning_and_revocation(
         ("reinstated", False, "admin"),
     ]
     # Evidence stored while the key was valid still verifies after a revocation and reinstatement (JL-19).
-    scrub(env.session, env.store)
+    scrub(env.session, env.store, checkpoint=env.session.commit)
     assert chain_report(db_session, segments.device_id)["verified"] is True
 
 
@@ -418,7 +418,7 @@ def test_migration_backfills_key_history_and_receipts(
         with Session(engine) as session:
             assert [k.event for k in session.query(DeviceKey)] == ["backfill"]
             assert [r.sequence for r in session.query(SegmentReceipt)] == [0]
-            scrub(session, store)
+            scrub(session, store, checkpoint=session.commit)
             assert chain_report(session, segments.device_id)["verified"] is True
     finally:
         engine.dispose()

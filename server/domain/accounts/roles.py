@@ -39,6 +39,13 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "devices.register_device": _MANAGE_DEVICES,
     "devices.chain": ("device_admin", "legal_reviewer", "supervisor", "auditor", "system_admin"),
     "integrity.scrub": ("device_admin", "auditor", "system_admin"),  # JL-6: reads every object
+    # The evidence ledger (docs/ledger.md): one tree for the deployment, so cross-agency readers only.
+    "ledger.inclusion_proof": ("supervisor", "auditor", "system_admin"),
+    "ledger.consistency_proof": ("supervisor", "auditor", "system_admin"),
+    "ledger.get_leaf": ("supervisor", "auditor", "system_admin"),
+    "ledger.get_row_leaf": ("supervisor", "auditor", "system_admin"),
+    "ledger.sign_checkpoint": ("auditor", "system_admin"),
+    "ledger.verify": ("auditor", "system_admin"),
     # People and cases (server/http/api/people.py, credentials.py, cases.py): GS-9, GS-10, JL-7 – JL-11.
     # Reads are further limited to the caller's agency except for supervisors, auditors and admins.
     "people.list_agencies": ROLES,

@@ -49,6 +49,8 @@ class InvalidCredentials(ServiceError):
 
     code = "invalid_credentials"
     kind = ErrorKind.UNAUTHORIZED
+    # The failure counts towards the throttle and is audited even though the login is refused.
+    keeps_writes = True
 
 
 class LoginThrottled(ServiceError):
@@ -174,7 +176,10 @@ def authenticate(
     now: datetime | None = None,
     client_ip: str | None = None,
 ) -> User:
-    """Check a login under the throttle; commits its bookkeeping.
+    """Check a login under the throttle; its bookkeeping is flushed, the caller commits.
+
+    A refused login raises InvalidCredentials, which ``keeps_writes``: the caller's ``session_scope``
+    commits the failure count and the audit row rather than rolling them back.
 
     Unknown, suspended and wrong-password logins all raise InvalidCredentials after one scrypt hash;
     a throttled attempt raises LoginThrottled before any lookup, for existing and unknown names alike.
@@ -184,7 +189,7 @@ def authenticate(
     rows = throttle_rows(session, keys, now)
     retry_after = seconds_to_wait(rows, keys, now)
     if retry_after:
-        session.rollback()
+        # The caller rolls back with this error (so the stale counts reset above are not kept).
         raise LoginThrottled(retry_after)
     user = session.scalar(select(User).where(User.username == username))
     if user is None or not user.active:
@@ -204,7 +209,7 @@ def authenticate(
             detail=None if user is not None else {"username": username[:64]},
             client_ip=client_ip,
         )
-        session.commit()
+        session.flush()
         raise InvalidCredentials("用户名或密码错误", "invalid username or password")
     assert user is not None
     # Success clears this account's counts (not the address's: logging in to one's own account must
@@ -218,7 +223,7 @@ def authenticate(
         target_id=user.id,
         client_ip=client_ip,
     )
-    session.commit()
+    session.flush()
     return user
 
 

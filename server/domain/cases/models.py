@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -19,15 +19,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["ACT_KINDS", "CASE_ORIGINS", "Case", "CaseAttachment", "CaseEvent", "CaseOfficer"]
+__all__ = [
+    "ACT_KINDS",
+    "CASE_ORIGINS",
+    "ActKind",
+    "Case",
+    "CaseAttachment",
+    "CaseEvent",
+    "CaseOfficer",
+    "CaseOrigin",
+]
 
 
 # GS-2, JL-2: the five kinds of enforcement act.
-ACT_KINDS: tuple[str, ...] = ("penalty", "coercion", "inspection", "levy", "licensing")
+ActKind = Literal["penalty", "coercion", "inspection", "levy", "licensing"]
+ACT_KINDS: tuple[ActKind, ...] = get_args(ActKind)
 
 
 # JL-7: a case starts ex officio or on application.
-CASE_ORIGINS: tuple[str, ...] = ("ex_officio", "on_application")
+CaseOrigin = Literal["ex_officio", "on_application"]
+CASE_ORIGINS: tuple[CaseOrigin, ...] = get_args(CaseOrigin)
 
 
 class Case(Base):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import tempfile
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from protocol.case_events import EVENT_VERSION as CASE_EVENT_VERSION
 from protocol.case_events import SignedCaseEvent
-from protocol.manifest import format_time
 from protocol.session import EventAck, EventAckState
 from server.domain.accounts.service import Forbidden
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
-from server.domain.cases.models import ACT_KINDS, CASE_ORIGINS, Case, CaseAttachment, CaseEvent, CaseOfficer
+from server.domain.cases.inputs import CASE_STATUSES, CaseEventInput, NewCase, StatusChange
+from server.domain.cases.models import Case, CaseAttachment, CaseEvent, CaseOfficer
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.evidence.models import Recording
 from server.domain.fleet.assignments import current_assignment
@@ -42,9 +42,12 @@ __all__ = [
     "STAGES",
     "STATUS_EVENT",
     "STATUS_TRANSITIONS",
+    "CaseEventInput",
     "DeviceEventOutcome",
     "EventType",
+    "NewCase",
     "RecordIncomplete",
+    "StatusChange",
     "add_attachment",
     "case_record",
     "change_status",
@@ -185,12 +188,11 @@ def case_officer_ids(session: Session, case_id: int) -> list[int]:
     )
 
 
-def _officer_list(session: Session, value: Any, agency_id: int, key: str) -> list[int]:
-    if value is None:
+def _officer_list(session: Session, officer_ids: tuple[int, ...] | None, agency_id: int) -> list[int]:
+    """The named officers, each of ``agency_id`` (JL-20), sorted without repeats."""
+    ids = sorted(set(officer_ids or ()))
+    if not ids:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise Invalid(f"{key} 必须是整数数组", f"{key} must be a list of integers")
-    ids = sorted(set(value))
     found = set(
         session.scalars(select(Officer.id).where(Officer.id.in_(ids), Officer.agency_id == agency_id))
     )
@@ -199,40 +201,23 @@ def _officer_list(session: Session, value: Any, agency_id: int, key: str) -> lis
     return ids
 
 
-def create_case(session: Session, caller: Caller, body: dict[str, Any]) -> Case:
+def create_case(session: Session, caller: Caller, new: NewCase) -> Case:
     """Open a case in the caller's agency (system_admin may name another)."""
-    agency_id = body.get("agency_id", caller.agency_id)
-    if (
-        not isinstance(agency_id, int)
-        or session.get(Agency, agency_id) is None
-        or not caller.may_write(agency_id)
-    ):
+    agency_id = new.agency_id if new.agency_id is not None else caller.agency_id
+    if agency_id is None or session.get(Agency, agency_id) is None or not caller.may_write(agency_id):
         raise Invalid("必须指定本机关", "a case needs the caller's agency")
-    number = body.get("number")
-    if not isinstance(number, str) or not number.strip() or len(number) > 64:
-        raise Invalid("案号必须是 1–64 字的文本", "number must be 1–64 characters")
-    if body.get("act_kind") not in ACT_KINDS:
-        raise Invalid(
-            f"act_kind 只能是 {'/'.join(ACT_KINDS)}", f"act_kind must be one of {', '.join(ACT_KINDS)}"
-        )
-    if body.get("origin") not in CASE_ORIGINS:
-        raise Invalid(
-            "origin 只能是 ex_officio/on_application", "origin must be ex_officio or on_application"
-        )
-    for key in ("title", "party"):
-        if not isinstance(body.get(key, ""), str) or len(body.get(key, "")) > 300:
-            raise Invalid(f"{key} 必须是不超过 300 字的文本", f"{key} must be text of at most 300 characters")
-    if session.scalar(select(Case.id).where(Case.agency_id == agency_id, Case.number == number.strip())):
+    number = new.number
+    if session.scalar(select(Case.id).where(Case.agency_id == agency_id, Case.number == number)):
         raise Conflict(f"案号 {number} 已存在", f"case number {number} already exists in this agency")
-    officer_ids = _officer_list(session, body.get("officer_ids"), agency_id, "officer_ids")
+    officer_ids = _officer_list(session, new.officer_ids, agency_id)
     case = Case(
         agency_id=agency_id,
-        number=number.strip(),
-        title=body.get("title", ""),
-        act_kind=body["act_kind"],
-        origin=body["origin"],
-        party=body.get("party", ""),
-        major=bool(body.get("major", False)),
+        number=number,
+        title=new.title,
+        act_kind=new.act_kind,
+        origin=new.origin,
+        party=new.party,
+        major=new.major,
         status="open",
         created_by=caller.user_id,
         created_at=utcnow(),
@@ -267,15 +252,6 @@ def list_cases(session: Session, caller: Caller, *, officer_id: int | None = Non
 
 # -- status lifecycle (JL-2, JL-7 – JL-10) ---------------------------------------------------------
 
-CASE_STATUSES: tuple[str, ...] = (
-    "open",
-    "under_review",
-    "decided",
-    "executed",
-    "closed",
-    "withdrawn",
-    "revoked",
-)
 # From -> allowed targets. open: initiation and investigation (JL-7, JL-8); under_review: review and
 # decision (JL-9), may go back to open for more investigation (JL-9(1)); decided: the decision is
 # issued (JL-9, JL-11); executed: served and performed or enforced (JL-10); closed: archived.
@@ -296,7 +272,6 @@ STATUS_TRANSITIONS: dict[str, tuple[str, ...]] = {
 FINAL_STATUSES: tuple[str, ...] = tuple(k for k, v in STATUS_TRANSITIONS.items() if not v)
 # Closing a case whose record is incomplete is the head's decision (JL-9(4)), never an officer's.
 FORCE_CLOSE_ROLES: tuple[str, ...] = ("agency_head", "system_admin")
-MAX_REASON_CHARS = 2000
 
 
 class RecordIncomplete(Conflict):
@@ -312,25 +287,12 @@ class RecordIncomplete(Conflict):
         self.missing = missing
 
 
-def change_status(session: Session, caller: Caller, case_id: int, body: dict[str, Any]) -> CaseEvent:
+def change_status(session: Session, caller: Caller, case_id: int, change: StatusChange) -> CaseEvent:
     """Move a case along STATUS_TRANSITIONS and append a ``case.status_changed`` event (JL-2)."""
     case = get_case(session, caller, case_id)
     if not caller.may_write(case.agency_id):
         raise NotFound("案件不存在", "case not found")
-    target = body.get("status")
-    if target not in CASE_STATUSES:
-        raise Invalid(
-            f"status 只能是 {'/'.join(CASE_STATUSES)}", f"status must be one of {', '.join(CASE_STATUSES)}"
-        )
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
-        raise Invalid(
-            f"必须填写理由（不超过 {MAX_REASON_CHARS} 字）",
-            f"reason is required (at most {MAX_REASON_CHARS} characters)",
-        )
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise Invalid("force 必须是布尔值", "force must be a boolean")
+    target, force = change.status, change.force
     current = case.status
     if target not in STATUS_TRANSITIONS.get(current, ()):
         raise Conflict(
@@ -362,7 +324,7 @@ def change_status(session: Session, caller: Caller, case_id: int, body: dict[str
         session,
         agency_id=case.agency_id,
         case=case,
-        body={"event_type": STATUS_EVENT.code, "text": reason.strip(), "data": data, "officer_ids": []},
+        event=CaseEventInput(event_type=STATUS_EVENT.code, text=change.reason, data=data, officer_ids=()),
         recorded_by=caller.user_id,
         source="api",
         status_change=True,
@@ -401,52 +363,27 @@ def event_to_dict(event: CaseEvent) -> dict[str, Any]:
     }
 
 
-def _parse_time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise Invalid(
-            "occurred_at 必须是带时区的 ISO 8601 时间", "occurred_at must be an ISO 8601 time with offset"
-        )
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise Invalid(
-            "occurred_at 必须是带时区的 ISO 8601 时间", "occurred_at must be an ISO 8601 time with offset"
-        )
-    return parsed
-
-
 def _new_event(
     session: Session,
     *,
     agency_id: int,
     case: Case | None,
-    body: dict[str, Any],
+    event: CaseEventInput,
     recorded_by: str,
     source: str,
     device_id: str | None = None,
     device_event_id: str | None = None,
     status_change: bool = False,
 ) -> CaseEvent:
-    """Validate and append one event (shared by the API, the mobile page and devices)."""
-    event_type = body.get("event_type")
+    """Check and append one event (shared by the API, the mobile page and devices)."""
+    event_type = event.event_type
     if event_type not in EVENT_TYPES or (event_type == STATUS_EVENT.code and not status_change):
         raise Invalid(f"未知的事件类型 {event_type}", f"unknown event type {event_type}")
     if case is None and event_type != "investigation.credential_shown":
         raise Invalid("只有出示证件可以不关联案件", "only credential_shown may be recorded without a case")
-    occurred_at = _parse_time(body["occurred_at"]) if body.get("occurred_at") is not None else utcnow()
-    for key, limit in (("place", 300), ("text", 20000)):
-        if not isinstance(body.get(key, ""), str) or len(body.get(key, "")) > limit:
-            raise Invalid(
-                f"{key} 必须是不超过 {limit} 字的文本", f"{key} must be text of at most {limit} characters"
-            )
-    officer_ids = _officer_list(session, body.get("officer_ids"), agency_id, "officer_ids")
-    recording_ids = body.get("recording_ids") or []
-    if not isinstance(recording_ids, list) or not all(
-        isinstance(r, int) and not isinstance(r, bool) for r in recording_ids
-    ):
-        raise Invalid("recording_ids 必须是整数数组", "recording_ids must be a list of integers")
+    occurred_at = event.occurred_at or utcnow()
+    officer_ids = _officer_list(session, event.officer_ids, agency_id)
+    recording_ids = event.recording_ids
     if recording_ids and len(
         # JL-20: only the case's agency's own recordings; another's is "missing" (no oracle).
         set(
@@ -456,41 +393,38 @@ def _new_event(
         )
     ) != len(set(recording_ids)):
         raise Invalid("有录像不存在", "some recordings do not exist")
-    data = body.get("data") or {}
-    if not isinstance(data, dict):
-        raise Invalid("data 必须是对象", "data must be an object")
-    corrects = body.get("corrects_event_id")
+    corrects = event.corrects_event_id
     if corrects is not None:
-        target = session.get(CaseEvent, corrects) if isinstance(corrects, int) else None
+        target = session.get(CaseEvent, corrects)
         if target is None or case is None or target.case_id != case.id:
             raise Invalid("被更正的事件不属于本案", "the corrected event is not in this case")
-    event = CaseEvent(
+    row = CaseEvent(
         case_id=case.id if case else None,
         agency_id=agency_id,
         event_type=event_type,
         occurred_at=occurred_at,
         recorded_at=utcnow(),
-        place=body.get("place", ""),
-        text=body.get("text", ""),
+        place=event.place,
+        text=event.text,
         officer_ids=officer_ids,
         recording_ids=sorted(set(recording_ids)),
-        data=data,
+        data=dict(event.data),
         source=source,
         recorded_by=recorded_by,
         device_id=device_id,
         device_event_id=device_event_id,
         corrects_event_id=corrects,
     )
-    session.add(event)
+    session.add(row)
     session.flush()
     if case is not None:
         # GS-11: a recorded decision opens its publication item, with its deadline, in the same transaction.
-        collect_from_case_event(session, case, event)
-    return event
+        collect_from_case_event(session, case, row)
+    return row
 
 
 def record_event(
-    session: Session, caller: Caller, case_id: int | None, body: dict[str, Any], *, source: str = "api"
+    session: Session, caller: Caller, case_id: int | None, event: CaseEventInput, *, source: str = "api"
 ) -> CaseEvent:
     """Append an event to a case (JL-2); a correction is a new event with ``corrects_event_id``."""
     case = None
@@ -503,17 +437,18 @@ def record_event(
         raise Invalid("账户没有所属机关", "the account has no agency")
     else:
         agency_id = caller.agency_id
-    if body.get("officer_ids") is None and caller.user_id.isdigit():
+    if event.officer_ids is None and caller.user_id.isdigit():
         # By default the event is the recording officer's own act (links it to their recordings, JL-2).
         own = session.scalar(select(Officer.id).where(Officer.user_id == int(caller.user_id)))
-        body = {**body, "officer_ids": [own] if own is not None and agency_id == caller.agency_id else []}
-    event = _new_event(
-        session, agency_id=agency_id, case=case, body=body, recorded_by=caller.user_id, source=source
+        mine = (own,) if own is not None and agency_id == caller.agency_id else ()
+        event = replace(event, officer_ids=mine)
+    row = _new_event(
+        session, agency_id=agency_id, case=case, event=event, recorded_by=caller.user_id, source=source
     )
     write_audit(
-        session, actor=caller.user_id, action="case.event", target_type="case_event", target_id=event.id
+        session, actor=caller.user_id, action="case.event", target_type="case_event", target_id=row.id
     )
-    return event
+    return row
 
 
 # -- events reported by recorders (signed, finding 2 of the zero-trust review) -------------------
@@ -612,14 +547,6 @@ def record_device_event(session: Session, device_id: str, signed: SignedCaseEven
     ):
         # Another agency's case looks missing, as it does in the API.
         return refuse("case_not_found", "case not found in the officer's agency")
-    body = {
-        "event_type": report.event_type,
-        "occurred_at": format_time(report.at),
-        "place": report.place,
-        "text": report.text,
-        "officer_ids": [officer.id],
-        "data": {"device_signed": _signed_record(signed)},
-    }
     try:
         # Two workers racing on one redelivered event: the unique (device_id, device_event_id) refuses
         # the second insert; its transaction fails and the message is handled again as a duplicate.
@@ -627,7 +554,14 @@ def record_device_event(session: Session, device_id: str, signed: SignedCaseEven
             session,
             agency_id=officer.agency_id,
             case=case,
-            body=body,
+            event=CaseEventInput(
+                event_type=report.event_type,
+                occurred_at=report.at.astimezone(UTC),
+                place=report.place,
+                text=report.text,
+                officer_ids=(officer.id,),
+                data={"device_signed": _signed_record(signed)},
+            ),
             recorded_by=f"device:{device_id}",
             source="device",
             device_id=device_id,

@@ -137,7 +137,10 @@ def commit_segment(
 ) -> CommitResult:
     """Verify a signed segment against its device key and bytes, store it write-once, record it, commit.
 
-    Rejections are logged to ingest_rejections (committed) and then raised as EvidenceRejected.
+    The one domain function that commits (docs/architecture.md, rule 3): the device is acked only
+    after its segment is durable (ack-after-commit), and a race on (device, sequence) shows as the
+    commit's IntegrityError. Rejections are logged to ingest_rejections (committed) and then raised
+    as EvidenceRejected.
     """
     try:
         return _commit(session, store, signed, Path(staged_path), expected_device_id, max_segment_bytes)

@@ -476,11 +476,14 @@ def scrub(
     device_id: str | None = None,
     throttle: Throttle | None = None,
     source: str = "scrub",
+    checkpoint: Callable[[], None],
 ) -> ScrubReport:
-    """Check every recording (of one device, or all) and the devices themselves; record and commit.
+    """Check every recording (of one device, or all) and the devices themselves; record the findings.
 
-    Commits after each batch so a long pass keeps its results if it is stopped; the ingest path is
-    never blocked by it (reads only, plus appends to ``scrub_findings``).
+    The caller owns the transaction and passes ``checkpoint`` (its session's commit): the pass calls
+    it after each batch, so a long pass keeps its results if it is stopped and holds no transaction
+    open while it hashes; the ingest path is never blocked by it (reads only, plus appends to
+    ``scrub_findings``).
     """
     report = ScrubReport()
     query = select(Device).order_by(Device.id)
@@ -508,7 +511,7 @@ def scrub(
             scopes.setdefault(f.scope, []).append(f)
         for scope, found in scopes.items():
             report.new_findings += len(record_findings(session, current_id, scope, found, source=source))
-        session.commit()
+        checkpoint()
         last_id = 0
         while True:
             batch = list(
@@ -525,7 +528,7 @@ def scrub(
             # and a transaction held open meanwhile would pin SQLite's WAL and PostgreSQL's vacuum.
             for rec in batch:
                 session.expunge(rec)
-            session.commit()
+            checkpoint()
             for rec in batch:
                 last_id = rec.id
                 found = check_columns(rec, periods)
@@ -533,7 +536,7 @@ def scrub(
                     object_finding = check_object(store, rec, throttle)
                 except ScrubStopped:
                     report.stopped = True
-                    session.commit()
+                    checkpoint()
                     return report
                 if object_finding is not None:
                     found.append(object_finding)
@@ -544,7 +547,7 @@ def scrub(
                 report.new_findings += len(
                     record_findings(session, current_id, (rec.id, rec.sequence), found, source=source)
                 )
-                session.commit()
+                checkpoint()
     return report
 
 

@@ -9,12 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.domain.fleet.assignments import current_assignment, iso_or_none
-from server.domain.fleet.models import (
-    Device,
-    DeviceAlert,
-    DeviceAssignment,
-    DeviceProfile,
-)
+from server.domain.fleet.models import Device, DeviceAlert, DeviceAssignment, DeviceProfile
 from server.domain.fleet.telemetry import latest_health
 from server.domain.fleet.telemetry_models import DeviceHealthSample, DevicePresence
 

@@ -37,22 +37,31 @@ from sqlalchemy.orm import Session
 from protocol.fleet import BOOKMARK_TTL, CommandKind
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
+from server.domain.cases.inputs import CaseEventInput
+from server.domain.cases.models import CaseEvent
+from server.domain.cases.service import record_event
 from server.domain.errors import Conflict, NotFound
 from server.domain.fleet.commands import create_command
 from server.domain.fleet.models import DeviceAssignment
 from server.domain.people.models import Agency, CredentialScan, Officer
+from server.domain.people.service import Caller
 from server.infra.fsmode import private_dir
 
 __all__ = [
     "KEY_FILE",
+    "MAX_SCANS_LISTED",
     "TOKEN_TTL",
     "CredentialCheck",
     "bookmark_recorder",
     "checked_out_device",
+    "credential_of",
     "issue_token",
+    "list_scans",
     "load_or_create_key",
     "log_scan",
     "public_key_document",
+    "record_shown",
+    "scan_to_dict",
     "status_outcome",
     "verify_by_certificate",
     "verify_token",
@@ -66,6 +75,8 @@ TOKEN_TTL = timedelta(seconds=60)
 CLOCK_SKEW = timedelta(seconds=10)
 _BODY = struct.Struct(">BII16s")
 _SIG_LEN = 64
+# The verification log lists the latest scans only; older ones stay in the table (GS-10(1)).
+MAX_SCANS_LISTED = 500
 
 
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
@@ -256,6 +267,11 @@ def officer_for_user(session: Session, user_id: int) -> Officer:
     return officer
 
 
+def credential_of(session: Session, officer: Officer) -> dict[str, Any]:
+    """The officer's credential with the name of their agency (GS-9(2), GS-10(1))."""
+    return credential_dict(officer, session.get(Agency, officer.agency_id))
+
+
 def credential_dict(officer: Officer, agency: Agency | None) -> dict[str, Any]:
     """What the credential shows (GS-9(2), GS-10(1))."""
     return {
@@ -325,3 +341,54 @@ def bookmark_recorder(
         detail={"officer_id": officer.id, "device_id": device_id, "bookmark": bookmark, "reason": reason},
     )
     return bookmark, reason
+
+
+def record_shown(
+    session: Session, caller: Caller, officer: Officer, *, case_id: int | None, place: str
+) -> tuple[CaseEvent, dict[str, Any] | None, str | None]:
+    """JL-8(1): record ``investigation.credential_shown`` and have the paired recorder bookmark it.
+
+    Returns the event and what ``bookmark_recorder`` answered (JL-15).
+    """
+    shown = CaseEventInput(
+        event_type="investigation.credential_shown",
+        officer_ids=(officer.id,),
+        place=place,
+        text=f"{officer.name} 出示执法证件 {officer.certificate_number or ''}".strip(),
+        data={"certificate_number": officer.certificate_number},
+    )
+    event = record_event(session, caller, case_id, shown, source="mobile")
+    bookmark, reason = bookmark_recorder(
+        session, officer, event_id=event.id, case_id=event.case_id, actor=caller.user_id
+    )
+    return event, bookmark, reason
+
+
+def list_scans(
+    session: Session, caller: Caller, *, officer_id: int | None = None, limit: int = MAX_SCANS_LISTED
+) -> list[CredentialScan]:
+    """The latest scans of credentials the caller may see, newest first (GS-10(1), JL-20).
+
+    A caller bound to an agency sees the scans of that agency's officers only; a cross-agency reader
+    (supervisor, auditor, system_admin) sees all of them.
+    """
+    query = select(CredentialScan).order_by(CredentialScan.id.desc()).limit(limit)
+    if officer_id is not None:
+        query = query.where(CredentialScan.officer_id == officer_id)
+    if not caller.reads_all:
+        mine = select(Officer.id).where(Officer.agency_id == caller.agency_id)
+        query = query.where(CredentialScan.officer_id.in_(mine))
+    return list(session.scalars(query))
+
+
+def scan_to_dict(scan: CredentialScan) -> dict[str, Any]:
+    """One verification as the log shows it: no token, no full address (GS-10(1))."""
+    return {
+        "id": scan.id,
+        "at": scan.at.isoformat(),
+        "officer_id": scan.officer_id,
+        "method": scan.method,
+        "outcome": scan.outcome,
+        "user_agent_family": scan.user_agent_family,
+        "ip_prefix": scan.ip_prefix,
+    }

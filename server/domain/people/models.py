@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Literal, get_args
 
 from sqlalchemy import (
     Date,
@@ -17,14 +18,24 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["OFFICER_STATUSES", "STAFF_KINDS", "Agency", "CredentialScan", "Officer"]
+__all__ = [
+    "OFFICER_STATUSES",
+    "STAFF_KINDS",
+    "Agency",
+    "CredentialScan",
+    "Officer",
+    "OfficerStatus",
+    "StaffKind",
+]
 
 
-OFFICER_STATUSES: tuple[str, ...] = ("active", "suspended", "revoked")
+OfficerStatus = Literal["active", "suspended", "revoked"]
+OFFICER_STATUSES: tuple[OfficerStatus, ...] = get_args(OfficerStatus)
 
 
 # GS-9(2): certified officers and auxiliary staff are published differently.
-STAFF_KINDS: tuple[str, ...] = ("officer", "auxiliary")
+StaffKind = Literal["officer", "auxiliary"]
+STAFF_KINDS: tuple[StaffKind, ...] = get_args(StaffKind)
 
 
 class Agency(Base):

@@ -6,7 +6,6 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -17,15 +16,18 @@ from server.domain.accounts.service import cut_off_tokens
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
-from server.domain.people.models import OFFICER_STATUSES, STAFF_KINDS, Agency, Officer
+from server.domain.people.inputs import AGENCY_FIELDS, OFFICER_FIELDS, AgencyFields, OfficerFields
+from server.domain.people.models import Agency, Officer
 from server.domain.sniff import PHOTO_TYPES, check_photo
 from server.errors import ErrorKind
 
 __all__ = [
     "CROSS_AGENCY_READERS",
     "PHOTO_TYPES",
+    "AgencyFields",
     "Caller",
     "ImportRejected",
+    "OfficerFields",
     "create_agency",
     "create_officer",
     "get_agency",
@@ -43,20 +45,6 @@ __all__ = [
 # JL-20: superior, supervisory and audit bodies may read across agencies; everyone else sees their own.
 CROSS_AGENCY_READERS: tuple[str, ...] = ("supervisor", "auditor", "system_admin")
 MAX_PHOTO_BYTES = 512 * 1024
-AGENCY_FIELDS: tuple[str, ...] = ("name", "head", "duties", "address", "contacts")
-OFFICER_FIELDS: tuple[str, ...] = (
-    "kind",
-    "name",
-    "enforcement_category",
-    "certificate_number",
-    "issuing_body",
-    "valid_from",
-    "valid_to",
-    "status",
-    "duties",
-    "authority",
-    "user_id",
-)
 CSV_COLUMNS: tuple[str, ...] = (*OFFICER_FIELDS[:-1], "username")
 
 
@@ -95,19 +83,6 @@ class Caller:
         return self.role == "system_admin" or (self.agency_id is not None and self.agency_id == agency_id)
 
 
-def _text(body: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise Invalid(f"缺少字段 {key}", f"missing field {key}")
-        return None
-    if not isinstance(value, str) or len(value.strip()) > limit or (required and not value.strip()):
-        raise Invalid(
-            f"{key} 必须是不超过 {limit} 字的非空文本", f"{key} must be text of at most {limit} characters"
-        )
-    return value.strip()
-
-
 # -- agencies ---------------------------------------------------------------------------------
 
 
@@ -116,9 +91,9 @@ def agency_to_dict(agency: Agency) -> dict[str, Any]:
     return {f: getattr(agency, f) for f in ("id", *AGENCY_FIELDS)}
 
 
-def create_agency(session: Session, body: dict[str, Any], *, actor: str) -> Agency:
-    """Create an agency; its name is unique."""
-    values = {f: _text(body, f, 300, required=f == "name") or "" for f in AGENCY_FIELDS}
+def create_agency(session: Session, fields: AgencyFields, *, actor: str) -> Agency:
+    """Create an agency; its name is unique (``fields`` checked with ``creating=True``)."""
+    values = {f: getattr(fields, f) or "" for f in AGENCY_FIELDS}
     if session.scalar(select(Agency.id).where(Agency.name == values["name"])) is not None:
         raise Conflict(f"机关 {values['name']} 已存在", f"agency {values['name']} already exists")
     agency = Agency(**values, created_at=utcnow())
@@ -144,15 +119,13 @@ def list_agencies(session: Session, caller: Caller) -> list[Agency]:
     return list(session.scalars(query))
 
 
-def update_agency(session: Session, caller: Caller, agency_id: int, body: dict[str, Any]) -> Agency:
+def update_agency(session: Session, caller: Caller, agency_id: int, fields: AgencyFields) -> Agency:
     """Change an agency's published particulars (GS-9: update within 20 working days of a change)."""
     agency = get_agency(session, caller, agency_id)
     if not caller.may_write(agency_id):
         raise NotFound("机关不存在", "agency not found")
-    for f in AGENCY_FIELDS:
-        value = _text(body, f, 300, required=False)
-        if value is not None:
-            setattr(agency, f, value)
+    for f, value in fields.given().items():
+        setattr(agency, f, value)
     write_audit(
         session, actor=caller.user_id, action="agency.update", target_type="agency", target_id=agency_id
     )
@@ -226,48 +199,6 @@ def officer_to_dict(officer: Officer, *, photo_url: str | None = None) -> dict[s
     }
 
 
-def _date(value: Any, key: str) -> date | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise Invalid(f"{key} 必须是 YYYY-MM-DD 日期", f"{key} must be a YYYY-MM-DD date")
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise Invalid(f"{key} 必须是 YYYY-MM-DD 日期", f"{key} must be a YYYY-MM-DD date") from None
-
-
-def _officer_values(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """Validated officer fields present in ``body`` (all required ones when creating)."""
-    values: dict[str, Any] = {}
-    for key in ("name", "enforcement_category", "issuing_body", "duties", "authority"):
-        value = _text(
-            body, key, 1000 if key in ("duties", "authority") else 200, required=creating and key == "name"
-        )
-        if value is not None:
-            values[key] = value
-    if "certificate_number" in body:
-        number = _text(body, "certificate_number", 64)
-        values["certificate_number"] = number or None
-    for key, choices in (("kind", STAFF_KINDS), ("status", OFFICER_STATUSES)):
-        if key in body:
-            if body[key] not in choices:
-                raise Invalid(
-                    f"{key} 只能是 {'/'.join(choices)}", f"{key} must be one of {', '.join(choices)}"
-                )
-            values[key] = body[key]
-    for key in ("valid_from", "valid_to"):
-        if key in body:
-            values[key] = _date(body[key], key)
-    if "user_id" in body:
-        if body["user_id"] is not None and (
-            isinstance(body["user_id"], bool) or not isinstance(body["user_id"], int)
-        ):
-            raise Invalid("user_id 必须是整数", "user_id must be an integer")
-        values["user_id"] = body["user_id"]
-    return values
-
-
 def _check_officer(session: Session, officer: Officer) -> None:
     """Rules across fields: GS-9(2) officers need a certificate and its validity; unique numbers."""
     if officer.kind == "officer":
@@ -299,11 +230,11 @@ def _check_officer(session: Session, officer: Officer) -> None:
             raise Conflict("该账户已关联其他人员", "that user is linked to another officer")
 
 
-def create_officer(session: Session, caller: Caller, agency_id: int, body: dict[str, Any]) -> Officer:
-    """Register an officer or auxiliary staff member in an agency."""
+def create_officer(session: Session, caller: Caller, agency_id: int, fields: OfficerFields) -> Officer:
+    """Register an officer or auxiliary staff member in an agency (``fields`` checked with ``creating``)."""
     if session.get(Agency, agency_id) is None or not caller.may_write(agency_id):
         raise NotFound("机关不存在", "agency not found")
-    values = _officer_values(body, creating=True)
+    values = fields.given()
     now = utcnow()
     officer = Officer(
         agency_id=agency_id,
@@ -342,12 +273,12 @@ def list_officers(session: Session, caller: Caller, *, agency_id: int | None = N
     return list(session.scalars(query))
 
 
-def update_officer(session: Session, caller: Caller, officer_id: int, body: dict[str, Any]) -> Officer:
+def update_officer(session: Session, caller: Caller, officer_id: int, fields: OfficerFields) -> Officer:
     """Change an officer's entry (status change to suspended/revoked takes effect on the next scan)."""
     officer = get_officer(session, caller, officer_id)
     if not caller.may_write(officer.agency_id):
         raise NotFound("人员不存在", "officer not found")
-    values = _officer_values(body, creating=False)
+    values = fields.given()
     for key, value in values.items():
         setattr(officer, key, value)
     officer.updated_at = utcnow()
@@ -402,6 +333,7 @@ def import_officers_csv(session: Session, caller: Caller, agency_id: int, text: 
     numbers: dict[str, int] = {}
     for line, raw in enumerate(reader, start=2):
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        # A row is the same fields as a JSON body, every value text; an empty cell is no value.
         body: dict[str, Any] = {k: v for k, v in row.items() if k != "username" and v != ""}
         body.setdefault("kind", "officer")
         try:
@@ -416,9 +348,11 @@ def import_officers_csv(session: Session, caller: Caller, agency_id: int, text: 
                     f"执法证号与第 {numbers[number]} 行重复",
                     f"certificate number repeats row {numbers[number]}",
                 )
-            # create_officer validates before it adds anything, so a bad row leaves nothing behind
-            # (no SAVEPOINT: pysqlite's implicit transactions make them unreliable).
-            officer = create_officer(session, caller, agency_id, body)
+            # OfficerFields and create_officer check before anything is added, so a bad row leaves
+            # nothing behind (no SAVEPOINT: pysqlite's implicit transactions make them unreliable).
+            officer = create_officer(
+                session, caller, agency_id, OfficerFields.from_json(body, creating=True)
+            )
             if number:
                 numbers[number] = line
             staged.append(officer)

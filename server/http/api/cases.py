@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from server.domain.cases import service as case_service
+from server.domain.cases.inputs import MAX_REASON_CHARS, CaseEventInput, NewCase, StatusChange
 from server.http.api.people import upload_checked
 from server.http.context import caller, get_store, json_body
 from server.http.openapi import api_view
@@ -96,9 +97,9 @@ def list_cases() -> ResponseReturnValue:
 )
 def create_case() -> ResponseReturnValue:
     """Open a case in the caller's agency."""
-    body = json_body(("number", "act_kind", "origin"))
+    new = NewCase.from_json(json_body(("number", "act_kind", "origin")))
     with session_scope() as session:
-        case = case_service.create_case(session, caller(), body)
+        case = case_service.create_case(session, caller(), new)
         return jsonify(case_service.case_to_dict(case, case_service.case_officer_ids(session, case.id))), 201
 
 
@@ -134,9 +135,9 @@ def get_case(case_id: int) -> ResponseReturnValue:
 )
 def add_event(case_id: int) -> ResponseReturnValue:
     """Append one event to the case's record."""
-    body = json_body(("event_type",))
+    event_input = CaseEventInput.from_json(json_body(("event_type",)))
     with session_scope() as session:
-        event = case_service.record_event(session, caller(), case_id, body)
+        event = case_service.record_event(session, caller(), case_id, event_input)
         return jsonify(case_service.event_to_dict(event)), 201
 
 
@@ -241,7 +242,7 @@ def get_record(case_id: int) -> ResponseReturnValue:
         "required": ["status", "reason"],
         "properties": {
             "status": {"enum": list(case_service.CASE_STATUSES)},
-            "reason": {"type": "string", "maxLength": case_service.MAX_REASON_CHARS},
+            "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
             "force": {
                 "type": "boolean",
                 "description": "强制结案（仅机关负责人）/ close an incomplete record (heads only)",
@@ -256,10 +257,10 @@ def get_record(case_id: int) -> ResponseReturnValue:
 )
 def change_status(case_id: int) -> ResponseReturnValue:
     """Move the case to ``status`` if the transition table allows it (docs/api-people.md)."""
-    body = json_body(("status", "reason"))
+    change = StatusChange.from_json(json_body(("status", "reason")))
     try:
         with session_scope() as session:
-            event = case_service.change_status(session, caller(), case_id, body)
+            event = case_service.change_status(session, caller(), case_id, change)
             case = case_service.get_case(session, caller(), case_id)
             return jsonify(
                 case=case_service.case_to_dict(case, case_service.case_officer_ids(session, case.id)),

@@ -9,12 +9,11 @@ import segno
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from server.domain.cases import service as case_service
 from server.domain.errors import NotFound
 from server.domain.people import credentials as credential_service
-from server.domain.people.models import Agency, CredentialScan, Officer
+from server.domain.people.models import Officer
 from server.http.context import caller
 from server.http.errors import ApiError
 from server.http.openapi import api_view
@@ -81,7 +80,7 @@ def my_credential() -> ResponseReturnValue:
     now = datetime.now(UTC)
     with session_scope() as session:
         officer = _my_officer(session)
-        data = credential_service.credential_dict(officer, session.get(Agency, officer.agency_id))
+        data = credential_service.credential_of(session, officer)
         data["validity"] = credential_service.status_outcome(officer, now.date())
         has_photo = officer.photo_type is not None
     token, _jti = credential_service.issue_token(signing_key(), data["officer_id"], now=now)
@@ -150,22 +149,9 @@ def show_credential() -> ResponseReturnValue:
     me = caller()
     with session_scope() as session:
         officer = _my_officer(session)
-        event = case_service.record_event(
-            session,
-            me,
-            case_id,
-            {
-                "event_type": "investigation.credential_shown",
-                "officer_ids": [officer.id],
-                "place": body.get("place", ""),
-                "text": f"{officer.name} 出示执法证件 {officer.certificate_number or ''}".strip(),
-                "data": {"certificate_number": officer.certificate_number},
-            },
-            source="mobile",
-        )
         # JL-8(1), JL-15: the recorder checked out to this account bookmarks the moment in its video.
-        bookmark, reason = credential_service.bookmark_recorder(
-            session, officer, event_id=event.id, case_id=event.case_id, actor=me.user_id
+        event, bookmark, reason = credential_service.record_shown(
+            session, me, officer, case_id=case_id, place=body.get("place", "")
         )
         return (
             jsonify(
@@ -206,25 +192,8 @@ def my_cases() -> ResponseReturnValue:
 )
 def list_scans() -> ResponseReturnValue:
     """The latest 500 scans of credentials the caller may see."""
-    me = caller()
     officer_id = request.args.get("officer_id", type=int)
     with session_scope() as session:
-        query = select(CredentialScan).order_by(CredentialScan.id.desc()).limit(500)
-        if officer_id is not None:
-            query = query.where(CredentialScan.officer_id == officer_id)
-        if not me.reads_all:
-            mine = select(Officer.id).where(Officer.agency_id == me.agency_id)
-            query = query.where(CredentialScan.officer_id.in_(mine))
-        items = [
-            {
-                "id": s.id,
-                "at": s.at.isoformat(),
-                "officer_id": s.officer_id,
-                "method": s.method,
-                "outcome": s.outcome,
-                "user_agent_family": s.user_agent_family,
-                "ip_prefix": s.ip_prefix,
-            }
-            for s in session.scalars(query)
-        ]
+        scans = credential_service.list_scans(session, caller(), officer_id=officer_id)
+        items = [credential_service.scan_to_dict(s) for s in scans]
     return jsonify(items=items)

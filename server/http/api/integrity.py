@@ -57,7 +57,9 @@ def scrub() -> ResponseReturnValue:
             get_device(session, device_id)  # 404 for an unknown device
         audit_request(session, "integrity.scrub", "device", device_id or None)
         session.commit()
-        report = scrub_service.scrub(session, get_store(), device_id=device_id or None, source="api")
+        report = scrub_service.scrub(
+            session, get_store(), device_id=device_id or None, source="api", checkpoint=session.commit
+        )
         result = report.to_dict()
     if report.new_findings:
         raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from server.domain.accounts.service import create_user
 from server.domain.errors import Invalid, NotFound
 from server.domain.people import service as people_service
+from server.domain.people.inputs import AgencyFields, OfficerFields
 from server.domain.people.service import ImportRejected
 from server.domain.sniff import PHOTO_TYPES, ContentMismatch, UnsupportedMediaType, sniff
 from server.http.context import caller, json_body
@@ -95,9 +96,9 @@ def list_agencies() -> ResponseReturnValue:
 )
 def create_agency() -> ResponseReturnValue:
     """Create an agency."""
-    body = json_body(("name",))
+    fields = AgencyFields.from_json(json_body(("name",)), creating=True)
     with session_scope() as session:
-        agency = people_service.create_agency(session, body, actor=caller().user_id)
+        agency = people_service.create_agency(session, fields, actor=caller().user_id)
         return jsonify(people_service.agency_to_dict(agency)), 201
 
 
@@ -118,9 +119,9 @@ def get_agency(agency_id: int) -> ResponseReturnValue:
 )
 def update_agency(agency_id: int) -> ResponseReturnValue:
     """Change name, head, duties, address or contacts."""
-    body = json_body()
+    fields = AgencyFields.from_json(json_body(), creating=False)
     with session_scope() as session:
-        agency = people_service.update_agency(session, caller(), agency_id, body)
+        agency = people_service.update_agency(session, caller(), agency_id, fields)
         return jsonify(people_service.agency_to_dict(agency))
 
 
@@ -231,8 +232,9 @@ def create_officer() -> ResponseReturnValue:
     agency_id = body.pop("agency_id", me.agency_id)
     if not isinstance(agency_id, int):
         raise Invalid("必须指定机关 agency_id", "agency_id is required")
+    fields = OfficerFields.from_json(body, creating=True)
     with session_scope() as session:
-        officer = people_service.create_officer(session, me, agency_id, body)
+        officer = people_service.create_officer(session, me, agency_id, fields)
         return jsonify(_officer_json(officer)), 201
 
 
@@ -286,9 +288,9 @@ def get_officer(officer_id: int) -> ResponseReturnValue:
 )
 def update_officer(officer_id: int) -> ResponseReturnValue:
     """Change an officer's entry."""
-    body = json_body()
+    fields = OfficerFields.from_json(json_body(), creating=False)
     with session_scope() as session:
-        return jsonify(_officer_json(people_service.update_officer(session, caller(), officer_id, body)))
+        return jsonify(_officer_json(people_service.update_officer(session, caller(), officer_id, fields)))
 
 
 @contextlib.contextmanager

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 
 from server.domain.evidence import queries as recording_service
 from server.domain.evidence.models import Recording
@@ -18,6 +18,9 @@ from server.http.openapi import api_view
 from server.http.scope import audit_refusal, caller
 from server.infra.db import session_scope
 from server.workers.loops import raise_alerts
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 bp = Blueprint("recordings", __name__)
 _LOG = logging.getLogger(__name__)

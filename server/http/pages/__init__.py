@@ -1,1 +1,2 @@
-"""Server-rendered pages: the admin console, the mobile credential page and the public verify page."""
+"""Server-rendered pages: the admin console, the evidence workspace, the mobile credential page and the
+public verify page."""

@@ -1,7 +1,7 @@
 """Publicity: items, append-only history, correction requests, holiday schedules (GS-7, GS-11 – GS-19).
 
 Revision ID: 0017
-Revises: 0009
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0009"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,8 @@
 """Device admin console ``/admin/`` (issue #5): server-rendered pages over the fleet service layer.
 
 The session is a JWT in an HttpOnly, SameSite=Strict, Secure cookie scoped to ``/admin``, read **only**
-here (``verify_jwt_in_request(locations=["cookies"])``): the JSON API stays bearer-header only, so a
+by page views (``server/http/pages/common``, shared with the evidence workspace, which has its own
+cookie scoped to ``/workspace``): the JSON API stays bearer-header only, so a
 browser's cookie never authorises an ``/api/`` call. POST forms carry the token's ``csrf`` claim in a
 hidden field (flask-jwt-extended's double-submit check, ``JWT_CSRF_CHECK_FORM``); the login form has its
 own pre-session token. Who may see or do what is ``ENDPOINT_ROLES`` of the matching fleet API endpoint.
@@ -10,13 +11,9 @@ own pre-session token. Who may see or do what is ``ENDPOINT_ROLES`` of the match
 from __future__ import annotations
 
 import functools
-import hmac
-import secrets
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -31,7 +28,6 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,6 +54,16 @@ from server.domain.fleet.rollout_models import Rollout
 from server.domain.fleet.telemetry_models import DeviceHealthSample
 from server.domain.people.models import Officer
 from server.http.context import client_ip
+from server.http.pages.common.session import (
+    Area,
+    configure_cookie_sessions,
+    issue_token,
+    new_login_token,
+    read_session,
+    revoke_session,
+    slid_token,
+)
+from server.http.pages.common.web import choose_lang, lang_url, remember_lang, secure_headers
 from server.infra.config import Settings
 from server.infra.db import session_scope
 
@@ -70,6 +76,8 @@ SESSION_COOKIE = "zfjl_console"
 LOGIN_CSRF_COOKIE = "zfjl_console_login"
 FLASH_COOKIE = "zfjl_console_flash"
 LANG_COOKIE = "zfjl_console_lang"
+# The console's cookies (session, login CSRF, flash, language), all with Path=/admin.
+AREA = Area(prefix="/admin", cookie_prefix="zfjl_console")
 # Commands an admin may send to many devices at once; rotate_credentials is per device (device page).
 BULK_COMMANDS = (CommandKind.SYNC_CLOCK.value, CommandKind.UPLOAD_NOW.value, CommandKind.LOCATE.value)
 DEVICE_COMMANDS = (*BULK_COMMANDS, CommandKind.ROTATE_CREDENTIALS.value)
@@ -362,17 +370,9 @@ TEXT: dict[str, dict[str, str]] = {
 def _configure(state: Any) -> None:
     """Cookie settings of the console session (only cookie-located JWTs, i.e. only this blueprint)."""
     app: Flask = state.app
-    app.config.update(
-        JWT_ACCESS_COOKIE_NAME=SESSION_COOKIE,
-        JWT_ACCESS_COOKIE_PATH="/admin",
-        JWT_COOKIE_SAMESITE="Strict",
-        JWT_COOKIE_CSRF_PROTECT=True,
-        JWT_CSRF_CHECK_FORM=True,
-        # The CSRF value travels in the page's hidden form fields, not in a script-readable cookie.
-        JWT_CSRF_IN_COOKIES=False,
-    )
-    app.config.setdefault("ZFJL_CONSOLE_COOKIE_SECURE", True)
-    app.config["JWT_COOKIE_SECURE"] = bool(app.config["ZFJL_CONSOLE_COOKIE_SECURE"])
+    configure_cookie_sessions(app)
+    # set_access_cookies / unset_access_cookies of the console write the cookie with this path.
+    app.config["JWT_ACCESS_COOKIE_PATH"] = AREA.prefix
 
 
 # -- request helpers -------------------------------------------------------------------------------
@@ -385,14 +385,7 @@ def _settings() -> Settings:
 
 def _lang() -> str:
     """``?lang=`` (remembered in a cookie), else Accept-Language, else Simplified Chinese."""
-    asked = request.args.get("lang", "").lower()
-    if asked:
-        return "en" if asked.startswith("en") else "zh"
-    remembered = request.cookies.get(LANG_COOKIE)
-    if remembered in ("zh", "en"):
-        return remembered
-    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
-    return "en" if best == "en" else "zh"
+    return choose_lang(LANG_COOKIE)
 
 
 def _t() -> dict[str, str]:
@@ -405,43 +398,17 @@ def _may(endpoint: str) -> bool:
     return bool(role == "system_admin" or role in ENDPOINT_ROLES[endpoint])
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt="zfjl-console-flash")
-
-
 def _flash(response: BaseResponse, category: str, message: str) -> BaseResponse:
     """Carry one message to the next page (a signed, HttpOnly cookie scoped to the console)."""
-    response.set_cookie(
-        FLASH_COOKIE,
-        _serializer().dumps([category, message]),
-        path="/admin",
-        httponly=True,
-        samesite="Strict",
-        secure=current_app.config["JWT_COOKIE_SECURE"],
-    )
-    return response
+    return AREA.flash(response, category, message)
 
 
 def _take_flash() -> tuple[str, str] | None:
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        category, message = _serializer().loads(raw)
-    except (BadSignature, ValueError, TypeError):
-        return None
-    return str(category), str(message)
+    return AREA.take_flash()
 
 
 def _secure_headers(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
-    return response
+    return secure_headers(response)
 
 
 def _render(template: str, status: int = 200, **context: Any) -> Response:
@@ -467,9 +434,7 @@ def _render(template: str, status: int = 200, **context: Any) -> Response:
 
 
 def _lang_url(lang: str) -> str:
-    args = request.args.to_dict(flat=False)
-    args["lang"] = [lang]
-    return f"{request.path}?{urlencode(args, doseq=True)}"
+    return lang_url(lang)
 
 
 def _redirect_back(fallback: str, category: str, message: str) -> BaseResponse:
@@ -522,22 +487,12 @@ def console_view(endpoint: str = _ROLE_ENTER) -> Callable[[Callable[..., Respons
     def decorate(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-            from flask_jwt_extended import get_jwt, verify_jwt_in_request
-            from flask_jwt_extended.exceptions import CSRFError, JWTExtendedException
-            from jwt.exceptions import PyJWTError
-
-            try:
-                verify_jwt_in_request(locations=["cookies"])
-            except CSRFError:
+            outcome, user, claims = read_session()
+            if outcome == "csrf":
                 return _error(400, _t()["csrf"])
-            except (JWTExtendedException, PyJWTError):
+            if outcome == "login" or user is None:
                 return _to_login()
-            claims = get_jwt()
-            with session_scope() as session:
-                user = auth_service.user_for_token(session, claims)
-                if user is None:
-                    return _to_login()
-                g.console_user = auth_service.token_claims(user) | {"id": user.id}
+            g.console_user = user
             g.console_csrf = claims.get("csrf", "")
             if not _may(_ROLE_ENTER):
                 return _error(403, _t()["forbidden"])
@@ -560,24 +515,9 @@ def _to_login() -> BaseResponse:
 
 def _slide(claims: dict[str, Any]) -> None:
     """Past half its life, replace the session token (role re-read, same CSRF value so open forms work)."""
-    from flask_jwt_extended import create_access_token
-
-    ttl: timedelta = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    left = datetime.fromtimestamp(claims["exp"], UTC) - datetime.now(UTC)
-    if left > ttl / 2:
-        return
-    user = g.console_user
-    token = create_access_token(
-        identity=str(user["id"]),
-        additional_claims={
-            "role": user["role"],
-            "username": user["username"],
-            "agency_id": user["agency_id"],
-            "iat_ms": time.time_ns() // 1_000_000,
-            "csrf": claims.get("csrf", ""),
-        },
-    )
-    g.console_new_token = token  # installed by _after
+    token = slid_token(claims, g.console_user)
+    if token is not None:
+        g.console_new_token = token  # installed by _after
 
 
 @bp.after_request
@@ -588,11 +528,7 @@ def _after(response: Response) -> Response:
     token = g.pop("console_new_token", None)
     if token is not None:
         set_access_cookies(response, token)
-    asked = request.args.get("lang", "").lower()
-    if asked:
-        response.set_cookie(
-            LANG_COOKIE, "en" if asked.startswith("en") else "zh", path="/admin", samesite="Strict"
-        )
+    remember_lang(response, LANG_COOKIE, AREA.prefix)
     return response
 
 
@@ -628,27 +564,20 @@ def index() -> ResponseReturnValue:
 @bp.get("/login")
 def login_form() -> ResponseReturnValue:
     """The login form, with a pre-session CSRF token (double-submit cookie)."""
-    token = secrets.token_urlsafe(24)
+    token = new_login_token()
     response = _render("login.html", login_csrf=token, next=request.args.get("next", ""), error=None)
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        path="/admin",
-        httponly=True,
-        samesite="Strict",
-        secure=current_app.config["JWT_COOKIE_SECURE"],
-    )
+    AREA.new_login_csrf(response, token)
     return response
 
 
 @bp.post("/login")
 def login() -> ResponseReturnValue:
     """Check the password (``authenticate``: lockout, audit) and open a console session for fleet roles."""
-    from flask_jwt_extended import create_access_token, set_access_cookies
+    from flask_jwt_extended import set_access_cookies
 
     t = _t()
-    sent, expected = request.form.get("login_csrf", ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not AREA.login_csrf_ok():
         return _error(400, t["csrf"])
 
     def again(status: int, message: str) -> Response:
@@ -679,7 +608,7 @@ def login() -> ResponseReturnValue:
     ):
         target = url_for("admin_console.devices")
     redirected = cast(Response, redirect(target, 303))  # flask's redirect builds the app's response class
-    set_access_cookies(redirected, create_access_token(identity=identity, additional_claims=claims))
+    set_access_cookies(redirected, issue_token(identity, claims))
     redirected.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
     return redirected
 
@@ -690,15 +619,7 @@ def logout() -> ResponseReturnValue:
     """Revoke the session token and drop the cookie."""
     from flask_jwt_extended import get_jwt, unset_access_cookies
 
-    claims = get_jwt()
-    with session_scope() as session:
-        auth_service.revoke_token(
-            session,
-            claims["jti"],
-            token_type="access",
-            user_id=str(claims["sub"]),
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-        )
+    revoke_session(get_jwt())
     g.pop("console_new_token", None)
     response = redirect(url_for("admin_console.login_form"), 303)
     unset_access_cookies(cast(Response, response))  # flask's redirect builds the app's response class

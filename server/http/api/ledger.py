@@ -1,0 +1,256 @@
+"""The evidence ledger over HTTP: published checkpoints, proofs and leaves (JL-6, JL-23).
+
+Checkpoints are public (``/ledger/v1/checkpoint``, outside ``/api/``) so a superior body can fetch
+and keep one without an account: it is a witness only if it keeps its own copy. Proofs and leaves
+(``/api/v1/ledger/…``) need a role that reads across agencies: the ledger is one tree for the whole
+deployment and a leaf names officers and whoever looked at evidence (JL-20). Reading a leaf is
+audited, like every access to evidence. docs/ledger.md explains it all.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from server.domain.governance import ledger
+from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
+from server.http.context import audit_request
+from server.http.errors import ApiError
+from server.http.openapi import api_view
+from server.infra.db import session_scope
+from zfjl_verify import MerkleTree, encode_hash
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+bp = Blueprint("ledger", __name__)
+public_bp = Blueprint("ledger_public", __name__)
+
+_CHECKPOINT = {
+    "type": "object",
+    "properties": {
+        "origin": {"type": "string"},
+        "tree_size": {"type": "integer"},
+        "root_hash": {"type": "string", "description": "base64"},
+        "signed_at": {"type": "string", "format": "date-time"},
+        "note": {"type": "string", "description": "C2SP signed note (tlog-checkpoint)"},
+        "verifier_key": {"type": "string", "description": "<name>+<key id>+<base64>; pin it out of band"},
+    },
+}
+_HASHES = {"type": "array", "items": {"type": "string", "description": "base64"}}
+_INCLUSION = {
+    "type": "object",
+    "properties": {"leaf_index": {"type": "integer"}, "tree_size": {"type": "integer"}, "hashes": _HASHES},
+}
+_CONSISTENCY = {
+    "type": "object",
+    "properties": {"old_size": {"type": "integer"}, "new_size": {"type": "integer"}, "hashes": _HASHES},
+}
+_LEAF = {
+    "type": "object",
+    "properties": {
+        "leaf_index": {"type": "integer"},
+        "leaf_hash": {"type": "string"},
+        "kind": {"type": "string"},
+        "ref_table": {"type": "string"},
+        "ref_id": {"type": "integer"},
+        "data": {"type": "string", "description": "the exact bytes hashed (UTF-8 canonical JSON)"},
+        "sequenced_at": {"type": "string", "format": "date-time"},
+        # null while the leaf is newer than the latest checkpoint (the next round signs it)
+        "checkpoint": {**_CHECKPOINT, "type": ["object", "null"]},
+        "inclusion_proof": {**_INCLUSION, "type": ["object", "null"]},
+    },
+}
+_REPORT = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "leaves": {"type": "integer"},
+        "checkpoints": {"type": "integer"},
+        "problems": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_SIZE = {"type": "integer", "minimum": 0}
+
+
+_TREE_KEY = "zfjl.ledger_tree"
+
+
+class _HeldTree:
+    """The ledger tree this process keeps between requests (extended, never rebuilt, per proof)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tree = MerkleTree()
+
+
+def _held_tree(session: Session) -> MerkleTree:
+    """The process's tree brought up to the stored leaves: a proof then costs O(log n), not a full read."""
+    holder: _HeldTree = current_app.extensions.setdefault(_TREE_KEY, _HeldTree())
+    # One request at a time extends it; proofs read only sizes already complete, so they need no lock.
+    with holder.lock:
+        holder.tree = ledger.load_tree(session, holder.tree)
+        return holder.tree
+
+
+def _signer() -> ledger.LedgerSigner:
+    return ledger.LedgerSigner.from_ingest_key(current_app.extensions["zfjl.settings"].ingest_key)
+
+
+def _int_arg(name: str, *, required: bool = False) -> int | None:
+    """A query integer (already checked by the query schema); 400 when a required one is absent."""
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        if required:
+            raise ApiError(400, "invalid_query", f"缺少参数 {name}", f"query parameter {name} is required")
+        return None
+    return int(raw)
+
+
+def _checkpoint_json(row: LedgerCheckpoint) -> dict[str, Any]:
+    return {
+        "origin": row.origin,
+        "tree_size": row.tree_size,
+        "root_hash": encode_hash(bytes(row.root_hash)),
+        "signed_at": row.signed_at.isoformat(),
+        "note": row.note,
+        "verifier_key": _signer().verifier.encode(),
+    }
+
+
+def _leaf_json(session: Session, leaf: LedgerLeaf) -> dict[str, Any]:
+    signed = ledger.latest_checkpoint(session)
+    covered = signed is not None and leaf.leaf_index < signed.tree_size
+    return {
+        "leaf_index": leaf.leaf_index,
+        "leaf_hash": encode_hash(bytes(leaf.leaf_hash)),
+        "kind": leaf.kind,
+        "ref_table": leaf.ref_table,
+        "ref_id": leaf.ref_id,
+        "data": leaf.data,
+        "sequenced_at": leaf.sequenced_at.isoformat(),
+        # A leaf sequenced after the latest checkpoint has no proof yet: the next round signs it.
+        "checkpoint": _checkpoint_json(signed) if covered and signed else None,
+        "inclusion_proof": (
+            ledger.inclusion_proof(session, leaf.leaf_index, held=_held_tree(session)).to_json()
+            if covered
+            else None
+        ),
+    }
+
+
+@public_bp.get("/checkpoint")
+@api_view(
+    "ledger_public.get_checkpoint",
+    "最新（或指定大小）的签名检查点 / the latest (or a given size's) signed checkpoint",
+    auth="public",
+    query={"size": _SIZE},
+    response=_CHECKPOINT,
+)
+def get_checkpoint() -> ResponseReturnValue:
+    """The latest signed checkpoint, or the one of ``?size=``; 404 before the first one."""
+    size = _int_arg("size")
+    with session_scope() as session:
+        if size is None:
+            row = ledger.latest_checkpoint(session)
+        else:
+            row = session.query(LedgerCheckpoint).filter_by(tree_size=size).one_or_none()
+        if row is None:
+            raise ApiError(404, "not_found", "没有该检查点", "no such checkpoint")
+        return jsonify(_checkpoint_json(row))
+
+
+@bp.post("/checkpoint")
+@api_view(
+    "ledger.sign_checkpoint",
+    "立即记入新记录并签名检查点 / sequence new rows and sign a checkpoint now",
+    response={"type": "object", "properties": {"appended": {"type": "integer"}, "checkpoint": _CHECKPOINT}},
+)
+def sign_checkpoint() -> ResponseReturnValue:
+    """Run one ledger round on demand (audited); answers the latest checkpoint."""
+    with session_scope() as session:
+        audit_request(session, "ledger.checkpoint", "ledger", None)
+        session.flush()
+        appended = ledger.sequence(session)
+        ledger.checkpoint(session, _signer())
+        latest = ledger.latest_checkpoint(session)
+        assert latest is not None  # just signed, or an earlier one of the same size
+        return jsonify(appended=appended, checkpoint=_checkpoint_json(latest))
+
+
+@bp.get("/proofs/inclusion")
+@api_view(
+    "ledger.inclusion_proof",
+    "叶的包含证明 / inclusion proof of one leaf against a signed checkpoint",
+    query={"leaf_index": _SIZE, "tree_size": _SIZE},
+    response=_INCLUSION,
+)
+def inclusion_proof() -> ResponseReturnValue:
+    """RFC 9162 §2.1.3 audit path of ``leaf_index`` in the latest (or ``tree_size``) checkpoint."""
+    index = _int_arg("leaf_index", required=True)
+    assert index is not None
+    with session_scope() as session:
+        proof = ledger.inclusion_proof(session, index, _int_arg("tree_size"), held=_held_tree(session))
+        return jsonify(proof.to_json())
+
+
+@bp.get("/proofs/consistency")
+@api_view(
+    "ledger.consistency_proof",
+    "两个检查点之间的一致性证明 / consistency proof between an older size and a signed checkpoint",
+    query={"old_size": _SIZE, "new_size": _SIZE},
+    response=_CONSISTENCY,
+)
+def consistency_proof() -> ResponseReturnValue:
+    """RFC 9162 §2.1.4 proof that the latest (or ``new_size``) checkpoint extends ``old_size``."""
+    old = _int_arg("old_size", required=True)
+    assert old is not None
+    with session_scope() as session:
+        proof = ledger.consistency_proof(session, old, _int_arg("new_size"), held=_held_tree(session))
+        return jsonify(proof.to_json())
+
+
+@bp.get("/leaves/<int:leaf_index>")
+@api_view("ledger.get_leaf", "账本中的一个叶及其包含证明 / one leaf with its inclusion proof", response=_LEAF)
+def get_leaf(leaf_index: int) -> ResponseReturnValue:
+    """One leaf: the exact data hashed, what row it records, its proof (audited)."""
+    with session_scope() as session:
+        leaf = ledger.get_leaf(session, leaf_index)
+        if leaf is None:
+            raise ApiError(404, "not_found", "账本中没有该叶", "no such leaf in the ledger")
+        audit_request(session, "ledger.leaf", "ledger_leaf", leaf_index)
+        return jsonify(_leaf_json(session, leaf))
+
+
+@bp.get("/rows/<string:table>/<int:row_id>")
+@api_view(
+    "ledger.get_row_leaf",
+    "某条记录（如录像）在账本中的叶 / the leaf of one recorded row (e.g. recordings/12)",
+    response=_LEAF,
+)
+def get_row_leaf(table: str, row_id: int) -> ResponseReturnValue:
+    """The leaf that records one row of a source table, with its proof (audited)."""
+    with session_scope() as session:
+        leaf = ledger.leaf_for(session, table, row_id)
+        audit_request(
+            session, "ledger.leaf", "ledger_leaf", leaf.leaf_index, detail={"table": table, "id": row_id}
+        )
+        return jsonify(_leaf_json(session, leaf))
+
+
+@bp.post("/verify")
+@api_view(
+    "ledger.verify",
+    "服务器端核验账本（逐条重算）/ verify the ledger on the server, row by row",
+    response=_REPORT,
+)
+def verify() -> ResponseReturnValue:
+    """Recompute every leaf and signed root (audited); the report lists each contradiction."""
+    with session_scope() as session:
+        audit_request(session, "ledger.verify", "ledger", None)
+        session.commit()
+        report = ledger.verify_ledger(session, _signer().verifier)
+        return jsonify(report.to_dict())

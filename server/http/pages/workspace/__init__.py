@@ -1,0 +1,12 @@
+"""The evidence workspace ``/workspace/`` (issue 13): pages where handlers, reviewers, heads and supervisors
+work with cases, sessions, recordings and devices.
+
+Same session model and security as the admin console (``server/http/pages/common``): a cookie JWT
+scoped to ``/workspace``, CSRF on every form, a strict CSP without inline scripts, roles from the one
+roles table, agency scope, and every view of evidence audited like the API.
+"""
+
+from server.http.pages.workspace import cases, devices, login, media, sessions
+from server.http.pages.workspace.core import AREA, bp
+
+__all__ = ["AREA", "bp", "cases", "devices", "login", "media", "sessions"]

@@ -1,0 +1,200 @@
+"""Cases: the list with filters and the case file (events in stage order, completeness, recordings)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import Response, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select, tuple_
+
+from server.domain.cases import service as case_service
+from server.domain.cases.models import ACT_KINDS, Case, CaseEvent
+from server.domain.errors import Invalid
+from server.domain.evidence.models import Recording
+from server.domain.people.models import Officer
+from server.domain.people.service import Caller
+from server.domain.scope import recording_in_scope
+from server.domain.sessions.models import EnforcementSessionRecord
+from server.http.api.cases import content_disposition
+from server.http.context import caller, get_store
+from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
+from server.http.pages.workspace.record import case_file_record
+from server.http.scope import audit_refusal
+from server.infra.db import session_scope
+
+__all__ = ["attachment", "case_file", "cases"]
+
+_SHOWN = 200
+
+
+def _date_arg(name: str) -> date | None:
+    raw = request.args.get(name) or ""
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(f"{name} 必须是 YYYY-MM-DD 日期", f"{name} must be a YYYY-MM-DD date") from None
+
+
+def _officers(session: Any, who: Caller) -> list[Officer]:
+    query = select(Officer).order_by(Officer.name)
+    if not who.reads_all:
+        query = query.where(Officer.agency_id == who.agency_id)
+    return list(session.scalars(query.limit(1000)))
+
+
+def _missing_by_case(session: Any, rows: list[Case]) -> dict[int, list[dict[str, str]]]:
+    """What each case's record lacks, from one query over all their events."""
+    events: dict[int, list[CaseEvent]] = {c.id: [] for c in rows}
+    if rows:
+        for event in session.scalars(select(CaseEvent).where(CaseEvent.case_id.in_(list(events)))):
+            events[event.case_id or 0].append(event)
+    return {c.id: case_service.completeness(c, events[c.id]) for c in rows}
+
+
+@bp.get("/cases")
+@workspace_view("cases.list_cases")
+def cases() -> ResponseReturnValue:
+    """Cases of the caller's agency, filtered by kind, status, officer, date and completeness."""
+    filters: dict[str, Any] = {
+        "act_kind": request.args.get("act_kind") or None,
+        "status": request.args.get("status") or None,
+        "officer_id": request.args.get("officer_id", type=int),
+        "date_from": request.args.get("date_from") or None,
+        "date_to": request.args.get("date_to") or None,
+        "completeness": request.args.get("completeness") or None,
+    }
+    first, last = _date_arg("date_from"), _date_arg("date_to")
+    who = caller()
+    with session_scope() as session:
+        rows = case_service.list_cases(session, who, officer_id=filters["officer_id"])
+        rows = [
+            c
+            for c in rows
+            if (filters["act_kind"] in (None, c.act_kind))
+            and (filters["status"] in (None, c.status))
+            and (first is None or c.created_at.date() >= first)
+            and (last is None or c.created_at.date() <= last)
+        ]
+        missing = _missing_by_case(session, rows)
+        if filters["completeness"] in ("complete", "incomplete"):
+            want = filters["completeness"] == "complete"
+            rows = [c for c in rows if (not missing[c.id]) == want]
+        audit_view(
+            session, "case.list", "case", None, count=len(rows), **{k: v for k, v in filters.items() if v}
+        )
+        shown = [(case_service.case_to_dict(c, []), missing[c.id]) for c in rows[:_SHOWN]]
+        officers = [(o.id, f"{o.name}（{o.certificate_number or '—'}）") for o in _officers(session, who)]
+    return render(
+        "cases.html",
+        cases=shown,
+        total=len(rows),
+        filters=filters,
+        officers=officers,
+        act_kinds=ACT_KINDS,
+        statuses=case_service.CASE_STATUSES,
+    )
+
+
+def _linked_recordings(session: Any, who: Caller, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Recordings the events link or that were running at them (JL-2), each with its session page."""
+    ids: set[int] = set()
+    for stage in record["stages"]:
+        for event in stage["events"]:
+            ids.update(event["recording_ids"])
+            ids.update(event["covering_recording_ids"])
+    if not ids:
+        return []
+    rows = list(
+        session.scalars(
+            select(Recording)
+            .where(Recording.id.in_(sorted(ids)), recording_in_scope(who))
+            .order_by(Recording.started_at, Recording.id)
+        )
+    )
+    pairs = {(r.device_id, r.session_id) for r in rows if r.session_id}
+    sessions: dict[tuple[str, str], int] = {}
+    if pairs:
+        for pk, device_id, session_id in session.execute(
+            select(
+                EnforcementSessionRecord.id,
+                EnforcementSessionRecord.device_id,
+                EnforcementSessionRecord.session_id,
+            ).where(
+                tuple_(EnforcementSessionRecord.device_id, EnforcementSessionRecord.session_id).in_(
+                    sorted(pairs)
+                )
+            )
+        ):
+            sessions[(device_id, session_id)] = pk
+    return [
+        {
+            "id": r.id,
+            "device_id": r.device_id,
+            "sequence": r.sequence,
+            "kind": r.kind,
+            "started_at": r.started_at,
+            "ended_at": r.ended_at,
+            "officer_id": r.officer_id,
+            "session_pk": sessions.get((r.device_id, r.session_id)),
+        }
+        for r in rows
+    ]
+
+
+@bp.get("/cases/<int:case_id>")
+@workspace_view("cases.get_record")
+def case_file(case_id: int) -> ResponseReturnValue:
+    """The whole-process record: stages, completeness with what is missing, recordings, status changes."""
+    who = caller()
+    with audit_refusal("case.record", "case", case_id), session_scope() as session:
+        record = case_file_record(session, who, case_id)
+        recordings = _linked_recordings(session, who, record)
+        audit_view(
+            session,
+            "case.record",
+            "case",
+            case_id,
+            complete=record["completeness"]["complete"],
+            recordings=len(recordings),
+        )
+    stages = [s for s in record["stages"] if s["stage"] in case_service.STAGES]
+    status_changes = [e for s in record["stages"] if s["stage"] == "case" for e in s["events"]]
+    return render(
+        "case.html",
+        case=record["case"],
+        stages=stages,
+        completeness=record["completeness"],
+        recordings=recordings,
+        status_changes=status_changes,
+    )
+
+
+@bp.get("/cases/<int:case_id>/attachments/<int:attachment_id>")
+@workspace_view("cases.get_attachment")
+def attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
+    """An attachment of the case file, always as a download (the API's headers; audited)."""
+    with audit_refusal("case.attachment", "case", case_id), session_scope() as session:
+        item = case_service.get_attachment(session, caller(), case_id, attachment_id)
+        audit_view(session, "case.attachment", "case", case_id, attachment_id=attachment_id)
+        key, size, name, sha256, content_type = (
+            item.object_key,
+            item.size,
+            item.name,
+            item.sha256,
+            item.content_type,
+        )
+    data = b"".join(get_store().open_range(key, 0, size - 1)) if size else b""
+    return Response(
+        data,
+        mimetype=case_service.served_type(content_type),
+        headers={
+            "X-Content-SHA256": sha256,
+            "Content-Disposition": content_disposition(name),
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )

@@ -1,0 +1,64 @@
+"""Offline verifier of the evidence ledger: RFC 9162 Merkle proofs and C2SP signed checkpoints.
+
+Standard library and ``cryptography`` only, nothing of the server, so an auditor, a court or a superior
+body can check what the server signed without trusting the server (JL-6, JL-23).
+"""
+
+from __future__ import annotations
+
+from zfjl_verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from zfjl_verify.errors import (
+    BadSignature,
+    InconsistentHistory,
+    MalformedCheckpoint,
+    MalformedNote,
+    MalformedProof,
+    ProofMismatch,
+    UnknownKey,
+    VerifyError,
+)
+from zfjl_verify.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    MerkleTree,
+    leaf_hash,
+    node_hash,
+    root_from_inclusion_proof,
+    root_of,
+    verify_consistency,
+    verify_inclusion,
+)
+from zfjl_verify.note import NoteVerifier, SignedNote, key_id, open_note, sign_note
+from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash, encode_hash
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "BadSignature",
+    "Checkpoint",
+    "ConsistencyProof",
+    "InclusionProof",
+    "InconsistentHistory",
+    "MalformedCheckpoint",
+    "MalformedNote",
+    "MalformedProof",
+    "MerkleTree",
+    "NoteVerifier",
+    "ProofMismatch",
+    "SignedNote",
+    "UnknownKey",
+    "VerifyError",
+    "decode_hash",
+    "encode_hash",
+    "key_id",
+    "leaf_hash",
+    "node_hash",
+    "open_checkpoint",
+    "open_note",
+    "root_from_inclusion_proof",
+    "root_of",
+    "sign_checkpoint",
+    "sign_note",
+    "verify_consistency",
+    "verify_inclusion",
+]

@@ -1,0 +1,192 @@
+"""``zfjl-verify``: check the evidence ledger's checkpoints and proofs offline, with nothing of the server.
+
+Exit status 0 when everything verifies, 1 when anything does not (or an input cannot be read), 2 on a
+usage error. Every verdict is printed in Chinese and English. The key file holds one or more verifier
+keys ``<name>+<hex key id>+<base64>``, one a line (lines starting with ``#`` are comments): the key an
+agency publishes for its ledger, kept by whoever witnesses it (JL-6, JL-23). A checkpoint file may be
+the signed note itself or the server's JSON answer (``GET /ledger/v1/checkpoint``); a leaf may be its
+exact bytes, its hash, or the server's leaf answer (``--leaf-json``, data and proof in one file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
+from zfjl_verify.errors import MalformedProof, VerifyError
+from zfjl_verify.merkle import leaf_hash, verify_consistency, verify_inclusion
+from zfjl_verify.note import NoteVerifier
+from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
+
+__all__ = ["main"]
+
+
+class _InputError(VerifyError):
+    """A file named on the command line cannot be read."""
+
+    code = "unreadable_input"
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _InputError(
+            f"无法读取文件 {path}：{exc.strerror}", f"cannot read {path}: {exc.strerror}"
+        ) from None
+
+
+def _keys(path: str) -> list[NoteVerifier]:
+    try:
+        text = _read(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _InputError(f"公钥文件 {path} 不是 UTF-8 文本", f"key file {path} is not UTF-8 text") from None
+    lines = [line.strip() for line in text.splitlines()]
+    keys = [NoteVerifier.parse(line) for line in lines if line and not line.startswith("#")]
+    if not keys:
+        raise _InputError(f"公钥文件 {path} 中没有公钥", f"key file {path} holds no key")
+    return keys
+
+
+def _json_file(path: str) -> Any:
+    try:
+        return json.loads(_read(path))
+    except (ValueError, UnicodeDecodeError):
+        raise _InputError(f"{path} 不是有效的 JSON", f"{path} is not valid JSON") from None
+
+
+def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Checkpoint:
+    """A signed checkpoint file: the note itself, or the server's JSON answer holding it in ``note``.
+
+    Only the note is taken from a JSON answer, never its ``verifier_key``: the key comes from --key.
+    """
+    raw = _read(path)
+    if raw.lstrip().startswith(b"{"):
+        document = _json_file(path)
+        note = document.get("note") if isinstance(document, dict) else None
+        if not isinstance(note, str):
+            raise _InputError(f"{path} 中没有检查点（note）", f"{path} holds no checkpoint note")
+        raw = note.encode("utf-8")
+    checkpoint, _ = open_checkpoint(raw, keys, origin=origin)
+    return checkpoint
+
+
+def _say(zh: str, en: str) -> None:
+    print(f"{zh}\n{en}")
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> None:
+    checkpoint = _checkpoint(args.checkpoint, _keys(args.key), args.origin)
+    _say(
+        f"通过：检查点签名有效（{checkpoint.origin}，{checkpoint.size} 个叶）",
+        f"OK: checkpoint signature verifies ({checkpoint.origin}, {checkpoint.size} leaves)",
+    )
+
+
+def _cmd_inclusion(args: argparse.Namespace) -> None:
+    checkpoint = _checkpoint(args.checkpoint, _keys(args.key), args.origin)
+    served: Any = _json_file(args.leaf_json) if args.leaf_json is not None else None
+    if served is not None and not (isinstance(served, dict) and isinstance(served.get("data"), str)):
+        raise _InputError("叶文件中没有 data 字段", f"{args.leaf_json} holds no leaf data")
+    if args.proof is not None:
+        proof = InclusionProof.from_json(_read(args.proof))
+    elif served is not None and isinstance(served.get("inclusion_proof"), dict):
+        proof = InclusionProof.from_json(json.dumps(served["inclusion_proof"]))
+    else:
+        raise MalformedProof("需要包含证明（--proof）", "an inclusion proof is needed (--proof)")
+    if served is not None:
+        leaf = leaf_hash(served["data"].encode("utf-8"))
+    elif args.leaf_data is not None:
+        leaf = leaf_hash(_read(args.leaf_data))
+    else:
+        leaf = decode_hash(args.leaf_hash)
+    if proof.tree_size != checkpoint.size:
+        raise MalformedProof(
+            f"证明针对 {proof.tree_size} 个叶的树，检查点却有 {checkpoint.size} 个叶",
+            f"the proof is for a tree of {proof.tree_size} leaves, the checkpoint has {checkpoint.size}",
+        )
+    verify_inclusion(proof.leaf_index, proof.tree_size, leaf, proof.hashes, checkpoint.root_hash)
+    _say(
+        f"通过：第 {proof.leaf_index} 号叶包含在已签名的 {checkpoint.size} 叶树中",
+        f"OK: leaf {proof.leaf_index} is included in the signed tree of {checkpoint.size} leaves",
+    )
+
+
+def _cmd_consistency(args: argparse.Namespace) -> None:
+    keys = _keys(args.key)
+    old = _checkpoint(args.old, keys, args.origin)
+    new = _checkpoint(args.new, keys, args.origin)
+    if old.origin != new.origin:
+        raise MalformedProof(
+            "两个检查点来自不同的账本",
+            f"the checkpoints come from different logs: {old.origin!r}, {new.origin!r}",
+        )
+    proof = ConsistencyProof.from_json(_read(args.proof)) if args.proof else None
+    if proof is None and old.size != new.size and old.size != 0:
+        raise MalformedProof("需要一致性证明（--proof）", "a consistency proof is needed (--proof)")
+    if proof is not None and (proof.old_size, proof.new_size) != (old.size, new.size):
+        raise MalformedProof(
+            f"证明针对 {proof.old_size}→{proof.new_size}，检查点却是 {old.size}→{new.size}",
+            f"the proof is for sizes {proof.old_size}→{proof.new_size}, "
+            f"the checkpoints are {old.size}→{new.size}",
+        )
+    verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof.hashes if proof else ())
+    _say(
+        f"通过：{new.size} 叶的检查点是 {old.size} 叶检查点的追加延续，历史未被改写",
+        f"OK: the checkpoint of {new.size} leaves extends the one of {old.size}; "
+        "the history was not rewritten",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zfjl-verify",
+        description="离线核验执法证据账本 / verify the evidence ledger offline (RFC 9162, C2SP checkpoints)",
+    )
+    parser.add_argument("--origin", help="expected checkpoint origin (log identity) / 预期的账本标识")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cp = sub.add_parser("checkpoint", help="verify a signed checkpoint / 核验签名检查点")
+    cp.add_argument("--key", required=True, help="verifier key file / 公钥文件")
+    cp.add_argument("checkpoint", help="signed checkpoint file / 检查点文件")
+    cp.set_defaults(run=_cmd_checkpoint)
+
+    inc = sub.add_parser("inclusion", help="verify that a leaf is in a signed tree / 核验包含证明")
+    inc.add_argument("--key", required=True, help="verifier key file / 公钥文件")
+    inc.add_argument("--checkpoint", required=True, help="signed checkpoint file / 检查点文件")
+    inc.add_argument("--proof", help="inclusion proof JSON (else the one in --leaf-json) / 包含证明")
+    leaf = inc.add_mutually_exclusive_group(required=True)
+    leaf.add_argument("--leaf-data", help="file holding the leaf's exact bytes / 叶数据文件")
+    leaf.add_argument("--leaf-hash", help="the leaf hash, base64 / 叶哈希（base64）")
+    leaf.add_argument("--leaf-json", help="the server's leaf answer (data and proof) / 服务器返回的叶")
+    inc.set_defaults(run=_cmd_inclusion)
+
+    con = sub.add_parser(
+        "consistency", help="verify that a newer checkpoint extends an older one / 核验一致性"
+    )
+    con.add_argument("--key", required=True, help="verifier key file / 公钥文件")
+    con.add_argument("--old", required=True, help="the older signed checkpoint / 较早的检查点")
+    con.add_argument("--new", required=True, help="the newer signed checkpoint / 较新的检查点")
+    con.add_argument("--proof", help="consistency proof JSON / 一致性证明")
+    con.set_defaults(run=_cmd_consistency)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verification; 0 if it holds, 1 if it does not."""
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except VerifyError as exc:
+        print(f"失败：{exc.message}\nFAILED: {exc.message_en}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m zfjl_verify.cli`
+    sys.exit(main())
