@@ -167,3 +167,24 @@ def test_gs11_wrong_check_character_is_refused_at_submission(client: FlaskClient
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_identifier"
     assert "check character" in response.get_json()["error"]["message_en"]
+
+
+def test_gs14_reviewer_sees_proposed_redactions_and_undoes_one_over_the_api(
+    client: FlaskClient, staff: Staff
+) -> None:
+    item = collect(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}"
+    reviewer = staff.headers["legal_reviewer"]
+    view = client.get(f"{path}/review", headers=reviewer).get_json()
+    kinds = {f["kind"] for f in view["fields"]["facts"]["findings"]}
+    assert {"id_number", "mobile", "person_name"} <= kinds
+    mobile = next(f for f in view["fields"]["facts"]["findings"] if f["kind"] == "mobile")
+    assert client.put(f"{path}/redactions", json={"phone": {}}, headers=reviewer).status_code == 400
+    bad_span = {"facts": {"added": [{"start": 0, "end": 10_000, "reason": "x"}]}}
+    assert client.put(f"{path}/redactions", json=bad_span, headers=reviewer).status_code == 400
+    undo = client.put(f"{path}/redactions", json={"facts": {"undone": [mobile["key"]]}}, headers=reviewer)
+    assert undo.status_code == 200, undo.get_json()
+    assert client.post(f"{path}/submit", headers=staff.headers["officer"]).status_code == 200
+    done = client.post(f"{path}/publish", headers=reviewer).get_json()
+    assert "13812345678" in done["published"]["facts"]
+    assert WITNESS_ID not in done["published"]["facts"]

@@ -34,6 +34,7 @@ __all__ = [
     "record_rejection",
 ]
 
+
 class EvidenceRejected(ServiceError):
     """A segment was refused; ``code`` is stable and logged to ingest_rejections."""
 

@@ -393,5 +393,3 @@ def set_profile(
         detail={"capabilities": capabilities, "agent_version": agent_version, "group": group_name},
     )
     return profile
-
-

@@ -44,6 +44,7 @@ __all__ = [
     "people_of",
     "public_copy",
     "redactions_from_mapping",
+    "redactions_to_mapping",
     "require_complete",
 ]
 
@@ -296,6 +297,17 @@ def redactions_from_mapping(data: Mapping[str, Any]) -> dict[str, FieldRedaction
             manual.append(ManualRedaction(start=start, end=end, reason=reason.strip()))
         result[name] = FieldRedactions(undone=tuple(undone), added=tuple(manual))
     return result
+
+
+def redactions_to_mapping(redactions: Mapping[str, FieldRedactions]) -> dict[str, Any]:
+    """The JSON form ``redactions_from_mapping`` reads back to equal values."""
+    return {
+        name: {
+            "undone": list(field.undone),
+            "added": [{"start": m.start, "end": m.end, "reason": m.reason} for m in field.added],
+        }
+        for name, field in redactions.items()
+    }
 
 
 def _people(content: DecisionContent) -> list[Person]:

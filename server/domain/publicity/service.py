@@ -7,6 +7,7 @@ one audit row; the history table is append-only in the database (migration 0017)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -39,6 +40,7 @@ from server.domain.publicity.content import (
     people_of,
     public_copy,
     redactions_from_mapping,
+    redactions_to_mapping,
     require_complete,
 )
 from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
@@ -475,7 +477,7 @@ def _replace_content(item: PublicationItem, content: DecisionContent) -> list[st
 
 
 def set_redactions(
-    session: Session, caller: Caller, item_id: int, decisions: dict[str, Any]
+    session: Session, caller: Caller, item_id: int, decisions: Mapping[str, FieldRedactions]
 ) -> PublicationItem:
     """Record the reviewer's accept/undo/add decisions on the proposed redactions (GS-14)."""
     item = _writable(session, caller, item_id)
@@ -483,14 +485,13 @@ def set_redactions(
         raise Conflict("只有草稿或待审核事项可以调整隐去内容", "redactions change only before publication")
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
         raise _forbidden_collect()
-    parsed = redactions_from_mapping(decisions)
     content = _content(item)
-    for name, decision in parsed.items():
+    for name, decision in decisions.items():
         text = getattr(content, name)
         for span in decision.added:
             if not 0 <= span.start < span.end <= len(text):
                 raise Invalid(f"{name} 的隐去范围超出原文", f"a redaction of {name} lies outside the text")
-    item.redactions = {**(item.redactions or {}), **{k: decisions[k] for k in parsed}}
+    item.redactions = {**(item.redactions or {}), **redactions_to_mapping(decisions)}
     item.updated_at = utcnow()
     write_audit(
         session,
@@ -498,7 +499,7 @@ def set_redactions(
         action="publicity.redactions",
         target_type="publication_item",
         target_id=item.id,
-        detail={"fields": sorted(parsed)},
+        detail={"fields": sorted(decisions)},
     )
     return item
 

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.publicity import service
 from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.content import redactions_from_mapping
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
 from server.http.context import caller, json_body
@@ -251,7 +252,7 @@ def set_redactions(item_id: int) -> ResponseReturnValue:
     """Record the reviewer's redaction decisions; the source text is never changed."""
     body = json_body()
     with session_scope() as session:
-        item = service.set_redactions(session, caller(), item_id, body)
+        item = service.set_redactions(session, caller(), item_id, redactions_from_mapping(body))
         return jsonify(service.item_to_dict(item))
 
 

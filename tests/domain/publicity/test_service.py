@@ -16,7 +16,7 @@ from server.domain.people.models import Agency
 from server.domain.people.service import Caller
 from server.domain.publicity import service
 from server.domain.publicity.codes import EnforcementAct, IdDocumentType, PartyCategory, PenaltyKind
-from server.domain.publicity.content import DecisionContent, PersonEntry
+from server.domain.publicity.content import DecisionContent, FieldRedactions, PersonEntry
 from server.domain.publicity.identifiers import resident_id_check_digit, uscc_check_character
 from server.domain.publicity.models import PublicationHistory, PublicationItem
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
@@ -326,7 +326,7 @@ def test_reviewer_undoes_a_proposed_redaction(db_session: Session, agency: Agenc
         db_session,
         caller(agency, "12", "legal_reviewer"),
         item.id,
-        {"facts": {"undone": [mobile["key"]], "added": []}},
+        {"facts": FieldRedactions(undone=(mobile["key"],))},
     )
     service.submit(db_session, caller(agency, "10", "officer"), item.id)
     service.publish(db_session, caller(agency, "12", "legal_reviewer"), item.id)
