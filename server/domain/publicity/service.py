@@ -8,7 +8,7 @@ one audit row; the history table is append-only in the database (migration 0017)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -322,7 +322,11 @@ def _forbidden_collect() -> PublicityError:
 
 
 def _create(
-    session: Session, author: str, data: CollectInput, calendar: WorkingDayCalendar | None
+    session: Session,
+    author: str,
+    data: CollectInput,
+    calendar: WorkingDayCalendar | None,
+    problem: dict[str, str] | None = None,
 ) -> PublicationItem:
     rule = publication_rule(data.act)
     deadline = (calendar or calendar_of(session)).deadline(data.decided_on, rule.working_days)
@@ -361,7 +365,11 @@ def _create(
             actor=author,
             at=now,
             reason=None,
-            detail={"due_on": deadline.due.isoformat(), "provisional": deadline.provisional},
+            detail={
+                "due_on": deadline.due.isoformat(),
+                "provisional": deadline.provisional,
+                **(problem or {}),
+            },
         )
     )
     session.flush()
@@ -372,15 +380,16 @@ def _create(
     return item
 
 
-# Case act kinds (server.models_people.ACT_KINDS) are the EnforcementAct values.
+# Case act kinds (server.domain.cases.models.ACT_KINDS) are EnforcementAct values.
 def collect_from_case_event(
     session: Session, case: Case, event: CaseEvent, *, calendar: WorkingDayCalendar | None = None
 ) -> PublicationItem | None:
     """GS-11: a ``decision.decided`` event opens its publication item, due in 7 or 20 working days.
 
-    The event's ``data`` may carry the decision's content (the same keys as ``DecisionContent``); what
-    it lacks the collector fills in later. Content that does not parse is kept out rather than refusing
-    the case event: the item is still created, so its deadline runs.
+    The event's ``data.publication`` may carry the decision's content (the keys of ``DecisionContent``);
+    what it lacks the collector fills in later. Content that does not parse does not refuse the case
+    event (the record of the case comes first, JL-2): the item is still created so its deadline runs,
+    and its history says what was wrong, for the collector to fix.
     """
     if event.event_type != "decision.decided" or event.corrects_event_id is not None:
         return None
@@ -388,12 +397,19 @@ def collect_from_case_event(
     if existing is not None:
         return existing
     raw = (event.data or {}).get("publication")
-    try:
-        content = content_from_mapping(raw) if isinstance(raw, dict) else DecisionContent()
-    except PublicityError:
-        content = DecisionContent()
+    content, problem = DecisionContent(), None
+    if isinstance(raw, dict):
+        try:
+            content = content_from_mapping(raw)
+        except PublicityError as error:
+            problem = {"content_error": error.message, "content_error_en": error.message_en}
+    elif raw is not None:
+        problem = {
+            "content_error": "publication 须为对象",
+            "content_error_en": "publication must be an object",
+        }
     if not content.party_name and case.party:
-        content = DecisionContent(**{**_fields(content), "party_name": case.party})
+        content = replace(content, party_name=case.party)
     data = CollectInput(
         agency_id=case.agency_id,
         act=EnforcementAct(case.act_kind),
@@ -403,11 +419,7 @@ def collect_from_case_event(
         case_id=case.id,
         source_event_id=event.id,
     )
-    return _create(session, event.recorded_by, data, calendar)
-
-
-def _fields(content: DecisionContent) -> dict[str, Any]:
-    return {key: getattr(content, key) for key in DecisionContent.__dataclass_fields__}
+    return _create(session, event.recorded_by, data, calendar, problem)
 
 
 def _exclude_minors(session: Session, item: PublicationItem) -> bool:

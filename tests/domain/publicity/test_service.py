@@ -59,7 +59,14 @@ def caller(agency: Agency, user_id: str, role: str) -> Caller:
 
 
 def decided_case(
-    session: Session, agency: Agency, act_kind: str, at: datetime, number: str = "A-1"
+    session: Session,
+    agency: Agency,
+    act_kind: str,
+    at: datetime,
+    number: str = "A-1",
+    *,
+    event_type: str = "decision.decided",
+    data: dict[str, object] | None = None,
 ) -> tuple[Case, CaseEvent]:
     case = Case(
         agency_id=agency.id,
@@ -75,12 +82,12 @@ def decided_case(
     event = CaseEvent(
         case_id=case.id,
         agency_id=agency.id,
-        event_type="decision.decided",
+        event_type=event_type,
         occurred_at=at,
         recorded_by="10",
         officer_ids=[],
         recording_ids=[],
-        data={},
+        data=data or {},
     )
     session.add(event)
     session.flush()
@@ -124,8 +131,9 @@ def test_gs11_deadline_in_2027_is_provisional_and_says_its_calendar(
 
 
 def test_other_event_types_create_nothing(db_session: Session, agency: Agency) -> None:
-    case, event = decided_case(db_session, agency, "penalty", datetime(2026, 3, 2, tzinfo=BEIJING))
-    event.event_type = "decision.proposed"
+    case, event = decided_case(
+        db_session, agency, "penalty", datetime(2026, 3, 2, tzinfo=BEIJING), event_type="decision.proposed"
+    )
     assert service.collect_from_case_event(db_session, case, event) is None
 
 
@@ -396,3 +404,17 @@ def test_gs8_a_query_shorter_than_three_characters_matches_the_start_of_the_name
     published_item(db_session, agency)
     total = service.portal_search(db_session, service.PortalQuery(party=query), date(2026, 10, 20))[1]
     assert (total == 1) is found
+
+
+def test_gs11_bad_content_in_the_decision_event_still_opens_the_item_and_says_why(
+    db_session: Session, agency: Agency
+) -> None:
+    bad = {"publication": {"fine_yuan": 2000.5}}
+    case, event = decided_case(
+        db_session, agency, "penalty", datetime(2026, 9, 30, 10, tzinfo=BEIJING), data=bad
+    )
+    item = service.collect_from_case_event(db_session, case, event)
+    assert item is not None and item.due_on == date(2026, 10, 15)
+    [collected] = service.history_of(db_session, item)
+    assert "fine_yuan" in collected.detail["content_error_en"]
+    assert item.party_name == "合肥某某餐饮有限公司"  # taken from the case
