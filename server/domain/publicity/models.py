@@ -28,6 +28,8 @@ class PublicationItem(Base):
         Index("ix_publication_items_agency_state", "agency_id", "state"),
         # The portal lists newest decisions first: a backward scan of this index serves the first pages.
         Index("ix_publication_items_portal_order", "decided_on", "id"),
+        # A search by kind of act over a range of decision dates.
+        Index("ix_publication_items_kind_date", "act_kind", "decided_on"),
         # Substring search of party names and document numbers (the portal's search box): trigram GIN
         # indexes on PostgreSQL (pg_trgm handles Chinese text under a UTF-8 database); plain elsewhere.
         Index(

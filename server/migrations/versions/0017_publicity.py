@@ -90,6 +90,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_publication_items_case_id", "publication_items", ["case_id"])
     op.create_index("ix_publication_items_portal_order", "publication_items", ["decided_on", "id"])
+    op.create_index("ix_publication_items_kind_date", "publication_items", ["act_kind", "decided_on"])
     if op.get_bind().dialect.name == "postgresql":
         # Substring search on the portal (LIKE '%…%'): trigram indexes; pg_trgm is a trusted extension
         # of PostgreSQL's standard contrib set, so the database owner may create it.
@@ -161,6 +162,7 @@ def downgrade() -> None:
         "document_trgm",
         "party_prefix",
         "party_trgm",
+        "kind_date",
         "portal_order",
         "agency_state",
         "portal",

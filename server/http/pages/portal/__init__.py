@@ -172,7 +172,11 @@ def _limited(cost: int = 1, *, as_json: bool = False) -> Response | None:
 
 def _page(template: str, *, status: int = 200, **context: Any) -> Response:
     lang = _lang()
-    response = make_response(render_template(template, t=TEXT[lang], lang=lang, **context), status)
+    # Kinds of act by their slug, in the page's language (the stored copy carries the Chinese label).
+    kind_labels = {act.value: act.label if lang == "zh" else _KIND_EN[act] for act in EnforcementAct}
+    response = make_response(
+        render_template(template, t=TEXT[lang], lang=lang, kind_labels=kind_labels, **context), status
+    )
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["Cache-Control"] = "no-cache"
     response.headers["Referrer-Policy"] = "same-origin"
