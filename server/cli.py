@@ -157,8 +157,6 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         f"(新 / new: {report.new_findings})"
     )
     return 1 if report.findings else 0
-
-
 def cmd_ingest_key(args: argparse.Namespace) -> int:
     """Print the ingest key's id and the public keys recorders pin; ``--new``: a fresh key for rotation."""
     import base64

@@ -15,6 +15,7 @@ from server.infra.storage import STORE_KEY, ObjectStore
 __all__ = ["actor", "audit_request", "caller", "client_ip", "get_store", "json_body"]
 
 
+
 def get_store() -> ObjectStore:
     """The current app's object store."""
     store: ObjectStore = current_app.extensions[STORE_KEY]

@@ -34,7 +34,6 @@ __all__ = [
     "record_rejection",
 ]
 
-
 class EvidenceRejected(ServiceError):
     """A segment was refused; ``code`` is stable and logged to ingest_rejections."""
 

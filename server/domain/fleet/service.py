@@ -393,3 +393,5 @@ def set_profile(
         detail={"capabilities": capabilities, "agent_version": agent_version, "group": group_name},
     )
     return profile
+
+

@@ -350,7 +350,9 @@ def import_officers_csv(session: Session, caller: Caller, agency_id: int, text: 
                 )
             # OfficerFields and create_officer check before anything is added, so a bad row leaves
             # nothing behind (no SAVEPOINT: pysqlite's implicit transactions make them unreliable).
-            officer = create_officer(session, caller, agency_id, OfficerFields.from_json(body, creating=True))
+            officer = create_officer(
+                session, caller, agency_id, OfficerFields.from_json(body, creating=True)
+            )
             if number:
                 numbers[number] = line
             staged.append(officer)
