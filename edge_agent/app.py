@@ -25,6 +25,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.prompts import Prompter, default_prompter
 from edge_agent.session import SegmentTag, SessionCommandError, SessionController
 from edge_agent.uploader import Uploader, require_pinned_ingest_keys
+from edge_agent.watchdog import SystemdNotifier
 from protocol.manifest import format_time
 from protocol.messages import ChainHead, DeviceHealth, TransferAck
 from protocol.session import EventAck
@@ -553,8 +554,11 @@ class AgentApp:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, request_stop)
         code = EXIT_OK
+        # Under systemd (NOTIFY_SOCKET): READY once started, WATCHDOG=1 from this loop, STOPPING at the end.
+        notifier = SystemdNotifier.from_environ()
         try:
             self.start()
+            notifier.ready()
             deadline = None if duration is None else time.monotonic() + duration
             while not self.stop_event.is_set():
                 remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
@@ -565,6 +569,8 @@ class AgentApp:
                     logger.critical("recorder failed: %s", self.recorder.failure)
                     code = EXIT_RECORDER_FAILED
                     break
+                notifier.ping()
+            notifier.stopping()
             self.stop_recorder()
             if duration is not None and not self.stop_event.is_set():
                 assert self.uploader is not None

@@ -29,6 +29,7 @@ from server.infra.broker import EmbeddedBroker
 from server.infra.config import Settings, url_without_credentials
 from server.infra.db import get_engine, run_migrations
 from server.infra.ingest_key import note_embedded_broker
+from server.infra.metrics import register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
@@ -142,6 +143,7 @@ class ServerRunner:
             )
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
         self._start_workers(settings, service)
+        register_ingest_source(app, service.stats, self._queue_depths)
         self._start_fleet_dispatch(app)
         self.http = _HttpServer(app, settings.http_host, settings.http_port)
         self.http.start()
@@ -213,6 +215,10 @@ class ServerRunner:
             worker = IngestWorker(settings, service, f"w{index}", self.ingest_url)
             self.workers.append(worker)
             worker.start()
+
+    def _queue_depths(self) -> dict[str, int]:
+        """Finalizes waiting per ingest worker, for /metrics."""
+        return {worker.name: worker.finalize_queue_depth() for worker in self.workers}
 
     def _housekeep(self) -> None:
         """Every 10 minutes clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write flood

@@ -52,6 +52,10 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages import workspace
 
     app.register_blueprint(workspace.bp)
+    # Prometheus figures for operators (docs/operations.md): loopback or ZFJL_METRICS_TOKEN only.
+    from server.http.api import metrics
+
+    app.register_blueprint(metrics.bp)
     # Publicity: the staff API and the public portal (issue #10, GS-5 – GS-19).
     from server.http.api import publicity
     from server.http.pages import portal

@@ -250,6 +250,26 @@ _OPTIONS: tuple[_Option, ...] = (
         _parse_int(1, 100_000),
     ),
     _Option(
+        "redis_url",
+        "",
+        "Redis 地址 (多个 API 进程共享核验限流)，空为进程内限流 / Redis URL shared by several API "
+        "processes for the /verify rate limit; empty = per-process limiter",
+        _parse_url("redis", "rediss", "unix"),
+    ),
+    _Option(
+        "log_format",
+        "text",
+        "日志格式: text 或 json (每行一个 JSON 对象) / log format: text | json (one JSON object per line)",
+        _parse_choice("text", "json"),
+    ),
+    _Option(
+        "metrics_token",
+        "",
+        "/metrics 的 Bearer 令牌，空为只允许本机访问 / bearer token for /metrics; empty = loopback "
+        "clients only",
+        _parse_str,
+    ),
+    _Option(
         "scrub_bytes_per_s",
         str(8 * MIB),
         "后台证据校验速率上限 (字节/秒，0 为关闭) / background evidence scrub rate in bytes/s, 0 = off",
@@ -302,6 +322,9 @@ class Settings:
     fleet_offline_alert_minutes: int
     fleet_min_checkout_battery_pct: int
     verify_rate_per_minute: int
+    redis_url: str
+    log_format: str
+    metrics_token: str
     scrub_bytes_per_s: int
     scrub_pause_s: int
 
@@ -315,7 +338,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in {"jwt_secret", "s3_secret_key", "ingest_key"} and value:
+            if f.name in {"jwt_secret", "s3_secret_key", "ingest_key", "metrics_token"} and value:
                 value = "***"
             elif isinstance(value, str) and "://" in value:
                 value = redact_url(value)  # ZFJL_MQTT_URL, ZFJL_DATABASE_URL may carry a password

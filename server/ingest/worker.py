@@ -144,6 +144,10 @@ class IngestWorker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def finalize_queue_depth(self) -> int:
+        """Finalizes (hash, store, commit) waiting for a finalize thread (for /metrics)."""
+        return self._finalize_queue.qsize()
+
     @property
     def subscribed(self) -> bool:
         """Whether the worker is connected and its subscription was granted."""

@@ -15,7 +15,7 @@ from server.http.api.credentials import signing_key
 from server.http.context import client_ip
 from server.http.errors import ApiError, error_response
 from server.http.openapi import api_view
-from server.http.rate_limit import TokenBucketLimiter
+from server.http.rate_limit import RateLimiter, make_limiter
 from server.infra.db import session_scope
 
 __all__ = ["TEXT", "VERDICT_SCHEMA", "bp"]
@@ -88,10 +88,12 @@ def _lang() -> str:
     return "en" if request.args.get("lang", "").lower().startswith("en") else "zh"
 
 
-def _limiter() -> TokenBucketLimiter:
-    limiter = current_app.extensions.get(LIMITER_KEY)
+def _limiter() -> RateLimiter:
+    limiter: RateLimiter | None = current_app.extensions.get(LIMITER_KEY)
     if limiter is None:
-        limiter = TokenBucketLimiter(current_app.extensions["zfjl.settings"].verify_rate_per_minute)
+        settings = current_app.extensions["zfjl.settings"]
+        # ZFJL_REDIS_URL: one limit shared by every API process; unset: this process's own buckets.
+        limiter = make_limiter(settings.verify_rate_per_minute, settings.redis_url)
         current_app.extensions[LIMITER_KEY] = limiter
     return limiter
 

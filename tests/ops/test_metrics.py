@@ -1,0 +1,137 @@
+"""Prometheus /metrics: the figures an operator watches move when evidence is stored; access is guarded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import create_app
+from server.domain.evidence.commit import commit_segment
+from server.domain.evidence.models import IngestRejection
+from server.domain.fleet import devices
+from server.domain.fleet.models import DeviceAlert
+from server.domain.fleet.telemetry_models import DeviceHealthSample
+from server.infra.db import run_migrations, session_scope
+from server.infra.metrics import register_ingest_source
+from server.infra.storage import STORE_KEY
+from tests.conftest import SegmentFactory
+
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+
+
+def scrape(client: FlaskClient, **kwargs: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one scrape, keyed by (name, sorted labels)."""
+    response = client.get("/metrics", environ_base=LOCAL, **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/plain"
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_a_stored_segment_moves_the_stored_figures_and_the_latency_histogram(
+    app: Flask, client: FlaskClient, segments: SegmentFactory
+) -> None:
+    with session_scope(app) as session:
+        devices.register_device(session, segments.device_id, segments.public_key)
+    before = scrape(client)
+    assert before[("zfjl_segments_stored", ())] == 0
+    assert before[("zfjl_ingest_latency_seconds_count", ())] == 0
+
+    signed, path = segments.make(b"x" * 5000)
+    with session_scope(app) as session:
+        commit_segment(session, app.extensions[STORE_KEY], signed, path)
+    after = scrape(client)
+    assert after[("zfjl_segments_stored", ())] == 1
+    assert after[("zfjl_bytes_stored", ())] == 5000
+    # The factory's segments were recorded in January 2026: stored long after, beyond the JL-17 day.
+    assert after[("zfjl_ingest_latency_seconds_count", ())] == 1
+    assert after[("zfjl_ingest_latency_seconds_bucket", (("le", "86400.0"),))] == 0
+    assert after[("zfjl_ingest_latency_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert after[("zfjl_ingest_latency_seconds_sum", ())] > 86400
+    # Scraped again, nothing new: the histogram does not count the segment twice.
+    assert scrape(client)[("zfjl_ingest_latency_seconds_count", ())] == 1
+
+
+def test_refusals_backlog_alerts_and_ingest_queues_are_exported(app: Flask, client: FlaskClient) -> None:
+    now = datetime.now(UTC)
+    with session_scope(app) as session:
+        session.add(IngestRejection(device_id="dev-9", code="bad_signature", message="x", occurrences=3))
+        session.add(IngestRejection(device_id=None, code="unknown_device", message="y"))
+        for at, backlog in ((datetime(2026, 1, 1, tzinfo=UTC), 40), (now, 7)):
+            session.add(
+                DeviceHealthSample(
+                    device_id="dev-9",
+                    at=at,
+                    backlog_bytes=backlog * 1000,
+                    backlog_segments=backlog,
+                    oldest_pending_age_s=90.0,
+                )
+            )
+        session.add(
+            DeviceAlert(device_id="dev-9", kind="backlog", severity="warning", message="m", message_en="m")
+        )
+        session.add(
+            DeviceAlert(
+                device_id="dev-8",
+                kind="offline",
+                severity="warning",
+                message="m",
+                message_en="m",
+                cleared_at=now,
+            )
+        )
+    register_ingest_source(
+        app,
+        lambda: {"messages": {"file_chunk": 12}, "dropped": {}, "segments_committed": 2, "rejections": {}},
+        lambda: {"w0": 3},
+    )
+    got = scrape(client)
+    assert got[("zfjl_ingest_rejections_total", (("code", "bad_signature"),))] == 3
+    assert got[("zfjl_ingest_rejections_total", (("code", "unknown_device"),))] == 1
+    # The latest health report counts, not an older one.
+    assert got[("zfjl_device_backlog_segments", (("device", "dev-9"),))] == 7
+    assert got[("zfjl_device_backlog_bytes", (("device", "dev-9"),))] == 7000
+    assert got[("zfjl_device_oldest_pending_age_seconds", (("device", "dev-9"),))] == 90
+    assert got[("zfjl_alerts_open", (("kind", "backlog"),))] == 1
+    assert ("zfjl_alerts_open", (("kind", "offline"),)) not in got  # cleared
+    assert got[("zfjl_ingest_messages_total", (("kind", "file_chunk"),))] == 12
+    assert got[("zfjl_ingest_segments_committed_total", ())] == 2
+    assert got[("zfjl_ingest_finalize_queue_depth", (("worker", "w0"),))] == 3
+
+
+def test_metrics_only_for_loopback_without_a_token(client: FlaskClient) -> None:
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "192.0.2.10"}).status_code == 403
+    # Through a reverse proxy on this host every client looks local: refused too.
+    proxied = client.get("/metrics", environ_base=LOCAL, headers={"X-Forwarded-For": "198.51.100.4"})
+    assert proxied.status_code == 403
+    body = proxied.get_json()["error"]
+    assert body["code"] == "metrics_forbidden" and body["message"] and body["message_en"]
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def test_metrics_token_lets_a_remote_scraper_in_and_no_one_else(tmp_path: Path) -> None:
+    token = "scrape-" + "t" * 30
+    app = create_app(
+        {
+            "data_dir": str(tmp_path / "var"),
+            "database_url": f"sqlite:///{tmp_path / 'zfjl.db'}",
+            "metrics_token": token,
+        }
+    )
+    run_migrations(f"sqlite:///{tmp_path / 'zfjl.db'}")
+    client = app.test_client()
+    remote = {"REMOTE_ADDR": "192.0.2.10"}
+    assert client.get("/metrics", environ_base=remote).status_code == 403
+    assert client.get("/metrics", environ_base=LOCAL).status_code == 403  # the token is needed locally too
+    wrong = {"Authorization": "Bearer " + "x" * len(token)}
+    assert client.get("/metrics", environ_base=remote, headers=wrong).status_code == 403
+    right = client.get("/metrics", environ_base=remote, headers={"Authorization": f"Bearer {token}"})
+    assert right.status_code == 200 and b"zfjl_segments_stored" in right.data
+    assert token not in str(app.extensions["zfjl.settings"].safe_dict())
