@@ -24,7 +24,7 @@ from server.errors import ZfjlError
 from server.http.context import client_ip
 from server.http.errors import ApiError, error_response
 from server.http.openapi import api_view
-from server.http.rate_limit import TokenBucketLimiter
+from server.http.rate_limit import RateLimiter, make_limiter
 from server.infra.db import session_scope
 
 __all__ = ["TEXT", "bp"]
@@ -145,11 +145,13 @@ def _lang() -> str:
     return "en" if request.args.get("lang", "").lower().startswith("en") else "zh"
 
 
-def _limiter() -> TokenBucketLimiter:
-    limiter = current_app.extensions.get(LIMITER_KEY)
+def _limiter() -> RateLimiter:
+    limiter: RateLimiter | None = current_app.extensions.get(LIMITER_KEY)
     if limiter is None:
-        # The same per-network budget as the public credential check: both are anonymous pages.
-        limiter = TokenBucketLimiter(current_app.extensions["zfjl.settings"].verify_rate_per_minute)
+        settings = current_app.extensions["zfjl.settings"]
+        # The per-network budget of the public credential check: both are anonymous pages. With
+        # ZFJL_REDIS_URL the buckets are shared by every API process (and with /verify); else per process.
+        limiter = make_limiter(settings.verify_rate_per_minute, settings.redis_url)
         current_app.extensions[LIMITER_KEY] = limiter
     return limiter
 
