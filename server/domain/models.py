@@ -17,6 +17,7 @@ import server.domain.fleet.rollout_models
 import server.domain.fleet.telemetry_models
 import server.domain.governance.models
 import server.domain.people.models
+import server.domain.publicity.models
 import server.domain.sessions.models
 from server.domain.base import Base
 
@@ -32,5 +33,6 @@ MODEL_MODULES = (
     server.domain.fleet.telemetry_models,
     server.domain.governance.models,
     server.domain.people.models,
+    server.domain.publicity.models,
     server.domain.sessions.models,
 )

@@ -22,6 +22,12 @@ _READ_CASES = (
     "system_admin",
 )
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
+# Publicity (GS-18): officers collect; legal reviewers and heads review and publish; supervisors and
+# auditors watch (GS-22). Who of them may do which transition is the workflow table's rule
+# (server/domain/publicity/workflow.py), with the role → duty map in publicity/service.py.
+_READ_PUBLICITY = ("officer", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
+_COLLECT_PUBLICITY = ("officer", "legal_reviewer", "agency_head", "system_admin")
+_REVIEW_PUBLICITY = ("legal_reviewer", "agency_head", "system_admin")
 
 # The one place that says who may call which endpoint (blueprint.view name -> roles).
 ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
@@ -103,4 +109,22 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "sessions.get_timeline": _READ_EVIDENCE,
     "sessions.file_explanation": ("officer", "agency_head"),
     "sessions.sign_explanation": ("officer", "agency_head"),
+    # Publicity (server/http/api/publicity.py): GS-7, GS-11 – GS-19, GS-22.
+    "publicity.list_items": _READ_PUBLICITY,
+    "publicity.deadlines": _READ_PUBLICITY,
+    "publicity.get_item": _READ_PUBLICITY,
+    "publicity.review_item": _READ_PUBLICITY,
+    "publicity.export": _READ_PUBLICITY,
+    "publicity.collect_item": _COLLECT_PUBLICITY,
+    "publicity.update_item": _COLLECT_PUBLICITY,
+    "publicity.set_redactions": _COLLECT_PUBLICITY,
+    "publicity.submit_item": _COLLECT_PUBLICITY,
+    "publicity.return_item": _REVIEW_PUBLICITY,
+    "publicity.publish_item": _REVIEW_PUBLICITY,
+    "publicity.exclude_item": _REVIEW_PUBLICITY,
+    "publicity.withdraw_item": _REVIEW_PUBLICITY,
+    "publicity.correct_item": _REVIEW_PUBLICITY,
+    "publicity.terminate_item": _REVIEW_PUBLICITY,
+    "publicity.decide_correction": _REVIEW_PUBLICITY,
+    "publicity.load_calendar": ("system_admin",),
 }

@@ -27,6 +27,7 @@ from server.domain.fleet.assignments import current_assignment
 from server.domain.fleet.models import Device, DeviceStatus
 from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
+from server.domain.publicity.service import collect_from_case_event
 from server.domain.scope import recording_of_agency
 from server.domain.sniff import ATTACHMENT_TYPES, check_attachment
 from server.infra.storage import ObjectStore
@@ -416,6 +417,9 @@ def _new_event(
     )
     session.add(row)
     session.flush()
+    if case is not None:
+        # GS-11: a recorded decision opens its publication item, with its deadline, in the same transaction.
+        collect_from_case_event(session, case, row)
     return row
 
 

@@ -1,0 +1,955 @@
+"""Publication items over a database session (GS-7, GS-11 – GS-15, GS-18, GS-19); the caller commits.
+
+Every function takes a session and typed input; the rules themselves are the pure modules beside this
+one (calendar, disclosure, redaction, workflow, content). Each transition appends one history row and
+one audit row; the history table is append-only in the database (migration 0017).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server.domain.audit import write_audit
+from server.domain.base import utcnow
+from server.domain.cases.models import Case, CaseEvent
+from server.domain.errors import Conflict, Invalid, NotFound
+from server.domain.people.models import Agency
+from server.domain.people.service import Caller
+from server.domain.publicity.calendar import (
+    DeadlineRule,
+    HolidaySchedule,
+    WorkingDayCalendar,
+    default_calendar,
+    publication_rule,
+    schedule_from_mapping,
+)
+from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.content import (
+    TEXT_FIELDS,
+    DecisionContent,
+    FieldRedactions,
+    content_from_mapping,
+    content_to_mapping,
+    findings_for,
+    people_of,
+    public_copy,
+    redactions_from_mapping,
+    redactions_to_mapping,
+    require_complete,
+)
+from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
+from server.domain.publicity.errors import PublicityError, TransitionForbidden
+from server.domain.publicity.models import (
+    CorrectionRequest,
+    HolidayScheduleRow,
+    PublicationHistory,
+    PublicationItem,
+)
+from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
+from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
+
+__all__ = [
+    "CHINA",
+    "COUNT_CAP",
+    "DUTIES",
+    "CollectInput",
+    "CorrectionInput",
+    "PortalQuery",
+    "actor_of",
+    "calendar_of",
+    "collect",
+    "collect_from_case_event",
+    "correct",
+    "deadline_board",
+    "decide_correction_request",
+    "exclude",
+    "expire_due",
+    "export_records",
+    "get_item",
+    "history_of",
+    "item_to_dict",
+    "list_items",
+    "load_schedule",
+    "parse_content",
+    "parse_schedule",
+    "portal_item",
+    "portal_search",
+    "publish",
+    "request_correction",
+    "return_to_draft",
+    "review_view",
+    "set_redactions",
+    "submit",
+    "terminate_early",
+    "today_in_china",
+    "update_draft",
+    "withdraw",
+]
+
+# Deadlines are counted in Chinese working days on Beijing dates (UTC+8 all year, no summer time).
+CHINA = timezone(timedelta(hours=8))
+
+# GS-18: which publicity duties each account role carries. Legal reviewers and heads review and
+# publish; officers collect; supervisors and auditors watch (GS-22). The author never reviews (GS-7).
+DUTIES: dict[str, frozenset[Role]] = {
+    "officer": frozenset({Role.COLLECTOR}),
+    "legal_reviewer": frozenset({Role.COLLECTOR, Role.REVIEWER}),
+    "agency_head": frozenset({Role.COLLECTOR, Role.REVIEWER}),
+    "supervisor": frozenset({Role.SUPERVISOR}),
+    "auditor": frozenset({Role.SUPERVISOR}),
+    "system_admin": frozenset({Role.COLLECTOR, Role.REVIEWER, Role.SUPERVISOR}),
+}
+_SYSTEM = Actor(user_id="system", roles=frozenset({Role.SYSTEM}))
+
+
+def calendar_of(session: Session) -> WorkingDayCalendar:
+    """The shipped schedules, overridden by those an admin has loaded (a newer year, a corrected notice)."""
+    calendar = default_calendar()
+    for row in session.scalars(select(HolidayScheduleRow).order_by(HolidayScheduleRow.year)):
+        schedule = schedule_from_mapping(
+            {"year": row.year, "source": row.source, "holidays": row.holidays, "workdays": row.workdays}
+        )
+        calendar = calendar.with_schedule(schedule)
+    return calendar
+
+
+def parse_schedule(data: Any) -> HolidaySchedule:
+    """Decode a schedule's JSON once, at the edge; a bad date or key is a precise error."""
+    if not isinstance(data, dict):
+        raise Invalid("节假日安排须为对象", "a holiday schedule must be an object")
+    schedule: HolidaySchedule = schedule_from_mapping(data)
+    return schedule
+
+
+def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> list[int]:
+    """Store a year's official schedule and recount the deadlines it changes (issue #10 point 7).
+
+    Every item not yet published whose deadline was counted over that year (provisionally on weekends,
+    or on an earlier schedule) gets its deadline recounted and the new calendar version; returns their ids.
+    """
+    if caller.role != "system_admin":
+        raise TransitionForbidden(
+            "只有系统管理员可以载入节假日安排", "only a system admin loads holiday schedules"
+        )
+    row = session.get(HolidayScheduleRow, schedule.year)
+    values = {
+        "source": schedule.source,
+        "holidays": sorted(day.isoformat() for day in schedule.holidays),
+        "workdays": sorted(day.isoformat() for day in schedule.workdays),
+        "version": schedule.version,
+        "loaded_by": caller.user_id,
+        "loaded_at": utcnow(),
+    }
+    if row is None:
+        session.add(HolidayScheduleRow(year=schedule.year, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    session.flush()
+    calendar = calendar_of(session)
+    marker = f"{schedule.year}:"
+    changed = []
+    pending = session.scalars(
+        select(PublicationItem).where(
+            PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
+            PublicationItem.calendar_version.contains(marker),
+        )
+    )
+    for item in pending:
+        start = item.decided_on or item.created_at.astimezone(CHINA).date()
+        deadline = calendar.deadline(start, DeadlineRule[item.deadline_rule].working_days)
+        if deadline.calendar_version == item.calendar_version:
+            continue
+        write_audit(
+            session,
+            actor=caller.user_id,
+            action="publicity.deadline_recounted",
+            target_type="publication_item",
+            target_id=item.id,
+            detail={
+                "from": item.due_on.isoformat(),
+                "to": deadline.due.isoformat(),
+                "calendar": deadline.calendar_version,
+            },
+        )
+        item.due_on = deadline.due
+        item.deadline_provisional = deadline.provisional
+        item.calendar_version = deadline.calendar_version
+        changed.append(item.id)
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.calendar_loaded",
+        target_type="holiday_schedule",
+        target_id=schedule.year,
+        detail={"version": schedule.version, "recounted": changed},
+    )
+    return changed
+
+
+def today_in_china(now: datetime | None = None) -> date:
+    """Today's date in Beijing (deadlines and disclosure windows are counted in Chinese dates)."""
+    return (now or utcnow()).astimezone(CHINA).date()
+
+
+def actor_of(caller: Caller) -> Actor:
+    """The workflow's view of a caller: their user id and publicity duties."""
+    return Actor(user_id=caller.user_id, roles=DUTIES.get(caller.role, frozenset()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectInput:
+    """A new publication item: which decision, of which kind, on which date, with what content."""
+
+    agency_id: int
+    act: EnforcementAct
+    decided_on: date
+    title: str = ""
+    content: DecisionContent = field(default_factory=DecisionContent)
+    case_id: int | None = None
+    source_event_id: int | None = None
+    replaces_item_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorrectionInput:
+    """A correction of a published item (GS-19): the new content and why."""
+
+    content: DecisionContent
+    reason: str
+
+
+def parse_content(data: Any) -> DecisionContent:
+    """Decode a decision's JSON content once, at the edge; a bad field is a precise error."""
+    if not isinstance(data, dict):
+        raise Invalid("content 须为对象", "content must be an object")
+    content: DecisionContent = content_from_mapping(data)
+    return content
+
+
+def _content(item: PublicationItem) -> DecisionContent:
+    return content_from_mapping(item.content or {})
+
+
+def _redactions(item: PublicationItem) -> dict[str, FieldRedactions]:
+    return redactions_from_mapping(item.redactions or {})
+
+
+def _agency_name(session: Session, agency_id: int) -> str:
+    agency = session.get(Agency, agency_id)
+    return agency.name if agency else ""
+
+
+def _window(item: PublicationItem, content: DecisionContent, policy: DisclosurePolicy) -> DisclosureWindow:
+    decided = item.decided_on or item.created_at.astimezone(CHINA).date()
+    window: DisclosureWindow = policy.window(
+        EnforcementAct(item.act_kind),
+        decided,
+        penalty_kinds=content.penalty_kinds,
+        fields=content.regulated_fields,
+    )
+    return window
+
+
+def _append(
+    session: Session, item: PublicationItem, action: Action, actor: Actor, reason: str | None, **detail: Any
+) -> PublicationHistory:
+    """Apply the workflow table, then append the history row and the audit row."""
+    entry = apply_action(
+        ItemState(item.state),
+        action,
+        author=item.author,
+        actor=actor,
+        at=utcnow(),
+        reason=reason,
+    )
+    item.state = entry.to_state.value
+    item.updated_at = entry.at
+    row = PublicationHistory(
+        item_id=item.id,
+        action=entry.action.value,
+        from_state=entry.from_state.value,
+        to_state=entry.to_state.value,
+        actor=entry.actor,
+        at=entry.at,
+        reason=entry.reason,
+        detail=detail,
+    )
+    session.add(row)
+    session.flush()
+    write_audit(
+        session,
+        actor=actor.user_id,
+        action=f"publicity.{action.value}",
+        target_type="publication_item",
+        target_id=item.id,
+        detail={"from": entry.from_state.value, "to": entry.to_state.value},
+    )
+    return row
+
+
+def collect(
+    session: Session,
+    caller: Caller,
+    data: CollectInput,
+    *,
+    calendar: WorkingDayCalendar | None = None,
+) -> PublicationItem:
+    """Create a draft item with its GS-11 deadline (provisional where the year's schedule is unknown)."""
+    if not caller.may_write(data.agency_id):
+        raise NotFound("机关不存在", "agency not found")
+    if Role.COLLECTOR not in actor_of(caller).roles:
+        raise _forbidden_collect()
+    if data.replaces_item_id is not None:
+        replaced = session.get(PublicationItem, data.replaces_item_id)
+        if replaced is None or replaced.agency_id != data.agency_id:
+            raise Invalid("被替代的公示事项不存在", "the replaced item does not exist")
+        if replaced.state != ItemState.WITHDRAWN.value:
+            raise Conflict(
+                "只有已撤回的事项可以被重新公示的决定替代", "only a withdrawn item can be replaced"
+            )
+    return _create(session, caller.user_id, data, calendar)
+
+
+def _forbidden_collect() -> PublicityError:
+    return TransitionForbidden("没有采集公示信息的权限", "your role may not collect publicity items")
+
+
+def _create(
+    session: Session,
+    author: str,
+    data: CollectInput,
+    calendar: WorkingDayCalendar | None,
+    problem: dict[str, str] | None = None,
+) -> PublicationItem:
+    rule = publication_rule(data.act)
+    deadline = (calendar or calendar_of(session)).deadline(data.decided_on, rule.working_days)
+    now = utcnow()
+    item = PublicationItem(
+        agency_id=data.agency_id,
+        case_id=data.case_id,
+        source_event_id=data.source_event_id,
+        act_kind=data.act.value,
+        title=data.title[:300],
+        party_name=data.content.party_name,
+        document_number=data.content.document_number,
+        decided_on=data.decided_on,
+        content=content_to_mapping(data.content),
+        redactions={},
+        published=None,
+        state=ItemState.DRAFT.value,
+        author=author,
+        due_on=deadline.due,
+        deadline_rule=rule.name,
+        deadline_provisional=deadline.provisional,
+        calendar_version=deadline.calendar_version,
+        excluded_grounds=[],
+        replaces_item_id=data.replaces_item_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(item)
+    session.flush()
+    session.add(
+        PublicationHistory(
+            item_id=item.id,
+            action="collect",
+            from_state=None,
+            to_state=ItemState.DRAFT.value,
+            actor=author,
+            at=now,
+            reason=None,
+            detail={
+                "due_on": deadline.due.isoformat(),
+                "provisional": deadline.provisional,
+                **(problem or {}),
+            },
+        )
+    )
+    session.flush()
+    write_audit(
+        session, actor=author, action="publicity.collect", target_type="publication_item", target_id=item.id
+    )
+    _exclude_minors(session, item)
+    return item
+
+
+# Case act kinds (server.domain.cases.models.ACT_KINDS) are EnforcementAct values.
+def collect_from_case_event(
+    session: Session, case: Case, event: CaseEvent, *, calendar: WorkingDayCalendar | None = None
+) -> PublicationItem | None:
+    """GS-11: a ``decision.decided`` event opens its publication item, due in 7 or 20 working days.
+
+    The event's ``data.publication`` may carry the decision's content (the keys of ``DecisionContent``);
+    what it lacks the collector fills in later. Content that does not parse does not refuse the case
+    event (the record of the case comes first, JL-2): the item is still created so its deadline runs,
+    and its history says what was wrong, for the collector to fix.
+    """
+    if event.event_type != "decision.decided" or event.corrects_event_id is not None:
+        return None
+    existing = session.scalar(select(PublicationItem).where(PublicationItem.source_event_id == event.id))
+    if existing is not None:
+        return existing
+    raw = (event.data or {}).get("publication")
+    content, problem = DecisionContent(), None
+    if isinstance(raw, dict):
+        try:
+            content = content_from_mapping(raw)
+        except PublicityError as error:
+            problem = {"content_error": error.message, "content_error_en": error.message_en}
+    elif raw is not None:
+        problem = {
+            "content_error": "publication 须为对象",
+            "content_error_en": "publication must be an object",
+        }
+    if not content.party_name and case.party:
+        content = replace(content, party_name=case.party)
+    data = CollectInput(
+        agency_id=case.agency_id,
+        act=EnforcementAct(case.act_kind),
+        decided_on=event.occurred_at.astimezone(CHINA).date(),
+        title=case.title,
+        content=content,
+        case_id=case.id,
+        source_event_id=event.id,
+    )
+    return _create(session, event.recorded_by, data, calendar, problem)
+
+
+def _exclude_minors(session: Session, item: PublicationItem) -> bool:
+    """GS-15(3): an item whose case involves a minor is excluded whole, by the system, at once."""
+    if item.state not in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value):
+        return False
+    content = _content(item)
+    verdict = exclusion_verdict(people_of(content), item.decided_on or today_in_china())
+    if ExclusionGround.MINOR not in verdict.grounds:
+        return False
+    item.excluded_grounds = [ExclusionGround.MINOR.value]
+    item.excluded_reason = verdict.reasons[0]
+    _append(session, item, Action.EXCLUDE, _SYSTEM, verdict.reasons[0])
+    return True
+
+
+def get_item(session: Session, caller: Caller, item_id: int) -> PublicationItem:
+    """An item the caller may see (another agency's looks missing)."""
+    item = session.get(PublicationItem, item_id)
+    if item is None or not caller.may_read(item.agency_id):
+        raise NotFound("公示事项不存在", "publication item not found")
+    return item
+
+
+def _writable(session: Session, caller: Caller, item_id: int) -> PublicationItem:
+    item = get_item(session, caller, item_id)
+    if not caller.may_write(item.agency_id):
+        raise NotFound("公示事项不存在", "publication item not found")
+    return item
+
+
+def update_draft(
+    session: Session, caller: Caller, item_id: int, content: DecisionContent, *, title: str | None = None
+) -> PublicationItem:
+    """Replace a draft's content; text fields whose text changed lose their redaction decisions."""
+    item = _writable(session, caller, item_id)
+    if item.state != ItemState.DRAFT.value:
+        raise Conflict(
+            "只有草稿可以修改，已公示的事项请走更正", "only a draft can be edited; correct a published item"
+        )
+    if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
+        raise _forbidden_collect()
+    _replace_content(item, content)
+    if title is not None:
+        item.title = title[:300]
+    item.updated_at = utcnow()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.edit",
+        target_type="publication_item",
+        target_id=item.id,
+    )
+    _exclude_minors(session, item)
+    return item
+
+
+def _replace_content(item: PublicationItem, content: DecisionContent) -> list[str]:
+    old = _content(item)
+    changed = [name for name in TEXT_FIELDS if getattr(old, name) != getattr(content, name)]
+    # Redaction decisions are spans of the old text; on new text they would hide the wrong words.
+    item.redactions = {k: v for k, v in (item.redactions or {}).items() if k not in changed}
+    item.content = content_to_mapping(content)
+    item.party_name = content.party_name
+    item.document_number = content.document_number
+    return changed
+
+
+def set_redactions(
+    session: Session, caller: Caller, item_id: int, decisions: Mapping[str, FieldRedactions]
+) -> PublicationItem:
+    """Record the reviewer's accept/undo/add decisions on the proposed redactions (GS-14)."""
+    item = _writable(session, caller, item_id)
+    if item.state not in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value):
+        raise Conflict("只有草稿或待审核事项可以调整隐去内容", "redactions change only before publication")
+    if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
+        raise _forbidden_collect()
+    content = _content(item)
+    for name, decision in decisions.items():
+        text = getattr(content, name)
+        for span in decision.added:
+            if not 0 <= span.start < span.end <= len(text):
+                raise Invalid(f"{name} 的隐去范围超出原文", f"a redaction of {name} lies outside the text")
+    item.redactions = {**(item.redactions or {}), **redactions_to_mapping(decisions)}
+    item.updated_at = utcnow()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.redactions",
+        target_type="publication_item",
+        target_id=item.id,
+        detail={"fields": sorted(decisions)},
+    )
+    return item
+
+
+def review_view(session: Session, caller: Caller, item_id: int) -> dict[str, Any]:
+    """What the reviewer sees: every proposed redaction highlighted, the decisions, and the result."""
+    item = get_item(session, caller, item_id)
+    content = _content(item)
+    decisions = _redactions(item)
+    fields: dict[str, Any] = {}
+    for name, findings in findings_for(content).items():
+        decided = decisions.get(name, FieldRedactions())
+        fields[name] = {
+            "source": getattr(content, name),
+            "findings": [
+                {
+                    "key": f.key,
+                    "kind": f.kind.value,
+                    "label": f.kind.label,
+                    "start": f.start,
+                    "end": f.end,
+                    "original": f.original,
+                    "replacement": f.replacement,
+                    "undone": f.key in decided.undone,
+                }
+                for f in findings
+            ],
+            "added": [{"start": m.start, "end": m.end, "reason": m.reason} for m in decided.added],
+        }
+    return {"item": item_to_dict(item), "fields": fields, "preview": _preview(session, item)}
+
+
+def _preview(session: Session, item: PublicationItem) -> dict[str, Any] | None:
+    try:
+        return _public_copy(session, item)
+    except PublicityError:
+        return None
+
+
+def _public_copy(
+    session: Session, item: PublicationItem, disclosure_until: date | None = None
+) -> dict[str, Any]:
+    content = _content(item)
+    window = _window(item, content, DisclosurePolicy())
+    ends = disclosure_until or window.ends
+    return dict(
+        public_copy(
+            content,
+            EnforcementAct(item.act_kind),
+            _redactions(item),
+            agency_name=_agency_name(session, item.agency_id),
+            decided_on=window.start,
+            disclosure_until=ends,
+        )
+    )
+
+
+def submit(session: Session, caller: Caller, item_id: int) -> PublicationItem:
+    """Send a complete draft for review (GS-7); incomplete national fields are a precise error."""
+    item = _writable(session, caller, item_id)
+    if _exclude_minors(session, item):
+        return item
+    content = _content(item)
+    window = _window(item, content, DisclosurePolicy())
+    require_complete(
+        content,
+        EnforcementAct(item.act_kind),
+        agency_name=_agency_name(session, item.agency_id),
+        decided_on=window.start,
+        disclosure_until=window.ends,
+    )
+    _append(session, item, Action.SUBMIT, actor_of(caller), None)
+    return item
+
+
+def return_to_draft(session: Session, caller: Caller, item_id: int, reason: str) -> PublicationItem:
+    """The reviewer sends the item back with a reason."""
+    item = _writable(session, caller, item_id)
+    _append(session, item, Action.RETURN, actor_of(caller), reason)
+    return item
+
+
+def publish(
+    session: Session, caller: Caller, item_id: int, *, policy: DisclosurePolicy | None = None
+) -> PublicationItem:
+    """Review and publish (GS-7): another person than the author, the redacted copy, the disclosure window.
+
+    A case involving a minor is excluded instead (GS-15(3)): the returned item's state says so.
+    """
+    item = _writable(session, caller, item_id)
+    if _exclude_minors(session, item):
+        return item
+    # Check who may act before anything is computed, so a refusal says the real reason.
+    apply_action(
+        ItemState(item.state),
+        Action.PUBLISH,
+        author=item.author,
+        actor=actor_of(caller),
+        at=utcnow(),
+    )
+    content = _content(item)
+    window = _window(item, content, policy or DisclosurePolicy())
+    item.published = _public_copy(session, item, window.ends)
+    item.disclosure_earliest_end = window.earliest_end
+    item.disclosure_ends = window.ends
+    _append(session, item, Action.PUBLISH, actor_of(caller), None, disclosure_ends=window.ends.isoformat())
+    item.published_at = item.updated_at
+    return item
+
+
+def exclude(session: Session, caller: Caller, item_id: int, claim: ExclusionClaim) -> PublicationItem:
+    """GS-15: not published on a secrecy or privacy ground; the reason stays visible to supervisors."""
+    item = _writable(session, caller, item_id)
+    verdict = exclusion_verdict([], item.decided_on or today_in_china(), [claim])
+    item.excluded_grounds = [ground.value for ground in verdict.grounds]
+    item.excluded_reason = verdict.reasons[0]
+    _append(session, item, Action.EXCLUDE, actor_of(caller), claim.reason, ground=claim.ground.value)
+    return item
+
+
+def correct(session: Session, caller: Caller, item_id: int, data: CorrectionInput) -> PublicationItem:
+    """GS-19: correct a published item; the portal shows that and when it was corrected."""
+    item = _writable(session, caller, item_id)
+    if item.state not in {state.value for state in PUBLIC_STATES}:
+        raise Conflict("只有已公示的事项可以更正", "only a published item can be corrected")
+    previous = dict(item.content or {})
+    changed = _replace_content(item, data.content)
+    try:
+        item.published = _public_copy(session, item, item.disclosure_ends)
+    except PublicityError:
+        item.content = previous
+        raise
+    _append(session, item, Action.CORRECT, actor_of(caller), data.reason, changed_fields=changed)
+    item.corrected_at = item.updated_at
+    return item
+
+
+def withdraw(
+    session: Session,
+    caller: Caller,
+    item_id: int,
+    reason: str,
+    *,
+    revoked_on: date | None = None,
+    calendar: WorkingDayCalendar | None = None,
+) -> PublicationItem:
+    """GS-12: withdraw a revoked, illegal or redone decision within 3 working days; the reason is public."""
+    item = _writable(session, caller, item_id)
+    started = revoked_on or today_in_china()
+    deadline = (calendar or calendar_of(session)).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
+    _append(
+        session,
+        item,
+        Action.WITHDRAW,
+        actor_of(caller),
+        reason,
+        revoked_on=started.isoformat(),
+        due_on=deadline.due.isoformat(),
+        on_time=today_in_china() <= deadline.due,
+    )
+    item.withdrawal_reason = reason.strip()
+    item.withdrawal_due_on = deadline.due
+    item.withdrawn_at = item.updated_at
+    return item
+
+
+def terminate_early(
+    session: Session, caller: Caller, item_id: int, reason: str, *, on: date | None = None
+) -> PublicationItem:
+    """GS-13: end disclosure early after a credit repair, never before the minimum period has passed."""
+    item = _writable(session, caller, item_id)
+    if item.state not in {state.value for state in PUBLIC_STATES} or item.disclosure_ends is None:
+        raise Conflict("只有公示中的事项可以提前终止公示", "only a published item can end early")
+    window = DisclosureWindow(
+        start=item.decided_on or today_in_china(),
+        earliest_end=item.disclosure_earliest_end or item.disclosure_ends,
+        ends=item.disclosure_ends,
+    )
+    ended = window.terminate_early(on or today_in_china())
+    _append(session, item, Action.EXPIRE, actor_of(caller), reason, early=True)
+    item.disclosure_ends = ended.ends
+    return item
+
+
+def expire_due(session: Session, today: date | None = None) -> list[int]:
+    """GS-13: items whose 公示截止期 has passed leave the portal (the portal already hides them)."""
+    day = today or today_in_china()
+    due = session.scalars(
+        select(PublicationItem).where(
+            PublicationItem.state.in_([state.value for state in PUBLIC_STATES]),
+            PublicationItem.disclosure_ends < day,
+        )
+    ).all()
+    for item in due:
+        _append(session, item, Action.EXPIRE, _SYSTEM, "公示期满 / disclosure period ended")
+    return [item.id for item in due]
+
+
+def list_items(
+    session: Session, caller: Caller, *, state: str | None = None, overdue_on: date | None = None
+) -> list[PublicationItem]:
+    """Items the caller may see, newest first; ``overdue_on`` keeps unpublished items past their deadline."""
+    query = select(PublicationItem).order_by(PublicationItem.id.desc())
+    if not caller.reads_all:
+        query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
+    if state is not None:
+        if state not in {s.value for s in ItemState}:
+            raise Invalid(f"未知的状态 {state}", f"unknown state {state}")
+        query = query.where(PublicationItem.state == state)
+    if overdue_on is not None:
+        query = query.where(
+            PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
+            PublicationItem.due_on < overdue_on,
+        )
+    return list(session.scalars(query.limit(500)))
+
+
+def deadline_board(session: Session, caller: Caller, *, today: date | None = None) -> list[dict[str, Any]]:
+    """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional."""
+    day = today or today_in_china()
+    soon = calendar_of(session).deadline(day, 3).due
+    query = select(PublicationItem).where(
+        PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value])
+    )
+    if not caller.reads_all:
+        query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
+    board: dict[int, dict[str, Any]] = {}
+    for item in session.scalars(query):
+        row = board.setdefault(
+            item.agency_id, {"agency_id": item.agency_id, "overdue": [], "due_soon": [], "provisional": []}
+        )
+        if item.due_on < day:
+            row["overdue"].append(item.id)
+        elif item.due_on <= soon:
+            row["due_soon"].append(item.id)
+        if item.deadline_provisional:
+            row["provisional"].append(item.id)
+    return [board[agency_id] for agency_id in sorted(board)]
+
+
+def history_of(session: Session, item: PublicationItem) -> list[PublicationHistory]:
+    """An item's history, oldest first."""
+    return list(
+        session.scalars(
+            select(PublicationHistory)
+            .where(PublicationHistory.item_id == item.id)
+            .order_by(PublicationHistory.id)
+        )
+    )
+
+
+def item_to_dict(item: PublicationItem, *, today: date | None = None) -> dict[str, Any]:
+    """An item as the staff API shows it (the source content included: staff only)."""
+    day = today or today_in_china()
+    return {
+        "id": item.id,
+        "agency_id": item.agency_id,
+        "case_id": item.case_id,
+        "source_event_id": item.source_event_id,
+        "act_kind": item.act_kind,
+        "title": item.title,
+        "party_name": item.party_name,
+        "document_number": item.document_number,
+        "decided_on": item.decided_on.isoformat() if item.decided_on else None,
+        "state": item.state,
+        "author": item.author,
+        "due_on": item.due_on.isoformat(),
+        "deadline_rule": item.deadline_rule,
+        "deadline_provisional": item.deadline_provisional,
+        "calendar_version": item.calendar_version,
+        "overdue": item.state in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value) and item.due_on < day,
+        "disclosure_earliest_end": _iso(item.disclosure_earliest_end),
+        "disclosure_ends": _iso(item.disclosure_ends),
+        "excluded_grounds": list(item.excluded_grounds or []),
+        "excluded_reason": item.excluded_reason,
+        "withdrawal_reason": item.withdrawal_reason,
+        "withdrawal_due_on": _iso(item.withdrawal_due_on),
+        "replaces_item_id": item.replaces_item_id,
+        "published_at": _iso(item.published_at),
+        "corrected_at": _iso(item.corrected_at),
+        "withdrawn_at": _iso(item.withdrawn_at),
+        "content": dict(item.content or {}),
+        "redactions": dict(item.redactions or {}),
+        "published": item.published,
+    }
+
+
+def _iso(value: date | datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# -- the public side: portal search, one item, corrections requested by the public (GS-5, GS-8, GS-19) --
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortalQuery:
+    """A portal search: free filters and one page."""
+
+    party: str = ""
+    document_number: str = ""
+    agency_id: int | None = None
+    act_kind: EnforcementAct | None = None
+    decided_from: date | None = None
+    decided_to: date | None = None
+    page: int = 1
+    per_page: int = 20
+
+
+# Beyond this many matches the portal says "more than 10000" instead of counting them all.
+COUNT_CAP = 10_000
+
+
+def _portal_visible(today: date) -> Any:
+    return (
+        PublicationItem.state.in_([state.value for state in PUBLIC_STATES]),
+        PublicationItem.disclosure_ends >= today,
+    )
+
+
+# A trigram index finds substrings of three characters or more; a shorter query (a two-character
+# personal name such as 张三) would read the whole table, so it matches the start of the text instead.
+MIN_SUBSTRING = 3
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%" if len(text) >= MIN_SUBSTRING else f"{escaped}%"
+
+
+def portal_search(
+    session: Session, query: PortalQuery, today: date | None = None
+) -> tuple[list[PublicationItem], int]:
+    """Published, unexpired items matching the query, newest decision first, and how many match.
+
+    The count stops at ``COUNT_CAP + 1``: a total above ``COUNT_CAP`` means "more than that".
+    """
+    day = today or today_in_china()
+    where = list(_portal_visible(day))
+    if query.party.strip():
+        where.append(PublicationItem.party_name.like(_like(query.party.strip()), escape="\\"))
+    if query.document_number.strip():
+        where.append(PublicationItem.document_number.like(_like(query.document_number.strip()), escape="\\"))
+    if query.agency_id is not None:
+        where.append(PublicationItem.agency_id == query.agency_id)
+    if query.act_kind is not None:
+        where.append(PublicationItem.act_kind == query.act_kind.value)
+    if query.decided_from is not None:
+        where.append(PublicationItem.decided_on >= query.decided_from)
+    if query.decided_to is not None:
+        where.append(PublicationItem.decided_on <= query.decided_to)
+    # Counting every match of a broad search costs as much as reading them: count up to a cap.
+    matches = select(PublicationItem.id).where(*where).limit(COUNT_CAP + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(matches)) or 0
+    rows = session.scalars(
+        select(PublicationItem)
+        .where(*where)
+        .order_by(PublicationItem.decided_on.desc(), PublicationItem.id.desc())
+        .offset((query.page - 1) * query.per_page)
+        .limit(query.per_page)
+    )
+    return list(rows), int(total)
+
+
+def portal_item(session: Session, item_id: int, today: date | None = None) -> PublicationItem:
+    """A published item, or a withdrawn one (which shows only its withdrawal notice); else not found."""
+    day = today or today_in_china()
+    item = session.get(PublicationItem, item_id)
+    if item is None or item.published is None:
+        raise NotFound("公示信息不存在或已到期", "no such published item, or its disclosure has ended")
+    if item.state == ItemState.WITHDRAWN.value:
+        return item
+    if item.state not in {state.value for state in PUBLIC_STATES} or (item.disclosure_ends or date.min) < day:
+        raise NotFound("公示信息不存在或已到期", "no such published item, or its disclosure has ended")
+    return item
+
+
+def export_records(
+    session: Session,
+    table: str,
+    *,
+    agency_id: int | None = None,
+    today: date | None = None,
+    limit: int = 10000,
+) -> list[dict[str, str]]:
+    """The public 双公示 records (``CF`` or ``XK``) of the published, unexpired items."""
+    if table not in ("CF", "XK"):
+        raise Invalid("table 须为 CF 或 XK", "table must be CF or XK")
+    act = EnforcementAct.PENALTY if table == "CF" else EnforcementAct.LICENSING
+    where = [*_portal_visible(today or today_in_china()), PublicationItem.act_kind == act.value]
+    if agency_id is not None:
+        where.append(PublicationItem.agency_id == agency_id)
+    items = session.scalars(select(PublicationItem).where(*where).order_by(PublicationItem.id).limit(limit))
+    return [
+        dict(item.published["record"]) for item in items if item.published and item.published.get("record")
+    ]
+
+
+def request_correction(session: Session, item_id: int, text: str, contact: str = "") -> CorrectionRequest:
+    """GS-19: anyone may ask for a published item to be corrected; the request is kept with its outcome."""
+    item = portal_item(session, item_id)
+    if item.state == ItemState.WITHDRAWN.value:
+        raise Conflict("该决定已撤回，无需更正", "the decision was withdrawn; there is nothing to correct")
+    body = text.strip()
+    if not body or len(body) > 2000 or len(contact) > 200:
+        raise Invalid(
+            "更正请求须为1–2000字，联系方式不超过200字", "a request is 1-2000 characters, contact at most 200"
+        )
+    request = CorrectionRequest(
+        item_id=item.id, text=body, contact=contact.strip(), received_at=utcnow(), status="received"
+    )
+    session.add(request)
+    session.flush()
+    write_audit(
+        session,
+        actor="public",
+        action="publicity.correction_requested",
+        target_type="publication_item",
+        target_id=item.id,
+    )
+    return request
+
+
+def decide_correction_request(
+    session: Session, caller: Caller, request_id: int, *, accepted: bool, outcome: str
+) -> CorrectionRequest:
+    """The agency verifies a request: accepted (then corrects the item) or rejected, with its outcome."""
+    request = session.get(CorrectionRequest, request_id)
+    item = session.get(PublicationItem, request.item_id) if request else None
+    if request is None or item is None or not caller.may_write(item.agency_id):
+        raise NotFound("更正请求不存在", "correction request not found")
+    if Role.REVIEWER not in actor_of(caller).roles:
+        raise _forbidden_collect()
+    if request.status != "received":
+        raise Conflict("该更正请求已处理", "the request has been decided")
+    if not outcome.strip():
+        raise Invalid("须说明处理结果", "the outcome needs a text")
+    request.status = "accepted" if accepted else "rejected"
+    request.outcome = outcome.strip()
+    request.decided_by = caller.user_id
+    request.decided_at = utcnow()
+    return request
