@@ -6,11 +6,11 @@ import base64
 import hashlib
 import tempfile
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, or_, select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from protocol.case_events import EVENT_VERSION as CASE_EVENT_VERSION
@@ -19,6 +19,7 @@ from protocol.session import EventAck, EventAckState
 from server.domain.accounts.service import Forbidden
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
+from server.domain.cases.covering import RECORDING_SLACK, CoveringRecordings
 from server.domain.cases.inputs import CASE_STATUSES, CaseEventInput, NewCase, StatusChange
 from server.domain.cases.models import Case, CaseAttachment, CaseEvent, CaseOfficer
 from server.domain.errors import Conflict, Invalid, NotFound
@@ -39,6 +40,7 @@ __all__ = [
     "EVENT_TYPES",
     "FINAL_STATUSES",
     "FORCE_CLOSE_ROLES",
+    "RECORDING_SLACK",
     "STAGES",
     "STATUS_EVENT",
     "STATUS_TRANSITIONS",
@@ -63,8 +65,6 @@ __all__ = [
 STAGES: tuple[str, ...] = ("initiation", "investigation", "decision", "execution")
 ATTACHMENT_KINDS: tuple[str, ...] = ("document", "photo", "signed_page", "other")
 MAX_ATTACHMENT_BYTES = 1024 * 1024
-# An event is covered by a recording running at its time, give or take this much.
-RECORDING_SLACK = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -664,23 +664,6 @@ def attachment_to_dict(a: CaseAttachment, case_id: int) -> dict[str, Any]:
 # -- the whole-process record --------------------------------------------------------------------
 
 
-def _covering_recordings(session: Session, event: CaseEvent, certificates: dict[int, str]) -> list[int]:
-    """Recordings running at the event's time by its officers or its device (JL-2: text + AV)."""
-    who = [certificates[i] for i in event.officer_ids or [] if certificates.get(i)]
-    conditions: list[ColumnElement[bool]] = [Recording.officer_id.in_(who)] if who else []
-    if event.device_id:
-        conditions.append(Recording.device_id == event.device_id)
-    if not conditions:
-        return []
-    query = select(Recording.id).where(
-        or_(*conditions),
-        recording_of_agency(event.agency_id),  # JL-20: never another agency's evidence
-        Recording.started_at <= event.occurred_at + RECORDING_SLACK,
-        Recording.ended_at >= event.occurred_at - RECORDING_SLACK,
-    )
-    return sorted(set(session.scalars(query)))
-
-
 def completeness(case: Case, events: list[CaseEvent]) -> list[dict[str, str]]:
     """What the record still lacks for this kind of act (JL-7 – JL-10); corrected events do not count."""
     corrected = {e.corrects_event_id for e in events if e.corrects_event_id}
@@ -789,12 +772,14 @@ def case_record(session: Session, caller: Caller, case_id: int) -> dict[str, Any
             .order_by(CaseAttachment.id)
         ):
             attachments.setdefault(a.event_id, []).append(attachment_to_dict(a, case.id))
+    # JL-2: one query for the recordings covering every event, not one per event.
+    covering = CoveringRecordings(session, events, certificates)
     corrected_by = {e.corrects_event_id: e.id for e in events if e.corrects_event_id}
     stages: dict[str, list[dict[str, Any]]] = {s: [] for s in STAGES}
     for event in events:
         item = event_to_dict(event)
         item["attachments"] = attachments.get(event.id, [])
-        item["covering_recording_ids"] = _covering_recordings(session, event, certificates)
+        item["covering_recording_ids"] = covering.at(event)
         item["corrected_by_event_id"] = corrected_by.get(event.id)
         stages.setdefault(item["stage"] or "other", []).append(item)
     missing = completeness(case, events)

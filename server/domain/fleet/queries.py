@@ -1,5 +1,6 @@
-"""Read-only fleet queries the admin pages show: health series, a device's alerts, the allow-list, recent
-rollouts, group names and who a device is or may be checked out to.
+"""Read-only fleet queries the admin and workspace pages show: health series, a device's alerts, the
+allow-list, recent rollouts, group names, who a device is or may be checked out to, and which devices a
+caller may read.
 
 Each takes the caller's session and writes nothing; the pages shape and render what they return, so no
 page module runs SQL of its own (docs/architecture.md).
@@ -14,10 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.accounts.models import User
-from server.domain.fleet.models import DeviceAlert, DeviceProfile, SerialAllowlistEntry
+from server.domain.fleet.models import Device, DeviceAlert, DeviceProfile, SerialAllowlistEntry
 from server.domain.fleet.rollout_models import Rollout
 from server.domain.fleet.telemetry_models import DeviceHealthSample
 from server.domain.people.models import Officer
+from server.domain.people.service import Caller
+from server.domain.scope import device_in_scope
 
 __all__ = [
     "CHECKOUT_ROLES",
@@ -29,6 +32,7 @@ __all__ = [
     "health_since",
     "recent_rollouts",
     "user_labels",
+    "visible_device_ids",
 ]
 
 # Accounts a recorder can be checked out to: the officers who wear it and their auxiliaries.
@@ -117,3 +121,10 @@ def checkout_candidates(session: Session) -> list[tuple[int, str]]:
         )
     )
     return sorted(user_labels(session, ids).items(), key=lambda item: item[1])
+
+
+def visible_device_ids(session: Session, caller: Caller) -> set[str]:
+    """Ids of the devices whose chain the caller may read (JL-20: an agency that ever had it checked out)."""
+    # The scope clause correlates on whatever names the device: here the column, one query for all.
+    clause = device_in_scope(caller, Device.id)  # type: ignore[arg-type]
+    return set(session.scalars(select(Device.id).where(clause)))

@@ -1,5 +1,5 @@
-"""Rules 2 and 3 of docs/architecture.md hold in the source: typed domain inputs, views (API and admin
-console pages) without SQL, and a transaction owned by its caller."""
+"""Rules 2 and 3 of docs/architecture.md hold in the source: typed domain inputs, views (API and every
+server-rendered page) without SQL, and a transaction owned by its caller."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 DOMAIN = ROOT / "server" / "domain"
 API = ROOT / "server" / "http" / "api"
-# The admin console's pages are held to the API's rule; the evidence workspace (pages/workspace) still
-# runs queries of its own and is not yet.
-ADMIN_PAGES = ROOT / "server" / "http" / "pages" / "admin"
+# Every server-rendered page is held to the API's rule: the admin console (pages/admin), the evidence
+# workspace (pages/workspace), their shared session code (pages/common) and the single pages (pages/*.py).
+PAGES = ROOT / "server" / "http" / "pages"
 # The one domain function that commits: a segment is durable before the device is acked.
 COMMITS_ALLOWED = DOMAIN / "evidence" / "commit.py"
 _DICT_NAMES = {"body", "payload"}
@@ -106,9 +106,12 @@ def test_views_under_http_api_run_no_sql() -> None:
     assert _sql_imports(API) == []
 
 
-def test_admin_console_pages_run_no_sql() -> None:
-    """A console page reads its form, calls the domain and renders; its queries are domain functions."""
-    assert _sql_imports(ADMIN_PAGES) == []
+def test_pages_run_no_sql() -> None:
+    """A page (admin console, evidence workspace, credential, public check) reads its form, calls the domain
+    and renders; its queries are domain functions."""
+    checked = {path.relative_to(PAGES).parts[0] for path in _modules(PAGES)}
+    assert {"admin", "common", "workspace", "mobile.py", "verify.py"} <= checked
+    assert _sql_imports(PAGES) == []
 
 
 def test_rule3_the_domain_leaves_the_commit_to_its_caller() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
@@ -24,7 +24,6 @@ from flask import (
 )
 from flask import url_for as flask_url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from server.domain.accounts.roles import ENDPOINT_ROLES
@@ -33,6 +32,9 @@ from server.http.context import audit_request
 from server.http.pages.common.session import Area, configure_cookie_sessions, read_session, slid_token
 from server.http.pages.common.web import choose_lang, lang_url, remember_lang, secure_headers
 from server.http.pages.workspace.texts import TEXT, VERDICT_WORDS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["AREA", "ENTRY_ENDPOINTS", "bp", "may", "render", "workspace_view"]
 
