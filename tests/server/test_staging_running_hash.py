@@ -1,0 +1,175 @@
+"""The running hash: each staged byte hashed once as it arrives, never a wrong digest at finalize.
+
+Whatever order, repetition or restart the chunks come with, :meth:`Staging.finish` gives either the true
+SHA-256 of the staged file or None (then the caller hashes the file): never a digest of other bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+
+from protocol.messages import FileChunk
+from protocol.transfer import StageOutcome
+from server.infra.staging import DATA_NAME, Staging
+
+DEV, FILE = "dev-001", "e" * 32
+STEP = 1000
+
+
+def chunk(offset: int, data: bytes) -> FileChunk:
+    """The chunk of ``data`` at ``offset`` (one grid cell)."""
+    return FileChunk(device_id=DEV, file_id=FILE, offset=offset, data=data[offset : offset + STEP])
+
+
+def stage_all(staging: Staging, data: bytes, offsets: list[int]) -> list[StageOutcome]:
+    """Stage the chunks at ``offsets`` in that order (no manifest needed at this level)."""
+    return [staging.stage(chunk(offset, data), require_manifest=False) for offset in offsets]
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Staging:
+    """Staging under a fresh directory."""
+    return Staging(tmp_path / "staging")
+
+
+@pytest.fixture
+def data() -> bytes:
+    """Ten and a half chunks of random bytes."""
+    return random.Random(12).randbytes(10 * STEP + 500)
+
+
+def grid(data: bytes) -> list[int]:
+    """Every chunk offset of ``data``."""
+    return list(range(0, len(data), STEP))
+
+
+def test_in_order_chunks_give_the_file_hash_without_hashing_the_file_again(
+    staging: Staging, data: bytes
+) -> None:
+    """Chunks in order: finalize has the file's SHA-256 from the chunks, and it is the right one."""
+    stage_all(staging, data, grid(data))
+    staged = staging.finish(DEV, FILE, len(data))
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert staged.path.read_bytes() == data
+    assert (staging.finalize_hashed_on_arrival, staging.finalize_rehashed) == (1, 0)
+
+
+def test_out_of_order_chunks_are_hashed_when_the_gap_before_them_fills(staging: Staging, data: bytes) -> None:
+    """A window delivered backwards (a shared subscription reorders): still one digest, still right."""
+    offsets = grid(data)
+    stage_all(staging, data, [*offsets[4:0:-1], 0, *offsets[5:]])
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_resent_and_duplicate_chunks_are_not_hashed_twice(staging: Staging, data: bytes) -> None:
+    """Chunks sent again after a timeout are duplicates; the digest counts each byte once."""
+    offsets = grid(data)
+    outcomes = stage_all(staging, data, offsets[:3] + offsets[:3] + offsets[2:] + [offsets[-1]])
+    assert outcomes.count(StageOutcome.SAME) == 5
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_chunk_overlapping_the_hashed_prefix_feeds_only_its_new_bytes(staging: Staging) -> None:
+    """A device that changed its chunk size mid-transfer resends across the grid: no byte twice."""
+    data = random.Random(5).randbytes(3000)
+    staging.stage(FileChunk(device_id=DEV, file_id=FILE, offset=0, data=data[:1000]), require_manifest=False)
+    outcome = staging.stage(
+        FileChunk(device_id=DEV, file_id=FILE, offset=500, data=data[500:2000]), require_manifest=False
+    )
+    assert outcome is StageOutcome.WRITTEN
+    tail = FileChunk(device_id=DEV, file_id=FILE, offset=2000, data=data[2000:])
+    staging.stage(tail, require_manifest=False)
+    assert staging.finish(DEV, FILE, 3000).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_after_a_restart_the_staged_file_is_hashed_instead(tmp_path: Path, data: bytes) -> None:
+    """A hash state cannot be saved: a restarted process says so, and the caller hashes the file."""
+    first = Staging(tmp_path / "staging")
+    offsets = grid(data)
+    stage_all(first, data, offsets[:5])
+    restarted = Staging(tmp_path / "staging")
+    stage_all(restarted, data, offsets[5:])
+    staged = restarted.finish(DEV, FILE, len(data))
+    assert staged.sha256 is None
+    assert (restarted.finalize_hashed_on_arrival, restarted.finalize_rehashed) == (0, 1)
+    assert staged.path.read_bytes() == data
+
+
+def test_bytes_staged_by_another_worker_are_read_back_into_the_hash(tmp_path: Path, data: bytes) -> None:
+    """Two workers share a transfer: the one that saw byte 0 hashes the other's chunks from disk."""
+    a, b = Staging(tmp_path / "staging"), Staging(tmp_path / "staging")
+    for n, offset in enumerate(grid(data)):
+        (a if n % 2 == 0 else b).stage(chunk(offset, data), require_manifest=False)
+    assert b.finish(DEV, FILE, len(data)).sha256 is None  # never saw byte 0
+    assert a.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_bytes_changed_on_disk_after_staging_are_hashed_again(staging: Staging, data: bytes) -> None:
+    """The file no longer holds what was hashed (a disk fault, another writer): no digest from memory."""
+    stage_all(staging, data, grid(data))
+    part = staging.path_of(DEV, FILE) / DATA_NAME
+    damaged = bytearray(part.read_bytes())
+    damaged[4321] ^= 0x01
+    part.write_bytes(bytes(damaged))
+    assert staging.finish(DEV, FILE, len(data)).sha256 is None
+
+
+def test_a_discarded_transfer_starts_a_new_hash(staging: Staging, data: bytes) -> None:
+    """After a discard (hash mismatch, abort, janitor) the digest is of the bytes staged since."""
+    other = random.Random(99).randbytes(len(data))
+    stage_all(staging, other, grid(other)[:6])
+    staging.discard(DEV, FILE, keep_manifest=True)
+    stage_all(staging, data, grid(data))
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_discard_by_another_worker_is_noticed(tmp_path: Path, data: bytes) -> None:
+    """Another process discarded and restaged: this process's older hash is not used for the new bytes."""
+    a, b = Staging(tmp_path / "staging"), Staging(tmp_path / "staging")
+    other = random.Random(98).randbytes(len(data))
+    stage_all(a, other, grid(other))
+    b.discard(DEV, FILE, keep_manifest=True)
+    stage_all(b, data, grid(data))
+    staged = a.finish(DEV, FILE, len(data))
+    assert staged.sha256 is None
+    assert staged.path.read_bytes() == data
+
+
+def test_a_rewritten_index_ends_the_running_hash(staging: Staging, data: bytes) -> None:
+    """Entries dropped after an unclean stop (new index generation): finalize hashes the file."""
+    offsets = grid(data)
+    stage_all(staging, data, offsets[:3])
+    part = staging.path_of(DEV, FILE) / DATA_NAME
+    lost = bytearray(part.read_bytes())
+    lost[STEP : 2 * STEP] = bytes(STEP)  # the second chunk never reached the disk
+    part.write_bytes(bytes(lost))
+    # The device resends it: the damaged entry is dropped (index rewritten) and the chunk written again.
+    assert staging.stage(chunk(STEP, data), require_manifest=False) is StageOutcome.WRITTEN
+    stage_all(staging, data, offsets[3:])
+    assert len(staging.entries(DEV, FILE)) == len(offsets)  # the lost entry went, its resend came
+    staged = staging.finish(DEV, FILE, len(data))
+    assert staged.sha256 is None
+    assert staged.path.read_bytes() == data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_order_with_repeats_never_gives_a_wrong_digest(tmp_path: Path, data: bytes, seed: int) -> None:
+    """Shuffled chunks, repeats and a restart at a random point: the digest is right or absent."""
+    rng = random.Random(seed)
+    offsets = grid(data)
+    sends = offsets + rng.sample(offsets, 4)
+    rng.shuffle(sends)
+    cut = rng.randrange(len(sends) + 1) if seed % 2 else len(sends)
+    staging = Staging(tmp_path / "staging")
+    stage_all(staging, data, sends[:cut])
+    if cut < len(sends):
+        staging = Staging(tmp_path / "staging")  # restarted mid-transfer
+    stage_all(staging, data, sends[cut:])
+    staged = staging.finish(DEV, FILE, len(data))
+    assert staged.sha256 in (None, hashlib.sha256(data).hexdigest())
+    if cut == len(sends):
+        assert staged.sha256 == hashlib.sha256(data).hexdigest()  # one process saw it all
