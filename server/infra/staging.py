@@ -106,27 +106,31 @@ class Staged:
 
 
 class _RunningHash:
-    """SHA-256 and CRC-32 of the bytes ``[0, position)`` of one generation of a transfer's data file.
+    """SHA-256 of the bytes ``[0, position)`` of one generation of a transfer's data file.
 
     Advanced as chunks are staged in order (an out-of-order chunk waits on disk and is read back when
-    the gap before it fills), so each staged byte is hashed once. The CRC-32 is a seal, not a proof:
-    finalize re-reads the file through it (≈ 5× cheaper than SHA-256 without SHA extensions) to be sure
-    the file still holds the bytes that were hashed, so bytes changed on disk after staging are refused
-    as before (JL-6). hashlib states cannot be saved, so a restarted process starts without one.
+    the gap before it fills), so each staged byte is hashed once. The hash proves what the device sent;
+    finalize must also know the file still holds those bytes (the local store links that very file), so
+    the state carries a seal: the data file's (inode, size, mtime, ctime) after this process's last write,
+    or, where the kernel's file times are too coarse to show every write, a CRC-32 of the bytes hashed,
+    checked by re-reading the file (docs/performance.md). hashlib states cannot be saved, so a restarted
+    process starts without one and finalize hashes the staged file.
     """
 
-    __slots__ = ("crc", "generation", "position", "sha")
+    __slots__ = ("crc", "generation", "position", "seal", "sha")
 
-    def __init__(self, generation: tuple[bytes, int]) -> None:
+    def __init__(self, generation: tuple[bytes, int], *, with_crc: bool) -> None:
         self.generation = generation
         self.sha = hashlib.sha256()
-        self.crc = 0
+        self.crc: int | None = 0 if with_crc else None
         self.position = 0
+        self.seal: tuple[int, int, int, int] | None = None
 
     def feed(self, data: bytes | memoryview) -> None:
         """Hash the next bytes of the prefix."""
         self.sha.update(data)
-        self.crc = zlib.crc32(data, self.crc)
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
         self.position += len(data)
 
     def catch_up(self, data_fd: int, held: RangeSet) -> None:
@@ -139,6 +143,39 @@ class _RunningHash:
                         return  # shorter than the index says (lost bytes): finalize hashes the file
                     self.feed(block)
                 return
+
+
+def _seal(data_fd: int) -> tuple[int, int, int, int]:
+    """What changes when anyone writes the file: inode, size, mtime and ctime (ns)."""
+    info = os.fstat(data_fd)
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _file_times_show_every_write(root: Path) -> bool:
+    """Whether a write right after an ``fstat`` always changes the file's ctime here.
+
+    True on kernels with fine-grained ("multigrain") timestamps for this file system (Linux 6.13+ on
+    ext4, xfs, btrfs, tmpfs): once a ctime has been read, the next change gets a new, finer one. With
+    coarse timestamps two writes within one clock tick (1–10 ms) leave the same ctime, so a seal of
+    file times could miss a write and the CRC-32 seal is used instead.
+    """
+    probe = root / f".times-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        for n in range(32):
+            os.pwrite(fd, b"x", n)
+            before = os.fstat(fd)
+            os.pwrite(fd, b"y", n)
+            after = os.fstat(fd)
+            if (before.st_ctime_ns, before.st_mtime_ns) == (after.st_ctime_ns, after.st_mtime_ns):
+                return False
+        return True
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def _crc32_fd(fd: int, size: int) -> int | None:
@@ -202,6 +239,7 @@ class Staging:
         self._parsed: dict[Path, _ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
         self._running: dict[Path, _RunningHash] = {}
+        self._times_show_writes = _file_times_show_every_write(self.root)
         self._parsed_lock = threading.Lock()
         # How often finalize used the running hash, and how often it had to hash the staged file.
         self.finalize_hashed_on_arrival = 0
@@ -407,11 +445,14 @@ class Staging:
         if running is None or running.generation != generation:
             # Only a prefix that starts at byte 0 in this generation can be hashed as it arrives; a
             # transfer this process first meets mid-way (a restart, another worker) is hashed at finalize.
-            running = _RunningHash(generation) if chunk.offset == 0 and generation[0] else None
+            running = None
+            if chunk.offset == 0 and generation[0]:
+                running = _RunningHash(generation, with_crc=not self._times_show_writes)
         if running is not None:
             if chunk.offset <= running.position < chunk.end:
                 running.feed(memoryview(chunk.data)[running.position - chunk.offset :])
             running.catch_up(data_fd, held)
+            running.seal = _seal(data_fd)  # after this process's own write: anyone else's changes it
         with self._parsed_lock:
             if running is None:
                 self._running.pop(path, None)
@@ -490,10 +531,11 @@ class Staging:
             data = path / DATA_NAME
             fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
             try:
+                # Checked before the truncate below, which would itself change the seal.
+                sha256 = self._running_digest(path, fd, size) if digest else None
                 if os.fstat(fd).st_size > size:
                     os.ftruncate(fd, size)
                 os.fsync(fd)
-                sha256 = self._running_digest(path, fd, size) if digest else None
             finally:
                 os.close(fd)
         if digest:
@@ -513,10 +555,16 @@ class Staging:
         generation, held = self._generation(path, data_fd)
         if running.generation != generation:
             return None
-        running.catch_up(data_fd, held)  # bytes another worker staged after this process's last chunk
+        if running.crc is None:
+            # Fine-grained file times: any write since this process's last one (another worker's chunk,
+            # anything else) shows; then the file is hashed, as after a restart.
+            if _seal(data_fd) != running.seal:
+                return None
+        else:
+            running.catch_up(data_fd, held)  # bytes another worker staged after this process's last chunk
         if running.position != size or os.fstat(data_fd).st_size != size:
             return None
-        if _crc32_fd(data_fd, size) != running.crc:
+        if running.crc is not None and _crc32_fd(data_fd, size) != running.crc:
             _LOG.warning("staging: %s changed on disk after it was staged; hashing it again", path)
             return None
         return running.sha.hexdigest()

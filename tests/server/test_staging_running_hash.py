@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,28 @@ def stage_all(staging: Staging, data: bytes, offsets: list[int]) -> list[StageOu
     return [staging.stage(chunk(offset, data), require_manifest=False) for offset in offsets]
 
 
+@pytest.fixture(params=[True, False], ids=["seal-of-file-times", "seal-of-crc32"])
+def fine_times(request: pytest.FixtureRequest) -> bool:
+    """Both seals: file times (kernels that show every write) and the CRC-32 re-read (coarse times)."""
+    return bool(request.param)
+
+
 @pytest.fixture
-def staging(tmp_path: Path) -> Staging:
+def new_staging(tmp_path: Path, fine_times: bool) -> Callable[[], Staging]:
+    """Make a Staging over the same root (a new one = a restarted process or another worker)."""
+
+    def make() -> Staging:
+        made = Staging(tmp_path / "staging")
+        made._times_show_writes = fine_times  # the probe's answer, forced so both seals are tested
+        return made
+
+    return make
+
+
+@pytest.fixture
+def staging(new_staging: Callable[[], Staging]) -> Staging:
     """Staging under a fresh directory."""
-    return Staging(tmp_path / "staging")
+    return new_staging()
 
 
 @pytest.fixture
@@ -86,12 +105,14 @@ def test_a_chunk_overlapping_the_hashed_prefix_feeds_only_its_new_bytes(staging:
     assert staging.finish(DEV, FILE, 3000).sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_after_a_restart_the_staged_file_is_hashed_instead(tmp_path: Path, data: bytes) -> None:
+def test_after_a_restart_the_staged_file_is_hashed_instead(
+    new_staging: Callable[[], Staging], data: bytes
+) -> None:
     """A hash state cannot be saved: a restarted process says so, and the caller hashes the file."""
-    first = Staging(tmp_path / "staging")
+    first = new_staging()
     offsets = grid(data)
     stage_all(first, data, offsets[:5])
-    restarted = Staging(tmp_path / "staging")
+    restarted = new_staging()
     stage_all(restarted, data, offsets[5:])
     staged = restarted.finish(DEV, FILE, len(data))
     assert staged.sha256 is None
@@ -99,23 +120,50 @@ def test_after_a_restart_the_staged_file_is_hashed_instead(tmp_path: Path, data:
     assert staged.path.read_bytes() == data
 
 
-def test_bytes_staged_by_another_worker_are_read_back_into_the_hash(tmp_path: Path, data: bytes) -> None:
-    """Two workers share a transfer: the one that saw byte 0 hashes the other's chunks from disk."""
-    a, b = Staging(tmp_path / "staging"), Staging(tmp_path / "staging")
-    for n, offset in enumerate(grid(data)):
+@pytest.mark.parametrize("last", ["a", "b"])
+def test_bytes_staged_by_another_worker_are_read_back_into_the_hash(
+    new_staging: Callable[[], Staging], fine_times: bool, data: bytes, last: str
+) -> None:
+    """Two worker processes share a transfer: the one that saw byte 0 has the digest, or none; never wrong.
+
+    With the CRC-32 seal it reads the other's chunks back from disk; with the seal of file times a
+    write by the other process after its own last one ends the running hash (the file is hashed).
+    """
+    a, b = new_staging(), new_staging()
+    offsets = grid(data)
+    for n, offset in enumerate(offsets[:-1]):
         (a if n % 2 == 0 else b).stage(chunk(offset, data), require_manifest=False)
+    (a if last == "a" else b).stage(chunk(offsets[-1], data), require_manifest=False)
     assert b.finish(DEV, FILE, len(data)).sha256 is None  # never saw byte 0
-    assert a.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+    expected = None if fine_times and last == "b" else hashlib.sha256(data).hexdigest()
+    assert a.finish(DEV, FILE, len(data)).sha256 == expected
 
 
 def test_bytes_changed_on_disk_after_staging_are_hashed_again(staging: Staging, data: bytes) -> None:
-    """The file no longer holds what was hashed (a disk fault, another writer): no digest from memory."""
+    """The file no longer holds what was hashed (another writer, in place): no digest from memory."""
     stage_all(staging, data, grid(data))
-    part = staging.path_of(DEV, FILE) / DATA_NAME
-    damaged = bytearray(part.read_bytes())
-    damaged[4321] ^= 0x01
-    part.write_bytes(bytes(damaged))
+    with (staging.path_of(DEV, FILE) / DATA_NAME).open("r+b") as fh:
+        fh.seek(4321)
+        fh.write(bytes([data[4321] ^ 0x01]))
     assert staging.finish(DEV, FILE, len(data)).sha256 is None
+
+
+def test_the_probe_finds_whether_file_times_show_every_write(tmp_path: Path) -> None:
+    """The seal of file times is used only where a write right after a stat always changes the ctime."""
+    from server.infra.staging import _file_times_show_every_write
+
+    probe_says = _file_times_show_every_write(tmp_path)
+    target = tmp_path / "f"
+    target.write_bytes(b"a")
+    changes = 0
+    for _ in range(200):
+        before = target.stat().st_ctime_ns
+        with target.open("r+b") as fh:
+            fh.write(b"b")
+        changes += target.stat().st_ctime_ns != before
+    if probe_says:
+        assert changes == 200
+    assert list(tmp_path.iterdir()) == [target]  # the probe leaves nothing behind
 
 
 def test_a_discarded_transfer_starts_a_new_hash(staging: Staging, data: bytes) -> None:
@@ -127,9 +175,9 @@ def test_a_discarded_transfer_starts_a_new_hash(staging: Staging, data: bytes) -
     assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_a_discard_by_another_worker_is_noticed(tmp_path: Path, data: bytes) -> None:
+def test_a_discard_by_another_worker_is_noticed(new_staging: Callable[[], Staging], data: bytes) -> None:
     """Another process discarded and restaged: this process's older hash is not used for the new bytes."""
-    a, b = Staging(tmp_path / "staging"), Staging(tmp_path / "staging")
+    a, b = new_staging(), new_staging()
     other = random.Random(98).randbytes(len(data))
     stage_all(a, other, grid(other))
     b.discard(DEV, FILE, keep_manifest=True)
@@ -157,17 +205,19 @@ def test_a_rewritten_index_ends_the_running_hash(staging: Staging, data: bytes) 
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_any_order_with_repeats_never_gives_a_wrong_digest(tmp_path: Path, data: bytes, seed: int) -> None:
+def test_any_order_with_repeats_never_gives_a_wrong_digest(
+    new_staging: Callable[[], Staging], data: bytes, seed: int
+) -> None:
     """Shuffled chunks, repeats and a restart at a random point: the digest is right or absent."""
     rng = random.Random(seed)
     offsets = grid(data)
     sends = offsets + rng.sample(offsets, 4)
     rng.shuffle(sends)
     cut = rng.randrange(len(sends) + 1) if seed % 2 else len(sends)
-    staging = Staging(tmp_path / "staging")
+    staging = new_staging()
     stage_all(staging, data, sends[:cut])
     if cut < len(sends):
-        staging = Staging(tmp_path / "staging")  # restarted mid-transfer
+        staging = new_staging()  # restarted mid-transfer
     stage_all(staging, data, sends[cut:])
     staged = staging.finish(DEV, FILE, len(data))
     assert staged.sha256 in (None, hashlib.sha256(data).hexdigest())
