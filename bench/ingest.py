@@ -698,7 +698,7 @@ class Bench:
 
 def cpu_model() -> dict[str, Any]:
     """The CPU's model name and whether it has SHA extensions (they change SHA-256 speed 3–5×)."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
