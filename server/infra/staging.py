@@ -413,6 +413,7 @@ class Staging:
                 outcome = self._compare(path, data_fd, self._index(path), chunk)
                 if outcome is not None:
                     return outcome
+                untouched = self._sealed_since_last_write(path, data_fd)
                 _pwrite_all(data_fd, chunk.data, chunk.offset)
                 entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
                 index_fd = os.open(
@@ -427,7 +428,7 @@ class Staging:
                     os.write(index_fd, line)
                 finally:
                     os.close(index_fd)
-                self._advance(path, data_fd, chunk)
+                self._advance(path, data_fd, chunk, untouched=untouched)
             finally:
                 os.close(data_fd)
             return StageOutcome.WRITTEN
@@ -437,12 +438,22 @@ class Staging:
         index = self._index(path)
         return (index.header, os.fstat(data_fd).st_ino), index.held
 
-    def _advance(self, path: Path, data_fd: int, chunk: FileChunk) -> None:
+    def _sealed_since_last_write(self, path: Path, data_fd: int) -> bool:
+        """False when the data file changed since this process's last write (file-times seal only).
+
+        Checked before each write, so a change by anyone else while the transfer is still arriving
+        (another worker process, anything) ends the running hash, not only a change after the last chunk.
+        """
+        with self._parsed_lock:
+            running = self._running.get(path)
+        return running is None or running.crc is not None or running.seal == _seal(data_fd)
+
+    def _advance(self, path: Path, data_fd: int, chunk: FileChunk, *, untouched: bool = True) -> None:
         """Feed a just-staged chunk (and staged bytes it joins up with) to the transfer's running hash."""
         generation, held = self._generation(path, data_fd)
         with self._parsed_lock:
             running = self._running.get(path)
-        if running is None or running.generation != generation:
+        if running is None or running.generation != generation or not untouched:
             # Only a prefix that starts at byte 0 in this generation can be hashed as it arrives; a
             # transfer this process first meets mid-way (a restart, another worker) is hashed at finalize.
             running = None
