@@ -530,8 +530,9 @@ class Staging:
         """Like :meth:`sync`, and give the file's SHA-256 when it was hashed as the chunks arrived.
 
         The running hash is used only when it covers exactly ``size`` bytes of the current generation and
-        the file, re-read, still has the CRC-32 of the bytes that were hashed; otherwise ``sha256`` is None
-        and the caller hashes the file, as after a restart.
+        its seal holds (the file's times unchanged since this process's last write, or, re-read, the
+        CRC-32 of the bytes that were hashed); otherwise ``sha256`` is None and the caller hashes the
+        file, as after a restart.
         """
         return self._sync(device_id, file_id, size, digest=True)
 
