@@ -14,6 +14,11 @@ everything they need to know is on disk here. Chunk acks are flow control, not d
 ``complete`` ack lets a device free its copy), so chunks are not fsynced; :meth:`Staging.sync` fsyncs
 before the finalize hash. After an unclean stop the index may name bytes that never reached the disk:
 views trust the index, finalize re-hashes the whole file and a mismatch makes the device resend.
+
+Each process also keeps, in memory, a running SHA-256 of every transfer's contiguous prefix as chunks are
+staged (:class:`_RunningHash`), so finalize does not hash the file a second time (docs/performance.md,
+"Each byte hashed once"). It is bound to one generation of the index and one data file; a restart, a
+discard, a rewritten index or a prefix this process never saw makes finalize hash the staged file instead.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import re
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +46,9 @@ from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
-from zfjl_common.fsutil import fsync_dir
+from zfjl_common.fsutil import HASH_CHUNK_BYTES, fsync_dir
 
-__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
+__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staged", "Staging", "StagingError"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,6 +95,99 @@ class _ParsedIndex:
     consumed: int
     entries: tuple[IndexEntry, ...]
     held: RangeSet
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A finalized transfer's fsynced file, and its SHA-256 when this process hashed it as it arrived."""
+
+    path: Path
+    sha256: str | None  # None: nobody hashed these bytes yet, the caller must hash the file
+
+
+class _RunningHash:
+    """SHA-256 of the bytes ``[0, position)`` of one generation of a transfer's data file.
+
+    Advanced as chunks are staged in order (an out-of-order chunk waits on disk and is read back when
+    the gap before it fills), so each staged byte is hashed once. The hash proves what the device sent;
+    finalize must also know the file still holds those bytes (the local store links that very file), so
+    the state carries a seal: the data file's (inode, size, mtime, ctime) after this process's last write,
+    or, where the kernel's file times are too coarse to show every write, a CRC-32 of the bytes hashed,
+    checked by re-reading the file (docs/performance.md). hashlib states cannot be saved, so a restarted
+    process starts without one and finalize hashes the staged file.
+    """
+
+    __slots__ = ("crc", "generation", "position", "seal", "sha")
+
+    def __init__(self, generation: tuple[bytes, int], *, with_crc: bool) -> None:
+        self.generation = generation
+        self.sha = hashlib.sha256()
+        self.crc: int | None = 0 if with_crc else None
+        self.position = 0
+        self.seal: tuple[int, int, int, int] | None = None
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """Hash the next bytes of the prefix."""
+        self.sha.update(data)
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
+        self.position += len(data)
+
+    def catch_up(self, data_fd: int, held: RangeSet) -> None:
+        """Hash staged bytes that extend the prefix (chunks that arrived before the gap filled)."""
+        for start, end in held.spans:
+            if start <= self.position < end:
+                while self.position < end:
+                    block = os.pread(data_fd, min(HASH_CHUNK_BYTES, end - self.position), self.position)
+                    if not block:
+                        return  # shorter than the index says (lost bytes): finalize hashes the file
+                    self.feed(block)
+                return
+
+
+def _seal(data_fd: int) -> tuple[int, int, int, int]:
+    """What changes when anyone writes the file: inode, size, mtime and ctime (ns)."""
+    info = os.fstat(data_fd)
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _file_times_show_every_write(root: Path) -> bool:
+    """Whether a write right after an ``fstat`` always changes the file's ctime here.
+
+    True on kernels with fine-grained ("multigrain") timestamps for this file system (Linux 6.13+ on
+    ext4, xfs, btrfs, tmpfs): once a ctime has been read, the next change gets a new, finer one. With
+    coarse timestamps two writes within one clock tick (1–10 ms) leave the same ctime, so a seal of
+    file times could miss a write and the CRC-32 seal is used instead.
+    """
+    probe = root / f".times-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        for n in range(32):
+            os.pwrite(fd, b"x", n)
+            before = os.fstat(fd)
+            os.pwrite(fd, b"y", n)
+            after = os.fstat(fd)
+            if (before.st_ctime_ns, before.st_mtime_ns) == (after.st_ctime_ns, after.st_mtime_ns):
+                return False
+        return True
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def _crc32_fd(fd: int, size: int) -> int | None:
+    """CRC-32 of the first ``size`` bytes of an open file; None when it is shorter."""
+    crc, offset = 0, 0
+    while offset < size:
+        block = os.pread(fd, min(HASH_CHUNK_BYTES, size - offset), offset)
+        if not block:
+            return None
+        crc = zlib.crc32(block, crc)
+        offset += len(block)
+    return crc
 
 
 def _new_header() -> bytes:
@@ -139,7 +238,12 @@ class Staging:
         # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
         self._parsed: dict[Path, _ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
+        self._running: dict[Path, _RunningHash] = {}
+        self._times_show_writes = _file_times_show_every_write(self.root)
         self._parsed_lock = threading.Lock()
+        # How often finalize used the running hash, and how often it had to hash the staged file.
+        self.finalize_hashed_on_arrival = 0
+        self.finalize_rehashed = 0
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -309,23 +413,64 @@ class Staging:
                 outcome = self._compare(path, data_fd, self._index(path), chunk)
                 if outcome is not None:
                     return outcome
+                untouched = self._sealed_since_last_write(path, data_fd)
                 _pwrite_all(data_fd, chunk.data, chunk.offset)
+                entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
+                index_fd = os.open(
+                    path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                try:
+                    # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A
+                    # new index starts with a fresh header (we hold the lock, so nobody else creates it).
+                    line = entry.line()
+                    if os.fstat(index_fd).st_size == 0:
+                        line = _new_header() + line
+                    os.write(index_fd, line)
+                finally:
+                    os.close(index_fd)
+                self._advance(path, data_fd, chunk, untouched=untouched)
             finally:
                 os.close(data_fd)
-            entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
-            index_fd = os.open(
-                path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-            try:
-                # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A new
-                # index starts with a fresh header (we hold the lock, so nobody else is creating it).
-                line = entry.line()
-                if os.fstat(index_fd).st_size == 0:
-                    line = _new_header() + line
-                os.write(index_fd, line)
-            finally:
-                os.close(index_fd)
             return StageOutcome.WRITTEN
+
+    def _generation(self, path: Path, data_fd: int) -> tuple[tuple[bytes, int], RangeSet]:
+        """(index header, data inode) naming this generation of the transfer, and the ranges it holds."""
+        index = self._index(path)
+        return (index.header, os.fstat(data_fd).st_ino), index.held
+
+    def _sealed_since_last_write(self, path: Path, data_fd: int) -> bool:
+        """False when the data file changed since this process's last write (file-times seal only).
+
+        Checked before each write, so a change by anyone else while the transfer is still arriving
+        (another worker process, anything) ends the running hash, not only a change after the last chunk.
+        """
+        with self._parsed_lock:
+            running = self._running.get(path)
+        return running is None or running.crc is not None or running.seal == _seal(data_fd)
+
+    def _advance(self, path: Path, data_fd: int, chunk: FileChunk, *, untouched: bool = True) -> None:
+        """Feed a just-staged chunk (and staged bytes it joins up with) to the transfer's running hash."""
+        generation, held = self._generation(path, data_fd)
+        with self._parsed_lock:
+            running = self._running.get(path)
+        if running is None or running.generation != generation or not untouched:
+            # Only a prefix that starts at byte 0 in this generation can be hashed as it arrives; a
+            # transfer this process first meets mid-way (a restart, another worker) is hashed at finalize.
+            running = None
+            if chunk.offset == 0 and generation[0]:
+                running = _RunningHash(generation, with_crc=not self._times_show_writes)
+        if running is not None:
+            if chunk.offset <= running.position < chunk.end:
+                running.feed(memoryview(chunk.data)[running.position - chunk.offset :])
+            running.catch_up(data_fd, held)
+            running.seal = _seal(data_fd)  # after this process's own write: anyone else's changes it
+        with self._parsed_lock:
+            if running is None:
+                self._running.pop(path, None)
+                return
+            if len(self._running) > 4096 and path not in self._running:
+                self._running.clear()  # bounded memory: the transfers dropped are hashed at finalize
+            self._running[path] = running
 
     def _compare(
         self, path: Path, data_fd: int, index: _ParsedIndex, chunk: FileChunk
@@ -379,21 +524,67 @@ class Staging:
         Bytes past ``size`` are not part of the segment (a stray chunk sent before init), so they are cut.
         Raises FileNotFoundError when nothing is staged.
         """
+        return self._sync(device_id, file_id, size, digest=False).path
+
+    def finish(self, device_id: str, file_id: str, size: int) -> Staged:
+        """Like :meth:`sync`, and give the file's SHA-256 when it was hashed as the chunks arrived.
+
+        The running hash is used only when it covers exactly ``size`` bytes of the current generation and
+        its seal holds (the file's times unchanged since this process's last write, or, re-read, the
+        CRC-32 of the bytes that were hashed); otherwise ``sha256`` is None and the caller hashes the
+        file, as after a restart.
+        """
+        return self._sync(device_id, file_id, size, digest=True)
+
+    def _sync(self, device_id: str, file_id: str, size: int, *, digest: bool) -> Staged:
         with self._locked(device_id, file_id, create=False) as path:
             if path is None:
                 raise FileNotFoundError(f"no staging for {device_id}/{file_id}")
             data = path / DATA_NAME
             fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
             try:
+                # Checked before the truncate below, which would itself change the seal.
+                sha256 = self._running_digest(path, fd, size) if digest else None
                 if os.fstat(fd).st_size > size:
                     os.ftruncate(fd, size)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            return data
+        if digest:
+            with self._parsed_lock:
+                if sha256 is None:
+                    self.finalize_rehashed += 1
+                else:
+                    self.finalize_hashed_on_arrival += 1
+        return Staged(data, sha256)
+
+    def _running_digest(self, path: Path, data_fd: int, size: int) -> str | None:
+        """The running SHA-256 of the whole staged file, if it can be trusted (caller holds the lock)."""
+        with self._parsed_lock:
+            running = self._running.get(path)
+        if running is None:
+            return None
+        generation, held = self._generation(path, data_fd)
+        if running.generation != generation:
+            return None
+        if running.crc is None:
+            # Fine-grained file times: any write since this process's last one (another worker's chunk,
+            # anything else) shows; then the file is hashed, as after a restart.
+            if _seal(data_fd) != running.seal:
+                return None
+        else:
+            running.catch_up(data_fd, held)  # bytes another worker staged after this process's last chunk
+        if running.position != size or os.fstat(data_fd).st_size != size:
+            return None
+        if running.crc is not None and _crc32_fd(data_fd, size) != running.crc:
+            _LOG.warning("staging: %s changed on disk after it was staged; hashing it again", path)
+            return None
+        return running.sha.hexdigest()
 
     def discard(self, device_id: str, file_id: str, *, keep_manifest: bool = False) -> None:
         """Drop a transfer's staged bytes (and its manifest unless ``keep_manifest``)."""
+        with self._parsed_lock:
+            self._running.pop(self.path_of(device_id, file_id), None)
         with self._locked(device_id, file_id, create=False) as path:
             if path is None:
                 return

@@ -160,6 +160,9 @@ class IngestService:
                 "rejection_summaries": self._totals["rejection_summaries"],
                 "rejections": dict(self._rejections),
                 "dropped": dict(self._dropped),
+                # Finalizes that used the hash taken as chunks arrived / had to hash the staged file.
+                "finalize_hashed_on_arrival": self.staging.finalize_hashed_on_arrival,
+                "finalize_rehashed": self.staging.finalize_rehashed,
             }
 
     # -- entry points ------------------------------------------------------------------------
@@ -463,7 +466,9 @@ class IngestService:
         """fsync the staged bytes, then commit them (the service hashes, stores and records them)."""
         device_id, file_id = signed.manifest.device_id, signed.file_id
         try:
-            staged = self.staging.sync(device_id, file_id, signed.manifest.size)
+            # The staged file's hash was taken as the chunks arrived when this process saw them all in
+            # one generation; else ``staged.sha256`` is None and commit_segment hashes the file.
+            staged = self.staging.finish(device_id, file_id, signed.manifest.size)
         except FileNotFoundError:
             # A repeated fin racing the first one: that commit discarded the staging after succeeding.
             stored = self._stored(device_id, file_id)
@@ -478,9 +483,10 @@ class IngestService:
                     session,
                     self.store,
                     signed,
-                    staged,
+                    staged.path,
                     expected_device_id=device_id,
                     max_segment_bytes=self.settings.max_segment_bytes,
+                    staged_sha256=staged.sha256,
                 )
                 recording_id, duplicate = result.recording.id, result.duplicate
         except HashMismatch as exc:
