@@ -21,6 +21,7 @@ _READ_CASES = (
     "auditor",
     "system_admin",
 )
+_GOVERNANCE_READERS = ("legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 
 # The one place that says who may call which endpoint (blueprint.view name -> roles).
@@ -103,4 +104,14 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "sessions.get_timeline": _READ_EVIDENCE,
     "sessions.file_explanation": ("officer", "agency_head"),
     "sessions.sign_explanation": ("officer", "agency_head"),
+    # Archive packages (JL-18), statistics (JL-21) and case-file review (JL-22), docs/archives.md.
+    # Sealing is the agency's archive duty (legal reviewer, head); reading reaches the supervisors.
+    "archives.create_archive": ("legal_reviewer", "agency_head", "system_admin"),
+    "archives.list_archives": _GOVERNANCE_READERS,
+    "archives.download_archive": _GOVERNANCE_READERS,
+    "archives.overdue": _GOVERNANCE_READERS,
+    "statistics.get_statistics": _GOVERNANCE_READERS,
+    "statistics.export_csv": _GOVERNANCE_READERS,
+    "reviews.list_reviews": _READ_CASES,
+    "reviews.create_review": ("legal_reviewer", "agency_head", "supervisor", "system_admin"),
 }
