@@ -166,3 +166,26 @@ def test_jl21_csv_export_has_a_header_and_one_line_per_row(app: Flask, tmp_path:
 def test_jl21_a_bad_period_or_grouping_is_refused_precisely(args: dict[str, str]) -> None:
     with pytest.raises(Invalid):
         StatsQuery.from_args(args)
+
+
+def test_jl21_the_workspace_page_shows_the_numbers_a_chart_and_a_csv(app: Flask, tmp_path: Path) -> None:
+    from tests.http.pages.workspace.conftest import login
+
+    build_world(app, tmp_path)
+    client = app.test_client()
+    login(client, "rec-ar-1-supervisor")
+    page = client.get("/workspace/statistics?from=2026-03-01")
+    assert page.status_code == 200, page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert 'data-nav="statistics"' in html and 'id="stats-chart"' in html
+    assert "<script" not in html and "style=" not in html  # the workspace CSP allows neither inline
+    a = _agency(app, "某市市场监督管理局")
+    row = html.split(f'data-agency="{a}"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-col="recordings">5<' in row and 'data-col="unexplained_gaps">1<' in row
+    csv_page = client.get("/workspace/statistics.csv?from=2026-03-01&group=officer")
+    assert csv_page.status_code == 200 and csv_page.mimetype == "text/csv"
+    assert len(csv_page.data.decode("utf-8-sig").splitlines()) == 1 + 3  # 王, 李 and agency B's officer
+    assert client.get("/workspace/statistics?from=2026-13-01").status_code == 400
+    officer = app.test_client()
+    login(officer, "rec-ar-1-wang")
+    assert officer.get("/workspace/statistics").status_code == 403
