@@ -178,3 +178,31 @@ def test_jl20_another_agencys_reviewer_cannot_review_or_read(app: Flask, tmp_pat
             review.record_review(session, scene.callers["other"], scene.case_id, ReviewInput.from_json(body))
         with pytest.raises(NotFound):
             review.list_reviews(session, scene.callers["other"], scene.case_id)
+
+
+def test_jl22_reviews_and_archive_packages_show_in_the_workspace_case_file(
+    app: Flask, tmp_path: Path
+) -> None:
+    from tests.http.pages.workspace.conftest import login
+
+    scene = build_case(app, tmp_path)
+    items = _items(app, scene)
+    deadline = (utcnow().date() + timedelta(days=10)).isoformat()
+    body = _body(
+        items, "rectify", deficient="archive.on_time",
+        rectifications=[{"item": "archive.on_time", "request": "补办归档", "deadline": deadline}],
+    )  # fmt: skip
+    with session_scope(app) as session:
+        review.record_review(session, scene.callers["supervisor"], scene.case_id, ReviewInput.from_json(body))
+    seal(app, scene, tmp_path / "out")
+    reviewer = app.test_client()
+    login(reviewer, "rec-ar-1-reviewer")
+    html = reviewer.get(f"/workspace/cases/{scene.case_id}").get_data(as_text=True)
+    section = html.split('id="reviews"', 1)[1].split("</section>", 1)[0]
+    assert 'data-verdict="rectify"' in section and "补办归档" in section and deadline in section
+    assert 'id="archives"' in html and "按期归档" in html.split('id="archives"', 1)[1]
+    officer = app.test_client()
+    login(officer, "rec-ar-1-wang")
+    page = officer.get(f"/workspace/cases/{scene.case_id}").get_data(as_text=True)
+    assert 'data-verdict="rectify"' in page  # the officer sees the review of his case file
+    assert 'id="archives"' not in page  # but not the archive packages (not his role's endpoint)
