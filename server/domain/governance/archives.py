@@ -30,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.domain.audit import AuditLog, write_audit
@@ -71,6 +72,12 @@ ARCHIVE_ROLES: tuple[str, ...] = ("legal_reviewer", "agency_head", "system_admin
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")  # the Anhui measures' local time, shown next to UTC
 _BAGIT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 _CHUNK = 1024 * 1024
+
+
+class LedgerBusy(Conflict):
+    """Another ledger round ran at the same moment; nothing was written, try again."""
+
+    code = "ledger_busy"
 
 
 class CaseNotEnded(Conflict):
@@ -338,8 +345,15 @@ def build_archive(
     )
 
     # Every included row must be a leaf of a signed tree before its proof can be written.
-    ledger.sequence(session)
-    ledger.checkpoint(session, signer)
+    try:
+        ledger.sequence(session)
+        ledger.checkpoint(session, signer)
+    except IntegrityError:
+        # The ledger worker (or another request) sequenced the same rows at the same moment: the unique
+        # keys refused our copy. The caller's transaction rolls back; trying again a moment later works.
+        raise LedgerBusy(
+            "账本正在记账，请稍后重试归档", "the ledger is being sequenced; archive again shortly"
+        ) from None
     signed = ledger.latest_checkpoint(session)
     assert signed is not None  # the round above signed one: the case's own events are leaves
     wanted: dict[str, list[int]] = {

@@ -44,6 +44,7 @@ __all__ = ["COLUMNS", "GROUPS", "LATE_UPLOAD", "MAX_DAYS", "StatsQuery", "statis
 GROUPS = ("agency", "officer")
 LATE_UPLOAD = timedelta(hours=24)  # JL-17
 MAX_DAYS = 366 * 3
+_MAX_ID = 2**31 - 1  # an INTEGER id: larger is no agency, and PostgreSQL would refuse to compare it
 COLUMNS: tuple[str, ...] = (
     "agency_id", "agency", "officer", "officer_name",
     "recordings", "hours", "late_uploads",
@@ -75,6 +76,8 @@ class StatsQuery:
             raise Invalid(
                 "from/to 必须是日期（YYYY-MM-DD）", "from and to must be dates (YYYY-MM-DD)"
             ) from None
+        if end >= date.max - timedelta(days=1):
+            raise Invalid("统计期间超出范围", "the period is out of range")
         if start > end or (end - start).days > MAX_DAYS:
             raise Invalid(
                 f"统计期间须从早到晚且不超过 {MAX_DAYS} 天",
@@ -86,7 +89,7 @@ class StatsQuery:
                 f"group 必须是 {', '.join(GROUPS)} 之一", f"group must be one of {', '.join(GROUPS)}"
             )
         raw_agency = args.get("agency_id")
-        if raw_agency and not raw_agency.isdigit():
+        if raw_agency and (not raw_agency.isdigit() or int(raw_agency) > _MAX_ID):
             raise Invalid("agency_id 必须是整数", "agency_id must be an integer")
         return cls(start=start, end=end, group=group, agency_id=int(raw_agency) if raw_agency else None)
 

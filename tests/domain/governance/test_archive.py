@@ -320,3 +320,20 @@ def test_jl18_packages_are_append_only(app: Flask, tmp_path: Path) -> None:
     seal(app, scene, tmp_path / "out")
     with pytest.raises(Exception, match="append-only"), session_scope(app) as session:
         session.execute(text("UPDATE archive_packages SET on_time = :f"), {"f": False})
+
+
+def test_jl18_a_ledger_round_racing_the_archive_is_refused_cleanly(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    scene = build_case(app, tmp_path)
+
+    def collide(session: object) -> int:
+        raise IntegrityError("INSERT INTO ledger_leaves", {}, Exception("uq_ledger_leaves_ref"))
+
+    monkeypatch.setattr(ledger, "sequence", collide)
+    with pytest.raises(archives.LedgerBusy):
+        seal(app, scene, tmp_path / "out")
+    with session_scope(app) as session:
+        assert session.scalar(select(ArchivePackage.id)) is None

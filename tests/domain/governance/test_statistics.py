@@ -159,8 +159,10 @@ def test_jl21_csv_export_has_a_header_and_one_line_per_row(app: Flask, tmp_path:
     [
         {"from": "2026-13-01"},
         {"from": "2026-05-01", "to": "2026-04-01"},
+        {"from": "9999-12-01", "to": "9999-12-31"},
         {"group": "team"},
         {"agency_id": "x"},
+        {"agency_id": "99999999999"},
     ],
 )
 def test_jl21_a_bad_period_or_grouping_is_refused_precisely(args: dict[str, str]) -> None:
