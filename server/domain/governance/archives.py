@@ -39,7 +39,7 @@ from server.domain.cases.models import Case, CaseAttachment, CaseEvent
 from server.domain.cases.service import FINAL_STATUSES, STATUS_EVENT, case_record, get_case
 from server.domain.errors import Conflict, NotFound
 from server.domain.evidence.models import Recording
-from server.domain.fleet.models import Device, DeviceAssignment
+from server.domain.fleet.models import Device, DeviceAlert, DeviceAssignment
 from server.domain.governance import ledger
 from server.domain.governance.archives_models import ArchivePackage, CaseReview
 from server.domain.governance.models import LedgerLeaf
@@ -221,8 +221,40 @@ def _audit_csv(rows: list[AuditLog]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _provenance(session: Session, rec: Recording, now: datetime) -> dict[str, Any]:
-    """The provenance note of one recording: who, which device, when, chain, custody (JL-18)."""
+def _places(record: dict[str, Any]) -> dict[int, list[str]]:
+    """Where each recording was made, as far as the case's events say (the events it is linked to)."""
+    places: dict[int, set[str]] = {}
+    for stage in record["stages"]:
+        for item in stage["events"]:
+            if not item.get("place"):
+                continue
+            for rid in {*(item.get("recording_ids") or []), *(item.get("covering_recording_ids") or [])}:
+                places.setdefault(rid, set()).add(item["place"])
+    return {rid: sorted(found) for rid, found in places.items()}
+
+
+def _clock(session: Session, rec: Recording) -> dict[str, Any]:
+    """Whether a clock-drift alert (over 3 s/day, GA/T 947) was open on the device while it recorded."""
+    alert = session.scalars(
+        select(DeviceAlert)
+        .where(
+            DeviceAlert.device_id == rec.device_id,
+            DeviceAlert.kind == "clock_drift",
+            DeviceAlert.raised_at <= rec.ended_at,
+            or_(DeviceAlert.cleared_at.is_(None), DeviceAlert.cleared_at >= rec.started_at),
+        )
+        .order_by(DeviceAlert.id.desc())
+        .limit(1)
+    ).first()
+    if alert is None:
+        return {"status": "no_alert"}
+    return {"status": "drift_alert", "drift_s_per_day": (alert.detail or {}).get("drift_s_per_day")}
+
+
+def _provenance(
+    session: Session, rec: Recording, now: datetime, places: dict[int, list[str]]
+) -> dict[str, Any]:
+    """The provenance note of one recording: who, which device, when, where, chain, custody (JL-18)."""
     officer = (
         session.scalars(select(Officer).where(Officer.certificate_number == rec.officer_id)).first()
         if rec.officer_id
@@ -258,9 +290,9 @@ def _provenance(session: Session, rec: Recording, now: datetime) -> dict[str, An
         "stored_at": _iso_pair(rec.stored_at),
         # JL-17: stored more than 24 hours after recording ended.
         "uploaded_late": late,
-        # The recorder's clock is signed into the manifest; drift is not measured by the server yet.
-        "clock_drift": "not_measured",
-        "place": None,
+        # The recorder's clock is signed into the manifest; the fleet alerts on drift over 3 s/day.
+        "clock_drift": _clock(session, rec),
+        "place": places.get(rec.id) or None,
         "chain": {
             "sequence": rec.sequence,
             "manifest_hash": rec.manifest_hash,
@@ -389,12 +421,13 @@ def build_archive(
         bag.copy_object(store, a.object_key, f"case/attachments/{a.id}/{_safe_name(a.name)}")
     index_recordings = []
     provenance = []
+    places = _places(record)
     for rec in recordings:
         media = f"recordings/{rec.id}/segment{_extension(rec.media_type)}"
         bag.copy_object(store, rec.object_key, media)
         bag.put(f"recordings/{rec.id}/manifest.txt", rec.manifest_text.encode("utf-8"))
         bag.put(f"recordings/{rec.id}/signature.b64", base64.b64encode(bytes(rec.signature)) + b"\n")
-        note = _provenance(session, rec, now)
+        note = _provenance(session, rec, now, places)
         bag.put(f"recordings/{rec.id}/provenance.json", _json(note))
         provenance.append(note)
         index_recordings.append(

@@ -34,6 +34,7 @@ from zfjl_verify.cli import main as verify_main
 
 K = SessionEventKind
 CERT = "AH-2001"
+PLACE = "合肥市蜀山区某超市"
 
 
 @dataclass
@@ -103,7 +104,8 @@ def build_case(app: Flask, tmp: Path, *, close: bool = True, device_id: str = "r
                 session, wang, case.id,
                 CaseEventInput.from_json({"event_type": event_type,
                                           "occurred_at": (T0 + timedelta(seconds=second)).isoformat(),
-                                          "officer_ids": [officer_pk], "recording_ids": recordings}),
+                                          "officer_ids": [officer_pk], "recording_ids": recordings,
+                                          "place": PLACE if recordings else ""}),
             )  # fmt: skip
         if close:
             case_service.change_status(
@@ -159,6 +161,7 @@ def test_jl18_an_ended_cases_package_verifies_offline_as_directory_and_zip(
     assert note["recorded_by"]["certificate_number"] == f"{CERT}-rec-ar-1"
     assert note["recorded_by"]["name"] and note["device"]["id"] == "rec-ar-1"
     assert note["started_at"]["local"].endswith("+08:00") and note["custody"]
+    assert note["place"] == [PLACE] and note["clock_drift"] == {"status": "no_alert"}
     assert (bag / "bagit.txt").read_text().startswith("BagIt-Version: 1.0")
     assert run_verify(app, tmp_path, bag) == 0
     assert run_verify(app, tmp_path, built.zip_path) == 0
@@ -196,6 +199,25 @@ def _rehash(bag: Path) -> None:
         (bag / f"tagmanifest-{algorithm}.txt").write_text(
             "".join(f"{hashlib.new(algorithm, (bag / t).read_bytes()).hexdigest()}  {t}\n" for t in tags)
         )
+
+
+def test_jl18_the_provenance_note_says_when_the_devices_clock_was_drifting(
+    app: Flask, tmp_path: Path
+) -> None:
+    from server.domain.fleet.models import DeviceAlert
+
+    scene = build_case(app, tmp_path)
+    with session_scope(app) as session:
+        session.add(
+            DeviceAlert(
+                device_id="rec-ar-1", kind="clock_drift", severity="warning", message="设备时钟偏差",
+                message_en="device clock drifts +4.0 s/day", detail={"drift_s_per_day": 4.0},
+                raised_at=T0 - timedelta(hours=1), last_seen_at=T0,
+            )
+        )  # fmt: skip
+    bag = seal(app, scene, tmp_path / "out").bag_dir
+    note = json.loads((bag / f"data/recordings/{scene.recording_ids[0]}/provenance.json").read_text())
+    assert note["clock_drift"] == {"status": "drift_alert", "drift_s_per_day": 4.0}
 
 
 def test_jl18_tampering_with_a_package_is_detected(
