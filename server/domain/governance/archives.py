@@ -586,20 +586,31 @@ def _scoped_cases(caller: Caller) -> Select[Any]:
 
 
 def overdue_archives(
-    session: Session, caller: Caller, *, now: datetime | None = None, agency_id: int | None = None
+    session: Session,
+    caller: Caller,
+    *,
+    now: datetime | None = None,
+    agency_id: int | None = None,
+    include_due: bool = False,
 ) -> list[dict[str, Any]]:
-    """Ended cases with no archive package whose 30 days are over (JL-18), the most overdue first."""
+    """Ended cases with no archive package whose 30 days are over (JL-18), the most overdue first.
+
+    ``include_due``: also those still within their 30 days (``state: due``), to archive before the date.
+    """
     now = now or utcnow()
     archived = exists().where(ArchivePackage.case_id == Case.id)
     ended = ended_at_clause()
-    query = _scoped_cases(caller).where(
-        Case.status.in_(FINAL_STATUSES), ~archived, ended < now - ARCHIVE_DEADLINE
-    )
+    query = _scoped_cases(caller).where(Case.status.in_(FINAL_STATUSES), ~archived)
+    if not include_due:
+        query = query.where(ended < now - ARCHIVE_DEADLINE)
     if agency_id is not None:
         query = query.where(Case.agency_id == agency_id)
     out = []
     for case, ended_at in session.execute(query.order_by(ended, Case.id)):
+        if ended_at is None:
+            continue  # a final status without its status event cannot happen through the service
         due = ended_at + ARCHIVE_DEADLINE
+        late = due < now
         out.append(
             {
                 "case_id": case.id,
@@ -608,7 +619,9 @@ def overdue_archives(
                 "status": case.status,
                 "ended_at": ended_at.isoformat(),
                 "due_at": due.isoformat(),
-                "days_overdue": (now - due).days,
+                "state": "overdue" if late else "due",
+                "days_overdue": (now - due).days if late else 0,
+                "days_left": 0 if late else (due - now).days,
             }
         )
     return out

@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from server.domain.governance import archives, ledger, review
 from server.http.context import audit_request, caller, get_store, json_body
+from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.db import session_scope
 
@@ -60,7 +61,9 @@ _OVERDUE: dict[str, Any] = {
                     "status": {"type": "string"},
                     "ended_at": {"type": "string", "format": "date-time"},
                     "due_at": {"type": "string", "format": "date-time"},
+                    "state": {"enum": ["due", "overdue"]},
                     "days_overdue": {"type": "integer"},
+                    "days_left": {"type": "integer"},
                 },
             },
         }
@@ -145,12 +148,17 @@ def download_archive(archive_id: int) -> ResponseReturnValue:
 @api_view(
     "archives.overdue",
     "办结超过 30 日仍未归档的案件 / cases ended over 30 days ago without a package (JL-18)",
+    query={"include": {"enum": ["due"]}},
     response=_OVERDUE,
 )
 def overdue() -> ResponseReturnValue:
-    """Overdue archiving in the caller's scope (every agency for supervisors and auditors)."""
+    """Overdue archiving in the caller's scope (every agency for supervisors); ``?include=due`` adds the
+    ended cases still within their 30 days."""
+    include = request.args.get("include")
+    if include not in (None, "", "due"):
+        raise ApiError(400, "invalid_query", "include 只能为 due", "include must be due")
     with session_scope() as session:
-        return jsonify(items=archives.overdue_archives(session, caller()))
+        return jsonify(items=archives.overdue_archives(session, caller(), include_due=include == "due"))
 
 
 @reviews_bp.get("/cases/<int:case_id>/reviews")

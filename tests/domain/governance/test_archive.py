@@ -326,6 +326,8 @@ def test_jl18_cases_ended_over_30_days_ago_without_a_package_are_overdue(app: Fl
     with session_scope(app) as session:
         now = archives.utcnow()
         assert archives.overdue_archives(session, reviewer, now=now) == []  # just closed: not yet due
+        due = archives.overdue_archives(session, reviewer, now=now, include_due=True)
+        assert [(c["state"], c["days_left"]) for c in due] == [("due", 29), ("due", 29)]
         listed = archives.overdue_archives(session, reviewer, now=now + timedelta(days=31))
         assert [c["case_id"] for c in listed] == sorted([scene.case_id, late.case_id])
         assert listed[0]["days_overdue"] == 1  # due 30 days after ending, a day and seconds ago

@@ -116,3 +116,6 @@ def test_jl22_reviews_over_the_api_and_jl21_statistics_as_json_and_csv(
     assert client.get("/api/v1/statistics?from=2026-02-30", headers=supervisor).status_code == 400
     assert client.get("/api/v1/statistics", headers=officer).status_code == 403
     assert client.get("/api/v1/archives/overdue", headers=supervisor).get_json() == {"items": []}
+    due = client.get("/api/v1/archives/overdue?include=due", headers=supervisor).get_json()["items"]
+    assert [(d["case_id"], d["state"]) for d in due] == [(scene.case_id, "due")]
+    assert client.get("/api/v1/archives/overdue?include=all", headers=supervisor).status_code == 400
