@@ -15,6 +15,7 @@ import server.domain.evidence.models
 import server.domain.fleet.models
 import server.domain.fleet.rollout_models
 import server.domain.fleet.telemetry_models
+import server.domain.governance.archives_models
 import server.domain.governance.models
 import server.domain.people.models
 import server.domain.publicity.models
@@ -31,6 +32,7 @@ MODEL_MODULES = (
     server.domain.fleet.models,
     server.domain.fleet.rollout_models,
     server.domain.fleet.telemetry_models,
+    server.domain.governance.archives_models,
     server.domain.governance.models,
     server.domain.people.models,
     server.domain.publicity.models,

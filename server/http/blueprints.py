@@ -44,6 +44,12 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(rollouts.bp, url_prefix="/api/v1/fleet")
     app.register_blueprint(rollouts.device_bp, url_prefix="/updates/v1")
+    # Archive packages, case-file review and statistics (JL-18, JL-21, JL-22; docs/archives.md).
+    from server.http.api import archives, statistics
+
+    app.register_blueprint(archives.bp, url_prefix="/api/v1")
+    app.register_blueprint(archives.reviews_bp, url_prefix="/api/v1")
+    app.register_blueprint(statistics.bp, url_prefix="/api/v1/statistics")
     # Device admin console (server-rendered pages over the fleet services, issue #5).
     from server.http.pages.admin import console as admin_console
 

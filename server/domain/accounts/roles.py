@@ -21,6 +21,7 @@ _READ_CASES = (
     "auditor",
     "system_admin",
 )
+_GOVERNANCE_READERS = ("legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 # Publicity (GS-18): officers collect; legal reviewers and heads review and publish; supervisors and
 # auditors watch (GS-22). Who of them may do which transition is the workflow table's rule
@@ -127,4 +128,14 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "publicity.terminate_item": _REVIEW_PUBLICITY,
     "publicity.decide_correction": _REVIEW_PUBLICITY,
     "publicity.load_calendar": ("system_admin",),
+    # Archive packages (JL-18), statistics (JL-21) and case-file review (JL-22), docs/archives.md.
+    # Sealing is the agency's archive duty (legal reviewer, head); reading reaches the supervisors.
+    "archives.create_archive": ("legal_reviewer", "agency_head", "system_admin"),
+    "archives.list_archives": _GOVERNANCE_READERS,
+    "archives.download_archive": _GOVERNANCE_READERS,
+    "archives.overdue": _GOVERNANCE_READERS,
+    "statistics.get_statistics": _GOVERNANCE_READERS,
+    "statistics.export_csv": _GOVERNANCE_READERS,
+    "reviews.list_reviews": _READ_CASES,
+    "reviews.create_review": ("legal_reviewer", "agency_head", "supervisor", "system_admin"),
 }

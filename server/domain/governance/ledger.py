@@ -81,6 +81,8 @@ class LeafKind(enum.StrEnum):
     SESSION_EVENT = "session_event"  # a signed session event from a recorder (JL-16)
     CASE_EVENT = "case_event"  # a step of the whole-process record (JL-2, JL-7 – JL-10)
     AUDIT = "audit"  # an access to evidence or any audited action (JL-20, JL-23)
+    ARCHIVE = "archive"  # a sealed archive package of a case file (JL-18)
+    CASE_REVIEW = "case_review"  # a review of a case file with its findings (JL-22)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +99,8 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.SESSION_EVENT, table="session_events"),
     LeafSource(kind=LeafKind.CASE_EVENT, table="case_events"),
     LeafSource(kind=LeafKind.AUDIT, table="audit_log"),
+    LeafSource(kind=LeafKind.ARCHIVE, table="archive_packages"),
+    LeafSource(kind=LeafKind.CASE_REVIEW, table="case_reviews"),
 )
 _KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
 

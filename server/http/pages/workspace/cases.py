@@ -12,9 +12,11 @@ from server.domain.cases import queries as case_queries
 from server.domain.cases import service as case_service
 from server.domain.cases.models import ACT_KINDS
 from server.domain.errors import Invalid
+from server.domain.governance import archives as archive_service
+from server.domain.governance import review as review_service
 from server.http.api.cases import content_disposition
 from server.http.context import caller, get_store
-from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
+from server.http.pages.workspace.core import audit_view, bp, may, render, workspace_view
 from server.http.scope import audit_refusal
 from server.infra.db import session_scope
 
@@ -98,6 +100,15 @@ def case_file(case_id: int) -> ResponseReturnValue:
     with audit_refusal("case.record", "case", case_id), session_scope() as session:
         record = case_service.case_record(session, who, case_id)
         recordings = case_queries.linked_recordings(session, who, _linked_ids(record))
+        # JL-22: the case file shows its review history; JL-18: its archive packages, to those who read them.
+        reviews = [
+            review_service.review_to_dict(r) for r in review_service.list_reviews(session, who, case_id)[1]
+        ]
+        packages = (
+            [archive_service.archive_to_dict(a) for a in archive_service.list_archives(session, who, case_id)]
+            if may("archives.list_archives")
+            else None
+        )
         audit_view(
             session,
             "case.record",
@@ -115,6 +126,8 @@ def case_file(case_id: int) -> ResponseReturnValue:
         completeness=record["completeness"],
         recordings=recordings,
         status_changes=status_changes,
+        reviews=reviews,
+        packages=packages,
     )
 
 

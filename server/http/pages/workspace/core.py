@@ -46,6 +46,7 @@ ENTRY_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("workspace.cases", "cases.list_cases", "cases"),
     ("workspace.sessions", "sessions.list_sessions", "sessions"),
     ("workspace.devices", "devices.chain", "devices"),
+    ("workspace.statistics_page", "statistics.get_statistics", "statistics"),
 )
 # The review screens of publicity (the publication review: redactions to accept or undo) and governance
 # (the access and disposal approval queue) are pages of this workspace, registered on this blueprint
