@@ -15,7 +15,10 @@ import server.domain.evidence.models
 import server.domain.fleet.models
 import server.domain.fleet.rollout_models
 import server.domain.fleet.telemetry_models
+import server.domain.governance.access_models
+import server.domain.governance.approvals_models
 import server.domain.governance.models
+import server.domain.governance.retention_models
 import server.domain.people.models
 import server.domain.sessions.models
 from server.domain.base import Base
@@ -30,7 +33,10 @@ MODEL_MODULES = (
     server.domain.fleet.models,
     server.domain.fleet.rollout_models,
     server.domain.fleet.telemetry_models,
+    server.domain.governance.access_models,
+    server.domain.governance.approvals_models,
     server.domain.governance.models,
+    server.domain.governance.retention_models,
     server.domain.people.models,
     server.domain.sessions.models,
 )
