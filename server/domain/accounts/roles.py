@@ -21,6 +21,10 @@ _READ_CASES = (
     "auditor",
     "system_admin",
 )
+# JL-20: anyone who works with evidence may ask for more than their duty gives; bodies ask to retrieve.
+_REQUESTERS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "supervisor", "auditor")
+# JL-19: legal holds are placed by the agency's reviewers and head and by supervisory and audit bodies.
+_HOLDERS = ("legal_reviewer", "agency_head", "supervisor", "auditor")
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 
 # The one place that says who may call which endpoint (blueprint.view name -> roles).
@@ -103,4 +107,19 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "sessions.get_timeline": _READ_EVIDENCE,
     "sessions.file_explanation": ("officer", "agency_head"),
     "sessions.sign_explanation": ("officer", "agency_head"),
+    # Evidence governance (server/http/api/governance.py, docs/governance.md): JL-19 retention and
+    # disposal, JL-20 access by duty and the head's approval. The services add the finer rules: only a
+    # head of the evidence's agency who is not the requester decides; requests stay within one agency.
+    "governance.list_requests": _REQUESTERS,
+    "governance.create_request": _REQUESTERS,
+    "governance.get_request": _REQUESTERS,
+    "governance.decide_request": ("agency_head",),
+    "governance.list_grants": _REQUESTERS,
+    "governance.get_retention": _READ_EVIDENCE,
+    "governance.assign_category": ("legal_reviewer", "agency_head"),
+    "governance.set_access_class": ("agency_head",),
+    "governance.list_holds": _HOLDERS,
+    "governance.place_hold": _HOLDERS,
+    "governance.release_hold": ("agency_head", "supervisor", "auditor"),
+    "governance.list_disposals": _HOLDERS,
 }

@@ -54,7 +54,9 @@ __all__ = [
     "Retention",
     "RetentionCategory",
     "RetentionStore",
+    "StoreCannotDispose",
     "agency_of",
+    "as_retention_store",
     "assign_category",
     "case_recording_ids",
     "dispose",
@@ -137,6 +139,20 @@ class RetentionStore(Protocol):
 
     def extend_retention(self, key: str, until: datetime | None) -> bool:
         """Lengthen the store's own lock, if it has one (None: indefinitely)."""
+
+
+def as_retention_store(store: object) -> RetentionStore:
+    """The object store as disposal needs it; a store without delete/extend cannot dispose (unavailable)."""
+    if not (callable(getattr(store, "delete", None)) and callable(getattr(store, "extend_retention", None))):
+        raise StoreCannotDispose("该对象存储不支持销毁", "this object store cannot dispose of objects")
+    return store  # type: ignore[return-value]
+
+
+class StoreCannotDispose(ServiceError):
+    """The configured store offers no deletion (a read-only mirror): nothing can be destroyed."""
+
+    code: ClassVar[str] = "store_cannot_dispose"
+    kind = ErrorKind.UNAVAILABLE
 
 
 @dataclass(frozen=True, kw_only=True)
