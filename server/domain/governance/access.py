@@ -79,6 +79,7 @@ class EvidenceDisposed(Conflict):
     """The recording was destroyed after its retention, by an approved disposal; its tombstone remains."""
 
     code: ClassVar[str] = "evidence_disposed"
+    keeps_writes = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +91,10 @@ class Authorization:
     grant_id: int | None = None
 
     def audit_detail(self) -> dict[str, object]:
-        """What the access's audit row records about it."""
-        detail: dict[str, object] = {"access_class": self.access_class, "basis": self.basis}
-        if self.grant_id is not None:
-            detail["grant_id"] = self.grant_id
-        return detail
+        """What the access's audit row adds: the grant it used, if any (by duty adds nothing)."""
+        if self.grant_id is None:
+            return {}
+        return {"access_class": self.access_class, "basis": self.basis, "grant_id": self.grant_id}
 
 
 def access_class_of(session: Session, recording_id: int) -> str:
@@ -189,18 +189,32 @@ def _by_duty(session: Session, caller: Caller, rec: Recording, access_class: str
 
 
 def authorize(
-    session: Session, caller: Caller, rec: Recording, action: str, *, now: datetime | None = None
+    session: Session,
+    caller: Caller,
+    rec: Recording,
+    action: str,
+    *,
+    now: datetime | None = None,
+    metadata_only: bool = False,
 ) -> Authorization:
     """Whether ``caller`` may ``view`` or ``copy`` ``rec`` now: by duty or by an approved grant.
 
     The caller has already passed the roles table and the agency scope. A refusal writes its audit row
     and raises ApprovalRequired (kept by the caller's transaction); a disposed recording raises
-    EvidenceDisposed.
+    EvidenceDisposed, unless ``metadata_only`` (its details and tombstone stay readable).
     """
     if action not in SERVE_ACTIONS:
         raise Invalid(f"未知的访问动作 {action}", f"unknown access action {action!r}")
-    stone = tombstone_of(session, rec.id)
+    stone = None if metadata_only else tombstone_of(session, rec.id)
     if stone is not None:
+        write_audit(
+            session,
+            actor=caller.user_id,
+            action="recording.access_refused",
+            target_type="recording",
+            target_id=rec.id,
+            detail={"action": action, "refused": "disposed", "tombstone_id": stone.id},
+        )
         raise EvidenceDisposed(
             f"录像 {rec.id} 已于 {stone.disposed_at:%Y-%m-%d} 经批准销毁（申请 {stone.request_id}）",
             f"recording {rec.id} was disposed of on {stone.disposed_at:%Y-%m-%d} "
