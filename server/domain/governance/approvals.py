@@ -82,6 +82,7 @@ class SelfApproval(GovernanceForbidden):
     """The requester may never approve or reject their own request (two people, JL-19, JL-20)."""
 
     code: ClassVar[str] = "self_approval"
+    keeps_writes = True  # the attempt's audit row stays (JL-23: who tried what)
 
 
 class NotTheApprover(GovernanceForbidden):
