@@ -17,6 +17,7 @@ duration; an approved disposal is carried out at once (``retention.dispose``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -104,12 +105,7 @@ class NoRecordings(Invalid):
     kind = ErrorKind.INVALID
 
 
-def _text(body: dict[str, Any], name: str, *, required: bool, limit: int = MAX_TEXT) -> str:
-    value = body.get(name, "")
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise Invalid(f"{name} 必须是字符串", f"{name} must be a string")
+def _limited(value: str, name: str, *, required: bool, limit: int = MAX_TEXT) -> str:
     value = value.strip()
     if required and not value:
         raise Invalid(f"缺少字段：{name}", f"missing field: {name}")
@@ -118,15 +114,12 @@ def _text(body: dict[str, Any], name: str, *, required: bool, limit: int = MAX_T
     return value
 
 
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"{name} 必须是整数", f"{name} must be an integer")
-    return value
-
-
 @dataclass(frozen=True, kw_only=True)
 class RequestInput:
-    """A request as the API receives it, checked for shape (the service checks what needs the database)."""
+    """A request, typed and checked for shape (the service checks what needs the database).
+
+    The web edge decodes JSON or a form into typed values and calls :meth:`checked`.
+    """
 
     kind: str
     purpose: str
@@ -138,48 +131,57 @@ class RequestInput:
     duration_days: int = 0
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> RequestInput:
-        """Decode and check a request body; Invalid with a precise message on bad input."""
-        kind = body.get("kind")
+    def checked(
+        cls,
+        *,
+        kind: str,
+        purpose: str,
+        recipient: str = "",
+        recipient_body: str = "",
+        actions: Sequence[str] = (),
+        recording_ids: Sequence[int] = (),
+        case_id: int | None = None,
+        duration_days: int | None = None,
+    ) -> RequestInput:
+        """The request if its fields make sense together; Invalid with a precise message if not."""
         if kind not in KINDS:
             raise Invalid(f"kind 必须是 {'、'.join(KINDS)} 之一", f"kind must be one of {', '.join(KINDS)}")
-        purpose = _text(body, "purpose", required=True)
-        recipient = _text(body, "recipient", required=kind in ("external_provision", "retrieval"), limit=300)
-        recipient_body = _text(body, "recipient_body", required=kind == "retrieval", limit=32)
+        purpose = _limited(purpose, "purpose", required=True)
+        recipient = _limited(
+            recipient, "recipient", required=kind in ("external_provision", "retrieval"), limit=300
+        )
+        recipient_body = _limited(recipient_body, "recipient_body", required=kind == "retrieval", limit=32)
         if recipient_body and recipient_body not in RECIPIENT_BODIES:
             raise Invalid(
                 f"recipient_body 必须是 {'、'.join(RECIPIENT_BODIES)} 之一",
                 f"recipient_body must be one of {', '.join(RECIPIENT_BODIES)}",
             )
-        raw_ids = body.get("recording_ids") or []
-        if not isinstance(raw_ids, list) or len(raw_ids) > MAX_RECORDINGS:
+        if len(recording_ids) > MAX_RECORDINGS:
             raise Invalid(
-                f"recording_ids 必须是不超过 {MAX_RECORDINGS} 个整数的数组",
-                f"recording_ids must be a list of at most {MAX_RECORDINGS} integers",
+                f"recording_ids 不能超过 {MAX_RECORDINGS} 个",
+                f"recording_ids must be at most {MAX_RECORDINGS}",
             )
-        recording_ids = tuple(sorted({_int(r, "recording_ids") for r in raw_ids}))
-        case_id = None if body.get("case_id") is None else _int(body.get("case_id"), "case_id")
         if not recording_ids and case_id is None:
             raise Invalid("必须指定 recording_ids 或 case_id", "give recording_ids or case_id")
         if kind == "disposal":
-            actions: tuple[str, ...] = ()
+            chosen: tuple[str, ...] = ()
             duration = 0
         else:
-            raw_actions = body.get("actions") or (["provide"] if kind == "external_provision" else ["view"])
-            if not isinstance(raw_actions, list) or any(a not in ACTIONS for a in raw_actions):
+            asked = set(actions) or ({"provide"} if kind == "external_provision" else {"view"})
+            if any(a not in ACTIONS for a in asked):
                 raise Invalid(
                     f"actions 必须是 {'、'.join(ACTIONS)} 中的若干项",
                     f"actions must be some of {', '.join(ACTIONS)}",
                 )
-            actions = tuple(sorted(set(raw_actions)))
-            if kind == "external_provision" and "provide" not in actions:
-                actions = tuple(sorted({*actions, "provide"}))
-            if kind != "external_provision" and "provide" in actions:
+            if kind == "external_provision":
+                asked.add("provide")
+            elif "provide" in asked:
                 raise Invalid(
                     "对外提供须以 external_provision 申请",
                     "providing outside the agency is an external_provision",
                 )
-            duration = _int(body.get("duration_days", 7), "duration_days")
+            chosen = tuple(sorted(asked))
+            duration = 7 if duration_days is None else duration_days
             if not 1 <= duration <= MAX_DURATION_DAYS:
                 raise Invalid(
                     f"duration_days 必须在 1 到 {MAX_DURATION_DAYS} 之间",
@@ -190,8 +192,8 @@ class RequestInput:
             purpose=purpose,
             recipient=recipient,
             recipient_body=recipient_body,
-            actions=actions,
-            recording_ids=recording_ids,
+            actions=chosen,
+            recording_ids=tuple(sorted(set(recording_ids))),
             case_id=case_id,
             duration_days=duration,
         )

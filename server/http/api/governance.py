@@ -6,6 +6,7 @@ Every step is audited by the domain and every stored fact is a ledger leaf (docs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -20,7 +21,7 @@ from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.db import session_scope
 
-__all__ = ["bp"]
+__all__ = ["bp", "request_input"]
 
 bp = Blueprint("governance", __name__)
 
@@ -103,8 +104,8 @@ def _store() -> retention.RetentionStore:
     return retention.as_retention_store(get_store())
 
 
-def _text_field(body: dict[str, Any], name: str) -> str:
-    value = body.get(name, "")
+def _text_field(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name, "")
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -112,13 +113,43 @@ def _text_field(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def _optional_int(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
+def _optional_int(fields: Mapping[str, Any], name: str) -> int | None:
+    value = fields.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(400, "invalid_request", f"{name} 必须是整数", f"{name} must be an integer")
     return value
+
+
+def _int_list(fields: Mapping[str, Any], name: str) -> list[int]:
+    value = fields.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ApiError(400, "invalid_request", f"{name} 必须是整数数组", f"{name} must be a list of integers")
+    return value
+
+
+def _str_list(fields: Mapping[str, Any], name: str) -> list[str]:
+    value = fields.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(
+            400, "invalid_request", f"{name} 必须是字符串数组", f"{name} must be a list of strings"
+        )
+    return value
+
+
+def request_input(fields: Mapping[str, Any]) -> RequestInput:
+    """A decoded request body (JSON, or the workspace's form as the same fields) as the domain's input."""
+    return RequestInput.checked(
+        kind=_text_field(fields, "kind"),
+        purpose=_text_field(fields, "purpose"),
+        recipient=_text_field(fields, "recipient"),
+        recipient_body=_text_field(fields, "recipient_body"),
+        actions=_str_list(fields, "actions"),
+        recording_ids=_int_list(fields, "recording_ids"),
+        case_id=_optional_int(fields, "case_id"),
+        duration_days=_optional_int(fields, "duration_days"),
+    )
 
 
 @bp.get("/requests")
@@ -151,7 +182,7 @@ def list_requests() -> ResponseReturnValue:
 )
 def create_request() -> ResponseReturnValue:
     """File a request; a disposal inside its retention is refused at once (JL-19)."""
-    new = RequestInput.from_json(json_body())
+    new = request_input(json_body())
     with session_scope() as session:
         row = approvals.create_request(session, caller(), new)
         return jsonify(approvals.request_to_dict(row, None, utcnow())), 201

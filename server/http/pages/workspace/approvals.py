@@ -18,6 +18,7 @@ from server.domain.base import utcnow
 from server.domain.errors import ServiceError
 from server.domain.governance import approvals as approval_service
 from server.domain.governance import retention as retention_service
+from server.http.api.governance import request_input
 from server.http.context import caller, get_store
 from server.http.pages.workspace.core import back, bp, lang, message_of, render, workspace_view
 from server.infra.db import session_scope
@@ -141,7 +142,7 @@ def approvals() -> ResponseReturnValue:
     pending = [i for i in items if i["status"] == "pending"]
     return render(
         "approvals.html",
-        g=_texts(),
+        q=_texts(),
         pending=pending,
         items=items,
         me=who.user_id,
@@ -171,7 +172,7 @@ def file_request() -> ResponseReturnValue:
         case_id = _ids(case_text)[0] if case_text else None
     except (ValueError, IndexError):
         return back(fallback, "error", _texts()["bad_number"])
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "kind": form.get("kind", ""),
         "purpose": form.get("purpose", ""),
         "recipient": form.get("recipient", ""),
@@ -184,9 +185,9 @@ def file_request() -> ResponseReturnValue:
     if duration:
         if not duration.isdigit() or len(duration) > 6:
             return back(fallback, "error", _texts()["bad_number"])
-        body["duration_days"] = int(duration)
+        fields["duration_days"] = int(duration)
     try:
-        new = approval_service.RequestInput.from_json(body)
+        new = request_input(fields)
         with session_scope() as session:
             approval_service.create_request(session, caller(), new)
     except ServiceError as exc:
