@@ -154,7 +154,7 @@ def _on_linked_case(session: Session, caller: Caller, rec: Recording) -> bool:
     officer_id = session.scalar(select(Officer.id).where(Officer.user_id == int(caller.user_id)))
     if officer_id is None:
         return False
-    case_ids = [c.id for c in linked_cases(session, rec.id)]
+    case_ids = [c.id for c in linked_cases(session, rec.id, agency_of(session, rec))]
     if not case_ids:
         return False
     found = session.scalar(

@@ -215,16 +215,18 @@ def agency_of(session: Session, rec: Recording) -> int | None:
     )
 
 
-def linked_cases(session: Session, recording_id: int) -> list[Case]:
+def linked_cases(session: Session, recording_id: int, agency_id: int | None = None) -> list[Case]:
     """Cases with an event that names the recording. Every link ever made counts, a corrected one too:
-    keeping evidence longer is the safe side of JL-19."""
-    case_ids = {
-        case_id
-        for case_id, ids in session.execute(
-            select(CaseEvent.case_id, CaseEvent.recording_ids).where(CaseEvent.case_id.is_not(None))
-        )
-        if ids and recording_id in ids
-    }
+    keeping evidence longer is the safe side of JL-19.
+
+    ``agency_id``, the recording's agency when known, narrows the search: a case links only recordings
+    of its own agency (``cases.service.record_event``). The ids are a JSON list, read on this side so
+    the same query runs on SQLite and PostgreSQL.
+    """
+    query = select(CaseEvent.case_id, CaseEvent.recording_ids).where(CaseEvent.case_id.is_not(None))
+    if agency_id is not None:
+        query = query.where(CaseEvent.agency_id == agency_id)
+    case_ids = {case_id for case_id, ids in session.execute(query) if ids and recording_id in ids}
     if not case_ids:
         return []
     return list(session.scalars(select(Case).where(Case.id.in_(case_ids)).order_by(Case.id)))
@@ -256,7 +258,7 @@ def retention_of(session: Session, rec: Recording) -> Retention:
             select(RetentionAssignment.category).where(RetentionAssignment.recording_id == rec.id)
         )
     )
-    cases = linked_cases(session, rec.id)
+    cases = linked_cases(session, rec.id, agency_of(session, rec))
     open_cases = tuple(c.id for c in cases if c.status not in FINAL_STATUSES)
     evidence_cases = tuple(c.id for c in cases if c.status in _EVIDENCE_STATUSES)
     categories = {DEFAULT_CATEGORY, *assigned}
