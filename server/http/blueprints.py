@@ -54,6 +54,10 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Evidence governance: retention, holds, disposal, access approvals (JL-19, JL-20, issue 11).
+    from server.http.api import governance
+
+    app.register_blueprint(governance.bp, url_prefix="/api/v1/governance")
     # Evidence workspace (server-rendered pages over cases, sessions and recordings, issue 13).
     from server.http.pages import workspace
 

@@ -22,6 +22,10 @@ _READ_CASES = (
     "system_admin",
 )
 _GOVERNANCE_READERS = ("legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
+# JL-20: anyone who works with evidence may ask for more than their duty gives; bodies ask to retrieve.
+_REQUESTERS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "supervisor", "auditor")
+# JL-19: legal holds are placed by the agency's reviewers and head and by supervisory and audit bodies.
+_HOLDERS = ("legal_reviewer", "agency_head", "supervisor", "auditor")
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
 # Publicity (GS-18): officers collect; legal reviewers and heads review and publish; supervisors and
 # auditors watch (GS-22). Who of them may do which transition is the workflow table's rule
@@ -138,4 +142,19 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "statistics.export_csv": _GOVERNANCE_READERS,
     "reviews.list_reviews": _READ_CASES,
     "reviews.create_review": ("legal_reviewer", "agency_head", "supervisor", "system_admin"),
+    # Evidence governance (server/http/api/governance.py, docs/governance.md): JL-19 retention and
+    # disposal, JL-20 access by duty and the head's approval. The services add the finer rules: only a
+    # head of the evidence's agency who is not the requester decides; requests stay within one agency.
+    "governance.list_requests": _REQUESTERS,
+    "governance.create_request": _REQUESTERS,
+    "governance.get_request": _REQUESTERS,
+    "governance.decide_request": ("agency_head",),
+    "governance.list_grants": _REQUESTERS,
+    "governance.get_retention": _READ_EVIDENCE,
+    "governance.assign_category": ("legal_reviewer", "agency_head"),
+    "governance.set_access_class": ("agency_head",),
+    "governance.list_holds": _HOLDERS,
+    "governance.place_hold": _HOLDERS,
+    "governance.release_hold": ("agency_head", "supervisor", "auditor"),
+    "governance.list_disposals": _HOLDERS,
 }

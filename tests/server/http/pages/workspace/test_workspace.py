@@ -77,8 +77,8 @@ def test_pages_carry_a_strict_csp_without_inline_script(client: FlaskClient, sce
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "media-src 'self'" in csp
     html = page.get_data(as_text=True)
     assert "<script>" not in html and " on" + "click=" not in html and "style=" not in html
-    # No review queue is registered in this app, so none is linked.
-    assert 'data-nav="publication_review"' not in html and 'data-nav="approvals"' not in html
+    # The approval queue (issue 11) is registered, so it is linked; no publication review page is.
+    assert 'data-nav="publication_review"' not in html and 'data-nav="approvals"' in html
     assert 'data-nav="cases"' in html and 'data-nav="devices"' in html
     assert page.headers["Cache-Control"] == "no-store"
 
@@ -324,12 +324,12 @@ def test_case_file_attachment_downloads_with_the_api_headers_and_is_audited(
 def test_review_queues_are_linked_only_once_their_pages_exist(
     app: Flask, client: FlaskClient, scene: Scene
 ) -> None:
-    """The publication review (issue 10) is linked from the navigation as soon as its page is registered;
-    the approval queue (issue 11), not registered, has no link (never a placeholder)."""
+    """A review queue is linked from the navigation as soon as its page is registered, never before:
+    the publication review (issue 10) once a page registers it, the approval queue (issue 11) now."""
     app.add_url_rule(
         "/workspace/publication-review", endpoint="workspace.publication_review", view_func=lambda: "review"
     )
     login(client, "reviewer")
     html = client.get("/workspace/cases").get_data(as_text=True)
     assert 'href="/workspace/publication-review" data-nav="publication_review"' in html
-    assert 'data-nav="approvals"' not in html
+    assert 'data-nav="approvals"' in html
