@@ -37,6 +37,7 @@ from server.domain.base import utcnow
 from server.domain.evidence.keys import KeyPeriod, device_key_periods, keys_valid_at
 from server.domain.evidence.models import Recording, ScrubFinding, SegmentReceipt
 from server.domain.fleet.models import Device
+from server.domain.governance.retention_models import DisposalTombstone
 from server.infra.storage import ObjectNotFound, ObjectStore, recording_key
 
 __all__ = [
@@ -477,12 +478,28 @@ def scrub(
                 break
             # Detach the rows and end the read transaction: hashing a batch at a bounded rate takes long,
             # and a transaction held open meanwhile would pin SQLite's WAL and PostgreSQL's vacuum.
+            # JL-19: a recording destroyed by an approved disposal has no bytes on purpose; its tombstone
+            # (a ledger leaf) says so, and only its row is still checked.
+            disposed = set(
+                session.scalars(
+                    select(DisposalTombstone.recording_id).where(
+                        DisposalTombstone.recording_id.in_([rec.id for rec in batch])
+                    )
+                )
+            )
             for rec in batch:
                 session.expunge(rec)
             checkpoint()
             for rec in batch:
                 last_id = rec.id
                 found = check_columns(rec, periods)
+                if rec.id in disposed:
+                    report.recordings += 1
+                    report.findings.extend(found)
+                    report.new_findings += len(
+                        record_findings(session, current_id, (rec.id, rec.sequence), found, source=source)
+                    )
+                    continue
                 try:
                     object_finding = check_object(store, rec, throttle)
                 except ScrubStopped:

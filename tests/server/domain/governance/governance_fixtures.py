@@ -25,7 +25,7 @@ from server.domain.people.service import Caller
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
-from tests.server.domain.people.conftest import PASSWORD, World, login, world
+from tests.fixtures.people import PASSWORD, World, login, world
 
 __all__ = ["PASSWORD", "Gov", "app", "gov", "login", "workspace_client", "world"]
 

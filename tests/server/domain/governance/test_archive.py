@@ -28,8 +28,8 @@ from server.infra.db import get_engine, session_scope
 from server.infra.storage import STORE_KEY
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, migrated_app
+from tests.server.domain.sessions.conftest import T0, Recorder, hand_over, make_officer, send
 from tests.server.http.pages.workspace.conftest import commit_media
-from tests.sessions.conftest import T0, Recorder, hand_over, make_officer, send
 from zfjl_verify.cli import main as verify_main
 
 K = SessionEventKind

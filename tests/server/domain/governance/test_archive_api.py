@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from server.infra.db import get_engine
 from tests.conftest import migrated_app
 from tests.server.domain.governance.test_archive import build_case
-from tests.sessions.conftest import PASSWORD
+from tests.server.domain.sessions.conftest import PASSWORD
 
 SCRIPT = Path(sys.executable).parent / "zfjl-verify"
 

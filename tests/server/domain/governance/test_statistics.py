@@ -31,8 +31,8 @@ from server.infra.db import get_engine, session_scope
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, migrated_app
 from tests.server.domain.governance.test_archive import CaseScene, build_case, seal
+from tests.server.domain.sessions.conftest import T0, Recorder, hand_over, make_officer, send
 from tests.server.http.pages.workspace.conftest import commit_media
-from tests.sessions.conftest import T0, Recorder, hand_over, make_officer, send
 
 K = SessionEventKind
 LI, B_CERT = "AH-3002", "WH-4001"
