@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from server.domain.cases.completeness import completeness
 from server.domain.cases.models import Case, CaseEvent
-from server.domain.cases.service import completeness
 from server.domain.evidence.models import Recording
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller

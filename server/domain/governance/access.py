@@ -37,12 +37,7 @@ from server.domain.evidence import queries as recording_queries
 from server.domain.evidence.models import Recording
 from server.domain.governance.access_models import AccessClassChange
 from server.domain.governance.approvals import grant_for
-from server.domain.governance.retention import (
-    GovernanceForbidden,
-    agency_of,
-    linked_cases,
-    tombstone_of,
-)
+from server.domain.governance.retention import GovernanceForbidden, agency_of, linked_cases, tombstone_of
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller
 from server.errors import ErrorKind

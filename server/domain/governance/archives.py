@@ -35,8 +35,10 @@ from sqlalchemy.orm import Session
 
 from server.domain.audit import AuditLog, write_audit
 from server.domain.base import utcnow
+from server.domain.cases.catalogue import STATUS_EVENT
 from server.domain.cases.models import Case, CaseAttachment, CaseEvent
-from server.domain.cases.service import FINAL_STATUSES, STATUS_EVENT, case_record, get_case
+from server.domain.cases.record import case_record
+from server.domain.cases.service import FINAL_STATUSES, get_case
 from server.domain.errors import Conflict, NotFound
 from server.domain.evidence.models import Recording
 from server.domain.fleet.models import Device, DeviceAlert, DeviceAssignment

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
+from server.domain.cases.completeness import completeness
 from server.domain.cases.models import Case, CaseEvent
-from server.domain.cases.service import completeness, get_case
+from server.domain.cases.service import get_case
 from server.domain.errors import Invalid, NotFound
 from server.domain.governance.archives_models import ArchivePackage, CaseReview
 from server.domain.governance.inputs import FINDING_RESULTS, REVIEW_VERDICTS, ReviewInput

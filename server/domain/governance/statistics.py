@@ -27,8 +27,9 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from server.domain.base import utcnow
+from server.domain.cases.completeness import completeness
 from server.domain.cases.models import Case, CaseEvent, CaseOfficer
-from server.domain.cases.service import FINAL_STATUSES, completeness
+from server.domain.cases.service import FINAL_STATUSES
 from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.models import Recording
 from server.domain.fleet.models import DeviceAssignment

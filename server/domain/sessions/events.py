@@ -20,11 +20,7 @@ from protocol.session import (
 )
 from server.domain.base import utcnow
 from server.domain.fleet.models import DeviceStatus
-from server.domain.sessions.models import (
-    EnforcementSessionRecord,
-    InterruptionMarker,
-    SessionEventRecord,
-)
+from server.domain.sessions.models import EnforcementSessionRecord, InterruptionMarker, SessionEventRecord
 
 __all__ = ["SESSION_REJECTION_CODES", "EventOutcome", "Violation", "receive_event"]
 

@@ -40,12 +40,7 @@ from server.domain.sessions.continuity import (
     Verdict,
     marker_status,
 )
-from server.domain.sessions.events import (
-    SESSION_REJECTION_CODES,
-    _parse_stored,
-    _Replay,
-    _replay,
-)
+from server.domain.sessions.events import SESSION_REJECTION_CODES, _parse_stored, _Replay, _replay
 from server.domain.sessions.models import (
     EnforcementSessionRecord,
     ExplanationSignature,

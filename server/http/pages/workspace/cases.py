@@ -8,7 +8,10 @@ from typing import Any
 from flask import Response, request
 from flask.typing import ResponseReturnValue
 
+from server.domain.cases import attachments as case_attachments
+from server.domain.cases import catalogue as case_catalogue
 from server.domain.cases import queries as case_queries
+from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
 from server.domain.cases.models import ACT_KINDS
 from server.domain.errors import Invalid
@@ -98,7 +101,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
     """The whole-process record: stages, completeness with what is missing, recordings, status changes."""
     who = caller()
     with audit_refusal("case.record", "case", case_id), session_scope() as session:
-        record = case_service.case_record(session, who, case_id)
+        record = case_record_service.case_record(session, who, case_id)
         recordings = case_queries.linked_recordings(session, who, _linked_ids(record))
         # JL-22: the case file shows its review history; JL-18: its archive packages, to those who read them.
         reviews = [
@@ -117,7 +120,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
             complete=record["completeness"]["complete"],
             recordings=len(recordings),
         )
-    stages = [s for s in record["stages"] if s["stage"] in case_service.STAGES]
+    stages = [s for s in record["stages"] if s["stage"] in case_catalogue.STAGES]
     status_changes = [e for s in record["stages"] if s["stage"] == "case" for e in s["events"]]
     return render(
         "case.html",
@@ -136,7 +139,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
 def attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
     """An attachment of the case file, always as a download (the API's headers; audited)."""
     with audit_refusal("case.attachment", "case", case_id), session_scope() as session:
-        item = case_service.get_attachment(session, caller(), case_id, attachment_id)
+        item = case_attachments.get_attachment(session, caller(), case_id, attachment_id)
         audit_view(session, "case.attachment", "case", case_id, attachment_id=attachment_id)
         key, size, name, sha256, content_type = (
             item.object_key,
@@ -148,7 +151,7 @@ def attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
     data = b"".join(get_store().open_range(key, 0, size - 1)) if size else b""
     return Response(
         data,
-        mimetype=case_service.served_type(content_type),
+        mimetype=case_attachments.served_type(content_type),
         headers={
             "X-Content-SHA256": sha256,
             "Content-Disposition": content_disposition(name),

@@ -26,8 +26,8 @@ from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAck, EventAckState
 from server.domain.accounts.service import create_user
 from server.domain.base import utcnow
+from server.domain.cases.device_events import CASE_EVENT_REJECTION_CODES
 from server.domain.cases.models import Case, CaseEvent
-from server.domain.cases.service import CASE_EVENT_REJECTION_CODES
 from server.domain.evidence.models import IngestRejection
 from server.domain.fleet.devices import register_device
 from server.domain.fleet.models import Device, DeviceAssignment

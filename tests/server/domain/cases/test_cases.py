@@ -20,6 +20,8 @@ from protocol.case_events import CaseEventReport, SignedCaseEvent
 from protocol.session import EventAckState
 from server.domain.accounts.models import User
 from server.domain.base import utcnow
+from server.domain.cases import completeness as case_completeness
+from server.domain.cases import device_events as case_device_events
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import CaseEventInput, NewCase
 from server.domain.cases.models import Case, CaseEvent
@@ -361,11 +363,12 @@ def test_jl2_device_event_service_on_both_databases(db_session: Session) -> None
         case_id=case.id,
     )
     signed = SignedCaseEvent.sign(report, key)
-    assert case_service.record_device_event(db_session, "cam-2", signed).ack.state is EventAckState.STORED
+    first = case_device_events.record_device_event(db_session, "cam-2", signed)
+    assert first.ack.state is EventAckState.STORED
     db_session.commit()
-    again = case_service.record_device_event(db_session, "cam-2", signed)
+    again = case_device_events.record_device_event(db_session, "cam-2", signed)
     assert again.ack.state is EventAckState.DUPLICATE and again.refusal is None
     stored = db_session.scalars(select(CaseEvent)).one()
     assert stored.officer_ids == [officer.id] and stored.source == "device"
-    missing = {m["requirement"] for m in case_service.completeness(case, [stored])}
+    missing = {m["requirement"] for m in case_completeness.completeness(case, [stored])}
     assert "investigation.credential_shown" in missing

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from server.domain.accounts.models import User
 from server.domain.audit import AuditLog
 from server.domain.base import utcnow
+from server.domain.cases import attachments as case_attachments
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import StatusChange
 from server.domain.fleet.devices import register_device
@@ -295,7 +296,7 @@ def test_case_file_attachment_downloads_with_the_api_headers_and_is_audited(
         assert wang is not None
         event_id = session.scalar(select(CaseEvent.id).where(CaseEvent.case_id == scene.case_id))
         assert event_id is not None
-        case_service.add_attachment(
+        case_attachments.add_attachment(
             session,
             app.extensions[STORE_KEY],
             Caller(str(wang.id), "officer", wang.agency_id),

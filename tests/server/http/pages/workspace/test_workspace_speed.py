@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.accounts.models import User
 from server.domain.accounts.service import create_user
+from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import CaseEventInput
 from server.domain.cases.models import CaseEvent
@@ -132,7 +133,7 @@ def test_case_file_with_200_events_and_50_recordings_renders_fast(
         expected = _covering_per_event(session, scene.case_id)
         per_event_ms = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        record = case_service.case_record(session, who_reads, scene.case_id)
+        record = case_record_service.case_record(session, who_reads, scene.case_id)
         batched_ms = (time.perf_counter() - started) * 1000
     # The record's covering recordings, found in one query, are those the rule gives asked per event.
     batched = {e["id"]: e["covering_recording_ids"] for s in record["stages"] for e in s["events"]}
