@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.domain.cases.catalogue import (
-    _ON_SITE_KINDS,
-    _RIGHTS_NOTICE_KINDS,
-)
+from server.domain.cases.catalogue import _ON_SITE_KINDS, _RIGHTS_NOTICE_KINDS
 from server.domain.cases.models import Case, CaseEvent
 
 __all__ = ["completeness"]

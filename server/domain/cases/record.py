@@ -7,9 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.domain.cases.catalogue import (
-    STAGES,
-)
+from server.domain.cases.catalogue import STAGES
 from server.domain.cases.completeness import completeness
 from server.domain.cases.covering import CoveringRecordings
 from server.domain.cases.models import CaseAttachment, CaseEvent

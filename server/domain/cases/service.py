@@ -11,10 +11,7 @@ from sqlalchemy.orm import Session
 from server.domain.accounts.service import Forbidden
 from server.domain.audit import write_audit
 from server.domain.base import utcnow
-from server.domain.cases.catalogue import (
-    EVENT_TYPES,
-    STATUS_EVENT,
-)
+from server.domain.cases.catalogue import EVENT_TYPES, STATUS_EVENT
 from server.domain.cases.completeness import completeness
 from server.domain.cases.covering import RECORDING_SLACK
 from server.domain.cases.inputs import CASE_STATUSES, CaseEventInput, NewCase, StatusChange

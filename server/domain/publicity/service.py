@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.audit import write_audit
@@ -23,11 +23,8 @@ from server.domain.people.models import Agency
 from server.domain.people.service import Caller
 from server.domain.publicity.calendar import (
     DeadlineRule,
-    HolidaySchedule,
     WorkingDayCalendar,
-    default_calendar,
     publication_rule,
-    schedule_from_mapping,
 )
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import (
@@ -46,54 +43,43 @@ from server.domain.publicity.content import (
 from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
 from server.domain.publicity.errors import PublicityError, TransitionForbidden
 from server.domain.publicity.models import (
-    CorrectionRequest,
-    HolidayScheduleRow,
     PublicationHistory,
     PublicationItem,
 )
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
+from server.domain.publicity.schedules import (
+    CHINA,
+    calendar_of,
+    today_in_china,
+)
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
 
 __all__ = [
-    "CHINA",
-    "COUNT_CAP",
     "DUTIES",
     "CollectInput",
     "CorrectionInput",
-    "PortalQuery",
     "actor_of",
-    "calendar_of",
     "collect",
     "collect_from_case_event",
     "correct",
     "deadline_board",
-    "decide_correction_request",
     "exclude",
     "expire_due",
-    "export_records",
     "get_item",
     "history_of",
     "item_to_dict",
     "list_items",
-    "load_schedule",
     "parse_content",
-    "parse_schedule",
-    "portal_item",
-    "portal_search",
     "publish",
-    "request_correction",
     "return_to_draft",
     "review_view",
     "set_redactions",
     "submit",
     "terminate_early",
-    "today_in_china",
     "update_draft",
     "withdraw",
 ]
 
-# Deadlines are counted in Chinese working days on Beijing dates (UTC+8 all year, no summer time).
-CHINA = timezone(timedelta(hours=8))
 
 # GS-18: which publicity duties each account role carries. Legal reviewers and heads review and
 # publish; officers collect; supervisors and auditors watch (GS-22). The author never reviews (GS-7).
@@ -106,96 +92,6 @@ DUTIES: dict[str, frozenset[Role]] = {
     "system_admin": frozenset({Role.COLLECTOR, Role.REVIEWER, Role.SUPERVISOR}),
 }
 _SYSTEM = Actor(user_id="system", roles=frozenset({Role.SYSTEM}))
-
-
-def calendar_of(session: Session) -> WorkingDayCalendar:
-    """The shipped schedules, overridden by those an admin has loaded (a newer year, a corrected notice)."""
-    calendar = default_calendar()
-    for row in session.scalars(select(HolidayScheduleRow).order_by(HolidayScheduleRow.year)):
-        schedule = schedule_from_mapping(
-            {"year": row.year, "source": row.source, "holidays": row.holidays, "workdays": row.workdays}
-        )
-        calendar = calendar.with_schedule(schedule)
-    return calendar
-
-
-def parse_schedule(data: Any) -> HolidaySchedule:
-    """Decode a schedule's JSON once, at the edge; a bad date or key is a precise error."""
-    if not isinstance(data, dict):
-        raise Invalid("节假日安排须为对象", "a holiday schedule must be an object")
-    schedule: HolidaySchedule = schedule_from_mapping(data)
-    return schedule
-
-
-def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> list[int]:
-    """Store a year's official schedule and recount the deadlines it changes (issue #10 point 7).
-
-    Every item not yet published whose deadline was counted over that year (provisionally on weekends,
-    or on an earlier schedule) gets its deadline recounted and the new calendar version; returns their ids.
-    """
-    if caller.role != "system_admin":
-        raise TransitionForbidden(
-            "只有系统管理员可以载入节假日安排", "only a system admin loads holiday schedules"
-        )
-    row = session.get(HolidayScheduleRow, schedule.year)
-    values = {
-        "source": schedule.source,
-        "holidays": sorted(day.isoformat() for day in schedule.holidays),
-        "workdays": sorted(day.isoformat() for day in schedule.workdays),
-        "version": schedule.version,
-        "loaded_by": caller.user_id,
-        "loaded_at": utcnow(),
-    }
-    if row is None:
-        session.add(HolidayScheduleRow(year=schedule.year, **values))
-    else:
-        for key, value in values.items():
-            setattr(row, key, value)
-    session.flush()
-    calendar = calendar_of(session)
-    marker = f"{schedule.year}:"
-    changed = []
-    pending = session.scalars(
-        select(PublicationItem).where(
-            PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
-            PublicationItem.calendar_version.contains(marker),
-        )
-    )
-    for item in pending:
-        start = item.decided_on or item.created_at.astimezone(CHINA).date()
-        deadline = calendar.deadline(start, DeadlineRule[item.deadline_rule].working_days)
-        if deadline.calendar_version == item.calendar_version:
-            continue
-        write_audit(
-            session,
-            actor=caller.user_id,
-            action="publicity.deadline_recounted",
-            target_type="publication_item",
-            target_id=item.id,
-            detail={
-                "from": item.due_on.isoformat(),
-                "to": deadline.due.isoformat(),
-                "calendar": deadline.calendar_version,
-            },
-        )
-        item.due_on = deadline.due
-        item.deadline_provisional = deadline.provisional
-        item.calendar_version = deadline.calendar_version
-        changed.append(item.id)
-    write_audit(
-        session,
-        actor=caller.user_id,
-        action="publicity.calendar_loaded",
-        target_type="holiday_schedule",
-        target_id=schedule.year,
-        detail={"version": schedule.version, "recounted": changed},
-    )
-    return changed
-
-
-def today_in_china(now: datetime | None = None) -> date:
-    """Today's date in Beijing (deadlines and disclosure windows are counted in Chinese dates)."""
-    return (now or utcnow()).astimezone(CHINA).date()
 
 
 def actor_of(caller: Caller) -> Actor:
@@ -305,7 +201,7 @@ def collect(
     if not caller.may_write(data.agency_id):
         raise NotFound("机关不存在", "agency not found")
     if Role.COLLECTOR not in actor_of(caller).roles:
-        raise _forbidden_collect()
+        raise forbidden_collect()
     if data.replaces_item_id is not None:
         replaced = session.get(PublicationItem, data.replaces_item_id)
         if replaced is None or replaced.agency_id != data.agency_id:
@@ -317,7 +213,7 @@ def collect(
     return _create(session, caller.user_id, data, calendar)
 
 
-def _forbidden_collect() -> PublicityError:
+def forbidden_collect() -> PublicityError:
     return TransitionForbidden("没有采集公示信息的权限", "your role may not collect publicity items")
 
 
@@ -461,7 +357,7 @@ def update_draft(
             "只有草稿可以修改，已公示的事项请走更正", "only a draft can be edited; correct a published item"
         )
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
-        raise _forbidden_collect()
+        raise forbidden_collect()
     _replace_content(item, content)
     if title is not None:
         item.title = title[:300]
@@ -496,7 +392,7 @@ def set_redactions(
     if item.state not in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value):
         raise Conflict("只有草稿或待审核事项可以调整隐去内容", "redactions change only before publication")
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
-        raise _forbidden_collect()
+        raise forbidden_collect()
     content = _content(item)
     for name, decision in decisions.items():
         text = getattr(content, name)
@@ -806,150 +702,3 @@ def _iso(value: date | datetime | None) -> str | None:
 # -- the public side: portal search, one item, corrections requested by the public (GS-5, GS-8, GS-19) --
 
 
-@dataclass(frozen=True, kw_only=True)
-class PortalQuery:
-    """A portal search: free filters and one page."""
-
-    party: str = ""
-    document_number: str = ""
-    agency_id: int | None = None
-    act_kind: EnforcementAct | None = None
-    decided_from: date | None = None
-    decided_to: date | None = None
-    page: int = 1
-    per_page: int = 20
-
-
-# Beyond this many matches the portal says "more than 10000" instead of counting them all.
-COUNT_CAP = 10_000
-
-
-def _portal_visible(today: date) -> Any:
-    return (
-        PublicationItem.state.in_([state.value for state in PUBLIC_STATES]),
-        PublicationItem.disclosure_ends >= today,
-    )
-
-
-# A trigram index finds substrings of three characters or more; a shorter query (a two-character
-# personal name such as 张三) would read the whole table, so it matches the start of the text instead.
-MIN_SUBSTRING = 3
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%" if len(text) >= MIN_SUBSTRING else f"{escaped}%"
-
-
-def portal_search(
-    session: Session, query: PortalQuery, today: date | None = None
-) -> tuple[list[PublicationItem], int]:
-    """Published, unexpired items matching the query, newest decision first, and how many match.
-
-    The count stops at ``COUNT_CAP + 1``: a total above ``COUNT_CAP`` means "more than that".
-    """
-    day = today or today_in_china()
-    where = list(_portal_visible(day))
-    if query.party.strip():
-        where.append(PublicationItem.party_name.like(_like(query.party.strip()), escape="\\"))
-    if query.document_number.strip():
-        where.append(PublicationItem.document_number.like(_like(query.document_number.strip()), escape="\\"))
-    if query.agency_id is not None:
-        where.append(PublicationItem.agency_id == query.agency_id)
-    if query.act_kind is not None:
-        where.append(PublicationItem.act_kind == query.act_kind.value)
-    if query.decided_from is not None:
-        where.append(PublicationItem.decided_on >= query.decided_from)
-    if query.decided_to is not None:
-        where.append(PublicationItem.decided_on <= query.decided_to)
-    # Counting every match of a broad search costs as much as reading them: count up to a cap.
-    matches = select(PublicationItem.id).where(*where).limit(COUNT_CAP + 1).subquery()
-    total = session.scalar(select(func.count()).select_from(matches)) or 0
-    rows = session.scalars(
-        select(PublicationItem)
-        .where(*where)
-        .order_by(PublicationItem.decided_on.desc(), PublicationItem.id.desc())
-        .offset((query.page - 1) * query.per_page)
-        .limit(query.per_page)
-    )
-    return list(rows), int(total)
-
-
-def portal_item(session: Session, item_id: int, today: date | None = None) -> PublicationItem:
-    """A published item, or a withdrawn one (which shows only its withdrawal notice); else not found."""
-    day = today or today_in_china()
-    item = session.get(PublicationItem, item_id)
-    if item is None or item.published is None:
-        raise NotFound("公示信息不存在或已到期", "no such published item, or its disclosure has ended")
-    if item.state == ItemState.WITHDRAWN.value:
-        return item
-    if item.state not in {state.value for state in PUBLIC_STATES} or (item.disclosure_ends or date.min) < day:
-        raise NotFound("公示信息不存在或已到期", "no such published item, or its disclosure has ended")
-    return item
-
-
-def export_records(
-    session: Session,
-    table: str,
-    *,
-    agency_id: int | None = None,
-    today: date | None = None,
-    limit: int = 10000,
-) -> list[dict[str, str]]:
-    """The public 双公示 records (``CF`` or ``XK``) of the published, unexpired items."""
-    if table not in ("CF", "XK"):
-        raise Invalid("table 须为 CF 或 XK", "table must be CF or XK")
-    act = EnforcementAct.PENALTY if table == "CF" else EnforcementAct.LICENSING
-    where = [*_portal_visible(today or today_in_china()), PublicationItem.act_kind == act.value]
-    if agency_id is not None:
-        where.append(PublicationItem.agency_id == agency_id)
-    items = session.scalars(select(PublicationItem).where(*where).order_by(PublicationItem.id).limit(limit))
-    return [
-        dict(item.published["record"]) for item in items if item.published and item.published.get("record")
-    ]
-
-
-def request_correction(session: Session, item_id: int, text: str, contact: str = "") -> CorrectionRequest:
-    """GS-19: anyone may ask for a published item to be corrected; the request is kept with its outcome."""
-    item = portal_item(session, item_id)
-    if item.state == ItemState.WITHDRAWN.value:
-        raise Conflict("该决定已撤回，无需更正", "the decision was withdrawn; there is nothing to correct")
-    body = text.strip()
-    if not body or len(body) > 2000 or len(contact) > 200:
-        raise Invalid(
-            "更正请求须为1–2000字，联系方式不超过200字", "a request is 1-2000 characters, contact at most 200"
-        )
-    request = CorrectionRequest(
-        item_id=item.id, text=body, contact=contact.strip(), received_at=utcnow(), status="received"
-    )
-    session.add(request)
-    session.flush()
-    write_audit(
-        session,
-        actor="public",
-        action="publicity.correction_requested",
-        target_type="publication_item",
-        target_id=item.id,
-    )
-    return request
-
-
-def decide_correction_request(
-    session: Session, caller: Caller, request_id: int, *, accepted: bool, outcome: str
-) -> CorrectionRequest:
-    """The agency verifies a request: accepted (then corrects the item) or rejected, with its outcome."""
-    request = session.get(CorrectionRequest, request_id)
-    item = session.get(PublicationItem, request.item_id) if request else None
-    if request is None or item is None or not caller.may_write(item.agency_id):
-        raise NotFound("更正请求不存在", "correction request not found")
-    if Role.REVIEWER not in actor_of(caller).roles:
-        raise _forbidden_collect()
-    if request.status != "received":
-        raise Conflict("该更正请求已处理", "the request has been decided")
-    if not outcome.strip():
-        raise Invalid("须说明处理结果", "the outcome needs a text")
-    request.status = "accepted" if accepted else "rejected"
-    request.outcome = outcome.strip()
-    request.decided_by = caller.user_id
-    request.decided_at = utcnow()
-    return request

@@ -12,7 +12,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from server.domain.publicity import service
+from server.domain.publicity import portal as portal_service
+from server.domain.publicity import schedules, service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import redactions_from_mapping
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
@@ -121,7 +122,7 @@ def list_items() -> ResponseReturnValue:
             session,
             caller(),
             state=request.args.get("state") or None,
-            overdue_on=service.today_in_china() if overdue else None,
+            overdue_on=schedules.today_in_china() if overdue else None,
         )
         return jsonify(items=[service.item_to_dict(item) for item in items])
 
@@ -184,7 +185,7 @@ def collect_item() -> ResponseReturnValue:
             service.CollectInput(
                 agency_id=agency_id,
                 act=act,
-                decided_on=decided_on or service.today_in_china(),
+                decided_on=decided_on or schedules.today_in_china(),
                 title=title,
                 content=content,
                 replaces_item_id=replaces,
@@ -414,7 +415,7 @@ def decide_correction(request_id: int) -> ResponseReturnValue:
             400, "invalid_request", "accepted 须为布尔值，outcome 须为文本", "accepted bool, outcome text"
         )
     with session_scope() as session:
-        decided = service.decide_correction_request(
+        decided = portal_service.decide_correction_request(
             session, caller(), request_id, accepted=accepted, outcome=outcome
         )
         return jsonify(id=decided.id, item_id=decided.item_id, status=decided.status, outcome=decided.outcome)
@@ -440,9 +441,9 @@ def decide_correction(request_id: int) -> ResponseReturnValue:
 def load_calendar() -> ResponseReturnValue:
     """Store the schedule (it overrides the shipped one of the same year) and recount what it changes."""
     body = json_body(("year", "source", "holidays"))
-    schedule = service.parse_schedule(body)
+    schedule = schedules.parse_schedule(body)
     with session_scope() as session:
-        recounted = service.load_schedule(session, caller(), schedule)
+        recounted = schedules.load_schedule(session, caller(), schedule)
         return jsonify(year=schedule.year, version=schedule.version, recounted=recounted)
 
 
@@ -461,7 +462,7 @@ def export() -> ResponseReturnValue:
         raise ApiError(400, "invalid_request", "table 须为 CF 或 XK", "table must be CF or XK")
     who = caller()
     with session_scope() as session:
-        records = service.export_records(
+        records = portal_service.export_records(
             session, table, agency_id=None if who.reads_all else who.agency_id or -1
         )
     if request.args.get("format", "json").lower() == "csv":

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.errors import NotFound
 from server.domain.people.models import Agency
-from server.domain.publicity import service
+from server.domain.publicity import portal as portal_service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
 from server.domain.publicity.models import PublicationItem
@@ -191,7 +191,7 @@ class _BadQuery(Exception):
         self.zh, self.en = zh, en
 
 
-def _query() -> service.PortalQuery:
+def _query() -> portal_service.PortalQuery:
     """The search filters of the request; a bad one is a precise error, never a 500."""
     args = request.args
 
@@ -218,7 +218,7 @@ def _query() -> service.PortalQuery:
     except ValueError:
         raise _BadQuery("kind 无效", "kind is not a kind of act") from None
     page = number("page", 1) or 1
-    return service.PortalQuery(
+    return portal_service.PortalQuery(
         party=args.get("party", "")[:100],
         document_number=args.get("document_number", "")[:128],
         agency_id=number("agency_id", None),
@@ -274,18 +274,18 @@ def index() -> ResponseReturnValue:
             "portal/message.html", message=TEXT[_lang()]["bad_request"].format(detail=detail), status=400
         )
     with session_scope() as session:
-        items, total = service.portal_search(session, query)
+        items, total = portal_service.portal_search(session, query)
         rows = [_summary(item) for item in items]
     return _page(
         "portal/index.html",
         rows=rows,
         total=total,
-        total_label=f"{service.COUNT_CAP}+" if total > service.COUNT_CAP else str(total),
+        total_label=f"{portal_service.COUNT_CAP}+" if total > portal_service.COUNT_CAP else str(total),
         query=query,
         args=request.args,
         agencies=_agencies(),
         kinds=[(act.value, act.label if _lang() == "zh" else _KIND_EN[act]) for act in EnforcementAct],
-        pages=max(1, -(-min(total, service.COUNT_CAP) // PER_PAGE)),
+        pages=max(1, -(-min(total, portal_service.COUNT_CAP) // PER_PAGE)),
     )
 
 
@@ -304,7 +304,7 @@ def item(item_id: int) -> ResponseReturnValue:
         return refused
     with session_scope() as session:
         try:
-            found = service.portal_item(session, item_id)
+            found = portal_service.portal_item(session, item_id)
         except NotFound:
             return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
         withdrawn = found.state == "withdrawn"
@@ -343,7 +343,7 @@ def request_correction(item_id: int) -> ResponseReturnValue:
     contact = request.form.get("contact", "")
     with session_scope() as session:
         try:
-            service.request_correction(session, item_id, text, contact[:200])
+            portal_service.request_correction(session, item_id, text, contact[:200])
         except NotFound:
             return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
         except ZfjlError as error:
@@ -380,10 +380,10 @@ def open_data_search() -> ResponseReturnValue:
     except _BadQuery as bad:
         raise ApiError(400, "invalid_request", bad.zh, bad.en) from None
     with session_scope() as session:
-        items, total = service.portal_search(session, query)
+        items, total = portal_service.portal_search(session, query)
         return jsonify(
             total=total,
-            total_capped=total > service.COUNT_CAP,
+            total_capped=total > portal_service.COUNT_CAP,
             page=query.page,
             per_page=query.per_page,
             items=[_summary(i) for i in items],
@@ -412,7 +412,7 @@ def open_data_export(table: str, fmt: str) -> ResponseReturnValue:
         int(agency_raw) if agency_raw.isascii() and agency_raw.isdigit() and len(agency_raw) < 10 else None
     )
     with session_scope() as session:
-        records = service.export_records(session, table, agency_id=agency_id)
+        records = portal_service.export_records(session, table, agency_id=agency_id)
     if fmt == "csv":
         return Response(
             "\ufeff" + to_csv(records, CF_FIELDS if table == "CF" else XK_FIELDS),

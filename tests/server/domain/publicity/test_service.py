@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from server.domain.cases.models import Case, CaseEvent
 from server.domain.people.models import Agency
 from server.domain.people.service import Caller
-from server.domain.publicity import service
+from server.domain.publicity import portal as portal_service
+from server.domain.publicity import schedules, service
 from server.domain.publicity.codes import EnforcementAct, IdDocumentType, PartyCategory, PenaltyKind
 from server.domain.publicity.content import DecisionContent, FieldRedactions, PersonEntry
 from server.domain.publicity.identifiers import resident_id_check_digit, uscc_check_character
@@ -191,14 +192,18 @@ def test_gs8_portal_search_finds_published_items_only(db_session: Session, agenc
     item = published_item(db_session, agency)
     draft = collect_penalty(db_session, agency, replace(PENALTY, document_number="合市监罚〔2026〕99号"))
     today = date(2026, 10, 20)
-    found, total = service.portal_search(db_session, service.PortalQuery(party="某某餐饮"), today)
+    found, total = portal_service.portal_search(
+        db_session, portal_service.PortalQuery(party="某某餐饮"), today
+    )
     assert [i.id for i in found] == [item.id] and total == 1
-    found, _ = service.portal_search(db_session, service.PortalQuery(document_number="99号"), today)
+    found, _ = portal_service.portal_search(
+        db_session, portal_service.PortalQuery(document_number="99号"), today
+    )
     assert found == []
     assert draft.state == "draft"
-    found, _ = service.portal_search(db_session, service.PortalQuery(party="%"), today)
+    found, _ = portal_service.portal_search(db_session, portal_service.PortalQuery(party="%"), today)
     assert found == []  # wildcards are literal text
-    assert service.export_records(db_session, "CF", today=today)[0]["CF_WSH"] == "合市监罚〔2026〕12号"
+    assert portal_service.export_records(db_session, "CF", today=today)[0]["CF_WSH"] == "合市监罚〔2026〕12号"
 
 
 def test_gs15_case_involving_a_minor_is_excluded_and_never_published(
@@ -210,7 +215,7 @@ def test_gs15_case_involving_a_minor_is_excluded_and_never_published(
     assert item.excluded_grounds == ["minor"]
     with pytest.raises(ZfjlError):
         service.publish(db_session, caller(agency, "12", "legal_reviewer"), item.id)
-    assert service.portal_search(db_session, service.PortalQuery(), date(2026, 10, 20))[1] == 0
+    assert portal_service.portal_search(db_session, portal_service.PortalQuery(), date(2026, 10, 20))[1] == 0
 
 
 def test_gs15_natural_person_party_who_is_a_minor_is_excluded(db_session: Session, agency: Agency) -> None:
@@ -245,8 +250,8 @@ def test_gs12_withdrawn_item_leaves_search_and_shows_its_reason(db_session: Sess
     )
     assert item.state == "withdrawn"
     assert item.withdrawal_due_on == date(2026, 9, 22)
-    assert service.portal_search(db_session, service.PortalQuery(), date(2026, 10, 20))[1] == 0
-    notice = service.portal_item(db_session, item.id, date(2026, 10, 20))
+    assert portal_service.portal_search(db_session, portal_service.PortalQuery(), date(2026, 10, 20))[1] == 0
+    notice = portal_service.portal_item(db_session, item.id, date(2026, 10, 20))
     assert notice.withdrawal_reason == "决定已被复议机关撤销"
 
 
@@ -273,8 +278,8 @@ def test_gs13_item_leaves_the_portal_after_its_disclosure_deadline(
     db_session: Session, agency: Agency
 ) -> None:
     item = published_item(db_session, agency)
-    assert service.portal_search(db_session, service.PortalQuery(), date(2029, 9, 30))[1] == 1
-    assert service.portal_search(db_session, service.PortalQuery(), date(2029, 10, 1))[1] == 0
+    assert portal_service.portal_search(db_session, portal_service.PortalQuery(), date(2029, 9, 30))[1] == 1
+    assert portal_service.portal_search(db_session, portal_service.PortalQuery(), date(2029, 10, 1))[1] == 0
     assert service.expire_due(db_session, date(2029, 10, 1)) == [item.id]
     assert item.state == "expired"
 
@@ -291,7 +296,7 @@ def test_gs13_early_termination_only_after_the_minimum(db_session: Session, agen
 
 def test_gs19_correction_keeps_the_item_public_and_says_when(db_session: Session, agency: Agency) -> None:
     item = published_item(db_session, agency)
-    request = service.request_correction(db_session, item.id, "当事人名称有误", "")
+    request = portal_service.request_correction(db_session, item.id, "当事人名称有误", "")
     assert request.status == "received"
     corrected = replace(PENALTY, party_name="合肥某某餐饮管理有限公司")
     service.correct(
@@ -300,14 +305,17 @@ def test_gs19_correction_keeps_the_item_public_and_says_when(db_session: Session
         item.id,
         service.CorrectionInput(content=corrected, reason="当事人名称有误"),
     )
-    service.decide_correction_request(
+    portal_service.decide_correction_request(
         db_session, caller(agency, "12", "legal_reviewer"), request.id, accepted=True, outcome="已更正"
     )
     assert item.state == "corrected" and item.corrected_at is not None
     assert (item.published or {})["party_name"] == "合肥某某餐饮管理有限公司"
     assert (item.published or {})["disclosure_until"] == "2029-09-30"
     assert (
-        service.portal_search(db_session, service.PortalQuery(party="餐饮管理"), date(2026, 10, 20))[1] == 1
+        portal_service.portal_search(
+            db_session, portal_service.PortalQuery(party="餐饮管理"), date(2026, 10, 20)
+        )[1]
+        == 1
     )
 
 
@@ -357,14 +365,14 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
     item = service.collect_from_case_event(db_session, case, event)
     assert item is not None and item.due_on == date(2027, 1, 5) and item.deadline_provisional
     # A schedule made up for this test (the official 2027 one is not published yet): 1–3 January off.
-    schedule = service.parse_schedule(
+    schedule = schedules.parse_schedule(
         {"year": 2027, "source": "test schedule", "holidays": [["2027-01-01", "2027-01-03"]], "workdays": []}
     )
     with pytest.raises(ZfjlError) as info:
-        service.load_schedule(db_session, caller(agency, "12", "legal_reviewer"), schedule)
+        schedules.load_schedule(db_session, caller(agency, "12", "legal_reviewer"), schedule)
     assert info.value.kind == "forbidden"
     admin = Caller(user_id="1", role="system_admin", agency_id=None)
-    assert service.load_schedule(db_session, admin, schedule) == [item.id]
+    assert schedules.load_schedule(db_session, admin, schedule) == [item.id]
     assert item.due_on == date(2027, 1, 6)
     assert not item.deadline_provisional
     assert "weekends-only" not in item.calendar_version
@@ -373,7 +381,7 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
         db_session, agency, "penalty", datetime(2026, 12, 25, tzinfo=BEIJING), "A-2"
     )
     assert service.collect_from_case_event(db_session, later_case, later).due_on == date(2027, 1, 6)  # type: ignore[union-attr]
-    assert service.load_schedule(db_session, admin, schedule) == []
+    assert schedules.load_schedule(db_session, admin, schedule) == []
 
 
 def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
@@ -402,7 +410,9 @@ def test_gs8_a_query_shorter_than_three_characters_matches_the_start_of_the_name
     db_session: Session, agency: Agency, query: str, found: bool
 ) -> None:
     published_item(db_session, agency)
-    total = service.portal_search(db_session, service.PortalQuery(party=query), date(2026, 10, 20))[1]
+    total = portal_service.portal_search(
+        db_session, portal_service.PortalQuery(party=query), date(2026, 10, 20)
+    )[1]
     assert (total == 1) is found
 
 

@@ -132,11 +132,11 @@ def _with_rate(app: Flask, per_minute: int) -> Any:
 def test_a_broad_search_counts_up_to_the_cap_and_says_more(
     client: FlaskClient, staff: Staff, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.domain.publicity import service
+    from server.domain.publicity import portal as portal_service
 
     published(client, staff)
     published(client, staff, {**CONTENT, "document_number": "合市监罚〔2026〕13号"})
-    monkeypatch.setattr(service, "COUNT_CAP", 1)
+    monkeypatch.setattr(portal_service, "COUNT_CAP", 1)
     assert "共 1+ 条" in client.get("/portal/").get_data(as_text=True)
     answer = client.get("/portal/open-data/decisions.json").get_json()
     assert answer["total_capped"] is True and len(answer["items"]) == 2
