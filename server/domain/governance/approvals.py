@@ -12,7 +12,7 @@ JL-19: nothing is destroyed within the retention period. One flow serves all fou
 A request records requester, purpose, recipient, scope (recordings, or a case's recordings) and
 duration. It is decided once, by an agency head of the evidence's agency who is **not** the requester.
 An approved access, provision or retrieval request is a grant that expires by itself after its
-duration; an approved disposal is carried out at once (``retention.dispose``).
+duration; an approved disposal is carried out at once (``disposal.dispose``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.evidence import queries as recording_queries
 from server.domain.evidence.models import Recording
 from server.domain.governance.approvals_models import GovernanceDecision, GovernanceRequest
+from server.domain.governance.disposal import dispose, require_disposable
 from server.domain.governance.retention import (
     GovernanceForbidden,
     RetentionStore,
     agency_of,
     case_recording_ids,
-    dispose,
-    require_disposable,
 )
 from server.domain.people.service import Caller
 from server.errors import ErrorKind

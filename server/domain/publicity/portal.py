@@ -14,10 +14,7 @@ from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.people.service import Caller
 from server.domain.publicity.codes import EnforcementAct
-from server.domain.publicity.models import (
-    CorrectionRequest,
-    PublicationItem,
-)
+from server.domain.publicity.models import CorrectionRequest, PublicationItem
 from server.domain.publicity.schedules import today_in_china
 from server.domain.publicity.service import actor_of, forbidden_collect
 from server.domain.publicity.workflow import PUBLIC_STATES, ItemState, Role

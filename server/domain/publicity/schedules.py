@@ -20,10 +20,7 @@ from server.domain.publicity.calendar import (
     schedule_from_mapping,
 )
 from server.domain.publicity.errors import TransitionForbidden
-from server.domain.publicity.models import (
-    HolidayScheduleRow,
-    PublicationItem,
-)
+from server.domain.publicity.models import HolidayScheduleRow, PublicationItem
 from server.domain.publicity.workflow import ItemState
 
 __all__ = ["CHINA", "calendar_of", "load_schedule", "parse_schedule", "today_in_china"]

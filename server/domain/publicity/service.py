@@ -21,11 +21,7 @@ from server.domain.cases.models import Case, CaseEvent
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.people.models import Agency
 from server.domain.people.service import Caller
-from server.domain.publicity.calendar import (
-    DeadlineRule,
-    WorkingDayCalendar,
-    publication_rule,
-)
+from server.domain.publicity.calendar import DeadlineRule, WorkingDayCalendar, publication_rule
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import (
     TEXT_FIELDS,
@@ -42,16 +38,9 @@ from server.domain.publicity.content import (
 )
 from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
 from server.domain.publicity.errors import PublicityError, TransitionForbidden
-from server.domain.publicity.models import (
-    PublicationHistory,
-    PublicationItem,
-)
+from server.domain.publicity.models import PublicationHistory, PublicationItem
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
-from server.domain.publicity.schedules import (
-    CHINA,
-    calendar_of,
-    today_in_china,
-)
+from server.domain.publicity.schedules import CHINA, calendar_of, today_in_china
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from server.domain.governance import archives, ledger, review
+from server.domain.governance import archive_listing, archives, ledger, review
 from server.http.context import audit_request, caller, get_store, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
@@ -105,7 +105,7 @@ def create_archive(case_id: int) -> ResponseReturnValue:
         built = archives.build_archive(
             session, caller(), case_id, store=get_store(), signer=_signer(), work_dir=Path(work)
         )
-        return jsonify(archives.archive_to_dict(built.row)), 201
+        return jsonify(archive_listing.archive_to_dict(built.row)), 201
 
 
 @bp.get("/cases/<int:case_id>/archives")
@@ -117,8 +117,8 @@ def create_archive(case_id: int) -> ResponseReturnValue:
 def list_archives(case_id: int) -> ResponseReturnValue:
     """The packages of one case, oldest first."""
     with session_scope() as session:
-        rows = archives.list_archives(session, caller(), case_id)
-        return jsonify(items=[archives.archive_to_dict(r) for r in rows])
+        rows = archive_listing.list_archives(session, caller(), case_id)
+        return jsonify(items=[archive_listing.archive_to_dict(r) for r in rows])
 
 
 @bp.get("/archives/<int:archive_id>/package.zip")
@@ -131,7 +131,7 @@ def list_archives(case_id: int) -> ResponseReturnValue:
 def download_archive(archive_id: int) -> ResponseReturnValue:
     """The sealed zip from the object store (audited: it holds evidence, JL-20)."""
     with session_scope() as session:
-        row = archives.open_archive(session, caller(), archive_id)
+        row = archive_listing.open_archive(session, caller(), archive_id)
         key, size, name, digest = row.object_key, row.zip_size, row.bag_name, row.zip_sha256
         audit_request(session, "archive.download", "archive", archive_id)
     body = get_store().open_range(key, 0, size - 1)
@@ -158,7 +158,8 @@ def overdue() -> ResponseReturnValue:
     if include not in (None, "", "due"):
         raise ApiError(400, "invalid_query", "include 只能为 due", "include must be due")
     with session_scope() as session:
-        return jsonify(items=archives.overdue_archives(session, caller(), include_due=include == "due"))
+        rows = archive_listing.overdue_archives(session, caller(), include_due=include == "due")
+        return jsonify(items=rows)
 
 
 @reviews_bp.get("/cases/<int:case_id>/reviews")

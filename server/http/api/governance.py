@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.base import utcnow
 from server.domain.evidence import queries as recording_queries
-from server.domain.governance import access, approvals, retention
+from server.domain.governance import access, approvals, disposal, retention
 from server.domain.governance.approvals import RequestInput
 from server.http.context import audit_request, caller, get_store, json_body
 from server.http.errors import ApiError
@@ -379,5 +379,5 @@ def release_hold(hold_id: int) -> ResponseReturnValue:
 def list_disposals() -> ResponseReturnValue:
     """Tombstones of the caller's agency (all for supervisors and auditors)."""
     with session_scope() as session:
-        stones = retention.list_tombstones(session, caller())
-        return jsonify(items=[retention.tombstone_to_dict(s) for s in stones])
+        stones = disposal.list_tombstones(session, caller())
+        return jsonify(items=[disposal.tombstone_to_dict(s) for s in stones])

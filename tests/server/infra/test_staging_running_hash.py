@@ -161,7 +161,7 @@ def test_bytes_changed_on_disk_after_staging_are_hashed_again(staging: Staging, 
 
 def test_the_probe_finds_whether_file_times_show_every_write(tmp_path: Path) -> None:
     """The seal of file times is used only where a write right after a stat always changes the ctime."""
-    from server.infra.staging import _file_times_show_every_write
+    from server.infra.staging_seal import _file_times_show_every_write
 
     probe_says = _file_times_show_every_write(tmp_path)
     target = tmp_path / "f"

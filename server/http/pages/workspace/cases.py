@@ -15,7 +15,7 @@ from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
 from server.domain.cases.models import ACT_KINDS
 from server.domain.errors import Invalid
-from server.domain.governance import archives as archive_service
+from server.domain.governance import archive_listing
 from server.domain.governance import review as review_service
 from server.http.api.cases import content_disposition
 from server.http.context import caller, get_store
@@ -108,7 +108,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
             review_service.review_to_dict(r) for r in review_service.list_reviews(session, who, case_id)[1]
         ]
         packages = (
-            [archive_service.archive_to_dict(a) for a in archive_service.list_archives(session, who, case_id)]
+            [archive_listing.archive_to_dict(a) for a in archive_listing.list_archives(session, who, case_id)]
             if may("archives.list_archives")
             else None
         )

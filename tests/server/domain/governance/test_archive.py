@@ -20,7 +20,7 @@ from server.domain.cases import service as case_service
 from server.domain.cases.inputs import CaseEventInput, NewCase, StatusChange
 from server.domain.errors import NotFound
 from server.domain.fleet.devices import register_device
-from server.domain.governance import archives, ledger
+from server.domain.governance import archive_listing, archives, ledger
 from server.domain.governance.archives_models import ArchivePackage
 from server.domain.governance.models import LedgerLeaf
 from server.domain.people.service import Caller
@@ -325,17 +325,22 @@ def test_jl18_cases_ended_over_30_days_ago_without_a_package_are_overdue(app: Fl
     reviewer = scene.callers["reviewer"]
     with session_scope(app) as session:
         now = archives.utcnow()
-        assert archives.overdue_archives(session, reviewer, now=now) == []  # just closed: not yet due
-        due = archives.overdue_archives(session, reviewer, now=now, include_due=True)
+        assert archive_listing.overdue_archives(session, reviewer, now=now) == []  # just closed: not yet due
+        due = archive_listing.overdue_archives(session, reviewer, now=now, include_due=True)
         assert [(c["state"], c["days_left"]) for c in due] == [("due", 29), ("due", 29)]
-        listed = archives.overdue_archives(session, reviewer, now=now + timedelta(days=31))
+        listed = archive_listing.overdue_archives(session, reviewer, now=now + timedelta(days=31))
         assert [c["case_id"] for c in listed] == sorted([scene.case_id, late.case_id])
         assert listed[0]["days_overdue"] == 1  # due 30 days after ending, a day and seconds ago
         # Another agency's reviewer sees none of them (JL-20).
-        assert archives.overdue_archives(session, scene.callers["other"], now=now + timedelta(days=31)) == []
+        assert (
+            archive_listing.overdue_archives(session, scene.callers["other"], now=now + timedelta(days=31))
+            == []
+        )
     seal(app, scene, tmp_path / "out")
     with session_scope(app) as session:
-        listed = archives.overdue_archives(session, reviewer, now=archives.utcnow() + timedelta(days=31))
+        listed = archive_listing.overdue_archives(
+            session, reviewer, now=archives.utcnow() + timedelta(days=31)
+        )
         assert [c["case_id"] for c in listed] == [late.case_id]
 
 

@@ -14,7 +14,7 @@ from server.domain.cases import service as case_service
 from server.domain.cases.inputs import StatusChange
 from server.domain.errors import NotFound
 from server.domain.evidence.models import Recording
-from server.domain.governance import retention
+from server.domain.governance import disposal, retention
 from server.domain.governance.retention import DisposalRefused, GovernanceForbidden
 from server.infra.db import session_scope
 from server.infra.storage import S3ObjectStore
@@ -54,7 +54,7 @@ def _refusal(gov: Gov, recording_id: int, now: datetime = NOW) -> str | None:
         rec = session.get(Recording, recording_id)
         assert rec is not None
         try:
-            retention.require_disposable(session, rec, now)
+            disposal.require_disposable(session, rec, now)
         except DisposalRefused as exc:
             return exc.reason
     return None
