@@ -13,9 +13,7 @@ from server.domain.errors import NotFound
 from server.domain.evidence.models import Recording
 from server.domain.governance.approvals_models import GovernanceRequest
 from server.domain.governance.retention import DisposalRefused, Retention, RetentionStore, retention_of
-from server.domain.governance.retention_models import (
-    DisposalTombstone,
-)
+from server.domain.governance.retention_models import DisposalTombstone
 from server.domain.people.service import Caller
 
 __all__ = ["dispose", "list_tombstones", "require_disposable", "tombstone_to_dict"]

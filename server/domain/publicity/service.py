@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +29,6 @@ from server.domain.publicity.content import (
     FieldRedactions,
     content_from_mapping,
     content_to_mapping,
-    findings_for,
     people_of,
     public_copy,
     redactions_from_mapping,
@@ -51,17 +50,12 @@ __all__ = [
     "collect",
     "collect_from_case_event",
     "correct",
-    "deadline_board",
     "exclude",
     "expire_due",
     "get_item",
-    "history_of",
-    "item_to_dict",
-    "list_items",
     "parse_content",
     "publish",
     "return_to_draft",
-    "review_view",
     "set_redactions",
     "submit",
     "terminate_early",
@@ -118,11 +112,11 @@ def parse_content(data: Any) -> DecisionContent:
     return content
 
 
-def _content(item: PublicationItem) -> DecisionContent:
+def content_of(item: PublicationItem) -> DecisionContent:
     return content_from_mapping(item.content or {})
 
 
-def _redactions(item: PublicationItem) -> dict[str, FieldRedactions]:
+def redactions_of(item: PublicationItem) -> dict[str, FieldRedactions]:
     return redactions_from_mapping(item.redactions or {})
 
 
@@ -311,7 +305,7 @@ def _exclude_minors(session: Session, item: PublicationItem) -> bool:
     """GS-15(3): an item whose case involves a minor is excluded whole, by the system, at once."""
     if item.state not in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value):
         return False
-    content = _content(item)
+    content = content_of(item)
     verdict = exclusion_verdict(people_of(content), item.decided_on or today_in_china())
     if ExclusionGround.MINOR not in verdict.grounds:
         return False
@@ -363,7 +357,7 @@ def update_draft(
 
 
 def _replace_content(item: PublicationItem, content: DecisionContent) -> list[str]:
-    old = _content(item)
+    old = content_of(item)
     changed = [name for name in TEXT_FIELDS if getattr(old, name) != getattr(content, name)]
     # Redaction decisions are spans of the old text; on new text they would hide the wrong words.
     item.redactions = {k: v for k, v in (item.redactions or {}).items() if k not in changed}
@@ -382,7 +376,7 @@ def set_redactions(
         raise Conflict("只有草稿或待审核事项可以调整隐去内容", "redactions change only before publication")
     if not actor_of(caller).roles & {Role.COLLECTOR, Role.REVIEWER}:
         raise forbidden_collect()
-    content = _content(item)
+    content = content_of(item)
     for name, decision in decisions.items():
         text = getattr(content, name)
         for span in decision.added:
@@ -401,52 +395,17 @@ def set_redactions(
     return item
 
 
-def review_view(session: Session, caller: Caller, item_id: int) -> dict[str, Any]:
-    """What the reviewer sees: every proposed redaction highlighted, the decisions, and the result."""
-    item = get_item(session, caller, item_id)
-    content = _content(item)
-    decisions = _redactions(item)
-    fields: dict[str, Any] = {}
-    for name, findings in findings_for(content).items():
-        decided = decisions.get(name, FieldRedactions())
-        fields[name] = {
-            "source": getattr(content, name),
-            "findings": [
-                {
-                    "key": f.key,
-                    "kind": f.kind.value,
-                    "label": f.kind.label,
-                    "start": f.start,
-                    "end": f.end,
-                    "original": f.original,
-                    "replacement": f.replacement,
-                    "undone": f.key in decided.undone,
-                }
-                for f in findings
-            ],
-            "added": [{"start": m.start, "end": m.end, "reason": m.reason} for m in decided.added],
-        }
-    return {"item": item_to_dict(item), "fields": fields, "preview": _preview(session, item)}
-
-
-def _preview(session: Session, item: PublicationItem) -> dict[str, Any] | None:
-    try:
-        return _public_copy(session, item)
-    except PublicityError:
-        return None
-
-
-def _public_copy(
+def published_copy(
     session: Session, item: PublicationItem, disclosure_until: date | None = None
 ) -> dict[str, Any]:
-    content = _content(item)
+    content = content_of(item)
     window = _window(item, content, DisclosurePolicy())
     ends = disclosure_until or window.ends
     return dict(
         public_copy(
             content,
             EnforcementAct(item.act_kind),
-            _redactions(item),
+            redactions_of(item),
             agency_name=_agency_name(session, item.agency_id),
             decided_on=window.start,
             disclosure_until=ends,
@@ -459,7 +418,7 @@ def submit(session: Session, caller: Caller, item_id: int) -> PublicationItem:
     item = _writable(session, caller, item_id)
     if _exclude_minors(session, item):
         return item
-    content = _content(item)
+    content = content_of(item)
     window = _window(item, content, DisclosurePolicy())
     require_complete(
         content,
@@ -497,9 +456,9 @@ def publish(
         actor=actor_of(caller),
         at=utcnow(),
     )
-    content = _content(item)
+    content = content_of(item)
     window = _window(item, content, policy or DisclosurePolicy())
-    item.published = _public_copy(session, item, window.ends)
+    item.published = published_copy(session, item, window.ends)
     item.disclosure_earliest_end = window.earliest_end
     item.disclosure_ends = window.ends
     _append(session, item, Action.PUBLISH, actor_of(caller), None, disclosure_ends=window.ends.isoformat())
@@ -525,7 +484,7 @@ def correct(session: Session, caller: Caller, item_id: int, data: CorrectionInpu
     previous = dict(item.content or {})
     changed = _replace_content(item, data.content)
     try:
-        item.published = _public_copy(session, item, item.disclosure_ends)
+        item.published = published_copy(session, item, item.disclosure_ends)
     except PublicityError:
         item.content = previous
         raise
@@ -593,99 +552,6 @@ def expire_due(session: Session, today: date | None = None) -> list[int]:
     for item in due:
         _append(session, item, Action.EXPIRE, _SYSTEM, "公示期满 / disclosure period ended")
     return [item.id for item in due]
-
-
-def list_items(
-    session: Session, caller: Caller, *, state: str | None = None, overdue_on: date | None = None
-) -> list[PublicationItem]:
-    """Items the caller may see, newest first; ``overdue_on`` keeps unpublished items past their deadline."""
-    query = select(PublicationItem).order_by(PublicationItem.id.desc())
-    if not caller.reads_all:
-        query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
-    if state is not None:
-        if state not in {s.value for s in ItemState}:
-            raise Invalid(f"未知的状态 {state}", f"unknown state {state}")
-        query = query.where(PublicationItem.state == state)
-    if overdue_on is not None:
-        query = query.where(
-            PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
-            PublicationItem.due_on < overdue_on,
-        )
-    return list(session.scalars(query.limit(500)))
-
-
-def deadline_board(session: Session, caller: Caller, *, today: date | None = None) -> list[dict[str, Any]]:
-    """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional."""
-    day = today or today_in_china()
-    soon = calendar_of(session).deadline(day, 3).due
-    query = select(PublicationItem).where(
-        PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value])
-    )
-    if not caller.reads_all:
-        query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
-    board: dict[int, dict[str, Any]] = {}
-    for item in session.scalars(query):
-        row = board.setdefault(
-            item.agency_id, {"agency_id": item.agency_id, "overdue": [], "due_soon": [], "provisional": []}
-        )
-        if item.due_on < day:
-            row["overdue"].append(item.id)
-        elif item.due_on <= soon:
-            row["due_soon"].append(item.id)
-        if item.deadline_provisional:
-            row["provisional"].append(item.id)
-    return [board[agency_id] for agency_id in sorted(board)]
-
-
-def history_of(session: Session, item: PublicationItem) -> list[PublicationHistory]:
-    """An item's history, oldest first."""
-    return list(
-        session.scalars(
-            select(PublicationHistory)
-            .where(PublicationHistory.item_id == item.id)
-            .order_by(PublicationHistory.id)
-        )
-    )
-
-
-def item_to_dict(item: PublicationItem, *, today: date | None = None) -> dict[str, Any]:
-    """An item as the staff API shows it (the source content included: staff only)."""
-    day = today or today_in_china()
-    return {
-        "id": item.id,
-        "agency_id": item.agency_id,
-        "case_id": item.case_id,
-        "source_event_id": item.source_event_id,
-        "act_kind": item.act_kind,
-        "title": item.title,
-        "party_name": item.party_name,
-        "document_number": item.document_number,
-        "decided_on": item.decided_on.isoformat() if item.decided_on else None,
-        "state": item.state,
-        "author": item.author,
-        "due_on": item.due_on.isoformat(),
-        "deadline_rule": item.deadline_rule,
-        "deadline_provisional": item.deadline_provisional,
-        "calendar_version": item.calendar_version,
-        "overdue": item.state in (ItemState.DRAFT.value, ItemState.IN_REVIEW.value) and item.due_on < day,
-        "disclosure_earliest_end": _iso(item.disclosure_earliest_end),
-        "disclosure_ends": _iso(item.disclosure_ends),
-        "excluded_grounds": list(item.excluded_grounds or []),
-        "excluded_reason": item.excluded_reason,
-        "withdrawal_reason": item.withdrawal_reason,
-        "withdrawal_due_on": _iso(item.withdrawal_due_on),
-        "replaces_item_id": item.replaces_item_id,
-        "published_at": _iso(item.published_at),
-        "corrected_at": _iso(item.corrected_at),
-        "withdrawn_at": _iso(item.withdrawn_at),
-        "content": dict(item.content or {}),
-        "redactions": dict(item.redactions or {}),
-        "published": item.published,
-    }
-
-
-def _iso(value: date | datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 # -- the public side: portal search, one item, corrections requested by the public (GS-5, GS-8, GS-19) --

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity import schedules, service
+from server.domain.publicity import views as publicity_views
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import redactions_from_mapping
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
@@ -87,7 +88,7 @@ def _reason(body: dict[str, Any]) -> str:
 
 
 def _with_history(session: Any, item: Any) -> dict[str, Any]:
-    data = service.item_to_dict(item)
+    data = publicity_views.item_to_dict(item)
     data["history"] = [
         {
             "action": h.action,
@@ -97,7 +98,7 @@ def _with_history(session: Any, item: Any) -> dict[str, Any]:
             "at": h.at.isoformat(),
             "reason": h.reason,
         }
-        for h in service.history_of(session, item)
+        for h in publicity_views.history_of(session, item)
     ]
     return data
 
@@ -118,13 +119,13 @@ def list_items() -> ResponseReturnValue:
     """Items of the caller's agency (all agencies for supervisors), newest first."""
     overdue = request.args.get("overdue", "").lower() == "true"
     with session_scope() as session:
-        items = service.list_items(
+        items = publicity_views.list_items(
             session,
             caller(),
             state=request.args.get("state") or None,
             overdue_on=schedules.today_in_china() if overdue else None,
         )
-        return jsonify(items=[service.item_to_dict(item) for item in items])
+        return jsonify(items=[publicity_views.item_to_dict(item) for item in items])
 
 
 @bp.get("/deadlines")
@@ -137,7 +138,7 @@ def list_items() -> ResponseReturnValue:
 def deadlines() -> ResponseReturnValue:
     """Per agency (every agency for supervisors), the unpublished items by deadline."""
     with session_scope() as session:
-        return jsonify(agencies=service.deadline_board(session, caller()))
+        return jsonify(agencies=publicity_views.deadline_board(session, caller()))
 
 
 @bp.post("/items")
@@ -191,7 +192,7 @@ def collect_item() -> ResponseReturnValue:
                 replaces_item_id=replaces,
             ),
         )
-        return jsonify(service.item_to_dict(item)), 201
+        return jsonify(publicity_views.item_to_dict(item)), 201
 
 
 @bp.get("/items/<int:item_id>")
@@ -223,7 +224,7 @@ def update_item(item_id: int) -> ResponseReturnValue:
         raise ApiError(400, "invalid_request", "title 须为文本", "title must be text")
     with session_scope() as session:
         item = service.update_draft(session, caller(), item_id, content, title=title)
-        return jsonify(service.item_to_dict(item))
+        return jsonify(publicity_views.item_to_dict(item))
 
 
 @bp.get("/items/<int:item_id>/review")
@@ -235,7 +236,7 @@ def update_item(item_id: int) -> ResponseReturnValue:
 def review_item(item_id: int) -> ResponseReturnValue:
     """Every proposed redaction of each text field, the decisions so far, and the public preview."""
     with session_scope() as session:
-        return jsonify(service.review_view(session, caller(), item_id))
+        return jsonify(publicity_views.review_view(session, caller(), item_id))
 
 
 @bp.put("/items/<int:item_id>/redactions")
@@ -254,7 +255,7 @@ def set_redactions(item_id: int) -> ResponseReturnValue:
     body = json_body()
     with session_scope() as session:
         item = service.set_redactions(session, caller(), item_id, redactions_from_mapping(body))
-        return jsonify(service.item_to_dict(item))
+        return jsonify(publicity_views.item_to_dict(item))
 
 
 def _transition(item_id: int, action: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from server.domain.people.models import Agency
 from server.domain.people.service import Caller
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity import schedules, service
+from server.domain.publicity import views as publicity_views
 from server.domain.publicity.codes import EnforcementAct, IdDocumentType, PartyCategory, PenaltyKind
 from server.domain.publicity.content import DecisionContent, FieldRedactions, PersonEntry
 from server.domain.publicity.identifiers import resident_id_check_digit, uscc_check_character
@@ -128,7 +129,7 @@ def test_gs11_deadline_in_2027_is_provisional_and_says_its_calendar(
     assert item.deadline_provisional
     assert item.due_on == date(2027, 1, 5)
     assert "2027:weekends-only" in item.calendar_version
-    assert service.item_to_dict(item)["deadline_provisional"] is True
+    assert publicity_views.item_to_dict(item)["deadline_provisional"] is True
 
 
 def test_other_event_types_create_nothing(db_session: Session, agency: Agency) -> None:
@@ -167,7 +168,7 @@ def test_gs7_published_by_another_person_with_a_redacted_copy(db_session: Sessio
     # The source record keeps what the collector typed (GS-14: the copy is redacted, not the source).
     assert WITNESS_ID in item.content["facts"]
     assert item.disclosure_ends == date(2029, 9, 30)
-    actions = [(h.action, h.actor) for h in service.history_of(db_session, item)]
+    actions = [(h.action, h.actor) for h in publicity_views.history_of(db_session, item)]
     assert actions == [("collect", "10"), ("submit", "10"), ("publish", "12")]
 
 
@@ -336,7 +337,7 @@ def test_gs7_history_is_append_only_in_the_database(db_session: Session, agency:
 
 def test_reviewer_undoes_a_proposed_redaction(db_session: Session, agency: Agency) -> None:
     item = collect_penalty(db_session, agency)
-    view = service.review_view(db_session, caller(agency, "12", "legal_reviewer"), item.id)
+    view = publicity_views.review_view(db_session, caller(agency, "12", "legal_reviewer"), item.id)
     mobile = next(f for f in view["fields"]["facts"]["findings"] if f["kind"] == "mobile")
     service.set_redactions(
         db_session,
@@ -397,7 +398,7 @@ def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
     provisional = service.collect_from_case_event(db_session, late_case, late)
     assert provisional is not None
     supervisor = Caller(user_id="50", role="supervisor", agency_id=None)
-    [row] = service.deadline_board(db_session, supervisor, today=date(2026, 10, 19))
+    [row] = publicity_views.deadline_board(db_session, supervisor, today=date(2026, 10, 19))
     assert row["overdue"] == [overdue.id]
     assert row["due_soon"] == [soon.id]
     assert row["provisional"] == [provisional.id]
@@ -425,6 +426,6 @@ def test_gs11_bad_content_in_the_decision_event_still_opens_the_item_and_says_wh
     )
     item = service.collect_from_case_event(db_session, case, event)
     assert item is not None and item.due_on == date(2026, 10, 15)
-    [collected] = service.history_of(db_session, item)
+    [collected] = publicity_views.history_of(db_session, item)
     assert "fine_yuan" in collected.detail["content_error_en"]
     assert item.party_name == "合肥某某餐饮有限公司"  # taken from the case
