@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -45,10 +44,11 @@ from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
+from server.infra.staging_files import IndexEntry, ParsedIndex, new_header, parse_index, pwrite_all, read_at
 from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
 from zfjl_common.fsutil import fsync_dir
 
-__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staged", "Staging", "StagingError"]
+__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingError"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ MANIFEST_NAME = "manifest.json"
 DATA_NAME = "data.part"
 INDEX_NAME = "index"
 LOCK_NAME = "lock"
-_INDEX_LINE = re.compile(r"(0|[1-9][0-9]{0,15}) ([1-9][0-9]{0,15}) ([0-9a-f]{64})")
-_READ_BLOCK = 1024 * 1024
 # Each staged transfer counts at least this much against its device's quota (an init's largest size).
 TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 
@@ -70,78 +68,11 @@ class StagingError(ZfjlError):
 
 
 @dataclass(frozen=True)
-class IndexEntry:
-    """One staged chunk as the index names it."""
-
-    offset: int
-    length: int
-    sha256: str
-
-    @property
-    def end(self) -> int:
-        """Offset just past the chunk."""
-        return self.offset + self.length
-
-    def line(self) -> bytes:
-        """The entry as one index line."""
-        return f"{self.offset} {self.length} {self.sha256}\n".encode("ascii")
-
-
-@dataclass(frozen=True)
-class _ParsedIndex:
-    """What this process parsed of one generation of an index (append-only, so only the tail is new)."""
-
-    header: bytes
-    consumed: int
-    entries: tuple[IndexEntry, ...]
-    held: RangeSet
-
-
-@dataclass(frozen=True)
 class Staged:
     """A finalized transfer's fsynced file, and its SHA-256 when this process hashed it as it arrived."""
 
     path: Path
     sha256: str | None  # None: nobody hashed these bytes yet, the caller must hash the file
-
-
-def _new_header() -> bytes:
-    return f"# {os.urandom(12).hex()}\n".encode("ascii")
-
-
-def _parse_index(data: bytes) -> list[IndexEntry]:
-    entries: list[IndexEntry] = []
-    # A crash can leave a torn last line; only newline-terminated, well-formed lines count.
-    for raw in data.split(b"\n")[:-1]:
-        if raw.startswith(b"#"):
-            continue
-        match = _INDEX_LINE.fullmatch(raw.decode("ascii", "replace"))
-        if match is None:
-            if raw:
-                _LOG.warning("staging: ignoring malformed index line %r", raw[:200])
-            continue
-        entries.append(IndexEntry(int(match[1]), int(match[2]), match[3]))
-    return entries
-
-
-def _read_at(fd: int, offset: int, length: int) -> bytes:
-    parts: list[bytes] = []
-    while length > 0:
-        block = os.pread(fd, min(length, _READ_BLOCK), offset)
-        if not block:
-            break
-        parts.append(block)
-        offset += len(block)
-        length -= len(block)
-    return b"".join(parts)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 class Staging:
@@ -151,7 +82,7 @@ class Staging:
         self.root = Path(root).resolve()
         private_dir(self.root)
         # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
-        self._parsed: dict[Path, _ParsedIndex] = {}
+        self._parsed: dict[Path, ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
         self._running: dict[Path, _RunningHash] = {}
         self._times_show_writes = _file_times_show_every_write(self.root)
@@ -215,9 +146,9 @@ class Staging:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _index(self, path: Path) -> _ParsedIndex:
+    def _index(self, path: Path) -> ParsedIndex:
         """The transfer's index, parsed incrementally; a new header means a new generation, parsed anew."""
-        empty = _ParsedIndex(b"", 0, (), RangeSet())
+        empty = ParsedIndex(b"", 0, (), RangeSet())
         try:
             fd = os.open(path / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -226,17 +157,17 @@ class Staging:
             return empty
         try:
             size = os.fstat(fd).st_size
-            head = _read_at(fd, 0, min(size, 64))
+            head = read_at(fd, 0, min(size, 64))
             header = head[: head.find(b"\n") + 1] if head.startswith(b"#") else b""
             with self._parsed_lock:
                 parsed = self._parsed.get(path)
             if parsed is None or not header or parsed.header != header or parsed.consumed > size:
-                parsed = _ParsedIndex(header, 0, (), RangeSet())
+                parsed = ParsedIndex(header, 0, (), RangeSet())
             if size > parsed.consumed:
-                tail = _read_at(fd, parsed.consumed, size - parsed.consumed)
+                tail = read_at(fd, parsed.consumed, size - parsed.consumed)
                 complete = tail.rfind(b"\n") + 1
-                new = _parse_index(tail[:complete])
-                parsed = _ParsedIndex(
+                new = parse_index(tail[:complete])
+                parsed = ParsedIndex(
                     header,
                     parsed.consumed + complete,
                     parsed.entries + tuple(new),
@@ -329,7 +260,7 @@ class Staging:
                 if outcome is not None:
                     return outcome
                 untouched = self._sealed_since_last_write(path, data_fd)
-                _pwrite_all(data_fd, chunk.data, chunk.offset)
+                pwrite_all(data_fd, chunk.data, chunk.offset)
                 entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
                 index_fd = os.open(
                     path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
@@ -339,7 +270,7 @@ class Staging:
                     # new index starts with a fresh header (we hold the lock, so nobody else creates it).
                     line = entry.line()
                     if os.fstat(index_fd).st_size == 0:
-                        line = _new_header() + line
+                        line = new_header() + line
                     os.write(index_fd, line)
                 finally:
                     os.close(index_fd)
@@ -388,7 +319,7 @@ class Staging:
             self._running[path] = running
 
     def _compare(
-        self, path: Path, data_fd: int, index: _ParsedIndex, chunk: FileChunk
+        self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk
     ) -> StageOutcome | None:
         """SAME / DIFFERENT when the chunk overlaps held bytes, None when it must be written."""
         held = index.held
@@ -404,7 +335,7 @@ class Staging:
             for e in index.entries
             if e.offset < chunk.end
             and chunk.offset < e.end
-            and hashlib.sha256(_read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
+            and hashlib.sha256(read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
         ]
         if not damaged:
             return StageOutcome.DIFFERENT
@@ -420,7 +351,7 @@ class Staging:
     @staticmethod
     def _overlaps_equal(data_fd: int, chunk: FileChunk, overlaps: list[tuple[int, int]]) -> bool:
         for start, end in overlaps:
-            staged = _read_at(data_fd, start, end - start)
+            staged = read_at(data_fd, start, end - start)
             if staged != chunk.data[start - chunk.offset : end - chunk.offset]:
                 return False
         return True
@@ -430,7 +361,7 @@ class Staging:
         """Atomically replace the index (caller holds the lock, so no append can be lost)."""
         tmp = path / f".{INDEX_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         with os.fdopen(create_private_file(tmp), "wb") as fh:
-            fh.write(_new_header() + b"".join(e.line() for e in entries))
+            fh.write(new_header() + b"".join(e.line() for e in entries))
         os.replace(tmp, path / INDEX_NAME)
 
     def sync(self, device_id: str, file_id: str, size: int) -> Path:

@@ -10,10 +10,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.errors import Invalid
 from server.domain.people.service import Caller
-from server.domain.publicity.content import (
-    FieldRedactions,
-    findings_for,
-)
+from server.domain.publicity.content import FieldRedactions, findings_for
 from server.domain.publicity.errors import PublicityError
 from server.domain.publicity.models import PublicationHistory, PublicationItem
 from server.domain.publicity.schedules import calendar_of, today_in_china
