@@ -20,7 +20,7 @@ from server.domain.publicity import portal as portal_service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
 from server.domain.publicity.models import PublicationItem
-from server.errors import ZfjlError
+from server.errors import ErrorKind, ZfjlError
 from server.http.context import client_ip
 from server.http.errors import ApiError, error_response
 from server.http.openapi import api_view
@@ -185,9 +185,14 @@ def _page(template: str, *, status: int = 200, **context: Any) -> Response:
     return response
 
 
-class _BadQuery(Exception):
+class _BadQuery(ZfjlError):
+    """A search filter the portal cannot use: shown on the page with its reason, never a 500."""
+
+    kind = ErrorKind.INVALID
+    code = "bad_query"
+
     def __init__(self, zh: str, en: str) -> None:
-        super().__init__(en)
+        super().__init__(zh, en)
         self.zh, self.en = zh, en
 
 
