@@ -375,6 +375,7 @@ class Bench:
             "cpus": os.cpu_count(),
             "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
             "sha256_mb_s": sha256_speed(),
+            **cpu_model(),
         }
         self.log(
             f"preparing {o.devices} devices x {self.per_device} segments x {self.segment_bytes / MIB:g} MiB "
@@ -695,6 +696,19 @@ class Bench:
         self.result["ratios"] = ratios
 
 
+def cpu_model() -> dict[str, Any]:
+    """The CPU's model name and whether it has SHA extensions (they change SHA-256 speed 3–5×)."""
+    model, flags = "", set[str]()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and not model:
+                model = value.strip()
+            elif name.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    return {"cpu_model": model, "sha_extensions": bool(flags & {"sha_ni", "sha2"})}
+
+
 def report(result: dict[str, Any]) -> str:
     """Human-readable summary."""
     c, paho, ours = result["config"], result["baseline_paho"], result["ours"]
@@ -702,6 +716,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"zfjl ingest benchmark — {c['date']}, {c['cpus']} CPUs, broker {c['broker']}, store {c['store']}, "
         f"{c['workers']} ingest worker(s); load {c['loadavg_1m_at_start']}, sha256 {c['sha256_mb_s']} MB/s",
+        f"  CPU: {c['cpu_model'] or 'unknown'}, SHA extensions {'yes' if c['sha_extensions'] else 'no'}",
         f"  volume: {c['devices']} devices x {c['segments_per_device']} segments x "
         f"{c['segment_bytes'] / MIB:g} MiB = {c['total_bytes'] / MIB:g} MiB; "
         f"chunk {c['chunk_bytes'] // 1024} KiB, "
@@ -724,6 +739,9 @@ def report(result: dict[str, Any]) -> str:
         f"{ours['server_cpu_s']} s ({ours['server_cpu_s_per_gb']} s/GB), broker {ours['broker_cpu_s']} s",
         f"  server handle() CPU s by kind: {srv['handle_cpu_s']}  wall s: {srv['handle_wall_s']}",
         f"  server threads CPU s: {srv['threads']}",
+        "  finalize: "
+        f"{srv.get('ingest', {}).get('finalize_hashed_on_arrival', 'n/a')} hashed as the chunks arrived, "
+        f"{srv.get('ingest', {}).get('finalize_rehashed', 'n/a')} re-hashed from the staged file",
         f"  verify: {ver['recording_rows']}/{ver['segments_expected']} rows, {ver['objects']} objects "
         f"({ver['object_versions']} versions), {ver['sample_sha256_checked']} sampled sha256, staging left "
         f"{ver['staging_left']}: {'OK' if ver['ok'] else 'FAILED ' + '; '.join(ver['problems'])}",

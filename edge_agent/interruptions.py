@@ -250,10 +250,12 @@ class InterruptionWatchdog:
                 self.before_resume()  # journal what an ENOSPC left behind
             with self._lock:
                 self.storage_full = False
+            # Resume the session (RESUMED, the explanation clip asked for) before writing restarts, so
+            # the first file after the pause is the whole clip, not one frame cut short (JL-16).
+            self.conditions.condition_cleared("storage_full")
             if recorder is not None:
                 recorder.resume_writing()
             logger.warning("storage free again (%d bytes): recording resumes", free)
-            self.conditions.condition_cleared("storage_full")
 
     def _show(self, kind: PromptKind, message: str) -> None:
         try:

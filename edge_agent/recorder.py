@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import threading
@@ -71,9 +72,8 @@ class Recorder:
         # Called (recorder thread) when a write fails with ENOSPC: recording pauses instead of dying.
         self.on_storage_full = on_storage_full
         self.last_audio_at: float | None = None  # monotonic time the last audio block arrived
-        self._roll_requested = threading.Event()
-        # Capture time (monotonic ns) from which the requested roll applies; 0 = the next frame.
-        self._roll_at_ns = 0
+        # Capture times (monotonic ns) at which requested rolls apply, ascending; 0 = the next frame.
+        self._roll_boundaries: list[int] = []
         self._roll_lock = threading.Lock()
         self._pause_requested = threading.Event()
         self.video_encoder = video_encoder
@@ -129,12 +129,12 @@ class Recorder:
         Session boundaries (JL-16): a camera queues a few frames, so a recorder that falls behind reads
         frames captured *before* a session ended after the end was pressed. Rolling on capture time
         keeps those frames in the session's segment instead of the idle piece that follows it.
+
+        Two requests before a roll each keep their boundary: an explanation clip cut (or a skip) just
+        before the end must not swallow the end's boundary, or idle footage would run on in the session.
         """
         with self._roll_lock:
-            at = 0 if at_mono_ns is None else at_mono_ns
-            # Two requests before the roll: the earlier boundary wins (the later one rolls next time).
-            self._roll_at_ns = min(self._roll_at_ns, at) if self._roll_requested.is_set() else at
-            self._roll_requested.set()
+            bisect.insort(self._roll_boundaries, 0 if at_mono_ns is None else at_mono_ns)
 
     def pause_writing(self) -> None:
         """Close the current segment cleanly and write nothing until :meth:`resume_writing`."""
@@ -307,9 +307,11 @@ class Recorder:
         # a fresh file after a pause): the boundary must still fall on that frame.
         # Taken under the lock so a request arriving meanwhile is not cleared unseen.
         with self._roll_lock:
-            due = self._roll_requested.is_set() and frame.mono_ns >= self._roll_at_ns
+            boundaries = self._roll_boundaries
+            due = bool(boundaries) and frame.mono_ns >= boundaries[0]
             if due:
-                self._roll_requested.clear()
+                # Every boundary this frame has reached falls on this one roll; later ones stay pending.
+                self._roll_boundaries = [b for b in boundaries if b > frame.mono_ns]
         if writer is None:
             writer = self._writer = self._open_segment(frame)
         else:

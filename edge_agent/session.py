@@ -370,12 +370,15 @@ class SessionController:
         with self._lock:
             if not self._declared:
                 raise SessionCommandError("no officer-declared interruption is open")
-            if self.recorder is not None:
-                self.recorder.resume_writing()
             self._declared = False
             marker = self.open_marker
             if not self._conditions:
                 self._resume()
+            # Only now: the clip is asked for (JL-16), so the first file after the pause is the clip. Writing
+            # earlier let the recorder open a file while RESUMED was being journalled, and the clip's own
+            # cut then closed that file after one frame.
+            if self.recorder is not None:
+                self.recorder.resume_writing()
         return marker
 
     def skip_explanation(self) -> str:

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.outbox import Outbox, OutboxSegment
-from protocol.messages import FileChunk, FileFin, FileInit, FileStatusQuery, Message, TransferAck
+from protocol.messages import (
+    AckState,
+    FileChunk,
+    FileFin,
+    FileInit,
+    FileStatusQuery,
+    Message,
+    TransferAck,
+)
 from protocol.transfer import (
     RETRY_LATER_CODES,
     SegmentSender,
@@ -138,6 +146,8 @@ class Uploader:
         self._wake = threading.Event()
         self._active: dict[str, _Transfer] = {}
         self._blocked: dict[int, float] = {}
+        # Segments whose file was found not to match its signed hash: checked in full before any resend.
+        self._suspect: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
@@ -235,6 +245,8 @@ class Uploader:
                     logger.debug("ack %s for inactive transfer %s ignored", event.state.value, event.file_id)
                     continue
                 sender = transfer_or_none.sender
+                if self._file_altered(transfer_or_none, event):
+                    continue
                 ignored = sender.mismatched_completes
                 self._execute(transfer_or_none, sender.receive_ack(event, now))
                 if sender.mismatched_completes != ignored:
@@ -290,23 +302,55 @@ class Uploader:
             self._execute(transfer, sender.start(now))
 
     def _open_checked(self, segment: OutboxSegment) -> int | None:
-        """Open the segment file if it still is exactly what was signed; else report and skip it."""
+        """Open the segment file if it still is what was signed; else report and skip it.
+
+        Each byte is hashed once per upload: the chunks' own SHA-256 (the topic needs it) is that pass,
+        and the server checks the whole file against the signed hash before it stores anything. So a
+        file is hashed in full here only when its size changed or the server already found it wrong
+        (:meth:`_file_altered`); an altered file is then reported here instead of being sent again.
+        """
         try:
             fd = os.open(segment.path, os.O_RDONLY)
         except OSError as exc:
             logger.error("segment %d: cannot open %s: %s", segment.sequence, segment.path, exc.strerror)
             return None
-        # Checked before sending so an altered file is reported here rather than looping on the server.
+        if os.fstat(fd).st_size == segment.size and segment.sequence not in self._suspect:
+            return fd
         size, sha256 = sha256_fd(fd)
         if size != segment.size or sha256 != segment.sha256:
             os.close(fd)
+            self._suspect.add(segment.sequence)
             logger.error(
                 "segment %d: file %s no longer matches its signed manifest; not uploaded, kept",
                 segment.sequence,
                 segment.path,
             )
             return None
+        self._suspect.discard(segment.sequence)
         return fd
+
+    def _file_altered(self, transfer: _Transfer, ack: TransferAck) -> bool:
+        """After the server found the staged bytes wrong, check the file; True (and blocked) if it changed.
+
+        ``hash_mismatch`` means the bytes the server holds do not hash to the signed manifest: either they
+        were damaged on the way or in staging (resend), or the file here changed since it was signed (a
+        resend would fail the same way forever, so the segment is kept and reported instead).
+        """
+        if not (ack.state is AckState.INCOMPLETE and ack.code == "hash_mismatch"):
+            return False
+        segment = transfer.segment
+        size, sha256 = sha256_fd(transfer.fd)
+        if size == segment.size and sha256 == segment.sha256:
+            return False
+        self._suspect.add(segment.sequence)
+        logger.error(
+            "segment %d: the server found its bytes wrong and file %s no longer matches its signed "
+            "manifest; not uploaded again, kept",
+            segment.sequence,
+            segment.path,
+        )
+        self._drop(transfer, block=True)
+        return True
 
     def _execute(self, transfer: _Transfer, actions: list[SenderAction]) -> None:
         seg = transfer.segment

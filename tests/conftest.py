@@ -27,6 +27,8 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.pulse",
     "tests.fixtures.skips",
+    # Fixtures shared by the tests of people, cases, credentials and the pages.
+    "tests.fixtures.people",
 ]
 
 ADMIN_USER = "admin"

@@ -6,6 +6,7 @@ keys ``<name>+<hex key id>+<base64>``, one a line (lines starting with ``#`` are
 agency publishes for its ledger, kept by whoever witnesses it (JL-6, JL-23). A checkpoint file may be
 the signed note itself or the server's JSON answer (``GET /ledger/v1/checkpoint``); a leaf may be its
 exact bytes, its hash, or the server's leaf answer (``--leaf-json``, data and proof in one file).
+``package`` checks an archive package (JL-18) as a whole: zfjl_verify/package.py says what it checks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import MalformedProof, VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_consistency, verify_inclusion
 from zfjl_verify.note import NoteVerifier
+from zfjl_verify.package import verify_package
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
 
 __all__ = ["main"]
@@ -143,6 +145,29 @@ def _cmd_consistency(args: argparse.Namespace) -> None:
     )
 
 
+class _PackageFailed(VerifyError):
+    """An archive package with at least one problem (each already printed)."""
+
+    code = "package_failed"
+
+
+def _cmd_package(args: argparse.Namespace) -> None:
+    report = verify_package(Path(args.package), _keys(args.key), origin=args.origin)
+    for problem in report.problems:
+        print(f"[{problem.code}] {problem.message}\n[{problem.code}] {problem.message_en}", file=sys.stderr)
+    if not report.ok:
+        raise _PackageFailed(
+            f"档案包有 {len(report.problems)} 处问题", f"the package has {len(report.problems)} problems"
+        )
+    size = report.checkpoint.size if report.checkpoint else 0
+    _say(
+        f"通过：{report.files} 个文件的哈希、{report.recordings} 段录像和 {report.leaves} 个叶的包含证明"
+        f"均与 {size} 叶的已签名检查点一致",
+        f"OK: {report.files} payload files, {report.recordings} recordings and {report.leaves} inclusion "
+        f"proofs verify against the signed checkpoint of {size} leaves",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zfjl-verify",
@@ -174,6 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument("--new", required=True, help="the newer signed checkpoint / 较新的检查点")
     con.add_argument("--proof", help="consistency proof JSON / 一致性证明")
     con.set_defaults(run=_cmd_consistency)
+
+    pkg = sub.add_parser("package", help="verify an archive package (JL-18) / 核验档案包")
+    pkg.add_argument("--key", required=True, help="verifier key file / 公钥文件")
+    pkg.add_argument("package", help="the package: a BagIt directory or its zip / 档案包目录或 zip")
+    pkg.set_defaults(run=_cmd_package)
     return parser
 
 

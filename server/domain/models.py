@@ -15,8 +15,13 @@ import server.domain.evidence.models
 import server.domain.fleet.models
 import server.domain.fleet.rollout_models
 import server.domain.fleet.telemetry_models
+import server.domain.governance.access_models
+import server.domain.governance.approvals_models
+import server.domain.governance.archives_models
 import server.domain.governance.models
+import server.domain.governance.retention_models
 import server.domain.people.models
+import server.domain.publicity.models
 import server.domain.sessions.models
 from server.domain.base import Base
 
@@ -30,7 +35,12 @@ MODEL_MODULES = (
     server.domain.fleet.models,
     server.domain.fleet.rollout_models,
     server.domain.fleet.telemetry_models,
+    server.domain.governance.archives_models,
+    server.domain.governance.access_models,
+    server.domain.governance.approvals_models,
     server.domain.governance.models,
+    server.domain.governance.retention_models,
     server.domain.people.models,
+    server.domain.publicity.models,
     server.domain.sessions.models,
 )

@@ -44,10 +44,20 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(rollouts.bp, url_prefix="/api/v1/fleet")
     app.register_blueprint(rollouts.device_bp, url_prefix="/updates/v1")
+    # Archive packages, case-file review and statistics (JL-18, JL-21, JL-22; docs/archives.md).
+    from server.http.api import archives, statistics
+
+    app.register_blueprint(archives.bp, url_prefix="/api/v1")
+    app.register_blueprint(archives.reviews_bp, url_prefix="/api/v1")
+    app.register_blueprint(statistics.bp, url_prefix="/api/v1/statistics")
     # Device admin console (server-rendered pages over the fleet services, issue #5).
     from server.http.pages.admin import console as admin_console
 
     app.register_blueprint(admin_console.bp)
+    # Evidence governance: retention, holds, disposal, access approvals (JL-19, JL-20, issue 11).
+    from server.http.api import governance
+
+    app.register_blueprint(governance.bp, url_prefix="/api/v1/governance")
     # Evidence workspace (server-rendered pages over cases, sessions and recordings, issue 13).
     from server.http.pages import workspace
 
@@ -56,3 +66,9 @@ def register_blueprints(app: Flask) -> None:
     from server.http.api import metrics
 
     app.register_blueprint(metrics.bp)
+    # Publicity: the staff API and the public portal (issue #10, GS-5 – GS-19).
+    from server.http.api import publicity
+    from server.http.pages import portal
+
+    app.register_blueprint(publicity.bp, url_prefix="/api/v1/publicity")
+    app.register_blueprint(portal.bp)

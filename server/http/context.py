@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
-from sqlalchemy.orm import Session
 
 from server.domain.audit import write_audit
 from server.domain.people.service import Caller
 from server.http.errors import ApiError
 from server.infra.storage import STORE_KEY, ObjectStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["actor", "audit_request", "caller", "client_ip", "get_store", "json_body"]
 

@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from server.errors import HTTP_STATUS, ErrorKind, ZfjlError
+from server.infra.db import register_database_errors
 
 __all__ = ["ApiError", "error_response", "register_error_handlers"]
 
@@ -62,38 +62,6 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
-def _is_unique_violation(exc: IntegrityError) -> bool:
-    """A duplicate value in a unique column: SQLite's message or PostgreSQL's SQLSTATE 23505."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return sqlstate == "23505" or "UNIQUE constraint failed" in str(orig)
-
-
-def _integrity_error(exc: IntegrityError) -> Response:
-    """A constraint the database enforced that the service did not check first: a conflict, never a 500.
-
-    The session was rolled back by ``session_scope``; nothing was stored.
-    """
-    if _is_unique_violation(exc):
-        return error_response(
-            409, "duplicate", "与已有记录重复（值已被使用）", "duplicate value: already in use"
-        )
-    log.warning("constraint refused a write: %s", exc.orig)
-    return error_response(
-        409, "constraint_violation", "违反数据约束，未保存", "refused by a data constraint; nothing saved"
-    )
-
-
-def _data_error(exc: DataError) -> Response:
-    """A value its column cannot hold (on PostgreSQL: a number past a 32-bit key column, NUL in text).
-
-    The request's fault, refused with nothing stored.  The edge checks (server.http.parsing) catch the
-    known cases first with their own codes; this keeps a new column from ever turning into a 500.
-    """
-    log.warning("database refused a value: %s", exc.orig)
-    return error_response(400, "invalid_value", "数据值不符合字段要求", "a value does not fit its field")
-
-
 def register_error_handlers(app: Flask) -> None:
     """Turn ApiError, every other error of the root (status by kind), HTTP errors and crashes into JSON."""
 
@@ -107,13 +75,8 @@ def register_error_handlers(app: Flask) -> None:
             log.error("internal error %s: %s", exc.code, exc.message_en)
         return error_response(HTTP_STATUS[exc.kind], exc.code, exc.message, exc.message_en)
 
-    @app.errorhandler(IntegrityError)
-    def _integrity(exc: IntegrityError) -> Response:
-        return _integrity_error(exc)
-
-    @app.errorhandler(DataError)
-    def _data(exc: DataError) -> Response:
-        return _data_error(exc)
+    # A constraint or a value the database refused: a 4xx in the same shape (server/infra/db.py).
+    register_database_errors(app, error_response)
 
     @app.errorhandler(HTTPException)
     def _werkzeug_error(exc: HTTPException) -> Response:

@@ -10,7 +10,7 @@ module owns the TCP server, which lets us
   remaining-length field is checked before its body is read, and the connection is dropped,
   like Mosquitto's ``max_packet_size``).
 
-Known limitations of amqtt 0.12.x, verified by ``tests/test_broker.py``:
+Known limitations of amqtt 0.12.x, verified by ``tests/server/infra/test_broker.py``:
 
 * MQTT 3.1.1 only: clients must connect with ``MQTTv311`` (an MQTT 5 CONNECT is refused).
 * ``$share/<group>/<filter>`` subscriptions are granted (SUBACK QoS) but deliver nothing;

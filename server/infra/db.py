@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.errors import ZfjlError
 from server.infra import fsmode
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "alembic_config",
     "db_ping",
     "get_engine",
     "init_app",
+    "is_unique_violation",
     "make_engine",
+    "register_database_errors",
     "run_migrations",
     "session_scope",
 ]
@@ -143,3 +149,40 @@ def run_migrations(url: str, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+# Builds the web edge's JSON error response: (status, code, message in Chinese, message in English).
+ErrorResponder = Callable[[int, str, str, str], Response]
+
+
+def is_unique_violation(exc: IntegrityError) -> bool:
+    """A duplicate value in a unique column: SQLite's message or PostgreSQL's SQLSTATE 23505."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return sqlstate == "23505" or "UNIQUE constraint failed" in str(orig)
+
+
+def register_database_errors(app: Flask, respond: ErrorResponder) -> None:
+    """Answer what the database refused with a 4xx, never a 500; ``session_scope`` rolled it back.
+
+    A constraint the domain did not check first is a conflict; a value its column cannot hold (on
+    PostgreSQL: a number past a 32-bit key column, NUL in text) is the request's fault. The edge checks
+    (server.http.parsing) catch the known cases first with their own codes; this keeps a new column
+    from ever turning into a 500.
+    """
+
+    @app.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError) -> Response:
+        if is_unique_violation(exc):
+            return respond(
+                409, "duplicate", "与已有记录重复（值已被使用）", "duplicate value: already in use"
+            )
+        _LOG.warning("constraint refused a write: %s", exc.orig)
+        return respond(
+            409, "constraint_violation", "违反数据约束，未保存", "refused by a data constraint; nothing saved"
+        )
+
+    @app.errorhandler(DataError)
+    def _data(exc: DataError) -> Response:
+        _LOG.warning("database refused a value: %s", exc.orig)
+        return respond(400, "invalid_value", "数据值不符合字段要求", "a value does not fit its field")

@@ -14,6 +14,11 @@ everything they need to know is on disk here. Chunk acks are flow control, not d
 ``complete`` ack lets a device free its copy), so chunks are not fsynced; :meth:`Staging.sync` fsyncs
 before the finalize hash. After an unclean stop the index may name bytes that never reached the disk:
 views trust the index, finalize re-hashes the whole file and a mismatch makes the device resend.
+
+Each process also keeps, in memory, a running SHA-256 of every transfer's contiguous prefix as chunks are
+staged (:class:`_RunningHash`), so finalize does not hash the file a second time (docs/performance.md,
+"Each byte hashed once"). It is bound to one generation of the index and one data file; a restart, a
+discard, a rewritten index or a prefix this process never saw makes finalize hash the staged file instead.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -40,9 +44,11 @@ from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
+from server.infra.staging_files import IndexEntry, ParsedIndex, new_header, parse_index, pwrite_all, read_at
+from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
 from zfjl_common.fsutil import fsync_dir
 
-__all__ = ["TRANSFER_CHARGE", "IndexEntry", "Staging", "StagingError"]
+__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingError"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,8 +56,6 @@ MANIFEST_NAME = "manifest.json"
 DATA_NAME = "data.part"
 INDEX_NAME = "index"
 LOCK_NAME = "lock"
-_INDEX_LINE = re.compile(r"(0|[1-9][0-9]{0,15}) ([1-9][0-9]{0,15}) ([0-9a-f]{64})")
-_READ_BLOCK = 1024 * 1024
 # Each staged transfer counts at least this much against its device's quota (an init's largest size).
 TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 
@@ -64,70 +68,11 @@ class StagingError(ZfjlError):
 
 
 @dataclass(frozen=True)
-class IndexEntry:
-    """One staged chunk as the index names it."""
+class Staged:
+    """A finalized transfer's fsynced file, and its SHA-256 when this process hashed it as it arrived."""
 
-    offset: int
-    length: int
-    sha256: str
-
-    @property
-    def end(self) -> int:
-        """Offset just past the chunk."""
-        return self.offset + self.length
-
-    def line(self) -> bytes:
-        """The entry as one index line."""
-        return f"{self.offset} {self.length} {self.sha256}\n".encode("ascii")
-
-
-@dataclass(frozen=True)
-class _ParsedIndex:
-    """What this process parsed of one generation of an index (append-only, so only the tail is new)."""
-
-    header: bytes
-    consumed: int
-    entries: tuple[IndexEntry, ...]
-    held: RangeSet
-
-
-def _new_header() -> bytes:
-    return f"# {os.urandom(12).hex()}\n".encode("ascii")
-
-
-def _parse_index(data: bytes) -> list[IndexEntry]:
-    entries: list[IndexEntry] = []
-    # A crash can leave a torn last line; only newline-terminated, well-formed lines count.
-    for raw in data.split(b"\n")[:-1]:
-        if raw.startswith(b"#"):
-            continue
-        match = _INDEX_LINE.fullmatch(raw.decode("ascii", "replace"))
-        if match is None:
-            if raw:
-                _LOG.warning("staging: ignoring malformed index line %r", raw[:200])
-            continue
-        entries.append(IndexEntry(int(match[1]), int(match[2]), match[3]))
-    return entries
-
-
-def _read_at(fd: int, offset: int, length: int) -> bytes:
-    parts: list[bytes] = []
-    while length > 0:
-        block = os.pread(fd, min(length, _READ_BLOCK), offset)
-        if not block:
-            break
-        parts.append(block)
-        offset += len(block)
-        length -= len(block)
-    return b"".join(parts)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
+    path: Path
+    sha256: str | None  # None: nobody hashed these bytes yet, the caller must hash the file
 
 
 class Staging:
@@ -137,9 +82,14 @@ class Staging:
         self.root = Path(root).resolve()
         private_dir(self.root)
         # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
-        self._parsed: dict[Path, _ParsedIndex] = {}
+        self._parsed: dict[Path, ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
+        self._running: dict[Path, _RunningHash] = {}
+        self._times_show_writes = _file_times_show_every_write(self.root)
         self._parsed_lock = threading.Lock()
+        # How often finalize used the running hash, and how often it had to hash the staged file.
+        self.finalize_hashed_on_arrival = 0
+        self.finalize_rehashed = 0
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -196,9 +146,9 @@ class Staging:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _index(self, path: Path) -> _ParsedIndex:
+    def _index(self, path: Path) -> ParsedIndex:
         """The transfer's index, parsed incrementally; a new header means a new generation, parsed anew."""
-        empty = _ParsedIndex(b"", 0, (), RangeSet())
+        empty = ParsedIndex(b"", 0, (), RangeSet())
         try:
             fd = os.open(path / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -207,17 +157,17 @@ class Staging:
             return empty
         try:
             size = os.fstat(fd).st_size
-            head = _read_at(fd, 0, min(size, 64))
+            head = read_at(fd, 0, min(size, 64))
             header = head[: head.find(b"\n") + 1] if head.startswith(b"#") else b""
             with self._parsed_lock:
                 parsed = self._parsed.get(path)
             if parsed is None or not header or parsed.header != header or parsed.consumed > size:
-                parsed = _ParsedIndex(header, 0, (), RangeSet())
+                parsed = ParsedIndex(header, 0, (), RangeSet())
             if size > parsed.consumed:
-                tail = _read_at(fd, parsed.consumed, size - parsed.consumed)
+                tail = read_at(fd, parsed.consumed, size - parsed.consumed)
                 complete = tail.rfind(b"\n") + 1
-                new = _parse_index(tail[:complete])
-                parsed = _ParsedIndex(
+                new = parse_index(tail[:complete])
+                parsed = ParsedIndex(
                     header,
                     parsed.consumed + complete,
                     parsed.entries + tuple(new),
@@ -309,26 +259,67 @@ class Staging:
                 outcome = self._compare(path, data_fd, self._index(path), chunk)
                 if outcome is not None:
                     return outcome
-                _pwrite_all(data_fd, chunk.data, chunk.offset)
+                untouched = self._sealed_since_last_write(path, data_fd)
+                pwrite_all(data_fd, chunk.data, chunk.offset)
+                entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
+                index_fd = os.open(
+                    path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                try:
+                    # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A
+                    # new index starts with a fresh header (we hold the lock, so nobody else creates it).
+                    line = entry.line()
+                    if os.fstat(index_fd).st_size == 0:
+                        line = new_header() + line
+                    os.write(index_fd, line)
+                finally:
+                    os.close(index_fd)
+                self._advance(path, data_fd, chunk, untouched=untouched)
             finally:
                 os.close(data_fd)
-            entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
-            index_fd = os.open(
-                path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-            try:
-                # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A new
-                # index starts with a fresh header (we hold the lock, so nobody else is creating it).
-                line = entry.line()
-                if os.fstat(index_fd).st_size == 0:
-                    line = _new_header() + line
-                os.write(index_fd, line)
-            finally:
-                os.close(index_fd)
             return StageOutcome.WRITTEN
 
+    def _generation(self, path: Path, data_fd: int) -> tuple[tuple[bytes, int], RangeSet]:
+        """(index header, data inode) naming this generation of the transfer, and the ranges it holds."""
+        index = self._index(path)
+        return (index.header, os.fstat(data_fd).st_ino), index.held
+
+    def _sealed_since_last_write(self, path: Path, data_fd: int) -> bool:
+        """False when the data file changed since this process's last write (file-times seal only).
+
+        Checked before each write, so a change by anyone else while the transfer is still arriving
+        (another worker process, anything) ends the running hash, not only a change after the last chunk.
+        """
+        with self._parsed_lock:
+            running = self._running.get(path)
+        return running is None or running.crc is not None or running.seal == _seal(data_fd)
+
+    def _advance(self, path: Path, data_fd: int, chunk: FileChunk, *, untouched: bool = True) -> None:
+        """Feed a just-staged chunk (and staged bytes it joins up with) to the transfer's running hash."""
+        generation, held = self._generation(path, data_fd)
+        with self._parsed_lock:
+            running = self._running.get(path)
+        if running is None or running.generation != generation or not untouched:
+            # Only a prefix that starts at byte 0 in this generation can be hashed as it arrives; a
+            # transfer this process first meets mid-way (a restart, another worker) is hashed at finalize.
+            running = None
+            if chunk.offset == 0 and generation[0]:
+                running = _RunningHash(generation, with_crc=not self._times_show_writes)
+        if running is not None:
+            if chunk.offset <= running.position < chunk.end:
+                running.feed(memoryview(chunk.data)[running.position - chunk.offset :])
+            running.catch_up(data_fd, held)
+            running.seal = _seal(data_fd)  # after this process's own write: anyone else's changes it
+        with self._parsed_lock:
+            if running is None:
+                self._running.pop(path, None)
+                return
+            if len(self._running) > 4096 and path not in self._running:
+                self._running.clear()  # bounded memory: the transfers dropped are hashed at finalize
+            self._running[path] = running
+
     def _compare(
-        self, path: Path, data_fd: int, index: _ParsedIndex, chunk: FileChunk
+        self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk
     ) -> StageOutcome | None:
         """SAME / DIFFERENT when the chunk overlaps held bytes, None when it must be written."""
         held = index.held
@@ -344,7 +335,7 @@ class Staging:
             for e in index.entries
             if e.offset < chunk.end
             and chunk.offset < e.end
-            and hashlib.sha256(_read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
+            and hashlib.sha256(read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
         ]
         if not damaged:
             return StageOutcome.DIFFERENT
@@ -360,7 +351,7 @@ class Staging:
     @staticmethod
     def _overlaps_equal(data_fd: int, chunk: FileChunk, overlaps: list[tuple[int, int]]) -> bool:
         for start, end in overlaps:
-            staged = _read_at(data_fd, start, end - start)
+            staged = read_at(data_fd, start, end - start)
             if staged != chunk.data[start - chunk.offset : end - chunk.offset]:
                 return False
         return True
@@ -370,7 +361,7 @@ class Staging:
         """Atomically replace the index (caller holds the lock, so no append can be lost)."""
         tmp = path / f".{INDEX_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         with os.fdopen(create_private_file(tmp), "wb") as fh:
-            fh.write(_new_header() + b"".join(e.line() for e in entries))
+            fh.write(new_header() + b"".join(e.line() for e in entries))
         os.replace(tmp, path / INDEX_NAME)
 
     def sync(self, device_id: str, file_id: str, size: int) -> Path:
@@ -379,21 +370,67 @@ class Staging:
         Bytes past ``size`` are not part of the segment (a stray chunk sent before init), so they are cut.
         Raises FileNotFoundError when nothing is staged.
         """
+        return self._sync(device_id, file_id, size, digest=False).path
+
+    def finish(self, device_id: str, file_id: str, size: int) -> Staged:
+        """Like :meth:`sync`, and give the file's SHA-256 when it was hashed as the chunks arrived.
+
+        The running hash is used only when it covers exactly ``size`` bytes of the current generation and
+        its seal holds (the file's times unchanged since this process's last write, or, re-read, the
+        CRC-32 of the bytes that were hashed); otherwise ``sha256`` is None and the caller hashes the
+        file, as after a restart.
+        """
+        return self._sync(device_id, file_id, size, digest=True)
+
+    def _sync(self, device_id: str, file_id: str, size: int, *, digest: bool) -> Staged:
         with self._locked(device_id, file_id, create=False) as path:
             if path is None:
                 raise FileNotFoundError(f"no staging for {device_id}/{file_id}")
             data = path / DATA_NAME
             fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
             try:
+                # Checked before the truncate below, which would itself change the seal.
+                sha256 = self._running_digest(path, fd, size) if digest else None
                 if os.fstat(fd).st_size > size:
                     os.ftruncate(fd, size)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            return data
+        if digest:
+            with self._parsed_lock:
+                if sha256 is None:
+                    self.finalize_rehashed += 1
+                else:
+                    self.finalize_hashed_on_arrival += 1
+        return Staged(data, sha256)
+
+    def _running_digest(self, path: Path, data_fd: int, size: int) -> str | None:
+        """The running SHA-256 of the whole staged file, if it can be trusted (caller holds the lock)."""
+        with self._parsed_lock:
+            running = self._running.get(path)
+        if running is None:
+            return None
+        generation, held = self._generation(path, data_fd)
+        if running.generation != generation:
+            return None
+        if running.crc is None:
+            # Fine-grained file times: any write since this process's last one (another worker's chunk,
+            # anything else) shows; then the file is hashed, as after a restart.
+            if _seal(data_fd) != running.seal:
+                return None
+        else:
+            running.catch_up(data_fd, held)  # bytes another worker staged after this process's last chunk
+        if running.position != size or os.fstat(data_fd).st_size != size:
+            return None
+        if running.crc is not None and _crc32_fd(data_fd, size) != running.crc:
+            _LOG.warning("staging: %s changed on disk after it was staged; hashing it again", path)
+            return None
+        return running.sha.hexdigest()
 
     def discard(self, device_id: str, file_id: str, *, keep_manifest: bool = False) -> None:
         """Drop a transfer's staged bytes (and its manifest unless ``keep_manifest``)."""
+        with self._parsed_lock:
+            self._running.pop(self.path_of(device_id, file_id), None)
         with self._locked(device_id, file_id, create=False) as path:
             if path is None:
                 return

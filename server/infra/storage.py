@@ -214,6 +214,19 @@ class LocalObjectStore:
         """Whether the file exists."""
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        """Remove the object for good; only an approved JL-19 disposal calls this (ObjectNotFound if gone)."""
+        target = self._path(key)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        fsync_dir(target.parent)
+
+    def extend_retention(self, key: str, until: datetime | None) -> bool:
+        """A directory has no retention lock to extend: the database's retention rules are the only guard."""
+        return False
+
     def ping(self) -> bool:
         """Whether the root directory exists (or can be created) and is writable."""
         try:
@@ -348,6 +361,53 @@ class S3ObjectStore:
     def exists(self, key: str) -> bool:
         """Whether HEAD finds the object."""
         return self._head(key) is not None
+
+    def extend_retention(self, key: str, until: datetime | None) -> bool:
+        """Lengthen the Object Lock of every version of ``key`` to ``until``; ``None`` (permanent, open case,
+        legal hold) sets the object's legal hold. COMPLIANCE retention can only grow, so an earlier date
+        than the one set is left alone. False when the bucket has no Object Lock (JL-19)."""
+        if not self.object_lock_enabled():
+            return False
+        for version_id in self._versions(key):
+            if until is None:
+                self.client.put_object_legal_hold(
+                    Bucket=self.bucket, Key=key, VersionId=version_id, LegalHold={"Status": "ON"}
+                )
+                continue
+            current = self.client.get_object_retention(Bucket=self.bucket, Key=key, VersionId=version_id)
+            held = current.get("Retention", {}).get("RetainUntilDate")
+            if held is None or held < until:
+                self.client.put_object_retention(
+                    Bucket=self.bucket,
+                    Key=key,
+                    VersionId=version_id,
+                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+                )
+        return True
+
+    def delete(self, key: str) -> None:
+        """Remove every version of the object (JL-19 disposal only): the legal hold is lifted first; a
+        COMPLIANCE retention still running makes the store refuse, and the disposal fails with it."""
+        versions = self._versions(key)
+        if not versions:
+            raise ObjectNotFound(key)
+        for version_id in versions:
+            if self.object_lock_enabled():
+                self.client.put_object_legal_hold(
+                    Bucket=self.bucket, Key=key, VersionId=version_id, LegalHold={"Status": "OFF"}
+                )
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            except Exception as exc:
+                if _client_error_code(exc) in ("AccessDenied", "InvalidRequest"):
+                    raise ObjectConflict(f"object {key} is still locked by the store's retention") from exc
+                raise
+
+    def _versions(self, key: str) -> list[str]:
+        """Every version id (and delete marker) of exactly ``key``."""
+        answer = self.client.list_object_versions(Bucket=self.bucket, Prefix=_check_key(key))
+        found = [v for v in answer.get("Versions", []) + answer.get("DeleteMarkers", []) if v["Key"] == key]
+        return [str(v["VersionId"]) for v in found]
 
     def ping(self) -> bool:
         """Whether the bucket answers HEAD."""

@@ -33,10 +33,10 @@ from protocol.messages import (
 from protocol.session import EventAck, EventAckState, SignedSessionEvent
 from protocol.topics import Topic, TopicKind, case_event_ack, session_ack
 from server.domain.base import utcnow
-from server.domain.cases.service import record_device_event
+from server.domain.cases.device_events import record_device_event
 from server.domain.fleet import commands as command_service
 from server.domain.fleet import telemetry
-from server.domain.sessions.service import receive_event
+from server.domain.sessions.events import receive_event
 
 if TYPE_CHECKING:
     from server.ingest.service import IngestService

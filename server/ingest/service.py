@@ -19,11 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
-
-from flask import Flask
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from protocol import topics
 from protocol.errors import ChunkHashMismatch, ManifestError, ProtocolError, TopicError
@@ -56,9 +52,10 @@ from protocol.transfer import (
     StoreManifest,
 )
 from server.domain.evidence.commit import EvidenceRejected, HashMismatch, commit_segment, record_rejection
-from server.domain.evidence.models import Recording
+from server.domain.evidence.transfers import record_chain_breaks, stored_segment
 from server.domain.fleet.broker_accounts import sync_broker
-from server.domain.fleet.models import Device, DeviceStatus
+from server.domain.fleet.devices import device_key_and_status
+from server.domain.fleet.models import DeviceStatus
 from server.errors import RETRY_KINDS, ZfjlError
 from server.infra.config import Settings
 from server.infra.db import session_scope
@@ -71,6 +68,10 @@ from server.ingest.rejections import (
     REJECTION_WINDOW_S,
     RejectionLog,
 )
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy.orm import Session
 
 __all__ = ["IngestService", "Outgoing"]
 
@@ -159,6 +160,9 @@ class IngestService:
                 "rejection_summaries": self._totals["rejection_summaries"],
                 "rejections": dict(self._rejections),
                 "dropped": dict(self._dropped),
+                # Finalizes that used the hash taken as chunks arrived / had to hash the staged file.
+                "finalize_hashed_on_arrival": self.staging.finalize_hashed_on_arrival,
+                "finalize_rehashed": self.staging.finalize_rehashed,
             }
 
     # -- entry points ------------------------------------------------------------------------
@@ -331,8 +335,8 @@ class IngestService:
         if cached is not None and cached[0] > now:
             return cached[1]
         with session_scope(self.app) as session:
-            row = session.get(Device, device_id)
-            info = None if row is None else _DeviceInfo(bytes(row.public_key), row.status)
+            found = device_key_and_status(session, device_id)
+            info = None if found is None else _DeviceInfo(*found)
         ttl = self.device_cache_ttl_s if info is not None else self.unknown_device_ttl_s
         with self._devices_lock:
             if len(self._devices) > 10_000:
@@ -343,29 +347,7 @@ class IngestService:
     def _stored(self, device_id: str, file_id: str) -> tuple[int, str] | None:
         """The recording committed for this transfer and its sha256 (named in ``complete``), if any."""
         with session_scope(self.app) as session:
-            row = session.execute(
-                select(Recording.id, Recording.sha256).where(
-                    Recording.device_id == device_id,
-                    Recording.manifest_hash >= file_id,
-                    Recording.manifest_hash < file_id + "g",
-                    Recording.file_id == file_id,
-                )
-            ).first()
-        return None if row is None else (int(row[0]), str(row[1]))
-
-    def _recording_id(self, device_id: str, file_id: str) -> int | None:
-        """The recording committed for this transfer, if any (file_id = first 32 hex of its manifest hash)."""
-        with session_scope(self.app) as session:
-            # The range on manifest_hash lets the unique index find the prefix; hashes are lowercase hex.
-            recording_id: int | None = session.scalar(
-                select(Recording.id).where(
-                    Recording.device_id == device_id,
-                    Recording.manifest_hash >= file_id,
-                    Recording.manifest_hash < file_id + "g",
-                    Recording.file_id == file_id,
-                )
-            )
-        return recording_id
+            return stored_segment(session, device_id, file_id)
 
     # -- transfers ---------------------------------------------------------------------------
 
@@ -484,10 +466,13 @@ class IngestService:
         """fsync the staged bytes, then commit them (the service hashes, stores and records them)."""
         device_id, file_id = signed.manifest.device_id, signed.file_id
         try:
-            staged = self.staging.sync(device_id, file_id, signed.manifest.size)
+            # The staged file's hash was taken as the chunks arrived when this process saw them all in
+            # one generation; else ``staged.sha256`` is None and commit_segment hashes the file.
+            staged = self.staging.finish(device_id, file_id, signed.manifest.size)
         except FileNotFoundError:
             # A repeated fin racing the first one: that commit discarded the staging after succeeding.
-            recording_id = self._recording_id(device_id, file_id)
+            stored = self._stored(device_id, file_id)
+            recording_id = None if stored is None else stored[0]
             if recording_id is not None:
                 self._count(self._totals, "duplicates")
                 return Committed(recording_id, duplicate=True)
@@ -498,9 +483,10 @@ class IngestService:
                     session,
                     self.store,
                     signed,
-                    staged,
+                    staged.path,
                     expected_device_id=device_id,
                     max_segment_bytes=self.settings.max_segment_bytes,
+                    staged_sha256=staged.sha256,
                 )
                 recording_id, duplicate = result.recording.id, result.duplicate
         except HashMismatch as exc:
@@ -529,36 +515,9 @@ class IngestService:
     def _check_chain(self, signed: SignedManifest) -> None:
         """Alert when this segment and a stored neighbour disagree on their link; the evidence stays."""
         manifest = signed.manifest
-        breaks: list[str] = []
         try:
             with session_scope(self.app) as session:
-                neighbours = session.scalars(
-                    select(Recording).where(
-                        Recording.device_id == manifest.device_id,
-                        Recording.sequence.in_((manifest.sequence - 1, manifest.sequence + 1)),
-                    )
-                ).all()
-                before, after = manifest.sequence - 1, manifest.sequence + 1
-                for other in neighbours:
-                    if other.sequence == before and other.manifest_hash != manifest.prev_manifest_hash:
-                        breaks.append(
-                            f"segment {manifest.sequence} points back to {manifest.prev_manifest_hash[:16]}… "
-                            f"but segment {other.sequence} is {other.manifest_hash[:16]}…"
-                        )
-                    if other.sequence == after and other.prev_manifest_hash != signed.manifest_hash:
-                        breaks.append(
-                            f"segment {other.sequence} points back to {other.prev_manifest_hash[:16]}… "
-                            f"but segment {manifest.sequence} is {signed.manifest_hash[:16]}…"
-                        )
-                for text in breaks:
-                    record_rejection(
-                        session,
-                        code="chain_break",
-                        message=f"hash chain break of device {manifest.device_id}: {text}",
-                        device_id=manifest.device_id,
-                        file_id=signed.file_id,
-                        manifest_text=signed.manifest_text,
-                    )
+                breaks = record_chain_breaks(session, signed)
         except Exception:
             _LOG.exception("ingest: chain check of %s/%d failed", manifest.device_id, manifest.sequence)
             return

@@ -15,7 +15,7 @@ from edge_agent.app import AgentApp
 from edge_agent.config import AgentConfig
 from edge_agent.keys import generate_private_key, save_private_key
 from edge_agent.watchdog import SystemdNotifier
-from tests.agent.server_stub import INGEST_PUBLIC_KEYS
+from tests.edge_agent.server_stub import INGEST_PUBLIC_KEYS
 
 
 @pytest.fixture

@@ -21,7 +21,18 @@ _READ_CASES = (
     "auditor",
     "system_admin",
 )
+_GOVERNANCE_READERS = ("legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
+# JL-20: anyone who works with evidence may ask for more than their duty gives; bodies ask to retrieve.
+_REQUESTERS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "supervisor", "auditor")
+# JL-19: legal holds are placed by the agency's reviewers and head and by supervisory and audit bodies.
+_HOLDERS = ("legal_reviewer", "agency_head", "supervisor", "auditor")
 _WRITE_CASE_EVENTS = ("officer", "auxiliary", "legal_reviewer", "agency_head", "system_admin")
+# Publicity (GS-18): officers collect; legal reviewers and heads review and publish; supervisors and
+# auditors watch (GS-22). Who of them may do which transition is the workflow table's rule
+# (server/domain/publicity/workflow.py), with the role → duty map in publicity/service.py.
+_READ_PUBLICITY = ("officer", "legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
+_COLLECT_PUBLICITY = ("officer", "legal_reviewer", "agency_head", "system_admin")
+_REVIEW_PUBLICITY = ("legal_reviewer", "agency_head", "system_admin")
 
 # The one place that says who may call which endpoint (blueprint.view name -> roles).
 ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
@@ -103,4 +114,47 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "sessions.get_timeline": _READ_EVIDENCE,
     "sessions.file_explanation": ("officer", "agency_head"),
     "sessions.sign_explanation": ("officer", "agency_head"),
+    # Publicity (server/http/api/publicity.py): GS-7, GS-11 – GS-19, GS-22.
+    "publicity.list_items": _READ_PUBLICITY,
+    "publicity.deadlines": _READ_PUBLICITY,
+    "publicity.get_item": _READ_PUBLICITY,
+    "publicity.review_item": _READ_PUBLICITY,
+    "publicity.export": _READ_PUBLICITY,
+    "publicity.collect_item": _COLLECT_PUBLICITY,
+    "publicity.update_item": _COLLECT_PUBLICITY,
+    "publicity.set_redactions": _COLLECT_PUBLICITY,
+    "publicity.submit_item": _COLLECT_PUBLICITY,
+    "publicity.return_item": _REVIEW_PUBLICITY,
+    "publicity.publish_item": _REVIEW_PUBLICITY,
+    "publicity.exclude_item": _REVIEW_PUBLICITY,
+    "publicity.withdraw_item": _REVIEW_PUBLICITY,
+    "publicity.correct_item": _REVIEW_PUBLICITY,
+    "publicity.terminate_item": _REVIEW_PUBLICITY,
+    "publicity.decide_correction": _REVIEW_PUBLICITY,
+    "publicity.load_calendar": ("system_admin",),
+    # Archive packages (JL-18), statistics (JL-21) and case-file review (JL-22), docs/archives.md.
+    # Sealing is the agency's archive duty (legal reviewer, head); reading reaches the supervisors.
+    "archives.create_archive": ("legal_reviewer", "agency_head", "system_admin"),
+    "archives.list_archives": _GOVERNANCE_READERS,
+    "archives.download_archive": _GOVERNANCE_READERS,
+    "archives.overdue": _GOVERNANCE_READERS,
+    "statistics.get_statistics": _GOVERNANCE_READERS,
+    "statistics.export_csv": _GOVERNANCE_READERS,
+    "reviews.list_reviews": _READ_CASES,
+    "reviews.create_review": ("legal_reviewer", "agency_head", "supervisor", "system_admin"),
+    # Evidence governance (server/http/api/governance.py, docs/governance.md): JL-19 retention and
+    # disposal, JL-20 access by duty and the head's approval. The services add the finer rules: only a
+    # head of the evidence's agency who is not the requester decides; requests stay within one agency.
+    "governance.list_requests": _REQUESTERS,
+    "governance.create_request": _REQUESTERS,
+    "governance.get_request": _REQUESTERS,
+    "governance.decide_request": ("agency_head",),
+    "governance.list_grants": _REQUESTERS,
+    "governance.get_retention": _READ_EVIDENCE,
+    "governance.assign_category": ("legal_reviewer", "agency_head"),
+    "governance.set_access_class": ("agency_head",),
+    "governance.list_holds": _HOLDERS,
+    "governance.place_hold": _HOLDERS,
+    "governance.release_hold": ("agency_head", "supervisor", "auditor"),
+    "governance.list_disposals": _HOLDERS,
 }

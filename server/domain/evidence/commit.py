@@ -134,8 +134,13 @@ def commit_segment(
     *,
     expected_device_id: str | None = None,
     max_segment_bytes: int | None = None,
+    staged_sha256: str | None = None,
 ) -> CommitResult:
     """Verify a signed segment against its device key and bytes, store it write-once, record it, commit.
+
+    ``staged_sha256`` is the SHA-256 of exactly the bytes of ``staged_path`` when the caller already
+    took it (ingest hashes chunks as they are staged, docs/performance.md); it is checked against the
+    signed manifest like a hash of the file, and the file is not read again. None: the file is hashed.
 
     The one domain function that commits (docs/architecture.md, rule 3): the device is acked only
     after its segment is durable (ack-after-commit), and a race on (device, sequence) shows as the
@@ -143,7 +148,9 @@ def commit_segment(
     as EvidenceRejected.
     """
     try:
-        return _commit(session, store, signed, Path(staged_path), expected_device_id, max_segment_bytes)
+        return _commit(
+            session, store, signed, Path(staged_path), expected_device_id, max_segment_bytes, staged_sha256
+        )
     except EvidenceRejected as exc:
         session.rollback()
         record_rejection(
@@ -165,6 +172,7 @@ def _commit(
     staged_path: Path,
     expected_device_id: str | None,
     max_segment_bytes: int | None,
+    staged_sha256: str | None = None,
 ) -> CommitResult:
     manifest = signed.manifest
     device_id = manifest.device_id
@@ -190,7 +198,10 @@ def _commit(
             f"片段大小 {manifest.size} 超过上限 {max_segment_bytes}",
             f"segment size {manifest.size} exceeds the limit {max_segment_bytes}",
         )
-    size, sha256 = size_and_sha256_file(staged_path)
+    if staged_sha256 is None:
+        size, sha256 = size_and_sha256_file(staged_path)
+    else:
+        size, sha256 = staged_path.stat().st_size, staged_sha256
     if size != manifest.size:
         raise SizeMismatch(
             f"文件大小 {size} 与清单 {manifest.size} 不符",

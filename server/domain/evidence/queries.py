@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,15 +20,21 @@ from server.domain.scope import recording_in_scope, require_recording
 __all__ = [
     "FIRST_SEQUENCE",
     "MAX_PAGE",
+    "UPLOAD_LIMIT",
+    "UploadTally",
     "chain_report",
     "get_recording",
     "list_recordings",
     "recording_detail",
     "recording_summary",
+    "session_recordings",
+    "upload_tallies",
 ]
 
 FIRST_SEQUENCE = 0
 MAX_PAGE = 200
+# JL-17: a recording is stored by the agency within 24 hours of being recorded.
+UPLOAD_LIMIT = timedelta(hours=24)
 
 
 def list_recordings(
@@ -64,6 +72,54 @@ def get_recording(session: Session, recording_id: int, *, scope: Caller | None =
     if scope is not None:
         require_recording(session, scope, recording, missing)
     return recording
+
+
+def session_recordings(session: Session, device_id: str, session_id: str) -> list[Recording]:
+    """The segments and explanation clips a device recorded in one enforcement session, by start."""
+    return list(
+        session.scalars(
+            select(Recording)
+            .where(Recording.device_id == device_id, Recording.session_id == session_id)
+            .order_by(Recording.started_at, Recording.id)
+        )
+    )
+
+
+UploadTally = dict[str, Any]
+
+
+def _tally() -> UploadTally:
+    return {"segments": 0, "late": 0, "last": None}
+
+
+def upload_tallies(
+    session: Session, scope: Caller, device_ids: Iterable[str]
+) -> tuple[dict[str, UploadTally], dict[str, UploadTally]]:
+    """Per device and per officer (certificate number, ``—`` for none) of the segments ``scope`` may read
+    on ``device_ids``: how many are stored, how many arrived late (JL-17: over ``UPLOAD_LIMIT`` after
+    their end) and when the last one started; one query."""
+    per_device = {device_id: _tally() for device_id in device_ids}
+    per_officer: dict[str, UploadTally] = {}
+    rows = session.execute(
+        select(
+            Recording.device_id,
+            Recording.officer_id,
+            Recording.started_at,
+            Recording.ended_at,
+            Recording.stored_at,
+        ).where(recording_in_scope(scope), Recording.device_id.in_(list(per_device)))
+    )
+    for device_id, officer_id, started_at, ended_at, stored_at in rows:
+        late = _late(stored_at, ended_at)
+        for bucket in (per_device[device_id], per_officer.setdefault(officer_id or "—", _tally())):
+            bucket["segments"] += 1
+            bucket["late"] += int(late)
+            bucket["last"] = started_at if bucket["last"] is None else max(bucket["last"], started_at)
+    return per_device, per_officer
+
+
+def _late(stored_at: datetime, ended_at: datetime) -> bool:
+    return stored_at - ended_at > UPLOAD_LIMIT
 
 
 def recording_summary(rec: Recording) -> dict[str, Any]:
@@ -149,6 +205,7 @@ def chain_report(session: Session, device_id: str) -> dict[str, Any]:
     open findings are included. Rejected uploads are listed apart and do not affect ``verified``.
     """
     from server.domain.evidence import scrub
+    from server.domain.evidence.keys import device_key_periods
 
     device = get_device(session, device_id)
     rows = list(
@@ -156,7 +213,7 @@ def chain_report(session: Session, device_id: str) -> dict[str, Any]:
             select(Recording).where(Recording.device_id == device_id).order_by(Recording.sequence)
         )
     )
-    periods = scrub.device_key_periods(session, device_id)
+    periods = device_key_periods(session, device_id)
     live: list[scrub.Finding] = scrub.check_device(session, device, periods)
     gaps: list[dict[str, int]] = []
     breaks: list[dict[str, Any]] = []

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -35,25 +34,21 @@ from sqlalchemy.orm import Session
 from protocol.errors import ProtocolError
 from protocol.manifest import SegmentManifest
 from server.domain.base import utcnow
+from server.domain.evidence.keys import KeyPeriod, device_key_periods, keys_valid_at
 from server.domain.evidence.models import Recording, ScrubFinding, SegmentReceipt
-from server.domain.fleet.models import Device, DeviceKey
+from server.domain.fleet.models import Device
+from server.domain.governance.retention_models import DisposalTombstone
 from server.infra.storage import ObjectNotFound, ObjectStore, recording_key
 
 __all__ = [
-    "KEY_OPENING_EVENTS",
     "Finding",
-    "KeyPeriod",
     "ScrubReport",
-    "ServingProblem",
     "Throttle",
-    "check_before_serving",
     "check_columns",
     "check_device",
     "check_object",
-    "evidence_status",
+    "finding_of",
     "finding_to_dict",
-    "key_periods",
-    "keys_valid_at",
     "open_findings",
     "record_findings",
     "scrub",
@@ -61,8 +56,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-# Key-history events that open a validity period; "revoked" closes the open one at its valid_until.
-KEY_OPENING_EVENTS = ("provisioned", "backfill", "reinstated")
 OK = "ok"
 # Recordings per database round trip while scrubbing.
 BATCH = 100
@@ -85,47 +78,6 @@ class Finding:
         return (self.recording_id, self.sequence)
 
 
-@dataclass(frozen=True)
-class KeyPeriod:
-    """A device key and the time it was valid ([valid_from, valid_until), open-ended when None)."""
-
-    public_key: bytes
-    valid_from: datetime
-    valid_until: datetime | None
-
-    def covers(self, moment: datetime) -> bool:
-        """Whether the key was valid at ``moment``."""
-        return self.valid_from <= moment and (self.valid_until is None or moment < self.valid_until)
-
-
-def key_periods(entries: Iterable[DeviceKey]) -> list[KeyPeriod]:
-    """Validity periods from a device's key-history entries (pure; entries in insertion order).
-
-    An opening event starts a period for its key unless one is open; ``revoked`` closes the key's open
-    period at its ``valid_until``. Entries are only ever appended, so history cannot be rewritten.
-    """
-    open_from: dict[bytes, datetime] = {}
-    periods: list[KeyPeriod] = []
-    for entry in sorted(entries, key=lambda e: e.id):
-        key = bytes(entry.public_key)
-        if entry.event in KEY_OPENING_EVENTS:
-            open_from.setdefault(key, entry.valid_from)
-        elif entry.event == "revoked" and key in open_from:
-            periods.append(KeyPeriod(key, open_from.pop(key), entry.valid_until or entry.recorded_at))
-    periods.extend(KeyPeriod(key, start, None) for key, start in open_from.items())
-    return periods
-
-
-def keys_valid_at(periods: Sequence[KeyPeriod], moment: datetime) -> list[bytes]:
-    """The keys that were valid at ``moment``."""
-    return [p.public_key for p in periods if p.covers(moment)]
-
-
-def device_key_periods(session: Session, device_id: str) -> list[KeyPeriod]:
-    """The device's key validity periods from the append-only history."""
-    return key_periods(session.scalars(select(DeviceKey).where(DeviceKey.device_id == device_id)))
-
-
 def _verifies(public_key: bytes, signature: bytes, text: str) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, text.encode("utf-8"))
@@ -134,7 +86,7 @@ def _verifies(public_key: bytes, signature: bytes, text: str) -> bool:
     return True
 
 
-def _finding(rec: Recording, code: str, message: str, message_en: str) -> Finding:
+def finding_of(rec: Recording, code: str, message: str, message_en: str) -> Finding:
     return Finding(
         device_id=rec.device_id,
         recording_id=rec.id,
@@ -185,7 +137,7 @@ def check_columns(rec: Recording, periods: Sequence[KeyPeriod]) -> list[Finding]
     out: list[Finding] = []
     if hashlib.sha256(rec.manifest_text.encode("utf-8")).hexdigest() != rec.manifest_hash:
         out.append(
-            _finding(
+            finding_of(
                 rec,
                 "manifest_hash_mismatch",
                 "签名清单的哈希与记录不符（清单被改动）",
@@ -195,7 +147,7 @@ def check_columns(rec: Recording, periods: Sequence[KeyPeriod]) -> list[Finding]
     keys = keys_valid_at(periods, rec.stored_at)
     if not any(_verifies(key, bytes(rec.signature), rec.manifest_text) for key in keys):
         out.append(
-            _finding(
+            finding_of(
                 rec,
                 "bad_signature",
                 "清单签名无法用入库时有效的设备公钥（密钥历史）验证",
@@ -206,7 +158,7 @@ def check_columns(rec: Recording, periods: Sequence[KeyPeriod]) -> list[Finding]
     manifest = signed_manifest_of(rec)
     if manifest is None:
         out.append(
-            _finding(rec, "manifest_unreadable", "签名清单无法解析", "the signed manifest cannot be parsed")
+            finding_of(rec, "manifest_unreadable", "签名清单无法解析", "the signed manifest cannot be parsed")
         )
         return out
     differing = sorted(
@@ -215,7 +167,7 @@ def check_columns(rec: Recording, periods: Sequence[KeyPeriod]) -> list[Finding]
     if differing:
         names = ", ".join(differing)
         out.append(
-            _finding(
+            finding_of(
                 rec,
                 "column_mismatch",
                 f"记录的字段与签名清单不符：{names}",
@@ -264,9 +216,9 @@ def check_object(store: ObjectStore, rec: Recording, throttle: Throttle | None =
     try:
         size = store.size(key)
     except ObjectNotFound:
-        return _finding(rec, "object_missing", "证据对象不存在", f"the evidence object {key} is missing")
+        return finding_of(rec, "object_missing", "证据对象不存在", f"the evidence object {key} is missing")
     if size != manifest.size:
-        return _finding(
+        return finding_of(
             rec,
             "object_size_mismatch",
             f"证据对象大小 {size} 与签名清单 {manifest.size} 不符",
@@ -284,9 +236,9 @@ def check_object(store: ObjectStore, rec: Recording, throttle: Throttle | None =
             digest.update(chunk)
             read += len(chunk)
     except ObjectNotFound:
-        return _finding(rec, "object_missing", "证据对象不存在", f"the evidence object {key} is missing")
+        return finding_of(rec, "object_missing", "证据对象不存在", f"the evidence object {key} is missing")
     if read != manifest.size or digest.hexdigest() != manifest.sha256:
-        return _finding(
+        return finding_of(
             rec,
             "object_hash_mismatch",
             "证据对象的 SHA-256 与签名清单不符（内容被改动或替换）",
@@ -526,12 +478,28 @@ def scrub(
                 break
             # Detach the rows and end the read transaction: hashing a batch at a bounded rate takes long,
             # and a transaction held open meanwhile would pin SQLite's WAL and PostgreSQL's vacuum.
+            # JL-19: a recording destroyed by an approved disposal has no bytes on purpose; its tombstone
+            # (a ledger leaf) says so, and only its row is still checked.
+            disposed = set(
+                session.scalars(
+                    select(DisposalTombstone.recording_id).where(
+                        DisposalTombstone.recording_id.in_([rec.id for rec in batch])
+                    )
+                )
+            )
             for rec in batch:
                 session.expunge(rec)
             checkpoint()
             for rec in batch:
                 last_id = rec.id
                 found = check_columns(rec, periods)
+                if rec.id in disposed:
+                    report.recordings += 1
+                    report.findings.extend(found)
+                    report.new_findings += len(
+                        record_findings(session, current_id, (rec.id, rec.sequence), found, source=source)
+                    )
+                    continue
                 try:
                     object_finding = check_object(store, rec, throttle)
                 except ScrubStopped:
@@ -559,107 +527,4 @@ def open_findings_count(session: Session, device_id: str) -> int:
 
 # -- media serving ---------------------------------------------------------------------------------
 
-# What the media endpoint answers for each finding: missing bytes, or bytes that are not the evidence.
-MISSING_CODES = frozenset({"object_missing", "segment_missing"})
 
-
-@dataclass(frozen=True)
-class ServingProblem:
-    """Why a recording's media must not be served; ``code`` is evidence_missing or evidence_corrupt."""
-
-    code: str
-    finding_code: str
-    message: str
-    message_en: str
-
-
-def _problem(code: str, message: str, message_en: str) -> ServingProblem:
-    if code in MISSING_CODES:
-        return ServingProblem(
-            "evidence_missing",
-            code,
-            f"证据文件缺失，已告警，请联系管理员从备份恢复（{message}）",
-            f"the evidence object is missing; an alert was raised ({message_en})",
-        )
-    return ServingProblem(
-        "evidence_corrupt",
-        code,
-        f"证据文件与签名清单不符，已告警，不予提供（{message}）",
-        f"the stored evidence does not match its signed manifest; an alert was raised ({message_en})",
-    )
-
-
-def check_before_serving(
-    session: Session, store: ObjectStore, rec: Recording, *, full_read: bool
-) -> ServingProblem | None:
-    """Checks before any byte is served: open findings, columns vs signed manifest, object size, and
-    for a full read (no Range: a download or an export) the object's SHA-256.
-
-    Hashing the whole object on each ranged read would cost a full read per seek of a video player, so
-    ranged reads check the size only and the scrubber checks their bytes. New findings are recorded here
-    (append-only) so they become alerts.
-    """
-    stored = open_findings(
-        session.scalars(
-            select(ScrubFinding).where(
-                ScrubFinding.device_id == rec.device_id, ScrubFinding.recording_id == rec.id
-            )
-        )
-    )
-    if stored:
-        first = stored[0]
-        zh, _, en = first.message.partition(" / ")
-        return _problem(first.code, zh, en or zh)
-    found = check_columns(rec, device_key_periods(session, rec.device_id))
-    if not found:
-        try:
-            size = store.size(rec.object_key)
-        except ObjectNotFound:
-            found = [
-                _finding(
-                    rec,
-                    "object_missing",
-                    "证据对象不存在",
-                    f"the evidence object {rec.object_key} is missing",
-                )
-            ]
-        else:
-            if size != rec.size:
-                found = [
-                    _finding(
-                        rec,
-                        "object_size_mismatch",
-                        f"证据对象大小 {size} 与签名清单 {rec.size} 不符",
-                        f"the evidence object has {size} bytes, the signed manifest says {rec.size}",
-                    )
-                ]
-    if not found and full_read:
-        object_finding = check_object(store, rec)
-        found = [object_finding] if object_finding is not None else []
-    if not found:
-        return None
-    record_findings(session, rec.device_id, (rec.id, rec.sequence), found, source="media", clears=False)
-    return _problem(found[0].code, found[0].message, found[0].message_en)
-
-
-def evidence_status(session: Session, recordings: Sequence[Recording]) -> dict[str, Any]:
-    """Whether these recordings (e.g. one enforcement session's) match their signed manifests.
-
-    A timeline is computed from the recordings' columns; this says whether those columns, signatures and
-    (per the scrubber and media serving) objects still match what the recorder signed.
-    """
-    periods: dict[str, list[KeyPeriod]] = {}
-    findings: list[dict[str, Any]] = []
-    for rec in recordings:
-        if rec.device_id not in periods:
-            periods[rec.device_id] = device_key_periods(session, rec.device_id)
-        live = check_columns(rec, periods[rec.device_id])
-        findings.extend(finding_to_dict(f) for f in live)
-        seen = {f.code for f in live}
-        stored = session.scalars(
-            select(ScrubFinding).where(
-                ScrubFinding.device_id == rec.device_id, ScrubFinding.recording_id == rec.id
-            )
-        )
-        findings.extend(finding_to_dict(row) for row in open_findings(stored) if row.code not in seen)
-    return {"verified": not findings, "findings": findings}

@@ -19,6 +19,7 @@ __all__ = [
     "DeviceIdReserved",
     "DeviceKeyConflict",
     "check_device_id_not_reserved",
+    "device_key_and_status",
     "device_to_dict",
     "get_device",
     "list_devices",
@@ -135,6 +136,12 @@ def record_key_event(session: Session, device: Device, event: str, *, actor: str
     session.add(entry)
     session.flush()
     return entry
+
+
+def device_key_and_status(session: Session, device_id: str) -> tuple[bytes, str] | None:
+    """A registered device's public key and status (what ingest checks every message against), or None."""
+    row = session.get(Device, device_id)
+    return None if row is None else (bytes(row.public_key), row.status)
 
 
 def get_device(session: Session, device_id: str) -> Device:

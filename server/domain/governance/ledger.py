@@ -81,6 +81,15 @@ class LeafKind(enum.StrEnum):
     SESSION_EVENT = "session_event"  # a signed session event from a recorder (JL-16)
     CASE_EVENT = "case_event"  # a step of the whole-process record (JL-2, JL-7 – JL-10)
     AUDIT = "audit"  # an access to evidence or any audited action (JL-20, JL-23)
+    ARCHIVE = "archive"  # a sealed archive package of a case file (JL-18)
+    CASE_REVIEW = "case_review"  # a review of a case file with its findings (JL-22)
+    GOVERNANCE_REQUEST = "governance_request"  # a request for access, provision, retrieval, disposal (JL-20)
+    GOVERNANCE_DECISION = "governance_decision"  # its approval (the grant) or rejection (JL-19, JL-20)
+    RETENTION = "retention"  # a retention category given to a recording (JL-19)
+    LEGAL_HOLD = "legal_hold"  # a legal hold placed (JL-19)
+    LEGAL_HOLD_RELEASE = "legal_hold_release"  # a legal hold lifted (JL-19)
+    DISPOSAL = "disposal"  # the tombstone of destroyed evidence (JL-19)
+    ACCESS_CLASS = "access_class"  # a recording made normal, restricted or confidential (JL-20)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +106,16 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.SESSION_EVENT, table="session_events"),
     LeafSource(kind=LeafKind.CASE_EVENT, table="case_events"),
     LeafSource(kind=LeafKind.AUDIT, table="audit_log"),
+    LeafSource(kind=LeafKind.ARCHIVE, table="archive_packages"),
+    LeafSource(kind=LeafKind.CASE_REVIEW, table="case_reviews"),
+    # Governance facts (server/domain/governance/{approvals,retention,access}_models.py, JL-19, JL-20).
+    LeafSource(kind=LeafKind.GOVERNANCE_REQUEST, table="governance_requests"),
+    LeafSource(kind=LeafKind.GOVERNANCE_DECISION, table="governance_decisions"),
+    LeafSource(kind=LeafKind.RETENTION, table="retention_assignments"),
+    LeafSource(kind=LeafKind.LEGAL_HOLD, table="legal_holds"),
+    LeafSource(kind=LeafKind.LEGAL_HOLD_RELEASE, table="legal_hold_releases"),
+    LeafSource(kind=LeafKind.DISPOSAL, table="disposal_tombstones"),
+    LeafSource(kind=LeafKind.ACCESS_CLASS, table="access_class_changes"),
 )
 _KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
 

@@ -8,6 +8,9 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from server.domain.cases import attachments as case_attachments
+from server.domain.cases import catalogue as case_catalogue
+from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import MAX_REASON_CHARS, CaseEventInput, NewCase, StatusChange
 from server.http.api.people import upload_checked
@@ -63,7 +66,7 @@ EVENT_SCHEMA: dict[str, Any] = {
 )
 def event_types() -> ResponseReturnValue:
     """Every event type with its stage and article."""
-    return jsonify(items=case_service.event_type_dicts())
+    return jsonify(items=case_catalogue.event_type_dicts())
 
 
 @bp.get("")
@@ -147,7 +150,7 @@ def add_event(case_id: int) -> ResponseReturnValue:
     "上传附件（文书、照片、当事人签字页）/ attach a document, photo or signed page (JL-11); body = the file",
     query={
         "name": {"type": "string"},
-        "kind": {"enum": list(case_service.ATTACHMENT_KINDS)},
+        "kind": {"enum": list(case_attachments.ATTACHMENT_KINDS)},
         "signed_by_party": {"type": "boolean"},
     },
     response={"type": "object"},
@@ -162,7 +165,7 @@ def add_attachment(case_id: int, event_id: int) -> ResponseReturnValue:
     """Store the request body write-once (sha256) and attach it to the event, if its bytes really are
     its declared type from the allow-list (sniff.ATTACHMENT_TYPES)."""
     with upload_checked(), session_scope() as session:
-        attachment = case_service.add_attachment(
+        attachment = case_attachments.add_attachment(
             session,
             get_store(),
             caller(),
@@ -186,12 +189,12 @@ def add_attachment(case_id: int, event_id: int) -> ResponseReturnValue:
 def get_attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
     """The attachment's bytes."""
     with session_scope() as session:
-        attachment = case_service.get_attachment(session, caller(), case_id, attachment_id)
+        attachment = case_attachments.get_attachment(session, caller(), case_id, attachment_id)
     store = get_store()
     data = b"".join(store.open_range(attachment.object_key, 0, attachment.size - 1))
     # Always a download, never rendered: a type outside the allow-list (rows stored before uploads
     # were checked) goes out as octet-stream, and the sandbox CSP disarms anything opened anyway.
-    mimetype = case_service.served_type(attachment.content_type)
+    mimetype = case_attachments.served_type(attachment.content_type)
     return Response(
         data,
         mimetype=mimetype,
@@ -230,7 +233,7 @@ def content_disposition(name: str) -> str:
 def get_record(case_id: int) -> ResponseReturnValue:
     """Events in stage order with attachments and covering recordings, plus what is missing."""
     with session_scope() as session:
-        return jsonify(case_service.case_record(session, caller(), case_id))
+        return jsonify(case_record_service.case_record(session, caller(), case_id))
 
 
 @bp.post("/<int:case_id>/status")

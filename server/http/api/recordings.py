@@ -11,7 +11,8 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.evidence import queries as recording_service
 from server.domain.evidence.models import Recording
-from server.domain.evidence.scrub import ServingProblem, check_before_serving
+from server.domain.evidence.serving import ServingProblem, check_before_serving
+from server.domain.governance import access
 from server.http.context import audit_request, get_store
 from server.http.errors import ApiError
 from server.http.openapi import api_view
@@ -101,7 +102,9 @@ def get_recording(recording_id: int) -> ResponseReturnValue:
     """One recording with its manifest, signature and chain links (audited)."""
     with audit_refusal("recording.view", "recording", recording_id), session_scope() as session:
         rec = recording_service.get_recording(session, recording_id, scope=caller())
-        audit_request(session, "recording.view", "recording", recording_id)
+        # JL-20: the access class, the caller's duty or the head's approval (docs/governance.md).
+        granted = access.authorize(session, caller(), rec, "view", metadata_only=True)
+        audit_request(session, "recording.view", "recording", recording_id, detail=granted.audit_detail())
         return jsonify(recording_service.recording_detail(rec))
 
 
@@ -174,8 +177,10 @@ def get_media(recording_id: int) -> ResponseReturnValue:
     header = request.headers.get("Range")
     with audit_refusal("recording.media", "recording", recording_id), session_scope() as session:
         rec = recording_service.get_recording(session, recording_id, scope=caller())
+        granted = access.authorize(session, caller(), rec, "view")  # JL-19 disposed, JL-20 duty or approval
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
-        audit_request(session, "recording.media", "recording", recording_id, detail={"range": header})
+        detail = {"range": header, **granted.audit_detail()}
+        audit_request(session, "recording.media", "recording", recording_id, detail=detail)
         problem = _serving_problem(session, rec, full_read=not header)
     if problem is not None:
         raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]

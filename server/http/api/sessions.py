@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
+from server.domain.sessions import explanations as explanation_service
 from server.domain.sessions import service as session_service
 from server.http.context import actor, audit_request, client_ip, json_body
 from server.http.errors import ApiError
@@ -183,7 +184,7 @@ def get_timeline(session_id: int) -> ResponseReturnValue:
         "type": "object",
         "required": ["text"],
         "properties": {
-            "text": {"type": "string", "maxLength": session_service.MAX_EXPLANATION_CHARS},
+            "text": {"type": "string", "maxLength": explanation_service.MAX_EXPLANATION_CHARS},
             "marker_id": {
                 "type": "string",
                 "description": "省略则针对当前未说明的中断 / omit: unexplained gaps",
@@ -204,7 +205,7 @@ def file_explanation(session_id: int) -> ResponseReturnValue:
         marker_id = body.get("marker_id")
         if marker_id is not None and not isinstance(marker_id, str):
             raise ApiError(400, "invalid_request", "marker_id 必须是字符串", "marker_id must be a string")
-        result = session_service.file_explanation(
+        result = explanation_service.file_explanation(
             session,
             record,
             user_id=_user_id(),
@@ -230,7 +231,7 @@ def sign_explanation(session_id: int, explanation_id: int) -> ResponseReturnValu
     """Co-sign an explanation as the calling officer."""
     with audit_refusal("session.explanation_sign", "session", session_id), session_scope() as session:
         record = session_service.get_session(session, session_id, scope=caller())
-        result = session_service.sign_explanation(
+        result = explanation_service.sign_explanation(
             session, record, explanation_id, user_id=_user_id(), client_ip=client_ip()
         )
     return jsonify(result), 201

@@ -7,20 +7,19 @@ from typing import Any
 
 from flask import Response, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select, tuple_
 
+from server.domain.cases import attachments as case_attachments
+from server.domain.cases import catalogue as case_catalogue
+from server.domain.cases import queries as case_queries
+from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
-from server.domain.cases.models import ACT_KINDS, Case, CaseEvent
+from server.domain.cases.models import ACT_KINDS
 from server.domain.errors import Invalid
-from server.domain.evidence.models import Recording
-from server.domain.people.models import Officer
-from server.domain.people.service import Caller
-from server.domain.scope import recording_in_scope
-from server.domain.sessions.models import EnforcementSessionRecord
+from server.domain.governance import archive_listing
+from server.domain.governance import review as review_service
 from server.http.api.cases import content_disposition
 from server.http.context import caller, get_store
-from server.http.pages.workspace.core import audit_view, bp, render, workspace_view
-from server.http.pages.workspace.record import case_file_record
+from server.http.pages.workspace.core import audit_view, bp, may, render, workspace_view
 from server.http.scope import audit_refusal
 from server.infra.db import session_scope
 
@@ -37,22 +36,6 @@ def _date_arg(name: str) -> date | None:
         return date.fromisoformat(raw)
     except ValueError:
         raise Invalid(f"{name} 必须是 YYYY-MM-DD 日期", f"{name} must be a YYYY-MM-DD date") from None
-
-
-def _officers(session: Any, who: Caller) -> list[Officer]:
-    query = select(Officer).order_by(Officer.name)
-    if not who.reads_all:
-        query = query.where(Officer.agency_id == who.agency_id)
-    return list(session.scalars(query.limit(1000)))
-
-
-def _missing_by_case(session: Any, rows: list[Case]) -> dict[int, list[dict[str, str]]]:
-    """What each case's record lacks, from one query over all their events."""
-    events: dict[int, list[CaseEvent]] = {c.id: [] for c in rows}
-    if rows:
-        for event in session.scalars(select(CaseEvent).where(CaseEvent.case_id.in_(list(events)))):
-            events[event.case_id or 0].append(event)
-    return {c.id: case_service.completeness(c, events[c.id]) for c in rows}
 
 
 @bp.get("/cases")
@@ -79,7 +62,7 @@ def cases() -> ResponseReturnValue:
             and (first is None or c.created_at.date() >= first)
             and (last is None or c.created_at.date() <= last)
         ]
-        missing = _missing_by_case(session, rows)
+        missing = case_queries.missing_by_case(session, rows)
         if filters["completeness"] in ("complete", "incomplete"):
             want = filters["completeness"] == "complete"
             rows = [c for c in rows if (not missing[c.id]) == want]
@@ -87,7 +70,10 @@ def cases() -> ResponseReturnValue:
             session, "case.list", "case", None, count=len(rows), **{k: v for k, v in filters.items() if v}
         )
         shown = [(case_service.case_to_dict(c, []), missing[c.id]) for c in rows[:_SHOWN]]
-        officers = [(o.id, f"{o.name}（{o.certificate_number or '—'}）") for o in _officers(session, who)]
+        officers = [
+            (o.id, f"{o.name}（{o.certificate_number or '—'}）")
+            for o in case_queries.officers_in_scope(session, who)
+        ]
     return render(
         "cases.html",
         cases=shown,
@@ -99,50 +85,14 @@ def cases() -> ResponseReturnValue:
     )
 
 
-def _linked_recordings(session: Any, who: Caller, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Recordings the events link or that were running at them (JL-2), each with its session page."""
+def _linked_ids(record: dict[str, Any]) -> set[int]:
+    """Recordings the events link or that were running at them (JL-2)."""
     ids: set[int] = set()
     for stage in record["stages"]:
         for event in stage["events"]:
             ids.update(event["recording_ids"])
             ids.update(event["covering_recording_ids"])
-    if not ids:
-        return []
-    rows = list(
-        session.scalars(
-            select(Recording)
-            .where(Recording.id.in_(sorted(ids)), recording_in_scope(who))
-            .order_by(Recording.started_at, Recording.id)
-        )
-    )
-    pairs = {(r.device_id, r.session_id) for r in rows if r.session_id}
-    sessions: dict[tuple[str, str], int] = {}
-    if pairs:
-        for pk, device_id, session_id in session.execute(
-            select(
-                EnforcementSessionRecord.id,
-                EnforcementSessionRecord.device_id,
-                EnforcementSessionRecord.session_id,
-            ).where(
-                tuple_(EnforcementSessionRecord.device_id, EnforcementSessionRecord.session_id).in_(
-                    sorted(pairs)
-                )
-            )
-        ):
-            sessions[(device_id, session_id)] = pk
-    return [
-        {
-            "id": r.id,
-            "device_id": r.device_id,
-            "sequence": r.sequence,
-            "kind": r.kind,
-            "started_at": r.started_at,
-            "ended_at": r.ended_at,
-            "officer_id": r.officer_id,
-            "session_pk": sessions.get((r.device_id, r.session_id)),
-        }
-        for r in rows
-    ]
+    return ids
 
 
 @bp.get("/cases/<int:case_id>")
@@ -151,8 +101,17 @@ def case_file(case_id: int) -> ResponseReturnValue:
     """The whole-process record: stages, completeness with what is missing, recordings, status changes."""
     who = caller()
     with audit_refusal("case.record", "case", case_id), session_scope() as session:
-        record = case_file_record(session, who, case_id)
-        recordings = _linked_recordings(session, who, record)
+        record = case_record_service.case_record(session, who, case_id)
+        recordings = case_queries.linked_recordings(session, who, _linked_ids(record))
+        # JL-22: the case file shows its review history; JL-18: its archive packages, to those who read them.
+        reviews = [
+            review_service.review_to_dict(r) for r in review_service.list_reviews(session, who, case_id)[1]
+        ]
+        packages = (
+            [archive_listing.archive_to_dict(a) for a in archive_listing.list_archives(session, who, case_id)]
+            if may("archives.list_archives")
+            else None
+        )
         audit_view(
             session,
             "case.record",
@@ -161,7 +120,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
             complete=record["completeness"]["complete"],
             recordings=len(recordings),
         )
-    stages = [s for s in record["stages"] if s["stage"] in case_service.STAGES]
+    stages = [s for s in record["stages"] if s["stage"] in case_catalogue.STAGES]
     status_changes = [e for s in record["stages"] if s["stage"] == "case" for e in s["events"]]
     return render(
         "case.html",
@@ -170,6 +129,8 @@ def case_file(case_id: int) -> ResponseReturnValue:
         completeness=record["completeness"],
         recordings=recordings,
         status_changes=status_changes,
+        reviews=reviews,
+        packages=packages,
     )
 
 
@@ -178,7 +139,7 @@ def case_file(case_id: int) -> ResponseReturnValue:
 def attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
     """An attachment of the case file, always as a download (the API's headers; audited)."""
     with audit_refusal("case.attachment", "case", case_id), session_scope() as session:
-        item = case_service.get_attachment(session, caller(), case_id, attachment_id)
+        item = case_attachments.get_attachment(session, caller(), case_id, attachment_id)
         audit_view(session, "case.attachment", "case", case_id, attachment_id=attachment_id)
         key, size, name, sha256, content_type = (
             item.object_key,
@@ -190,7 +151,7 @@ def attachment(case_id: int, attachment_id: int) -> ResponseReturnValue:
     data = b"".join(get_store().open_range(key, 0, size - 1)) if size else b""
     return Response(
         data,
-        mimetype=case_service.served_type(content_type),
+        mimetype=case_attachments.served_type(content_type),
         headers={
             "X-Content-SHA256": sha256,
             "Content-Disposition": content_disposition(name),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
@@ -24,20 +24,17 @@ from flask import (
 )
 from flask import url_for as flask_url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from server.domain.accounts.roles import ENDPOINT_ROLES
 from server.domain.errors import ServiceError
 from server.http.context import audit_request
-from server.http.pages.common.session import (
-    Area,
-    configure_cookie_sessions,
-    read_session,
-    slid_token,
-)
+from server.http.pages.common.session import Area, configure_cookie_sessions, read_session, slid_token
 from server.http.pages.common.web import choose_lang, lang_url, remember_lang, secure_headers
 from server.http.pages.workspace.texts import TEXT, VERDICT_WORDS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["AREA", "ENTRY_ENDPOINTS", "bp", "may", "render", "workspace_view"]
 
@@ -49,6 +46,7 @@ ENTRY_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("workspace.cases", "cases.list_cases", "cases"),
     ("workspace.sessions", "sessions.list_sessions", "sessions"),
     ("workspace.devices", "devices.chain", "devices"),
+    ("workspace.statistics_page", "statistics.get_statistics", "statistics"),
 )
 # The review screens of publicity (the publication review: redactions to accept or undo) and governance
 # (the access and disposal approval queue) are pages of this workspace, registered on this blueprint

@@ -12,6 +12,7 @@ from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from server.domain.evidence import queries as recording_service
+from server.domain.governance import access
 from server.http.api.recordings import _parse_range, _serving_problem
 from server.http.context import caller, get_store
 from server.http.errors import ApiError
@@ -36,9 +37,19 @@ def media(recording_id: int) -> ResponseReturnValue:
     download = request.args.get("download") == "1"
     with audit_refusal("recording.media", "recording", recording_id), session_scope() as session:
         rec = recording_service.get_recording(session, recording_id, scope=caller())
+        # JL-20: a download is a copy; beyond one's duty either needs the head's approval (JL-19: disposed).
+        granted = access.authorize(session, caller(), rec, "copy" if download else "view")
         size, key, media_type, sha256 = rec.size, rec.object_key, rec.media_type, rec.sha256
         device_id, sequence = rec.device_id, rec.sequence
-        audit_view(session, "recording.media", "recording", recording_id, range=header, download=download)
+        audit_view(
+            session,
+            "recording.media",
+            "recording",
+            recording_id,
+            range=header,
+            download=download,
+            **granted.audit_detail(),
+        )
         problem = _serving_problem(session, rec, full_read=not header)
     if problem is not None:
         raise_alerts(current_app._get_current_object())  # type: ignore[attr-defined]

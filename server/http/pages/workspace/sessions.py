@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from server.domain.cases.models import Case
+from server.domain.cases import queries as case_queries
 from server.domain.errors import ServiceError
-from server.domain.evidence.models import Recording
+from server.domain.evidence import queries as recording_queries
+from server.domain.sessions import explanations as explanation_service
 from server.domain.sessions import service as session_service
 from server.http.context import caller, client_ip
 from server.http.pages.workspace.core import audit_view, back, bp, message_of, render, t, workspace_view
 from server.http.scope import audit_refusal
 from server.infra.db import session_scope
+
+if TYPE_CHECKING:
+    from server.domain.evidence.models import Recording
 
 __all__ = ["TIMELINE_WIDTH", "cosign", "file", "session_page", "sessions"]
 
@@ -83,17 +85,6 @@ def _geometry(tl: dict[str, Any], recordings: list[Recording]) -> _Geometry:
     return _Geometry(origin, max(0.0, (max(instants) - origin).total_seconds()))
 
 
-def _case_of(session: Session, number: str) -> int | None:
-    """The case the recorder named at the start (its number), if the caller may read it (JL-20)."""
-    if not number:
-        return None
-    who = caller()
-    for case_id, agency_id in session.execute(select(Case.id, Case.agency_id).where(Case.number == number)):
-        if who.may_read(agency_id):
-            return int(case_id)
-    return None
-
-
 @bp.get("/sessions/<int:session_id>")
 @workspace_view("sessions.get_timeline")
 def session_page(session_id: int) -> ResponseReturnValue:
@@ -103,15 +94,10 @@ def session_page(session_id: int) -> ResponseReturnValue:
         tl = session_service.timeline(
             session, record, lambda rid: url_for("workspace.media", recording_id=rid)
         )
-        recordings = list(
-            session.scalars(
-                select(Recording)
-                .where(Recording.device_id == record.device_id, Recording.session_id == record.session_id)
-                .order_by(Recording.started_at, Recording.id)
-            )
-        )
+        recordings = recording_queries.session_recordings(session, record.device_id, record.session_id)
         audit_view(session, "session.timeline", "session", session_id, verdict=tl["verdict"])
-        case_link = _case_of(session, tl["case_id"])
+        # The case the recorder named at the start (its number), if the caller may read it (JL-20).
+        case_link = case_queries.readable_case_id(session, caller(), tl["case_id"])
         geometry = _geometry(tl, recordings)
         segments = [
             {
@@ -137,7 +123,7 @@ def session_page(session_id: int) -> ResponseReturnValue:
         open_markers=open_markers,
         width=TIMELINE_WIDTH,
         session_id=session_id,
-        max_chars=session_service.MAX_EXPLANATION_CHARS,
+        max_chars=explanation_service.MAX_EXPLANATION_CHARS,
         case_link=case_link,
     )
 
@@ -154,7 +140,7 @@ def file(session_id: int) -> ResponseReturnValue:
     try:
         with audit_refusal("session.explanation_file", "session", session_id), session_scope() as session:
             record = session_service.get_session(session, session_id, scope=caller())
-            session_service.file_explanation(
+            explanation_service.file_explanation(
                 session,
                 record,
                 user_id=user_id,
@@ -177,7 +163,7 @@ def cosign(session_id: int, explanation_id: int) -> ResponseReturnValue:
     try:
         with audit_refusal("session.explanation_sign", "session", session_id), session_scope() as session:
             record = session_service.get_session(session, session_id, scope=caller())
-            session_service.sign_explanation(
+            explanation_service.sign_explanation(
                 session, record, explanation_id, user_id=user_id, client_ip=client_ip()
             )
     except ServiceError as exc:

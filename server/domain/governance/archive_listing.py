@@ -1,0 +1,108 @@
+"""Archive packages that exist and cases still waiting for one (JL-18: within 30 days of the case's end)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from server.domain.base import utcnow
+from server.domain.cases.models import Case
+from server.domain.cases.service import FINAL_STATUSES, get_case
+from server.domain.errors import NotFound
+from server.domain.governance.archives import ARCHIVE_DEADLINE, ended_at_clause
+from server.domain.governance.archives_models import ArchivePackage
+from server.domain.people.service import Caller
+
+__all__ = ["archive_to_dict", "list_archives", "open_archive", "overdue_archives"]
+
+
+def archive_to_dict(row: ArchivePackage) -> dict[str, Any]:
+    """An archive package as JSON."""
+    return {
+        "id": row.id,
+        "case_id": row.case_id,
+        "agency_id": row.agency_id,
+        "bag_name": row.bag_name,
+        "zip_sha256": row.zip_sha256,
+        "zip_size": row.zip_size,
+        "tagmanifest_sha256": row.tagmanifest_sha256,
+        "payload_oxum": row.payload_oxum,
+        "recording_count": row.recording_count,
+        "leaf_count": row.leaf_count,
+        "checkpoint_size": row.checkpoint_size,
+        "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+        "on_time": row.on_time,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "download_url": f"/api/v1/archives/{row.id}/package.zip",
+    }
+
+
+def list_archives(session: Session, caller: Caller, case_id: int) -> list[ArchivePackage]:
+    """The packages of one case the caller may read, oldest first."""
+    case = get_case(session, caller, case_id)
+    return list(
+        session.scalars(
+            select(ArchivePackage).where(ArchivePackage.case_id == case.id).order_by(ArchivePackage.id)
+        )
+    )
+
+
+def open_archive(session: Session, caller: Caller, archive_id: int) -> ArchivePackage:
+    """One package, if the caller may read its case (another agency's looks missing, JL-20)."""
+    row = session.get(ArchivePackage, archive_id)
+    if row is None or not caller.may_read(row.agency_id):
+        raise NotFound("档案包不存在", "archive package not found")
+    return row
+
+
+def _scoped_cases(caller: Caller) -> Select[Any]:
+    query = select(Case, ended_at_clause().label("ended_at"))
+    if not caller.reads_all:
+        query = query.where(Case.agency_id == caller.agency_id)
+    return query
+
+
+def overdue_archives(
+    session: Session,
+    caller: Caller,
+    *,
+    now: datetime | None = None,
+    agency_id: int | None = None,
+    include_due: bool = False,
+) -> list[dict[str, Any]]:
+    """Ended cases with no archive package whose 30 days are over (JL-18), the most overdue first.
+
+    ``include_due``: also those still within their 30 days (``state: due``), to archive before the date.
+    """
+    now = now or utcnow()
+    archived = exists().where(ArchivePackage.case_id == Case.id)
+    ended = ended_at_clause()
+    query = _scoped_cases(caller).where(Case.status.in_(FINAL_STATUSES), ~archived)
+    if not include_due:
+        query = query.where(ended < now - ARCHIVE_DEADLINE)
+    if agency_id is not None:
+        query = query.where(Case.agency_id == agency_id)
+    out = []
+    for case, ended_at in session.execute(query.order_by(ended, Case.id)):
+        if ended_at is None:
+            continue  # a final status without its status event cannot happen through the service
+        due = ended_at + ARCHIVE_DEADLINE
+        late = due < now
+        out.append(
+            {
+                "case_id": case.id,
+                "agency_id": case.agency_id,
+                "number": case.number,
+                "status": case.status,
+                "ended_at": ended_at.isoformat(),
+                "due_at": due.isoformat(),
+                "state": "overdue" if late else "due",
+                "days_overdue": (now - due).days if late else 0,
+                "days_left": 0 if late else (due - now).days,
+            }
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Publicity (公示) under the Anhui Publicity Measures: deadlines, codes, redaction and the item workflow."""

@@ -1,0 +1,132 @@
+"""Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.domain.base import Base, UTCDateTime, utcnow
+
+__all__ = ["CorrectionRequest", "HolidayScheduleRow", "PublicationHistory", "PublicationItem"]
+
+
+class PublicationItem(Base):
+    """One thing an agency must publish, with its state, deadline and disclosure window.
+
+    ``content`` is the source record the collector typed; it is never redacted in place. ``published``
+    is the redacted copy the portal shows, made when the item is published or corrected (GS-14).
+    """
+
+    __tablename__ = "publication_items"
+    __table_args__ = (
+        # One publication item per recorded decision event.
+        UniqueConstraint("source_event_id", name="uq_publication_items_source_event"),
+        Index("ix_publication_items_portal", "state", "disclosure_ends"),
+        Index("ix_publication_items_agency_state", "agency_id", "state"),
+        # The portal lists newest decisions first: a backward scan of this index serves the first pages.
+        Index("ix_publication_items_portal_order", "decided_on", "id"),
+        # A search by kind of act over a range of decision dates.
+        Index("ix_publication_items_kind_date", "act_kind", "decided_on"),
+        # Substring search of party names and document numbers (the portal's search box): trigram GIN
+        # indexes on PostgreSQL (pg_trgm handles Chinese text under a UTF-8 database); plain elsewhere.
+        Index(
+            "ix_publication_items_party_trgm",
+            "party_name",
+            postgresql_using="gin",
+            postgresql_ops={"party_name": "gin_trgm_ops"},
+        ),
+        # A query shorter than a trigram (a two-character personal name) matches the start of the name.
+        Index(
+            "ix_publication_items_party_prefix",
+            "party_name",
+            postgresql_ops={"party_name": "varchar_pattern_ops"},
+        ),
+        Index(
+            "ix_publication_items_document_trgm",
+            "document_number",
+            postgresql_using="gin",
+            postgresql_ops={"document_number": "gin_trgm_ops"},
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    case_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("cases.id"), nullable=True, index=True)
+    source_event_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("case_events.id"), nullable=True)
+    act_kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300), default="")
+    party_name: Mapped[str] = mapped_column(String(300), default="")
+    document_number: Mapped[str] = mapped_column(String(128), default="")
+    decided_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    redactions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    published: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(64))
+    due_on: Mapped[date] = mapped_column(Date)
+    deadline_rule: Mapped[str] = mapped_column(String(32))
+    deadline_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    calendar_version: Mapped[str] = mapped_column(String(200))
+    disclosure_earliest_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    disclosure_ends: Mapped[date | None] = mapped_column(Date, nullable=True)
+    excluded_grounds: Mapped[list[str]] = mapped_column(JSON, default=list)
+    excluded_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    withdrawal_due_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    replaces_item_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("publication_items.id"), nullable=True
+    )
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    corrected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PublicationHistory(Base):
+    """One append-only transition of an item: who, when, why (GS-7, GS-18); the database refuses changes."""
+
+    __tablename__ = "publication_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, ForeignKey("publication_items.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CorrectionRequest(Base):
+    """A request from the public to correct a published item, and its outcome (GS-19)."""
+
+    __tablename__ = "publication_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, ForeignKey("publication_items.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    contact: Mapped[str] = mapped_column(String(200), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HolidayScheduleRow(Base):
+    """A year's official holiday schedule loaded by an admin; it overrides the one shipped in the code."""
+
+    __tablename__ = "holiday_schedules"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(String(300))
+    holidays: Mapped[list[str]] = mapped_column(JSON, default=list)
+    workdays: Mapped[list[str]] = mapped_column(JSON, default=list)
+    version: Mapped[str] = mapped_column(String(64))
+    loaded_by: Mapped[str] = mapped_column(String(64))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

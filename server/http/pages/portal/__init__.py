@@ -1,0 +1,427 @@
+"""The public portal (GS-5, GS-8, GS-19): published decisions, search, open data, correction requests.
+
+Anonymous and server-rendered, zh-CN by default and English with ``?lang=en``; rate-limited per client
+network. It shows only what is published and not expired, always from the redacted copy (GS-14); a
+withdrawn decision leaves only its withdrawal notice and reason (GS-12).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
+from flask.typing import ResponseReturnValue
+
+from server.domain.errors import NotFound
+from server.domain.people.models import Agency
+from server.domain.publicity import portal as portal_service
+from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
+from server.domain.publicity.models import PublicationItem
+from server.errors import ErrorKind, ZfjlError
+from server.http.context import client_ip
+from server.http.errors import ApiError, error_response
+from server.http.openapi import api_view
+from server.http.rate_limit import RateLimiter, make_limiter
+from server.infra.db import session_scope
+
+__all__ = ["TEXT", "bp"]
+
+bp = Blueprint("portal", __name__, url_prefix="/portal")
+LIMITER_KEY = "zfjl.portal_limiter"
+# A correction request writes to the database and is read by staff: it costs as much as ten page views.
+CORRECTION_COST = 10
+PER_PAGE = 20
+
+TEXT: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "行政执法信息公示",
+        "search": "查询",
+        "party": "当事人名称",
+        "document_number": "决定书文号",
+        "agency": "执法机关",
+        "kind": "执法类别",
+        "any": "全部",
+        "from": "决定日期自",
+        "to": "至",
+        "results": "共 {total} 条",
+        "none": "没有符合条件的公示信息",
+        "decided_on": "决定日期",
+        "disclosure_until": "公示截止期",
+        "facts": "违法事实 / 主要事实",
+        "basis": "依据",
+        "conclusion": "决定内容 / 结论",
+        "violation_type": "违法行为类型",
+        "penalty_kinds": "处罚类别",
+        "fine": "罚款金额（万元）",
+        "confiscated": "没收金额（万元）",
+        "party_category": "相对人类别",
+        "uscc": "统一社会信用代码",
+        "corrected": "本信息已于 {at} 更正",
+        "withdrawn": "本决定已撤回",
+        "withdrawn_reason": "撤回理由",
+        "withdrawn_at": "撤回时间",
+        "prev": "上一页",
+        "next": "下一页",
+        "correction": "申请更正",
+        "correction_hint": "如发现本条信息有误，请说明哪里有误；无需登录。",
+        "contact": "联系方式（选填）",
+        "send": "提交",
+        "received": "更正申请已收到，执法机关核实后处理。",
+        "open_data": "开放数据",
+        "lang": "English",
+        "note": "依据《安徽省行政执法公示办法》公开；涉及个人隐私的内容已依法隐去。",
+        "rate_limited": "访问过于频繁，请 {seconds} 秒后再试",
+        "not_found": "公示信息不存在或已到期",
+        "bad_request": "查询条件有误：{detail}",
+    },
+    "en": {
+        "title": "Administrative enforcement publicity",
+        "search": "Search",
+        "party": "Party",
+        "document_number": "Document number",
+        "agency": "Agency",
+        "kind": "Kind of act",
+        "any": "All",
+        "from": "Decided from",
+        "to": "to",
+        "results": "{total} results",
+        "none": "Nothing published matches",
+        "decided_on": "Decided on",
+        "disclosure_until": "Public until",
+        "facts": "Facts",
+        "basis": "Legal basis",
+        "conclusion": "Decision",
+        "violation_type": "Violation",
+        "penalty_kinds": "Penalty kinds",
+        "fine": "Fine (10,000 yuan)",
+        "confiscated": "Confiscated (10,000 yuan)",
+        "party_category": "Party category",
+        "uscc": "Unified social credit code",
+        "corrected": "Corrected on {at}",
+        "withdrawn": "This decision has been withdrawn",
+        "withdrawn_reason": "Reason",
+        "withdrawn_at": "Withdrawn on",
+        "prev": "Previous",
+        "next": "Next",
+        "correction": "Request a correction",
+        "correction_hint": "If something here is wrong, say what; no account is needed.",
+        "contact": "Contact (optional)",
+        "send": "Send",
+        "received": "Your request was received; the agency will verify it.",
+        "open_data": "Open data",
+        "lang": "中文",
+        "note": "Published under the Anhui Publicity Measures; personal data is removed as the law requires.",
+        "rate_limited": "Too many requests from your network; try again in {seconds} seconds",
+        "not_found": "No such published item, or its disclosure has ended",
+        "bad_request": "Bad search: {detail}",
+    },
+}
+_KIND_EN = {
+    EnforcementAct.PENALTY: "Penalty",
+    EnforcementAct.LICENSING: "Licensing",
+    EnforcementAct.COERCION: "Coercive measure",
+    EnforcementAct.INSPECTION: "Inspection",
+    EnforcementAct.LEVY: "Levy or requisition",
+    EnforcementAct.OTHER: "Other",
+}
+_CSP = "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+_SEARCH_QUERY: dict[str, dict[str, Any]] = {
+    "party": {"type": "string", "maxLength": 100},
+    "document_number": {"type": "string", "maxLength": 128},
+    "agency_id": {"type": "integer"},
+    "kind": {"enum": [act.value for act in EnforcementAct]},
+    "from": {"type": "string", "format": "date"},
+    "to": {"type": "string", "format": "date"},
+    "page": {"type": "integer", "minimum": 1},
+    "lang": {"enum": ["zh", "en"]},
+}
+_RATE_LIMITED = {429: "请求过于频繁（Retry-After）/ rate limited per client network (Retry-After)"}
+
+
+def _lang() -> str:
+    return "en" if request.args.get("lang", "").lower().startswith("en") else "zh"
+
+
+def _limiter() -> RateLimiter:
+    limiter: RateLimiter | None = current_app.extensions.get(LIMITER_KEY)
+    if limiter is None:
+        settings = current_app.extensions["zfjl.settings"]
+        # The per-network budget of the public credential check: both are anonymous pages. With
+        # ZFJL_REDIS_URL the buckets are shared by every API process (and with /verify); else per process.
+        limiter = make_limiter(settings.verify_rate_per_minute, settings.redis_url)
+        current_app.extensions[LIMITER_KEY] = limiter
+    return limiter
+
+
+def _limited(cost: int = 1, *, as_json: bool = False) -> Response | None:
+    """A 429 answer when the client's network is over its budget, else None."""
+    retry_after = _limiter().take(client_ip(), cost)
+    if not retry_after:
+        return None
+    zh = TEXT["zh"]["rate_limited"].format(seconds=retry_after)
+    en = TEXT["en"]["rate_limited"].format(seconds=retry_after)
+    if as_json:
+        response = error_response(429, "rate_limited", zh, en)
+    else:
+        response = _page("portal/message.html", message=zh if _lang() == "zh" else en, status=429)
+    response.status_code = 429
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _page(template: str, *, status: int = 200, **context: Any) -> Response:
+    lang = _lang()
+    # Kinds of act by their slug, in the page's language (the stored copy carries the Chinese label).
+    kind_labels = {act.value: act.label if lang == "zh" else _KIND_EN[act] for act in EnforcementAct}
+    response = make_response(
+        render_template(template, t=TEXT[lang], lang=lang, kind_labels=kind_labels, **context), status
+    )
+    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+class _BadQuery(ZfjlError):
+    """A search filter the portal cannot use: shown on the page with its reason, never a 500."""
+
+    kind = ErrorKind.INVALID
+    code = "bad_query"
+
+    def __init__(self, zh: str, en: str) -> None:
+        super().__init__(zh, en)
+        self.zh, self.en = zh, en
+
+
+def _query() -> portal_service.PortalQuery:
+    """The search filters of the request; a bad one is a precise error, never a 500."""
+    args = request.args
+
+    def day(key: str) -> date | None:
+        raw = args.get(key, "").strip()
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise _BadQuery(f"{key} 须为 YYYY-MM-DD 日期", f"{key} must be a YYYY-MM-DD date") from None
+
+    def number(key: str, default: int | None) -> int | None:
+        raw = args.get(key, "").strip()
+        if not raw:
+            return default
+        if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 2**31:
+            raise _BadQuery(f"{key} 须为正整数", f"{key} must be a positive integer")
+        return int(raw)
+
+    kind_raw = args.get("kind", "").strip()
+    try:
+        kind = EnforcementAct(kind_raw) if kind_raw else None
+    except ValueError:
+        raise _BadQuery("kind 无效", "kind is not a kind of act") from None
+    page = number("page", 1) or 1
+    return portal_service.PortalQuery(
+        party=args.get("party", "")[:100],
+        document_number=args.get("document_number", "")[:128],
+        agency_id=number("agency_id", None),
+        act_kind=kind,
+        decided_from=day("from"),
+        decided_to=day("to"),
+        page=min(page, 100_000),
+        per_page=PER_PAGE,
+    )
+
+
+def _summary(item: PublicationItem) -> dict[str, Any]:
+    """The public fields of an item (its redacted copy), for the list and the open-data API."""
+    copy = dict(item.published or {})
+    copy.pop("record", None)
+    copy.pop("record_table", None)
+    copy["id"] = item.id
+    copy["state"] = item.state
+    copy["corrected_at"] = item.corrected_at.isoformat() if item.corrected_at else None
+    return copy
+
+
+@bp.app_template_filter("portal_page")
+def _page_link(args: Any, page: int) -> str:
+    """The query string of the same search on another page."""
+    pairs = [(key, value) for key, value in args.items(multi=True) if key != "page"]
+    return urlencode([*pairs, ("page", str(page))])
+
+
+def _agencies() -> list[dict[str, Any]]:
+    with session_scope() as session:
+        return [{"id": a.id, "name": a.name} for a in session.query(Agency).order_by(Agency.name)]
+
+
+@bp.get("/")
+@api_view(
+    "portal.index",
+    "公示查询页（公开）/ the public search page (anonymous)",
+    auth="public",
+    query=_SEARCH_QUERY,
+    response_content_type="text/html",
+    responses={400: "查询条件有误 / bad search", **_RATE_LIMITED},
+)
+def index() -> ResponseReturnValue:
+    """Published decisions, newest first, with search and paging."""
+    if (refused := _limited()) is not None:
+        return refused
+    try:
+        query = _query()
+    except _BadQuery as bad:
+        detail = bad.zh if _lang() == "zh" else bad.en
+        return _page(
+            "portal/message.html", message=TEXT[_lang()]["bad_request"].format(detail=detail), status=400
+        )
+    with session_scope() as session:
+        items, total = portal_service.portal_search(session, query)
+        rows = [_summary(item) for item in items]
+    return _page(
+        "portal/index.html",
+        rows=rows,
+        total=total,
+        total_label=f"{portal_service.COUNT_CAP}+" if total > portal_service.COUNT_CAP else str(total),
+        query=query,
+        args=request.args,
+        agencies=_agencies(),
+        kinds=[(act.value, act.label if _lang() == "zh" else _KIND_EN[act]) for act in EnforcementAct],
+        pages=max(1, -(-min(total, portal_service.COUNT_CAP) // PER_PAGE)),
+    )
+
+
+@bp.get("/items/<int:item_id>")
+@api_view(
+    "portal.item",
+    "公示详情页（公开；撤回的仅显示撤回说明）/ one published decision (a withdrawn one: its notice)",
+    auth="public",
+    query={"lang": {"enum": ["zh", "en"]}},
+    response_content_type="text/html",
+    responses={404: "不存在或已到期 / not published or expired", **_RATE_LIMITED},
+)
+def item(item_id: int) -> ResponseReturnValue:
+    """The redacted decision, when it was corrected, and the correction request form."""
+    if (refused := _limited()) is not None:
+        return refused
+    with session_scope() as session:
+        try:
+            found = portal_service.portal_item(session, item_id)
+        except NotFound:
+            return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
+        withdrawn = found.state == "withdrawn"
+        context: dict[str, Any] = {
+            "item": _summary(found) if not withdrawn else None,
+            "withdrawn": withdrawn,
+            "item_id": found.id,
+            "notice": {
+                "document_number": found.document_number,
+                "reason": found.withdrawal_reason,
+                "at": found.withdrawn_at.date().isoformat() if found.withdrawn_at else "",
+            },
+            "received": request.args.get("received") == "1",
+        }
+    return _page("portal/item.html", **context)
+
+
+@bp.post("/items/<int:item_id>/corrections")
+@api_view(
+    "portal.request_correction",
+    "提交更正申请（公开，无需登录）/ request a correction (anonymous) — GS-19",
+    auth="public",
+    response_content_type="text/html",
+    responses={
+        303: "已收到 / received",
+        400: "内容为空或过长 / empty or too long",
+        404: "不存在 / no such item",
+        **_RATE_LIMITED,
+    },
+)
+def request_correction(item_id: int) -> ResponseReturnValue:
+    """Keep the request for the agency to verify (GS-19); answer with the item page."""
+    if (refused := _limited(CORRECTION_COST)) is not None:
+        return refused
+    text = request.form.get("text", "")
+    contact = request.form.get("contact", "")
+    with session_scope() as session:
+        try:
+            portal_service.request_correction(session, item_id, text, contact[:200])
+        except NotFound:
+            return _page("portal/message.html", message=TEXT[_lang()]["not_found"], status=404)
+        except ZfjlError as error:
+            message = error.message if _lang() == "zh" else error.message_en
+            return _page("portal/message.html", message=message, status=400)
+    lang = "&lang=en" if _lang() == "en" else ""
+    response = make_response("", 303)
+    response.headers["Location"] = f"/portal/items/{item_id}?received=1{lang}"
+    return response
+
+
+@bp.get("/open-data/decisions.json")
+@api_view(
+    "portal.open_data_search",
+    "开放数据：公示决定查询（JSON）/ open data: search published decisions (JSON) — GS-8",
+    auth="public",
+    query=_SEARCH_QUERY,
+    response={
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer", "description": "至多计到 10001 / counted up to 10001"},
+            "total_capped": {"type": "boolean", "description": "total 超过 10000 / more than 10000 match"},
+            "items": {"type": "array"},
+        },
+    },
+    responses={400: "查询条件有误 / bad search", **_RATE_LIMITED},
+)
+def open_data_search() -> ResponseReturnValue:
+    """The same search as the page, as JSON."""
+    if (refused := _limited(as_json=True)) is not None:
+        return refused
+    try:
+        query = _query()
+    except _BadQuery as bad:
+        raise ApiError(400, "invalid_request", bad.zh, bad.en) from None
+    with session_scope() as session:
+        items, total = portal_service.portal_search(session, query)
+        return jsonify(
+            total=total,
+            total_capped=total > portal_service.COUNT_CAP,
+            page=query.page,
+            per_page=query.per_page,
+            items=[_summary(i) for i in items],
+        )
+
+
+@bp.get("/open-data/<table>.<fmt>")
+@api_view(
+    "portal.open_data_export",
+    "开放数据：双公示字段导出（CF 行政处罚 / XK 行政许可；csv 或 json）/ open data in the 双公示 codes",
+    auth="public",
+    query={"agency_id": {"type": "integer"}},
+    response={"type": "array", "items": {"type": "object"}},
+    alternatives={"text/csv": {"type": "string"}},
+    responses={404: "table 须为 CF 或 XK，格式 csv 或 json / unknown table or format", **_RATE_LIMITED},
+)
+def open_data_export(table: str, fmt: str) -> ResponseReturnValue:
+    """Every published, unexpired record of one national table."""
+    if table not in ("CF", "XK") or fmt not in ("csv", "json"):
+        raise ApiError(404, "not_found", "没有该数据集", "no such data set")
+    # An export reads many rows: it costs as much as ten page views.
+    if (refused := _limited(10, as_json=True)) is not None:
+        return refused
+    agency_raw = request.args.get("agency_id", "")
+    agency_id = (
+        int(agency_raw) if agency_raw.isascii() and agency_raw.isdigit() and len(agency_raw) < 10 else None
+    )
+    with session_scope() as session:
+        records = portal_service.export_records(session, table, agency_id=agency_id)
+    if fmt == "csv":
+        return Response(
+            "\ufeff" + to_csv(records, CF_FIELDS if table == "CF" else XK_FIELDS),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{table}.csv"'},
+        )
+    return Response(to_json(records), mimetype="application/json")

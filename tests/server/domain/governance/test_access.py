@@ -1,0 +1,184 @@
+"""JL-20 access by duty and approval, on SQLite and PostgreSQL: access classes on top of roles, enforced where
+evidence is served (API media and details, the workspace player and download), every refusal audited; the
+approval queue page of the workspace."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from server.domain.audit import AuditLog
+from server.domain.base import utcnow
+from server.domain.evidence.models import Recording
+from server.domain.governance import access
+from server.domain.governance.access import ApprovalRequired
+from server.domain.governance.approvals_models import GovernanceDecision
+from server.infra.db import session_scope
+from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, workspace_client, world
+
+__all__ = ["app", "gov", "world"]
+
+
+def _classify(
+    client: FlaskClient, gov: Gov, recording_id: int, access_class: str, who: str = "agency_head-a"
+) -> int:
+    answer = client.post(
+        f"/api/v1/governance/recordings/{recording_id}/access-class",
+        headers=login(client, who),
+        json={"access_class": access_class, "reason": "涉及个人隐私"},
+    )
+    return answer.status_code
+
+
+def _media(client: FlaskClient, who: str, recording_id: int) -> int:
+    return client.get(f"/api/v1/recordings/{recording_id}/media", headers=login(client, who)).status_code
+
+
+def _refusals(gov: Gov) -> list[dict[str, object]]:
+    with session_scope(gov.app) as session:
+        rows = session.scalars(select(AuditLog).where(AuditLog.action == "recording.access_refused"))
+        return [{"actor": r.actor, "target": r.target_id, **r.detail_dict()} for r in rows]
+
+
+def test_jl20_a_normal_recording_is_viewed_by_duty(gov: Gov, client: FlaskClient) -> None:
+    for who in ("officer-a", "legal_reviewer-a", "agency_head-a", "supervisor-a", "auditor-a"):
+        assert _media(client, who, gov.rec_a[0]) == 200, who
+    assert _refusals(gov) == []
+
+
+def test_jl20_a_confidential_recording_needs_the_heads_approval_and_each_refusal_is_audited(
+    gov: Gov, client: FlaskClient
+) -> None:
+    rid = gov.rec_a[0]
+    assert _classify(client, gov, rid, "confidential") == 200
+    for who in ("officer-a", "officer2-a", "legal_reviewer-a", "supervisor-a", "auditor-a"):
+        answer = client.get(f"/api/v1/recordings/{rid}/media", headers=login(client, who))
+        assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "approval_required", who
+        assert client.get(f"/api/v1/recordings/{rid}", headers=login(client, who)).status_code == 403
+    assert _media(client, "agency_head-a", rid) == 200
+    assert _media(client, "officer-a", gov.rec_a[1]) == 200  # only that recording is confidential
+    refused = _refusals(gov)
+    assert len(refused) == 10
+    assert {r["actor"] for r in refused} >= {str(gov.users["officer-a"]), str(gov.users["auditor-a"])}
+    assert {(r["target"], r["access_class"], r["refused"]) for r in refused} == {
+        (str(rid), "confidential", "approval_required")
+    }
+
+
+def test_jl20_only_the_head_of_the_recordings_agency_sets_its_class(gov: Gov, client: FlaskClient) -> None:
+    assert _classify(client, gov, gov.rec_a[0], "restricted", who="legal_reviewer-a") == 403
+    assert _classify(client, gov, gov.rec_a[0], "restricted", who="head-b") == 404
+    assert _classify(client, gov, gov.rec_a[0], "secret") == 400
+    with session_scope(gov.app) as session:
+        assert access.access_class_of(session, gov.rec_a[0]) == "normal"
+
+
+def test_jl20_a_restricted_recording_is_viewed_by_its_officer_and_reviewers_not_by_other_officers(
+    gov: Gov, client: FlaskClient
+) -> None:
+    rid = gov.rec_a[0]
+    _classify(client, gov, rid, "restricted")
+    assert _media(client, "officer2-a", rid) == 200  # the officer who recorded it
+    assert _media(client, "legal_reviewer-a", rid) == 200
+    assert _media(client, "officer-a", rid) == 403  # a colleague without a case of it
+    assert _media(client, "supervisor-a", rid) == 403  # a body retrieves it through a request
+    gov.open_case([rid])  # officer-a is an officer of the case the recording is linked to
+    assert _media(client, "officer-a", rid) == 200
+
+
+def test_jl20_an_approved_grant_opens_the_recording_to_its_requester_and_expires_by_itself(
+    gov: Gov, client: FlaskClient
+) -> None:
+    rid = gov.rec_a[0]
+    _classify(client, gov, rid, "confidential")
+    filed = client.post(
+        "/api/v1/governance/requests",
+        headers=login(client, "officer-a"),
+        json={"kind": "access", "purpose": "复核执法过程", "recording_ids": [rid], "duration_days": 2},
+    )
+    request_id = filed.get_json()["id"]
+    assert _media(client, "officer-a", rid) == 403  # pending is not approved
+    client.post(
+        f"/api/v1/governance/requests/{request_id}/decision",
+        headers=login(client, "agency_head-a"),
+        json={"outcome": "approve"},
+    )
+    assert _media(client, "officer-a", rid) == 200
+    assert _media(client, "officer2-a", rid) == 403  # the grant is the requester's alone
+    with session_scope(gov.app) as session:
+        media_rows = session.scalars(select(AuditLog).where(AuditLog.action == "recording.media"))
+        granted = [r.detail_dict() for r in media_rows if r.actor == str(gov.users["officer-a"])]
+        assert granted[-1]["grant_id"] == request_id and granted[-1]["basis"] == "grant"
+        decided_at = session.scalars(select(GovernanceDecision.decided_at)).one()
+        rec = session.get(Recording, rid)
+        assert rec is not None
+        officer = gov.caller("officer-a")
+        assert (
+            access.authorize(session, officer, rec, "view", now=decided_at + timedelta(days=1)).basis
+            == "grant"
+        )
+        with pytest.raises(ApprovalRequired):
+            access.authorize(session, officer, rec, "view", now=decided_at + timedelta(days=2))
+        with pytest.raises(ApprovalRequired):  # a view grant is not a copy grant
+            access.authorize(session, officer, rec, "copy", now=decided_at + timedelta(hours=1))
+    assert utcnow() < decided_at + timedelta(days=2)
+
+
+def test_jl20_a_workspace_download_is_a_copy_and_needs_duty_or_approval(gov: Gov) -> None:
+    rid = gov.rec_a[0]
+    url = f"/workspace/recordings/{rid}/media"
+    officer, _csrf = workspace_client(gov.app, "officer-a")
+    assert officer.get(url).status_code == 200  # playing is viewing
+    assert officer.get(url + "?download=1").status_code == 403  # taking a file away is copying
+    recorder_officer, _csrf = workspace_client(gov.app, "officer2-a")
+    assert recorder_officer.get(url + "?download=1").status_code == 200  # their own recording
+    reviewer, _csrf = workspace_client(gov.app, "legal_reviewer-a")
+    assert reviewer.get(url + "?download=1").status_code == 200
+    assert [(r["action"], r["actor"]) for r in _refusals(gov)] == [("copy", str(gov.users["officer-a"]))]
+
+
+def test_jl20_the_approval_queue_page_files_and_decides_with_csrf_and_never_lets_one_approve_oneself(
+    gov: Gov,
+) -> None:
+    head, csrf = workspace_client(gov.app, "agency_head-a")
+    page = head.get("/workspace/approvals")
+    assert page.status_code == 200
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert 'data-nav="approvals"' in page.get_data(as_text=True)
+    form = {"kind": "disposal", "recording_ids": str(gov.rec_a[0]), "purpose": "保存期满", "csrf_token": csrf}
+    assert (
+        head.post("/workspace/approvals/requests", data={**form, "csrf_token": "forged"}).status_code == 400
+    )
+    filed = head.post("/workspace/approvals/requests", data=form)
+    assert filed.status_code == 303
+    html = head.get(filed.headers["Location"]).get_data(as_text=True)
+    assert "申请已提交" in html
+    request_id = int(re.findall(r'data-request="(\d+)" data-kind="disposal"', html)[0])
+    assert 'class="muted own"' in html and f"workspace/approvals/{request_id}/decision" not in html
+    own = head.post(
+        f"/workspace/approvals/{request_id}/decision", data={"outcome": "approve", "csrf_token": csrf}
+    )
+    assert "self_approval" in head.get(own.headers["Location"]).get_data(as_text=True)
+
+    second, csrf2 = workspace_client(gov.app, "head2-a")
+    english = second.get("/workspace/approvals?lang=en").get_data(as_text=True)
+    assert "Awaiting decision" in english and f"/workspace/approvals/{request_id}/decision" in english
+    done = second.post(
+        f"/workspace/approvals/{request_id}/decision",
+        data={"outcome": "approve", "reason": "同意", "csrf_token": csrf2},
+    )
+    after = second.get(done.headers["Location"]).get_data(as_text=True)
+    assert f'data-request="{request_id}" data-status="done"' in after
+    assert second.get(f"/workspace/recordings/{gov.rec_a[0]}/media").status_code == 409  # disposed
+
+    officer, _csrf = workspace_client(gov.app, "officer-a")
+    mine = officer.get("/workspace/approvals").get_data(as_text=True)
+    assert "/decision" not in mine and f'data-request="{request_id}"' not in mine  # not theirs to see
+    assert (
+        officer.post(f"/workspace/approvals/{request_id}/decision", data={"csrf_token": _csrf}).status_code
+        == 403
+    )

@@ -1,0 +1,190 @@
+"""The staff publicity API over HTTP (GS-7, GS-11, GS-12, GS-15, GS-18): roles, deadlines, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.fixtures.publicity import (
+    COMPANY_USCC,
+    CONTENT,
+    MINOR_ID,
+    WITNESS_ID,
+    Staff,
+    collect,
+    published,
+    staff,
+)
+
+__all__ = ["staff"]  # the fixture, imported so pytest finds it here
+
+
+def test_gs11_item_collected_over_the_api_is_due_in_7_working_days(client: FlaskClient, staff: Staff) -> None:
+    item = collect(client, staff)
+    assert item["state"] == "draft"
+    assert item["due_on"] == "2026-10-15"
+    assert item["deadline_provisional"] is False
+    late = collect(client, staff, decided_on="2026-12-25")
+    assert late["deadline_provisional"] is True and late["due_on"] == "2027-01-05"
+
+
+def test_gs11_decision_event_in_a_case_opens_its_publication_item(client: FlaskClient, staff: Staff) -> None:
+    officer = staff.headers["officer"]
+    case = client.post(
+        "/api/v1/cases",
+        json={
+            "number": "合市监立〔2026〕7号",
+            "act_kind": "penalty",
+            "origin": "ex_officio",
+            "party": "合肥某某餐饮有限公司",
+        },
+        headers=officer,
+    )
+    assert case.status_code == 201, case.get_json()
+    event = client.post(
+        f"/api/v1/cases/{case.get_json()['id']}/events",
+        json={
+            "event_type": "decision.decided",
+            "occurred_at": "2026-02-13T16:00:00+08:00",
+            "data": {"publication": CONTENT},
+        },
+        headers=officer,
+    )
+    assert event.status_code == 201, event.get_json()
+    items = client.get("/api/v1/publicity/items", headers=officer).get_json()["items"]
+    [item] = [i for i in items if i["source_event_id"] == event.get_json()["id"]]
+    assert item["due_on"] == "2026-03-02"  # across the 2026 Spring Festival and its two make-up Saturdays
+    assert item["content"]["document_number"] == "合市监罚〔2026〕12号"
+
+
+def test_gs7_gs18_only_another_reviewer_publishes(client: FlaskClient, staff: Staff) -> None:
+    item = collect(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}"
+    assert client.post(f"{path}/submit", headers=staff.headers["officer"]).status_code == 200
+    # An officer may not review; a supervisor watches but does not publish; the auxiliary has no access.
+    assert client.post(f"{path}/publish", headers=staff.headers["officer"]).status_code == 403
+    assert client.post(f"{path}/publish", headers=staff.headers["supervisor"]).status_code == 403
+    assert client.get(path, headers=staff.headers["auxiliary"]).status_code == 403
+    response = client.post(f"{path}/publish", headers=staff.headers["legal_reviewer"])
+    assert response.status_code == 200, response.get_json()
+    published = response.get_json()
+    assert published["state"] == "published"
+    assert [h["action"] for h in published["history"]] == ["collect", "submit", "publish"]
+    assert WITNESS_ID not in str(published["published"])
+    assert client.get("/api/v1/publicity/items", headers=staff.headers["supervisor"]).status_code == 200
+
+
+def test_gs7_the_author_cannot_publish_even_as_a_reviewer(client: FlaskClient, staff: Staff) -> None:
+    body = {"act_kind": "penalty", "decided_on": "2026-09-30", "content": CONTENT}
+    head = staff.headers["agency_head"]
+    item = client.post("/api/v1/publicity/items", json=body, headers=head).get_json()
+    path = f"/api/v1/publicity/items/{item['id']}"
+    assert client.post(f"{path}/submit", headers=head).status_code == 200
+    refused = client.post(f"{path}/publish", headers=head)
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "transition_forbidden"
+    assert client.post(f"{path}/publish", headers=staff.headers["legal_reviewer"]).status_code == 200
+
+
+def test_gs12_withdrawal_needs_a_reason_and_records_its_deadline(client: FlaskClient, staff: Staff) -> None:
+    item = published(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}/withdraw"
+    reviewer = staff.headers["legal_reviewer"]
+    assert client.post(path, json={"reason": " "}, headers=reviewer).status_code == 400
+    response = client.post(
+        path, json={"reason": "决定已被撤销", "revoked_on": "2026-09-18"}, headers=reviewer
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["withdrawal_due_on"] == "2026-09-22"
+    assert response.get_json()["state"] == "withdrawn"
+
+
+def test_gs15_publishing_a_minors_case_answers_409_and_it_stays_excluded(
+    client: FlaskClient, staff: Staff
+) -> None:
+    item = collect(client, staff, {**CONTENT, "persons": [{"name": "小明", "id_number": MINOR_ID}]})
+    assert item["state"] == "excluded"
+    response = client.post(
+        f"/api/v1/publicity/items/{item['id']}/publish", headers=staff.headers["legal_reviewer"]
+    )
+    assert response.status_code == 409
+
+
+def test_gs19_correction_over_the_api(client: FlaskClient, staff: Staff) -> None:
+    item = published(client, staff)
+    response = client.post(
+        f"/api/v1/publicity/items/{item['id']}/correct",
+        json={"content": {**CONTENT, "party_name": "合肥某某餐饮管理有限公司"}, "reason": "名称有误"},
+        headers=staff.headers["legal_reviewer"],
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["state"] == "corrected"
+    assert response.get_json()["corrected_at"]
+
+
+def test_export_csv_and_json_in_the_national_codes(client: FlaskClient, staff: Staff) -> None:
+    published(client, staff)
+    response = client.get("/api/v1/publicity/export?table=CF&format=csv", headers=staff.headers["supervisor"])
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0]["CF_WSH"] == "合市监罚〔2026〕12号"
+    assert rows[0]["CF_NR_FK"] == "0.2"
+    as_json = client.get("/api/v1/publicity/export?table=CF", headers=staff.headers["officer"]).get_json()
+    assert as_json == rows
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ({**CONTENT, "fine_yuan": 2000.5}, "fine_yuan"),
+        ({**CONTENT, "penalty_kinds": ["fine", "flogging"]}, "penalty_kinds"),
+        ({**CONTENT, "valid_until": "2027-02-30"}, "valid_until"),
+        ({**CONTENT, "nickname": "x"}, "nickname"),
+        ({**CONTENT, "persons": [{"name": ""}]}, "persons[0]"),
+    ],
+)
+def test_bad_content_is_a_precise_400(
+    client: FlaskClient, staff: Staff, content: dict[str, Any], field: str
+) -> None:
+    body = {"act_kind": "penalty", "decided_on": "2026-09-30", "content": content}
+    response = client.post("/api/v1/publicity/items", json=body, headers=staff.headers["officer"])
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert field in error["message_en"] and error["message"]
+
+
+def test_gs11_wrong_check_character_is_refused_at_submission(client: FlaskClient, staff: Staff) -> None:
+    item = collect(
+        client,
+        staff,
+        {**CONTENT, "party_uscc": COMPANY_USCC[:-1] + ("0" if COMPANY_USCC[-1] != "0" else "1")},
+    )
+    response = client.post(f"/api/v1/publicity/items/{item['id']}/submit", headers=staff.headers["officer"])
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_identifier"
+    assert "check character" in response.get_json()["error"]["message_en"]
+
+
+def test_gs14_reviewer_sees_proposed_redactions_and_undoes_one_over_the_api(
+    client: FlaskClient, staff: Staff
+) -> None:
+    item = collect(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}"
+    reviewer = staff.headers["legal_reviewer"]
+    view = client.get(f"{path}/review", headers=reviewer).get_json()
+    kinds = {f["kind"] for f in view["fields"]["facts"]["findings"]}
+    assert {"id_number", "mobile", "person_name"} <= kinds
+    mobile = next(f for f in view["fields"]["facts"]["findings"] if f["kind"] == "mobile")
+    assert client.put(f"{path}/redactions", json={"phone": {}}, headers=reviewer).status_code == 400
+    bad_span = {"facts": {"added": [{"start": 0, "end": 10_000, "reason": "x"}]}}
+    assert client.put(f"{path}/redactions", json=bad_span, headers=reviewer).status_code == 400
+    undo = client.put(f"{path}/redactions", json={"facts": {"undone": [mobile["key"]]}}, headers=reviewer)
+    assert undo.status_code == 200, undo.get_json()
+    assert client.post(f"{path}/submit", headers=staff.headers["officer"]).status_code == 200
+    done = client.post(f"{path}/publish", headers=reviewer).get_json()
+    assert "13812345678" in done["published"]["facts"]
+    assert WITNESS_ID not in done["published"]["facts"]
