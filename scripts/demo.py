@@ -1,8 +1,10 @@
 """``make demo``: the whole pipeline on embedded defaults, on one machine, with no system service.
 
 Starts the server (embedded MQTT broker, SQLite, local object folder), provisions two simulated
-recorders, records with one of them offline for the first part, shows progress, prints a summary and
-the URLs, and keeps the server running until Ctrl-C.
+recorders, records with one of them offline for the first part, shows progress, prints a summary;
+then records a penalty case over the session's recordings, has a second user publish its decision
+(GS-7, GS-11), closes the case, seals, downloads and verifies its archive package (JL-18), prints the
+URLs, and keeps the server running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from firmware_tools.provision import provision  # noqa: E402
 from server.domain.accounts.service import create_user  # noqa: E402
+from server.domain.fleet.models import DeviceAssignment  # noqa: E402
 from server.domain.people.models import Agency  # noqa: E402
 from server.domain.publicity.identifiers import uscc_check_character  # noqa: E402
 from server.infra.db import session_scope  # noqa: E402
@@ -160,8 +163,9 @@ def main() -> int:
         agency = Agency(name="合肥市市场监督管理局（演示）", head="", duties="", address="", contacts="")
         session.add(agency)
         session.flush()
-        for role, username in STAFF.items():
-            create_user(session, username, PASSWORD, role, agency_id=agency.id)
+        users = {role: create_user(session, name, PASSWORD, role, agency_id=agency.id)
+                 for role, name in STAFF.items()}  # fmt: skip
+        demo_officer_id, demo_agency_id = users["officer"].id, agency.id
     token = _api(base, "POST", "/api/v1/auth/login", {"username": ADMIN, "password": PASSWORD})[
         "access_token"
     ]
@@ -182,6 +186,18 @@ def main() -> int:
             handle.write("explanation_seconds = 5\n")  # a short spoken explanation for the demo
         print(f"   provisioned {device_id}: key {result.key_fingerprint[:16]}…")
 
+    # Recorder 1 is checked out to the demo officer before it records, so its segments are the agency's
+    # evidence and the demo case may link them (JL-20: a case links only its agency's recordings).
+    with session_scope(runner.app) as session:
+        session.add(
+            DeviceAssignment(
+                device_id=devices[0],
+                user_id=demo_officer_id,
+                agency_id=demo_agency_id,
+                checked_out_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1),
+                checked_out_by=ADMIN,
+            )
+        )
     agents: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     for device_id in devices:

@@ -63,7 +63,11 @@ def test_jl18_gs11_make_demo_publishes_the_decision_and_verifies_the_archive(tmp
             page = response.read().decode()
         assert response.status == 200
         assert "合市监罚〔2026〕演示1号" in page and "合肥某某餐饮有限公司" in page
-        # The archive package verified against the pinned ledger key.
+        # The session's recordings are the case's evidence and go into its archive package, which
+        # verifies against the pinned ledger key.
+        linked = re.search(r"on-site inspection with (\d+) recordings linked", output)
+        assert linked and int(linked.group(1)) > 0, output
+        assert "OK: " in output and f" {linked.group(1)} recordings and " in output, output
         assert "OK:" in output and "zfjl-verify verdict / 结论: 通过 OK (exit 0)" in output, output
         package = re.search(r"archive package \(JL-18\): (\S+\.zip)", output)
         assert package and Path(package.group(1)).stat().st_size > 0, output
