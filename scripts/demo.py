@@ -1,13 +1,16 @@
 """``make demo``: the whole pipeline on embedded defaults, on one machine, with no system service.
 
 Starts the server (embedded MQTT broker, SQLite, local object folder), provisions two simulated
-recorders, records with one of them offline for the first part, shows progress, prints a summary and
-the URLs, and keeps the server running until Ctrl-C.
+recorders, records with one of them offline for the first part, shows progress, prints a summary;
+then records a penalty case over the session's recordings, has a second user publish its decision
+(GS-7, GS-11), closes the case, seals, downloads and verifies its archive package (JL-18), prints the
+URLs, and keeps the server running until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import shutil
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,41 @@ sys.path.insert(0, str(ROOT))
 
 from firmware_tools.provision import provision  # noqa: E402
 from server.domain.accounts.service import create_user  # noqa: E402
+from server.domain.fleet.models import DeviceAssignment  # noqa: E402
+from server.domain.people.models import Agency  # noqa: E402
+from server.domain.publicity.identifiers import uscc_check_character  # noqa: E402
 from server.infra.db import session_scope  # noqa: E402
 from server.runner import ServerRunner  # noqa: E402
 
 ADMIN, PASSWORD = "admin", "zfjl-demo-admin"
+# The demo agency's staff: the officer records the case and collects its publication; the legal reviewer
+# publishes it (GS-7: never the author) and seals the archive (JL-18); the head closes the case (JL-2).
+STAFF = {"officer": "demo-officer", "legal_reviewer": "demo-reviewer", "agency_head": "demo-head"}
+AGENCY_USCC = "11340100003000001" + uscc_check_character("11340100003000001")
+PARTY_USCC = "91340100MA2N0A0Q0" + uscc_check_character("91340100MA2N0A0Q0")
+DECISION_NUMBER = "合市监罚〔2026〕演示1号"
+# The decision's publication content (the keys of DecisionContent, docs/publicity.md); amounts in yuan
+# as decimal strings.
+PUBLICATION: dict[str, Any] = {
+    "party_name": "合肥某某餐饮有限公司",
+    "party_category": "organisation",
+    "party_uscc": PARTY_USCC,
+    "document_number": DECISION_NUMBER,
+    "violation_type": "经营超过保质期的食品",
+    "facts": "经查，当事人经营超过保质期的食品，执法过程全程录像。",
+    "basis": "《中华人民共和国食品安全法》第一百二十四条",
+    "conclusion": "警告，罚款2000元",
+    "penalty_kinds": ["warning", "fine"],
+    "fine_yuan": "2000",
+    "agency_uscc": AGENCY_USCC,
+    # 处罚有效期, required for a penalty (GS-11); a year from the demo's day.
+    "valid_until": (datetime.date.today() + datetime.timedelta(days=365)).isoformat(),
+}
 BIN = Path(sys.executable).parent
+
+
+class DemoError(RuntimeError):
+    """An API call of the demo was refused; carries the server's error body."""
 
 
 def _free_port(preferred: int) -> int:
@@ -49,8 +83,13 @@ def _api(base: str, method: str, path: str, body: object = None, token: str = ""
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        # The server's precise error (message and message_en) says more than the status line.
+        detail = exc.read().decode(errors="replace").strip()[:500]
+        raise DemoError(f"{method} {path}: HTTP {exc.code} {detail}") from exc
 
 
 def _agent_status(config: Path) -> dict[str, Any]:
@@ -121,6 +160,12 @@ def main() -> int:
     base = runner.http.url
     with session_scope(runner.app) as session:
         create_user(session, ADMIN, PASSWORD, "system_admin")
+        agency = Agency(name="合肥市市场监督管理局（演示）", head="", duties="", address="", contacts="")
+        session.add(agency)
+        session.flush()
+        users = {role: create_user(session, name, PASSWORD, role, agency_id=agency.id)
+                 for role, name in STAFF.items()}  # fmt: skip
+        demo_officer_id, demo_agency_id = users["officer"].id, agency.id
     token = _api(base, "POST", "/api/v1/auth/login", {"username": ADMIN, "password": PASSWORD})[
         "access_token"
     ]
@@ -141,6 +186,18 @@ def main() -> int:
             handle.write("explanation_seconds = 5\n")  # a short spoken explanation for the demo
         print(f"   provisioned {device_id}: key {result.key_fingerprint[:16]}…")
 
+    # Recorder 1 is checked out to the demo officer before it records, so its segments are the agency's
+    # evidence and the demo case may link them (JL-20: a case links only its agency's recordings).
+    with session_scope(runner.app) as session:
+        session.add(
+            DeviceAssignment(
+                device_id=devices[0],
+                user_id=demo_officer_id,
+                agency_id=demo_agency_id,
+                checked_out_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1),
+                checked_out_by=ADMIN,
+            )
+        )
     agents: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     for device_id in devices:
@@ -235,6 +292,7 @@ def main() -> int:
     else:
         print(f"\n   no session recorded on {devices[0]}")
         failures += 1
+    failures += _case_to_archive(base, data_dir, [int(item["id"]) for item in stored.get(devices[0], [])])
     print("\n== URLs")
     print(f"   API health:      {base}/healthz")
     print(f"   OpenAPI:         {base}/openapi.json")
@@ -249,6 +307,87 @@ def main() -> int:
         stop.wait()
     runner.stop()
     return 1 if failures else 0
+
+
+def _case_to_archive(base: str, data_dir: Path, recording_ids: list[int]) -> int:
+    """Record a penalty case, publish its decision (GS-7, GS-11), close it and seal, download and verify its
+    archive package (JL-18); return the number of failures."""
+    login = "/api/v1/auth/login"
+    tokens = {
+        role: _api(base, "POST", login, {"username": name, "password": PASSWORD})["access_token"]
+        for role, name in STAFF.items()
+    }
+    officer, reviewer, head = tokens["officer"], tokens["legal_reviewer"], tokens["agency_head"]
+    case = _api(
+        base,
+        "POST",
+        "/api/v1/cases",
+        {"number": "合市监立〔2026〕演示1号", "act_kind": "penalty", "origin": "ex_officio",
+         "party": PUBLICATION["party_name"]},
+        token=officer,
+    )  # fmt: skip
+    case_id = int(case["id"])
+    print(f"\n== 案件 / case {case['number']} (id {case_id})")
+    evidence: dict[str, Any] = {"event_type": "investigation.on_site_inspection", "place": "合肥市蜀山区"}
+    try:
+        # The recorded session is the case's on-site evidence (JL-11); a link the server refuses (the
+        # recorder's officer is not the case's) leaves the case without recordings, not the demo broken.
+        _api(base, "POST", f"/api/v1/cases/{case_id}/events", {**evidence, "recording_ids": recording_ids},
+             token=officer)  # fmt: skip
+        print(f"   on-site inspection with {len(recording_ids)} recordings linked")
+    except DemoError as exc:
+        _api(base, "POST", f"/api/v1/cases/{case_id}/events", evidence, token=officer)
+        print(f"   on-site inspection (recordings not linked: {exc})")
+    # Recording the decision opens its publication item at once, due 7 working days later (GS-11).
+    decision = _api(
+        base,
+        "POST",
+        f"/api/v1/cases/{case_id}/events",
+        {"event_type": "decision.decided", "text": "作出行政处罚决定", "data": {"publication": PUBLICATION}},
+        token=officer,
+    )
+    items = _api(base, "GET", "/api/v1/publicity/items", token=officer)["items"]
+    matching = [item for item in items if item.get("source_event_id") == decision["id"]]
+    if not matching:
+        print("   no publication item was opened for the decision")
+        return 1
+    item_path = f"/api/v1/publicity/items/{matching[0]['id']}"
+    _api(base, "POST", f"{item_path}/submit", token=officer)
+    item = _api(base, "POST", f"{item_path}/publish", token=reviewer)  # GS-7: not the author
+    provisional = " (provisional / 暂定)" if item.get("deadline_provisional") else ""
+    print(f"\n== 公示 / publication {DECISION_NUMBER}: {item['state']}")
+    print(f"   publication deadline / 公示期限 (GS-11, 7 working days): {item['due_on']}{provisional}")
+    print(f"   portal / 公示网页: {base}/portal/items/{item['id']}")
+
+    # A case is archived once it has ended (JL-18); the head closes it although the demo's record is short.
+    _api(
+        base,
+        "POST",
+        f"/api/v1/cases/{case_id}/status",
+        {"status": "closed", "reason": "演示案件结案 / demo case closed", "force": True},
+        token=head,
+    )
+    sealed = _api(base, "POST", f"/api/v1/cases/{case_id}/archives", token=reviewer)
+    package = data_dir / f"archive-case-{case_id}.zip"
+    request = urllib.request.Request(
+        base + sealed["download_url"], headers={"Authorization": f"Bearer {reviewer}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        package.write_bytes(response.read())
+    # docs/ledger.md: a superior body obtains the ledger's verifier key once and pins it; the demo plays
+    # that body and pins the key the server publishes with its checkpoint.
+    key = data_dir / "ledger.pub"
+    with urllib.request.urlopen(base + "/ledger/v1/checkpoint", timeout=30) as response:
+        key.write_text(json.loads(response.read())["verifier_key"] + "\n", encoding="utf-8")
+    verify = [str(BIN / "zfjl-verify"), "package", "--key", str(key), str(package)]
+    result = subprocess.run(verify, capture_output=True, text=True, timeout=300, check=False)
+    print(f"\n== 档案 / archive package (JL-18): {package}  ({package.stat().st_size / 1e6:.2f} MB)")
+    print(f"   $ zfjl-verify package --key {key} {package}")
+    for line in (result.stdout + result.stderr).strip().splitlines():
+        print(f"   {line}")
+    print(f"   zfjl-verify verdict / 结论: {'通过 OK' if result.returncode == 0 else '失败 FAILED'} "
+          f"(exit {result.returncode})")  # fmt: skip
+    return int(result.returncode != 0)
 
 
 if __name__ == "__main__":
