@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -365,6 +366,11 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def raise_interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C so that the database is dropped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark once and print the result."""
     p = argparse.ArgumentParser(description="zfjl portal search benchmark (see docs/performance.md)")
@@ -381,7 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.items < 1000 or a.samples < 1:
         p.error("--items must be at least 1000 and --samples positive")
-    result = run(a)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        result = run(a)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
     print(json.dumps(result, indent=2, ensure_ascii=False) if a.as_json else report(result))
     return 0
 
