@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv demo test lint bench clean distclean
+.PHONY: venv demo test lint bench bench-ledger bench-portal clean distclean
 
 ## venv: create .venv and install the project with dev extras (re-runs only when pyproject.toml changes)
 venv: $(STAMP)
@@ -38,6 +38,14 @@ lint: $(STAMP)
 ## bench: ingest throughput benchmark
 bench: $(STAMP)
 	$(PY) bench/ingest.py
+
+## bench-ledger: ledger Merkle tree appends and proofs (1,000,000 leaves)
+bench-ledger: $(STAMP)
+	$(PY) bench/ledger.py
+
+## bench-portal: portal search on 1,000,000 published items (PostgreSQL on 127.0.0.1:5432)
+bench-portal: $(STAMP)
+	$(PY) bench/portal.py
 
 ## clean: remove caches and build artefacts (keeps .venv; see distclean)
 clean:
