@@ -326,11 +326,12 @@ def test_review_queues_are_linked_only_once_their_pages_exist(
     app: Flask, client: FlaskClient, scene: Scene
 ) -> None:
     """A review queue is linked from the navigation as soon as its page is registered, never before:
-    the publication review (issue 10) once a page registers it, the approval queue (issue 11) now."""
-    app.add_url_rule(
-        "/workspace/publication-review", endpoint="workspace.publication_review", view_func=lambda: "review"
-    )
+    the publication review (issue 10) and the approval queue (issue 11) both exist now, and each link
+    opens its page."""
+    assert {"workspace.publication_review", "workspace.approvals"} <= set(app.view_functions)
     login(client, "reviewer")
     html = client.get("/workspace/cases").get_data(as_text=True)
     assert 'href="/workspace/publication-review" data-nav="publication_review"' in html
     assert 'data-nav="approvals"' in html
+    for link in re.findall(r'href="(/workspace/[^"]+)" data-nav="(?:publication_review|approvals)"', html):
+        assert client.get(link).status_code == 200, link
