@@ -92,6 +92,20 @@ def test_gs11_queue_lists_items_in_review_and_drafts_with_overdue_deadlines_mark
     assert 'href="/workspace/publication-review" data-nav="publication_review"' in html
 
 
+def test_review_pages_carry_the_strict_csp_without_inline_script_or_style(
+    app: Flask, client: FlaskClient, staff: Staff
+) -> None:
+    item = _in_review(client, staff)
+    browser, _csrf = _browser(app, "agency_head-p")
+    for path in ("/workspace/publication-review", f"/workspace/publication-review/{item['id']}"):
+        page = browser.get(path)
+        csp = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        html = page.get_data(as_text=True)
+        assert "<script>" not in html and " on" + "click=" not in html and "style=" not in html
+        assert page.headers["Cache-Control"] == "no-store"
+
+
 def test_gs14_reviewer_undoes_a_redaction_and_the_preview_shows_the_original(
     app: Flask, client: FlaskClient, staff: Staff
 ) -> None:

@@ -78,8 +78,8 @@ def test_pages_carry_a_strict_csp_without_inline_script(client: FlaskClient, sce
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "media-src 'self'" in csp
     html = page.get_data(as_text=True)
     assert "<script>" not in html and " on" + "click=" not in html and "style=" not in html
-    # The approval queue (issue 11) is registered, so it is linked; no publication review page is.
-    assert 'data-nav="publication_review"' not in html and 'data-nav="approvals"' in html
+    # Both review queues (issues 10 and 11) are registered, so both are linked.
+    assert 'data-nav="publication_review"' in html and 'data-nav="approvals"' in html
     assert 'data-nav="cases"' in html and 'data-nav="devices"' in html
     assert page.headers["Cache-Control"] == "no-store"
 
