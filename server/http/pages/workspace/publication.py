@@ -316,8 +316,9 @@ def _transition(item_id: int, action: Any, done: str, *args: Any) -> ResponseRet
         raise
     except ZfjlError as exc:
         return _back(item_id, "error", _refusal(exc))
-    if action is service.publish and state == "excluded":
-        # GS-15(3): the exclusion is committed; the publication did not happen, which the reviewer must see.
+    if state == "excluded" and done != "excluded":
+        # GS-15(3): a minor's case is excluded instead of submitted or published; the exclusion is
+        # committed and the step asked for did not happen, which the reviewer must see.
         return _back(item_id, "error", _texts()["excluded_minor"])
     return _back(item_id, "ok", _texts()[done])
 

@@ -18,7 +18,7 @@ from server.domain.accounts.service import create_user
 from server.domain.audit import AuditLog
 from server.domain.people.models import Agency
 from server.infra.db import session_scope
-from tests.fixtures.publicity import CONTENT, PASSWORD, Staff, collect, staff
+from tests.fixtures.publicity import CONTENT, MINOR_ID, PASSWORD, Staff, collect, staff
 from tests.server.http.pages.workspace.conftest import login
 
 __all__ = ["staff"]
@@ -179,6 +179,21 @@ def test_gs7_another_reviewer_publishes_and_the_item_is_on_the_portal(
     queue = browser.get("/workspace/publication-review").get_data(as_text=True)
     assert f'data-item="{item["id"]}"' not in queue
     assert 'id="publish"' not in browser.get(path).get_data(as_text=True)
+
+
+def test_gs15_a_minors_case_is_excluded_and_cannot_be_published_from_the_page(
+    app: Flask, client: FlaskClient, staff: Staff
+) -> None:
+    item = collect(client, staff, {**CONTENT, "persons": [{"name": "小明", "id_number": MINOR_ID}]})
+    browser, csrf = _browser(app, "agency_head-p")
+    path = f"/workspace/publication-review/{item['id']}"
+    html = browser.get(path).get_data(as_text=True)
+    assert 'data-state="excluded"' in html and 'id="publish"' not in html and 'id="redactions"' not in html
+    category, message = _flash(browser, browser.post(f"{path}/publish", data={"csrf_token": csrf}))
+    # Excluded when collected (GS-15(3)); the domain refuses to publish it and the page says so.
+    assert category == "error" and "不予公示" in message and "transition_refused" in message
+    assert _state(client, staff, item["id"]) == "excluded"
+    assert 'data-total="0"' in client.get("/portal/").get_data(as_text=True)
 
 
 def test_return_to_draft_needs_a_reason_and_then_moves_the_item_back(
