@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,13 @@ from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
+from server.domain.publicity import service as publicity_service
+from server.domain.publicity.codes import EnforcementAct
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
 from tests.fixtures.people import PASSWORD, World, login
+from tests.fixtures.publicity import CONTENT
 
 
 @pytest.fixture
@@ -93,7 +97,7 @@ def test_every_api_endpoint_needs_a_token(app: Flask, client: FlaskClient) -> No
 
 # Path and query parameters that name something of one agency. Parameters not listed here get a value
 # that names nothing, so a new route is still walked; list its parameter here to aim it at agency B.
-_AGENCY_OWNED = ("agency_id", "officer_id", "user_id", "case_id", "recording_id", "session_id")
+_AGENCY_OWNED = ("agency_id", "officer_id", "user_id", "case_id", "recording_id", "session_id", "item_id")
 
 
 def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str], set[str]]:
@@ -114,6 +118,20 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
             ),
         )
         case_id = case.id
+        # A publication item of B (a draft), for the publicity API and the workspace's publication review.
+        content_b = {**CONTENT, "party_name": "乙机关公示当事人有限公司"}
+        item = publicity_service.collect(
+            session,
+            Caller(str(user_b), "officer", world.agency_b),
+            publicity_service.CollectInput(
+                agency_id=world.agency_b,
+                act=EnforcementAct.PENALTY,
+                decided_on=date(2026, 9, 30),
+                title="乙机关公示事项",
+                content=publicity_service.parse_content(content_b),
+            ),
+        )
+        item_id = item.id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     names = {
@@ -124,6 +142,7 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "recording_id": str(evidence.recording_ids[0]),
         "session_id": str(evidence.session_pk),
         "device_id": "dev-b",
+        "item_id": str(item_id),
     }
     sentinels = evidence.sentinels | {
         "芜湖市城市管理局",
@@ -132,6 +151,8 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "芜城管罚〔2026〕B-0001号",
         "乙机关案件",
         "乙机关当事人",
+        "乙机关公示事项",
+        "乙机关公示当事人有限公司",
     }
     return names, sentinels
 

@@ -6,7 +6,27 @@ scoped to ``/workspace``, CSRF on every form, a strict CSP without inline script
 roles table, agency scope, and every view of evidence audited like the API.
 """
 
-from server.http.pages.workspace import approvals, cases, devices, login, media, sessions, statistics
+from server.http.pages.workspace import (
+    approvals,
+    cases,
+    devices,
+    login,
+    media,
+    publication,
+    sessions,
+    statistics,
+)
 from server.http.pages.workspace.core import AREA, bp
 
-__all__ = ["AREA", "approvals", "bp", "cases", "devices", "login", "media", "sessions", "statistics"]
+__all__ = [
+    "AREA",
+    "approvals",
+    "bp",
+    "cases",
+    "devices",
+    "login",
+    "media",
+    "publication",
+    "sessions",
+    "statistics",
+]

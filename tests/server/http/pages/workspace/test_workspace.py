@@ -78,8 +78,8 @@ def test_pages_carry_a_strict_csp_without_inline_script(client: FlaskClient, sce
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "media-src 'self'" in csp
     html = page.get_data(as_text=True)
     assert "<script>" not in html and " on" + "click=" not in html and "style=" not in html
-    # The approval queue (issue 11) is registered, so it is linked; no publication review page is.
-    assert 'data-nav="publication_review"' not in html and 'data-nav="approvals"' in html
+    # Both review queues (issues 10 and 11) are registered, so both are linked.
+    assert 'data-nav="publication_review"' in html and 'data-nav="approvals"' in html
     assert 'data-nav="cases"' in html and 'data-nav="devices"' in html
     assert page.headers["Cache-Control"] == "no-store"
 
@@ -326,11 +326,12 @@ def test_review_queues_are_linked_only_once_their_pages_exist(
     app: Flask, client: FlaskClient, scene: Scene
 ) -> None:
     """A review queue is linked from the navigation as soon as its page is registered, never before:
-    the publication review (issue 10) once a page registers it, the approval queue (issue 11) now."""
-    app.add_url_rule(
-        "/workspace/publication-review", endpoint="workspace.publication_review", view_func=lambda: "review"
-    )
+    the publication review (issue 10) and the approval queue (issue 11) both exist now, and each link
+    opens its page."""
+    assert {"workspace.publication_review", "workspace.approvals"} <= set(app.view_functions)
     login(client, "reviewer")
     html = client.get("/workspace/cases").get_data(as_text=True)
     assert 'href="/workspace/publication-review" data-nav="publication_review"' in html
     assert 'data-nav="approvals"' in html
+    for link in re.findall(r'href="(/workspace/[^"]+)" data-nav="(?:publication_review|approvals)"', html):
+        assert client.get(link).status_code == 200, link
