@@ -232,9 +232,8 @@ def create_request(
         raise Invalid("一份申请只能涉及同一机关的录像", "one request covers recordings of one agency only")
     agency = next(iter(agencies))
     assert agency is not None
-    if new.kind == "retrieval":
-        pass  # a body outside the agency (or its liaison) files it; the head of the agency decides
-    elif caller.agency_id != agency:
+    # A retrieval is filed by a body outside the agency (or its liaison); the head of the agency decides.
+    if new.kind != "retrieval" and caller.agency_id != agency:
         raise GovernanceForbidden("只能为本机关的录像提出申请", "requests are filed by the evidence's agency")
     if new.kind == "disposal":
         if caller.role not in DISPOSAL_REQUESTERS:
