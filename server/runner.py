@@ -33,7 +33,13 @@ from server.infra.metrics import register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
-from server.workers.loops import FleetDispatcher, LedgerWorker, Scrubber, run_fleet_housekeeping
+from server.workers.loops import (
+    FleetDispatcher,
+    LedgerWorker,
+    Scrubber,
+    run_fleet_housekeeping,
+    run_publicity_housekeeping,
+)
 
 __all__ = ["ServerRunner"]
 
@@ -242,6 +248,11 @@ class ServerRunner:
                 _LOG.info("fleet alerts: %s", run_fleet_housekeeping(self.app))
             except Exception:
                 _LOG.exception("fleet alert evaluation failed")
+            try:
+                assert self.app is not None
+                _LOG.info("publicity: %s", run_publicity_housekeeping(self.app))
+            except Exception:
+                _LOG.exception("publicity housekeeping failed")
 
     def wait(self, stop_event: threading.Event) -> None:
         """Block until ``stop_event`` is set (by a signal handler)."""

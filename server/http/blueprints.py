@@ -67,8 +67,9 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(metrics.bp)
     # Publicity: the staff API and the public portal (issue #10, GS-5 – GS-19).
-    from server.http.api import publicity
+    from server.http.api import annual_reports, publicity
     from server.http.pages import portal
 
     app.register_blueprint(publicity.bp, url_prefix="/api/v1/publicity")
+    app.register_blueprint(annual_reports.bp, url_prefix="/api/v1/publicity/annual-reports")
     app.register_blueprint(portal.bp)

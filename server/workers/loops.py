@@ -18,10 +18,19 @@ from server.domain.evidence.scrub import Throttle, scrub
 from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import ledger
+from server.domain.publicity import annual
+from server.domain.publicity import service as publicity_service
 from server.infra.db import session_scope
 from server.infra.storage import ObjectStore
 
-__all__ = ["FleetDispatcher", "LedgerWorker", "Scrubber", "raise_alerts", "run_fleet_housekeeping"]
+__all__ = [
+    "FleetDispatcher",
+    "LedgerWorker",
+    "Scrubber",
+    "raise_alerts",
+    "run_fleet_housekeeping",
+    "run_publicity_housekeeping",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -31,6 +40,15 @@ def run_fleet_housekeeping(app: Flask) -> dict[str, int]:
     settings = app.extensions["zfjl.settings"]
     with session_scope(app) as session:
         return evaluate_alerts(session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes))
+
+
+def run_publicity_housekeeping(app: Flask) -> dict[str, int]:
+    """Hourly (the runner's housekeeping thread): items past their disclosure period leave the portal
+    (GS-13), and from 1 January last year's annual report of every agency is drafted (GS-17)."""
+    with session_scope(app) as session:
+        expired = publicity_service.expire_due(session)
+        drafted = annual.generate_due(session)
+    return {"expired": len(expired), "annual_reports_drafted": len(drafted)}
 
 
 def raise_alerts(app: Flask) -> None:

@@ -132,6 +132,14 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "publicity.terminate_item": _REVIEW_PUBLICITY,
     "publicity.decide_correction": _REVIEW_PUBLICITY,
     "publicity.load_calendar": ("system_admin",),
+    # Annual reports (server/http/api/annual_reports.py): GS-17, with the publicity duties above.
+    "annual_reports.list_reports": _READ_PUBLICITY,
+    "annual_reports.get_report": _READ_PUBLICITY,
+    "annual_reports.export_csv": _READ_PUBLICITY,
+    "annual_reports.generate_report": _COLLECT_PUBLICITY,
+    "annual_reports.submit_report": _COLLECT_PUBLICITY,
+    "annual_reports.return_report": _REVIEW_PUBLICITY,
+    "annual_reports.publish_report": _REVIEW_PUBLICITY,
     # Archive packages (JL-18), statistics (JL-21) and case-file review (JL-22), docs/archives.md.
     # Sealing is the agency's archive duty (legal reviewer, head); reading reaches the supervisors.
     "archives.create_archive": ("legal_reviewer", "agency_head", "system_admin"),

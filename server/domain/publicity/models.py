@@ -1,4 +1,7 @@
-"""Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017."""
+"""Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017.
+
+Annual reports (GS-17) and their append-only history: migration 0021.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["CorrectionRequest", "HolidayScheduleRow", "PublicationHistory", "PublicationItem"]
+__all__ = [
+    "AnnualReport",
+    "AnnualReportHistory",
+    "CorrectionRequest",
+    "HolidayScheduleRow",
+    "PublicationHistory",
+    "PublicationItem",
+]
 
 
 class PublicationItem(Base):
@@ -130,3 +140,42 @@ class HolidayScheduleRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     loaded_by: Mapped[str] = mapped_column(String(64))
     loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AnnualReport(Base):
+    """An agency's annual report on enforcement and its publicity for one calendar year (GS-17).
+
+    ``figures`` holds the counted lines (``annual.lines_to_mapping``) as they stood when the draft was
+    last generated; a published report is never recounted. ``submitted_by`` answers for a draft the
+    system generated: GS-7's "not the author" is checked against them.
+    """
+
+    __tablename__ = "annual_reports"
+    __table_args__ = (UniqueConstraint("agency_id", "year", name="uq_annual_reports_agency_year"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(64))
+    submitted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    figures: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    due_on: Mapped[date] = mapped_column(Date)
+    generated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AnnualReportHistory(Base):
+    """One append-only step of an annual report: generated, submitted, returned, published (GS-7, GS-17)."""
+
+    __tablename__ = "annual_report_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(Integer, ForeignKey("annual_reports.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -12,7 +12,7 @@ from server.domain.errors import Invalid
 from server.domain.people.service import Caller
 from server.domain.publicity.content import FieldRedactions, findings_for
 from server.domain.publicity.errors import PublicityError
-from server.domain.publicity.models import PublicationHistory, PublicationItem
+from server.domain.publicity.models import AnnualReport, PublicationHistory, PublicationItem
 from server.domain.publicity.schedules import calendar_of, today_in_china
 from server.domain.publicity.service import content_of, get_item, published_copy, redactions_of
 from server.domain.publicity.workflow import ItemState
@@ -40,7 +40,8 @@ def list_items(
 
 
 def deadline_board(session: Session, caller: Caller, *, today: date | None = None) -> list[dict[str, Any]]:
-    """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional."""
+    """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional;
+    and the annual reports (GS-17) not published by 31 January."""
     day = today or today_in_china()
     soon = calendar_of(session).deadline(day, 3).due
     query = select(PublicationItem).where(
@@ -50,16 +51,33 @@ def deadline_board(session: Session, caller: Caller, *, today: date | None = Non
         query = query.where(PublicationItem.agency_id == (caller.agency_id or -1))
     board: dict[int, dict[str, Any]] = {}
     for item in session.scalars(query):
-        row = board.setdefault(
-            item.agency_id, {"agency_id": item.agency_id, "overdue": [], "due_soon": [], "provisional": []}
-        )
+        row = board.setdefault(item.agency_id, _board_row(item.agency_id))
         if item.due_on < day:
             row["overdue"].append(item.id)
         elif item.due_on <= soon:
             row["due_soon"].append(item.id)
         if item.deadline_provisional:
             row["provisional"].append(item.id)
+    reports = select(AnnualReport).where(
+        AnnualReport.state != ItemState.PUBLISHED.value, AnnualReport.due_on < day
+    )
+    if not caller.reads_all:
+        reports = reports.where(AnnualReport.agency_id == (caller.agency_id or -1))
+    for report in session.scalars(reports):
+        board.setdefault(report.agency_id, _board_row(report.agency_id))["annual_reports_overdue"].append(
+            report.id
+        )
     return [board[agency_id] for agency_id in sorted(board)]
+
+
+def _board_row(agency_id: int) -> dict[str, Any]:
+    return {
+        "agency_id": agency_id,
+        "overdue": [],
+        "due_soon": [],
+        "provisional": [],
+        "annual_reports_overdue": [],
+    }
 
 
 def history_of(session: Session, item: PublicationItem) -> list[PublicationHistory]:

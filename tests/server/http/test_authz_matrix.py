@@ -25,6 +25,7 @@ from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
+from server.domain.publicity import annual as publicity_annual
 from server.domain.publicity import service as publicity_service
 from server.domain.publicity.codes import EnforcementAct
 from server.infra.db import get_engine, session_scope
@@ -97,7 +98,16 @@ def test_every_api_endpoint_needs_a_token(app: Flask, client: FlaskClient) -> No
 
 # Path and query parameters that name something of one agency. Parameters not listed here get a value
 # that names nothing, so a new route is still walked; list its parameter here to aim it at agency B.
-_AGENCY_OWNED = ("agency_id", "officer_id", "user_id", "case_id", "recording_id", "session_id", "item_id")
+_AGENCY_OWNED = (
+    "agency_id",
+    "officer_id",
+    "user_id",
+    "case_id",
+    "recording_id",
+    "session_id",
+    "item_id",
+    "report_id",
+)
 
 
 def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str], set[str]]:
@@ -132,6 +142,10 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
             ),
         )
         item_id = item.id
+        # B's annual report (GS-17), a draft: the annual report API must answer it like a missing one.
+        report_id = publicity_annual.generate(
+            session, Caller(str(user_b), "officer", world.agency_b), world.agency_b, 2025
+        ).id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     names = {
@@ -143,6 +157,7 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "session_id": str(evidence.session_pk),
         "device_id": "dev-b",
         "item_id": str(item_id),
+        "report_id": str(report_id),
     }
     sentinels = evidence.sentinels | {
         "芜湖市城市管理局",

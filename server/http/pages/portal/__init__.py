@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.errors import NotFound
 from server.domain.people.models import Agency
+from server.domain.publicity import annual, schedules
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
@@ -76,6 +77,17 @@ TEXT: dict[str, dict[str, str]] = {
         "rate_limited": "访问过于频繁，请 {seconds} 秒后再试",
         "not_found": "公示信息不存在或已到期",
         "bad_request": "查询条件有误：{detail}",
+        "annual_reports": "年度报告",
+        "annual_report": "{agency}{year}年度行政执法数据统计报告",
+        "annual_none": "尚无已公布的年度报告",
+        "year": "年度",
+        "item_name": "项目",
+        "value": "数量",
+        "not_fed": "本系统尚未采集",
+        "not_fed_note": "标注“本系统尚未采集”的项目，本系统尚无数据来源，未予统计。",
+        "published_on": "公布日期",
+        "csv": "下载 CSV",
+        "report_not_found": "年度报告不存在或尚未公布",
     },
     "en": {
         "title": "Administrative enforcement publicity",
@@ -117,6 +129,18 @@ TEXT: dict[str, dict[str, str]] = {
         "rate_limited": "Too many requests from your network; try again in {seconds} seconds",
         "not_found": "No such published item, or its disclosure has ended",
         "bad_request": "Bad search: {detail}",
+        "annual_reports": "Annual reports",
+        "annual_report": "{agency}: enforcement statistics report {year}",
+        "annual_none": "No annual report has been published yet",
+        "year": "Year",
+        "item_name": "Item",
+        "value": "Figure",
+        "not_fed": "not yet recorded by this system",
+        "not_fed_note": "Items marked 'not yet recorded by this system' have no data source in it yet "
+        "and were not counted.",
+        "published_on": "Published on",
+        "csv": "Download CSV",
+        "report_not_found": "No such published annual report",
     },
 }
 _KIND_EN = {
@@ -425,3 +449,77 @@ def open_data_export(table: str, fmt: str) -> ResponseReturnValue:
             headers={"Content-Disposition": f'attachment; filename="{table}.csv"'},
         )
     return Response(to_json(records), mimetype="application/json")
+
+
+# -- annual reports (GS-17): the published ones, each as a printable page and as CSV -------------------
+
+
+@bp.get("/annual-reports")
+@api_view(
+    "portal.annual_reports",
+    "已公布的年度报告（公开）/ the published annual reports (anonymous) — GS-17",
+    auth="public",
+    query={"lang": {"enum": ["zh", "en"]}},
+    response_content_type="text/html",
+    responses=_RATE_LIMITED,
+)
+def annual_reports() -> ResponseReturnValue:
+    """Every published annual report, newest year first; drafts and reports in review are not listed."""
+    if (refused := _limited()) is not None:
+        return refused
+    with session_scope() as session:
+        rows = [
+            {"id": report.id, "year": report.year, "agency": name, "published_on": _day(report.published_at)}
+            for report, name in annual.published_reports(session)
+        ]
+    return _page("portal/annual_reports.html", rows=rows)
+
+
+def _day(at: Any) -> str:
+    return at.astimezone(schedules.CHINA).date().isoformat() if at is not None else ""
+
+
+@bp.get("/annual-reports/<int:report_id>")
+@api_view(
+    "portal.annual_report",
+    "年度报告（公开，可打印）/ one published annual report (printable) — GS-17",
+    auth="public",
+    query={"lang": {"enum": ["zh", "en"]}},
+    response_content_type="text/html",
+    responses={404: "不存在或未公布 / not published", **_RATE_LIMITED},
+)
+def annual_report(report_id: int) -> ResponseReturnValue:
+    """The report's figures by section; lines without a data source say so."""
+    if (refused := _limited()) is not None:
+        return refused
+    with session_scope() as session:
+        try:
+            report = annual.report_to_dict(session, annual.public_report(session, report_id))
+        except NotFound:
+            return _page("portal/message.html", message=TEXT[_lang()]["report_not_found"], status=404)
+    return _page("portal/annual_report.html", report=report, published_on=report["published_at"][:10])
+
+
+@bp.get("/annual-reports/<int:report_id>.csv")
+@api_view(
+    "portal.annual_report_csv",
+    "年度报告 CSV（公开，UTF-8 BOM）/ one published annual report as CSV — GS-17",
+    auth="public",
+    response_content_type="text/csv",
+    responses={404: "不存在或未公布 / not published", **_RATE_LIMITED},
+)
+def annual_report_csv(report_id: int) -> ResponseReturnValue:
+    """The same lines as the staff export; only a published report."""
+    if (refused := _limited(CORRECTION_COST)) is not None:
+        return refused
+    with session_scope() as session:
+        try:
+            report = annual.report_to_dict(session, annual.public_report(session, report_id))
+        except NotFound:
+            return _page("portal/message.html", message=TEXT[_lang()]["report_not_found"], status=404)
+    name = f"annual-report-{report['agency_id']}-{report['year']}.csv"
+    return Response(
+        annual.to_csv(report),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

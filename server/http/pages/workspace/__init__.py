@@ -7,6 +7,7 @@ roles table, agency scope, and every view of evidence audited like the API.
 """
 
 from server.http.pages.workspace import (
+    annual_reports,
     approvals,
     cases,
     devices,
@@ -20,6 +21,7 @@ from server.http.pages.workspace.core import AREA, bp
 
 __all__ = [
     "AREA",
+    "annual_reports",
     "approvals",
     "bp",
     "cases",

@@ -55,6 +55,7 @@ ENTRY_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
 REVIEW_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("workspace.publication_review", "publication_review"),
     ("workspace.approvals", "approvals"),
+    ("workspace.annual_reports", "annual_reports"),
 )
 # Media may come from this origin only; explanation clips and segments are served by /workspace itself.
 _MEDIA_CSP = "media-src 'self'"

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
-from tests.fixtures.publicity import CONTENT, WITNESS_ID, Staff, published, staff
+from tests.fixtures.publicity import CONTENT, WITNESS_ID, Staff, published, published_report, staff
 
 __all__ = ["staff"]  # the fixture, imported so pytest finds it here
 
@@ -68,5 +68,28 @@ def test_gs8_search_detail_withdrawal_and_correction_in_chromium(
 
             page.goto(f"{live_url}/portal/?lang=en")
             assert "Administrative enforcement publicity" in (page.text_content("header") or "")
+        finally:
+            browser.close()
+
+
+def test_gs17_annual_report_is_listed_opens_and_prints_without_the_bar_in_chromium(
+    client: FlaskClient, staff: Staff, live_url: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    report = published_report(client, staff)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(f"{live_url}/portal/annual-reports")
+            page.click(f"a[href^='/portal/annual-reports/{report['id']}']")
+            page.wait_for_selector("tr[data-key='penalty.fines']")
+            assert "0.2 万元" in (page.text_content("tr[data-key='penalty.fines']") or "")
+            assert page.is_visible("header.bar")
+            # Printed, the page is the report alone: no bar, no links, no footer.
+            page.emulate_media(media="print")
+            assert not page.is_visible("header.bar") and not page.is_visible("p.links")
+            assert page.is_visible("table.report")
         finally:
             browser.close()

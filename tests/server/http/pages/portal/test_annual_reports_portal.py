@@ -1,0 +1,54 @@
+"""Annual reports on the public portal (GS-5, GS-17): only published ones, printable, with their CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.fixtures.publicity import ANNUAL_REPORTS, Staff, collect, published_report, staff
+
+__all__ = ["staff"]  # the fixture, imported so pytest finds it here
+
+
+def test_gs17_anonymous_public_sees_only_published_reports(
+    app: Flask, client: FlaskClient, staff: Staff
+) -> None:
+    # More page views than a minute's budget; the rate limit has its own test.
+    settings = app.extensions["zfjl.settings"]
+    app.extensions["zfjl.settings"] = replace(settings, verify_rate_per_minute=1000)
+    app.extensions.pop("zfjl.portal_limiter", None)
+    collect(client, staff, decided_on="2024-06-10")
+    officer = staff.headers["officer"]
+    draft = client.post(ANNUAL_REPORTS, json={"agency_id": staff.agency_id, "year": 2024}, headers=officer)
+    assert draft.status_code == 201
+    draft_id = draft.get_json()["id"]
+    # A draft, and then one in review: not listed, not readable, no CSV, and the staff API wants a token.
+    for _ in range(2):
+        listing = client.get("/portal/annual-reports").get_data(as_text=True)
+        assert f"/portal/annual-reports/{draft_id}" not in listing and "尚无已公布的年度报告" in listing
+        assert client.get(f"/portal/annual-reports/{draft_id}").status_code == 404
+        assert client.get(f"/portal/annual-reports/{draft_id}.csv").status_code == 404
+        assert client.get(f"{ANNUAL_REPORTS}/{draft_id}").status_code == 401
+        assert client.post(f"{ANNUAL_REPORTS}/{draft_id}/submit", headers=officer).status_code in (200, 409)
+
+    report = published_report(client, staff)
+    listing = client.get("/portal/annual-reports").get_data(as_text=True)
+    assert f"/portal/annual-reports/{report['id']}" in listing
+    assert f'/portal/annual-reports/{draft_id}"' not in listing
+    assert "合肥市市场监督管理局2025年度行政执法数据统计报告" in listing
+    page = client.get(f"/portal/annual-reports/{report['id']}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'data-key="penalty.fines"' in html and "0.2 万元" in html
+    assert "本系统尚未采集" in html and "@media print" not in html  # the print rules live in the stylesheet
+    english = client.get(f"/portal/annual-reports/{report['id']}?lang=en").get_data(as_text=True)
+    assert "not yet recorded by this system" in english and "0.2 10,000 yuan" in english
+    exported = client.get(f"/portal/annual-reports/{report['id']}.csv")
+    assert exported.status_code == 200 and exported.get_data().startswith("\ufeff".encode())
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True).lstrip("\ufeff"))))
+    assert {r["key"]: r["value"] for r in rows}["penalty.fines"] == "0.2"
+    assert "年度报告" in client.get("/portal/").get_data(as_text=True)
