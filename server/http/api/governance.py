@@ -388,7 +388,8 @@ def list_retention_periods() -> ResponseReturnValue:
         "required": ["category", "days", "reason"],
         "properties": {
             "category": {"enum": list(retention.CATEGORIES)},
-            "days": {"type": "integer", "minimum": retention.MINIMUM_DAYS},
+            # The floor is the domain's rule (period_below_minimum, with the legal reason), not the schema's.
+            "days": {"type": "integer", "description": f"至少 / at least {retention.MINIMUM_DAYS}"},
             "reason": {"type": "string"},
         },
     },
