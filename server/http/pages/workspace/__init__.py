@@ -13,6 +13,7 @@ from server.http.pages.workspace import (
     login,
     media,
     publication,
+    reviews,
     sessions,
     statistics,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "login",
     "media",
     "publication",
+    "reviews",
     "sessions",
     "statistics",
 ]

@@ -12,7 +12,7 @@ from server.domain.governance import ledger
 from server.domain.governance.approvals_models import GrantRevocation
 from server.domain.governance.ledger import LedgerSigner
 from server.infra.db import session_scope
-from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, world
+from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, workspace_client, world
 
 __all__ = ["app", "gov", "world"]
 
@@ -68,7 +68,17 @@ def test_jl20_a_revoked_grant_stops_working_at_once_only_heads_of_its_agency_rev
     assert _revoke(client, "legal_reviewer-a", request_id)[0] == 403  # not a head
     assert _revoke(client, "officer-a", request_id)[0] == 403  # the requester
     assert _media(client, "officer-a", rid) == 200  # none of those touched the grant
-    assert _revoke(client, "head2-a", request_id) == (200, "revoked")  # another head of A, not the approver
+    # Another head of A, not the approver, revokes it in the workspace's approval queue.
+    head2, csrf = workspace_client(gov.app, "head2-a")
+    assert f"/workspace/approvals/{request_id}/revoke" in head2.get("/workspace/approvals").get_data(
+        as_text=True
+    )
+    revoked = head2.post(
+        f"/workspace/approvals/{request_id}/revoke", data={"reason": "用途已完成", "csrf_token": csrf}
+    )
+    assert revoked.status_code == 303
+    page = head2.get("/workspace/approvals").get_data(as_text=True)
+    assert f'data-request="{request_id}" data-status="revoked"' in page
     assert _media(client, "officer-a", rid) == 403  # at once
     grants = client.get("/api/v1/governance/grants", headers=login(client, "officer-a")).get_json()
     assert grants == {"items": []}
