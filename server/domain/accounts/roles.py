@@ -157,10 +157,15 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "governance.create_request": _REQUESTERS,
     "governance.get_request": _REQUESTERS,
     "governance.decide_request": ("agency_head",),
+    # JL-20: a grant is revoked early by a head (its approver, or another head of the agency).
+    "governance.revoke_grant": ("agency_head",),
     "governance.list_grants": _REQUESTERS,
     "governance.get_retention": _READ_EVIDENCE,
     "governance.assign_category": ("legal_reviewer", "agency_head"),
     "governance.set_access_class": ("agency_head",),
+    # JL-19: an agency's own retention periods: its head sets them; its governance readers read them.
+    "governance.list_retention_periods": _GOVERNANCE_READERS,
+    "governance.set_retention_period": ("agency_head",),
     "governance.list_holds": _HOLDERS,
     "governance.place_hold": _HOLDERS,
     "governance.release_hold": ("agency_head", "supervisor", "auditor"),

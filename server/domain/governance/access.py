@@ -49,6 +49,7 @@ __all__ = [
     "EvidenceDisposed",
     "access_class_of",
     "authorize",
+    "listable",
     "set_access_class",
 ]
 
@@ -101,6 +102,44 @@ def access_class_of(session: Session, recording_id: int) -> str:
         .limit(1)
     )
     return latest or "normal"
+
+
+def _classes_of(session: Session, recording_ids: list[int]) -> dict[int, str]:
+    """The current class of each recording that ever had one set (the others are normal)."""
+    if not recording_ids:
+        return {}
+    latest: dict[int, str] = {}
+    rows = session.execute(
+        select(AccessClassChange.recording_id, AccessClassChange.access_class)
+        .where(AccessClassChange.recording_id.in_(recording_ids))
+        .order_by(AccessClassChange.id)
+    )
+    for recording_id, access_class in rows:
+        latest[recording_id] = access_class
+    return latest
+
+
+def listable(
+    session: Session, caller: Caller, recordings: list[Recording], *, now: datetime | None = None
+) -> list[Recording]:
+    """The recordings of a list the caller may view, by duty or by a grant (JL-20); no audit row.
+
+    A list shows a recording's metadata (officer, device, times, hash), so it follows the view rule of the
+    details page: a restricted or confidential recording beyond the caller's duty is left out rather than
+    refused. Normal recordings (most of them) cost one query for the page.
+    """
+    classes = _classes_of(session, [r.id for r in recordings])
+    when = now or utcnow()
+    shown = []
+    for rec in recordings:
+        access_class = classes.get(rec.id, "normal")
+        if (
+            access_class == "normal"
+            or _by_duty(session, caller, rec, access_class, "view")
+            or grant_for(session, caller, rec.id, _COVERED_BY["view"], when) is not None
+        ):
+            shown.append(rec)
+    return shown
 
 
 def set_access_class(

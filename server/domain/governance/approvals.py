@@ -12,7 +12,9 @@ JL-19: nothing is destroyed within the retention period. One flow serves all fou
 A request records requester, purpose, recipient, scope (recordings, or a case's recordings) and
 duration. It is decided once, by an agency head of the evidence's agency who is **not** the requester.
 An approved access, provision or retrieval request is a grant that expires by itself after its
-duration; an approved disposal is carried out at once (``disposal.dispose``).
+duration; an approved disposal is carried out at once (``disposal.dispose``). A grant can also be
+revoked before it expires (:func:`revoke`): by the head who approved it or another head of its agency,
+never by the requester, with the reason; it stops working at once.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from server.domain.cases.models import Case
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.evidence import queries as recording_queries
 from server.domain.evidence.models import Recording
-from server.domain.governance.approvals_models import GovernanceDecision, GovernanceRequest
+from server.domain.governance.approvals_models import GovernanceDecision, GovernanceRequest, GrantRevocation
 from server.domain.governance.disposal import dispose, require_disposable
 from server.domain.governance.retention import (
     GovernanceForbidden,
@@ -50,9 +52,11 @@ __all__ = [
     "RECIPIENT_BODIES",
     "AlreadyDecided",
     "NoRecordings",
+    "NotRevocable",
     "NotTheApprover",
     "RequestInput",
     "SelfApproval",
+    "SelfRevocation",
     "active_grants",
     "create_request",
     "decide",
@@ -61,6 +65,9 @@ __all__ = [
     "grant_for",
     "list_requests",
     "request_to_dict",
+    "revocation_of",
+    "revocations_of",
+    "revoke",
     "status_of",
 ]
 
@@ -89,6 +96,20 @@ class NotTheApprover(GovernanceForbidden):
     """Only a head of the evidence's agency decides a request."""
 
     code: ClassVar[str] = "not_the_approver"
+
+
+class SelfRevocation(GovernanceForbidden):
+    """The requester never revokes their own grant: revoking and filing again would let them choose
+    the grant's terms; the decision stays with a head other than them (JL-20)."""
+
+    code: ClassVar[str] = "self_revocation"
+    keeps_writes = True  # the attempt's audit row stays
+
+
+class NotRevocable(Conflict):
+    """Only a grant in force can be revoked: not a pending, rejected, expired, disposal or revoked one."""
+
+    code: ClassVar[str] = "not_revocable"
 
 
 class AlreadyDecided(Conflict):
@@ -382,19 +403,105 @@ def list_requests(
     return out
 
 
-def status_of(decision: GovernanceDecision | None, now: datetime) -> str:
-    """pending, rejected, approved (an access grant in force), expired or done (disposal carried out)."""
+def status_of(
+    decision: GovernanceDecision | None, now: datetime, revocation: GrantRevocation | None = None
+) -> str:
+    """pending, rejected, approved (a grant in force), expired, revoked, or done (disposal carried out)."""
     if decision is None:
         return "pending"
     if decision.outcome == "reject":
         return "rejected"
     if decision.expires_at is None:
         return "done"
-    return "approved" if now < decision.expires_at else "expired"
+    if now >= decision.expires_at:
+        return "expired"
+    if revocation is not None and revocation.revoked_at <= now:
+        return "revoked"
+    return "approved"
+
+
+def _revoked_by(now: datetime) -> Any:
+    """The ids of requests whose grant was revoked at or before ``now`` (a subquery)."""
+    return select(GrantRevocation.request_id).where(GrantRevocation.revoked_at <= now)
+
+
+def revocation_of(session: Session, request_id: int) -> GrantRevocation | None:
+    """The revocation of a grant, if it was revoked."""
+    return session.scalars(select(GrantRevocation).where(GrantRevocation.request_id == request_id)).first()
+
+
+def revocations_of(session: Session, request_ids: Sequence[int]) -> dict[int, GrantRevocation]:
+    """The revocations of several requests, by request id."""
+    if not request_ids:
+        return {}
+    rows = session.scalars(select(GrantRevocation).where(GrantRevocation.request_id.in_(list(request_ids))))
+    return {r.request_id: r for r in rows}
+
+
+def revoke(
+    session: Session, caller: Caller, request_id: int, reason: str, *, now: datetime | None = None
+) -> GrantRevocation:
+    """End an approved grant before it expires (JL-20), flushed and audited; it stops working at once.
+
+    The head who approved it, or another head of the evidence's agency, revokes it with a reason; the
+    requester never does (``SelfRevocation``, audited), nor anyone of another agency (who does not see it).
+    """
+    when = now or utcnow()
+    request = get_request(session, caller, request_id)
+    why = (reason or "").strip()
+    if not why:
+        raise Invalid("撤销必须说明理由", "a revocation needs a reason")
+    if len(why) > MAX_TEXT:
+        raise Invalid(f"reason 不能超过 {MAX_TEXT} 个字符", f"reason must be at most {MAX_TEXT} characters")
+    if caller.user_id == request.requested_by:
+        write_audit(
+            session,
+            actor=caller.user_id,
+            action="governance.revoke",
+            target_type="governance_request",
+            target_id=request.id,
+            detail={"refused": "self_revocation"},
+        )
+        raise SelfRevocation("申请人不能撤销自己的授权", "the requester cannot revoke their own grant")
+    decision = decision_of(session, request.id)
+    approver = decision is not None and decision.decided_by == caller.user_id
+    if not approver and (caller.role not in APPROVER_ROLES or caller.agency_id != request.agency_id):
+        raise NotTheApprover(
+            "只有批准人或证据所属机关的负责人可以撤销授权",
+            "only the approver or a head of the evidence's agency revokes a grant",
+        )
+    revocation = revocation_of(session, request.id)
+    status = status_of(decision, when, revocation)
+    if status != "approved":
+        raise NotRevocable(
+            f"申请 {request.id} 不是有效的授权（{status}），不能撤销",
+            f"request {request.id} is not a grant in force ({status}) and cannot be revoked",
+        )
+    row = GrantRevocation(
+        request_id=request.id,
+        reason=why,
+        revoked_by=caller.user_id,
+        revoker_role=caller.role,
+        revoked_at=when,
+    )
+    session.add(row)
+    session.flush()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="governance.revoke",
+        target_type="governance_request",
+        target_id=request.id,
+        detail={"kind": request.kind, "reason": why, "requested_by": request.requested_by},
+    )
+    return row
 
 
 def request_to_dict(
-    request: GovernanceRequest, decision: GovernanceDecision | None, now: datetime
+    request: GovernanceRequest,
+    decision: GovernanceDecision | None,
+    now: datetime,
+    revocation: GrantRevocation | None = None,
 ) -> dict[str, Any]:
     """A request and its decision as JSON."""
     return {
@@ -411,7 +518,7 @@ def request_to_dict(
         "case_id": request.case_id,
         "duration_days": request.duration_days or None,
         "requested_at": request.requested_at.isoformat(),
-        "status": status_of(decision, now),
+        "status": status_of(decision, now, revocation),
         "decision": None
         if decision is None
         else {
@@ -420,6 +527,13 @@ def request_to_dict(
             "decided_by": decision.decided_by,
             "decided_at": decision.decided_at.isoformat(),
             "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
+        },
+        "revocation": None
+        if revocation is None
+        else {
+            "reason": revocation.reason,
+            "revoked_by": revocation.revoked_by,
+            "revoked_at": revocation.revoked_at.isoformat(),
         },
     }
 
@@ -437,6 +551,7 @@ def grant_for(
             GovernanceDecision.outcome == "approve",
             GovernanceDecision.decided_at <= now,
             GovernanceDecision.expires_at > now,
+            GovernanceRequest.id.not_in(_revoked_by(now)),
         )
         .order_by(GovernanceRequest.id)
     )
@@ -457,6 +572,7 @@ def active_grants(
             GovernanceRequest.requested_by == caller.user_id,
             GovernanceDecision.outcome == "approve",
             GovernanceDecision.expires_at > now,
+            GovernanceRequest.id.not_in(_revoked_by(now)),
         )
         .order_by(GovernanceRequest.id.desc())
     )

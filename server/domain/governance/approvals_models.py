@@ -2,7 +2,7 @@
 
 A request is never edited: its decision is a second row (one per request, the unique key refuses a
 second), and an approved access, provision or retrieval request *is* the grant, valid until the
-decision's ``expires_at``.
+decision's ``expires_at``, or until a head revokes it early (a third row, ``grant_revocations``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["GovernanceDecision", "GovernanceRequest"]
+__all__ = ["GovernanceDecision", "GovernanceRequest", "GrantRevocation"]
 
 
 class GovernanceRequest(Base):
@@ -51,3 +51,17 @@ class GovernanceDecision(Base):
     decider_role: Mapped[str] = mapped_column(String(32))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class GrantRevocation(Base):
+    """The early end of one grant (JL-20): by its approver or a head of its agency, with the reason; once."""
+
+    __tablename__ = "grant_revocations"
+    __table_args__ = (UniqueConstraint("request_id", name="uq_grant_revocations_request"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer, ForeignKey("governance_requests.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    revoked_by: Mapped[str] = mapped_column(String(64))
+    revoker_role: Mapped[str] = mapped_column(String(32))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

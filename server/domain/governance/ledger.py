@@ -90,6 +90,8 @@ class LeafKind(enum.StrEnum):
     LEGAL_HOLD_RELEASE = "legal_hold_release"  # a legal hold lifted (JL-19)
     DISPOSAL = "disposal"  # the tombstone of destroyed evidence (JL-19)
     ACCESS_CLASS = "access_class"  # a recording made normal, restricted or confidential (JL-20)
+    GRANT_REVOCATION = "grant_revocation"  # a grant ended early by a head, with the reason (JL-20)
+    RETENTION_PERIOD = "retention_period"  # an agency's own period for a retention category (JL-19)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +118,8 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.LEGAL_HOLD_RELEASE, table="legal_hold_releases"),
     LeafSource(kind=LeafKind.DISPOSAL, table="disposal_tombstones"),
     LeafSource(kind=LeafKind.ACCESS_CLASS, table="access_class_changes"),
+    LeafSource(kind=LeafKind.GRANT_REVOCATION, table="grant_revocations"),
+    LeafSource(kind=LeafKind.RETENTION_PERIOD, table="retention_periods"),
 )
 _KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
 

@@ -11,6 +11,10 @@ JL-19 forbids destroying the record within its retention period. The rules, per 
 * Linked to a case that is still open: never expires while it is open.
 * A legal hold (on the recording, or on a case it is linked to) stops expiry until it is lifted.
 * Retention runs from the moment recording started (what the recorder signed).
+* An agency may set its own period for a finite category (:func:`set_period`), never below the legal
+  minimum (six months) and never making a permanent category finite. A recording keeps the longest
+  period in force at any time since it started: lengthening reaches recordings already stored (and
+  their store lock), shortening only recordings started after it.
 
 Disposal is a request (``approvals.py``) that an agency head other than the requester approves; only then
 :func:`dispose` writes a tombstone (a ledger leaf) and deletes the object from the store.
@@ -38,8 +42,10 @@ from server.domain.governance.retention_models import (
     LegalHold,
     LegalHoldRelease,
     RetentionAssignment,
+    RetentionPeriod,
 )
 from server.domain.people.service import Caller
+from server.domain.scope import recording_of_agency
 from server.errors import ErrorKind
 
 __all__ = [
@@ -47,9 +53,11 @@ __all__ = [
     "CATEGORIES",
     "DEFAULT_CATEGORY",
     "HOLD_ROLES",
+    "MINIMUM_DAYS",
     "RELEASE_ROLES",
     "DisposalRefused",
     "GovernanceForbidden",
+    "PeriodBelowMinimum",
     "Retention",
     "RetentionCategory",
     "RetentionStore",
@@ -61,10 +69,14 @@ __all__ = [
     "hold_to_dict",
     "linked_cases",
     "list_holds",
+    "lock_store",
+    "periods_of",
     "place_hold",
     "protect",
+    "protect_linked",
     "release_hold",
     "retention_of",
+    "set_period",
     "tombstone_of",
 ]
 
@@ -98,6 +110,13 @@ CATEGORIES: dict[str, RetentionCategory] = {
     )
 }  # fmt: skip
 DEFAULT_CATEGORY = "routine"
+# The legal floor of any finite period an agency sets: six months (MPS on-site recording rule art. 13,
+# 至少保存六个月). 183 days covers every run of six calendar months.
+MINIMUM_DAYS = 183
+# An upper bound only so that a typo cannot read as "forever" and dates stay representable.
+MAXIMUM_DAYS = 100 * 366
+# Who sets an agency's periods: its head (JL-19: the agency answers for its records).
+PERIOD_ROLES: tuple[str, ...] = ("agency_head",)
 # Who may place a hold: the agency's reviewers and head, and the supervisory and audit bodies (JL-20, JL-22).
 HOLD_ROLES: tuple[str, ...] = ("legal_reviewer", "agency_head", "supervisor", "auditor", "system_admin")
 RELEASE_ROLES: tuple[str, ...] = ("agency_head", "supervisor", "auditor", "system_admin")
@@ -111,6 +130,12 @@ class GovernanceForbidden(ServiceError):
 
     code: ClassVar[str] = "governance_forbidden"
     kind = ErrorKind.FORBIDDEN
+
+
+class PeriodBelowMinimum(Invalid):
+    """JL-19: an agency's period may not go below the legal minimum nor make a permanent category finite."""
+
+    code: ClassVar[str] = "period_below_minimum"
 
 
 class DisposalRefused(Conflict):
@@ -141,6 +166,13 @@ def as_retention_store(store: object) -> RetentionStore:
     if not (callable(getattr(store, "delete", None)) and callable(getattr(store, "extend_retention", None))):
         raise StoreCannotDispose("该对象存储不支持销毁", "this object store cannot dispose of objects")
     return store  # type: ignore[return-value]
+
+
+def lock_store(store: object) -> RetentionStore | None:
+    """The object store if it can extend its own lock (every store here can); None for one that cannot."""
+    if callable(getattr(store, "extend_retention", None)) and callable(getattr(store, "delete", None)):
+        return store  # type: ignore[return-value]
+    return None
 
 
 class StoreCannotDispose(ServiceError):
@@ -253,7 +285,8 @@ def retention_of(session: Session, rec: Recording) -> Retention:
             select(RetentionAssignment.category).where(RetentionAssignment.recording_id == rec.id)
         )
     )
-    cases = linked_cases(session, rec.id, agency_of(session, rec))
+    agency = agency_of(session, rec)
+    cases = linked_cases(session, rec.id, agency)
     open_cases = tuple(c.id for c in cases if c.status not in FINAL_STATUSES)
     evidence_cases = tuple(c.id for c in cases if c.status in _EVIDENCE_STATUSES)
     categories = {DEFAULT_CATEGORY, *assigned}
@@ -261,7 +294,11 @@ def retention_of(session: Session, rec: Recording) -> Retention:
         categories.add("evidence")
     known = [CATEGORIES[c] for c in categories if c in CATEGORIES]
     permanent = any(c.days is None for c in known)
-    longest = max((c.days for c in known if c.days is not None), default=CATEGORIES[DEFAULT_CATEGORY].days)
+    periods = _periods_since(session, agency, rec.started_at)
+    longest = max(
+        (periods.get(c.code, c.days) or 0 for c in known if c.days is not None),
+        default=CATEGORIES[DEFAULT_CATEGORY].days,
+    )
     until = None if permanent else rec.started_at + timedelta(days=longest or 0)
     return Retention(
         recording_id=rec.id,
@@ -273,6 +310,169 @@ def retention_of(session: Session, rec: Recording) -> Retention:
         holds=tuple(_active_holds(session, rec.id, [c.id for c in cases])),
         disposed=tombstone_of(session, rec.id) is not None,
     )
+
+
+def _period_rows(session: Session, agency_id: int) -> list[RetentionPeriod]:
+    return list(
+        session.scalars(
+            select(RetentionPeriod).where(RetentionPeriod.agency_id == agency_id).order_by(RetentionPeriod.id)
+        )
+    )
+
+
+def _periods_since(session: Session, agency_id: int | None, started_at: datetime) -> dict[str, int]:
+    """Per finite category, the longest period the agency had in force at any time since ``started_at``:
+    the one in force when recording started (the default if none was set), and every one set later. So a
+    lengthening reaches recordings already stored, and a shortening only recordings started after it."""
+    if agency_id is None:
+        return {}
+    rows = _period_rows(session, agency_id)
+    if not rows:
+        return {}
+    out: dict[str, int] = {}
+    for code, category in CATEGORIES.items():
+        if category.days is None:
+            continue
+        in_force = category.days
+        later: list[int] = []
+        for row in rows:
+            if row.category != code:
+                continue
+            if row.set_at <= started_at:
+                in_force = row.days
+            else:
+                later.append(row.days)
+        out[code] = max([in_force, *later])
+    return out
+
+
+def periods_of(session: Session, agency_id: int) -> list[dict[str, Any]]:
+    """The agency's period in force now for every category (permanent ones stay permanent)."""
+    current: dict[str, RetentionPeriod] = {}
+    for stored in _period_rows(session, agency_id):
+        current[stored.category] = stored
+    out = []
+    for code, category in CATEGORIES.items():
+        row = current.get(code)
+        out.append(
+            {
+                "category": code,
+                "name": category.name,
+                "name_en": category.name_en,
+                "days": row.days if row else category.days,
+                "default_days": category.days,
+                "permanent": category.days is None,
+                "minimum_days": None if category.days is None else MINIMUM_DAYS,
+                "set_by": row.set_by if row else None,
+                "set_at": row.set_at.isoformat() if row else None,
+                "reason": row.reason if row else None,
+            }
+        )
+    return out
+
+
+def set_period(
+    session: Session,
+    caller: Caller,
+    category: str,
+    days: int,
+    reason: str,
+    *,
+    store: RetentionStore | None = None,
+    now: datetime | None = None,
+) -> tuple[RetentionPeriod, int]:
+    """Set the caller's agency's period for a finite category (JL-19); flushed, audited, a ledger leaf.
+
+    Refused below :data:`MINIMUM_DAYS` or for a permanent category (``PeriodBelowMinimum``). When the
+    period grows, the store's lock of every affected recording of the agency is extended (the same path as
+    a category assignment); a shorter period never shortens a lock. Returns the row and how many
+    recordings' locks were extended.
+    """
+    if category not in CATEGORIES:
+        raise Invalid(
+            f"未知的保存类别“{category}”，可选：{'、'.join(CATEGORIES)}",
+            f"unknown retention category {category!r}; one of {', '.join(CATEGORIES)}",
+        )
+    if caller.role not in PERIOD_ROLES or caller.agency_id is None:
+        raise GovernanceForbidden(
+            "只有机关负责人可以设定本机关的保存期限", "only an agency head sets periods"
+        )
+    if CATEGORIES[category].days is None:
+        raise PeriodBelowMinimum(
+            f"“{CATEGORIES[category].name}”依法永久保存，不能设定期限",
+            f"{category} is permanent by law and cannot be given a period",
+        )
+    if days < MINIMUM_DAYS:
+        raise PeriodBelowMinimum(
+            f"保存期限不能少于 {MINIMUM_DAYS} 天（六个月），收到 {days} 天",
+            f"a period must be at least {MINIMUM_DAYS} days (six months); got {days}",
+        )
+    if days > MAXIMUM_DAYS:
+        raise Invalid(f"保存期限不能超过 {MAXIMUM_DAYS} 天", f"a period must be at most {MAXIMUM_DAYS} days")
+    why = _reason(reason)
+    agency = caller.agency_id
+    current = {row.category: row.days for row in _period_rows(session, agency)}
+    before = current.get(category, CATEGORIES[category].days) or 0
+    row = RetentionPeriod(
+        agency_id=agency,
+        category=category,
+        days=days,
+        reason=why,
+        set_by=caller.user_id,
+        set_at=now or utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="retention.period",
+        target_type="agency",
+        target_id=agency,
+        detail={"category": category, "days": days, "before": before, "reason": why},
+    )
+    extended = 0
+    if store is not None and days > before:
+        extended = _extend_agency_locks(session, store, agency, category)
+    return row, extended
+
+
+def _extend_agency_locks(session: Session, store: RetentionStore, agency_id: int, category: str) -> int:
+    """Extend the lock of every recording of the agency the lengthened category applies to."""
+    assigned = set(
+        session.scalars(
+            select(RetentionAssignment.recording_id).where(RetentionAssignment.category == category)
+        )
+    )
+    disposed = select(DisposalTombstone.recording_id)
+    count = 0
+    for rec in session.scalars(
+        select(Recording)
+        .where(recording_of_agency(agency_id), Recording.id.not_in(disposed))
+        .order_by(Recording.id)
+    ):
+        if category != DEFAULT_CATEGORY and rec.id not in assigned:
+            continue
+        if store.extend_retention(rec.object_key, retention_of(session, rec).protected_until):
+            count += 1
+    return count
+
+
+def protect_linked(session: Session, store: RetentionStore | None, recording_ids: list[int]) -> int:
+    """After recordings were linked to a case: make each one's store lock match its retention (JL-19).
+
+    A recording linked to an open case never expires, so on S3 with Object Lock this sets the object's
+    legal hold. The case service does not call the governance domain (it sits below it); the edge that
+    records the event calls this in the same transaction. The hold is lifted only by an approved disposal,
+    which the retention rules allow only once the case has ended and the retention has run out.
+    """
+    if store is None or not recording_ids:
+        return 0
+    count = 0
+    for rec in session.scalars(select(Recording).where(Recording.id.in_(sorted(set(recording_ids))))):
+        if protect(session, store, rec):
+            count += 1
+    return count
 
 
 def _reason(text: str | None, field: str = "reason") -> str:
@@ -474,5 +674,3 @@ def hold_to_dict(hold: LegalHold, release: LegalHoldRelease | None) -> dict[str,
         "released_by": release.released_by if release else None,
         "released_at": release.released_at.isoformat() if release else None,
     }
-
-

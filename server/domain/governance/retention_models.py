@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["DisposalTombstone", "LegalHold", "LegalHoldRelease", "RetentionAssignment"]
+__all__ = ["DisposalTombstone", "LegalHold", "LegalHoldRelease", "RetentionAssignment", "RetentionPeriod"]
 
 
 class RetentionAssignment(Base):
@@ -81,3 +81,21 @@ class DisposalTombstone(Base):
     requested_by: Mapped[str] = mapped_column(String(64))
     approved_by: Mapped[str] = mapped_column(String(64))
     disposed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RetentionPeriod(Base):
+    """An agency's own period for a finite retention category (JL-19), never below the legal minimum.
+
+    Append-only: the latest row of an (agency, category) is in force from ``set_at``; earlier rows stay,
+    so a recording keeps the longest period in force at any time since it started (``retention_of``).
+    """
+
+    __tablename__ = "retention_periods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    days: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -3,7 +3,8 @@
 What a supervisor compares across agencies: recordings and hours recorded, segments stored more than
 24 hours after they ended (JL-17), sessions with their gaps and unexplained gaps (JL-16), cases opened
 and how many have a complete record (JL-7 – JL-10), cases ended and archived within 30 days (JL-18),
-and reviews of case files (JL-22).
+reviews of case files (JL-22), requests for access, provision and retrieval and their outcomes (JL-20),
+and publication items due in the period with whether their deadline was met (GS-11).
 
 Recordings, cases and archives are counted by aggregate queries (one per measure, GROUP BY agency or
 officer). A session's gaps and verdict are computed from its events, recordings and signed explanations
@@ -33,10 +34,12 @@ from server.domain.cases.service import FINAL_STATUSES
 from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.models import Recording
 from server.domain.fleet.models import DeviceAssignment
+from server.domain.governance.approvals_models import GovernanceDecision, GovernanceRequest, GrantRevocation
 from server.domain.governance.archives import ARCHIVE_DEADLINE, ended_at_clause
 from server.domain.governance.archives_models import ArchivePackage, CaseReview
 from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
+from server.domain.publicity.models import PublicationItem
 from server.domain.sessions.models import EnforcementSessionRecord, SessionEventRecord
 from server.domain.sessions.service import session_summary
 
@@ -53,6 +56,8 @@ COLUMNS: tuple[str, ...] = (
     "gaps", "unexplained_gaps",
     "cases_opened", "cases_complete", "cases_ended", "archived_on_time", "archived_late", "archive_overdue",
     "reviews",
+    "access_requests", "access_approved", "access_rejected", "access_pending", "access_revoked",
+    "publications_due", "published_on_time", "published_late", "publication_overdue",
 )  # fmt: skip
 _COUNTS = COLUMNS[4:]
 
@@ -273,6 +278,84 @@ def _cases(
                 table.add(key, "reviews", 1)
 
 
+def _requests(
+    session: Session, q: StatsQuery, agency: int | None, by_officer: bool, now: datetime, table: _Table
+) -> None:
+    """JL-20: requests for access, provision and retrieval filed in the period, by their outcome now.
+
+    A request counts for the agency whose evidence it covers and, per officer, for the requester's
+    certificate (a requester who is no officer, such as a head, counts under no officer). Disposals are
+    not access and are not counted here.
+    """
+    revoked = (
+        select(GrantRevocation.id)
+        .where(GrantRevocation.request_id == GovernanceRequest.id, GrantRevocation.revoked_at <= now)
+        .correlate(GovernanceRequest)
+        .exists()
+    )
+    stmt = (
+        select(
+            GovernanceRequest.agency_id, GovernanceRequest.requested_by, GovernanceDecision.outcome, revoked
+        )
+        .outerjoin(GovernanceDecision, GovernanceDecision.request_id == GovernanceRequest.id)
+        .where(
+            GovernanceRequest.kind != "disposal",
+            GovernanceRequest.requested_at >= q.since,
+            GovernanceRequest.requested_at < q.until,
+        )
+    )
+    if agency is not None:
+        stmt = stmt.where(GovernanceRequest.agency_id == agency)
+    rows = list(session.execute(stmt))
+    certificates: dict[str, str] = {}
+    users = sorted({int(r[1]) for r in rows if str(r[1]).isdigit()})
+    if by_officer and users:
+        certificates = {
+            str(user): cert or ""
+            for user, cert in session.execute(
+                select(Officer.user_id, Officer.certificate_number).where(Officer.user_id.in_(users))
+            )
+        }
+    for agency_id, requested_by, outcome, was_revoked in rows:
+        key = (agency_id, certificates.get(str(requested_by), "") if by_officer else "")
+        table.add(key, "access_requests", 1)
+        if outcome is None:
+            table.add(key, "access_pending", 1)
+        elif outcome == "reject":
+            table.add(key, "access_rejected", 1)
+        else:
+            table.add(key, "access_approved", 1)
+            table.add(key, "access_revoked", int(bool(was_revoked)))
+
+
+def _publications(
+    session: Session, q: StatsQuery, agency: int | None, by_officer: bool, now: datetime, table: _Table
+) -> None:
+    """GS-11: publication items due in the period: published by the deadline, after it, or not at all and
+    past it. Items excluded from publication (GS-15) have no deadline to meet and are not counted."""
+    stmt = select(PublicationItem.agency_id, PublicationItem.case_id, PublicationItem.due_on,
+                  PublicationItem.published_at).where(
+        PublicationItem.due_on >= q.start,
+        PublicationItem.due_on <= q.end,
+        PublicationItem.state != "excluded",
+    )  # fmt: skip
+    if agency is not None:
+        stmt = stmt.where(PublicationItem.agency_id == agency)
+    rows = list(session.execute(stmt))
+    officers = _case_officers(session, sorted({r[1] for r in rows if r[1] is not None})) if by_officer else {}
+    today = now.date()
+    for agency_id, case_id, due_on, published_at in rows:
+        certs = (officers.get(case_id) or [""]) if by_officer and case_id is not None else [""]
+        for cert in certs:
+            key = (agency_id, cert)
+            table.add(key, "publications_due", 1)
+            if published_at is not None:
+                on_time = published_at.astimezone(UTC).date() <= due_on
+                table.add(key, "published_on_time" if on_time else "published_late", 1)
+            elif due_on < today:
+                table.add(key, "publication_overdue", 1)
+
+
 def statistics(
     session: Session, caller: Caller, query: StatsQuery, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -286,6 +369,8 @@ def statistics(
     _recordings(session, query, agency, by_officer, table)
     _sessions(session, query, agency, by_officer, table)
     _cases(session, query, agency, by_officer, now, table)
+    _requests(session, query, agency, by_officer, now, table)
+    _publications(session, query, agency, by_officer, now, table)
     agency_ids = sorted({a for a, _ in table.rows if a is not None})
     names = (
         {i: n for i, n in session.execute(select(Agency.id, Agency.name).where(Agency.id.in_(agency_ids)))}

@@ -13,6 +13,7 @@ from server.domain.cases import catalogue as case_catalogue
 from server.domain.cases import record as case_record_service
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import MAX_REASON_CHARS, CaseEventInput, NewCase, StatusChange
+from server.domain.governance import retention
 from server.http.api.people import upload_checked
 from server.http.context import caller, get_store, json_body
 from server.http.openapi import api_view
@@ -137,10 +138,13 @@ def get_case(case_id: int) -> ResponseReturnValue:
     responses={201: "已记录 / recorded"},
 )
 def add_event(case_id: int) -> ResponseReturnValue:
-    """Append one event to the case's record."""
+    """Append one event to the case's record; linked recordings get the store's legal hold (JL-19)."""
     event_input = CaseEventInput.from_json(json_body(("event_type",)))
     with session_scope() as session:
         event = case_service.record_event(session, caller(), case_id, event_input)
+        # The case service sits below governance: the edge applies the link's side effect on the store,
+        # in the same transaction (an S3 failure fails the event, so no link exists without its hold).
+        retention.protect_linked(session, retention.lock_store(get_store()), list(event.recording_ids or []))
         return jsonify(case_service.event_to_dict(event)), 201
 
 

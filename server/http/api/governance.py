@@ -51,8 +51,16 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "case_id": {"type": ["integer", "null"]},
         "duration_days": {"type": ["integer", "null"]},
         "requested_at": {"type": "string", "format": "date-time"},
-        "status": {"enum": ["pending", "approved", "rejected", "expired", "done"]},
+        "status": {"enum": ["pending", "approved", "rejected", "expired", "revoked", "done"]},
         "decision": _DECISION,
+        "revocation": {
+            "type": ["object", "null"],
+            "properties": {
+                "reason": {"type": "string"},
+                "revoked_by": {"type": "string"},
+                "revoked_at": {"type": "string", "format": "date-time"},
+            },
+        },
     },
 }
 _NEW_REQUEST = {
@@ -165,7 +173,8 @@ def list_requests() -> ResponseReturnValue:
     now = utcnow()
     with session_scope() as session:
         rows = approvals.list_requests(session, caller(), pending_only=pending)
-        return jsonify(items=[approvals.request_to_dict(r, d, now) for r, d in rows])
+        revoked = approvals.revocations_of(session, [r.id for r, _d in rows])
+        return jsonify(items=[approvals.request_to_dict(r, d, now, revoked.get(r.id)) for r, d in rows])
 
 
 @bp.post("/requests")
@@ -194,7 +203,14 @@ def get_request(request_id: int) -> ResponseReturnValue:
     """One request the caller may see."""
     with session_scope() as session:
         row = approvals.get_request(session, caller(), request_id)
-        return jsonify(approvals.request_to_dict(row, approvals.decision_of(session, row.id), utcnow()))
+        return jsonify(
+            approvals.request_to_dict(
+                row,
+                approvals.decision_of(session, row.id),
+                utcnow(),
+                approvals.revocation_of(session, row.id),
+            )
+        )
 
 
 @bp.post("/requests/<int:request_id>/decision")
@@ -221,6 +237,30 @@ def decide_request(request_id: int) -> ResponseReturnValue:
         decision = approvals.decide(session, _store(), caller(), request_id, outcome, reason, now=now)
         row = approvals.get_request(session, caller(), decision.request_id)
         return jsonify(approvals.request_to_dict(row, decision, now))
+
+
+@bp.post("/requests/<int:request_id>/revoke")
+@api_view(
+    "governance.revoke_grant",
+    "提前撤销授权（批准人或本机关负责人，申请人不得撤销）/ revoke a grant before it expires "
+    "(its approver or a head of the agency, never the requester)",
+    request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}},
+    response=REQUEST_SCHEMA,
+    responses={
+        403: "申请人本人或非本机关负责人 / the requester (self_revocation) or not a head (not_the_approver)",
+        409: "不是有效的授权 / not a grant in force (not_revocable)",
+    },
+)
+def revoke_grant(request_id: int) -> ResponseReturnValue:
+    """Revoke an approved grant at once (JL-20); audited and a ledger leaf."""
+    reason = _text_field(json_body(), "reason")
+    now = utcnow()
+    with session_scope() as session:
+        revocation = approvals.revoke(session, caller(), request_id, reason, now=now)
+        row = approvals.get_request(session, caller(), request_id)
+        return jsonify(
+            approvals.request_to_dict(row, approvals.decision_of(session, row.id), now, revocation)
+        )
 
 
 @bp.get("/grants")
@@ -284,6 +324,93 @@ def assign_category(recording_id: int) -> ResponseReturnValue:
                 "access_class": access.access_class_of(session, rec.id),
                 "store_lock_extended": extended,
             }
+        )
+
+
+_PERIOD = {
+    "type": "object",
+    "properties": {
+        "category": {"enum": list(retention.CATEGORIES)},
+        "name": {"type": "string"},
+        "name_en": {"type": "string"},
+        "days": {"type": ["integer", "null"], "description": "null: 永久 / permanent"},
+        "default_days": {"type": ["integer", "null"]},
+        "permanent": {"type": "boolean"},
+        "minimum_days": {"type": ["integer", "null"]},
+        "set_by": {"type": ["string", "null"]},
+        "set_at": {"type": ["string", "null"], "format": "date-time"},
+        "reason": {"type": ["string", "null"]},
+    },
+}
+_PERIODS = {
+    "type": "object",
+    "properties": {
+        "agency_id": {"type": "integer"},
+        "items": {"type": "array", "items": _PERIOD},
+        "store_locks_extended": {"type": "integer"},
+    },
+}
+
+
+@bp.get("/retention-periods")
+@api_view(
+    "governance.list_retention_periods",
+    "本机关的保存期限（按类别）/ the agency's retention period per category (JL-19)",
+    query={
+        "agency_id": {"type": "integer", "description": "监督、审计人员查看某机关 / for cross-agency readers"}
+    },
+    response=_PERIODS,
+)
+def list_retention_periods() -> ResponseReturnValue:
+    """The caller's agency's periods; supervisors and auditors name the agency."""
+    who = caller()
+    agency = who.agency_id
+    if who.reads_all and request.args.get("agency_id"):
+        try:
+            agency = int(request.args["agency_id"])
+        except ValueError:
+            raise ApiError(
+                400, "invalid_request", "agency_id 必须是整数", "agency_id must be an integer"
+            ) from None
+    if agency is None:
+        raise ApiError(400, "invalid_request", "必须指定 agency_id", "agency_id is required")
+    with session_scope() as session:
+        return jsonify(agency_id=agency, items=retention.periods_of(session, agency))
+
+
+@bp.post("/retention-periods")
+@api_view(
+    "governance.set_retention_period",
+    "设定本机关某类别的保存期限（不得少于六个月；永久类别不可改）/ set the agency's period for a category "
+    "(at least six months; permanent categories stay permanent)",
+    request={
+        "type": "object",
+        "required": ["category", "days", "reason"],
+        "properties": {
+            "category": {"enum": list(retention.CATEGORIES)},
+            # The floor is the domain's rule (period_below_minimum, with the legal reason), not the schema's.
+            "days": {"type": "integer", "description": f"至少 / at least {retention.MINIMUM_DAYS}"},
+            "reason": {"type": "string"},
+        },
+    },
+    response=_PERIODS,
+    responses={
+        400: "低于法定最短期限或永久类别 / below the legal minimum or permanent (period_below_minimum)"
+    },
+)
+def set_retention_period() -> ResponseReturnValue:
+    """Set a period; a longer one extends the store locks of the agency's affected recordings at once."""
+    body = json_body()
+    category, reason = _text_field(body, "category"), _text_field(body, "reason")
+    days = _optional_int(body, "days")
+    if days is None:
+        raise ApiError(400, "invalid_request", "缺少字段：days", "missing field: days")
+    with session_scope() as session:
+        row, extended = retention.set_period(session, caller(), category, days, reason, store=_store())
+        return jsonify(
+            agency_id=row.agency_id,
+            items=retention.periods_of(session, row.agency_id),
+            store_locks_extended=extended,
         )
 
 

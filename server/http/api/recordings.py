@@ -81,6 +81,9 @@ def list_recordings() -> ResponseReturnValue:
         rows, next_cursor = recording_service.list_recordings(
             session, device_id=device_id, limit=limit, before=before, scope=caller()
         )
+        # JL-20: restricted and confidential recordings beyond the caller's duty are not listed (a page
+        # may then be shorter than ``limit``; ``next`` still continues after the last row read).
+        rows = access.listable(session, caller(), rows)
         audit_request(
             session,
             "recording.list",

@@ -14,6 +14,7 @@ from server.http.pages.workspace import (
     login,
     media,
     publication,
+    reviews,
     sessions,
     statistics,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "login",
     "media",
     "publication",
+    "reviews",
     "sessions",
     "statistics",
 ]

@@ -23,7 +23,7 @@ from server.http.context import caller, get_store
 from server.http.pages.workspace.core import back, bp, lang, message_of, render, workspace_view
 from server.infra.db import session_scope
 
-__all__ = ["TEXTS", "approvals", "decide", "file_request"]
+__all__ = ["TEXTS", "approvals", "decide", "file_request", "revoke"]
 
 TEXTS: dict[str, dict[str, str]] = {
     "zh": {
@@ -63,6 +63,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "status.rejected": "已驳回",
         "status.expired": "已批准（已过期）",
         "status.done": "已批准并执行",
+        "status.revoked": "已批准（已撤销）",
+        "revoke": "撤销授权",
+        "revoke_reason": "撤销理由",
+        "revoked": "授权已撤销",
         "action.view": "查看",
         "action.copy": "复制",
         "action.export": "导出",
@@ -111,6 +115,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "status.rejected": "Rejected",
         "status.expired": "Approved (expired)",
         "status.done": "Approved and carried out",
+        "status.revoked": "Approved (revoked)",
+        "revoke": "Revoke grant",
+        "revoke_reason": "Why revoke",
+        "revoked": "Grant revoked",
         "action.view": "view",
         "action.copy": "copy",
         "action.export": "export",
@@ -138,7 +146,8 @@ def approvals() -> ResponseReturnValue:
     now = utcnow()
     with session_scope() as session:
         rows = approval_service.list_requests(session, who)
-        items = [approval_service.request_to_dict(r, d, now) for r, d in rows]
+        revoked = approval_service.revocations_of(session, [r.id for r, _d in rows])
+        items = [approval_service.request_to_dict(r, d, now, revoked.get(r.id)) for r, d in rows]
     pending = [i for i in items if i["status"] == "pending"]
     return render(
         "approvals.html",
@@ -213,3 +222,16 @@ def decide(request_id: int) -> ResponseReturnValue:
     except ServiceError as exc:
         return back(fallback, "error", message_of(exc))
     return back(fallback, "ok", f"{_texts()['decided']} #{request_id}")
+
+
+@bp.post("/approvals/<int:request_id>/revoke")
+@workspace_view("governance.revoke_grant")
+def revoke(request_id: int) -> ResponseReturnValue:
+    """Revoke a grant in force before it expires (JL-20); the service refuses the requester themselves."""
+    fallback = url_for("workspace.approvals")
+    try:
+        with session_scope() as session:
+            approval_service.revoke(session, caller(), request_id, request.form.get("reason", ""))
+    except ServiceError as exc:
+        return back(fallback, "error", message_of(exc))
+    return back(fallback, "ok", f"{_texts()['revoked']} #{request_id}")

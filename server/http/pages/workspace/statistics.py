@@ -56,6 +56,13 @@ WORDS: dict[str, dict[str, str]] = {
         "archived_on_time": "按期归档",
         "archive_overdue": "逾期未归档",
         "reviews": "评查",
+        "access_requests": "调阅申请",
+        "access_approved": "批准",
+        "access_rejected": "驳回",
+        "access_revoked": "撤销",
+        "publications_due": "应公示",
+        "published_on_time": "按期公示",
+        "publication_overdue": "逾期未公示",
         "total": "合计",
         "none": "该期间没有数据",
     },
@@ -81,6 +88,13 @@ WORDS: dict[str, dict[str, str]] = {
         "archived_on_time": "Archived on time",
         "archive_overdue": "Archive overdue",
         "reviews": "Reviews",
+        "access_requests": "Access requests",
+        "access_approved": "Approved",
+        "access_rejected": "Rejected",
+        "access_revoked": "Revoked",
+        "publications_due": "Publications due",
+        "published_on_time": "Published on time",
+        "publication_overdue": "Publication overdue",
         "total": "Total",
         "none": "No data in this period",
     },
@@ -88,6 +102,8 @@ WORDS: dict[str, dict[str, str]] = {
 COLUMNS = (
     "recordings", "hours", "late_uploads", "sessions", "unexplained_gaps", "cases_opened", "cases_complete",
     "cases_ended", "archived_on_time", "archive_overdue", "reviews",
+    "access_requests", "access_approved", "access_rejected", "access_revoked",
+    "publications_due", "published_on_time", "publication_overdue",
 )  # fmt: skip
 
 

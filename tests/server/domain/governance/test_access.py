@@ -61,6 +61,11 @@ def test_jl20_a_confidential_recording_needs_the_heads_approval_and_each_refusal
         assert client.get(f"/api/v1/recordings/{rid}", headers=login(client, who)).status_code == 403
     assert _media(client, "agency_head-a", rid) == 200
     assert _media(client, "officer-a", gov.rec_a[1]) == 200  # only that recording is confidential
+    # The list leaves it out for whoever may not view it, and keeps it for the head (JL-20).
+    for who, listed in (("officer-a", False), ("supervisor-a", False), ("agency_head-a", True)):
+        items = client.get("/api/v1/recordings", headers=login(client, who)).get_json()["items"]
+        ids = {item["id"] for item in items}
+        assert (rid in ids) == listed and gov.rec_a[1] in ids, who
     refused = _refusals(gov)
     assert len(refused) == 10
     assert {r["actor"] for r in refused} >= {str(gov.users["officer-a"]), str(gov.users["auditor-a"])}
@@ -109,6 +114,8 @@ def test_jl20_an_approved_grant_opens_the_recording_to_its_requester_and_expires
     )
     assert _media(client, "officer-a", rid) == 200
     assert _media(client, "officer2-a", rid) == 403  # the grant is the requester's alone
+    listed = client.get("/api/v1/recordings", headers=login(client, "officer-a")).get_json()["items"]
+    assert rid in {item["id"] for item in listed}  # a grant to view lists it too
     with session_scope(gov.app) as session:
         media_rows = session.scalars(select(AuditLog).where(AuditLog.action == "recording.media"))
         granted = [r.detail_dict() for r in media_rows if r.actor == str(gov.users["officer-a"])]

@@ -12,7 +12,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,16 +20,22 @@ from flask import Flask
 from sqlalchemy import select
 
 from protocol.session import SessionEventKind
+from server.domain.accounts.models import User
 from server.domain.base import utcnow
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.errors import Invalid, NotFound
 from server.domain.fleet.devices import register_device
+from server.domain.governance.approvals_models import GovernanceDecision, GovernanceRequest, GrantRevocation
 from server.domain.governance.statistics import StatsQuery, statistics, to_csv
 from server.domain.people.models import Agency, Officer
+from server.domain.people.service import Caller
+from server.domain.publicity import service as publicity_service
+from server.domain.publicity.codes import EnforcementAct
 from server.infra.db import get_engine, session_scope
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, migrated_app
+from tests.fixtures.people import World
 from tests.server.domain.governance.test_archive import CaseScene, build_case, seal
 from tests.server.domain.sessions.conftest import T0, Recorder, hand_over, make_officer, send
 from tests.server.http.pages.workspace.conftest import commit_media
@@ -191,3 +197,86 @@ def test_jl21_the_workspace_page_shows_the_numbers_a_chart_and_a_csv(app: Flask,
     officer = app.test_client()
     login(officer, "rec-ar-1-wang")
     assert officer.get("/workspace/statistics").status_code == 403
+
+
+def test_jl21_statistics_count_access_requests_by_outcome_and_publication_deadlines_met(
+    app: Flask, world: World
+) -> None:
+    """JL-20 requests filed in the period (pending, approved, rejected; approved then revoked) and GS-11
+    items due in the period (published by the deadline, after it, not at all; an excluded one not counted)."""
+    now = utcnow()
+    today = now.date()
+    a, b = world.agency_a, world.agency_b
+    with session_scope(app) as session:
+        officer_user = session.scalar(select(User.id).where(User.username == "officer-a"))
+        head = session.scalar(select(User.id).where(User.username == "agency_head-a"))
+        requests = []
+        for agency, kind in ((a, "access"), (a, "external_provision"), (a, "retrieval"), (a, "access"),
+                             (a, "disposal"), (b, "access")):  # fmt: skip
+            row = GovernanceRequest(
+                kind=kind, agency_id=agency, requested_by=str(officer_user), requester_role="officer",
+                purpose="复核", recording_ids=[], actions=["view"], duration_days=7, requested_at=now,
+            )  # fmt: skip
+            session.add(row)
+            requests.append(row)
+        session.flush()
+        for request, outcome in zip(requests[1:4], ("approve", "reject", "approve"), strict=True):
+            session.add(
+                GovernanceDecision(
+                    request_id=request.id,
+                    outcome=outcome,
+                    reason="",
+                    decided_by=str(head),
+                    decider_role="agency_head",
+                    decided_at=now,
+                    expires_at=now + timedelta(days=7),
+                )
+            )
+        session.add(
+            GrantRevocation(
+                request_id=requests[3].id,
+                reason="用途已完成",
+                revoked_by=str(head),
+                revoker_role="agency_head",
+                revoked_at=now,
+            )
+        )
+        caller_a = Caller(str(head), "agency_head", a)
+        due = today - timedelta(days=3)
+        for published_at, state in (
+            (datetime.combine(due, time(9), tzinfo=UTC), "published"),  # on the deadline day
+            (datetime.combine(due + timedelta(days=2), time(9), tzinfo=UTC), "published"),  # late
+            (None, "in_review"),  # overdue
+            (None, "excluded"),  # never to be published: no deadline to meet
+        ):
+            item = publicity_service.collect(
+                session,
+                caller_a,
+                publicity_service.CollectInput(
+                    agency_id=a, act=EnforcementAct.PENALTY, decided_on=due - timedelta(days=7), title="公示"
+                ),
+            )
+            item.due_on, item.published_at, item.state = due, published_at, state
+    with session_scope(app) as session:
+        report = statistics(
+            session,
+            Caller("1", "supervisor", None),
+            StatsQuery.from_args({"from": (today - timedelta(days=10)).isoformat(), "to": today.isoformat()}),
+        )
+        by_officer = statistics(
+            session,
+            Caller(str(head), "agency_head", a),
+            StatsQuery.from_args({"from": (today - timedelta(days=10)).isoformat(), "group": "officer"}),
+        )
+    rows = {r["agency_id"]: r for r in report["rows"]}
+    assert {k: rows[a][k] for k in rows[a] if k.startswith(("access_", "publication", "published_"))} == {
+        "access_requests": 4, "access_approved": 2, "access_rejected": 1, "access_pending": 1,
+        "access_revoked": 1,
+        "publications_due": 3, "published_on_time": 1, "published_late": 1, "publication_overdue": 1,
+    }  # fmt: skip
+    assert (rows[b]["access_requests"], rows[b]["access_pending"], rows[b]["publications_due"]) == (1, 1, 0)
+    assert {r["agency_id"] for r in by_officer["rows"]} == {a}  # the head sees their own agency only
+    mine = [r for r in by_officer["rows"] if r["officer"]]
+    assert [(r["officer"], r["access_requests"]) for r in mine] == [("AH-0001", 4)]
+    header = to_csv(report).lstrip("\ufeff").splitlines()[0].split(",")
+    assert {"access_requests", "access_revoked", "published_on_time", "publication_overdue"} <= set(header)
