@@ -258,11 +258,10 @@ class Staging:
                 return StageOutcome.NO_MANIFEST
             data_fd = os.open(path / DATA_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                index = self._index(path)
-                outcome = self._compare(path, data_fd, index, chunk)
+                # _compare may drop entries lost by an unclean stop: it gives back the index it left.
+                outcome, index = self._compare(path, data_fd, self._index(path), chunk)
                 if outcome is not None:
                     return outcome
-                index = self._index(path)  # _compare may have dropped entries lost by an unclean stop
                 untouched = self._sealed_since_last_write(path, data_fd)
                 if not (chunk.hash_checked or self._extends_prefix(path, data_fd, index, chunk, untouched)):
                     # Out of order, resent or not covered by a running hash: check the claim now.
@@ -275,16 +274,21 @@ class Staging:
                 index_fd = os.open(
                     path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
                 )
+                header = index.header
                 try:
                     # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A
                     # new index starts with a fresh header (we hold the lock, so nobody else creates it).
                     line = entry.line()
                     if os.fstat(index_fd).st_size == 0:
-                        line = new_header() + line
+                        header = new_header()
+                        line = header + line
                     os.write(index_fd, line)
                 finally:
                     os.close(index_fd)
-                self._advance(path, data_fd, chunk, untouched=untouched)
+                # The index as it now stands, without reading it back (we hold the lock).
+                held = index.held if header == index.header else RangeSet()
+                generation = (header, os.fstat(data_fd).st_ino)
+                self._advance(path, data_fd, chunk, generation, held.add(chunk.offset, chunk.end), untouched)
             finally:
                 os.close(data_fd)
             return StageOutcome.WRITTEN
@@ -357,9 +361,16 @@ class Staging:
             running = self._running.get(path)
         return running is None or running.crc is not None or running.seal == _seal(data_fd)
 
-    def _advance(self, path: Path, data_fd: int, chunk: FileChunk, *, untouched: bool = True) -> None:
+    def _advance(
+        self,
+        path: Path,
+        data_fd: int,
+        chunk: FileChunk,
+        generation: tuple[bytes, int],
+        held: RangeSet,
+        untouched: bool,
+    ) -> None:
         """Feed a just-staged chunk (and staged bytes it joins up with) to the transfer's running hash."""
-        generation, held = self._generation(path, data_fd)
         with self._parsed_lock:
             running = self._running.get(path)
         if running is None or running.generation != generation or not untouched:
@@ -381,17 +392,22 @@ class Staging:
                 self._running.clear()  # bounded memory: the transfers dropped are hashed at finalize
             self._running[path] = running
 
-    def _compare(self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk) -> StageOutcome | None:
-        """SAME / DIFFERENT when the chunk overlaps held bytes, None when it must be written."""
+    def _compare(
+        self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk
+    ) -> tuple[StageOutcome | None, ParsedIndex]:
+        """SAME / DIFFERENT / BAD_HASH when the chunk overlaps held bytes, None when it must be written.
+
+        Also gives the index as it stands afterwards (entries lost by an unclean stop may be dropped).
+        """
         held = index.held
         overlaps = list(held.overlaps(chunk.offset, chunk.end))
         if not overlaps:
-            return None
+            return None, index
         if self._overlaps_equal(data_fd, chunk, overlaps):
-            return StageOutcome.SAME if held.covers(chunk.offset, chunk.end) else None
+            return (StageOutcome.SAME if held.covers(chunk.offset, chunk.end) else None), index
         if not chunk.hash_checked and not chunk.hash_matches():
             # Damaged on the way (its claim was not checked yet): refuse it, never call it a conflict.
-            return StageOutcome.BAD_HASH
+            return StageOutcome.BAD_HASH, index
         # Either the device sent other bytes (a conflict), or an unclean stop lost staged bytes the
         # index still names. Tell them apart by the entries' own hashes; drop the lost ones and retry.
         damaged = [
@@ -402,7 +418,7 @@ class Staging:
             and hashlib.sha256(read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
         ]
         if not damaged:
-            return StageOutcome.DIFFERENT
+            return StageOutcome.DIFFERENT, index
         _LOG.warning(
             "staging: %d index entries of %s/%s name bytes that are not on disk; dropping them",
             len(damaged),

@@ -172,6 +172,8 @@ class IngestService:
     @staticmethod
     def is_finalize(topic: str) -> bool:
         """Whether handling this topic may commit a segment (slow: hash, object store, database)."""
+        if "/fin/" not in topic:
+            return False  # asked for every chunk on the network thread: no full parse for the common case
         try:
             return topics.parse(topic).kind is TopicKind.FILE_FIN
         except TopicError:

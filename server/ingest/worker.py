@@ -12,7 +12,8 @@ are the recovery path, and the protocol tolerates reordering and duplicates.
 paho calls ``on_message`` on its network thread. Chunks are handled there (a ``pwrite``, an index
 append and the running SHA-256). A ``fin`` may fsync, hash, talk to the object store and the database,
 so it goes to the finalize pipeline and the network thread goes straight back to chunks: it never waits
-for a commit. The pipeline is a bounded queue owned by this worker and drained by its finalize threads;
+for a commit. The pipeline is a bounded queue owned by this worker and drained by its finalize threads
+(4 by default, so object-store puts of different transfers overlap: an S3 put is mostly waiting);
 the transfer's acks are published after handling, ``complete`` strictly after ``commit_segment``
 returned (object store and database durable). Backpressure without blocking the network thread: a fin
 already queued is not queued twice, and when the queue is full a fin is dropped unanswered (counted),
@@ -94,7 +95,7 @@ class IngestWorker:
         url: str,
         *,
         shared: bool | None = None,
-        finalize_threads: int = 2,
+        finalize_threads: int = 4,
         finalize_queue_max: int = 256,
         keepalive_s: int = 30,
         signer: IngestSigner | None = None,
