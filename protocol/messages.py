@@ -64,19 +64,25 @@ class FileInit:
 
 @dataclass(frozen=True, kw_only=True)
 class FileChunk:
-    """Bytes of a segment at an offset; the topic names their SHA-256."""
+    """Bytes of a segment at an offset; the topic names their SHA-256.
+
+    Built with ``hash_checked=False`` (the server's :func:`decode` with ``check_chunk_hash=False``), the
+    topic's SHA-256 is only a *claim*: the receiver checks it lazily, when the bytes are not covered by
+    another hash (docs/protocol.md, "Chunk hashes"), so each byte is hashed once on arrival.
+    """
 
     device_id: str
     file_id: str
     offset: int
     data: bytes = field(repr=False)
     sha256: str = ""
+    hash_checked: bool = field(default=True, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256(self.data).hexdigest()
         if not self.sha256:
-            object.__setattr__(self, "sha256", digest)
-        elif self.sha256 != digest:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
+            object.__setattr__(self, "hash_checked", True)
+        elif self.hash_checked and not self.hash_matches():
             raise ChunkHashMismatch(self.device_id, self.file_id, self.offset)
         if not self.data:
             raise RemoteProtocolError("empty chunk")
@@ -87,6 +93,10 @@ class FileChunk:
     def end(self) -> int:
         """Offset just past the chunk."""
         return self.offset + len(self.data)
+
+    def hash_matches(self) -> bool:
+        """Whether the bytes hash to the SHA-256 the topic names (one pass over the chunk)."""
+        return hashlib.sha256(self.data).hexdigest() == self.sha256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -372,8 +382,11 @@ def _ranges(value: object) -> RangeSet:
     return RangeSet.of(spans)
 
 
-def decode(topic: str, payload: bytes) -> Message:
-    """Parse a topic and its payload into a message; raise a ``RemoteProtocolError`` for bad input."""
+def decode(topic: str, payload: bytes, *, check_chunk_hash: bool = True) -> Message:
+    """Parse a topic and its payload into a message; raise a ``RemoteProtocolError`` for bad input.
+
+    ``check_chunk_hash=False`` leaves a chunk's SHA-256 a claim for the receiver to check lazily.
+    """
     parsed = topics.parse(topic)
     kind, device_id = parsed.kind, parsed.device_id
     file_id = parsed.file_id or ""
@@ -384,7 +397,12 @@ def decode(topic: str, payload: bytes) -> Message:
     if kind is TopicKind.FILE_CHUNK:
         assert parsed.offset is not None and parsed.sha256 is not None
         return FileChunk(
-            device_id=device_id, file_id=file_id, offset=parsed.offset, data=payload, sha256=parsed.sha256
+            device_id=device_id,
+            file_id=file_id,
+            offset=parsed.offset,
+            data=payload,
+            sha256=parsed.sha256,
+            hash_checked=check_chunk_hash,
         )
     if kind in (TopicKind.FILE_FIN, TopicKind.FILE_ABORT, TopicKind.FILE_STATUS) and payload:
         raise RemoteProtocolError(f"{kind.value} must have an empty payload")

@@ -323,6 +323,7 @@ class StageOutcome(Enum):
     SAME = "same"  # every byte was already staged, identical
     DIFFERENT = "different"  # some staged bytes differ: refused, nothing overwritten
     NO_MANIFEST = "no_manifest"  # the transfer has no accepted manifest (any more): nothing written
+    BAD_HASH = "bad_hash"  # the bytes do not hash to the chunk's claimed SHA-256: nothing written
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,9 @@ class FinalizeRejected:
     code: str
     message: str
     conflict: bool = False
+    # ``chunk_hash_mismatch``: the byte ranges still held once the chunks that do not hash to their
+    # claimed SHA-256 were dropped; the device resends only what is missing.
+    held: RangeSet | None = None
 
 
 _NO_MANIFEST_MESSAGE = "no accepted init for this transfer; send init again"
@@ -508,6 +512,15 @@ class SegmentReceiver:
             return [self._chunk_ack(AckState.STORED, chunk)]
         if outcome is StageOutcome.SAME:
             return [self._chunk_ack(AckState.DUPLICATE, chunk)]
+        if outcome is StageOutcome.BAD_HASH:
+            return [
+                self._chunk_ack(
+                    AckState.REJECTED,
+                    chunk,
+                    code="chunk_hash_mismatch",
+                    message=f"chunk at offset {chunk.offset} does not match its SHA-256; send it again",
+                )
+            ]
         if outcome is StageOutcome.NO_MANIFEST:
             return [
                 self._chunk_ack(AckState.UNKNOWN, chunk, code="no_manifest", message=_NO_MANIFEST_MESSAGE)
@@ -546,6 +559,13 @@ class SegmentReceiver:
                     recording_id=outcome.recording_id,
                     code="duplicate" if outcome.duplicate else "",
                     sha256=self.view.manifest.manifest.sha256,
+                )
+            ]
+        if outcome.code == "chunk_hash_mismatch" and outcome.held is not None:
+            # Chunks whose bytes did not hash to their claim were dropped (lazy check): resend those only.
+            return [
+                self._ack(
+                    AckState.INCOMPLETE, ranges=outcome.held, code=outcome.code, message=outcome.message
                 )
             ]
         if outcome.code == "hash_mismatch":

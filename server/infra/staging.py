@@ -90,6 +90,8 @@ class Staging:
         # How often finalize used the running hash, and how often it had to hash the staged file.
         self.finalize_hashed_on_arrival = 0
         self.finalize_rehashed = 0
+        # Chunks whose own SHA-256 was taken on arrival (out of order, resent, no running hash).
+        self.chunks_checked_on_arrival = 0
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -256,25 +258,37 @@ class Staging:
                 return StageOutcome.NO_MANIFEST
             data_fd = os.open(path / DATA_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                outcome = self._compare(path, data_fd, self._index(path), chunk)
+                # _compare may drop entries lost by an unclean stop: it gives back the index it left.
+                outcome, index = self._compare(path, data_fd, self._index(path), chunk)
                 if outcome is not None:
                     return outcome
                 untouched = self._sealed_since_last_write(path, data_fd)
+                if not (chunk.hash_checked or self._extends_prefix(path, data_fd, index, chunk, untouched)):
+                    # Out of order, resent or not covered by a running hash: check the claim now.
+                    if not chunk.hash_matches():
+                        return StageOutcome.BAD_HASH
+                    with self._parsed_lock:
+                        self.chunks_checked_on_arrival += 1
                 pwrite_all(data_fd, chunk.data, chunk.offset)
                 entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
                 index_fd = os.open(
                     path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
                 )
+                header = index.header
                 try:
                     # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A
                     # new index starts with a fresh header (we hold the lock, so nobody else creates it).
                     line = entry.line()
                     if os.fstat(index_fd).st_size == 0:
-                        line = new_header() + line
+                        header = new_header()
+                        line = header + line
                     os.write(index_fd, line)
                 finally:
                     os.close(index_fd)
-                self._advance(path, data_fd, chunk, untouched=untouched)
+                # The index as it now stands, without reading it back (we hold the lock).
+                held = index.held if header == index.header else RangeSet()
+                generation = (header, os.fstat(data_fd).st_ino)
+                self._advance(path, data_fd, chunk, generation, held.add(chunk.offset, chunk.end), untouched)
             finally:
                 os.close(data_fd)
             return StageOutcome.WRITTEN
@@ -283,6 +297,59 @@ class Staging:
         """(index header, data inode) naming this generation of the transfer, and the ranges it holds."""
         index = self._index(path)
         return (index.header, os.fstat(data_fd).st_ino), index.held
+
+    def _extends_prefix(
+        self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk, untouched: bool
+    ) -> bool:
+        """Whether :meth:`_advance` will feed every byte of this chunk to the running hash as it is written.
+
+        Then its own SHA-256 need not be taken on arrival: the whole-file hash at finalize covers it, and
+        a mismatch there finds the chunks that do not match their claims (:meth:`drop_bad_claims`). True
+        for the chunk at byte 0 of a transfer and for the chunk that starts where the prefix ends, when
+        no staged bytes overlap it (caller holds the lock).
+        """
+        if any(True for _ in index.held.overlaps(chunk.offset, chunk.end)):
+            return False
+        if chunk.offset == 0:
+            return True  # _advance starts (or restarts) the running hash at byte 0
+        with self._parsed_lock:
+            running = self._running.get(path)
+        if running is None or not untouched:
+            return False
+        return running.generation == (index.header, os.fstat(data_fd).st_ino) and (
+            running.position == chunk.offset
+        )
+
+    def drop_bad_claims(self, device_id: str, file_id: str) -> list[IndexEntry]:
+        """Drop index entries whose staged bytes do not hash to their claimed SHA-256; return them.
+
+        Run when finalize found the whole file wrong: chunks staged in order were not hashed one by one on
+        arrival, so this one pass finds which of them (if any) came damaged, and the device resends only
+        those. Bytes that match their claims stay; an empty answer means the claims were all kept and the
+        file as a whole is wrong (the device's file changed, or a staged byte no chunk claims).
+        """
+        with self._locked(device_id, file_id, create=False) as path:
+            if path is None:
+                return []
+            try:
+                data_fd = os.open(path / DATA_NAME, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return []
+            try:
+                entries = self._entries(path)
+                bad = [
+                    e
+                    for e in entries
+                    if hashlib.sha256(read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
+                ]
+            finally:
+                os.close(data_fd)
+            if bad:
+                # A new index generation: the running hash (which took the bad bytes) no longer applies.
+                self._rewrite_index(path, [e for e in entries if e not in bad])
+                with self._parsed_lock:
+                    self._running.pop(path, None)
+            return bad
 
     def _sealed_since_last_write(self, path: Path, data_fd: int) -> bool:
         """False when the data file changed since this process's last write (file-times seal only).
@@ -294,9 +361,16 @@ class Staging:
             running = self._running.get(path)
         return running is None or running.crc is not None or running.seal == _seal(data_fd)
 
-    def _advance(self, path: Path, data_fd: int, chunk: FileChunk, *, untouched: bool = True) -> None:
+    def _advance(
+        self,
+        path: Path,
+        data_fd: int,
+        chunk: FileChunk,
+        generation: tuple[bytes, int],
+        held: RangeSet,
+        untouched: bool,
+    ) -> None:
         """Feed a just-staged chunk (and staged bytes it joins up with) to the transfer's running hash."""
-        generation, held = self._generation(path, data_fd)
         with self._parsed_lock:
             running = self._running.get(path)
         if running is None or running.generation != generation or not untouched:
@@ -320,14 +394,20 @@ class Staging:
 
     def _compare(
         self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk
-    ) -> StageOutcome | None:
-        """SAME / DIFFERENT when the chunk overlaps held bytes, None when it must be written."""
+    ) -> tuple[StageOutcome | None, ParsedIndex]:
+        """SAME / DIFFERENT / BAD_HASH when the chunk overlaps held bytes, None when it must be written.
+
+        Also gives the index as it stands afterwards (entries lost by an unclean stop may be dropped).
+        """
         held = index.held
         overlaps = list(held.overlaps(chunk.offset, chunk.end))
         if not overlaps:
-            return None
+            return None, index
         if self._overlaps_equal(data_fd, chunk, overlaps):
-            return StageOutcome.SAME if held.covers(chunk.offset, chunk.end) else None
+            return (StageOutcome.SAME if held.covers(chunk.offset, chunk.end) else None), index
+        if not chunk.hash_checked and not chunk.hash_matches():
+            # Damaged on the way (its claim was not checked yet): refuse it, never call it a conflict.
+            return StageOutcome.BAD_HASH, index
         # Either the device sent other bytes (a conflict), or an unclean stop lost staged bytes the
         # index still names. Tell them apart by the entries' own hashes; drop the lost ones and retry.
         damaged = [
@@ -338,7 +418,7 @@ class Staging:
             and hashlib.sha256(read_at(data_fd, e.offset, e.length)).hexdigest() != e.sha256
         ]
         if not damaged:
-            return StageOutcome.DIFFERENT
+            return StageOutcome.DIFFERENT, index
         _LOG.warning(
             "staging: %d index entries of %s/%s name bytes that are not on disk; dropping them",
             len(damaged),

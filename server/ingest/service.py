@@ -163,6 +163,8 @@ class IngestService:
                 # Finalizes that used the hash taken as chunks arrived / had to hash the staged file.
                 "finalize_hashed_on_arrival": self.staging.finalize_hashed_on_arrival,
                 "finalize_rehashed": self.staging.finalize_rehashed,
+                # Chunks whose own SHA-256 was checked on arrival (not covered by the running hash).
+                "chunks_checked_on_arrival": self.staging.chunks_checked_on_arrival,
             }
 
     # -- entry points ------------------------------------------------------------------------
@@ -170,6 +172,8 @@ class IngestService:
     @staticmethod
     def is_finalize(topic: str) -> bool:
         """Whether handling this topic may commit a segment (slow: hash, object store, database)."""
+        if "/fin/" not in topic:
+            return False  # asked for every chunk on the network thread: no full parse for the common case
         try:
             return topics.parse(topic).kind is TopicKind.FILE_FIN
         except TopicError:
@@ -492,6 +496,18 @@ class IngestService:
         except HashMismatch as exc:
             # size_mismatch included: either way the staged bytes are wrong and the device must resend them.
             self._count(self._rejections, exc.code)
+            # Chunks staged in order were not hashed one by one on arrival: find the damaged ones now, so
+            # the device resends those only and learns their offsets (docs/protocol.md, "Chunk hashes").
+            bad = self.staging.drop_bad_claims(device_id, file_id)
+            if bad:
+                self._count(self._rejections, "chunk_hash_mismatch", len(bad))
+                offsets = ", ".join(str(e.offset) for e in bad[:20])
+                _, held = self.staging.view_parts(device_id, file_id)
+                return FinalizeRejected(
+                    "chunk_hash_mismatch",
+                    f"{len(bad)} chunk(s) did not match their SHA-256 (offsets {offsets}); send them again",
+                    held=held,
+                )
             return FinalizeRejected("hash_mismatch", f"{exc.code}: {exc.message_en}")
         except EvidenceRejected as exc:
             conflict = exc.code == "segment_conflict"

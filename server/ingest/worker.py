@@ -9,12 +9,17 @@ Sessions are clean: Mosquitto 2.0 loses the in-flight messages of a crashed memb
 anyway, so a persistent session would buy nothing; the device's ack timeout, status query and resend
 are the recovery path, and the protocol tolerates reordering and duplicates.
 
-paho calls ``on_message`` on its network thread. Chunks are handled there (a ``pwrite`` and an index
-append). A ``fin`` may hash gigabytes and talk to the object store and the database, so it goes to a
-finalize thread, letting other transfers' chunks flow meanwhile; the transfer's acks are published
-after handling, ``complete`` strictly after ``commit_segment`` returned. Broker PUBACKs stay automatic:
-MQTT wants them in order, and holding a fin's PUBACK would not save it from a crash (clean session, see
-above) — the device re-sends fin after its ack timeout. ``stop()`` finishes queued finalizes first.
+paho calls ``on_message`` on its network thread. Chunks are handled there (a ``pwrite``, an index
+append and the running SHA-256). A ``fin`` may fsync, hash, talk to the object store and the database,
+so it goes to the finalize pipeline and the network thread goes straight back to chunks: it never waits
+for a commit. The pipeline is a bounded queue owned by this worker and drained by its finalize threads
+(4 by default, so object-store puts of different transfers overlap: an S3 put is mostly waiting);
+the transfer's acks are published after handling, ``complete`` strictly after ``commit_segment``
+returned (object store and database durable). Backpressure without blocking the network thread: a fin
+already queued is not queued twice, and when the queue is full a fin is dropped unanswered (counted),
+as if it were lost on the way — the device re-sends it after its ack timeout, and nothing was acked.
+Broker PUBACKs stay automatic: MQTT wants them in order, and holding a fin's PUBACK would not save it
+from a crash (clean session, see above). ``stop()`` finishes queued finalizes first.
 
 Acks are sealed here, at the one place the ingest path publishes them: ``IngestService`` returns the
 plain ack (or the config and commands re-sent on presence) and :class:`~server.infra.ingest_key.IngestSigner`
@@ -90,7 +95,8 @@ class IngestWorker:
         url: str,
         *,
         shared: bool | None = None,
-        finalize_threads: int = 2,
+        finalize_threads: int = 4,
+        finalize_queue_max: int = 256,
         keepalive_s: int = 30,
         signer: IngestSigner | None = None,
     ) -> None:
@@ -107,7 +113,11 @@ class IngestWorker:
         self.subscription = topics.ingest_filter(settings.mqtt_share_group if shared else None)
         self.keepalive_s = keepalive_s
         self.client_id = f"zfjl-ingest-{name}-{os.getpid()}-{os.urandom(3).hex()}"
-        self._finalize_queue: queue.Queue[Any] = queue.Queue()
+        self._finalize_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, finalize_queue_max))
+        # Fin topics queued or being finalized: a repeated fin (ack timeout) is not queued twice.
+        self._finalize_pending: set[str] = set()
+        self._finalize_lock = threading.Lock()
+        self.finalize_dropped = 0  # fins dropped because the queue was full (the device re-sends them)
         self._finalizers = [
             threading.Thread(target=self._finalize_loop, name=f"zfjl-finalize-{name}-{i}", daemon=True)
             for i in range(max(1, finalize_threads))
@@ -184,6 +194,7 @@ class IngestWorker:
         if self._subscribed.is_set():
             self.client.unsubscribe(self.subscription)
         for _ in self._finalizers:
+            # Blocks only while the queue is full: the finalize threads are draining it meanwhile.
             self._finalize_queue.put(_STOP)
         deadline = time.monotonic() + timeout_s
         for thread in self._finalizers:
@@ -236,7 +247,7 @@ class IngestWorker:
             return
         try:
             if self.service.is_finalize(topic):
-                self._finalize_queue.put(message)
+                self._enqueue_finalize(topic, message)
                 return
             self._process(topic, message)
         except Exception:
@@ -249,6 +260,23 @@ class IngestWorker:
         for ack_topic, ack_payload in self.service.handle(topic, bytes(message.payload)):
             self.client.publish(ack_topic, self.signer.seal(ack_topic, ack_payload), qos=1)
 
+    def _enqueue_finalize(self, topic: str, message: mqtt.MQTTMessage) -> None:
+        """Hand a fin to the finalize pipeline without ever blocking the network thread."""
+        with self._finalize_lock:
+            if topic in self._finalize_pending:
+                return  # the same fin is queued or being finalized: its answer covers this one too
+            try:
+                self._finalize_queue.put_nowait(message)
+            except queue.Full:
+                self.finalize_dropped += 1
+                _LOG.warning(
+                    "ingest worker %s: finalize queue full (%d); fin dropped, the device re-sends it",
+                    self.name,
+                    self._finalize_queue.maxsize,
+                )
+                return
+            self._finalize_pending.add(topic)
+
     def _finalize_loop(self) -> None:
         while True:
             message = self._finalize_queue.get()
@@ -258,3 +286,6 @@ class IngestWorker:
                 self._process(message.topic, message)
             except Exception:
                 _LOG.exception("ingest worker %s: finalize failed", self.name)
+            finally:
+                with self._finalize_lock:
+                    self._finalize_pending.discard(message.topic)

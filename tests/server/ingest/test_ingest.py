@@ -205,17 +205,22 @@ def test_different_bytes_at_held_offset_is_conflict(
 def test_wrong_chunk_hash_is_rejected_with_offset(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:
-    """A chunk corrupted in transit is refused with its offset so the device resends it."""
+    """A chunk corrupted in transit, out of order, is refused on arrival with its offset (resend it).
+
+    Out of order its bytes are not covered by the running whole-file hash, so its own SHA-256 is checked
+    at once (docs/protocol.md, "Chunk hashes"); an in-order one is caught at fin, see
+    test_ingest_chunk_claims.py.
+    """
     data = b"q" * 1000
     signed, _ = device.make(data)
     one(service, *init(signed))
-    topic = topics.file_chunk(device.device_id, signed.file_id, 0, hashlib.sha256(b"other").hexdigest())
-    ack = one(service, topic, data)
+    topic = topics.file_chunk(device.device_id, signed.file_id, 500, hashlib.sha256(b"other").hexdigest())
+    ack = one(service, topic, data[500:])
     assert (ack.state, ack.code, ack.offset, ack.length) == (
         AckState.REJECTED,
         "chunk_hash_mismatch",
-        0,
-        1000,
+        500,
+        500,
     )
     assert service.staging.view_parts(device.device_id, signed.file_id)[1] == RangeSet()
     assert service.stats()["rejections"]["chunk_hash_mismatch"] == 1
@@ -315,7 +320,11 @@ def test_status_of_unknown_transfer(service: IngestService, device: SegmentFacto
 def test_hash_mismatch_at_finalize_discards_bytes(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:
-    """Staged bytes corrupted on disk: incomplete, no ranges, manifest kept; a resend commits."""
+    """Staged bytes corrupted on disk: incomplete without the damaged chunk, manifest kept; a resend commits.
+
+    The whole-file hash fails at finalize; the one pass over the chunks' own hashes finds the chunk whose
+    bytes changed, so only it is dropped and resent.
+    """
     data = random.Random(3).randbytes(CHUNK + 1000)
     signed, _ = device.make(data)
     one(service, *init(signed))
@@ -326,10 +335,36 @@ def test_hash_mismatch_at_finalize_discards_bytes(
     corrupt[100] ^= 0xFF
     part.write_bytes(bytes(corrupt))
     ack = one(service, *fin(signed))
+    assert (ack.state, ack.ranges, ack.code) == (
+        AckState.INCOMPLETE,
+        RangeSet.of([(CHUNK, CHUNK + 1000)]),
+        "chunk_hash_mismatch",
+    )
+    assert "offsets 0)" in ack.message
+    assert service.staging.view_parts(device.device_id, signed.file_id) == (
+        signed,
+        RangeSet.of([(CHUNK, CHUNK + 1000)]),
+    )
+    assert count(app, Recording) == 0
+    assert "hash_mismatch" in rejection_codes(app)
+    one(service, *chunk(signed, data, 0))
+    assert one(service, *fin(signed)).state is AckState.COMPLETE
+
+
+def test_hash_mismatch_with_every_chunk_true_to_its_hash_discards_bytes(
+    app: Flask, service: IngestService, device: SegmentFactory
+) -> None:
+    """Chunks that match their own hashes but not the signed file: incomplete, no ranges, manifest kept."""
+    data = random.Random(5).randbytes(CHUNK + 1000)
+    other = random.Random(6).randbytes(CHUNK + 1000)
+    signed, _ = device.make(data)
+    one(service, *init(signed))
+    one(service, *chunk(signed, other, 0))
+    one(service, *chunk(signed, other, CHUNK))
+    ack = one(service, *fin(signed))
     assert (ack.state, ack.ranges, ack.code) == (AckState.INCOMPLETE, RangeSet(), "hash_mismatch")
     assert service.staging.view_parts(device.device_id, signed.file_id) == (signed, RangeSet())
     assert count(app, Recording) == 0
-    assert "hash_mismatch" in rejection_codes(app)
     one(service, *chunk(signed, data, 0))
     one(service, *chunk(signed, data, CHUNK))
     assert one(service, *fin(signed)).state is AckState.COMPLETE

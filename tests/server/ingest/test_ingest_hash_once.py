@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 import server.domain.evidence.commit as commit_module
 from protocol.messages import AckState
+from protocol.ranges import RangeSet
 from server.domain.evidence.models import Recording
 from server.domain.fleet.devices import register_device
 from server.infra.db import session_scope
@@ -114,7 +115,7 @@ def test_restart_mid_transfer_hashes_the_staged_file_at_finalize(
 def test_a_byte_changed_in_staging_after_it_was_hashed_is_still_refused(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:
-    """The running hash saw good bytes, the disk now holds a wrong one: hash_mismatch, nothing stored."""
+    """The running hash saw good bytes, the disk now holds a wrong one: that chunk resent, nothing stored."""
     data = random.Random(4).randbytes(2 * CHUNK)
     signed, _ = device.make(data)
     one(service, *init(signed))
@@ -125,5 +126,9 @@ def test_a_byte_changed_in_staging_after_it_was_hashed_is_still_refused(
         fh.seek(CHUNK + 5)
         fh.write(bytes([data[CHUNK + 5] ^ 0x80]))
     ack = one(service, *fin(signed))
-    assert (ack.state, ack.code) == (AckState.INCOMPLETE, "hash_mismatch")
+    assert (ack.state, ack.code, ack.ranges) == (
+        AckState.INCOMPLETE,
+        "chunk_hash_mismatch",
+        RangeSet.of([(0, CHUNK)]),
+    )
     assert count(app, Recording) == 0
