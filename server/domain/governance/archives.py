@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -50,10 +51,12 @@ from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
 from server.domain.sessions.models import EnforcementSessionRecord, SessionEventRecord
 from server.domain.sessions.service import session_detail
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.storage import ObjectStore
 from zfjl_common.fsutil import sha256_file
 from zfjl_verify.package import PACKAGE_FORMAT
 from zfjl_verify.proofs import encode_hash
+from zfjl_verify.seal import SEAL_FILE, sign_seal
 
 __all__ = [
     "ARCHIVE_DEADLINE",
@@ -142,8 +145,11 @@ class _BagWriter:
             sha512 = hashlib.file_digest(fh, "sha512").hexdigest()
         return path.stat().st_size, sha256_file(path), sha512
 
-    def seal(self, info: dict[str, str]) -> tuple[str, str]:
-        """Write the manifests, bagit.txt, bag-info.txt and tag manifests; return (oxum, tag sha256)."""
+    def seal(
+        self, info: dict[str, str], *, agency_id: int, private_key: Ed25519PrivateKey
+    ) -> tuple[str, str]:
+        """Write the manifests, bagit.txt, bag-info.txt, the tag manifests and the agency's seal over them
+        (zfjl_verify/seal.py); return (oxum, tag sha256)."""
         sha256_lines, sha512_lines, total = [], [], 0
         for name in sorted(self.files):
             size, h256, h512 = self._digests(name)
@@ -164,7 +170,12 @@ class _BagWriter:
         (self.root / "tagmanifest-sha512.txt").write_text(
             "".join(f"{digests[n][2]}  {n}\n" for n in tags), encoding="utf-8"
         )
-        return oxum, sha256_file(self.root / "tagmanifest-sha256.txt")
+        tag_sha256 = self._digests("tagmanifest-sha256.txt")[1]
+        sealed = {"sha256": tag_sha256, "sha512": self._digests("tagmanifest-sha512.txt")[2]}
+        (self.root / SEAL_FILE).write_text(
+            sign_seal(agency_id, self.root.name, sealed, private_key), encoding="utf-8"
+        )
+        return oxum, tag_sha256
 
 
 def _case_recordings(session: Session, record: dict[str, Any], events: list[CaseEvent]) -> list[Recording]:
@@ -320,6 +331,7 @@ def build_archive(
     *,
     store: ObjectStore,
     signer: ledger.LedgerSigner,
+    keyring: AgencyKeyring,
     work_dir: Path,
     now: datetime | None = None,
 ) -> BuiltArchive:
@@ -491,7 +503,9 @@ def build_archive(
             "Bagging-Date": now.date().isoformat(),
             "Bag-Software-Agent": "zfjl",
             "External-Description": f"Case file {case.number}, {len(recordings)} recordings (JL-18)",
-        }
+        },
+        agency_id=case.agency_id,
+        private_key=keyring.private_key(case.agency_id),
     )
     zip_path = work_dir / f"{bag_name}.zip"
     _zip(bag_dir, zip_path, bag_name)
@@ -536,3 +550,14 @@ def _zip(bag_dir: Path, zip_path: Path, bag_name: str) -> None:
             archive.write(path, f"{bag_name}/{path.relative_to(bag_dir).as_posix()}")
 
 
+def agency_seal_key(session: Session, keyring: AgencyKeyring, agency_id: int) -> dict[str, Any]:
+    """The public half of an agency's seal key, published so an archive office can pin it (JL-18)."""
+    agency = session.get(Agency, agency_id)
+    if agency is None:
+        raise NotFound("机关不存在", "agency not found")
+    return {
+        "agency_id": agency.id,
+        "agency": agency.name,
+        "algorithm": "Ed25519",
+        "verifier_key": keyring.verifier(agency.id).encode(),
+    }

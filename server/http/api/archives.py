@@ -19,6 +19,7 @@ from server.domain.governance import archive_listing, archives, ledger, review
 from server.http.context import audit_request, caller, get_store, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
 
 __all__ = ["bp", "reviews_bp"]
@@ -88,6 +89,10 @@ _REVIEW: dict[str, Any] = {
 }
 
 
+def _keyring() -> AgencyKeyring:
+    return AgencyKeyring.from_settings(current_app.extensions["zfjl.settings"])
+
+
 def _signer() -> ledger.LedgerSigner:
     return ledger.LedgerSigner.from_ingest_key(current_app.extensions["zfjl.settings"].ingest_key)
 
@@ -103,8 +108,9 @@ def create_archive(case_id: int) -> ResponseReturnValue:
     """Build, store and record the package of an ended case (JL-18); audited."""
     with tempfile.TemporaryDirectory(prefix="zfjl-archive-") as work, session_scope() as session:
         built = archives.build_archive(
-            session, caller(), case_id, store=get_store(), signer=_signer(), work_dir=Path(work)
-        )
+            session, caller(), case_id, store=get_store(), signer=_signer(), keyring=_keyring(),
+            work_dir=Path(work),
+        )  # fmt: skip
         return jsonify(archive_listing.archive_to_dict(built.row)), 201
 
 
