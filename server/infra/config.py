@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -492,6 +493,12 @@ def load_settings(
         raise ConfigError(
             "使用 S3 存储时必须设置 ZFJL_S3_ENDPOINT 和 ZFJL_S3_BUCKET / "
             "ZFJL_OBJECT_STORE=s3 needs ZFJL_S3_ENDPOINT and ZFJL_S3_BUCKET"
+        )
+    prefix = values["archive_prefix"]
+    if prefix and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*/", prefix):
+        raise ConfigError(
+            "ZFJL_ARCHIVE_PREFIX 须为以 / 结尾的对象路径 (如 packages/) / "
+            "ZFJL_ARCHIVE_PREFIX must be an object path ending in / (e.g. packages/)"
         )
     _check_ingest_keys(values, data_dir)
     if not values.get("jwt_secret"):

@@ -90,6 +90,7 @@ class LeafKind(enum.StrEnum):
     LEGAL_HOLD_RELEASE = "legal_hold_release"  # a legal hold lifted (JL-19)
     DISPOSAL = "disposal"  # the tombstone of destroyed evidence (JL-19)
     ACCESS_CLASS = "access_class"  # a recording made normal, restricted or confidential (JL-20)
+    EXPORT = "export"  # a sealed export package for an approved external provision (JL-20)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +117,7 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.LEGAL_HOLD_RELEASE, table="legal_hold_releases"),
     LeafSource(kind=LeafKind.DISPOSAL, table="disposal_tombstones"),
     LeafSource(kind=LeafKind.ACCESS_CLASS, table="access_class_changes"),
+    LeafSource(kind=LeafKind.EXPORT, table="provision_exports"),
 )
 _KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
 

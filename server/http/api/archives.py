@@ -21,6 +21,7 @@ from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
+from server.infra.storage import ARCHIVE_STORE_KEY
 
 __all__ = ["bp", "reviews_bp"]
 
@@ -46,6 +47,7 @@ _ARCHIVE: dict[str, Any] = {
         "created_by": {"type": "string"},
         "created_at": {"type": "string", "format": "date-time"},
         "download_url": {"type": "string"},
+        "delivered_key": {"type": ["string", "null"], "description": "where the archive store holds it"},
     },
 }
 _OVERDUE: dict[str, Any] = {
@@ -65,6 +67,10 @@ _OVERDUE: dict[str, Any] = {
                     "state": {"enum": ["due", "overdue"]},
                     "days_overdue": {"type": "integer"},
                     "days_left": {"type": "integer"},
+                    "last_error": {
+                        "type": ["string", "null"],
+                        "description": "the archiving job's last failure",
+                    },
                 },
             },
         }
@@ -109,7 +115,8 @@ def create_archive(case_id: int) -> ResponseReturnValue:
     with tempfile.TemporaryDirectory(prefix="zfjl-archive-") as work, session_scope() as session:
         built = archives.build_archive(
             session, caller(), case_id, store=get_store(), signer=_signer(), keyring=_keyring(),
-            work_dir=Path(work),
+            work_dir=Path(work), archive_store=current_app.extensions[ARCHIVE_STORE_KEY],
+            archive_prefix=current_app.extensions["zfjl.settings"].archive_prefix,
         )  # fmt: skip
         return jsonify(archive_listing.archive_to_dict(built.row)), 201
 
