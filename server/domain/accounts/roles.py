@@ -150,6 +150,8 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "governance.get_request": _REQUESTERS,
     "governance.decide_request": ("agency_head",),
     "governance.list_grants": _REQUESTERS,
+    # JL-20: the requester of an approved external provision (or the head) seals it and gets the link.
+    "provision.create_export": _REQUESTERS,
     "governance.get_retention": _READ_EVIDENCE,
     "governance.assign_category": ("legal_reviewer", "agency_head"),
     "governance.set_access_class": ("agency_head",),
