@@ -1,32 +1,46 @@
 """The agency's electronic seal over an archive package (JL-18) and the reference BagIt validator.
 
-The seal's rule is in the bag, not the database: SQLite only. bagit-python (the Library of Congress
-reference implementation) must accept a package and refuse it once a recording's byte changed.
+The seal's rule is in the bag, not the database: SQLite only, one package built for the module.
+bagit-python (the Library of Congress reference implementation) must accept a package and refuse it once
+a recording's byte changed.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import bagit
 import pytest
 from flask import Flask
 
+from server.domain.governance.archives import BuiltArchive
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import get_engine
 from tests.conftest import migrated_app
-from tests.server.domain.governance.test_archive import _rehash, build_case, seal, signer
+from tests.server.domain.governance.test_archive import CaseScene, _rehash, build_case, seal, signer
 from zfjl_verify.cli import main as verify_main
 from zfjl_verify.seal import SEAL_FILE
 
 
-@pytest.fixture
-def app(sqlite_url: str, tmp_path: Path) -> Iterator[Flask]:
-    """The app over a fresh migrated SQLite database."""
-    app = migrated_app(tmp_path / "var", sqlite_url)
-    yield app
+@dataclass(frozen=True)
+class Sealed:
+    """One ended case's package, built once for the module (the tests copy it before changing it)."""
+
+    app: Flask
+    scene: CaseScene
+    built: BuiltArchive
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
+    """The app over a migrated SQLite database and one sealed package of a closed case."""
+    tmp = tmp_path_factory.mktemp("sealed")
+    app = migrated_app(tmp / "var", f"sqlite:///{tmp / 'zfjl.db'}")
+    scene = build_case(app, tmp)
+    yield Sealed(app, scene, seal(app, scene, tmp / "out"))
     get_engine(app).dispose()
 
 
@@ -48,10 +62,9 @@ def _segment(bag: Path, recording_id: int) -> Path:
 
 
 def test_jl18_a_package_is_sealed_with_its_agencys_published_key(
-    app: Flask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    scene = build_case(app, tmp_path)
-    built = seal(app, scene, tmp_path / "out")
+    app, scene, built = sealed.app, sealed.scene, sealed.built
     agency_id = scene.callers["reviewer"].agency_id
     # The public half as a verifier fetches it: no login, outside /api/.
     answer = app.test_client().get(f"/ledger/v1/agencies/{agency_id}/seal-key")
@@ -67,10 +80,9 @@ def test_jl18_a_package_is_sealed_with_its_agencys_published_key(
 
 
 def test_jl18_an_altered_manifest_or_a_seal_by_another_key_fails(
-    app: Flask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    scene = build_case(app, tmp_path)
-    bag = seal(app, scene, tmp_path / "out").bag_dir
+    app, scene, bag = sealed.app, sealed.scene, sealed.built.bag_dir
     keyring = AgencyKeyring.from_settings(app.extensions["zfjl.settings"])
     own = keyring.verifier(scene.callers["reviewer"].agency_id).encode()
     capsys.readouterr()
@@ -99,10 +111,9 @@ def test_jl18_an_altered_manifest_or_a_seal_by_another_key_fails(
 
 
 def test_jl18_the_reference_bagit_validator_accepts_a_package_and_refuses_a_changed_recording(
-    app: Flask, tmp_path: Path
+    sealed: Sealed, tmp_path: Path
 ) -> None:
-    scene = build_case(app, tmp_path)
-    bag_dir = seal(app, scene, tmp_path / "out").bag_dir
+    app, scene, bag_dir = sealed.app, sealed.scene, sealed.built.bag_dir
     own = AgencyKeyring.from_settings(app.extensions["zfjl.settings"]).verifier(
         scene.callers["reviewer"].agency_id
     )

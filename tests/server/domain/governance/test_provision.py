@@ -5,11 +5,13 @@ and the package fetched through the link verifies offline with the ledger key an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -18,13 +20,32 @@ from server.domain.governance import ledger, provision
 from server.domain.governance.models import LedgerLeaf
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
-from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, world
+from tests.fixtures.evidence import assign, record_evidence
+from tests.fixtures.people import World
+from tests.server.domain.governance.governance_fixtures import app, login, world
 from zfjl_verify.cli import main as verify_main
 
-__all__ = ["app", "gov", "world"]
+__all__ = ["app", "world"]
 
 
-def _audits(gov: Gov, action: str) -> list[AuditLog]:
+@dataclass
+class Scene:
+    """Agency A with one officer's two recordings (the lighter part of the governance scene)."""
+
+    app: Flask
+    world: World
+    rec_a: list[int]
+
+
+@pytest.fixture
+def gov(app: Flask, world: World, tmp_path: Path) -> Scene:
+    """Two signed recordings of agency A, stored through the real ingest."""
+    evidence = record_evidence(app, tmp_path / "dev-a", "dev-a", session_id="sess-a")
+    assign(app, "dev-a", world.users["officer"], world.agency_a)
+    return Scene(app, world, evidence.recording_ids)
+
+
+def _audits(gov: Scene, action: str) -> list[AuditLog]:
     with session_scope(gov.app) as session:
         return list(session.scalars(select(AuditLog).where(AuditLog.action == action).order_by(AuditLog.id)))
 
@@ -34,7 +55,7 @@ def _export(client: FlaskClient, who: str, request_id: int) -> Any:
 
 
 def test_jl20_provision_by_link_refused_without_approval_expired_or_tampered_and_the_fetched_package_verifies(
-    gov: Gov, client: FlaskClient, tmp_path: Path
+    gov: Scene, client: FlaskClient, tmp_path: Path
 ) -> None:
     filed = client.post(
         "/api/v1/governance/requests",
@@ -57,8 +78,8 @@ def test_jl20_provision_by_link_refused_without_approval_expired_or_tampered_and
     )
     assert decided.status_code == 200
     # Another officer of the agency neither sees nor provides it; another agency's head neither.
-    assert _export(client, "officer2-a", request_id).status_code == 404
-    assert _export(client, "head-b", request_id).status_code == 404
+    assert _export(client, "auxiliary-a", request_id).status_code == 404
+    assert _export(client, "officer-b", request_id).status_code == 404
 
     made = _export(client, "officer-a", request_id)
     assert made.status_code == 201, made.get_json()
