@@ -25,7 +25,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from server.http.errors import register_error_handlers
     from server.infra import db, fsmode
     from server.infra.config import ENV_PREFIX, load_settings
-    from server.infra.storage import STORE_KEY, make_object_store
+    from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, make_archive_store, make_object_store
 
     overrides = dict(overrides or {})
     flask_config = {
@@ -50,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app, settings.database_url)
     app.extensions[STORE_KEY] = make_object_store(settings)
+    app.extensions[ARCHIVE_STORE_KEY] = make_archive_store(settings)
     _init_jwt(app)
     register_error_handlers(app)
     # Before the routes: the bounded <int:…> converter is bound when a rule is added.

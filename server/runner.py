@@ -31,9 +31,11 @@ from server.infra.db import get_engine, run_migrations
 from server.infra.ingest_key import note_embedded_broker
 from server.infra.metrics import register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
+from server.infra.storage import ARCHIVE_STORE_KEY
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
 from server.workers.loops import (
+    ArchiveWorker,
     FleetDispatcher,
     LedgerWorker,
     Scrubber,
@@ -115,6 +117,7 @@ class ServerRunner:
         self.fleet_dispatcher: FleetDispatcher | None = None
         self.scrubber: Scrubber | None = None
         self.ledger_worker: LedgerWorker | None = None
+        self.archive_worker: ArchiveWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -132,9 +135,10 @@ class ServerRunner:
         run_migrations(settings.database_url)
         service = IngestService.from_app(app)
         self.service = service
-        ensure_bucket = getattr(service.store, "ensure_bucket", None)
-        if ensure_bucket is not None:
-            ensure_bucket()
+        for store in (service.store, app.extensions[ARCHIVE_STORE_KEY]):
+            ensure_bucket = getattr(store, "ensure_bucket", None)
+            if ensure_bucket is not None:
+                ensure_bucket()
         if settings.mqtt_url:
             self.ingest_url = settings.mqtt_url
             self.mqtt_url = url_without_credentials(settings.mqtt_url)
@@ -164,6 +168,9 @@ class ServerRunner:
         # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
         self.ledger_worker = LedgerWorker(app)
         self.ledger_worker.start()
+        # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
+        self.archive_worker = ArchiveWorker(app)
+        self.archive_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
@@ -262,6 +269,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
         self._stop.set()
+        if self.archive_worker is not None:
+            self.archive_worker.stop()
+            self.archive_worker = None
         if self.ledger_worker is not None:
             self.ledger_worker.stop()
             self.ledger_worker = None

@@ -152,7 +152,8 @@ class _PackageFailed(VerifyError):
 
 
 def _cmd_package(args: argparse.Namespace) -> None:
-    report = verify_package(Path(args.package), _keys(args.key), origin=args.origin)
+    agency_keys = _keys(args.agency_key) if args.agency_key else None
+    report = verify_package(Path(args.package), _keys(args.key), origin=args.origin, agency_keys=agency_keys)
     for problem in report.problems:
         print(f"[{problem.code}] {problem.message}\n[{problem.code}] {problem.message_en}", file=sys.stderr)
     if not report.ok:
@@ -160,6 +161,11 @@ def _cmd_package(args: argparse.Namespace) -> None:
             f"档案包有 {len(report.problems)} 处问题", f"the package has {len(report.problems)} problems"
         )
     size = report.checkpoint.size if report.checkpoint else 0
+    if report.sealed_by:
+        _say(
+            f"通过：机关电子印章有效（{report.sealed_by}）",
+            f"OK: the agency seal verifies ({report.sealed_by})",
+        )
     _say(
         f"通过：{report.files} 个文件的哈希、{report.recordings} 段录像和 {report.leaves} 个叶的包含证明"
         f"均与 {size} 叶的已签名检查点一致",
@@ -202,6 +208,11 @@ def _parser() -> argparse.ArgumentParser:
 
     pkg = sub.add_parser("package", help="verify an archive package (JL-18) / 核验档案包")
     pkg.add_argument("--key", required=True, help="verifier key file / 公钥文件")
+    pkg.add_argument(
+        "--agency-key",
+        help="the agency's seal key file (GET /ledger/v1/agencies/{id}/seal-key); the seal is then "
+        "required / 机关电子印章公钥文件",
+    )
     pkg.add_argument("package", help="the package: a BagIt directory or its zip / 档案包目录或 zip")
     pkg.set_defaults(run=_cmd_package)
     return parser

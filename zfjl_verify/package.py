@@ -21,6 +21,9 @@ What :func:`verify_package` checks, each independently so one failure does not h
    the one in that leaf: a changed byte is caught even if all the BagIt manifests were recomputed.
 5. Every row the index names (case events, session events, audit rows, the case's own files) has a
    proved leaf.
+6. With the agency's seal key pinned (``agency_keys``): ``zfjl-seal.note`` is signed by that key and
+   names the digests the tag manifests actually have (zfjl_verify/seal.py), so even a file the ledger
+   does not commit to (the case record, the provenance notes) cannot be edited by recomputing manifests.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from typing import IO, Any
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_inclusion
-from zfjl_verify.note import NoteVerifier
+from zfjl_verify.note import NoteVerifier, open_note
 from zfjl_verify.proofs import InclusionProof
+from zfjl_verify.seal import SEAL_FILE, SEALED_TAG_MANIFESTS, parse_seal_text
 
 __all__ = ["PACKAGE_FORMAT", "PackageProblem", "PackageReport", "verify_package"]
 
@@ -61,6 +65,7 @@ class PackageReport:
     leaves: int = 0
     recordings: int = 0
     checkpoint: Checkpoint | None = None
+    sealed_by: str | None = None
     problems: list[PackageProblem] = field(default_factory=list)
 
     @property
@@ -365,14 +370,57 @@ def _check_rows(
                 )
 
 
-def verify_package(path: Path, verifiers: list[NoteVerifier], *, origin: str | None = None) -> PackageReport:
-    """Check a package (directory or zip) completely; ``report.ok`` says whether it verifies."""
+def _check_seal(bag: _Bag, agency_keys: list[NoteVerifier], report: PackageReport) -> None:
+    """The agency's seal: signed by a pinned agency key, over the tag manifests the bag really has."""
+    if SEAL_FILE not in bag.names():
+        report.fail(
+            "seal_missing", f"缺少机关电子印章 {SEAL_FILE}", f"the agency seal {SEAL_FILE} is missing"
+        )
+        return
+    try:
+        note = open_note(bag.read(SEAL_FILE), agency_keys)
+    except VerifyError as exc:
+        report.fail(
+            "seal_signature",
+            f"机关电子印章不是由指定的机关密钥签署：{exc.message}",
+            f"the agency seal was not made with the pinned agency key: {exc.message_en}",
+        )
+        return
+    stated = parse_seal_text(note.text)
+    if stated is None:
+        report.fail("seal_malformed", "机关电子印章的内容格式错误", "the agency seal's text is malformed")
+        return
+    report.sealed_by = note.signers[0]
+    for algorithm in SEALED_TAG_MANIFESTS:
+        name = f"tagmanifest-{algorithm}.txt"
+        actual = bag.digest(name, algorithm)[1] if name in bag.names() else None
+        if actual != stated.digests[algorithm]:
+            report.fail(
+                "seal_mismatch",
+                f"{name} 与机关电子印章所盖的内容不符（清单被改动）",
+                f"{name} is not what the agency sealed (a manifest was altered)",
+            )
+
+
+def verify_package(
+    path: Path,
+    verifiers: list[NoteVerifier],
+    *,
+    origin: str | None = None,
+    agency_keys: list[NoteVerifier] | None = None,
+) -> PackageReport:
+    """Check a package (directory or zip) completely; ``report.ok`` says whether it verifies.
+
+    With ``agency_keys`` the agency's seal is required and checked too (JL-18).
+    """
     if not path.exists():
         raise _Unreadable(f"档案包 {path} 不存在", f"package {path} does not exist")
     bag = _Bag(path)
     report = PackageReport()
     try:
         _check_bagit(bag, report)
+        if agency_keys is not None:
+            _check_seal(bag, agency_keys, report)
         index = _index(bag, report)
         if index is None:
             return report

@@ -58,6 +58,11 @@ def register_blueprints(app: Flask) -> None:
     from server.http.api import governance
 
     app.register_blueprint(governance.bp, url_prefix="/api/v1/governance")
+    # External provision through an expiring link to a sealed export package (JL-20).
+    from server.http.api import provision
+
+    app.register_blueprint(provision.bp, url_prefix="/api/v1/governance")
+    app.register_blueprint(provision.public_bp, url_prefix="/provision/v1")
     # Evidence workspace (server-rendered pages over cases, sessions and recordings, issue 13).
     from server.http.pages import workspace
 

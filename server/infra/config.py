@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -281,6 +282,46 @@ _OPTIONS: tuple[_Option, ...] = (
         "两轮后台校验之间的间隔秒数 / seconds between background scrub passes",
         _parse_int(1, 30 * 86400),
     ),
+    _Option(
+        "agency_keys_dir",
+        "<data_dir>/agency-keys",
+        "各机关电子印章私钥目录 (agency-<id>.key，首次使用时生成) / directory of each agency's seal key "
+        "(agency-<id>.key, generated on first use)",
+        _parse_str,
+    ),
+    _Option(
+        "archive_interval_s",
+        "3600",
+        "自动归档的轮询间隔秒数 (0 为关闭) / seconds between rounds of the archiving job, 0 = off",
+        _parse_int(0, 86400),
+    ),
+    _Option(
+        "archive_delay_hours",
+        "48",
+        "办结后等待多少小时再自动归档 (留给迟到的上传) / hours after an act ends before the job archives "
+        "it (late uploads still arrive)",
+        _parse_int(0, 24 * 20),
+    ),
+    _Option(
+        "archive_bucket",
+        "zfjl-archive",
+        "档案包送交的 S3 存储桶 (ZFJL_OBJECT_STORE=s3 时) / S3 bucket archive packages are delivered to "
+        "(with ZFJL_OBJECT_STORE=s3)",
+        _parse_str,
+    ),
+    _Option(
+        "archive_prefix",
+        "packages/",
+        "档案包在档案存储中的前缀 / key prefix of delivered archive packages",
+        _parse_str,
+    ),
+    _Option(
+        "archive_dir",
+        "<data_dir>/archive",
+        "档案包送交的本地目录 (本地存储时) / local directory archive packages are delivered to "
+        "(with ZFJL_OBJECT_STORE=local)",
+        _parse_str,
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -327,6 +368,12 @@ class Settings:
     metrics_token: str
     scrub_bytes_per_s: int
     scrub_pause_s: int
+    agency_keys_dir: Path
+    archive_interval_s: int
+    archive_delay_hours: int
+    archive_bucket: str
+    archive_prefix: str
+    archive_dir: Path
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:
@@ -430,6 +477,10 @@ def load_settings(
     values["data_dir"] = data_dir
     values["object_dir"] = Path(values.get("object_dir") or data_dir / "objects").expanduser().resolve()
     values["staging_dir"] = Path(values.get("staging_dir") or data_dir / "staging").expanduser().resolve()
+    values["agency_keys_dir"] = (
+        Path(values.get("agency_keys_dir") or data_dir / "agency-keys").expanduser().resolve()
+    )
+    values["archive_dir"] = Path(values.get("archive_dir") or data_dir / "archive").expanduser().resolve()
     if not values.get("database_url"):
         values["database_url"] = f"sqlite:///{data_dir / 'zfjl.db'}"
     if values["staging_quota_bytes"] < values["max_segment_bytes"]:
@@ -442,6 +493,12 @@ def load_settings(
         raise ConfigError(
             "使用 S3 存储时必须设置 ZFJL_S3_ENDPOINT 和 ZFJL_S3_BUCKET / "
             "ZFJL_OBJECT_STORE=s3 needs ZFJL_S3_ENDPOINT and ZFJL_S3_BUCKET"
+        )
+    prefix = values["archive_prefix"]
+    if prefix and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*/", prefix):
+        raise ConfigError(
+            "ZFJL_ARCHIVE_PREFIX 须为以 / 结尾的对象路径 (如 packages/) / "
+            "ZFJL_ARCHIVE_PREFIX must be an object path ending in / (e.g. packages/)"
         )
     _check_ingest_keys(values, data_dir)
     if not values.get("jwt_secret"):

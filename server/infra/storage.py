@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from server.infra.config import Settings
 
 __all__ = [
+    "ARCHIVE_STORE_KEY",
     "STORE_KEY",
     "LocalObjectStore",
     "ObjectConflict",
@@ -28,12 +29,15 @@ __all__ = [
     "ObjectStore",
     "S3ObjectStore",
     "StoredObject",
+    "make_archive_store",
     "make_object_store",
     "recording_key",
 ]
 
 # Where create_app keeps the object store in ``app.extensions`` (read by the API and the ingest worker).
 STORE_KEY = "zfjl.store"
+# Where create_app keeps the archive store, to which archive packages are delivered (JL-18).
+ARCHIVE_STORE_KEY = "zfjl.archive_store"
 
 READ_CHUNK = 1024 * 1024
 MIN_PART_SIZE = 8 * 1024 * 1024
@@ -452,3 +456,16 @@ def make_object_store(settings: Settings) -> ObjectStore:
         )
         return S3ObjectStore(client, settings.s3_bucket, settings.retention_days)
     return LocalObjectStore(settings.object_dir)
+
+
+def make_archive_store(settings: Settings) -> ObjectStore:
+    """Where archive packages are delivered (JL-18): a separate bucket on S3, a local folder otherwise.
+
+    The archive bucket gets the same Object Lock retention as evidence; call ensure_bucket() at start.
+    """
+    if settings.object_store == "s3":
+        client = make_s3_client(
+            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region
+        )
+        return S3ObjectStore(client, settings.archive_bucket, settings.retention_days)
+    return LocalObjectStore(settings.archive_dir)

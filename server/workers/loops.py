@@ -8,22 +8,30 @@ the services stay usable from the CLI, the ingest worker and tests alike (docs/a
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from flask import Flask
 
+from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
 from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import ledger
 from server.domain.publicity import annual
 from server.domain.publicity import service as publicity_service
+from server.domain.governance import archive_job, archives, ledger
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
-from server.infra.storage import ObjectStore
+from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, ObjectStore
 
 __all__ = [
+    "ArchiveRound",
+    "ArchiveWorker",
     "FleetDispatcher",
     "LedgerWorker",
     "Scrubber",
@@ -189,6 +197,90 @@ class LedgerWorker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Set the stop event and join the thread; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+
+@dataclass
+class ArchiveRound:
+    """What one round of the archiving job did: packages sealed, and cases that failed with why."""
+
+    archived: dict[int, int] = field(default_factory=dict)  # case id -> package id
+    failed: dict[int, str] = field(default_factory=dict)  # case id -> error
+
+
+class ArchiveWorker:
+    """Archiving by a job (JL-18): every ``ZFJL_ARCHIVE_INTERVAL_S`` seals the ended cases' packages.
+
+    One named thread owned by the runner. Each case is archived in its own transaction and delivered to
+    the archive store before its row is committed; a failure rolls that case back (no package row),
+    records an ``archive_failures`` row and moves on, so one bad case never blocks the others.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        """Use the app's settings, object store and archive store."""
+        settings = app.extensions["zfjl.settings"]
+        self.app = app
+        self.interval_s: float = settings.archive_interval_s
+        self.delay = timedelta(hours=settings.archive_delay_hours)
+        self.prefix: str = settings.archive_prefix
+        self.signer = ledger.LedgerSigner.from_ingest_key(settings.ingest_key)
+        self.keyring = AgencyKeyring.from_settings(settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self, now: datetime | None = None) -> ArchiveRound:
+        """One round over every pending case; never raises for one case's failure."""
+        now = now or utcnow()
+        done = ArchiveRound()
+        store: ObjectStore = self.app.extensions[STORE_KEY]
+        archive_store: ObjectStore = self.app.extensions[ARCHIVE_STORE_KEY]
+        with session_scope(self.app) as session:
+            pending = archive_job.pending_cases(session, now=now, delay=self.delay)
+        for case_id in pending:
+            if self._stop.is_set():
+                break
+            try:
+                with (
+                    tempfile.TemporaryDirectory(prefix="zfjl-archive-") as work,
+                    session_scope(self.app) as session,
+                ):
+                    built = archives.build_archive(
+                        session, archive_job.ARCHIVER, case_id, store=store, signer=self.signer,
+                        keyring=self.keyring, work_dir=Path(work), archive_store=archive_store,
+                        archive_prefix=self.prefix, now=now,
+                    )  # fmt: skip
+                    package_id = built.row.id
+                done.archived[case_id] = package_id
+            except Exception as exc:
+                _LOG.exception("archiving case %d failed", case_id)
+                error = f"{type(exc).__name__}: {exc}"
+                done.failed[case_id] = error
+                try:
+                    with session_scope(self.app) as session:
+                        archive_job.record_failure(session, case_id, error, now)
+                except Exception:
+                    _LOG.exception("recording the archiving failure of case %d failed", case_id)
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.step()
+            except Exception:
+                _LOG.exception("archiving round failed")
+
+    def start(self) -> None:
+        """Start the named thread (nothing when the interval is 0: the job is off)."""
+        if self.interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="zfjl-archiver", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Set the stop event (a round finishes its current case) and join; safe to call twice."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)

@@ -160,6 +160,8 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     # JL-20: a grant is revoked early by a head (its approver, or another head of the agency).
     "governance.revoke_grant": ("agency_head",),
     "governance.list_grants": _REQUESTERS,
+    # JL-20: the requester of an approved external provision (or the head) seals it and gets the link.
+    "provision.create_export": _REQUESTERS,
     "governance.get_retention": _READ_EVIDENCE,
     "governance.assign_category": ("legal_reviewer", "agency_head"),
     "governance.set_access_class": ("agency_head",),

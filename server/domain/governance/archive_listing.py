@@ -12,6 +12,7 @@ from server.domain.base import utcnow
 from server.domain.cases.models import Case
 from server.domain.cases.service import FINAL_STATUSES, get_case
 from server.domain.errors import NotFound
+from server.domain.governance.archive_job import last_failures
 from server.domain.governance.archives import ARCHIVE_DEADLINE, ended_at_clause
 from server.domain.governance.archives_models import ArchivePackage
 from server.domain.people.service import Caller
@@ -38,6 +39,7 @@ def archive_to_dict(row: ArchivePackage) -> dict[str, Any]:
         "created_by": row.created_by,
         "created_at": row.created_at.isoformat(),
         "download_url": f"/api/v1/archives/{row.id}/package.zip",
+        "delivered_key": row.delivered_key,
     }
 
 
@@ -87,7 +89,9 @@ def overdue_archives(
     if agency_id is not None:
         query = query.where(Case.agency_id == agency_id)
     out = []
-    for case, ended_at in session.execute(query.order_by(ended, Case.id)):
+    found = list(session.execute(query.order_by(ended, Case.id)))
+    failures = last_failures(session, [case.id for case, _ended in found])
+    for case, ended_at in found:
         if ended_at is None:
             continue  # a final status without its status event cannot happen through the service
         due = ended_at + ARCHIVE_DEADLINE
@@ -103,6 +107,8 @@ def overdue_archives(
                 "state": "overdue" if late else "due",
                 "days_overdue": (now - due).days if late else 0,
                 "days_left": 0 if late else (due - now).days,
+                # The archiving job's last failed attempt, if any (it tries again next round).
+                "last_error": failures[case.id].error if case.id in failures else None,
             }
         )
     return out

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -50,10 +51,12 @@ from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
 from server.domain.sessions.models import EnforcementSessionRecord, SessionEventRecord
 from server.domain.sessions.service import session_detail
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.storage import ObjectStore
 from zfjl_common.fsutil import sha256_file
 from zfjl_verify.package import PACKAGE_FORMAT
 from zfjl_verify.proofs import encode_hash
+from zfjl_verify.seal import SEAL_FILE, sign_seal
 
 __all__ = [
     "ARCHIVE_DEADLINE",
@@ -142,8 +145,11 @@ class _BagWriter:
             sha512 = hashlib.file_digest(fh, "sha512").hexdigest()
         return path.stat().st_size, sha256_file(path), sha512
 
-    def seal(self, info: dict[str, str]) -> tuple[str, str]:
-        """Write the manifests, bagit.txt, bag-info.txt and tag manifests; return (oxum, tag sha256)."""
+    def seal(
+        self, info: dict[str, str], *, agency_id: int, private_key: Ed25519PrivateKey
+    ) -> tuple[str, str]:
+        """Write the manifests, bagit.txt, bag-info.txt, the tag manifests and the agency's seal over them
+        (zfjl_verify/seal.py); return (oxum, tag sha256)."""
         sha256_lines, sha512_lines, total = [], [], 0
         for name in sorted(self.files):
             size, h256, h512 = self._digests(name)
@@ -164,7 +170,12 @@ class _BagWriter:
         (self.root / "tagmanifest-sha512.txt").write_text(
             "".join(f"{digests[n][2]}  {n}\n" for n in tags), encoding="utf-8"
         )
-        return oxum, sha256_file(self.root / "tagmanifest-sha256.txt")
+        tag_sha256 = self._digests("tagmanifest-sha256.txt")[1]
+        sealed = {"sha256": tag_sha256, "sha512": self._digests("tagmanifest-sha512.txt")[2]}
+        (self.root / SEAL_FILE).write_text(
+            sign_seal(agency_id, self.root.name, sealed, private_key), encoding="utf-8"
+        )
+        return oxum, tag_sha256
 
 
 def _case_recordings(session: Session, record: dict[str, Any], events: list[CaseEvent]) -> list[Recording]:
@@ -313,6 +324,118 @@ def _provenance(
     }
 
 
+def _prove(
+    session: Session, signer: ledger.LedgerSigner, bag: _BagWriter, wanted: dict[str, list[int]]
+) -> tuple[int, list[dict[str, Any]], dict[str, list[int]]]:
+    """Run one ledger round, then write the checkpoint and every wanted row's leaf into the bag.
+
+    Returns the checkpoint's tree size, the index entries of the leaves (with their inclusion proofs)
+    and the wanted rows that are proved (rows sequenced after this checkpoint are not claimed).
+    """
+    # Every included row must be a leaf of a signed tree before its proof can be written.
+    try:
+        ledger.sequence(session)
+        ledger.checkpoint(session, signer)
+    except IntegrityError:
+        # The ledger worker (or another request) sequenced the same rows at the same moment: the unique
+        # keys refused our copy. The caller's transaction rolls back; trying again a moment later works.
+        raise LedgerBusy(
+            "账本正在记账，请稍后重试归档", "the ledger is being sequenced; archive again shortly"
+        ) from None
+    signed = ledger.latest_checkpoint(session)
+    assert signed is not None  # the round above signed one: the package's own rows are leaves
+    leaves: list[LedgerLeaf] = []
+    for table, ids in wanted.items():
+        for start in range(0, len(ids), 500):
+            leaves.extend(
+                session.scalars(
+                    select(LedgerLeaf).where(
+                        LedgerLeaf.ref_table == table, LedgerLeaf.ref_id.in_(ids[start : start + 500])
+                    )
+                )
+            )
+    leaves = [leaf for leaf in leaves if leaf.leaf_index < signed.tree_size]
+    leaves.sort(key=lambda leaf: leaf.leaf_index)
+    tree = ledger.load_tree(session)
+    bag.put("ledger/checkpoint.note", signed.note.encode("utf-8"))
+    index_leaves = []
+    for leaf in leaves:
+        name = f"ledger/leaves/{leaf.leaf_index:012d}.json"
+        bag.put(name, leaf.data.encode("utf-8"))
+        proof = tree.inclusion_proof(leaf.leaf_index, signed.tree_size)
+        index_leaves.append(
+            {
+                "leaf_index": leaf.leaf_index,
+                "table": leaf.ref_table,
+                "id": leaf.ref_id,
+                "data": name,
+                "proof": {
+                    "leaf_index": leaf.leaf_index,
+                    "tree_size": signed.tree_size,
+                    "hashes": [encode_hash(h) for h in proof],
+                },
+            }
+        )
+    proved = {(leaf.ref_table, leaf.ref_id) for leaf in leaves}
+    rows = {t: [i for i in ids if (t, i) in proved] for t, ids in wanted.items()}
+    return signed.tree_size, index_leaves, rows
+
+
+def _put_recordings(
+    session: Session,
+    bag: _BagWriter,
+    store: ObjectStore,
+    recordings: list[Recording],
+    now: datetime,
+    places: dict[int, list[str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Copy each recording with its signed manifest and provenance note; (index entries, notes)."""
+    index_recordings = []
+    provenance = []
+    for rec in recordings:
+        media = f"recordings/{rec.id}/segment{_extension(rec.media_type)}"
+        bag.copy_object(store, rec.object_key, media)
+        bag.put(f"recordings/{rec.id}/manifest.txt", rec.manifest_text.encode("utf-8"))
+        bag.put(f"recordings/{rec.id}/signature.b64", base64.b64encode(bytes(rec.signature)) + b"\n")
+        note = _provenance(session, rec, now, places)
+        bag.put(f"recordings/{rec.id}/provenance.json", _json(note))
+        provenance.append(note)
+        index_recordings.append(
+            {"id": rec.id, "media": media, "manifest": f"recordings/{rec.id}/manifest.txt"}
+        )
+    return index_recordings, provenance
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    oxum: str
+    tag_sha256: str
+    zip_path: Path
+    zip_sha256: str
+    zip_size: int
+
+
+def _seal_and_zip(
+    bag: _BagWriter,
+    bag_name: str,
+    work_dir: Path,
+    info: dict[str, str],
+    agency_id: int,
+    keyring: AgencyKeyring,
+) -> _Sealed:
+    oxum, tag_sha = bag.seal(info, agency_id=agency_id, private_key=keyring.private_key(agency_id))
+    zip_path = work_dir / f"{bag_name}.zip"
+    _zip(bag.root, zip_path, bag_name)
+    return _Sealed(oxum, tag_sha, zip_path, sha256_file(zip_path), zip_path.stat().st_size)
+
+
+def _new_bag(work_dir: Path, bag_name: str) -> tuple[Path, _BagWriter]:
+    bag_dir = work_dir / bag_name
+    if bag_dir.exists():
+        shutil.rmtree(bag_dir)
+    return bag_dir, _BagWriter(bag_dir)
+
+
 def build_archive(
     session: Session,
     caller: Caller,
@@ -320,10 +443,18 @@ def build_archive(
     *,
     store: ObjectStore,
     signer: ledger.LedgerSigner,
+    keyring: AgencyKeyring,
     work_dir: Path,
+    archive_store: ObjectStore | None = None,
+    archive_prefix: str = "",
     now: datetime | None = None,
 ) -> BuiltArchive:
-    """Seal the archive package of an ended case (flushed); NotFound outside the caller's agency."""
+    """Seal the archive package of an ended case (flushed); NotFound outside the caller's agency.
+
+    The zip goes to the evidence store (the download answers from there) and, with ``archive_store``,
+    is delivered to the archive store under ``archive_prefix`` before the row is written: a failed
+    delivery raises and the caller's transaction leaves no package row (JL-18).
+    """
     now = now or utcnow()
     case = get_case(session, caller, case_id)
     if not caller.may_write(case.agency_id):
@@ -373,19 +504,9 @@ def build_archive(
             "session": [s.id for s in sessions],
         },
     )
-
-    # Every included row must be a leaf of a signed tree before its proof can be written.
-    try:
-        ledger.sequence(session)
-        ledger.checkpoint(session, signer)
-    except IntegrityError:
-        # The ledger worker (or another request) sequenced the same rows at the same moment: the unique
-        # keys refused our copy. The caller's transaction rolls back; trying again a moment later works.
-        raise LedgerBusy(
-            "账本正在记账，请稍后重试归档", "the ledger is being sequenced; archive again shortly"
-        ) from None
-    signed = ledger.latest_checkpoint(session)
-    assert signed is not None  # the round above signed one: the case's own events are leaves
+    agency = session.get(Agency, case.agency_id)
+    bag_name = f"zfjl-case-{case.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    bag_dir, bag = _new_bag(work_dir, bag_name)
     wanted: dict[str, list[int]] = {
         "case_events": [e.id for e in events],
         "recordings": [r.id for r in recordings],
@@ -393,44 +514,12 @@ def build_archive(
         "case_reviews": [r.id for r in reviews],
         "audit_log": [a.id for a in audit],
     }
-    leaves: list[LedgerLeaf] = []
-    for table, ids in wanted.items():
-        for start in range(0, len(ids), 500):
-            leaves.extend(
-                session.scalars(
-                    select(LedgerLeaf).where(
-                        LedgerLeaf.ref_table == table, LedgerLeaf.ref_id.in_(ids[start : start + 500])
-                    )
-                )
-            )
-    leaves = [leaf for leaf in leaves if leaf.leaf_index < signed.tree_size]
-    leaves.sort(key=lambda leaf: leaf.leaf_index)
-    tree = ledger.load_tree(session)
-
-    agency = session.get(Agency, case.agency_id)
-    bag_name = f"zfjl-case-{case.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-    bag_dir = work_dir / bag_name
-    if bag_dir.exists():
-        shutil.rmtree(bag_dir)
-    bag = _BagWriter(bag_dir)
+    tree_size, index_leaves, rows = _prove(session, signer, bag, wanted)
     bag.put("case/record.json", _json(record))
     bag.put("case/reviews.json", _json([review_to_dict(r) for r in reviews]))
     for a in attachments:
         bag.copy_object(store, a.object_key, f"case/attachments/{a.id}/{_safe_name(a.name)}")
-    index_recordings = []
-    provenance = []
-    places = _places(record)
-    for rec in recordings:
-        media = f"recordings/{rec.id}/segment{_extension(rec.media_type)}"
-        bag.copy_object(store, rec.object_key, media)
-        bag.put(f"recordings/{rec.id}/manifest.txt", rec.manifest_text.encode("utf-8"))
-        bag.put(f"recordings/{rec.id}/signature.b64", base64.b64encode(bytes(rec.signature)) + b"\n")
-        note = _provenance(session, rec, now, places)
-        bag.put(f"recordings/{rec.id}/provenance.json", _json(note))
-        provenance.append(note)
-        index_recordings.append(
-            {"id": rec.id, "media": media, "manifest": f"recordings/{rec.id}/manifest.txt"}
-        )
+    index_recordings, provenance = _put_recordings(session, bag, store, recordings, now, _places(record))
     for s in sessions:
         bag.put(f"sessions/{s.id}.json", _json(session_detail(session, s)))
     bag.put("audit.csv", _audit_csv(audit))
@@ -443,31 +532,11 @@ def build_archive(
                          "ended_at": ended_at.isoformat() if ended_at else None},
                 "archived_by": caller.user_id,
                 "archived_at": _iso_pair(now),
-                "ledger_origin": signed.origin,
+                "ledger_origin": signer.name,
                 "recordings": provenance,
             }
         ),
     )  # fmt: skip
-    bag.put("ledger/checkpoint.note", signed.note.encode("utf-8"))
-    index_leaves = []
-    for leaf in leaves:
-        name = f"ledger/leaves/{leaf.leaf_index:012d}.json"
-        bag.put(name, leaf.data.encode("utf-8"))
-        proof = tree.inclusion_proof(leaf.leaf_index, signed.tree_size)
-        index_leaves.append(
-            {
-                "leaf_index": leaf.leaf_index,
-                "table": leaf.ref_table,
-                "id": leaf.ref_id,
-                "data": name,
-                "proof": {
-                    "leaf_index": leaf.leaf_index,
-                    "tree_size": signed.tree_size,
-                    "hashes": [encode_hash(h) for h in proof],
-                },
-            }
-        )
-    proved = {(leaf.ref_table, leaf.ref_id) for leaf in leaves}
     bag.put(
         "package.json",
         _json(
@@ -476,48 +545,55 @@ def build_archive(
                 "case_id": case.id,
                 "case_number": case.number,
                 "checkpoint": "ledger/checkpoint.note",
-                "tree_size": signed.tree_size,
+                "tree_size": tree_size,
                 "leaves": index_leaves,
                 "recordings": index_recordings,
                 # Rows sequenced after this checkpoint (the archiving's own audit row) are not claimed.
-                "rows": {t: [i for i in ids if (t, i) in proved] for t, ids in wanted.items()},
+                "rows": rows,
             }
         ),
     )
-    oxum, tag_sha = bag.seal(
+    sealed = _seal_and_zip(
+        bag,
+        bag_name,
+        work_dir,
         {
             "Source-Organization": agency.name if agency else str(case.agency_id),
             "External-Identifier": case.number,
             "Bagging-Date": now.date().isoformat(),
             "Bag-Software-Agent": "zfjl",
             "External-Description": f"Case file {case.number}, {len(recordings)} recordings (JL-18)",
-        }
+        },
+        case.agency_id,
+        keyring,
     )
-    zip_path = work_dir / f"{bag_name}.zip"
-    _zip(bag_dir, zip_path, bag_name)
-    digest = sha256_file(zip_path)
-    key = f"archives/{case.agency_id}/{case.id}/{digest}.zip"
-    store.put_file(key, zip_path, digest, verified=True)
+    key = f"archives/{case.agency_id}/{case.id}/{sealed.zip_sha256}.zip"
+    store.put_file(key, sealed.zip_path, sealed.zip_sha256, verified=True)
+    delivered = None
+    if archive_store is not None:
+        delivered = f"{archive_prefix}{case.agency_id}/{case.id}/{sealed.zip_sha256}.zip"
+        archive_store.put_file(delivered, sealed.zip_path, sealed.zip_sha256, verified=True)
     row = ArchivePackage(
         case_id=case.id,
         agency_id=case.agency_id,
         bag_name=bag_name,
-        tagmanifest_sha256=tag_sha,
-        zip_sha256=digest,
-        zip_size=zip_path.stat().st_size,
+        tagmanifest_sha256=sealed.tag_sha256,
+        zip_sha256=sealed.zip_sha256,
+        zip_size=sealed.zip_size,
         object_key=key,
-        payload_oxum=oxum,
+        payload_oxum=sealed.oxum,
         recording_count=len(recordings),
-        leaf_count=len(leaves),
-        checkpoint_size=signed.tree_size,
+        leaf_count=len(index_leaves),
+        checkpoint_size=tree_size,
         ended_at=ended_at,
         on_time=ended_at is None or now - ended_at <= ARCHIVE_DEADLINE,
         created_by=caller.user_id,
         created_at=now,
+        delivered_key=delivered,
     )
     session.add(row)
     session.flush()
-    return BuiltArchive(row=row, bag_dir=bag_dir, zip_path=zip_path)
+    return BuiltArchive(row=row, bag_dir=bag_dir, zip_path=sealed.zip_path)
 
 
 def _safe_name(name: str) -> str:
@@ -536,3 +612,14 @@ def _zip(bag_dir: Path, zip_path: Path, bag_name: str) -> None:
             archive.write(path, f"{bag_name}/{path.relative_to(bag_dir).as_posix()}")
 
 
+def agency_seal_key(session: Session, keyring: AgencyKeyring, agency_id: int) -> dict[str, Any]:
+    """The public half of an agency's seal key, published so an archive office can pin it (JL-18)."""
+    agency = session.get(Agency, agency_id)
+    if agency is None:
+        raise NotFound("机关不存在", "agency not found")
+    return {
+        "agency_id": agency.id,
+        "agency": agency.name,
+        "algorithm": "Ed25519",
+        "verifier_key": keyring.verifier(agency.id).encode(),
+    }

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["ArchivePackage", "CaseReview"]
+__all__ = ["ArchiveFailure", "ArchivePackage", "CaseReview", "ProvisionExport"]
 
 
 class ArchivePackage(Base):
@@ -42,6 +42,39 @@ class ArchivePackage(Base):
     on_time: Mapped[bool] = mapped_column(Boolean)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Where the package was delivered in the archive store (migration 0025); None before delivery existed.
+    delivered_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class ArchiveFailure(Base):
+    """One failed attempt of the archiving job: the case stays pending, the error stays readable."""
+
+    __tablename__ = "archive_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("cases.id"), index=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    error: Mapped[str] = mapped_column(Text)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProvisionExport(Base):
+    """A sealed export package built for an approved external provision (JL-20), served by an expiring
+    link until ``expires_at`` (the grant's own expiry)."""
+
+    __tablename__ = "provision_exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer, ForeignKey("governance_requests.id"), index=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    bag_name: Mapped[str] = mapped_column(String(128))
+    object_key: Mapped[str] = mapped_column(String(512))
+    zip_sha256: Mapped[str] = mapped_column(String(64))
+    zip_size: Mapped[int] = mapped_column(BigInteger)
+    recording_count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CaseReview(Base):

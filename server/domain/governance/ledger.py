@@ -92,6 +92,7 @@ class LeafKind(enum.StrEnum):
     ACCESS_CLASS = "access_class"  # a recording made normal, restricted or confidential (JL-20)
     GRANT_REVOCATION = "grant_revocation"  # a grant ended early by a head, with the reason (JL-20)
     RETENTION_PERIOD = "retention_period"  # an agency's own period for a retention category (JL-19)
+    EXPORT = "export"  # a sealed export package for an approved external provision (JL-20)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +121,7 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.ACCESS_CLASS, table="access_class_changes"),
     LeafSource(kind=LeafKind.GRANT_REVOCATION, table="grant_revocations"),
     LeafSource(kind=LeafKind.RETENTION_PERIOD, table="retention_periods"),
+    LeafSource(kind=LeafKind.EXPORT, table="provision_exports"),
 )
 _KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
 

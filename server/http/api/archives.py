@@ -19,7 +19,9 @@ from server.domain.governance import archive_listing, archives, ledger, review
 from server.http.context import audit_request, caller, get_store, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
+from server.infra.storage import ARCHIVE_STORE_KEY
 
 __all__ = ["bp", "reviews_bp"]
 
@@ -45,6 +47,7 @@ _ARCHIVE: dict[str, Any] = {
         "created_by": {"type": "string"},
         "created_at": {"type": "string", "format": "date-time"},
         "download_url": {"type": "string"},
+        "delivered_key": {"type": ["string", "null"], "description": "where the archive store holds it"},
     },
 }
 _OVERDUE: dict[str, Any] = {
@@ -64,6 +67,10 @@ _OVERDUE: dict[str, Any] = {
                     "state": {"enum": ["due", "overdue"]},
                     "days_overdue": {"type": "integer"},
                     "days_left": {"type": "integer"},
+                    "last_error": {
+                        "type": ["string", "null"],
+                        "description": "the archiving job's last failure",
+                    },
                 },
             },
         }
@@ -88,6 +95,10 @@ _REVIEW: dict[str, Any] = {
 }
 
 
+def _keyring() -> AgencyKeyring:
+    return AgencyKeyring.from_settings(current_app.extensions["zfjl.settings"])
+
+
 def _signer() -> ledger.LedgerSigner:
     return ledger.LedgerSigner.from_ingest_key(current_app.extensions["zfjl.settings"].ingest_key)
 
@@ -103,8 +114,10 @@ def create_archive(case_id: int) -> ResponseReturnValue:
     """Build, store and record the package of an ended case (JL-18); audited."""
     with tempfile.TemporaryDirectory(prefix="zfjl-archive-") as work, session_scope() as session:
         built = archives.build_archive(
-            session, caller(), case_id, store=get_store(), signer=_signer(), work_dir=Path(work)
-        )
+            session, caller(), case_id, store=get_store(), signer=_signer(), keyring=_keyring(),
+            work_dir=Path(work), archive_store=current_app.extensions[ARCHIVE_STORE_KEY],
+            archive_prefix=current_app.extensions["zfjl.settings"].archive_prefix,
+        )  # fmt: skip
         return jsonify(archive_listing.archive_to_dict(built.row)), 201
 
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from server.domain.governance import ledger
+from server.domain.governance import archives, ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
 from server.http.context import audit_request
 from server.http.errors import ApiError
 from server.http.openapi import api_view
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
 from zfjl_verify import MerkleTree, encode_hash
 
@@ -161,6 +162,31 @@ def get_checkpoint() -> ResponseReturnValue:
         if row is None:
             raise ApiError(404, "not_found", "没有该检查点", "no such checkpoint")
         return jsonify(_checkpoint_json(row))
+
+
+@public_bp.get("/agencies/<int:agency_id>/seal-key")
+@api_view(
+    "ledger_public.agency_seal_key",
+    "机关电子印章公钥（核验档案包时固定使用）/ an agency's seal key, to pin when verifying its packages",
+    auth="public",
+    response={
+        "type": "object",
+        "properties": {
+            "agency_id": {"type": "integer"},
+            "agency": {"type": "string"},
+            "algorithm": {"type": "string"},
+            "verifier_key": {"type": "string", "description": "<name>+<key id>+<base64>; pin it out of band"},
+        },
+    },
+)
+def agency_seal_key(agency_id: int) -> ResponseReturnValue:
+    """The public half of the agency's seal key (JL-18): ``zfjl-verify package --agency-key``."""
+    with session_scope() as session:
+        return jsonify(
+            archives.agency_seal_key(
+                session, AgencyKeyring.from_settings(current_app.extensions["zfjl.settings"]), agency_id
+            )
+        )
 
 
 @bp.post("/checkpoint")

@@ -1,7 +1,7 @@
 """Early revocation of grants (JL-20) and retention periods per agency (JL-19), both append-only.
 
 Revision ID: 0026
-Revises: 0019
+Revises: 0021
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026"
-down_revision = "0019"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

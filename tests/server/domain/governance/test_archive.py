@@ -24,6 +24,7 @@ from server.domain.governance import archive_listing, archives, ledger
 from server.domain.governance.archives_models import ArchivePackage
 from server.domain.governance.models import LedgerLeaf
 from server.domain.people.service import Caller
+from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import get_engine, session_scope
 from server.infra.storage import STORE_KEY
 from server.ingest.service import IngestService
@@ -135,7 +136,8 @@ def seal(app: Flask, scene: CaseScene, tmp: Path, who: str = "reviewer") -> arch
     with session_scope(app) as session:
         return archives.build_archive(
             session, scene.callers[who], scene.case_id, store=app.extensions[STORE_KEY],
-            signer=signer(app), work_dir=tmp,
+            signer=signer(app), keyring=AgencyKeyring.from_settings(app.extensions["zfjl.settings"]),
+            work_dir=tmp,
         )  # fmt: skip
 
 

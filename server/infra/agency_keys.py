@@ -1,0 +1,87 @@
+"""Each agency's seal key: it signs the agency's archive and export packages (JL-18, JL-20).
+
+The measures ask for the archive to be sealed by the agency, not by the deployment: an agency's key is
+its own, one Ed25519 key per agency, kept like the ingest key (``server/infra/ingest_key.py``) as base64
+of its 32 raw bytes in ``<ZFJL_AGENCY_KEYS_DIR>/agency-<id>.key`` (default ``<data_dir>/agency-keys``),
+mode 0600, generated the first time the agency seals something and never overwritten. An operator who
+keeps keys elsewhere puts the agency's key file there before its first package. Every server process of
+one deployment must see the same directory. The public half is published at
+``GET /ledger/v1/agencies/{id}/seal-key`` so an archive office pins it once (``zfjl-verify package
+--agency-key``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from server.errors import ZfjlError
+from server.infra.fsmode import create_private_file, private_dir
+from server.infra.ingest_key import parse_private_key
+from zfjl_verify.note import NoteVerifier
+from zfjl_verify.seal import agency_verifier
+
+if TYPE_CHECKING:
+    from server.infra.config import Settings
+
+__all__ = ["AgencyKeyError", "AgencyKeyring"]
+
+
+class AgencyKeyError(ZfjlError):
+    """An agency's key file exists but does not hold an Ed25519 private key."""
+
+    code = "agency_key_invalid"
+
+
+@dataclass(frozen=True)
+class AgencyKeyring:
+    """The directory of the agencies' seal keys."""
+
+    directory: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AgencyKeyring:
+        """The keyring the settings name."""
+        return cls(settings.agency_keys_dir)
+
+    def _path(self, agency_id: int) -> Path:
+        return self.directory / f"agency-{int(agency_id)}.key"
+
+    def private_key(self, agency_id: int) -> Ed25519PrivateKey:
+        """The agency's seal key, generated once (O_EXCL: two processes never write two keys)."""
+        path = self._path(agency_id)
+        try:
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            text = self._generate(path)
+        try:
+            return parse_private_key(text)
+        except ValueError:
+            raise AgencyKeyError(
+                f"机关 {agency_id} 的印章密钥文件无效", f"the seal key file of agency {agency_id} is invalid"
+            ) from None
+
+    @staticmethod
+    def _generate(path: Path) -> str:
+        private_dir(path.parent)
+        raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        text = base64.b64encode(raw).decode("ascii")
+        try:
+            fd = create_private_file(path)
+        except FileExistsError:
+            return path.read_text(encoding="ascii")
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return text
+
+    def verifier(self, agency_id: int) -> NoteVerifier:
+        """The public half as a verifier pins it: ``zfjl-agency-<id>+<key id>+<base64>``."""
+        return agency_verifier(agency_id, self.private_key(agency_id))

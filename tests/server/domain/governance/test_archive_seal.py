@@ -1,0 +1,130 @@
+"""The agency's electronic seal over an archive package (JL-18) and the reference BagIt validator.
+
+The seal's rule is in the bag, not the database: SQLite only, one package built for the module.
+bagit-python (the Library of Congress reference implementation) must accept a package and refuse it once
+a recording's byte changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bagit
+import pytest
+from flask import Flask
+
+from server.domain.governance.archives import BuiltArchive
+from server.infra.agency_keys import AgencyKeyring
+from server.infra.db import get_engine
+from tests.conftest import migrated_app
+from tests.server.domain.governance.test_archive import CaseScene, _rehash, build_case, seal, signer
+from zfjl_verify.cli import main as verify_main
+from zfjl_verify.seal import SEAL_FILE
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """One ended case's package, built once for the module (the tests copy it before changing it)."""
+
+    app: Flask
+    scene: CaseScene
+    built: BuiltArchive
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
+    """The app over a migrated SQLite database and one sealed package of a closed case."""
+    tmp = tmp_path_factory.mktemp("sealed")
+    app = migrated_app(tmp / "var", f"sqlite:///{tmp / 'zfjl.db'}")
+    scene = build_case(app, tmp)
+    yield Sealed(app, scene, seal(app, scene, tmp / "out"))
+    get_engine(app).dispose()
+
+
+def _verify(app: Flask, tmp: Path, package: Path, agency_key: str | None) -> int:
+    (tmp / "ledger.pub").write_text(signer(app).verifier.encode() + "\n")
+    argv = ["package", "--key", str(tmp / "ledger.pub")]
+    if agency_key is not None:
+        (tmp / "agency.pub").write_text(agency_key + "\n")
+        argv += ["--agency-key", str(tmp / "agency.pub")]
+    return verify_main([*argv, str(package)])
+
+
+def _copy(bag: Path, tmp: Path, name: str) -> Path:
+    return Path(shutil.copytree(bag, tmp / name))
+
+
+def _segment(bag: Path, recording_id: int) -> Path:
+    return next((bag / f"data/recordings/{recording_id}").glob("segment.*"))
+
+
+def test_jl18_a_package_is_sealed_with_its_agencys_published_key(
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, scene, built = sealed.app, sealed.scene, sealed.built
+    agency_id = scene.callers["reviewer"].agency_id
+    # The public half as a verifier fetches it: no login, outside /api/.
+    answer = app.test_client().get(f"/ledger/v1/agencies/{agency_id}/seal-key")
+    assert answer.status_code == 200
+    key = answer.get_json()["verifier_key"]
+    assert key.startswith(f"zfjl-agency-{agency_id}+")
+    assert app.test_client().get("/ledger/v1/agencies/999999/seal-key").status_code == 404
+    assert (built.bag_dir / SEAL_FILE).read_text().startswith("zfjl.package-seal/1\n")
+    capsys.readouterr()
+    assert _verify(app, tmp_path, built.bag_dir, key) == 0
+    assert _verify(app, tmp_path, built.zip_path, key) == 0
+    assert f"the agency seal verifies (zfjl-agency-{agency_id})" in capsys.readouterr().out
+
+
+def test_jl18_an_altered_manifest_or_a_seal_by_another_key_fails(
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, scene, bag = sealed.app, sealed.scene, sealed.built.bag_dir
+    keyring = AgencyKeyring.from_settings(app.extensions["zfjl.settings"])
+    own = keyring.verifier(scene.callers["reviewer"].agency_id).encode()
+    capsys.readouterr()
+
+    # The case record is not a ledger leaf's bytes: a forger who edits it and recomputes every BagIt
+    # manifest passes the ledger checks. Only the agency's seal catches it.
+    forged = _copy(bag, tmp_path, "forged")
+    record = forged / "data/case/record.json"
+    record.write_text(record.read_text().replace("检查完毕", "未经检查"))
+    _rehash(forged)
+    assert _verify(app, tmp_path, forged, None) == 0
+    capsys.readouterr()
+    assert _verify(app, tmp_path, forged, own) == 1
+    err = capsys.readouterr().err
+    assert "[seal_mismatch] tagmanifest-sha256.txt is not what the agency sealed" in err
+
+    # A seal made with another agency's key (or a key the forger generated) is not this agency's.
+    other = keyring.verifier(scene.callers["other"].agency_id).encode()
+    assert _verify(app, tmp_path, bag, other) == 1
+    assert "[seal_signature]" in capsys.readouterr().err
+
+    unsealed = _copy(bag, tmp_path, "unsealed")
+    (unsealed / SEAL_FILE).unlink()
+    assert _verify(app, tmp_path, unsealed, own) == 1
+    assert "[seal_missing]" in capsys.readouterr().err
+
+
+def test_jl18_the_reference_bagit_validator_accepts_a_package_and_refuses_a_changed_recording(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    app, scene, bag_dir = sealed.app, sealed.scene, sealed.built.bag_dir
+    own = AgencyKeyring.from_settings(app.extensions["zfjl.settings"]).verifier(
+        scene.callers["reviewer"].agency_id
+    )
+    bagit.Bag(str(bag_dir)).validate()  # raises BagValidationError on any problem
+    assert _verify(app, tmp_path, bag_dir, own.encode()) == 0
+
+    changed = _copy(bag_dir, tmp_path, "changed")
+    video = _segment(changed, scene.recording_ids[0])
+    raw = bytearray(video.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    video.write_bytes(bytes(raw))
+    with pytest.raises(bagit.BagValidationError):
+        bagit.Bag(str(changed)).validate()
+    assert _verify(app, tmp_path, changed, own.encode()) == 1

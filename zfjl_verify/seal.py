@@ -1,0 +1,88 @@
+"""The agency's electronic seal over an archive or export package (JL-18, JL-20).
+
+A package's ``zfjl-seal.note`` is a tag file: a C2SP signed note, signed with the agency's own Ed25519
+key (``zfjl-agency-<id>``), whose text names the bag and the digests of its tag manifests::
+
+    zfjl.package-seal/1
+    agency 12
+    bag zfjl-case-12-20261128T110006Z
+    sha256 <hex> tagmanifest-sha256.txt
+    sha512 <hex> tagmanifest-sha512.txt
+
+The tag manifests cover ``bagit.txt``, ``bag-info.txt`` and the payload manifests, which cover every
+payload file: one signature binds every byte of the package to the agency. Without the seal a forger
+who recomputes every BagIt manifest passes a BagIt validator; with it, they need the agency's key. The
+seal itself is not listed in a tag manifest (it signs them; RFC 8493 allows unlisted tag files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from zfjl_verify.note import NoteVerifier, sign_note
+
+__all__ = [
+    "SEAL_FILE",
+    "SEAL_FORMAT",
+    "SealText",
+    "agency_key_name",
+    "agency_verifier",
+    "parse_seal_text",
+    "seal_text",
+    "sign_seal",
+]
+
+SEAL_FILE = "zfjl-seal.note"
+SEAL_FORMAT = "zfjl.package-seal/1"
+SEALED_TAG_MANIFESTS: tuple[str, ...] = ("sha256", "sha512")
+
+
+def agency_key_name(agency_id: int) -> str:
+    """The name an agency's seal key signs under (and a verifier pins it by)."""
+    return f"zfjl-agency-{agency_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SealText:
+    """What a seal states: whose, which bag, and the digest of each tag manifest by algorithm."""
+
+    agency_id: int
+    bag_name: str
+    digests: dict[str, str]
+
+
+def seal_text(agency_id: int, bag_name: str, digests: dict[str, str]) -> str:
+    """The text an agency signs over a bag."""
+    lines = [SEAL_FORMAT, f"agency {agency_id}", f"bag {bag_name}"]
+    lines += [f"{alg} {digests[alg]} tagmanifest-{alg}.txt" for alg in SEALED_TAG_MANIFESTS]
+    return "\n".join(lines) + "\n"
+
+
+def sign_seal(agency_id: int, bag_name: str, digests: dict[str, str], private_key: Ed25519PrivateKey) -> str:
+    """The signed seal note of a bag."""
+    return sign_note(seal_text(agency_id, bag_name, digests), agency_key_name(agency_id), private_key)
+
+
+def agency_verifier(agency_id: int, private_key: Ed25519PrivateKey) -> NoteVerifier:
+    """The public half of an agency's seal key, as a verifier pins it."""
+    return NoteVerifier.from_private_key(agency_key_name(agency_id), private_key)
+
+
+def parse_seal_text(text: str) -> SealText | None:
+    """The statement of a verified seal text, or None if it is not one of ours."""
+    lines = text.rstrip("\n").split("\n")
+    if len(lines) != 3 + len(SEALED_TAG_MANIFESTS) or lines[0] != SEAL_FORMAT:
+        return None
+    agency, _, agency_id = lines[1].partition(" ")
+    bag, _, bag_name = lines[2].partition(" ")
+    if agency != "agency" or not agency_id.isdigit() or bag != "bag" or not bag_name:
+        return None
+    digests: dict[str, str] = {}
+    for line, alg in zip(lines[3:], SEALED_TAG_MANIFESTS, strict=True):
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != alg or parts[2] != f"tagmanifest-{alg}.txt":
+            return None
+        digests[alg] = parts[1].lower()
+    return SealText(agency_id=int(agency_id), bag_name=bag_name, digests=digests)
