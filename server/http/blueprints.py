@@ -71,4 +71,8 @@ def register_blueprints(app: Flask) -> None:
     from server.http.pages import portal
 
     app.register_blueprint(publicity.bp, url_prefix="/api/v1/publicity")
+    # The before-enforcement catalogue (GS-9).
+    from server.http.api import catalogue
+
+    app.register_blueprint(catalogue.bp, url_prefix="/api/v1/publicity/catalogue")
     app.register_blueprint(portal.bp)
