@@ -25,8 +25,10 @@ from server.domain.accounts.service import create_user
 from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
+from server.domain.publicity import catalogue_service
 from server.domain.publicity import service as publicity_service
 from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.inputs import NewCatalogueEntry
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
@@ -97,7 +99,16 @@ def test_every_api_endpoint_needs_a_token(app: Flask, client: FlaskClient) -> No
 
 # Path and query parameters that name something of one agency. Parameters not listed here get a value
 # that names nothing, so a new route is still walked; list its parameter here to aim it at agency B.
-_AGENCY_OWNED = ("agency_id", "officer_id", "user_id", "case_id", "recording_id", "session_id", "item_id")
+_AGENCY_OWNED = (
+    "agency_id",
+    "officer_id",
+    "user_id",
+    "case_id",
+    "recording_id",
+    "session_id",
+    "item_id",
+    "entry_id",
+)
 
 
 def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str], set[str]]:
@@ -132,6 +143,28 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
             ),
         )
         item_id = item.id
+        # A before-enforcement catalogue entry of B (GS-9), a draft with an open update item.
+        entry = catalogue_service.create_entry(
+            session,
+            Caller(str(user_b), "officer", world.agency_b),
+            NewCatalogueEntry.from_json(
+                {
+                    "kind": "complaint_channel",
+                    "content": {
+                        "name": "乙机关投诉渠道",
+                        "conditions": "乙机关受理条件",
+                        "phone": "0553-12345",
+                    },
+                    "change": {
+                        "cause": "duties",
+                        "effective_on": "2026-09-30",
+                        "reference": "乙机关职责调整",
+                    },
+                },
+                default_agency=world.agency_b,
+            ),
+        )
+        entry_id = entry.id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     names = {
@@ -143,6 +176,7 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "session_id": str(evidence.session_pk),
         "device_id": "dev-b",
         "item_id": str(item_id),
+        "entry_id": str(entry_id),
     }
     sentinels = evidence.sentinels | {
         "芜湖市城市管理局",
@@ -153,6 +187,9 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "乙机关当事人",
         "乙机关公示事项",
         "乙机关公示当事人有限公司",
+        "乙机关投诉渠道",
+        "乙机关受理条件",
+        "乙机关职责调整",
     }
     return names, sentinels
 
