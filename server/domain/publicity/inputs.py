@@ -23,6 +23,7 @@ from server.domain.publicity.catalogue import (
 __all__ = ["CatalogueChange", "EntryRevision", "NewCatalogueEntry"]
 
 _REFERENCE_LIMIT = 300
+_FIRST_YEAR, _LAST_YEAR = 1950, 2099
 _CHANGE_KEYS = frozenset({"cause", "effective_on", "reference"})
 
 
@@ -77,6 +78,12 @@ class CatalogueChange:
             effective_on = date.fromisoformat(raw_day) if isinstance(raw_day, str) else None
         except ValueError:
             effective_on = None
+        if effective_on is not None and not _FIRST_YEAR <= effective_on.year <= _LAST_YEAR:
+            # A deadline is counted from it; a date out of any plausible range is a typing error.
+            raise Invalid(
+                f"change.effective_on 须在 {_FIRST_YEAR} 至 {_LAST_YEAR} 年之间",
+                f"change.effective_on must lie in the years {_FIRST_YEAR} to {_LAST_YEAR}",
+            )
         if effective_on is None:
             raise Invalid(
                 "change.effective_on 须为 YYYY-MM-DD 日期（法律生效、废止或职责调整之日）",

@@ -157,6 +157,7 @@ def test_gs9_bad_content_is_a_precise_error(
         ({"change": {"cause": "weather", "effective_on": "2026-01-01", "reference": "x"}}, "change.cause"),
         ({"change": {"cause": "law", "effective_on": "01/01/2026", "reference": "x"}}, "change.effective_on"),
         ({"change": {"cause": "law", "effective_on": "2026-01-01", "reference": ""}}, "change.reference"),
+        ({"change": {"cause": "law", "effective_on": "9999-12-31", "reference": "x"}}, "years 1950 to 2099"),
         (
             {"change": {"cause": "law", "effective_on": "2026-01-01", "reference": "x", "by": 1}},
             "no field by",
