@@ -1,5 +1,5 @@
 """``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, ingest-key, backup, restore,
-run."""
+calendar load, run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "build_parser",
     "cmd_backup",
     "cmd_broker_acl",
+    "cmd_calendar_load",
     "cmd_create_admin",
     "cmd_db_upgrade",
     "cmd_ingest_key",
@@ -235,6 +236,49 @@ def cmd_ingest_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calendar_load(args: argparse.Namespace) -> int:
+    """Load a year's official holiday schedule (the JSON of ``POST /api/v1/publicity/calendar``) and
+    recount the deadlines it changes (GS-9, GS-11, GS-12); print each change."""
+    import json
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from server.domain.people.service import Caller
+    from server.domain.publicity.schedules import load_schedule, parse_schedule
+    from server.errors import ZfjlError
+    from server.infra.db import make_engine
+
+    settings = _settings(args)
+    try:
+        schedule = parse_schedule(json.loads(Path(args.file).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"无法读取节假日安排 / cannot read the schedule: {exc}", file=sys.stderr)
+        return 1
+    except ZfjlError as exc:
+        print(f"节假日安排有误 / bad schedule: {exc.message} / {exc.message_en}", file=sys.stderr)
+        return 1
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            # The operator at the console acts as the system administrator; the audit rows say "cli".
+            loaded = load_schedule(
+                session, Caller(user_id="cli", role="system_admin", agency_id=None), schedule
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+    print(f"已载入 / loaded {loaded.year} ({loaded.version}): {schedule.source}")
+    for change in loaded.changes:
+        status = "临时 / provisional" if change.provisional else "正式 / official"
+        print(
+            f"{change.target} #{change.id}: {change.due_before.isoformat()} -> "
+            f"{change.due_after.isoformat()} [{status}] {change.calendar_version}"
+        )
+    print(f"重算期限 / deadlines recounted: {len(loaded.changes)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="zfjl-server", description="执法全过程记录服务 / zfjl server")
@@ -266,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--new", action="store_true", help="生成新密钥用于轮换 / make a new key for rotation")
     key.set_defaults(func=cmd_ingest_key)
 
-    back = sub.add_parser(
-        "backup", help="备份数据库与证据对象 / back up the database and the object store"
-    )
+    back = sub.add_parser("backup", help="备份数据库与证据对象 / back up the database and the object store")
     back.add_argument("--out", required=True, help="新的空目录 / a new, empty folder")
     back.set_defaults(func=cmd_backup)
     rest = sub.add_parser(
@@ -276,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rest.add_argument("--from", dest="source", required=True, help="备份目录 / the backup folder")
     rest.set_defaults(func=cmd_restore, device=None)
+
+    calendar = sub.add_parser("calendar", help="法定节假日安排 / official holiday schedules")
+    calendar_sub = calendar.add_subparsers(dest="calendar_command", required=True)
+    calendar_load = calendar_sub.add_parser(
+        "load", help="载入某年安排并重算期限 / load a year's schedule and recount deadlines"
+    )
+    calendar_load.add_argument("file", help="JSON 文件（与 API 相同格式）/ JSON file, the API's format")
+    calendar_load.set_defaults(func=cmd_calendar_load)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
     run.set_defaults(func=cmd_run)

@@ -77,4 +77,8 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(publicity.bp, url_prefix="/api/v1/publicity")
     app.register_blueprint(annual_reports.bp, url_prefix="/api/v1/publicity/annual-reports")
+    # The before-enforcement catalogue (GS-9).
+    from server.http.api import catalogue
+
+    app.register_blueprint(catalogue.bp, url_prefix="/api/v1/publicity/catalogue")
     app.register_blueprint(portal.bp)

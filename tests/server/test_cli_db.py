@@ -94,3 +94,89 @@ def test_bad_config_exit_code(
     monkeypatch.setenv("ZFJL_HTTP_PORT", "not-a-port")
     assert main(["db", "upgrade"]) == 2
     assert "ZFJL_HTTP_PORT" in capsys.readouterr().err
+
+
+def test_gs9_calendar_load_cli_makes_provisional_2027_deadlines_official(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``zfjl-server calendar load``: the API's schedule format and domain function, from the console.
+
+    A penalty decided and a duty change taking effect on Friday 25 December 2026 are counted into 2027
+    on weekends only; loading a 2027 schedule with 1–3 January off makes both deadlines official and
+    one day later, and the command prints each change.
+    """
+    from datetime import date
+
+    from server.domain.people.models import Agency
+    from server.domain.people.service import Caller
+    from server.domain.publicity import catalogue_service, service
+    from server.domain.publicity.catalogue import CatalogueKind, ChangeCause, content_from_mapping
+    from server.domain.publicity.codes import EnforcementAct
+    from server.domain.publicity.inputs import CatalogueChange, NewCatalogueEntry
+    from server.domain.publicity.models import CatalogueUpdate, PublicationItem
+
+    monkeypatch.setenv("ZFJL_DATA_DIR", str(tmp_path / "var"))
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["--database-url", url, "db", "upgrade"]) == 0
+    engine = make_engine(url)
+    with Session(engine) as session:
+        agency = Agency(name="合肥市市场监督管理局", head="", duties="", address="", contacts="")
+        session.add(agency)
+        session.flush()
+        officer = Caller("11", "officer", agency.id)
+        item = service.collect(
+            session,
+            officer,
+            service.CollectInput(
+                agency_id=agency.id, act=EnforcementAct.PENALTY, decided_on=date(2026, 12, 25)
+            ),
+        )
+        right = {"right": "hearing", "description": "听证", "how_to_exercise": "五个工作日内提出"}
+        catalogue_service.create_entry(
+            session,
+            officer,
+            NewCatalogueEntry(
+                agency_id=agency.id,
+                kind=CatalogueKind.PARTY_RIGHT,
+                content=content_from_mapping(CatalogueKind.PARTY_RIGHT, right),
+                change=CatalogueChange(
+                    cause=ChangeCause.LAW, effective_on=date(2026, 12, 25), reference="修正案"
+                ),
+            ),
+        )
+        session.commit()
+        item_id = item.id
+        update = session.scalars(select(CatalogueUpdate)).one()
+        assert (item.due_on, item.deadline_provisional) == (date(2027, 1, 5), True)
+        assert (update.due_on, update.deadline_provisional) == (date(2027, 1, 22), True)
+        update_id = update.id
+    capsys.readouterr()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"year": 2027, "source": "x", "holidays": ["2027-02-30"]}', encoding="utf-8")
+    assert main(["--database-url", url, "calendar", "load", str(bad)]) == 1
+    assert "2027-02-30" in capsys.readouterr().err
+    assert main(["--database-url", url, "calendar", "load", str(tmp_path / "missing.json")]) == 1
+
+    schedule = tmp_path / "2027.json"
+    schedule.write_text(
+        '{"year": 2027, "source": "国务院办公厅关于2027年部分节假日安排的通知（测试用）", '
+        '"holidays": [["2027-01-01", "2027-01-03"]], "workdays": []}',
+        encoding="utf-8",
+    )
+    assert main(["--database-url", url, "calendar", "load", str(schedule)]) == 0
+    out = capsys.readouterr().out
+    assert f"publication_item #{item_id}: 2027-01-05 -> 2027-01-06 [正式 / official]" in out
+    assert f"catalogue_update #{update_id}: 2027-01-22 -> 2027-01-25 [正式 / official]" in out
+    assert "deadlines recounted: 2" in out
+    with Session(engine) as session:
+        item = session.get(PublicationItem, item_id)
+        update = session.get(CatalogueUpdate, update_id)
+        assert item is not None and update is not None
+        assert (item.due_on, item.deadline_provisional) == (date(2027, 1, 6), False)
+        assert (update.due_on, update.deadline_provisional) == (date(2027, 1, 25), False)
+        assert "weekends-only" not in update.calendar_version
+    # Loading the same schedule again changes nothing.
+    assert main(["--database-url", url, "calendar", "load", str(schedule)]) == 0
+    assert "deadlines recounted: 0" in capsys.readouterr().out
+    engine.dispose()

@@ -140,6 +140,17 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "annual_reports.submit_report": _COLLECT_PUBLICITY,
     "annual_reports.return_report": _REVIEW_PUBLICITY,
     "annual_reports.publish_report": _REVIEW_PUBLICITY,
+    # The before-enforcement catalogue (server/http/api/catalogue.py): GS-9, with the same duties.
+    "catalogue.list_entries": _READ_PUBLICITY,
+    "catalogue.get_entry": _READ_PUBLICITY,
+    "catalogue.list_updates": _READ_PUBLICITY,
+    "catalogue.create_entry": _COLLECT_PUBLICITY,
+    "catalogue.revise_entry": _COLLECT_PUBLICITY,
+    "catalogue.submit_entry": _COLLECT_PUBLICITY,
+    "catalogue.return_entry": _REVIEW_PUBLICITY,
+    "catalogue.publish_entry": _REVIEW_PUBLICITY,
+    "catalogue.apply_revision": _REVIEW_PUBLICITY,
+    "catalogue.withdraw_entry": _REVIEW_PUBLICITY,
     # Archive packages (JL-18), statistics (JL-21) and case-file review (JL-22), docs/archives.md.
     # Sealing is the agency's archive duty (legal reviewer, head); reading reaches the supervisors.
     "archives.create_archive": ("legal_reviewer", "agency_head", "system_admin"),

@@ -8,6 +8,7 @@ from server.errors import ErrorKind, ZfjlError
 
 __all__ = [
     "CalendarDataError",
+    "CatalogueError",
     "DisclosureError",
     "ExportError",
     "IdentifierError",
@@ -55,6 +56,12 @@ class UnknownCalendarYear(PublicityError):
             f"the official holiday schedule of {year} has not been loaded; working days are unknown",
         )
         self.year = year
+
+
+class CatalogueError(PublicityError):
+    """A before-enforcement catalogue entry's content is malformed (GS-9): the message names the field."""
+
+    code = "invalid_catalogue_entry"
 
 
 class ExportError(PublicityError):

@@ -1,6 +1,7 @@
 """Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017.
 
-Annual reports (GS-17) and their append-only history: migration 0021.
+Annual reports (GS-17) and their append-only history: migration 0021; the before-enforcement
+catalogue and its update items (GS-9): migration 0022.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from server.domain.base import Base, UTCDateTime, utcnow
 __all__ = [
     "AnnualReport",
     "AnnualReportHistory",
+    "CatalogueEntry",
+    "CatalogueHistory",
+    "CatalogueUpdate",
     "CorrectionRequest",
     "HolidayScheduleRow",
     "PublicationHistory",
@@ -179,3 +183,73 @@ class AnnualReportHistory(Base):
     actor: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CatalogueEntry(Base):
+    """One entry of an agency's before-enforcement catalogue (GS-9), published through the item workflow.
+
+    ``content`` is what was last typed; ``published`` the copy the portal shows. A published entry that
+    is revised keeps showing its published copy until a reviewer other than the reviser applies the
+    revision (``pending``); ``revised_by`` says who that was.
+    """
+
+    __tablename__ = "catalogue_entries"
+    __table_args__ = (Index("ix_catalogue_entries_agency_kind", "agency_id", "kind", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(300))
+    content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    published: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    author: Mapped[str] = mapped_column(String(64))
+    revised_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    corrected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CatalogueHistory(Base):
+    """One append-only transition or revision of a catalogue entry (GS-7, GS-9, GS-18)."""
+
+    __tablename__ = "catalogue_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, ForeignKey("catalogue_entries.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CatalogueUpdate(Base):
+    """GS-9: a change in law or duties obliges the agency to update its catalogue within 20 working days.
+
+    Opened when an entry is created or revised because of such a change; closed when the entry's new
+    content is published (or the entry withdrawn). ``due_on`` is counted from ``effective_on``.
+    """
+
+    __tablename__ = "catalogue_updates"
+    __table_args__ = (Index("ix_catalogue_updates_open", "agency_id", "closed_at", "due_on"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    entry_id: Mapped[int] = mapped_column(Integer, ForeignKey("catalogue_entries.id"), index=True)
+    cause: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(300))
+    effective_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date)
+    deadline_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    calendar_version: Mapped[str] = mapped_column(String(200))
+    opened_by: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_on_time: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

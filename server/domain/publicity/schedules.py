@@ -1,7 +1,8 @@
-"""Holiday schedules in the database: the working-day calendar deadlines count in (GS-11, GS-12)."""
+"""Holiday schedules in the database: the working-day calendar deadlines count in (GS-9, GS-11, GS-12)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,10 +21,18 @@ from server.domain.publicity.calendar import (
     schedule_from_mapping,
 )
 from server.domain.publicity.errors import TransitionForbidden
-from server.domain.publicity.models import HolidayScheduleRow, PublicationItem
+from server.domain.publicity.models import CatalogueUpdate, HolidayScheduleRow, PublicationItem
 from server.domain.publicity.workflow import ItemState
 
-__all__ = ["CHINA", "calendar_of", "load_schedule", "parse_schedule", "today_in_china"]
+__all__ = [
+    "CHINA",
+    "DeadlineChange",
+    "ScheduleLoad",
+    "calendar_of",
+    "load_schedule",
+    "parse_schedule",
+    "today_in_china",
+]
 
 
 # Deadlines are counted in Chinese working days on Beijing dates (UTC+8 all year, no summer time).
@@ -49,11 +58,44 @@ def parse_schedule(data: Any) -> HolidaySchedule:
     return schedule
 
 
-def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> list[int]:
+@dataclass(frozen=True, kw_only=True)
+class DeadlineChange:
+    """One deadline recounted on a newly loaded schedule: what it was and what it is now."""
+
+    target: str  # "publication_item" (GS-11, GS-12) or "catalogue_update" (GS-9)
+    id: int
+    due_before: date
+    due_after: date
+    provisional: bool
+    calendar_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleLoad:
+    """What loading a schedule changed: every recounted deadline, in order."""
+
+    year: int
+    version: str
+    changes: tuple[DeadlineChange, ...]
+
+    @property
+    def recounted(self) -> list[int]:
+        """The ids of the publication items whose deadline was recounted."""
+        return [c.id for c in self.changes if c.target == "publication_item"]
+
+    @property
+    def updates_recounted(self) -> list[int]:
+        """The ids of the catalogue update items (GS-9) whose deadline was recounted."""
+        return [c.id for c in self.changes if c.target == "catalogue_update"]
+
+
+def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> ScheduleLoad:
     """Store a year's official schedule and recount the deadlines it changes (issue #10 point 7).
 
     Every item not yet published whose deadline was counted over that year (provisionally on weekends,
-    or on an earlier schedule) gets its deadline recounted and the new calendar version; returns their ids.
+    or on an earlier schedule), and every open GS-9 catalogue update item counted over it, gets its
+    deadline recounted and the new calendar version, with an audit row each. The API
+    (``POST /api/v1/publicity/calendar``) and ``zfjl-server calendar load`` both call this.
     """
     if caller.role != "system_admin":
         raise TransitionForbidden(
@@ -76,43 +118,91 @@ def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -
     session.flush()
     calendar = calendar_of(session)
     marker = f"{schedule.year}:"
-    changed = []
+    changes: list[DeadlineChange] = []
     pending = session.scalars(
-        select(PublicationItem).where(
+        select(PublicationItem)
+        .where(
             PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value]),
             PublicationItem.calendar_version.contains(marker),
         )
+        .order_by(PublicationItem.id)
     )
     for item in pending:
         start = item.decided_on or item.created_at.astimezone(CHINA).date()
-        deadline = calendar.deadline(start, DeadlineRule[item.deadline_rule].working_days)
-        if deadline.calendar_version == item.calendar_version:
-            continue
-        write_audit(
-            session,
-            actor=caller.user_id,
-            action="publicity.deadline_recounted",
-            target_type="publication_item",
-            target_id=item.id,
-            detail={
-                "from": item.due_on.isoformat(),
-                "to": deadline.due.isoformat(),
-                "calendar": deadline.calendar_version,
-            },
+        change = _recount(
+            session, caller, calendar, "publication_item", item, start, DeadlineRule[item.deadline_rule]
         )
-        item.due_on = deadline.due
-        item.deadline_provisional = deadline.provisional
-        item.calendar_version = deadline.calendar_version
-        changed.append(item.id)
+        if change is not None:
+            changes.append(change)
+    open_updates = session.scalars(
+        select(CatalogueUpdate)
+        .where(CatalogueUpdate.closed_at.is_(None), CatalogueUpdate.calendar_version.contains(marker))
+        .order_by(CatalogueUpdate.id)
+    )
+    for update in open_updates:
+        change = _recount(
+            session,
+            caller,
+            calendar,
+            "catalogue_update",
+            update,
+            update.effective_on,
+            DeadlineRule.GS9_UPDATE,
+        )
+        if change is not None:
+            changes.append(change)
     write_audit(
         session,
         actor=caller.user_id,
         action="publicity.calendar_loaded",
         target_type="holiday_schedule",
         target_id=schedule.year,
-        detail={"version": schedule.version, "recounted": changed},
+        detail={
+            "version": schedule.version,
+            "recounted": [c.id for c in changes if c.target == "publication_item"],
+            "updates_recounted": [c.id for c in changes if c.target == "catalogue_update"],
+        },
     )
-    return changed
+    return ScheduleLoad(year=schedule.year, version=schedule.version, changes=tuple(changes))
+
+
+def _recount(
+    session: Session,
+    caller: Caller,
+    calendar: WorkingDayCalendar,
+    target: str,
+    row: PublicationItem | CatalogueUpdate,
+    start: date,
+    rule: DeadlineRule,
+) -> DeadlineChange | None:
+    """Recount one stored deadline on ``calendar``; None when its calendar version did not change."""
+    deadline = calendar.deadline(start, rule.working_days)
+    if deadline.calendar_version == row.calendar_version:
+        return None
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.deadline_recounted",
+        target_type=target,
+        target_id=row.id,
+        detail={
+            "from": row.due_on.isoformat(),
+            "to": deadline.due.isoformat(),
+            "calendar": deadline.calendar_version,
+        },
+    )
+    change = DeadlineChange(
+        target=target,
+        id=row.id,
+        due_before=row.due_on,
+        due_after=deadline.due,
+        provisional=deadline.provisional,
+        calendar_version=deadline.calendar_version,
+    )
+    row.due_on = deadline.due
+    row.deadline_provisional = deadline.provisional
+    row.calendar_version = deadline.calendar_version
+    return change
 
 
 def today_in_china(now: datetime | None = None) -> date:

@@ -444,8 +444,13 @@ def load_calendar() -> ResponseReturnValue:
     body = json_body(("year", "source", "holidays"))
     schedule = schedules.parse_schedule(body)
     with session_scope() as session:
-        recounted = schedules.load_schedule(session, caller(), schedule)
-        return jsonify(year=schedule.year, version=schedule.version, recounted=recounted)
+        loaded = schedules.load_schedule(session, caller(), schedule)
+        return jsonify(
+            year=loaded.year,
+            version=loaded.version,
+            recounted=loaded.recounted,
+            updates_recounted=loaded.updates_recounted,
+        )
 
 
 @bp.get("/export")

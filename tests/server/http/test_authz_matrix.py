@@ -27,8 +27,10 @@ from server.domain.cases.inputs import NewCase
 from server.domain.governance import approvals
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
 from server.domain.publicity import annual as publicity_annual
+from server.domain.publicity import catalogue_service
 from server.domain.publicity import service as publicity_service
 from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.inputs import NewCatalogueEntry
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
 from tests.fixtures.evidence import assign, record_evidence
@@ -108,6 +110,7 @@ _AGENCY_OWNED = (
     "session_id",
     "item_id",
     "report_id",
+    "entry_id",
 )
 # The API also answers another agency's governance request like a missing one (404); the workspace's
 # approval form answers both with the same redirect, so the page walk does not aim at it.
@@ -150,6 +153,28 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         report_id = publicity_annual.generate(
             session, Caller(str(user_b), "officer", world.agency_b), world.agency_b, 2025
         ).id
+        # A before-enforcement catalogue entry of B (GS-9), a draft with an open update item.
+        entry = catalogue_service.create_entry(
+            session,
+            Caller(str(user_b), "officer", world.agency_b),
+            NewCatalogueEntry.from_json(
+                {
+                    "kind": "complaint_channel",
+                    "content": {
+                        "name": "乙机关投诉渠道",
+                        "conditions": "乙机关受理条件",
+                        "phone": "0553-12345",
+                    },
+                    "change": {
+                        "cause": "duties",
+                        "effective_on": "2026-09-30",
+                        "reference": "乙机关职责调整",
+                    },
+                },
+                default_agency=world.agency_b,
+            ),
+        )
+        entry_id = entry.id
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     # An external provision request of B (JL-20): its details, decision and export stay B's.
@@ -176,6 +201,7 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "item_id": str(item_id),
         "report_id": str(report_id),
         "request_id": str(request_id),
+        "entry_id": str(entry_id),
     }
     sentinels = evidence.sentinels | {
         "芜湖市城市管理局",
@@ -187,6 +213,9 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
         "乙机关公示事项",
         "乙机关公示当事人有限公司",
         "乙机关接收法院",
+        "乙机关投诉渠道",
+        "乙机关受理条件",
+        "乙机关职责调整",
     }
     return names, sentinels
 

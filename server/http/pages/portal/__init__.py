@@ -1,4 +1,5 @@
-"""The public portal (GS-5, GS-8, GS-19): published decisions, search, open data, correction requests.
+"""The public portal (GS-5, GS-8, GS-9, GS-19): published decisions, search, open data, correction
+requests, and the before-enforcement catalogue (执法前公示).
 
 Anonymous and server-rendered, zh-CN by default and English with ``?lang=en``; rate-limited per client
 network. It shows only what is published and not expired, always from the redacted copy (GS-14); a
@@ -17,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from server.domain.errors import NotFound
 from server.domain.people.models import Agency
 from server.domain.publicity import annual, schedules
+from server.domain.publicity import catalogue_service
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
@@ -88,6 +90,9 @@ TEXT: dict[str, dict[str, str]] = {
         "published_on": "公布日期",
         "csv": "下载 CSV",
         "report_not_found": "年度报告不存在或尚未公布",
+        "before": "执法前公示",
+        "before_none": "尚无已公示的执法前信息",
+        "decisions": "执法结果公示",
     },
     "en": {
         "title": "Administrative enforcement publicity",
@@ -141,6 +146,9 @@ TEXT: dict[str, dict[str, str]] = {
         "published_on": "Published on",
         "csv": "Download CSV",
         "report_not_found": "No such published annual report",
+        "before": "Before enforcement",
+        "before_none": "Nothing published before enforcement yet",
+        "decisions": "Enforcement decisions",
     },
 }
 _KIND_EN = {
@@ -316,6 +324,32 @@ def index() -> ResponseReturnValue:
         kinds=[(act.value, act.label if _lang() == "zh" else _KIND_EN[act]) for act in EnforcementAct],
         pages=max(1, -(-min(total, portal_service.COUNT_CAP) // PER_PAGE)),
     )
+
+
+@bp.get("/before-enforcement")
+@api_view(
+    "portal.before_enforcement",
+    "执法前公示（公开）：各机关的执法依据、程序、清单、权利、投诉渠道、受委托组织 / before-enforcement "
+    "catalogue per agency (anonymous) — GS-9",
+    auth="public",
+    query={"agency_id": {"type": "integer"}, "lang": {"enum": ["zh", "en"]}},
+    response_content_type="text/html",
+    responses={400: "agency_id 有误 / bad agency_id", **_RATE_LIMITED},
+)
+def before_enforcement() -> ResponseReturnValue:
+    """The published entries of every agency (or one), grouped by kind; never a draft or a revision."""
+    if (refused := _limited()) is not None:
+        return refused
+    raw = request.args.get("agency_id", "").strip()
+    if raw and (not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 2**31):
+        message = TEXT[_lang()]["bad_request"].format(
+            detail="agency_id 须为正整数" if _lang() == "zh" else "agency_id must be a positive integer"
+        )
+        return _page("portal/message.html", message=message, status=400)
+    agency_id = int(raw) if raw else None
+    with session_scope() as session:
+        agencies = catalogue_service.portal_catalogue(session, agency_id=agency_id, lang=_lang())
+    return _page("portal/before.html", catalogue=agencies, agencies=_agencies(), selected=agency_id)
 
 
 @bp.get("/items/<int:item_id>")

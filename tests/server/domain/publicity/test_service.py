@@ -373,7 +373,7 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
         schedules.load_schedule(db_session, caller(agency, "12", "legal_reviewer"), schedule)
     assert info.value.kind == "forbidden"
     admin = Caller(user_id="1", role="system_admin", agency_id=None)
-    assert schedules.load_schedule(db_session, admin, schedule) == [item.id]
+    assert schedules.load_schedule(db_session, admin, schedule).recounted == [item.id]
     assert item.due_on == date(2027, 1, 6)
     assert not item.deadline_provisional
     assert "weekends-only" not in item.calendar_version
@@ -382,7 +382,7 @@ def test_loading_the_2027_schedule_recounts_provisional_deadlines(
         db_session, agency, "penalty", datetime(2026, 12, 25, tzinfo=BEIJING), "A-2"
     )
     assert service.collect_from_case_event(db_session, later_case, later).due_on == date(2027, 1, 6)  # type: ignore[union-attr]
-    assert schedules.load_schedule(db_session, admin, schedule) == []
+    assert schedules.load_schedule(db_session, admin, schedule).changes == ()
 
 
 def test_gs23_deadline_board_shows_overdue_due_soon_and_provisional(
