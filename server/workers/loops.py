@@ -21,10 +21,9 @@ from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
 from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
-from server.domain.governance import ledger
+from server.domain.governance import archive_job, archives, ledger
 from server.domain.publicity import annual
 from server.domain.publicity import service as publicity_service
-from server.domain.governance import archive_job, archives, ledger
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
 from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, ObjectStore

@@ -17,8 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.errors import NotFound
 from server.domain.people.models import Agency
-from server.domain.publicity import annual, schedules
-from server.domain.publicity import catalogue_service
+from server.domain.publicity import annual, catalogue_service, schedules
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
