@@ -24,6 +24,7 @@ from zfjl_verify.merkle import leaf_hash, verify_consistency, verify_inclusion
 from zfjl_verify.note import NoteVerifier
 from zfjl_verify.package import verify_package
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
+from zfjl_verify.suite import DEFAULT_SUITE
 
 __all__ = ["main"]
 
@@ -165,6 +166,11 @@ def _cmd_package(args: argparse.Namespace) -> None:
         _say(
             f"通过：机关电子印章有效（{report.sealed_by}）",
             f"OK: the agency seal verifies ({report.sealed_by})",
+        )
+    if report.suite and report.suite != DEFAULT_SUITE:
+        _say(
+            f"通过：密码套件 {report.suite} 的摘要均一致",
+            f"OK: the digests of crypto suite {report.suite} hold",
         )
     _say(
         f"通过：{report.files} 个文件的哈希、{report.recordings} 段录像和 {report.leaves} 个叶的包含证明"

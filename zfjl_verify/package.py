@@ -13,7 +13,8 @@ What :func:`verify_package` checks, each independently so one failure does not h
 
 1. BagIt: ``bagit.txt`` is there; every payload file is listed in every payload manifest and every
    listed file is there with that hash (RFC 8493 §3, §2.1.3); the tag manifests hold (§2.2.1);
-   ``Payload-Oxum`` matches.
+   ``Payload-Oxum`` matches. ``manifest-sm3.txt`` and ``tagmanifest-sm3.txt`` are checked when present
+   (a package of the ``sm3-ed25519`` suite, zfjl_verify/suite.py).
 2. The checkpoint's signature verifies against a key the caller pinned out of band (never one inside
    the package).
 3. Every leaf's inclusion proof leads to the checkpoint's root (RFC 9162 §2.1.3.2).
@@ -24,6 +25,7 @@ What :func:`verify_package` checks, each independently so one failure does not h
 6. With the agency's seal key pinned (``agency_keys``): ``zfjl-seal.note`` is signed by that key and
    names the digests the tag manifests actually have (zfjl_verify/seal.py), so even a file the ledger
    does not commit to (the case record, the provenance notes) cannot be edited by recomputing manifests.
+   The seal is checked with the suite it names: its scheme and one digest per algorithm of the suite.
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ from typing import IO, Any
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_inclusion
-from zfjl_verify.note import NoteVerifier, open_note
+from zfjl_verify.note import NoteVerifier
 from zfjl_verify.proofs import InclusionProof
-from zfjl_verify.seal import SEAL_FILE, SEALED_TAG_MANIFESTS, parse_seal_text
+from zfjl_verify.seal import SEAL_FILE, parse_seal_text, seal_suite_name
+from zfjl_verify.suite import KNOWN_DIGESTS, check_digest, get_suite
 
 __all__ = ["PACKAGE_FORMAT", "PackageProblem", "PackageReport", "verify_package"]
 
 PACKAGE_FORMAT = "zfjl.archive/1"
-_ALGORITHMS = ("sha256", "sha512")  # RFC 8493 §2.4: sha512 or sha256 SHOULD be used
+# RFC 8493 §2.4: sha512 or sha256 SHOULD be used; sm3 is added by the sm3 suites (zfjl_verify/suite.py).
+_ALGORITHMS = KNOWN_DIGESTS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +70,7 @@ class PackageReport:
     recordings: int = 0
     checkpoint: Checkpoint | None = None
     sealed_by: str | None = None
+    suite: str | None = None
     problems: list[PackageProblem] = field(default_factory=list)
 
     @property
@@ -213,6 +218,14 @@ def _check_manifest(
     return sizes
 
 
+def _computable(algorithm: str) -> bool:
+    try:
+        check_digest(algorithm)
+    except VerifyError:
+        return False
+    return True
+
+
 def _check_bagit(bag: _Bag, report: PackageReport) -> None:
     """The BagIt layer: declaration, payload and tag manifests, Payload-Oxum."""
     names = bag.names()
@@ -222,13 +235,19 @@ def _check_bagit(bag: _Bag, report: PackageReport) -> None:
     declaration = bag.read("bagit.txt").decode("utf-8", "replace")
     if "BagIt-Version:" not in declaration or "Tag-File-Character-Encoding: UTF-8" not in declaration:
         report.fail("not_a_bag", "bagit.txt 的声明不完整", "bagit.txt does not declare version and UTF-8")
-    payload = [a for a in _ALGORITHMS if f"manifest-{a}.txt" in names]
+    present = {a for a in _ALGORITHMS if f"manifest-{a}.txt" in names or f"tagmanifest-{a}.txt" in names}
+    for algorithm in sorted(present):
+        try:
+            check_digest(algorithm)
+        except VerifyError as exc:
+            report.fail(exc.code, exc.message, exc.message_en)
+    payload = [a for a in _ALGORITHMS if f"manifest-{a}.txt" in names and _computable(a)]
     if "sha256" not in payload:
         report.fail("bad_manifest", "缺少 manifest-sha256.txt", "manifest-sha256.txt is missing")
     sizes: dict[str, int] = {}
     for algorithm in payload:
         sizes |= _check_manifest(bag, f"manifest-{algorithm}.txt", algorithm, report, payload=True)
-    tags = [a for a in _ALGORITHMS if f"tagmanifest-{a}.txt" in names]
+    tags = [a for a in _ALGORITHMS if f"tagmanifest-{a}.txt" in names and _computable(a)]
     if not tags:
         report.fail("bad_manifest", "缺少标签清单 tagmanifest", "no tag manifest")
     for algorithm in tags:
@@ -377,8 +396,14 @@ def _check_seal(bag: _Bag, agency_keys: list[NoteVerifier], report: PackageRepor
             "seal_missing", f"缺少机关电子印章 {SEAL_FILE}", f"the agency seal {SEAL_FILE} is missing"
         )
         return
+    sealed = bag.read(SEAL_FILE)
     try:
-        note = open_note(bag.read(SEAL_FILE), agency_keys)
+        suite = get_suite(seal_suite_name(sealed))
+    except VerifyError as exc:
+        report.fail("seal_suite", f"机关电子印章：{exc.message}", f"the agency seal: {exc.message_en}")
+        return
+    try:
+        note = suite.seal.open(sealed, agency_keys)
     except VerifyError as exc:
         report.fail(
             "seal_signature",
@@ -391,9 +416,11 @@ def _check_seal(bag: _Bag, agency_keys: list[NoteVerifier], report: PackageRepor
         report.fail("seal_malformed", "机关电子印章的内容格式错误", "the agency seal's text is malformed")
         return
     report.sealed_by = note.signers[0]
-    for algorithm in SEALED_TAG_MANIFESTS:
+    report.suite = stated.suite
+    for algorithm in get_suite(stated.suite).digests:
         name = f"tagmanifest-{algorithm}.txt"
-        actual = bag.digest(name, algorithm)[1] if name in bag.names() else None
+        present = name in bag.names() and _computable(algorithm)
+        actual = bag.digest(name, algorithm)[1] if present else None
         if actual != stated.digests[algorithm]:
             report.fail(
                 "seal_mismatch",

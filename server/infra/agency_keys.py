@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from server.infra.fsmode import create_private_file, private_dir
 from server.infra.ingest_key import parse_private_key
 from zfjl_verify.note import NoteVerifier
 from zfjl_verify.seal import agency_verifier
+from zfjl_verify.suite import DEFAULT_SUITE, Suite, get_suite
 
 if TYPE_CHECKING:
     from server.infra.config import Settings
@@ -44,11 +45,13 @@ class AgencyKeyring:
     """The directory of the agencies' seal keys."""
 
     directory: Path
+    # The crypto suite the agencies seal under (ZFJL_CRYPTO_SUITE, zfjl_verify/suite.py): one per deployment.
+    suite: Suite = field(default_factory=lambda: get_suite(DEFAULT_SUITE))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgencyKeyring:
-        """The keyring the settings name."""
-        return cls(settings.agency_keys_dir)
+        """The keyring the settings name, sealing under the configured suite."""
+        return cls(settings.agency_keys_dir, get_suite(settings.crypto_suite))
 
     def _path(self, agency_id: int) -> Path:
         return self.directory / f"agency-{int(agency_id)}.key"

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import PRIVATE_FILE, private_dir, tighten
+from zfjl_verify.errors import VerifyError
+from zfjl_verify.suite import DEFAULT_SUITE, SUITES, get_suite
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "redact_url", "url_without_credentials"]
 
@@ -89,6 +91,16 @@ def _parse_choice(*choices: str) -> Callable[[str, Any], str]:
         return text
 
     return parse
+
+
+def _parse_suite(name: str, value: Any) -> str:
+    """A registered crypto suite this machine can compute (SM3 needs OpenSSL 3), checked at start-up."""
+    text = _parse_choice(*sorted(SUITES))(name, value)
+    try:
+        get_suite(text).check_available()
+    except VerifyError as exc:
+        raise ConfigError(f"配置 {name}：{exc.message} / {name}: {exc.message_en}") from None
+    return text
 
 
 def _parse_url(*schemes: str) -> Callable[[str, Any], str]:
@@ -290,6 +302,13 @@ _OPTIONS: tuple[_Option, ...] = (
         _parse_str,
     ),
     _Option(
+        "crypto_suite",
+        DEFAULT_SUITE,
+        "档案包与导出包的密码套件：sha256-ed25519，或 sm3-ed25519 (另加 SM3 清单，GB/T 39786) / crypto "
+        "suite of archive and export packages: sha256-ed25519, or sm3-ed25519 (adds SM3 manifests)",
+        _parse_suite,
+    ),
+    _Option(
         "archive_interval_s",
         "3600",
         "自动归档的轮询间隔秒数 (0 为关闭) / seconds between rounds of the archiving job, 0 = off",
@@ -369,6 +388,7 @@ class Settings:
     scrub_bytes_per_s: int
     scrub_pause_s: int
     agency_keys_dir: Path
+    crypto_suite: str
     archive_interval_s: int
     archive_delay_hours: int
     archive_bucket: str

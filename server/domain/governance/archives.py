@@ -57,6 +57,7 @@ from zfjl_common.fsutil import sha256_file
 from zfjl_verify.package import PACKAGE_FORMAT
 from zfjl_verify.proofs import encode_hash
 from zfjl_verify.seal import SEAL_FILE, sign_seal
+from zfjl_verify.suite import Suite
 
 __all__ = [
     "ARCHIVE_DEADLINE",
@@ -139,43 +140,47 @@ class _BagWriter:
                     out.write(chunk)
         self.files.append(f"data/{name}")
 
-    def _digests(self, name: str) -> tuple[int, str, str]:
+    def _digests(self, name: str, algorithms: tuple[str, ...]) -> tuple[int, dict[str, str]]:
+        """Size and hex digest of one file in every algorithm, in one read."""
         path = self.root / name
+        hashers = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
         with path.open("rb") as fh:
-            sha512 = hashlib.file_digest(fh, "sha512").hexdigest()
-        return path.stat().st_size, sha256_file(path), sha512
+            while chunk := fh.read(_CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+        return path.stat().st_size, {a: h.hexdigest() for a, h in hashers.items()}
 
     def seal(
-        self, info: dict[str, str], *, agency_id: int, private_key: Ed25519PrivateKey
+        self, info: dict[str, str], *, agency_id: int, private_key: Ed25519PrivateKey, suite: Suite
     ) -> tuple[str, str]:
-        """Write the manifests, bagit.txt, bag-info.txt, the tag manifests and the agency's seal over them
-        (zfjl_verify/seal.py); return (oxum, tag sha256)."""
-        sha256_lines, sha512_lines, total = [], [], 0
+        """Write the manifests (one per digest of the suite), bagit.txt, bag-info.txt, the tag manifests
+        and the agency's seal over them (zfjl_verify/seal.py, suite.py); return (oxum, tag sha256)."""
+        algorithms = suite.digests
+        lines_by: dict[str, list[str]] = {a: [] for a in algorithms}
+        total = 0
         for name in sorted(self.files):
-            size, h256, h512 = self._digests(name)
+            size, digests = self._digests(name, algorithms)
             total += size
-            sha256_lines.append(f"{h256}  {name}\n")
-            sha512_lines.append(f"{h512}  {name}\n")
+            for algorithm in algorithms:
+                lines_by[algorithm].append(f"{digests[algorithm]}  {name}\n")
         oxum = f"{total}.{len(self.files)}"
-        (self.root / "manifest-sha256.txt").write_text("".join(sha256_lines), encoding="utf-8")
-        (self.root / "manifest-sha512.txt").write_text("".join(sha512_lines), encoding="utf-8")
+        for algorithm in algorithms:
+            manifest = self.root / f"manifest-{algorithm}.txt"
+            manifest.write_text("".join(lines_by[algorithm]), encoding="utf-8")
         (self.root / "bagit.txt").write_text(_BAGIT, encoding="utf-8")
         lines = [f"{k}: {v}\n" for k, v in {**info, "Payload-Oxum": oxum}.items()]
         (self.root / "bag-info.txt").write_text("".join(lines), encoding="utf-8")
-        tags = ("bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-sha512.txt")
-        digests = {name: self._digests(name) for name in tags}
-        (self.root / "tagmanifest-sha256.txt").write_text(
-            "".join(f"{digests[n][1]}  {n}\n" for n in tags), encoding="utf-8"
-        )
-        (self.root / "tagmanifest-sha512.txt").write_text(
-            "".join(f"{digests[n][2]}  {n}\n" for n in tags), encoding="utf-8"
-        )
-        tag_sha256 = self._digests("tagmanifest-sha256.txt")[1]
-        sealed = {"sha256": tag_sha256, "sha512": self._digests("tagmanifest-sha512.txt")[2]}
+        tags = ("bagit.txt", "bag-info.txt", *(f"manifest-{a}.txt" for a in algorithms))
+        tag_digests = {name: self._digests(name, algorithms)[1] for name in tags}
+        for algorithm in algorithms:
+            (self.root / f"tagmanifest-{algorithm}.txt").write_text(
+                "".join(f"{tag_digests[n][algorithm]}  {n}\n" for n in tags), encoding="utf-8"
+            )
+        sealed = {a: self._digests(f"tagmanifest-{a}.txt", (a,))[1][a] for a in algorithms}
         (self.root / SEAL_FILE).write_text(
-            sign_seal(agency_id, self.root.name, sealed, private_key), encoding="utf-8"
+            sign_seal(agency_id, self.root.name, sealed, private_key, suite), encoding="utf-8"
         )
-        return oxum, tag_sha256
+        return oxum, sealed["sha256"]
 
 
 def _case_recordings(session: Session, record: dict[str, Any], events: list[CaseEvent]) -> list[Recording]:
@@ -423,7 +428,9 @@ def _seal_and_zip(
     agency_id: int,
     keyring: AgencyKeyring,
 ) -> _Sealed:
-    oxum, tag_sha = bag.seal(info, agency_id=agency_id, private_key=keyring.private_key(agency_id))
+    oxum, tag_sha = bag.seal(
+        info, agency_id=agency_id, private_key=keyring.private_key(agency_id), suite=keyring.suite
+    )
     zip_path = work_dir / f"{bag_name}.zip"
     _zip(bag.root, zip_path, bag_name)
     return _Sealed(oxum, tag_sha, zip_path, sha256_file(zip_path), zip_path.stat().st_size)

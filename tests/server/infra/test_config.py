@@ -78,3 +78,11 @@ def test_create_app_is_offline_and_frozen(tmp_path: Path) -> None:
 def test_harness_variables_are_not_settings(tmp_path: Path) -> None:
     env = {"ZFJL_REQUIRE_ALL": "1", "ZFJL_TEST_POSTGRES_URL": "x", "ZFJL_AGENT_DEVICE_ID": "d"}
     assert load_settings({"data_dir": str(tmp_path)}, environ=env).http_port == 8080
+
+
+def test_jl6_the_crypto_suite_is_checked_at_start_up(tmp_path: Path) -> None:
+    assert load_settings({"data_dir": str(tmp_path)}, environ={}).crypto_suite == "sha256-ed25519"
+    chosen = load_settings({"data_dir": str(tmp_path)}, environ={"ZFJL_CRYPTO_SUITE": "sm3-ed25519"})
+    assert chosen.crypto_suite == "sm3-ed25519"
+    with pytest.raises(ConfigError, match="ZFJL_CRYPTO_SUITE must be one of sha256-ed25519, sm3-ed25519"):
+        load_settings({"data_dir": str(tmp_path), "crypto_suite": "sm3-sm2"}, environ={})

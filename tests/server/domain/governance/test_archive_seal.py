@@ -16,13 +16,16 @@ import bagit
 import pytest
 from flask import Flask
 
+from server.domain.governance import archives
 from server.domain.governance.archives import BuiltArchive
 from server.infra.agency_keys import AgencyKeyring
-from server.infra.db import get_engine
+from server.infra.db import get_engine, session_scope
+from server.infra.storage import STORE_KEY
 from tests.conftest import migrated_app
 from tests.server.domain.governance.test_archive import CaseScene, _rehash, build_case, seal, signer
 from zfjl_verify.cli import main as verify_main
 from zfjl_verify.seal import SEAL_FILE
+from zfjl_verify.suite import get_suite
 
 
 @dataclass(frozen=True)
@@ -128,3 +131,40 @@ def test_jl18_the_reference_bagit_validator_accepts_a_package_and_refuses_a_chan
     with pytest.raises(bagit.BagValidationError):
         bagit.Bag(str(changed)).validate()
     assert _verify(app, tmp_path, changed, own.encode()) == 1
+
+
+def test_jl6_an_sm3_suite_package_verifies_under_bagit_and_fails_on_its_sm3_manifest(
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, scene = sealed.app, sealed.scene
+    settings = app.extensions["zfjl.settings"]
+    keyring = AgencyKeyring(settings.agency_keys_dir, get_suite("sm3-ed25519"))
+    with session_scope(app) as session:
+        built = archives.build_archive(
+            session, scene.callers["reviewer"], scene.case_id, store=app.extensions[STORE_KEY],
+            signer=signer(app), keyring=keyring, work_dir=tmp_path / "sm",
+        )  # fmt: skip
+    bag = built.bag_dir
+    for name in ("manifest-sm3.txt", "tagmanifest-sm3.txt", "manifest-sha256.txt", "tagmanifest-sha512.txt"):
+        assert (bag / name).is_file()
+    assert "\nsuite sm3-ed25519\n" in (bag / SEAL_FILE).read_text()
+    assert "manifest-sm3.txt" in (bag / "tagmanifest-sha256.txt").read_text()
+    bagit.Bag(str(bag)).validate()  # the reference validator still accepts the bag
+    own = keyring.verifier(scene.callers["reviewer"].agency_id).encode()
+    capsys.readouterr()
+    assert _verify(app, tmp_path, built.zip_path, own) == 0
+    assert "the digests of crypto suite sm3-ed25519 hold" in capsys.readouterr().out
+
+    # One byte changed and only the SHA-2 manifests recomputed: the SM3 manifest catches it.
+    changed = _copy(bag, tmp_path, "changed")
+    record = changed / "data/case/record.json"
+    raw = bytearray(record.read_bytes())
+    raw[-2] ^= 0x01
+    record.write_bytes(bytes(raw))
+    _rehash(changed)
+    assert _verify(app, tmp_path, changed, None) == 1
+    err = capsys.readouterr().err
+    assert "data/case/record.json does not match its sm3 in manifest-sm3.txt" in err
+    assert "[seal_mismatch]" not in err  # the seal was not asked for: the SM3 manifest alone caught it
+    assert _verify(app, tmp_path, changed, own) == 1
+    assert "[seal_mismatch] tagmanifest-sha256.txt is not what the agency sealed" in capsys.readouterr().err
