@@ -236,6 +236,7 @@ class RecorderFleet:
             ):
                 out[name] = out.get(name, 0) + int(getattr(stats, name))
             out["reconnects"] = out.get("reconnects", 0) + link.disconnects
+            out["subscribe_refusals"] = out.get("subscribe_refusals", 0) + link.subscribe_refusals
             out["pending"] = out.get("pending", 0) + self._outbox_pending(uploader)
         return out
 

@@ -108,6 +108,8 @@ class MqttLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
+        self.client.on_subscribe = self._handle_subscribe
+        self.subscribe_refusals = 0
 
     def _presence(self, state: PresenceState) -> Presence:
         return Presence(
@@ -202,6 +204,27 @@ class MqttLink:
                 self._on_connected()
             except Exception:
                 logger.exception("on_connected callback failed")
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        """A refused downlink subscription would leave every ack unheard (the uploads stall): retry it.
+
+        A clustered broker may refuse it while it re-elects after losing a node (NATS answers 0x80 when
+        it cannot create the subscription's JetStream consumer in time), without dropping the connection.
+        """
+        if not any(code.is_failure for code in reason_codes):
+            return
+        self.subscribe_refusals += 1
+        logger.warning("broker refused the downlink subscription (%s); retrying", reason_codes[0])
+        if self._closing.wait(_RECONNECT_MIN_S):
+            return
+        client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
 
     def _handle_disconnect(
         self,
