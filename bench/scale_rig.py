@@ -36,6 +36,7 @@ __all__ = [
     "free_port",
     "prepare_recorders",
     "register_recorders",
+    "stale_staging",
     "stored_summary",
     "verify_exactly_once",
     "wait_until",
@@ -384,6 +385,18 @@ class NatsCluster:
         return f"mqtt://127.0.0.1:{self.mqtt_ports[index]}"
 
     def _config(self, index: int) -> Path:
+        if len(self.names) == 1:
+            # One node: no cluster block (a lone clustered node never elects a JetStream leader).
+            return self._write_config(
+                index,
+                f"""
+server_name: {self.names[index]}
+listen: 127.0.0.1:{self.client_ports[index]}
+max_payload: 8MB
+jetstream {{ store_dir: "{self.workdir / "js-n0"}", max_memory_store: 256MB, max_file_store: 4GB }}
+mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]} }}
+""",
+            )
         routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.route_ports)
         store = self.workdir / f"js-{self.names[index]}"
         text = f"""
@@ -394,6 +407,9 @@ jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 4GB 
 cluster {{ name: zfjl, listen: 127.0.0.1:{self.route_ports[index]}, routes: [{routes}] }}
 mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]}, stream_replicas: {min(3, len(self.names))} }}
 """
+        return self._write_config(index, text)
+
+    def _write_config(self, index: int, text: str) -> Path:
         path = self.workdir / f"{self.names[index]}.conf"
         path.write_text(text)
         return path
@@ -417,7 +433,8 @@ mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]}, stream_replicas: {min(3, len
         wait_until(
             lambda: all(port_open("127.0.0.1", p) for p in self.mqtt_ports), timeout_s, "NATS MQTT listeners"
         )
-        wait_until(self.has_meta_leader, timeout_s, "a JetStream meta leader", poll_s=0.2)
+        if len(self.names) > 1:
+            wait_until(self.has_meta_leader, timeout_s, "a JetStream meta leader", poll_s=0.2)
 
     def has_meta_leader(self) -> bool:
         """Whether a node's log names a JetStream cluster meta leader."""
@@ -466,7 +483,7 @@ def stored_summary(database_url: str) -> int:
 
 def verify_exactly_once(env: Mapping[str, str], recorders: list[Recorder]) -> list[str]:
     """Every segment stored exactly once (one row, one object whose bytes hash to the manifest), no
-    transfer left in staging, and each recorder's chain report verified. The problems found."""
+    unfinished transfer left in staging, and each recorder's chain report verified. The problems found."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -483,6 +500,7 @@ def verify_exactly_once(env: Mapping[str, str], recorders: list[Recorder]) -> li
             rows = session.execute(
                 select(Recording.device_id, Recording.sequence, Recording.sha256, Recording.object_key)
             ).all()
+            stored_files = set(session.execute(select(Recording.device_id, Recording.file_id)).tuples())
             reports = {r.device_id: chain_report(session, r.device_id) for r in recorders}
     finally:
         engine.dispose()
@@ -500,10 +518,21 @@ def verify_exactly_once(env: Mapping[str, str], recorders: list[Recorder]) -> li
             problems.append(f"{device_id}/{sequence}: row sha256 differs from the manifest")
         elif hashlib.sha256((settings.object_dir / object_key).read_bytes()).hexdigest() != sha256:
             problems.append(f"{device_id}/{sequence}: object bytes differ from the manifest")
-    left = [p for p in settings.staging_dir.glob("*/*") if p.is_dir()]
-    if left:
-        problems.append(f"{len(left)} transfers left in staging")
+    # A process killed between its commit and clearing staging leaves the staged bytes of a STORED
+    # segment; the staging janitor removes them (ZFJL_STAGING_ABANDON_HOURS). Anything else is a fault.
+    left = [p for p in settings.staging_dir.glob("*/*") if p.is_dir() and not p.name.startswith(".")]
+    unfinished = [p for p in left if (p.parent.name, p.name) not in stored_files]
+    if unfinished:
+        problems.append(f"{len(unfinished)} unfinished transfers left in staging")
     for device_id, report in reports.items():
         if not report["verified"] or report["segments"] != len([k for k in expected if k[0] == device_id]):
             problems.append(f"{device_id}: chain not clean: {report}")
     return problems
+
+
+def stale_staging(env: Mapping[str, str]) -> int:
+    """Transfer folders still in staging (after a run: those of stored segments, for the janitor)."""
+    from server.infra.config import load_settings
+
+    staging = load_settings(environ=dict(env)).staging_dir
+    return len([p for p in staging.glob("*/*") if p.is_dir() and not p.name.startswith(".")])
