@@ -500,7 +500,9 @@ def verify_exactly_once(env: Mapping[str, str], recorders: list[Recorder]) -> li
             rows = session.execute(
                 select(Recording.device_id, Recording.sequence, Recording.sha256, Recording.object_key)
             ).all()
-            stored_files = set(session.execute(select(Recording.device_id, Recording.file_id)).tuples())
+            stored_files = {
+                (row[0], row[1]) for row in session.execute(select(Recording.device_id, Recording.file_id))
+            }
             reports = {r.device_id: chain_report(session, r.device_id) for r in recorders}
     finally:
         engine.dispose()

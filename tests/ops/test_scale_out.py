@@ -25,7 +25,7 @@ from bench.scale_rig import (
     verify_exactly_once,
     wait_until,
 )
-from server.infra.config import load_settings
+from server.infra.config import ConfigError, load_settings
 from server.infra.ingest_key import IngestSigner
 from tests.fixtures.mqtt import MosquittoBroker
 
@@ -62,7 +62,8 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
     database_url = load_settings(environ=env).database_url
     recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "kill")
     register_recorders(database_url, recorders)
-    server = ServerProcess(tmp_path, env, ingest_processes=2)
+    # The runner supervises only: no API or background loops competing for the CPU in this test.
+    server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=2)
     fleet: RecorderFleet | None = None
     try:
         server.wait_ready()
@@ -121,7 +122,7 @@ def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> 
         database_url = load_settings(environ=env).database_url
         recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
         register_recorders(database_url, recorders)
-        server = ServerProcess(tmp_path, env)
+        server = ServerProcess(tmp_path, env, roles="ingest")
         server.wait_ready()
         fleet = RecorderFleet(recorders, [cluster.mqtt_url(1), cluster.mqtt_url(2)], _ingest_keys(env))
         fleet.connect()
@@ -152,3 +153,26 @@ def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> 
         cluster.stop()
     assert exit_code == 0, server.log_tail() if server else ""
     assert verify_exactly_once(env, recorders) == []
+
+
+def test_roles_are_validated_and_put_in_order() -> None:
+    """``ZFJL_ROLES`` / ``--roles`` takes api, ingest and workers only; an unknown role stops the server."""
+    assert load_settings({"roles": "workers, api"}).roles == "api,workers"
+    assert load_settings({"roles": "ingest"}).has_role("ingest")
+    assert not load_settings({"roles": "ingest"}).has_role("api")
+    for bad in ("", "api,broker", ","):
+        with pytest.raises(ConfigError):
+            load_settings({"roles": bad})
+    with pytest.raises(ConfigError):
+        load_settings({"ingest_processes": 0})
+
+
+def test_split_roles_need_an_external_broker(tmp_path: Path) -> None:
+    """The embedded broker lives in one process: an ingest-only process without ZFJL_MQTT_URL refuses to
+    start (it would ingest from a broker no device can reach)."""
+    from server.runner import ServerRunner
+
+    runner = ServerRunner({"data_dir": str(tmp_path / "var"), "http_port": 0, "roles": "ingest"})
+    with pytest.raises(ConfigError):
+        runner.start()
+    assert runner.broker is None and not runner.workers
