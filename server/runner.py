@@ -41,7 +41,7 @@ from server.domain.fleet.broker_accounts import (
     remove_live_broker,
 )
 from server.infra.broker import EmbeddedBroker
-from server.infra.config import ENV_PREFIX, ConfigError, Settings, url_without_credentials
+from server.infra.config import ENV_PREFIX, ConfigError, Settings, load_settings, url_without_credentials
 from server.infra.db import get_engine, run_migrations
 from server.infra.ingest_key import IngestSigner, note_embedded_broker
 from server.infra.metrics import register_ingest_source
@@ -178,6 +178,7 @@ class IngestProcesses:
         self.env = _child_env(overrides)
         self._preexec = _die_with_parent_hook()
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._launched: list[tuple[subprocess.Popen[bytes], int]] = []
         self.restarts = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -191,9 +192,24 @@ class IngestProcesses:
 
     def start(self) -> None:
         """Start every child (in parallel) and return once each has subscribed; then watch them."""
-        launched = [self._launch(index) for index in range(self.count)]
-        for index, (proc, read_fd) in enumerate(launched):
-            self._await_ready(index, proc, read_fd)
+        self.launch()
+        self.await_ready()
+
+    def launch(self) -> None:
+        """Start every child without waiting (the runner sets itself up meanwhile)."""
+        self._launched = [self._launch(index) for index in range(self.count)]
+
+    def await_ready(self) -> None:
+        """Wait until every launched child has subscribed (or raise); then watch them."""
+        launched, self._launched = self._launched, []
+        try:
+            for index, (proc, read_fd) in enumerate(launched):
+                self._await_ready(index, proc, read_fd)
+                launched[index] = (proc, -1)
+        finally:
+            for _, read_fd in launched:
+                if read_fd >= 0:
+                    os.close(read_fd)
         self._monitor.start()
 
     def _launch(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -256,6 +272,9 @@ class IngestProcesses:
         self._stop.set()
         if self._monitor.is_alive():
             self._monitor.join(CHILD_READY_TIMEOUT_S)
+        for _, read_fd in self._launched:  # launched, never awaited (the runner failed to start)
+            os.close(read_fd)
+        self._launched = []
         with self._lock:
             procs = [proc for proc in self.procs if proc is not None]
         for proc in procs:
@@ -322,10 +341,7 @@ class ServerRunner:
             raise
 
     def _start(self) -> None:
-        app = create_app(self.overrides)
-        settings: Settings = app.extensions["zfjl.settings"]
-        self.app, self.settings = app, settings
-        _LOG.info("settings: %s", settings.safe_dict())
+        settings = load_settings(self.overrides)  # also makes the data folder's keys before any child
         if settings.roles != "api,ingest,workers" and not settings.mqtt_url:
             # The embedded broker lives in one process; split roles must meet at an external broker.
             raise ConfigError(
@@ -333,6 +349,17 @@ class ServerRunner:
                 f"roles {settings.roles!r} need an external broker (ZFJL_MQTT_URL)"
             )
         run_migrations(settings.database_url)
+        processes = self._ingest_process_count(settings)
+        if processes > 1:
+            # Launched before this process builds its app, so the children start up meanwhile.
+            self.ingest_processes = IngestProcesses(
+                processes, self.overrides, on_death=self._after_ingest_death
+            )
+            self.ingest_processes.launch()
+        app = create_app(self.overrides)
+        settings = app.extensions["zfjl.settings"]
+        self.app, self.settings = app, settings
+        _LOG.info("settings: %s", settings.safe_dict())
         service = IngestService.from_app(app)
         self.service = service
         ensure_bucket = getattr(service.store, "ensure_bucket", None)
@@ -351,23 +378,10 @@ class ServerRunner:
                 "mqtt://", f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@", 1
             )
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
-        if settings.has_role("ingest"):
-            processes = settings.ingest_processes
-            if processes > 1 and not (settings.mqtt_url and settings.mqtt_share_group):
-                # Without $share every process would receive (and store) every message.
-                _LOG.warning(
-                    "no shared subscription (embedded broker or empty ZFJL_MQTT_SHARE_GROUP): "
-                    "ingesting in this process, not in %d processes",
-                    processes,
-                )
-                processes = 1
-            if processes > 1:
-                self.ingest_processes = IngestProcesses(
-                    processes, self.overrides, on_death=self._after_ingest_death
-                )
-                self.ingest_processes.start()
-            else:
-                self._start_workers(settings, service)
+        if self.ingest_processes is not None:
+            self.ingest_processes.await_ready()
+        elif settings.has_role("ingest"):
+            self._start_workers(settings, service)
         register_ingest_source(app, service.stats, self._queue_depths)
         if settings.has_role("workers"):
             self._start_fleet_dispatch(app, settings)
@@ -452,9 +466,25 @@ class ServerRunner:
             self.workers.append(worker)
             worker.start()
 
+    @staticmethod
+    def _ingest_process_count(settings: Settings) -> int:
+        """How many ingest children to start: 0 when this process ingests itself (or not at all)."""
+        if not settings.has_role("ingest") or settings.ingest_processes <= 1:
+            return 0
+        if not (settings.mqtt_url and settings.mqtt_share_group):
+            # Without $share every process would receive (and store) every message.
+            _LOG.warning(
+                "no shared subscription (embedded broker or empty ZFJL_MQTT_SHARE_GROUP): "
+                "ingesting in this process, not in %d processes",
+                settings.ingest_processes,
+            )
+            return 0
+        return settings.ingest_processes
+
     def _after_ingest_death(self, pid: int) -> None:
         """Clean what a killed ingest process left in the object store (the transfer itself is redone)."""
-        assert self.service is not None
+        if self.service is None:
+            return
         sweep = getattr(self.service.store, "sweep_temp_files", None)
         if sweep is not None:
             _LOG.info("swept %d temporary object files of dead ingest pid %d", sweep(pid), pid)
