@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv demo test lint bench bench-ledger bench-portal clean distclean
+.PHONY: venv demo test lint bench bench-ledger bench-portal bench-scale clean distclean
 
 ## venv: create .venv and install the project with dev extras (re-runs only when pyproject.toml changes)
 venv: $(STAMP)
@@ -46,6 +46,10 @@ bench-ledger: $(STAMP)
 ## bench-portal: portal search on 1,000,000 published items (PostgreSQL on 127.0.0.1:5432)
 bench-portal: $(STAMP)
 	$(PY) bench/portal.py
+
+## bench-scale: ingest processes and broker engines (Mosquitto, NATS, RabbitMQ's MQTT plugin), see docs/scaling.md
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 ## clean: remove caches and build artefacts (keeps .venv; see distclean)
 clean:

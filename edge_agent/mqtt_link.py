@@ -52,6 +52,8 @@ _RECONNECT_MIN_S = 1
 _RECONNECT_MAX_S = 30
 # paho's backoff has no jitter: a fleet reconnecting after a broker restart would arrive in lockstep.
 _JITTER_MAX_S = 2.0
+_RESUBSCRIBE_MIN_S = 1.0
+_RESUBSCRIBE_MAX_S = 30.0
 
 
 class MqttLink:
@@ -108,6 +110,9 @@ class MqttLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
+        self.client.on_subscribe = self._handle_subscribe
+        self.subscribe_refusals = 0  # downlink subscriptions the broker refused (each retried)
+        self._refusals_in_a_row = 0
 
     def _presence(self, state: PresenceState) -> Presence:
         return Presence(
@@ -202,6 +207,39 @@ class MqttLink:
                 self._on_connected()
             except Exception:
                 logger.exception("on_connected callback failed")
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        """A refused downlink subscription would leave every ack unheard (the uploads stall): retry it.
+
+        A clustered broker may refuse it while it re-elects after losing a node (NATS cannot create the
+        subscription's JetStream consumer in time) without dropping the connection. Retries back off
+        (1 s doubling to 30 s) on a timer, never blocking paho's network thread (keep-alives go on).
+        """
+        if not any(code.is_failure for code in reason_codes):
+            self._refusals_in_a_row = 0
+            return
+        self.subscribe_refusals += 1
+        self._refusals_in_a_row += 1
+        delay = min(_RESUBSCRIBE_MAX_S, _RESUBSCRIBE_MIN_S * 2 ** (self._refusals_in_a_row - 1))
+        logger.warning(
+            "broker refused the downlink subscription (%s); retrying in %.0f s", reason_codes[0], delay
+        )
+        timer = threading.Timer(delay, self._resubscribe)
+        timer.daemon = True
+        timer.start()
+
+    def _resubscribe(self) -> None:
+        """Ask again for the downlink (a reconnect in between subscribes by itself)."""
+        if self._closing.is_set() or not self._connected.is_set():
+            return
+        self.client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
 
     def _handle_disconnect(
         self,

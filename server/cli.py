@@ -69,16 +69,28 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the server: migrate, embedded broker (unless ZFJL_MQTT_URL), ingest workers, HTTP API."""
+    """Run the server: migrate, embedded broker (unless ZFJL_MQTT_URL), ingest workers (or processes),
+    HTTP API and background loops — the roles of ``--roles`` / ZFJL_ROLES."""
     import logging
+    import os
     import signal
     import threading
 
+    from server.infra.config import ConfigError, load_settings
     from server.infra.logging_setup import configure_logging
     from server.runner import ServerRunner
 
-    overrides = {"database_url": args.database_url} if getattr(args, "database_url", None) else {}
-    configure_logging(_settings(args).log_format)  # ZFJL_LOG_FORMAT: text | json
+    overrides: dict[str, object] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    for name in ("roles", "ingest_processes", "ingest_workers"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        configure_logging(load_settings(overrides).log_format)  # ZFJL_LOG_FORMAT: text | json
+    except ConfigError as exc:
+        print(f"错误 / error: {exc}", file=sys.stderr)
+        return 2
     log = logging.getLogger("zfjl.server")
     stop = threading.Event()
 
@@ -96,6 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.http.url if runner.http else "?",
             runner.mqtt_url,
         )
+        if args.ready_fd is not None:
+            # The parent runner waits for this byte before it counts this ingest process as up.
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
         runner.wait(stop)
     finally:
         runner.stop()
@@ -328,6 +344,25 @@ def build_parser() -> argparse.ArgumentParser:
     calendar_load.set_defaults(func=cmd_calendar_load)
 
     run = sub.add_parser("run", help="运行服务 / run the server")
+    run.add_argument(
+        "--roles",
+        help="本进程的角色，覆盖 ZFJL_ROLES / roles of this process, overrides ZFJL_ROLES "
+        "(comma-separated: api, ingest, workers; default all three)",
+    )
+    run.add_argument(
+        "--ingest-processes",
+        type=int,
+        help="入库进程数，覆盖 ZFJL_INGEST_PROCESSES / ingest worker processes sharing the broker's "
+        "$share group, overrides ZFJL_INGEST_PROCESSES",
+    )
+    run.add_argument(
+        "--ingest-workers",
+        type=int,
+        help="每个入库进程的连接数，覆盖 ZFJL_INGEST_WORKERS / MQTT connections per ingest process, "
+        "overrides ZFJL_INGEST_WORKERS",
+    )
+    # Internal: an ingest child writes one byte here once its workers have subscribed.
+    run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -2,19 +2,34 @@
 
 One :class:`ServerRunner` owns every loop it starts and stops them in reverse order (HTTP, workers,
 broker), so a SIGTERM ends with every committed segment acknowledged and nothing half-written.
+
+Roles (``ZFJL_ROLES`` / ``--roles``) split one deployment over processes: ``api`` (waitress),
+``ingest`` (MQTT ingest workers) and ``workers`` (scrubber, ledger, housekeeping, fleet pushes). With
+``ZFJL_INGEST_PROCESSES=N`` (N > 1) the runner does not ingest itself but starts N child processes
+``zfjl-server run --roles ingest`` sharing the broker's ``$share`` group, restarts any that dies (a
+``kill -9`` loses only the messages in its flight, which the recorders re-send: docs/scaling.md) and
+stops them with SIGTERM when it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import paho.mqtt.client as mqtt
 from flask import Flask
+from paho.mqtt.enums import CallbackAPIVersion
 from waitress import wasyncore
 from waitress.server import create_server
 
@@ -26,14 +41,14 @@ from server.domain.fleet.broker_accounts import (
     remove_live_broker,
 )
 from server.infra.broker import EmbeddedBroker
-from server.infra.config import Settings, url_without_credentials
+from server.infra.config import ENV_PREFIX, ConfigError, Settings, load_settings, url_without_credentials
 from server.infra.db import get_engine, run_migrations
-from server.infra.ingest_key import note_embedded_broker
+from server.infra.ingest_key import IngestSigner, note_embedded_broker
 from server.infra.metrics import register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.infra.storage import ARCHIVE_STORE_KEY
 from server.ingest.service import IngestService
-from server.ingest.worker import IngestWorker
+from server.ingest.worker import IngestWorker, parse_broker_url
 from server.workers.loops import (
     ArchiveWorker,
     FleetDispatcher,
@@ -43,7 +58,7 @@ from server.workers.loops import (
     run_publicity_housekeeping,
 )
 
-__all__ = ["ServerRunner"]
+__all__ = ["IngestProcesses", "ServerRunner"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,6 +66,11 @@ HOUSEKEEPING_INTERVAL_S = 3600.0
 # Abandoned staging and flood summaries are handled more often than the hourly rest.
 STAGING_SWEEP_INTERVAL_S = 600.0
 HTTP_POLL_S = 0.5
+CHILD_READY_TIMEOUT_S = 120.0
+CHILD_STOP_TIMEOUT_S = 60.0
+CHILD_POLL_S = 0.2
+# A child that dies at once again and again (bad settings) is restarted no faster than this.
+CHILD_RESTART_BACKOFF_S = (0.5, 30.0)
 
 
 class _HttpServer:
@@ -91,6 +111,205 @@ class _HttpServer:
             self._server.task_dispatcher.shutdown()
 
 
+class _Publisher:
+    """A publish-only MQTT connection for the fleet pushes of a process that runs no ingest worker."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.address = parse_broker_url(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"zfjl-fleet-{os.getpid()}-{os.urandom(3).hex()}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+            transport="websockets" if self.address.websockets else "tcp",
+        )
+        if self.address.websockets:
+            self.client.ws_set_options(path=self.address.path)
+        if self.address.tls:
+            self.client.tls_set(ca_certs=settings.mqtt_ca_file or None)
+        if self.address.username is not None:
+            self.client.username_pw_set(self.address.username, self.address.password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+    def start(self) -> None:
+        """Connect in the background (paho queues QoS 1 publishes until connected)."""
+        self.client.connect_async(self.address.host, self.address.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _child_env(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The environment of an ingest child: ours, with the runner's overrides as ``ZFJL_*`` variables."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        key = name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name.upper()
+        env[key] = str(value)
+    env[ENV_PREFIX + "ROLES"] = "ingest"
+    env[ENV_PREFIX + "INGEST_PROCESSES"] = "1"
+    return env
+
+
+def _die_with_parent_hook() -> Any:
+    """A pre-exec hook giving the child SIGTERM when the runner dies, so no orphan keeps ingesting.
+
+    libc is loaded here, in the parent: the hook runs between fork and exec, where importing (taking
+    the import lock another thread may hold) could deadlock. None where prctl does not exist.
+    """
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    term = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, term)
+
+    return hook
+
+
+class IngestProcesses:
+    """N ``zfjl-server run --roles ingest`` children in one ``$share`` group, restarted when they die."""
+
+    def __init__(
+        self, count: int, overrides: Mapping[str, Any], on_death: Callable[[int], None] | None = None
+    ) -> None:
+        """``on_death(pid)`` runs (on the monitor thread) after a dead child was replaced."""
+        self.count = count
+        self.on_death = on_death
+        self.env = _child_env(overrides)
+        self._preexec = _die_with_parent_hook()
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._launched: list[tuple[subprocess.Popen[bytes], int]] = []
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor = threading.Thread(target=self._watch, name="zfjl-ingest-procs", daemon=True)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running children."""
+        with self._lock:
+            return [proc.pid for proc in self.procs if proc is not None and proc.poll() is None]
+
+    def start(self) -> None:
+        """Start every child (in parallel) and return once each has subscribed; then watch them."""
+        self.launch()
+        self.await_ready()
+
+    def launch(self) -> None:
+        """Start every child without waiting (the runner sets itself up meanwhile)."""
+        self._launched = [self._launch(index) for index in range(self.count)]
+
+    def await_ready(self) -> None:
+        """Wait until every launched child has subscribed (or raise); then watch them."""
+        launched, self._launched = self._launched, []
+        try:
+            for index, (proc, read_fd) in enumerate(launched):
+                self._await_ready(index, proc, read_fd)
+                launched[index] = (proc, -1)
+        finally:
+            for _, read_fd in launched:
+                if read_fd >= 0:
+                    os.close(read_fd)
+        self._monitor.start()
+
+    def _launch(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
+        """Start child ``index``; return it and the read end of its ready pipe."""
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "run", "--ready-fd", str(write_fd)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                preexec_fn=self._preexec,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        with self._lock:
+            self.procs[index] = proc  # stop() reaches it even if it never becomes ready
+        return proc, read_fd
+
+    def _await_ready(self, index: int, proc: subprocess.Popen[bytes], read_fd: int) -> None:
+        """Wait until the child reports ready on its pipe, or raise."""
+        try:
+            ready = _wait_ready(read_fd, proc, CHILD_READY_TIMEOUT_S, self._stop)
+        finally:
+            os.close(read_fd)
+        if not ready:
+            raise RuntimeError(f"ingest process {index} (pid {proc.pid}) did not become ready")
+        _LOG.info("ingest process %d running (pid %d)", index, proc.pid)
+
+    def _spawn(self, index: int) -> None:
+        """(Re)start child ``index`` and wait until it is ready."""
+        self._await_ready(index, *self._launch(index))
+
+    def _watch(self) -> None:
+        """Restart a child that exited while we run (kill -9, out of memory, a crash)."""
+        backoff = CHILD_RESTART_BACKOFF_S[0]
+        while not self._stop.wait(CHILD_POLL_S):
+            for index, proc in enumerate(list(self.procs)):
+                if proc is None or proc.poll() is None or self._stop.is_set():
+                    continue
+                _LOG.error(
+                    "ingest process %d (pid %d) exited with %s; restarting", index, proc.pid, proc.returncode
+                )
+                self.restarts += 1
+                try:
+                    self._spawn(index)
+                    backoff = CHILD_RESTART_BACKOFF_S[0]
+                    if self.on_death is not None:
+                        self.on_death(proc.pid)
+                except Exception:
+                    _LOG.exception("restarting ingest process %d failed; retrying in %.1f s", index, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, CHILD_RESTART_BACKOFF_S[1])
+
+    def stop(self) -> None:
+        """SIGTERM every child (each finishes its queued finalizes), wait, SIGKILL what hangs."""
+        self._stop.set()
+        if self._monitor.is_alive():
+            self._monitor.join(CHILD_READY_TIMEOUT_S)
+        for _, read_fd in self._launched:  # launched, never awaited (the runner failed to start)
+            os.close(read_fd)
+        self._launched = []
+        with self._lock:
+            procs = [proc for proc in self.procs if proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _LOG.error("ingest process pid %d did not stop; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(read_fd: int, proc: subprocess.Popen[bytes], timeout_s: float, stop: threading.Event) -> bool:
+    """Wait for the child's ready byte; False if it exited, timed out or we are stopping."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        readable, _, _ = select.select([read_fd], [], [], CHILD_POLL_S)
+        if readable:
+            return os.read(read_fd, 1) == b"1"
+        if proc.poll() is not None:
+            return False
+    return False
+
+
 class ServerRunner:
     """Owns the app, the embedded broker, the ingest workers, the HTTP server and housekeeping."""
 
@@ -111,6 +330,9 @@ class ServerRunner:
         """The embedded broker's service account (user, password); None with an external broker."""
         self._revalidate: Any = None
         self.workers: list[IngestWorker] = []
+        self.ingest_processes: IngestProcesses | None = None
+        """The ingest children when ZFJL_INGEST_PROCESSES > 1 (this process then ingests nothing)."""
+        self.publisher: _Publisher | None = None
         self.http: _HttpServer | None = None
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
@@ -128,11 +350,25 @@ class ServerRunner:
             raise
 
     def _start(self) -> None:
+        settings = load_settings(self.overrides)  # also makes the data folder's keys before any child
+        if settings.roles != "api,ingest,workers" and not settings.mqtt_url:
+            # The embedded broker lives in one process; split roles must meet at an external broker.
+            raise ConfigError(
+                "ZFJL_ROLES 拆分角色时需要外部代理 ZFJL_MQTT_URL / "
+                f"roles {settings.roles!r} need an external broker (ZFJL_MQTT_URL)"
+            )
+        run_migrations(settings.database_url)
+        processes = self._ingest_process_count(settings)
+        if processes > 1:
+            # Launched before this process builds its app, so the children start up meanwhile.
+            self.ingest_processes = IngestProcesses(
+                processes, self.overrides, on_death=self._after_ingest_death
+            )
+            self.ingest_processes.launch()
         app = create_app(self.overrides)
-        settings: Settings = app.extensions["zfjl.settings"]
+        settings = app.extensions["zfjl.settings"]
         self.app, self.settings = app, settings
         _LOG.info("settings: %s", settings.safe_dict())
-        run_migrations(settings.database_url)
         service = IngestService.from_app(app)
         self.service = service
         for store in (service.store, app.extensions[ARCHIVE_STORE_KEY]):
@@ -152,29 +388,43 @@ class ServerRunner:
                 "mqtt://", f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@", 1
             )
             _LOG.info("embedded MQTT broker for devices: %s", self.mqtt_url)
-        self._start_workers(settings, service)
+        if self.ingest_processes is not None:
+            self.ingest_processes.await_ready()
+        elif settings.has_role("ingest"):
+            self._start_workers(settings, service)
         register_ingest_source(app, service.stats, self._queue_depths)
-        self._start_fleet_dispatch(app)
-        self.http = _HttpServer(app, settings.http_host, settings.http_port)
-        self.http.start()
-        _LOG.info("HTTP API listening on %s", self.http.url)
-        self._housekeeping = threading.Thread(target=self._housekeep, name="zfjl-housekeeping", daemon=True)
-        self._housekeeping.start()
-        # JL-6: stored evidence is re-checked against the signed manifests at a bounded rate.
-        self.scrubber = Scrubber(
-            app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
-        )
-        self.scrubber.start()
-        # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
-        self.ledger_worker = LedgerWorker(app)
-        self.ledger_worker.start()
-        # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
-        self.archive_worker = ArchiveWorker(app)
-        self.archive_worker.start()
+        if settings.has_role("workers"):
+            self._start_fleet_dispatch(app, settings)
+        if settings.has_role("api"):
+            self.http = _HttpServer(app, settings.http_host, settings.http_port)
+            self.http.start()
+            _LOG.info("HTTP API listening on %s", self.http.url)
+        if settings.has_role("workers"):
+            self._housekeeping = threading.Thread(
+                target=self._housekeep, name="zfjl-housekeeping", daemon=True
+            )
+            self._housekeeping.start()
+            # JL-6: stored evidence is re-checked against the signed manifests at a bounded rate.
+            self.scrubber = Scrubber(
+                app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
+            )
+            self.scrubber.start()
+            # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
+            self.ledger_worker = LedgerWorker(app)
+            self.ledger_worker.start()
+            # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
+            self.archive_worker = ArchiveWorker(app)
+            self.archive_worker.start()
 
-    def _start_fleet_dispatch(self, app: Flask) -> None:
-        """Push new commands and desired configs to devices through the first ingest worker's client."""
-        client, signer = self.workers[0].client, self.workers[0].signer
+    def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
+        """Push new commands and desired configs to devices through the first ingest worker's client
+        (or a publish-only connection when this process ingests nothing itself)."""
+        if self.workers:
+            client, signer = self.workers[0].client, self.workers[0].signer
+        else:
+            self.publisher = _Publisher(settings, self.ingest_url)
+            self.publisher.start()
+            client, signer = self.publisher.client, IngestSigner.from_settings(settings)
 
         def publish(topic: str, payload: bytes, retain: bool) -> None:
             # Commands and desired configs are signed with the ingest key, like acks (protocol.downlink).
@@ -229,6 +479,29 @@ class ServerRunner:
             self.workers.append(worker)
             worker.start()
 
+    @staticmethod
+    def _ingest_process_count(settings: Settings) -> int:
+        """How many ingest children to start: 0 when this process ingests itself (or not at all)."""
+        if not settings.has_role("ingest") or settings.ingest_processes <= 1:
+            return 0
+        if not (settings.mqtt_url and settings.mqtt_share_group):
+            # Without $share every process would receive (and store) every message.
+            _LOG.warning(
+                "no shared subscription (embedded broker or empty ZFJL_MQTT_SHARE_GROUP): "
+                "ingesting in this process, not in %d processes",
+                settings.ingest_processes,
+            )
+            return 0
+        return settings.ingest_processes
+
+    def _after_ingest_death(self, pid: int) -> None:
+        """Clean what a killed ingest process left in the object store (the transfer itself is redone)."""
+        if self.service is None:
+            return
+        sweep = getattr(self.service.store, "sweep_temp_files", None)
+        if sweep is not None:
+            _LOG.info("swept %d temporary object files of dead ingest pid %d", sweep(pid), pid)
+
     def _queue_depths(self) -> dict[str, int]:
         """Finalizes waiting per ingest worker, for /metrics."""
         return {worker.name: worker.finalize_queue_depth() for worker in self.workers}
@@ -267,7 +540,7 @@ class ServerRunner:
             pass
 
     def stop(self) -> None:
-        """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
+        """Stop in reverse order of start: HTTP, ingest workers and processes, broker; safe to call twice."""
         self._stop.set()
         if self.archive_worker is not None:
             self.archive_worker.stop()
@@ -284,6 +557,12 @@ class ServerRunner:
         if self.fleet_dispatcher is not None:
             self.fleet_dispatcher.stop()
             self.fleet_dispatcher = None
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher = None
+        if self.ingest_processes is not None:
+            self.ingest_processes.stop()
+            self.ingest_processes = None
         for worker in reversed(self.workers):
             try:
                 worker.stop()

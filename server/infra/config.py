@@ -16,7 +16,15 @@ from server.infra.fsmode import PRIVATE_FILE, private_dir, tighten
 from zfjl_verify.errors import VerifyError
 from zfjl_verify.suite import DEFAULT_SUITE, SUITES, get_suite
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "redact_url", "url_without_credentials"]
+__all__ = [
+    "ENV_PREFIX",
+    "SERVER_ROLES",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "redact_url",
+    "url_without_credentials",
+]
 
 ENV_PREFIX = "ZFJL_"
 # Variables of the test harness, CI and the other tools share the prefix but are not server settings.
@@ -101,6 +109,23 @@ def _parse_suite(name: str, value: Any) -> str:
     except VerifyError as exc:
         raise ConfigError(f"配置 {name}：{exc.message} / {name}: {exc.message_en}") from None
     return text
+
+
+SERVER_ROLES = ("api", "ingest", "workers")
+"""What one ``zfjl-server run`` process may do: the HTTP API, the MQTT ingest (with the fleet pushes
+when ``workers`` runs elsewhere), the background loops (scrubber, ledger, housekeeping, fleet pushes)."""
+
+
+def _parse_roles(name: str, value: Any) -> str:
+    text = _parse_str(name, value).lower()
+    roles = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [role for role in roles if role not in SERVER_ROLES]
+    if not roles or unknown:
+        raise ConfigError(
+            f"配置 {name} 只能是 {', '.join(SERVER_ROLES)} 的组合 / "
+            f"{name} must combine {', '.join(SERVER_ROLES)}, got {value!r}"
+        )
+    return ",".join(role for role in SERVER_ROLES if role in roles)  # canonical order, no repeats
 
 
 def _parse_url(*schemes: str) -> Callable[[str, Any], str]:
@@ -210,6 +235,20 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("http_host", "127.0.0.1", "HTTP 监听地址 / HTTP listen address", _parse_str),
     _Option("http_port", "8080", "HTTP 端口 / HTTP port", _parse_int(0, 65535)),
     _Option("ingest_workers", "1", "入库工作线程数 / ingest worker count", _parse_int(1, 64)),
+    _Option(
+        "ingest_processes",
+        "1",
+        "入库进程数 (大于 1 时需外部代理支持 $share) / ingest worker processes "
+        "(more than 1 needs an external broker with $share)",
+        _parse_int(1, 64),
+    ),
+    _Option(
+        "roles",
+        "api,ingest,workers",
+        "本进程承担的角色 (api, ingest, workers，逗号分隔) / roles of this process "
+        "(api, ingest, workers; comma-separated)",
+        _parse_roles,
+    ),
     _Option(
         "max_segment_bytes", str(2 * GIB), "单段最大字节数 / maximum segment size in bytes", _parse_int(1)
     ),
@@ -372,6 +411,8 @@ class Settings:
     http_host: str
     http_port: int
     ingest_workers: int
+    ingest_processes: int
+    roles: str
     max_segment_bytes: int
     max_chunk_bytes: int
     staging_quota_bytes: int
@@ -394,6 +435,10 @@ class Settings:
     archive_bucket: str
     archive_prefix: str
     archive_dir: Path
+
+    def has_role(self, role: str) -> bool:
+        """Whether this process runs ``role`` (one of :data:`SERVER_ROLES`)."""
+        return role in self.roles.split(",")
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -230,6 +231,20 @@ class LocalObjectStore:
     def extend_retention(self, key: str, until: datetime | None) -> bool:
         """A directory has no retention lock to extend: the database's retention rules are the only guard."""
         return False
+
+    def sweep_temp_files(self, pid: int) -> int:
+        """Remove the temporary files a dead process ``pid`` left half-way through ``put_file``.
+
+        A process killed between writing its ``.NAME.PID.RANDOM.tmp`` and linking it leaves it behind;
+        the segment itself is stored again by whoever finishes the transfer. Only files named with
+        ``pid`` are touched, so puts of live processes are safe. The number removed.
+        """
+        removed = 0
+        for tmp in self.root.rglob(f".*.{int(pid)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+        return removed
 
     def ping(self) -> bool:
         """Whether the root directory exists (or can be created) and is writable."""

@@ -1,0 +1,178 @@
+"""Scale-out with real processes (issue #12, docs/scaling.md): ``zfjl-server run --ingest-processes 2``
+behind Mosquitto's ``$share`` with one worker process killed by SIGKILL mid-transfer, and a 3-node NATS
+cluster losing a node while recorders drain their backlog. Every segment must be stored exactly once
+and every recorder's chain must stay clean (JL-17: nothing recorded is lost; JL-6: nothing is altered).
+
+Both tests wait on conditions (rows stored, processes up), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from bench.scale_rig import (
+    NatsCluster,
+    RecorderFleet,
+    ServerProcess,
+    find_nats_server,
+    prepare_recorders,
+    register_recorders,
+    stored_summary,
+    verify_exactly_once,
+    wait_until,
+)
+from server.infra.config import ConfigError, load_settings
+from server.infra.ingest_key import IngestSigner
+from tests.fixtures.mqtt import MosquittoBroker
+
+RECORDERS = 4
+SEGMENTS_EACH = 4
+SEGMENT_BYTES = 512 * 1024  # two 256 KiB chunks each: a kill lands in the middle of transfers
+TOTAL = RECORDERS * SEGMENTS_EACH
+
+
+def _server_env(tmp_path: Path, mqtt_url: str, **extra: str) -> dict[str, str]:
+    """``ZFJL_*`` of the server processes: SQLite and a local object folder in ``tmp_path``."""
+    return {
+        "ZFJL_DATA_DIR": str(tmp_path / "server"),
+        "ZFJL_HTTP_PORT": "0",
+        "ZFJL_MQTT_URL": mqtt_url,
+        "ZFJL_SCRUB_BYTES_PER_S": "0",  # the bytes are checked below, once, after the run
+        **extra,
+    }
+
+
+def _ingest_keys(env: dict[str, str]) -> tuple[str, ...]:
+    """The ingest public keys the recorders pin (the key is generated in the data folder here)."""
+    return tuple(IngestSigner.from_settings(load_settings(environ=env)).public_keys())
+
+
+@pytest.mark.mosquitto
+def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker
+) -> None:
+    """Two ingest processes share ``$share/zfjl-ingest``; one gets SIGKILL after the first segment is
+    stored while the four recorders still have 15 to send. The recorders' ack timeout, status query and
+    resend recover what the dead process had in flight; the runner starts a replacement process."""
+    env = _server_env(tmp_path, mosquitto_broker.url)
+    database_url = load_settings(environ=env).database_url
+    recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "kill")
+    register_recorders(database_url, recorders)
+    # The runner supervises only: no API or background loops competing for the CPU in this test.
+    server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=2)
+    fleet: RecorderFleet | None = None
+    try:
+        server.wait_ready()
+        children = server.child_pids()
+        assert len(children) == 2, server.log_tail()
+        fleet = RecorderFleet(recorders, [mosquitto_broker.url], _ingest_keys(env))
+        fleet.connect()
+        fleet.start()
+        wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
+        os.kill(children[0], signal.SIGKILL)
+        stored_at_kill = stored_summary(database_url)
+        assert stored_at_kill < TOTAL, "the backlog was gone before the kill: nothing was in flight"
+        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
+        stats = fleet.stats()
+        assert stats["segments_failed"] == 0 and stats["pending"] == 0, stats
+        assert stats["segments_completed"] == TOTAL, stats
+        # The runner noticed the death and started a replacement in the same $share group.
+        wait_until(
+            lambda: len(server.child_pids()) == 2 and children[0] not in server.child_pids(),
+            120,
+            "a replacement ingest process",
+        )
+        # ...and removed what the dead process left half-written in the object store.
+        wait_until(
+            lambda: f"temporary object files of dead ingest pid {children[0]}" in server.log_text(),
+            60,
+            "the dead process's temporary files swept",
+        )
+    finally:
+        if fleet is not None:
+            fleet.close()
+        exit_code = server.stop()
+    assert exit_code == 0, server.log_tail()
+    assert verify_exactly_once(env, recorders) == []
+
+
+@pytest.mark.nats
+def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> None:
+    """Three nats-server nodes (JetStream R3, MQTT on each). The ingest process is on node 0, the
+    recorders on nodes 1 and 2. Node 2 is killed (SIGKILL) after the first segment is stored: the
+    recorders on node 1 keep storing through the two survivors; node 2 comes back on its port (as its
+    service manager would restart it) and its recorders finish. Exactly once, chains clean.
+
+    NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one ingest
+    process subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty); docs/scaling.md."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    (tmp_path / "nats").mkdir()
+    cluster = NatsCluster(tmp_path / "nats", binary)
+    server: ServerProcess | None = None
+    fleet: RecorderFleet | None = None
+    try:
+        cluster.start()
+        env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+        database_url = load_settings(environ=env).database_url
+        recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
+        register_recorders(database_url, recorders)
+        server = ServerProcess(tmp_path, env, roles="ingest")
+        server.wait_ready()
+        fleet = RecorderFleet(recorders, [cluster.mqtt_url(1), cluster.mqtt_url(2)], _ingest_keys(env))
+        fleet.connect()
+        fleet.start()
+        wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
+        cluster.kill_node(2)
+        stored_at_kill = stored_summary(database_url)
+        assert stored_at_kill < TOTAL, "the backlog was gone before the kill"
+        # The cluster keeps working without node 2: node 1's recorders go on being stored.
+        on_node_1 = sum(
+            len(r.segments) for r in recorders if fleet.broker_of[r.device_id] == cluster.mqtt_url(1)
+        )
+        wait_until(
+            lambda: stored_summary(database_url) >= min(stored_at_kill + 2, on_node_1),
+            90,
+            "segments stored while node 2 is down",
+            poll_s=0.2,
+        )
+        cluster.start_node(2)
+        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}"
+        stats = fleet.stats()
+        assert stats["segments_failed"] == 0 and stats["pending"] == 0, stats
+        print("recorders after the node loss:", stats)
+    finally:
+        if fleet is not None:
+            fleet.close()
+        exit_code = server.stop() if server is not None else 0
+        cluster.stop()
+    assert exit_code == 0, server.log_tail() if server else ""
+    assert verify_exactly_once(env, recorders) == []
+
+
+def test_roles_are_validated_and_put_in_order() -> None:
+    """``ZFJL_ROLES`` / ``--roles`` takes api, ingest and workers only; an unknown role stops the server."""
+    assert load_settings({"roles": "workers, api"}).roles == "api,workers"
+    assert load_settings({"roles": "ingest"}).has_role("ingest")
+    assert not load_settings({"roles": "ingest"}).has_role("api")
+    for bad in ("", "api,broker", ","):
+        with pytest.raises(ConfigError):
+            load_settings({"roles": bad})
+    with pytest.raises(ConfigError):
+        load_settings({"ingest_processes": 0})
+
+
+def test_split_roles_need_an_external_broker(tmp_path: Path) -> None:
+    """The embedded broker lives in one process: an ingest-only process without ZFJL_MQTT_URL refuses to
+    start (it would ingest from a broker no device can reach)."""
+    from server.runner import ServerRunner
+
+    runner = ServerRunner({"data_dir": str(tmp_path / "var"), "http_port": 0, "roles": "ingest"})
+    with pytest.raises(ConfigError):
+        runner.start()
+    assert runner.broker is None and not runner.workers
