@@ -190,6 +190,7 @@ def test_jl21_the_workspace_page_shows_the_numbers_a_chart_and_a_csv(app: Flask,
     a = _agency(app, "某市市场监督管理局")
     row = html.split(f'data-agency="{a}"', 1)[1].split("</tr>", 1)[0]
     assert 'data-col="recordings">5<' in row and 'data-col="unexplained_gaps">1<' in row
+    assert 'data-col="access_requests">0<' in row and 'data-col="publication_overdue">0<' in row
     csv_page = client.get("/workspace/statistics.csv?from=2026-03-01&group=officer")
     assert csv_page.status_code == 200 and csv_page.mimetype == "text/csv"
     assert len(csv_page.data.decode("utf-8-sig").splitlines()) == 1 + 3  # 王, 李 and agency B's officer
