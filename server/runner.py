@@ -33,7 +33,13 @@ from server.infra.metrics import register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
-from server.workers.loops import FleetDispatcher, LedgerWorker, Scrubber, run_fleet_housekeeping
+from server.workers.loops import (
+    FleetDispatcher,
+    LedgerWorker,
+    PublicityWorker,
+    Scrubber,
+    run_fleet_housekeeping,
+)
 
 __all__ = ["ServerRunner"]
 
@@ -109,6 +115,7 @@ class ServerRunner:
         self.fleet_dispatcher: FleetDispatcher | None = None
         self.scrubber: Scrubber | None = None
         self.ledger_worker: LedgerWorker | None = None
+        self.publicity_worker: PublicityWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -158,6 +165,9 @@ class ServerRunner:
         # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
         self.ledger_worker = LedgerWorker(app)
         self.ledger_worker.start()
+        # GS-13, GS-23: items past their disclosure period leave; deadline alerts open before a deadline.
+        self.publicity_worker = PublicityWorker(app)
+        self.publicity_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client."""
@@ -251,6 +261,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers, broker; safe to call twice."""
         self._stop.set()
+        if self.publicity_worker is not None:
+            self.publicity_worker.stop()
+            self.publicity_worker = None
         if self.ledger_worker is not None:
             self.ledger_worker.stop()
             self.ledger_worker = None

@@ -281,6 +281,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "两轮后台校验之间的间隔秒数 / seconds between background scrub passes",
         _parse_int(1, 30 * 86400),
     ),
+    _Option(
+        "publicity_sweep_interval_s",
+        "900",
+        "公示期限告警与公示期满下架的检查间隔秒数 / seconds between passes that raise publication "
+        "deadline alerts and take items past their disclosure period off the portal",
+        _parse_int(10, 86400),
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -327,6 +334,7 @@ class Settings:
     metrics_token: str
     scrub_bytes_per_s: int
     scrub_pause_s: int
+    publicity_sweep_interval_s: int
 
     @staticmethod
     def describe() -> list[tuple[str, str, str, str]]:

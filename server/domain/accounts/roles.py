@@ -117,6 +117,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     # Publicity (server/http/api/publicity.py): GS-7, GS-11 – GS-19, GS-22.
     "publicity.list_items": _READ_PUBLICITY,
     "publicity.deadlines": _READ_PUBLICITY,
+    "publicity.alerts": _READ_PUBLICITY,
     "publicity.get_item": _READ_PUBLICITY,
     "publicity.review_item": _READ_PUBLICITY,
     "publicity.export": _READ_PUBLICITY,

@@ -26,6 +26,7 @@ from server.domain.cases import service as case_service
 from server.domain.cases.inputs import NewCase
 from server.domain.people.service import CROSS_AGENCY_READERS, Caller
 from server.domain.publicity import service as publicity_service
+from server.domain.publicity.alerts import evaluate_deadline_alerts
 from server.domain.publicity.codes import EnforcementAct
 from server.infra.db import get_engine, session_scope
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, migrated_app
@@ -132,6 +133,8 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
             ),
         )
         item_id = item.id
+        # Its deadline (2026-10-15) has passed: a deadline alert of B that A must never see (GS-23).
+        evaluate_deadline_alerts(session)
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     names = {

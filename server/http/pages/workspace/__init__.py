@@ -9,6 +9,7 @@ roles table, agency scope, and every view of evidence audited like the API.
 from server.http.pages.workspace import (
     approvals,
     cases,
+    deadlines,
     devices,
     login,
     media,
@@ -23,6 +24,7 @@ __all__ = [
     "approvals",
     "bp",
     "cases",
+    "deadlines",
     "devices",
     "login",
     "media",
