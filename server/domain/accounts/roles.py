@@ -69,6 +69,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "people.put_officer_photo": _MANAGE_PEOPLE,
     "people.import_officers": _MANAGE_PEOPLE,
     "credentials.my_credential": _CREDENTIAL_HOLDERS,
+    "credentials.credential_batch": _CREDENTIAL_HOLDERS,
     "credentials.my_photo": _CREDENTIAL_HOLDERS,
     "credentials.show_credential": _CREDENTIAL_HOLDERS,
     "credentials.my_cases": _CREDENTIAL_HOLDERS,
