@@ -53,6 +53,7 @@ from server.workers.loops import (
     ArchiveWorker,
     FleetDispatcher,
     LedgerWorker,
+    PublicityWorker,
     Scrubber,
     run_fleet_housekeeping,
     run_publicity_housekeeping,
@@ -340,6 +341,7 @@ class ServerRunner:
         self.scrubber: Scrubber | None = None
         self.ledger_worker: LedgerWorker | None = None
         self.archive_worker: ArchiveWorker | None = None
+        self.publicity_worker: PublicityWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -415,6 +417,9 @@ class ServerRunner:
             # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
             self.archive_worker = ArchiveWorker(app)
             self.archive_worker.start()
+            # GS-13, GS-23: items past their disclosure period leave; deadline alerts open before a deadline.
+            self.publicity_worker = PublicityWorker(app)
+            self.publicity_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client
@@ -542,6 +547,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers and processes, broker; safe to call twice."""
         self._stop.set()
+        if self.publicity_worker is not None:
+            self.publicity_worker.stop()
+            self.publicity_worker = None
         if self.archive_worker is not None:
             self.archive_worker.stop()
             self.archive_worker = None

@@ -380,6 +380,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "(with ZFJL_OBJECT_STORE=local)",
         _parse_str,
     ),
+    _Option(
+        "publicity_sweep_interval_s",
+        "900",
+        "公示期限告警与公示期满下架的检查间隔秒数 / seconds between passes that raise publication "
+        "deadline alerts and take items past their disclosure period off the portal",
+        _parse_int(10, 86400),
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -435,6 +442,7 @@ class Settings:
     archive_bucket: str
     archive_prefix: str
     archive_dir: Path
+    publicity_sweep_interval_s: int
 
     def has_role(self, role: str) -> bool:
         """Whether this process runs ``role`` (one of :data:`SERVER_ROLES`)."""

@@ -23,7 +23,9 @@ from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import archive_job, archives, ledger
 from server.domain.publicity import annual
-from server.domain.publicity import service as publicity_service
+from server.domain.publicity.alerts import evaluate_deadline_alerts
+from server.domain.publicity.schedules import today_in_china
+from server.domain.publicity.service import expire_due
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
 from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, ObjectStore
@@ -33,6 +35,7 @@ __all__ = [
     "ArchiveWorker",
     "FleetDispatcher",
     "LedgerWorker",
+    "PublicityWorker",
     "Scrubber",
     "raise_alerts",
     "run_fleet_housekeeping",
@@ -50,12 +53,11 @@ def run_fleet_housekeeping(app: Flask) -> dict[str, int]:
 
 
 def run_publicity_housekeeping(app: Flask) -> dict[str, int]:
-    """Hourly (the runner's housekeeping thread): items past their disclosure period leave the portal
-    (GS-13), and from 1 January last year's annual report of every agency is drafted (GS-17)."""
+    """Hourly (the runner's housekeeping thread): from 1 January last year's annual report of every
+    agency is drafted (GS-17). Expiry (GS-13) and deadline alerts are the :class:`PublicityWorker`'s."""
     with session_scope(app) as session:
-        expired = publicity_service.expire_due(session)
         drafted = annual.generate_due(session)
-    return {"expired": len(expired), "annual_reports_drafted": len(drafted)}
+    return {"annual_reports_drafted": len(drafted)}
 
 
 def raise_alerts(app: Flask) -> None:
@@ -192,6 +194,61 @@ class LedgerWorker:
     def start(self) -> None:
         """Start the named worker thread."""
         self._thread = threading.Thread(target=self._loop, name="zfjl-ledger", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Set the stop event and join the thread; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+
+class PublicityWorker:
+    """The publicity sweep (GS-13, GS-22, GS-23): expire what passed its disclosure period, then alert.
+
+    One named thread, a pass every ``interval_s`` (``ZFJL_PUBLICITY_SWEEP_INTERVAL_S``). Expiry first, so
+    an item that left the portal is never still counted; then the deadline alerts of every agency are
+    opened, refreshed or cleared. Both are idempotent, so a second server process doing the same pass
+    changes nothing the first did not.
+    """
+
+    def __init__(self, app: Flask, *, interval_s: float | None = None) -> None:
+        """Run every ``interval_s`` seconds (default: the app's setting)."""
+        self.app = app
+        self.interval_s = (
+            float(app.extensions["zfjl.settings"].publicity_sweep_interval_s)
+            if interval_s is None
+            else interval_s
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def step(self, now: datetime | None = None) -> dict[str, int]:
+        """One pass as of ``now`` (default: the clock); returns what it expired and the alert counts."""
+        day = today_in_china(now)
+        with session_scope(self.app) as session:
+            expired = expire_due(session, day)
+            counts = evaluate_deadline_alerts(session, today=day, now=now)
+        self.passes += 1
+        return {"expired": len(expired), **counts}
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.step()
+                if done["expired"] or done["opened"] or done["cleared"]:
+                    _LOG.info("publicity sweep: %s", done)
+            except Exception:
+                _LOG.exception("publicity sweep failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        """Start the named worker thread (once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="zfjl-publicity", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:

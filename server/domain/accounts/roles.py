@@ -69,6 +69,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "people.put_officer_photo": _MANAGE_PEOPLE,
     "people.import_officers": _MANAGE_PEOPLE,
     "credentials.my_credential": _CREDENTIAL_HOLDERS,
+    "credentials.credential_batch": _CREDENTIAL_HOLDERS,
     "credentials.my_photo": _CREDENTIAL_HOLDERS,
     "credentials.show_credential": _CREDENTIAL_HOLDERS,
     "credentials.my_cases": _CREDENTIAL_HOLDERS,
@@ -117,6 +118,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     # Publicity (server/http/api/publicity.py): GS-7, GS-11 – GS-19, GS-22.
     "publicity.list_items": _READ_PUBLICITY,
     "publicity.deadlines": _READ_PUBLICITY,
+    "publicity.alerts": _READ_PUBLICITY,
     "publicity.get_item": _READ_PUBLICITY,
     "publicity.review_item": _READ_PUBLICITY,
     "publicity.export": _READ_PUBLICITY,

@@ -7,6 +7,12 @@ A token is ``base64url(body || Ed25519 signature)`` with a 22-byte body::
 so the whole QR payload (a ``/verify/<token>`` URL) stays small enough for a low-version QR code. The
 server key is generated once into ``data_dir`` (0600) and its public half is published, so a third
 party can verify tokens offline too.
+
+Version 1 is a live token: valid for 60 s after ``issued at``. Version 2 is a *minute token* for the
+offline credential page: issued in advance in a batch (at most 12 h), its time field is the start of the
+one UTC minute it belongs to, and it verifies only inside that minute (plus the clock skew tolerance),
+so the page can rotate through the batch without network while a copy of any one code still dies
+within its minute.
 """
 
 from __future__ import annotations
@@ -49,16 +55,21 @@ from server.infra.fsmode import private_dir
 
 __all__ = [
     "KEY_FILE",
+    "MAX_BATCH_MINUTES",
     "MAX_SCANS_LISTED",
     "TOKEN_TTL",
     "CredentialCheck",
+    "MinuteToken",
     "bookmark_recorder",
     "checked_out_device",
     "credential_of",
+    "issue_batch",
+    "issue_minute_tokens",
     "issue_token",
     "list_scans",
     "load_or_create_key",
     "log_scan",
+    "minute_start",
     "public_key_document",
     "record_shown",
     "scan_to_dict",
@@ -69,6 +80,11 @@ __all__ = [
 
 KEY_FILE = "credential-key.pem"
 TOKEN_VERSION = 1
+# GS-10(1) offline: a token bound to one minute window, issued ahead of time in a batch.
+MINUTE_TOKEN_VERSION = 2
+MINUTE = timedelta(seconds=60)
+# A batch covers one shift at most: a stolen phone holds no code valid beyond it.
+MAX_BATCH_MINUTES = 12 * 60
 # GS-10(1): the QR changes every minute, so a photo or screenshot of it is worthless soon after.
 TOKEN_TTL = timedelta(seconds=60)
 # Tolerated difference between the server clocks that issue and verify (several API processes).
@@ -124,6 +140,13 @@ def public_key_document(key: Ed25519PrivateKey) -> dict[str, Any]:
         ],
         "token_format": "base64url(version u8 | officer_id u32be | issued_at u32be | nonce 16B || sig 64B)",
         "token_ttl_seconds": int(TOKEN_TTL.total_seconds()),
+        "token_versions": {
+            str(TOKEN_VERSION): "live: valid for token_ttl_seconds after issued_at",
+            str(
+                MINUTE_TOKEN_VERSION
+            ): "offline batch: issued_at is the start of the one UTC minute it is valid in",
+        },
+        "clock_skew_seconds": int(CLOCK_SKEW.total_seconds()),
     }
 
 
@@ -133,6 +156,70 @@ def issue_token(key: Ed25519PrivateKey, officer_id: int, *, now: datetime | None
     nonce = secrets.token_bytes(16)
     body = _BODY.pack(TOKEN_VERSION, officer_id, issued, nonce)
     return _b64url(body + key.sign(body)), nonce.hex()
+
+
+@dataclass(frozen=True)
+class MinuteToken:
+    """One token of an offline batch and the minute it is valid in: ``[valid_from, valid_to)``."""
+
+    valid_from: datetime
+    valid_to: datetime
+    token: str
+    token_id: str
+
+
+def minute_start(at: datetime) -> datetime:
+    """The start of the UTC minute ``at`` falls in."""
+    return datetime.fromtimestamp(int(at.timestamp()) // 60 * 60, UTC)
+
+
+def issue_minute_tokens(
+    key: Ed25519PrivateKey, officer_id: int, *, minutes: int, now: datetime | None = None
+) -> list[MinuteToken]:
+    """GS-10(1) offline: ``minutes`` signed tokens, one per UTC minute from the current one on.
+
+    Each token names the start of its minute; :func:`verify_token` accepts it only inside that minute.
+    ``minutes`` must be 1 … :data:`MAX_BATCH_MINUTES` (the caller checks its input; this is the guard).
+    """
+    if not 1 <= minutes <= MAX_BATCH_MINUTES:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_MINUTES} minutes, not {minutes}")
+    first = minute_start(now or utcnow())
+    out: list[MinuteToken] = []
+    for index in range(minutes):
+        start = first + index * MINUTE
+        nonce = secrets.token_bytes(16)
+        body = _BODY.pack(MINUTE_TOKEN_VERSION, officer_id, int(start.timestamp()), nonce)
+        out.append(MinuteToken(start, start + MINUTE, _b64url(body + key.sign(body)), nonce.hex()))
+    return out
+
+
+def issue_batch(
+    session: Session,
+    key: Ed25519PrivateKey,
+    officer: Officer,
+    *,
+    minutes: int,
+    actor: str,
+    now: datetime | None = None,
+) -> list[MinuteToken]:
+    """The officer's offline batch (GS-10(1)), audited: who took how many minutes of codes, from when.
+
+    Only the officer's own batch: the caller resolved ``officer`` from its own login account.
+    """
+    tokens = issue_minute_tokens(key, officer.id, minutes=minutes, now=now)
+    write_audit(
+        session,
+        actor=actor,
+        action="credential.batch_issued",
+        target_type="officer",
+        target_id=officer.id,
+        detail={
+            "minutes": minutes,
+            "valid_from": tokens[0].valid_from.isoformat(),
+            "valid_to": tokens[-1].valid_to.isoformat(),
+        },
+    )
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -189,13 +276,23 @@ def verify_token(
         return CredentialCheck("forged")
     version, officer_id, issued, nonce = _BODY.unpack(body)
     issued_at = datetime.fromtimestamp(issued, UTC)
-    if version != TOKEN_VERSION or issued_at > now + CLOCK_SKEW:
+    if version not in (TOKEN_VERSION, MINUTE_TOKEN_VERSION):
+        return CredentialCheck("forged", token_id=nonce.hex())
+    if version == MINUTE_TOKEN_VERSION and issued % 60:
+        return CredentialCheck("forged", token_id=nonce.hex())  # we sign minute starts only
+    if version == TOKEN_VERSION and issued_at > now + CLOCK_SKEW:
         return CredentialCheck("forged", token_id=nonce.hex())
     officer = session.get(Officer, officer_id)
     if officer is None:
         return CredentialCheck("forged", token_id=nonce.hex())
     agency = session.get(Agency, officer.agency_id)
-    if now - issued_at > TOKEN_TTL + CLOCK_SKEW:
+    if version == MINUTE_TOKEN_VERSION:
+        # GS-10(1) offline: valid inside its own minute only. A code of a later minute shown now was
+        # taken out of a batch (a copied phone); one of an earlier minute is a screenshot. Neither is
+        # the live display.
+        if not issued_at - CLOCK_SKEW <= now < issued_at + MINUTE + CLOCK_SKEW:
+            return CredentialCheck("replayed", officer, agency, nonce.hex(), issued_at)
+    elif now - issued_at > TOKEN_TTL + CLOCK_SKEW:
         # A genuine code shown again after its minute: a screenshot or a copy, not the live display.
         return CredentialCheck("replayed", officer, agency, nonce.hex(), issued_at)
     return CredentialCheck(status_outcome(officer, now.date()), officer, agency, nonce.hex(), issued_at)

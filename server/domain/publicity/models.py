@@ -1,7 +1,7 @@
 """Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017.
 
 Annual reports (GS-17) and their append-only history: migration 0021; the before-enforcement
-catalogue and its update items (GS-9): migration 0022.
+catalogue and its update items (GS-9): migration 0022; deadline alerts (GS-22, GS-23): migration 0023.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "CatalogueHistory",
     "CatalogueUpdate",
     "CorrectionRequest",
+    "DeadlineAlert",
     "HolidayScheduleRow",
     "PublicationHistory",
     "PublicationItem",
@@ -253,3 +254,30 @@ class CatalogueUpdate(Base):
     closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_on_time: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+class DeadlineAlert(Base):
+    """A publication deadline an agency must see before and after it passes (GS-22, GS-23).
+
+    Kept like the fleet's device alerts (``device_alerts``): opened when the condition first holds,
+    refreshed while it holds, cleared (never deleted) when it stops, so the board shows both the current
+    state and how long an item stayed overdue. ``agency_id`` scopes it: an agency sees its own alerts.
+    """
+
+    __tablename__ = "deadline_alerts"
+    __table_args__ = (
+        UniqueConstraint("item_id", "kind", "raised_at", name="uq_deadline_alerts_item_kind_raised"),
+        Index("ix_deadline_alerts_open", "agency_id", "cleared_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    item_id: Mapped[int] = mapped_column(Integer, ForeignKey("publication_items.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    message_en: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -9,7 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.errors import Invalid
+from server.domain.people.models import Agency
 from server.domain.people.service import Caller
+from server.domain.publicity.alerts import DUE_SOON_WORKING_DAYS, deadline_alert_to_dict, open_deadline_alerts
 from server.domain.publicity.content import FieldRedactions, findings_for
 from server.domain.publicity.errors import PublicityError
 from server.domain.publicity.models import AnnualReport, PublicationHistory, PublicationItem
@@ -17,7 +19,7 @@ from server.domain.publicity.schedules import calendar_of, today_in_china
 from server.domain.publicity.service import content_of, get_item, published_copy, redactions_of
 from server.domain.publicity.workflow import ItemState
 
-__all__ = ["deadline_board", "history_of", "item_to_dict", "list_items", "review_view"]
+__all__ = ["deadline_board", "deadline_dashboard", "history_of", "item_to_dict", "list_items", "review_view"]
 
 
 def list_items(
@@ -43,7 +45,7 @@ def deadline_board(session: Session, caller: Caller, *, today: date | None = Non
     """GS-22, GS-23: per agency, the unpublished items overdue, due within 3 working days, and provisional;
     and the annual reports (GS-17) not published by 31 January."""
     day = today or today_in_china()
-    soon = calendar_of(session).deadline(day, 3).due
+    soon = calendar_of(session).deadline(day, DUE_SOON_WORKING_DAYS).due
     query = select(PublicationItem).where(
         PublicationItem.state.in_([ItemState.DRAFT.value, ItemState.IN_REVIEW.value])
     )
@@ -77,6 +79,55 @@ def _board_row(agency_id: int) -> dict[str, Any]:
         "due_soon": [],
         "provisional": [],
         "annual_reports_overdue": [],
+    }
+
+
+def deadline_dashboard(session: Session, caller: Caller, *, today: date | None = None) -> dict[str, Any]:
+    """GS-22, GS-23: the deadline board with each item's title and due date, the agency names, and the
+    open deadline alerts — the caller's agency only, every agency for cross-agency readers."""
+    day = today or today_in_china()
+    board = deadline_board(session, caller, today=day)
+    wanted = {i for row in board for column in ("overdue", "due_soon", "provisional") for i in row[column]}
+    items = (
+        {i.id: i for i in session.scalars(select(PublicationItem).where(PublicationItem.id.in_(wanted)))}
+        if wanted
+        else {}
+    )
+    names: dict[int, str] = {
+        agency_id: name
+        for agency_id, name in session.execute(
+            select(Agency.id, Agency.name).where(Agency.id.in_([r["agency_id"] for r in board]))
+        )
+    }
+
+    def summary(item_id: int) -> dict[str, Any]:
+        item = items[item_id]
+        return {
+            "id": item.id,
+            "title": item.title,
+            "document_number": item.document_number,
+            "state": item.state,
+            "due_on": item.due_on.isoformat(),
+            "deadline_provisional": item.deadline_provisional,
+        }
+
+    agencies = [
+        {
+            "agency_id": row["agency_id"],
+            "agency_name": names.get(row["agency_id"], ""),
+            **{
+                column: sorted((summary(i) for i in row[column]), key=lambda s: (s["due_on"], s["id"]))
+                for column in ("overdue", "due_soon", "provisional")
+            },
+        }
+        for row in board
+    ]
+    alerts = [deadline_alert_to_dict(a) for a in open_deadline_alerts(session, caller)]
+    return {
+        "today": day.isoformat(),
+        "due_soon_working_days": DUE_SOON_WORKING_DAYS,
+        "agencies": agencies,
+        "alerts": alerts,
     }
 
 

@@ -14,7 +14,7 @@ from server.domain.cases import service as case_service
 from server.domain.errors import NotFound
 from server.domain.people import credentials as credential_service
 from server.domain.people.models import Officer
-from server.http.context import caller
+from server.http.context import caller, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.http.parsing import check_body
@@ -93,6 +93,92 @@ def my_credential() -> ResponseReturnValue:
         qr_svg=segno.make(url, error="m").svg_inline(border=4, omitsize=True, dark="#000", light="#fff"),
     )
     return jsonify(data)
+
+
+BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "credential": CREDENTIAL_SCHEMA,
+        "tokens": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "valid_from": {"type": "string", "format": "date-time"},
+                    "valid_to": {"type": "string", "format": "date-time"},
+                    "token": {"type": "string"},
+                    "qr_payload": {
+                        "type": "string",
+                        "description": "the /verify/<token> URL; the page encodes it as a QR code itself",
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@bp.post("/me/credential/batch")
+@api_view(
+    "credentials.credential_batch",
+    "离线出示：预先签发的每分钟二维码（最多 12 小时）/ offline batch: one signed QR token per minute, "
+    "up to 12 h ahead — GS-10(1)",
+    request={
+        "type": "object",
+        "required": ["minutes"],
+        "properties": {
+            "minutes": {"type": "integer", "minimum": 1, "maximum": credential_service.MAX_BATCH_MINUTES},
+            "officer_id": {"type": "integer", "description": "if given, must be the caller's own officer"},
+        },
+    },
+    response=BATCH_SCHEMA,
+    responses={403: "other_officer"},
+)
+def credential_batch() -> ResponseReturnValue:
+    """The caller's credential and one token per minute from now on, each valid only in its minute."""
+    body = json_body(("minutes",))
+    minutes = body["minutes"]
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        raise ApiError(400, "invalid_request", "minutes 必须是整数", "minutes must be an integer")
+    if not 1 <= minutes <= credential_service.MAX_BATCH_MINUTES:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"minutes 必须在 1 到 {credential_service.MAX_BATCH_MINUTES} 之间",
+            f"minutes must be between 1 and {credential_service.MAX_BATCH_MINUTES}",
+        )
+    wanted = body.get("officer_id")
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        officer = _my_officer(session)
+        if wanted is not None and wanted != officer.id:
+            # Only the holder's own codes: an officer never carries codes that show someone else.
+            raise ApiError(
+                403,
+                "other_officer",
+                "只能签发本人的离线二维码",
+                "an offline batch is issued for your own credential only",
+            )
+        data = credential_service.credential_of(session, officer)
+        data["validity"] = credential_service.status_outcome(officer, now.date())
+        data["photo_url"] = "/api/v1/me/credential/photo" if officer.photo_type is not None else None
+        tokens = credential_service.issue_batch(
+            session, signing_key(), officer, minutes=minutes, actor=caller().user_id, now=now
+        )
+    items = []
+    for minute in tokens:
+        url = verify_url(minute.token)
+        items.append(
+            {
+                "valid_from": minute.valid_from.isoformat(),
+                "valid_to": minute.valid_to.isoformat(),
+                "token": minute.token,
+                "qr_payload": url,
+            }
+        )
+    response = jsonify(credential=data, tokens=items)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/me/credential/photo")

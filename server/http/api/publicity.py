@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from server.domain.publicity import alerts as deadline_alerts
 from server.domain.publicity import portal as portal_service
 from server.domain.publicity import schedules, service
 from server.domain.publicity import views as publicity_views
@@ -139,6 +140,43 @@ def deadlines() -> ResponseReturnValue:
     """Per agency (every agency for supervisors), the unpublished items by deadline."""
     with session_scope() as session:
         return jsonify(agencies=publicity_views.deadline_board(session, caller()))
+
+
+@bp.get("/alerts")
+@api_view(
+    "publicity.alerts",
+    "公示期限告警：即将到期、已逾期（本机关；监督机关看全部）/ open publication deadline alerts: due soon, "
+    "overdue (own agency; every agency for supervisors) — GS-23",
+    response={
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "agency_id": {"type": "integer"},
+                        "item_id": {"type": "integer"},
+                        "kind": {"enum": ["publication_due_soon", "publication_overdue"]},
+                        "severity": {"enum": ["warning", "critical"]},
+                        "message": {"type": "string"},
+                        "message_en": {"type": "string"},
+                        "detail": {"type": "object"},
+                        "raised_at": {"type": "string", "format": "date-time"},
+                        "last_seen_at": {"type": "string", "format": "date-time"},
+                        "cleared_at": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+            }
+        },
+    },
+)
+def alerts() -> ResponseReturnValue:
+    """The open deadline alerts the caller may see, critical first (raised by the publicity worker)."""
+    with session_scope() as session:
+        rows = deadline_alerts.open_deadline_alerts(session, caller())
+        return jsonify(items=[deadline_alerts.deadline_alert_to_dict(row) for row in rows])
 
 
 @bp.post("/items")

@@ -1,6 +1,13 @@
-"""The mobile credential page ``/m/`` (GS-10(1)): an installable web app, no external CDN."""
+"""The mobile credential page ``/m/`` (GS-10(1)): an installable web app, no external CDN.
+
+It works a shift without network: a service worker (``/m/sw.js``, scope ``/m/``) keeps the page and its
+script, and the page keeps a batch of per-minute signed codes (``POST /api/v1/me/credential/batch``)
+in the browser's storage and shows the one of the current minute.
+"""
 
 from __future__ import annotations
+
+import json
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -69,3 +76,53 @@ def manifest() -> ResponseReturnValue:
 def icon() -> ResponseReturnValue:
     """The app icon."""
     return Response(ICON_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+# The files the page needs offline; API answers are never cached by the worker (the page keeps its batch).
+_OFFLINE_FILES = ("people/qr.js", "people/mobile.js", "people/people.css")
+_SERVICE_WORKER = """// Offline shell of the credential page (GS-10(1)): the page and its files only.
+"use strict";
+const CACHE = "zfjl-mobile-%(version)s";
+const SHELL = %(shell)s;
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+self.addEventListener("activate", (event) => {
+  event.waitUntil(caches.keys().then((keys) => Promise.all(
+    keys.filter((key) => key.startsWith("zfjl-mobile-") && key !== CACHE).map((key) => caches.delete(key))
+  )).then(() => self.clients.claim()));
+});
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (event.request.method !== "GET" || url.origin !== location.origin || url.pathname.startsWith("/api/")) {
+    return;
+  }
+  // Network first, so a deployment is picked up at once; the cached copy when there is no network.
+  event.respondWith(fetch(event.request).then((response) => {
+    if (response.ok && SHELL.includes(url.pathname)) {
+      const copy = response.clone();
+      caches.open(CACHE).then((cache) => cache.put(url.pathname, copy));
+    }
+    return response;
+  }).catch(() => caches.match(url.pathname, { ignoreSearch: true }).then((hit) => hit || Response.error())));
+});
+"""
+
+
+@bp.get("/m/sw.js")
+@api_view(
+    "mobile.service_worker",
+    "离线缓存脚本 / the page's offline service worker",
+    auth="public",
+    response_content_type="text/javascript",
+)
+def service_worker() -> ResponseReturnValue:
+    """The service worker that keeps the page usable without network for a shift."""
+    shell = [url_for("mobile.page"), url_for("mobile.manifest"), url_for("mobile.icon")]
+    shell += [url_for("static", filename=name) for name in _OFFLINE_FILES]
+    body = _SERVICE_WORKER % {"version": "1", "shell": json.dumps(shell)}
+    return Response(
+        body,
+        mimetype="text/javascript",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": url_for("mobile.page")},
+    )

@@ -1,8 +1,16 @@
-// Electronic credential page (GS-10(1)): log in, show the credential with a QR code that rotates
-// every 30 s (tokens live 60 s), and record "credential shown" (JL-8(1)). No external resources.
+// Electronic credential page (GS-10(1)): log in, show the credential with a QR code that changes every
+// minute, and record "credential shown" (JL-8(1)). No external resources.
+//
+// Offline for a shift: the page fetches a batch of per-minute signed codes (12 h) and keeps it in
+// localStorage; every second it shows the code of the current minute, with or without network. A
+// service worker (/m/sw.js) keeps the page itself. Logging out deletes the batch.
 "use strict";
 (function () {
-  const REFRESH_MS = 30000;
+  const BATCH_KEY = "zfjl.credential_batch";
+  const BATCH_MINUTES = 720;
+  // Fetch a new batch once less than this much of it is left, at most every RETRY_MS while it fails.
+  const REFILL_BELOW_MS = 6 * 3600 * 1000;
+  const RETRY_MS = 5 * 60 * 1000;
   const EN = {
     app_title: "Enforcement ID", logout: "Log out", username: "Username", password: "Password",
     login: "Log in", name: "Name", unit: "Unit", category: "Category", number: "Certificate No.",
@@ -13,17 +21,20 @@
     zh: { valid: "证件有效", expired: "证件已过期", not_yet_valid: "证件尚未生效", suspended: "证件已暂扣",
       revoked: "证件已吊销", shown: "已记录出示证件", failed: "操作失败",
       bookmarked: "，已通知记录仪标记", no_device_assigned: "，未领用记录仪",
-      device_unavailable: "，记录仪不可用" },
+      device_unavailable: "，记录仪不可用", offline: "（离线）", no_codes: "离线二维码已用完，请联网后刷新" },
     en: { valid: "Valid", expired: "Expired", not_yet_valid: "Not yet valid", suspended: "Suspended",
       revoked: "Revoked", shown: "Showing recorded", failed: "Failed",
       bookmarked: "; recorder asked to bookmark",
-      no_device_assigned: "; no recorder checked out", device_unavailable: "; recorder unavailable" },
+      no_device_assigned: "; no recorder checked out", device_unavailable: "; recorder unavailable",
+      offline: " (offline)", no_codes: "No offline codes left: connect to refresh" },
   };
   const $ = (id) => document.getElementById(id);
   const app = $("app");
   const lang = (new URLSearchParams(location.search).get("lang") || "").startsWith("en") ? "en" : "zh";
   let timer = null;
-  let expiresAt = 0;
+  let lastTry = 0;
+  let shown = "";
+  let held = null; // the parsed batch, so a tick does not parse 12 h of codes every second
 
   if (lang === "en") {
     document.documentElement.lang = "en";
@@ -75,12 +86,14 @@
     }
     sessionStorage.setItem("zfjl.access", body.access_token);
     sessionStorage.setItem("zfjl.refresh", body.refresh_token);
+    forgetBatch(); // a shared phone: never show the codes of whoever used it before
     start();
   }
 
   function logout() {
     sessionStorage.removeItem("zfjl.access");
     sessionStorage.removeItem("zfjl.refresh");
+    forgetBatch();
     clearInterval(timer);
     $("credential").hidden = true;
     $("logout").hidden = true;
@@ -96,27 +109,113 @@
     }
   }
 
-  async function refresh() {
-    const response = await api("/api/v1/me/credential");
+  function storedBatch() {
+    if (held) return held;
+    try {
+      const batch = JSON.parse(localStorage.getItem(BATCH_KEY) || "null");
+      held = batch && Array.isArray(batch.tokens) ? batch : null;
+    } catch (_error) {
+      held = null;
+    }
+    return held;
+  }
+
+  function forgetBatch() {
+    localStorage.removeItem(BATCH_KEY);
+    held = null;
+    shown = "";
+  }
+
+  function batchEnd(batch) {
+    return batch && batch.tokens.length ? Date.parse(batch.tokens[batch.tokens.length - 1].valid_to) : 0;
+  }
+
+  async function refill() {
+    lastTry = Date.now();
+    let response;
+    try {
+      response = await api("/api/v1/me/credential/batch", {
+        method: "POST", body: JSON.stringify({ minutes: BATCH_MINUTES }),
+      });
+    } catch (_offline) {
+      return;  // no network: keep what we hold
+    }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
-      $("c-status").textContent = errorText(body);
-      $("c-status").className = "verdict bad";
+      if (!storedBatch()) {
+        $("c-status").textContent = errorText(body);
+        $("c-status").className = "verdict bad";
+      }
       return;
     }
-    $("c-name").textContent = body.name;
-    $("c-unit").textContent = body.unit;
-    $("c-category").textContent = body.enforcement_category;
-    $("c-number").textContent = body.certificate_number || "";
-    $("c-validity").textContent = (body.valid_from || "") + " — " + (body.valid_to || "");
-    $("c-status").textContent = STATUS[lang][body.validity] || body.validity;
-    $("c-status").className = "verdict " + (body.validity === "valid" ? "ok" : "bad");
-    // The SVG comes from our own server (segno), never from user input.
-    $("qr").innerHTML = body.qr_svg;
-    $("qr").dataset.token = body.token;
-    $("qr").dataset.payload = body.qr_payload;
-    expiresAt = Date.parse(body.token_expires_at);
-    if ($("photo").hidden) loadPhoto(body.photo_url);
+    localStorage.setItem(BATCH_KEY, JSON.stringify(body));
+    held = body;
+    render();
+  }
+
+  function showCredential(data) {
+    $("c-name").textContent = data.name;
+    $("c-unit").textContent = data.unit;
+    $("c-category").textContent = data.enforcement_category;
+    $("c-number").textContent = data.certificate_number || "";
+    $("c-validity").textContent = (data.valid_from || "") + " — " + (data.valid_to || "");
+    $("c-status").textContent = (STATUS[lang][data.validity] || data.validity) +
+      (navigator.onLine ? "" : STATUS[lang].offline);
+    $("c-status").className = "verdict " + (data.validity === "valid" ? "ok" : "bad");
+  }
+
+  // Draw the QR code of ``payload`` (encoded here by qr.js: the batch carries no images), with a
+  // 4-module quiet zone, as one path.
+  function drawQr(payload) {
+    const NS = "http://www.w3.org/2000/svg";
+    const qr = window.zfjlQr.encode(payload);
+    const side = qr.size + 8;
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", "0 0 " + side + " " + side);
+    const paper = document.createElementNS(NS, "rect");
+    paper.setAttribute("width", String(side));
+    paper.setAttribute("height", String(side));
+    paper.setAttribute("fill", "#fff");
+    svg.appendChild(paper);
+    let d = "";
+    for (let y = 0; y < qr.size; y += 1) {
+      for (let x = 0; x < qr.size; x += 1) {
+        if (qr.dark(x, y)) d += "M" + (x + 4) + " " + (y + 4) + "h1v1h-1z";
+      }
+    }
+    const ink = document.createElementNS(NS, "path");
+    ink.setAttribute("d", d);
+    ink.setAttribute("fill", "#000");
+    svg.appendChild(ink);
+    $("qr").replaceChildren(svg);
+  }
+
+  // The code of the current minute from the batch; the countdown to the next one.
+  function render() {
+    const batch = storedBatch();
+    if (!batch) return;
+    showCredential(batch.credential);
+    const now = Date.now();
+    const current = batch.tokens.find((t) => Date.parse(t.valid_from) <= now && now < Date.parse(t.valid_to));
+    if (!current) {
+      if (shown) $("qr").replaceChildren();
+      shown = "";
+      $("qr").dataset.token = "";
+      $("countdown").textContent = STATUS[lang].no_codes;
+      return;
+    }
+    if (current.token !== shown) {
+      drawQr(current.qr_payload);
+      $("qr").dataset.token = current.token;
+      $("qr").dataset.payload = current.qr_payload;
+      $("qr").dataset.validFrom = current.valid_from;
+      shown = current.token;
+      if ($("photo").hidden && tokens().access && navigator.onLine) {
+        loadPhoto(batch.credential.photo_url).catch(() => {});
+      }
+    }
+    const left = Math.max(0, Math.round((Date.parse(current.valid_to) - now) / 1000));
+    $("countdown").textContent = "(" + left + " s)";
   }
 
   async function loadCases() {
@@ -133,9 +232,15 @@
 
   async function show() {
     const caseId = $("case").value ? Number($("case").value) : null;
-    const response = await api("/api/v1/me/credential/shown", {
-      method: "POST", body: JSON.stringify({ case_id: caseId }),
-    });
+    let response;
+    try {
+      response = await api("/api/v1/me/credential/shown", {
+        method: "POST", body: JSON.stringify({ case_id: caseId }),
+      });
+    } catch (_offline) {
+      $("shown").textContent = STATUS[lang].failed + STATUS[lang].offline;
+      return;
+    }
     const body = await response.json().catch(() => ({}));
     $("shown").textContent = response.ok
       ? STATUS[lang].shown + " " + new Date(body.event.occurred_at).toLocaleTimeString() +
@@ -144,28 +249,33 @@
   }
 
   function tick() {
-    const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
-    $("countdown").textContent = left ? "(" + left + " s)" : "";
+    render();
+    const batch = storedBatch();
+    const due = !batch || batchEnd(batch) - Date.now() < REFILL_BELOW_MS;
+    if (due && tokens().access && Date.now() - lastTry > RETRY_MS) refill();
   }
 
   function start() {
     $("login").hidden = true;
     $("credential").hidden = false;
     $("logout").hidden = false;
-    refresh();
-    loadCases();
+    render();
+    if (tokens().access) {
+      refill();
+      loadCases().catch(() => {});
+    }
     clearInterval(timer);
-    let n = 0;
-    timer = setInterval(() => {
-      n += 1;
-      tick();
-      if (n % (REFRESH_MS / 1000) === 0) refresh();
-    }, 1000);
+    timer = setInterval(tick, 1000);
   }
 
   $("login").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("show").addEventListener("click", show);
   app.dataset.ready = "1";
-  if (tokens().access) start();
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/m/sw.js", { scope: "/m/" }).catch(() => {});
+  }
+  // A batch that still covers the current minute shows the credential even after the tab was closed
+  // without network (the login tokens live in sessionStorage; the codes in localStorage until logout).
+  if (tokens().access || batchEnd(storedBatch()) > Date.now()) start();
 })();

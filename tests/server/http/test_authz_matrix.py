@@ -29,6 +29,7 @@ from server.domain.people.service import CROSS_AGENCY_READERS, Caller
 from server.domain.publicity import annual as publicity_annual
 from server.domain.publicity import catalogue_service
 from server.domain.publicity import service as publicity_service
+from server.domain.publicity.alerts import evaluate_deadline_alerts
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.inputs import NewCatalogueEntry
 from server.infra.db import get_engine, session_scope
@@ -175,6 +176,8 @@ def _agency_b(app: Flask, world: World, tmp_path: Path) -> tuple[dict[str, str],
             ),
         )
         entry_id = entry.id
+        # Its deadline (2026-10-15) has passed: a deadline alert of B that A must never see (GS-23).
+        evaluate_deadline_alerts(session)
     evidence = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", user_b, world.agency_b)
     # An external provision request of B (JL-20): its details, decision and export stay B's.

@@ -54,6 +54,7 @@ ENTRY_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
 # as its endpoint exists and never shows a link to a page that does not.
 REVIEW_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("workspace.publication_review", "publication_review"),
+    ("workspace.publication_deadlines", "publication_deadlines"),
     ("workspace.approvals", "approvals"),
     ("workspace.annual_reports", "annual_reports"),
 )

@@ -244,3 +244,52 @@ def test_gs10_token_verification_on_both_databases(db_session: Session, tmp_path
     credential_service.log_scan(db_session, check, method="token", user_agent="curl/8", client_ip="10.1.2.3")
     db_session.commit()
     assert db_session.scalars(select(CredentialScan.ip_prefix)).one() == "10.1.2.0/24"
+
+
+def test_gs10_offline_batch_token_is_valid_only_inside_its_own_minute(app: Flask, world: World) -> None:
+    """GS-10(1) offline: each pre-issued code verifies in its minute (± the clock skew), never outside."""
+    key = credential_service.load_or_create_key(app.extensions["zfjl.settings"].data_dir)
+    start = credential_service.minute_start(datetime.now(UTC))
+    batch = credential_service.issue_minute_tokens(
+        key, world.officer_a, minutes=3, now=start + timedelta(seconds=30)
+    )
+    assert [t.valid_from for t in batch] == [start + timedelta(minutes=i) for i in range(3)]
+    assert all(t.valid_to - t.valid_from == timedelta(minutes=1) for t in batch)
+    assert len({t.token_id for t in batch}) == 3  # a fresh nonce per minute
+    skew = credential_service.CLOCK_SKEW
+    second = timedelta(seconds=1)
+
+    def outcome(token: str, at: datetime) -> str:
+        with session_scope(app) as session:
+            return credential_service.verify_token(session, key, token, now=at).outcome
+
+    first, nxt = batch[0].token, batch[1].token
+    assert outcome(first, start) == "valid"
+    assert outcome(first, start + timedelta(seconds=59)) == "valid"
+    assert outcome(first, start - skew) == "valid"  # the issuing and verifying clocks may differ a little
+    assert outcome(first, start + timedelta(minutes=1) + skew - second) == "valid"
+    # Replayed after its minute (a screenshot), or shown before it (taken out of a copied batch).
+    assert outcome(first, start + timedelta(minutes=1) + skew) == "replayed"
+    assert outcome(first, start + timedelta(hours=2)) == "replayed"
+    assert outcome(nxt, start + timedelta(seconds=30)) == "replayed"
+    assert outcome(first, start - skew - second) == "replayed"
+    assert outcome(nxt, start + timedelta(seconds=90)) == "valid"
+    # The minute is part of what is signed: moving it breaks the signature.
+    body, signature = _token_parts(first)
+    shifted = bytearray(body)
+    shifted[8] ^= 0x01
+    assert outcome(_b64(bytes(shifted) + signature), start + timedelta(seconds=30)) == "forged"
+    # A minute token must name the start of a minute: we never sign any other instant.
+    odd = body[:5] + int(start.timestamp() + 7).to_bytes(4, "big") + body[9:]
+    assert outcome(_b64(odd + key.sign(odd)), start + timedelta(seconds=30)) == "forged"
+    assert body[0] == credential_service.MINUTE_TOKEN_VERSION
+
+    # A batch covers one shift at most (12 h): a copied phone holds nothing valid beyond it.
+    for minutes in (0, -1, credential_service.MAX_BATCH_MINUTES + 1):
+        with pytest.raises(ValueError):
+            credential_service.issue_minute_tokens(key, world.officer_a, minutes=minutes)
+    assert credential_service.MAX_BATCH_MINUTES == 12 * 60
+    full = credential_service.issue_minute_tokens(
+        key, world.officer_a, minutes=credential_service.MAX_BATCH_MINUTES
+    )
+    assert full[-1].valid_to - full[0].valid_from == timedelta(hours=12)
