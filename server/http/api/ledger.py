@@ -172,7 +172,7 @@ def get_checkpoint() -> ResponseReturnValue:
 
 @public_bp.get("/consistency")
 @api_view(
-    "ledger_public.consistency_proof",
+    "ledger_public.public_consistency_proof",
     "公开的一致性证明（供见证人使用）/ public consistency proof between two checkpoints, for witnesses",
     auth="public",
     query={"old_size": _SIZE, "new_size": _SIZE},
