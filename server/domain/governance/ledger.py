@@ -1,15 +1,17 @@
 """The evidence ledger: every row of the append-only evidence tables becomes a leaf of an RFC 9162 tree.
 
 A *sequencer* (:func:`sequence`) reads the rows that other domains already write append-only — stored
-recordings, signed session events, case events, and the audit log (every access to evidence) — and
-appends one leaf per row, in id order, without touching those domains' code. :func:`checkpoint` signs
-the current tree head as a C2SP tlog-checkpoint; the API serves it with inclusion and consistency
-proofs, and ``zfjl-verify`` checks them offline (JL-6, JL-23).
+recordings, signed session events, case events, the audit log (every access to evidence), governance
+facts, the recorders' key history — and appends one leaf per row, in id order, without touching those
+domains' code; a device check-out gives two leaves, one when it is made and one at its check-in.
+:func:`checkpoint` signs the current tree head as a C2SP tlog-checkpoint; the API serves it with inclusion
+and consistency proofs, and ``zfjl-verify`` checks them offline (JL-6, JL-23).
 
 What each check catches:
 
 * :func:`verify_ledger` (server side) recomputes every leaf from its row and every signed root from the
-  leaves: an edited evidence row, a deleted row, an edited or removed leaf, a changed checkpoint.
+  leaves: an edited evidence row, a deleted row, an edited or removed leaf, a changed checkpoint, and a
+  key-history entry inserted later with a validity dated back (``key_history_backdated``).
 * An insider with the database *and* the signing key can rebuild the whole tree and re-sign it, so the
   server's own check passes. A checkpoint kept by someone else (a superior body, a court) then fails
   ``zfjl-verify consistency`` against the new one: the history was rewritten.

@@ -86,6 +86,10 @@ def test_jl23_a_witness_cosigns_the_served_checkpoints_and_refuses_a_rewritten_l
     assert (
         "first checkpoint witnessed" in first.stdout and "the server stored the cosignature" in first.stdout
     )
+    # A witness the server was not told about still witnesses; the server refuses its cosignature.
+    stranger_run = _witness(url, key, tmp_path / "stranger")
+    assert stranger_run.returncode == 0, stranger_run.stderr
+    assert "cosignature not submitted" in stranger_run.stderr and "400" in stranger_run.stderr
     record_evidence(app, tmp_path / "dev-2", "dev-2", session_id="sess-2")
     _round(app)
     second = _witness(url, key, witness.state)
