@@ -30,6 +30,7 @@ from zfjl_verify.merkle import (
 )
 from zfjl_verify.note import NoteVerifier, SignedNote, key_id, open_note, sign_note
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash, encode_hash
+from zfjl_verify.witness import CosignerKey, Witness, cosign, cosigned_message, verify_cosignature
 
 __all__ = [
     "EMPTY_ROOT",
@@ -37,6 +38,7 @@ __all__ = [
     "BadSignature",
     "Checkpoint",
     "ConsistencyProof",
+    "CosignerKey",
     "InclusionProof",
     "InconsistentHistory",
     "MalformedCheckpoint",
@@ -48,6 +50,9 @@ __all__ = [
     "SignedNote",
     "UnknownKey",
     "VerifyError",
+    "Witness",
+    "cosign",
+    "cosigned_message",
     "decode_hash",
     "encode_hash",
     "key_id",
@@ -60,5 +65,6 @@ __all__ = [
     "sign_checkpoint",
     "sign_note",
     "verify_consistency",
+    "verify_cosignature",
     "verify_inclusion",
 ]

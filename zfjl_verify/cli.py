@@ -7,6 +7,8 @@ agency publishes for its ledger, kept by whoever witnesses it (JL-6, JL-23). A c
 the signed note itself or the server's JSON answer (``GET /ledger/v1/checkpoint``); a leaf may be its
 exact bytes, its hash, or the server's leaf answer (``--leaf-json``, data and proof in one file).
 ``package`` checks an archive package (JL-18) as a whole: zfjl_verify/package.py says what it checks.
+``witness`` keeps the last checkpoint it accepted and cosigns each newer one that extends it
+(zfjl_verify/witness.py); it refuses, exit status 1, a checkpoint that rewrites the history it saw.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from zfjl_verify.note import NoteVerifier
 from zfjl_verify.package import verify_package
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
 from zfjl_verify.suite import DEFAULT_SUITE
+from zfjl_verify.witness import Witness
 
 __all__ = ["main"]
 
@@ -63,8 +70,8 @@ def _json_file(path: str) -> Any:
         raise _InputError(f"{path} 不是有效的 JSON", f"{path} is not valid JSON") from None
 
 
-def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Checkpoint:
-    """A signed checkpoint file: the note itself, or the server's JSON answer holding it in ``note``.
+def _note(path: str) -> bytes:
+    """The signed note of a checkpoint file: the note itself, or the server's JSON answer's ``note``.
 
     Only the note is taken from a JSON answer, never its ``verifier_key``: the key comes from --key.
     """
@@ -75,7 +82,12 @@ def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Chec
         if not isinstance(note, str):
             raise _InputError(f"{path} 中没有检查点（note）", f"{path} holds no checkpoint note")
         raw = note.encode("utf-8")
-    checkpoint, _ = open_checkpoint(raw, keys, origin=origin)
+    return raw
+
+
+def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Checkpoint:
+    """A signed checkpoint file, verified against the pinned keys."""
+    checkpoint, _ = open_checkpoint(_note(path), keys, origin=origin)
     return checkpoint
 
 
@@ -180,6 +192,78 @@ def _cmd_package(args: argparse.Namespace) -> None:
     )
 
 
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST ``body`` as JSON to) a server URL; the decoded JSON answer."""
+    data = json.dumps(body).encode("utf-8") if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", errors="replace")[:300]
+        raise _InputError(
+            f"服务器对 {url} 的应答为 {exc.code}：{detail}",
+            f"the server answered {exc.code} to {url}: {detail}",
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _InputError(f"无法访问 {url}：{exc}", f"cannot fetch {url}: {exc}") from None
+
+
+def _cmd_witness(args: argparse.Namespace) -> None:
+    keys = _keys(args.key)
+    witness = Witness(Path(args.state), name=args.name)
+    old = witness.kept(keys, args.origin)
+    base = args.url.rstrip("/") if args.url else None
+    if base is not None:
+        if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+            raise _InputError("--url 必须是 http(s) 地址", "--url must be an http(s) URL")
+        answer = _http(f"{base}/ledger/v1/checkpoint")
+        if not (isinstance(answer, dict) and isinstance(answer.get("note"), str)):
+            raise _InputError("服务器的应答中没有检查点", "the server's answer holds no checkpoint note")
+        note = answer["note"]
+        new, _ = open_checkpoint(note, keys, origin=args.origin)
+        proof = None
+        if old is not None and 0 < old.size < new.size:
+            query = urllib.parse.urlencode({"old_size": old.size, "new_size": new.size})
+            proof = ConsistencyProof.from_json(json.dumps(_http(f"{base}/ledger/v1/consistency?{query}")))
+    else:
+        note = _note(args.checkpoint).decode("utf-8", errors="replace")
+        proof = ConsistencyProof.from_json(_read(args.proof)) if args.proof else None
+    accepted = witness.observe(note, proof, keys, now=int(time.time()), origin=args.origin)
+    size = accepted.checkpoint.size
+    if accepted.previous is None:
+        _say(
+            f"通过：首次见证，保存 {size} 叶的检查点并联署（此后只接受它的追加延续）",
+            f"OK: first checkpoint witnessed ({size} leaves), kept and cosigned; "
+            "from now on only its extensions are accepted",
+        )
+    else:
+        _say(
+            f"通过：{size} 叶的检查点是已见证的 {accepted.previous.size} 叶检查点的追加延续，已联署",
+            f"OK: the checkpoint of {size} leaves extends the witnessed one of "
+            f"{accepted.previous.size}; cosigned",
+        )
+    print(accepted.cosignature, end="")
+    if base is not None and not args.no_submit:
+        # The checkpoint is witnessed and kept either way: a server that does not take the cosignature
+        # (this witness's key not configured there) is told on stderr, not a failed verification.
+        try:
+            stored = _http(
+                f"{base}/ledger/v1/cosignatures", {"tree_size": size, "cosignature": accepted.cosignature}
+            )
+        except _InputError as exc:
+            print(
+                f"警告：联署签名未提交：{exc.message}\nWARNING: cosignature not submitted: {exc.message_en}",
+                file=sys.stderr,
+            )
+            return
+        witness_name = stored.get("witness", "?") if isinstance(stored, dict) else "?"
+        _say(f"服务器已保存联署签名（{witness_name}）", f"the server stored the cosignature ({witness_name})")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zfjl-verify",
@@ -221,6 +305,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     pkg.add_argument("package", help="the package: a BagIt directory or its zip / 档案包目录或 zip")
     pkg.set_defaults(run=_cmd_package)
+
+    wit = sub.add_parser("witness", help="keep, check and cosign the ledger's checkpoints / 见证并联署检查点")
+    wit.add_argument("--key", required=True, help="the ledger's verifier key file / 账本公钥文件")
+    wit.add_argument("--state", required=True, help="the witness's state directory / 见证人状态目录")
+    wit.add_argument("--name", help="witness name on first use / 首次使用时的见证人名称")
+    source = wit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="the server's base URL / 服务器地址")
+    source.add_argument("--checkpoint", help="a signed checkpoint file / 检查点文件")
+    wit.add_argument("--proof", help="with --checkpoint: consistency proof JSON / 一致性证明")
+    wit.add_argument(
+        "--no-submit", action="store_true", help="with --url: do not send the cosignature / 不提交联署签名"
+    )
+    wit.set_defaults(run=_cmd_witness)
     return parser
 
 

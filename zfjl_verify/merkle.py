@@ -54,6 +54,19 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def _parents(row: list[bytes], start: int, pairs: int) -> list[bytes]:
+    """The node hashes of ``pairs`` sibling pairs of ``row`` from index ``start`` (an even index).
+
+    One list comprehension over the pairs: measured faster than ``map`` chains, memoryview slicing of one
+    joined buffer, or copying a prefixed hash state (the cost is the call into hashlib, so do one).
+    """
+    sha256 = hashlib.sha256
+    prefix = _NODE_PREFIX
+    end = start + 2 * pairs
+    lefts, rights = row[start:end:2], row[start + 1 : end : 2]
+    return [sha256(prefix + left + right).digest() for left, right in zip(lefts, rights, strict=True)]
+
+
 class MerkleTree:
     """An append-only RFC 9162 tree over leaf hashes, keeping every complete aligned subtree's hash."""
 
@@ -90,27 +103,45 @@ class MerkleTree:
         return index
 
     def extend(self, datas: Iterable[bytes]) -> None:
-        """Append many leaves by their data: the same tree as ``append`` one by one, in one tight loop."""
-        self.extend_hashes(hashlib.sha256(_LEAF_PREFIX + data).digest() for data in datas)
+        """Append many leaves by their data: the same tree as ``append`` one by one, built in bulk.
+
+        The leaf hashes are computed in one comprehension, then the interior nodes level by level
+        (:meth:`_extend_trusted`).
+        """
+        sha256, prefix = hashlib.sha256, _LEAF_PREFIX
+        self._extend_trusted([sha256(prefix + data).digest() for data in datas])
 
     def extend_hashes(self, digests: Iterable[bytes]) -> None:
         """Append many leaves by their leaf hashes (loading a stored ledger, a benchmark)."""
+        hashes = list(map(bytes, digests))
+        if hashes and set(map(len, hashes)) != {HASH_SIZE}:
+            _check_hash(b"", "leaf hash", "叶哈希")
+        self._extend_trusted(hashes)
+
+    def _extend_trusted(self, hashes: list[bytes]) -> None:
+        """Append leaf hashes already checked to be 32-byte ``bytes``, building parents level by level.
+
+        Level ``h`` stores only complete aligned subtrees, so after the lower level grows, every new pair
+        ``(2j, 2j + 1)`` of it yields parent ``j`` one level up: the same nodes, in the same order, as
+        ``append_hash`` one leaf at a time. Each level's new pairs are hashed in one tight pass, with no
+        per-node bookkeeping (position, height, list lookups) as in the one-by-one loop.
+        """
         levels = self._levels
-        row0 = levels[0]
-        sha256 = hashlib.sha256
-        for digest in digests:
-            if len(digest) != HASH_SIZE:
-                _check_hash(digest, "leaf hash", "叶哈希")
-            position, height, node = len(row0), 0, bytes(digest)
-            row0.append(node)
-            # Same rule as append_hash, with the hashing inlined: this loop is the ledger's hot path.
-            while position & 1:
-                node = sha256(_NODE_PREFIX + levels[height][position - 1] + node).digest()
-                height += 1
-                if len(levels) == height:
-                    levels.append([])
-                levels[height].append(node)
-                position >>= 1
+        levels[0].extend(hashes)
+        height = 0
+        while True:
+            row = levels[height]
+            if len(levels) == height + 1:
+                if len(row) < 2:
+                    return
+                levels.append([])
+            up = levels[height + 1]
+            start = 2 * len(up)
+            pairs = (len(row) - start) // 2
+            if pairs == 0:
+                return
+            up.extend(_parents(row, start, pairs))
+            height += 1
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""

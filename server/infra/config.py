@@ -82,6 +82,21 @@ def _parse_int(minimum: int, maximum: int | None = None) -> Callable[[str, Any],
     return parse
 
 
+def _parse_witness_keys(name: str, value: Any) -> str:
+    """Comma-separated cosigner vkeys (zfjl-verify witness prints its own in ``witness.pub``)."""
+    from zfjl_verify import CosignerKey, VerifyError
+
+    text = _parse_str(name, value)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            CosignerKey.parse(item)
+        except VerifyError as exc:
+            raise ConfigError(
+                f"配置 {name} 中的见证人公钥无效：{exc.message} / {name}: {exc.message_en}"
+            ) from None
+    return text
+
+
 def _parse_str(name: str, value: Any) -> str:
     if not isinstance(value, str | Path):
         raise ConfigError(f"配置 {name} 必须是字符串 / {name} must be a string, got {value!r}")
@@ -387,6 +402,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "deadline alerts and take items past their disclosure period off the portal",
         _parse_int(10, 86400),
     ),
+    _Option(
+        "ledger_witness_keys",
+        "",
+        "可向账本提交联署签名的见证人公钥 (逗号分隔)，空为不接受 / witness keys whose cosignatures of "
+        "ledger checkpoints are accepted (comma-separated vkeys); empty = none",
+        _parse_witness_keys,
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 _BY_ENV = {option.env: option for option in _OPTIONS}
@@ -443,6 +465,7 @@ class Settings:
     archive_prefix: str
     archive_dir: Path
     publicity_sweep_interval_s: int
+    ledger_witness_keys: str
 
     def has_role(self, role: str) -> bool:
         """Whether this process runs ``role`` (one of :data:`SERVER_ROLES`)."""

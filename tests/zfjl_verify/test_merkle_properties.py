@@ -120,3 +120,39 @@ def test_bulk_extend_builds_the_same_tree_as_appending_one_by_one(datas: list[by
     bulk.extend(datas)
     sizes = range(len(datas) + 1)
     assert [bulk.root(n) for n in sizes] == [one_by_one.root(n) for n in sizes]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=4), max_size=130), st.lists(st.integers(1, 40), min_size=1, max_size=20))
+def test_batched_appends_give_the_same_roots_and_proofs_as_one_by_one(
+    datas: list[bytes], batches: list[int]
+) -> None:
+    """Batches of any sizes, onto a tree of any size, build the very tree that single appends build."""
+    one_by_one, batched = MerkleTree(), MerkleTree()
+    for data in datas:
+        one_by_one.append(data)
+    start, turn = 0, 0
+    while start < len(datas):
+        step = batches[turn % len(batches)]
+        if turn % 2:
+            batched.extend(datas[start : start + step])
+        else:
+            batched.extend_hashes(leaf_hash(data) for data in datas[start : start + step])
+        start, turn = start + step, turn + 1
+    n = len(datas)
+    assert batched.size == one_by_one.size == n
+    for size in range(n + 1):
+        assert batched.root(size) == one_by_one.root(size)
+        assert batched.consistency_proof(size, n) == one_by_one.consistency_proof(size, n)
+    for index in range(n):
+        assert batched.inclusion_proof(index) == one_by_one.inclusion_proof(index)
+
+
+def test_extend_hashes_refuses_a_hash_of_the_wrong_length() -> None:
+    tree = MerkleTree([leaf_hash(b"a")])
+    try:
+        tree.extend_hashes([leaf_hash(b"b"), b"short"])
+    except VerifyError:
+        assert tree.size == 1  # nothing of the refused batch was appended
+        return
+    raise AssertionError("a 5-byte leaf hash was accepted")

@@ -1,15 +1,17 @@
 """The evidence ledger: every row of the append-only evidence tables becomes a leaf of an RFC 9162 tree.
 
 A *sequencer* (:func:`sequence`) reads the rows that other domains already write append-only — stored
-recordings, signed session events, case events, and the audit log (every access to evidence) — and
-appends one leaf per row, in id order, without touching those domains' code. :func:`checkpoint` signs
-the current tree head as a C2SP tlog-checkpoint; the API serves it with inclusion and consistency
-proofs, and ``zfjl-verify`` checks them offline (JL-6, JL-23).
+recordings, signed session events, case events, the audit log (every access to evidence), governance
+facts, the recorders' key history — and appends one leaf per row, in id order, without touching those
+domains' code; a device check-out gives two leaves, one when it is made and one at its check-in.
+:func:`checkpoint` signs the current tree head as a C2SP tlog-checkpoint; the API serves it with inclusion
+and consistency proofs, and ``zfjl-verify`` checks them offline (JL-6, JL-23).
 
 What each check catches:
 
 * :func:`verify_ledger` (server side) recomputes every leaf from its row and every signed root from the
-  leaves: an edited evidence row, a deleted row, an edited or removed leaf, a changed checkpoint.
+  leaves: an edited evidence row, a deleted row, an edited or removed leaf, a changed checkpoint, and a
+  key-history entry inserted later with a validity dated back (``key_history_backdated``).
 * An insider with the database *and* the signing key can rebuild the whole tree and re-sign it, so the
   server's own check passes. A checkpoint kept by someone else (a superior body, a court) then fails
   ``zfjl-verify consistency`` against the new one: the history was rewritten.
@@ -22,12 +24,13 @@ fingerprint>`` so two deployments never share one.
 from __future__ import annotations
 
 import base64
+import bisect
 import enum
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,12 +38,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import RowMapping, Table, and_, exists, func, select
 from sqlalchemy.orm import Session
 
+from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound
-from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
+from server.domain.governance.models import LedgerCheckpoint, LedgerCosignature, LedgerLeaf
 from server.domain.models import Base
 from zfjl_verify import (
     Checkpoint,
     ConsistencyProof,
+    CosignerKey,
     InclusionProof,
     MerkleTree,
     NoteVerifier,
@@ -48,6 +53,7 @@ from zfjl_verify import (
     leaf_hash,
     open_checkpoint,
     sign_checkpoint,
+    verify_cosignature,
 )
 
 __all__ = [
@@ -57,9 +63,12 @@ __all__ = [
     "LedgerProblem",
     "LedgerReport",
     "LedgerSigner",
+    "UnknownWitness",
+    "add_cosignature",
     "canonical_leaf",
     "checkpoint",
     "consistency_proof",
+    "cosignatures_of",
     "get_leaf",
     "inclusion_proof",
     "latest_checkpoint",
@@ -93,14 +102,31 @@ class LeafKind(enum.StrEnum):
     GRANT_REVOCATION = "grant_revocation"  # a grant ended early by a head, with the reason (JL-20)
     RETENTION_PERIOD = "retention_period"  # an agency's own period for a retention category (JL-19)
     EXPORT = "export"  # a sealed export package for an approved external provision (JL-20)
+    DEVICE_KEY = "device_key"  # an entry of a recorder's signing-key history (JL-6)
+    DEVICE_CHECKOUT = "device_checkout"  # a recorder handed to an officer, with the agency (JL-20)
+    DEVICE_CHECKIN = "device_checkin"  # that recorder taken back: the check-out's window closes (JL-20)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LeafSource:
-    """An append-only table whose rows the sequencer turns into leaves."""
+    """A table whose rows the sequencer turns into leaves.
+
+    Most sources are append-only tables, one leaf per row over every column. A table whose row is
+    completed later (a device check-out, closed by its check-in) gives one leaf per *fact*: ``columns``
+    names the columns fixed when the fact happened, ``ready`` the column that is set once it has happened,
+    and ``ref`` the name the leaf refers to the row by (``ledger_leaves.ref_table``, unique with the id).
+    """
 
     kind: LeafKind
     table: str
+    columns: tuple[str, ...] | None = None
+    ready: str | None = None
+    ref: str | None = None
+
+    @property
+    def ref_table(self) -> str:
+        """What ``ledger_leaves.ref_table`` holds for this source's leaves."""
+        return self.ref or self.table
 
 
 # In this order each round; new kinds (approvals, exports, archives, disposals) add a row here.
@@ -122,14 +148,47 @@ SOURCES: tuple[LeafSource, ...] = (
     LeafSource(kind=LeafKind.GRANT_REVOCATION, table="grant_revocations"),
     LeafSource(kind=LeafKind.RETENTION_PERIOD, table="retention_periods"),
     LeafSource(kind=LeafKind.EXPORT, table="provision_exports"),
+    # The recorders' key history (append-only) and who held a recorder for which agency (JL-6, JL-20):
+    # a forged key or an edited agency would otherwise change whose evidence a recording is.
+    LeafSource(kind=LeafKind.DEVICE_KEY, table="device_keys"),
+    LeafSource(
+        kind=LeafKind.DEVICE_CHECKOUT,
+        table="device_assignments",
+        columns=(
+            "id",
+            "device_id",
+            "user_id",
+            "agency_id",
+            "checked_out_at",
+            "checked_out_by",
+            "battery_at_checkout",
+        ),
+    ),
+    LeafSource(
+        kind=LeafKind.DEVICE_CHECKIN,
+        table="device_assignments",
+        columns=("id", "device_id", "checked_in_at", "checked_in_by"),
+        ready="checked_in_at",
+        ref="device_assignments.check_in",
+    ),
 )
-_KIND_OF_TABLE = {source.table: source.kind for source in SOURCES}
+_SOURCE_OF_REF = {source.ref_table: source for source in SOURCES}
+# A key-history entry states validity from the moment it is written; one whose period starts before a
+# checkpoint that did not yet contain it was written afterwards with a date in the past. The grace covers
+# a transaction that read the clock just before a checkpoint and committed just after it.
+KEY_HISTORY_GRACE = timedelta(minutes=5)
 
 
 class LedgerCorrupt(Conflict):
     """The stored ledger contradicts itself or a checkpoint already signed: the server refuses to sign."""
 
     code = "ledger_corrupt"
+
+
+class UnknownWitness(Invalid):
+    """A cosignature by a key that is not one of the configured witnesses (``ZFJL_LEDGER_WITNESS_KEYS``)."""
+
+    code = "unknown_witness"
 
 
 @dataclass(frozen=True)
@@ -186,9 +245,15 @@ def _pending_rows(session: Session, source: LeafSource) -> Iterator[RowMapping]:
     """Rows of ``source`` with no leaf yet, in id order (NOT EXISTS, not an id watermark: a row that
     commits late, after a higher id, is still sequenced)."""
     table = _table(source.table)
-    sequenced = exists().where(and_(LedgerLeaf.ref_table == source.table, LedgerLeaf.ref_id == table.c.id))
+    sequenced = exists().where(
+        and_(LedgerLeaf.ref_table == source.ref_table, LedgerLeaf.ref_id == table.c.id)
+    )
+    columns = [table.c[name] for name in source.columns] if source.columns else list(table.c)
+    condition = ~sequenced if source.ready is None else and_(~sequenced, table.c[source.ready].is_not(None))
     while True:
-        rows = session.execute(select(table).where(~sequenced).order_by(table.c.id).limit(_BATCH)).mappings()
+        rows = session.execute(
+            select(*columns).where(condition).order_by(table.c.id).limit(_BATCH)
+        ).mappings()
         batch = list(rows)
         if not batch:
             return
@@ -210,7 +275,7 @@ def sequence(session: Session) -> int:
                     leaf_index=next_index,
                     leaf_hash=leaf_hash(data),
                     kind=source.kind.value,
-                    ref_table=source.table,
+                    ref_table=source.ref_table,
                     ref_id=row["id"],
                     data=data.decode("utf-8"),
                 )
@@ -287,6 +352,66 @@ def checkpoint(session: Session, signer: LedgerSigner) -> LedgerCheckpoint | Non
     return row
 
 
+# A cosignature dated this far ahead of the server's clock is refused (the spec lets verifiers do so).
+_COSIGNATURE_CLOCK_SKEW = timedelta(minutes=10)
+
+
+def add_cosignature(
+    session: Session, tree_size: int, line: str, witnesses: list[CosignerKey]
+) -> LedgerCosignature:
+    """Store a witness's cosignature of the checkpoint of ``tree_size`` (flushed), after verifying it.
+
+    Only configured witness keys are accepted: the signature itself authenticates the witness, so the
+    endpoint needs no account. The same witness sending again for the same size gets the stored one.
+    """
+    signed = _checkpoint_of_size(session, tree_size)
+    head = Checkpoint.parse(signed.note.split("\n\n", 1)[0] + "\n")
+    name = line.removeprefix("— ").split(" ", 1)[0]
+    keys = [key for key in witnesses if key.name == name]
+    if not keys:
+        raise UnknownWitness(f"“{name}”不是已登记的见证人", f"{name!r} is not a configured witness")
+    # A witness may have rotated its key: any configured key of that name that verifies it will do.
+    stamps = [stamp for stamp in (_verified(line, head, key) for key in keys) if stamp is not None]
+    if not stamps:
+        raise Invalid("联署签名无效", "the cosignature does not verify against the witness's key")
+    timestamp = stamps[0]
+    cosigned_at = datetime.fromtimestamp(timestamp, tz=UTC)
+    if cosigned_at > utcnow() + _COSIGNATURE_CLOCK_SKEW:
+        raise Invalid("联署签名的时间在将来", "the cosignature is dated in the future")
+    stored = session.scalars(
+        select(LedgerCosignature).where(
+            LedgerCosignature.tree_size == tree_size, LedgerCosignature.witness == name
+        )
+    ).first()
+    if stored is not None:
+        return stored
+    row = LedgerCosignature(
+        tree_size=tree_size, witness=name, cosigned_at=cosigned_at, line=line.rstrip("\n") + "\n"
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _verified(line: str, head: Checkpoint, key: CosignerKey) -> int | None:
+    """The cosignature's timestamp if ``key`` made it over ``head``, else None."""
+    try:
+        return verify_cosignature(line, head, key)
+    except VerifyError:
+        return None
+
+
+def cosignatures_of(session: Session, tree_size: int) -> list[LedgerCosignature]:
+    """The witnesses' cosignatures of one checkpoint, oldest first."""
+    return list(
+        session.scalars(
+            select(LedgerCosignature)
+            .where(LedgerCosignature.tree_size == tree_size)
+            .order_by(LedgerCosignature.id)
+        )
+    )
+
+
 def _checkpoint_of_size(session: Session, size: int | None) -> LedgerCheckpoint:
     if size is None:
         found = latest_checkpoint(session)
@@ -307,7 +432,7 @@ def get_leaf(session: Session, leaf_index: int) -> LedgerLeaf | None:
 
 def leaf_for(session: Session, table: str, row_id: int) -> LedgerLeaf:
     """The leaf that records one row of a source table."""
-    if table not in _KIND_OF_TABLE:
+    if table not in _SOURCE_OF_REF:
         raise Invalid(f"“{table}”不是账本记录的表", f"{table!r} is not a table the ledger records")
     found = session.scalars(
         select(LedgerLeaf).where(LedgerLeaf.ref_table == table, LedgerLeaf.ref_id == row_id)
@@ -414,14 +539,14 @@ def verify_ledger(session: Session, verifier: NoteVerifier) -> LedgerReport:
     leaves = list(session.scalars(select(LedgerLeaf).order_by(LedgerLeaf.leaf_index)))
     rows: dict[str, dict[int, RowMapping]] = {}
     for source in SOURCES:
-        ids = [leaf.ref_id for leaf in leaves if leaf.ref_table == source.table]
+        ids = [leaf.ref_id for leaf in leaves if leaf.ref_table == source.ref_table]
         table = _table(source.table)
         found: dict[int, RowMapping] = {}
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
             for row in session.execute(select(table).where(table.c.id.in_(chunk))).mappings():
                 found[row["id"]] = row
-        rows[source.table] = found
+        rows[source.ref_table] = found
 
     tree = MerkleTree()
     for leaf in leaves:
@@ -469,6 +594,7 @@ def verify_ledger(session: Session, verifier: NoteVerifier) -> LedgerReport:
             )
 
     checkpoints = list(session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size)))
+    problems.extend(_backdated_keys(session, leaves, checkpoints))
     for signed in checkpoints:
         try:
             head, _ = open_checkpoint(signed.note, [verifier])
@@ -498,3 +624,45 @@ def verify_ledger(session: Session, verifier: NoteVerifier) -> LedgerReport:
                 )
             )
     return LedgerReport(leaves=len(leaves), checkpoints=len(checkpoints), problems=tuple(problems))
+
+
+def _backdated_keys(
+    session: Session, leaves: list[LedgerLeaf], checkpoints: list[LedgerCheckpoint]
+) -> list[LedgerProblem]:
+    """Key-history entries written after a checkpoint with a validity that starts (or ends) before it (JL-6).
+
+    Every entry the server writes starts or ends its validity *now*, and the next round makes it a leaf.
+    An insider who inserts an entry directly cannot edit the signed past, but can date the entry back,
+    so that a key of his own seems to have been valid when forged recordings were "made". The entry's
+    leaf, or its absence, dates it: the last checkpoint signed before the entry was sequenced (or the
+    latest one, if it is not sequenced yet) did not contain it, so its period may not start before that
+    checkpoint was signed. Checkpoints from before the ledger recorded any key history (a ledger older
+    than these leaves) date nothing.
+    """
+    key_leaves = {leaf.ref_id: leaf.leaf_index for leaf in leaves if leaf.kind == LeafKind.DEVICE_KEY}
+    if not key_leaves:
+        return []
+    first_key_leaf = min(key_leaves.values())
+    sizes = [signed.tree_size for signed in checkpoints]  # ascending
+    table = _table("device_keys")
+    out: list[LedgerProblem] = []
+    for row in session.execute(select(table).order_by(table.c.id)).mappings():
+        position = key_leaves.get(row["id"], len(leaves))
+        last_without = bisect.bisect_right(sizes, position) - 1
+        if last_without < 0 or sizes[last_without] <= first_key_leaf:
+            continue
+        before = checkpoints[last_without]
+        signed_at = before.signed_at
+        claimed = [moment for moment in (row["valid_from"], row["valid_until"]) if moment is not None]
+        if any(moment < signed_at - KEY_HISTORY_GRACE for moment in claimed):
+            out.append(
+                LedgerProblem(
+                    code="key_history_backdated",
+                    leaf_index=key_leaves.get(row["id"]),
+                    message=f"设备 {row['device_id']} 的密钥历史记录 #{row['id']} 是事后补写的，"
+                    f"其有效期早于不含它的检查点（{before.tree_size} 个叶）",
+                    message_en=f"key history entry #{row['id']} of device {row['device_id']} was written "
+                    f"after the checkpoint of {before.tree_size} leaves yet claims a validity before it",
+                )
+            )
+    return out

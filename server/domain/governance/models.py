@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
-__all__ = ["LedgerCheckpoint", "LedgerLeaf"]
+__all__ = ["LedgerCheckpoint", "LedgerCosignature", "LedgerLeaf"]
 
 
 class LedgerLeaf(Base):
@@ -46,3 +46,21 @@ class LedgerCheckpoint(Base):
     origin: Mapped[str] = mapped_column(String(255))
     note: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class LedgerCosignature(Base):
+    """A witness's cosignature of one checkpoint (c2sp.org/tlog-cosignature), as the witness sent it.
+
+    Append-only (migration 0024). Verified against a configured witness key before it is stored; the
+    ``line`` is the note signature line a reader appends to the checkpoint's note to check it again.
+    """
+
+    __tablename__ = "ledger_cosignatures"
+    __table_args__ = (UniqueConstraint("tree_size", "witness", name="uq_ledger_cosignatures_size_witness"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    witness: Mapped[str] = mapped_column(String(255))
+    cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    line: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,12 +17,12 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.governance import archives, ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
-from server.http.context import audit_request
+from server.http.context import audit_request, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
-from zfjl_verify import MerkleTree, encode_hash
+from zfjl_verify import CosignerKey, MerkleTree, encode_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -39,6 +39,11 @@ _CHECKPOINT = {
         "signed_at": {"type": "string", "format": "date-time"},
         "note": {"type": "string", "description": "C2SP signed note (tlog-checkpoint)"},
         "verifier_key": {"type": "string", "description": "<name>+<key id>+<base64>; pin it out of band"},
+        "cosignatures": {
+            "type": "array",
+            "description": "witnesses' tlog-cosignature lines; append them to the note to check them",
+            "items": {"type": "string"},
+        },
     },
 }
 _HASHES = {"type": "array", "items": {"type": "string", "description": "base64"}}
@@ -111,7 +116,8 @@ def _int_arg(name: str, *, required: bool = False) -> int | None:
     return int(raw)
 
 
-def _checkpoint_json(row: LedgerCheckpoint) -> dict[str, Any]:
+def _checkpoint_json(row: LedgerCheckpoint, session: Session | None = None) -> dict[str, Any]:
+    cosigned = ledger.cosignatures_of(session, row.tree_size) if session is not None else []
     return {
         "origin": row.origin,
         "tree_size": row.tree_size,
@@ -119,6 +125,7 @@ def _checkpoint_json(row: LedgerCheckpoint) -> dict[str, Any]:
         "signed_at": row.signed_at.isoformat(),
         "note": row.note,
         "verifier_key": _signer().verifier.encode(),
+        "cosignatures": [cosignature.line for cosignature in cosigned],
     }
 
 
@@ -161,7 +168,85 @@ def get_checkpoint() -> ResponseReturnValue:
             row = session.query(LedgerCheckpoint).filter_by(tree_size=size).one_or_none()
         if row is None:
             raise ApiError(404, "not_found", "没有该检查点", "no such checkpoint")
-        return jsonify(_checkpoint_json(row))
+        return jsonify(_checkpoint_json(row, session))
+
+
+@public_bp.get("/consistency")
+@api_view(
+    "ledger_public.public_consistency_proof",
+    "公开的一致性证明（供见证人使用）/ public consistency proof between two checkpoints, for witnesses",
+    auth="public",
+    query={"old_size": _SIZE, "new_size": _SIZE},
+    response=_CONSISTENCY,
+)
+def public_consistency_proof() -> ResponseReturnValue:
+    """RFC 9162 §2.1.4 proof from ``old_size`` to the latest (or ``new_size``) checkpoint, without an account.
+
+    A proof holds only hashes of subtrees, never a leaf's data: a witness needs it to check that a new
+    checkpoint extends the one it kept, and may not have an account.
+    """
+    old = _int_arg("old_size", required=True)
+    assert old is not None
+    with session_scope() as session:
+        proof = ledger.consistency_proof(session, old, _int_arg("new_size"), held=_held_tree(session))
+        return jsonify(proof.to_json())
+
+
+_COSIGNATURE_REQUEST = {
+    "type": "object",
+    "required": ["tree_size", "cosignature"],
+    "properties": {
+        "tree_size": {"type": "integer", "minimum": 0},
+        "cosignature": {
+            "type": "string",
+            "maxLength": 1000,
+            "description": "the tlog-cosignature line: — <witness> base64(key id, time, signature)",
+        },
+    },
+}
+
+
+def _witness_keys() -> list[CosignerKey]:
+    text: str = current_app.extensions["zfjl.settings"].ledger_witness_keys
+    return [CosignerKey.parse(item) for item in (part.strip() for part in text.split(",")) if item]
+
+
+@public_bp.post("/cosignatures")
+@api_view(
+    "ledger_public.add_cosignature",
+    "见证人提交检查点联署签名 / a witness submits its cosignature of a checkpoint",
+    auth="public",
+    request=_COSIGNATURE_REQUEST,
+    response={
+        "type": "object",
+        "properties": {
+            "tree_size": {"type": "integer"},
+            "witness": {"type": "string"},
+            "cosigned_at": {"type": "string", "format": "date-time"},
+        },
+    },
+)
+def add_cosignature() -> ResponseReturnValue:
+    """Store a configured witness's cosignature (its Ed25519 signature authenticates it: no account)."""
+    body = json_body(("tree_size", "cosignature"))
+    size, line = body["tree_size"], body["cosignature"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ApiError(
+            400, "invalid_request", "tree_size 必须是非负整数", "tree_size must be a non-negative integer"
+        )
+    if not isinstance(line, str) or len(line) > 1000 or not line.startswith("— "):
+        raise ApiError(
+            400, "invalid_request", "cosignature 必须是一行签名", "cosignature must be one signature line"
+        )
+    with session_scope() as session:
+        stored = ledger.add_cosignature(session, size, line, _witness_keys())
+        answer = {
+            "tree_size": stored.tree_size,
+            "witness": stored.witness,
+            "cosigned_at": stored.cosigned_at.isoformat(),
+        }
+        session.commit()
+        return jsonify(answer)
 
 
 @public_bp.get("/agencies/<int:agency_id>/seal-key")

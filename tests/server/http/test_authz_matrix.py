@@ -100,6 +100,29 @@ def test_every_api_endpoint_needs_a_token(app: Flask, client: FlaskClient) -> No
         assert response.status_code == 401, (method, path, response.status_code)
 
 
+# Routes the evidence ledger serves without an account, outside /api/ (docs/ledger.md): checkpoints and
+# the consistency proofs a witness needs (subtree hashes, never a leaf's data), and the witnesses'
+# cosignatures, authenticated by a configured witness key instead of a token. A new one is added here
+# deliberately, or this test fails.
+_LEDGER_PUBLIC = {
+    "ledger_public.get_checkpoint",
+    "ledger_public.public_consistency_proof",
+    "ledger_public.add_cosignature",
+}
+
+
+def test_jl23_the_ledgers_public_routes_are_exactly_the_witness_ones(app: Flask, client: FlaskClient) -> None:
+    public = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/ledger/")}
+    assert public == _LEDGER_PUBLIC
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in _LEDGER_PUBLIC:
+            assert app.view_functions[rule.endpoint].zfjl_doc.auth == "public"
+    # Anonymous: nothing signed yet; no witness is configured, so no cosignature is taken either.
+    assert client.get("/ledger/v1/consistency?old_size=0").status_code == 404
+    refused = client.post("/ledger/v1/cosignatures", json={"tree_size": 0, "cosignature": "— w x"})
+    assert refused.status_code in (400, 404)
+
+
 # Path and query parameters that name something of one agency. Parameters not listed here get a value
 # that names nothing, so a new route is still walked; list its parameter here to aim it at agency B.
 _AGENCY_OWNED = (

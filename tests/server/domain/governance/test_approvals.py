@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 
 from server.domain.audit import AuditLog
 from server.domain.evidence.models import Recording
+from server.domain.evidence.scrub import scrub
 from server.domain.governance import approvals, ledger, retention
 from server.domain.governance.approvals_models import GovernanceDecision
 from server.domain.governance.ledger import LedgerSigner
@@ -332,3 +333,20 @@ def test_jl20_expired_grant_reads_as_expired(gov: Gov) -> None:
         decision = approvals.decide(session, None, gov.caller("agency_head-a"), req.id, "approve", "", now=t0)
         assert approvals.status_of(decision, t0 + timedelta(hours=23)) == "approved"
         assert approvals.status_of(decision, t0 + timedelta(days=1)) == "expired"
+
+
+def test_jl19_the_scrubber_skips_a_disposed_recordings_object_but_still_finds_a_lost_one(
+    gov: Gov, client: FlaskClient
+) -> None:
+    """Bytes destroyed by an approved disposal are not missing evidence; bytes gone without one are."""
+    disposed, lost = gov.rec_a
+    filed = _file(
+        client, "agency_head-a", kind="disposal", purpose="保存期满，无案件关联", recording_ids=[disposed]
+    )
+    assert _decide(client, "head2-a", filed.get_json()["id"]).get_json()["status"] == "done"
+    store = gov.app.extensions[STORE_KEY]
+    store.delete(_key_of(gov, lost))  # an insider removes another recording's object, no disposal
+    with session_scope(gov.app) as session:
+        report = scrub(session, store, device_id="dev-a", checkpoint=session.commit)
+    assert report.recordings == 2
+    assert [(f.recording_id, f.code) for f in report.findings] == [(lost, "object_missing")]

@@ -22,12 +22,15 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from server.domain.accounts.service import create_user
 from server.domain.audit import write_audit
 from server.domain.cases.models import CaseEvent
 from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.commit import commit_segment
 from server.domain.evidence.models import Recording
 from server.domain.fleet import devices
+from server.domain.fleet.assignments import check_in
+from server.domain.fleet.models import DeviceAssignment, DeviceKey
 from server.domain.governance import ledger
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
 from server.domain.people.models import Agency
@@ -393,3 +396,83 @@ def test_a_held_tree_is_extended_with_new_leaves_and_reloaded_after_a_rebuild(en
     reloaded = ledger.load_tree(env.session, grown)
     assert reloaded is not grown and reloaded.size == size - 2
     assert reloaded.root() == ledger.load_tree(env.session).root()
+
+
+def _assignment(env: Ledger, agency_id: int) -> DeviceAssignment:
+    """The recorder handed to an officer of ``agency_id`` (as fleet check-out writes it)."""
+    user = create_user(env.session, f"officer-{agency_id}", "a long enough password 1", "officer")
+    row = DeviceAssignment(
+        device_id=env.segments.device_id,
+        user_id=user.id,
+        agency_id=agency_id,
+        checked_out_by="admin",
+        battery_at_checkout=90,
+    )
+    env.session.add(row)
+    env.session.commit()
+    return row
+
+
+def test_jl6_a_device_assignment_and_its_check_in_are_leaves_and_an_edited_agency_is_detected(
+    env: Ledger,
+) -> None:
+    own, other = Agency(name="甲局"), Agency(name="乙局")
+    env.session.add_all([own, other])
+    env.session.commit()
+    row = _assignment(env, own.id)
+    env.sequence_and_sign()
+    checkout = ledger.leaf_for(env.session, "device_assignments", row.id)
+    assert checkout.kind == "device_checkout"
+    assert json.loads(checkout.data)["row"]["agency_id"] == own.id
+    with pytest.raises(NotFound):  # not checked in yet: no check-in leaf
+        ledger.leaf_for(env.session, "device_assignments.check_in", row.id)
+    # The check-in completes the row; it is a fact of its own, and the check-out leaf still holds.
+    check_in(env.session, env.segments.device_id, actor="admin")
+    env.session.commit()
+    env.sequence_and_sign()
+    checkin = ledger.leaf_for(env.session, "device_assignments.check_in", row.id)
+    assert checkin.kind == "device_checkin" and json.loads(checkin.data)["row"]["checked_in_by"] == "admin"
+    assert ledger.verify_ledger(env.session, env.signer.verifier).ok
+
+    # The insider moves the recorder's evidence to another agency, or stretches the window.
+    env.insider_sql(f"UPDATE device_assignments SET agency_id = {other.id} WHERE id = {row.id}")
+    env.insider_sql(f"UPDATE device_assignments SET checked_in_at = checked_out_at WHERE id = {row.id}")
+    problems = ledger.verify_ledger(env.session, env.signer.verifier).problems
+    changed = sorted((p.code, p.leaf_index) for p in problems)
+    assert changed == sorted([("row_changed", checkout.leaf_index), ("row_changed", checkin.leaf_index)])
+
+
+def test_jl6_a_forged_key_history_row_is_detected(env: Ledger) -> None:
+    """An insider adds a key of his own to a recorder's history, dated back so forged recordings fit."""
+    env.sequence_and_sign()
+    registered = env.session.scalars(select(DeviceKey.id)).one()
+    key = ledger.leaf_for(env.session, "device_keys", registered)
+    assert key.kind == "device_key" and json.loads(key.data)["row"]["event"] == "provisioned"
+    env.store_segment()
+    env.sequence_and_sign()
+    forged_key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    env.session.add(
+        DeviceKey(
+            device_id=env.segments.device_id,
+            public_key=forged_key,
+            key_fingerprint="forged",
+            valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+            event="reinstated",
+            recorded_by="admin",
+            recorded_at=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+    )
+    env.session.commit()
+    # Reported before the next round sequences it, and after: its leaf dates it.
+    codes = [p.code for p in ledger.verify_ledger(env.session, env.signer.verifier).problems]
+    assert codes == ["key_history_backdated"]
+    env.sequence_and_sign()
+    problems = ledger.verify_ledger(env.session, env.signer.verifier).problems
+    assert [p.code for p in problems] == ["key_history_backdated"]
+    assert problems[0].leaf_index is not None and env.segments.device_id in problems[0].message_en
+    # An entry the server writes itself (a revocation now) is not.
+    device = devices.get_device(env.session, env.segments.device_id)
+    devices.record_key_event(env.session, device, "revoked", actor="admin")
+    env.session.commit()
+    env.sequence_and_sign()
+    assert len(ledger.verify_ledger(env.session, env.signer.verifier).problems) == 1
