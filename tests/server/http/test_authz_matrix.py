@@ -108,10 +108,14 @@ _LEDGER_PUBLIC = {
     "ledger_public.get_checkpoint",
     "ledger_public.public_consistency_proof",
     "ledger_public.add_cosignature",
+    # An agency's seal key (JL-18): verifiers of archive and export packages pin it; public by design.
+    "ledger_public.agency_seal_key",
 }
 
 
-def test_jl23_the_ledgers_public_routes_are_exactly_the_witness_ones(app: Flask, client: FlaskClient) -> None:
+def test_jl23_the_ledgers_public_routes_are_exactly_the_witness_and_verifier_ones(
+    app: Flask, client: FlaskClient
+) -> None:
     public = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/ledger/")}
     assert public == _LEDGER_PUBLIC
     for rule in app.url_map.iter_rules():
