@@ -184,6 +184,11 @@ def _cmd_package(args: argparse.Namespace) -> None:
             f"通过：密码套件 {report.suite} 的摘要均一致",
             f"OK: the digests of crypto suite {report.suite} hold",
         )
+    if report.disposed:
+        _say(
+            f"通过：{report.disposed} 段录像已依法销毁，以经证明的销毁记录代替其文件",
+            f"OK: {report.disposed} recordings were disposed of; proved tombstones stand in for their files",
+        )
     _say(
         f"通过：{report.files} 个文件的哈希、{report.recordings} 段录像和 {report.leaves} 个叶的包含证明"
         f"均与 {size} 叶的已签名检查点一致",

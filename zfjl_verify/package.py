@@ -20,6 +20,11 @@ What :func:`verify_package` checks, each independently so one failure does not h
 3. Every leaf's inclusion proof leads to the checkpoint's root (RFC 9162 §2.1.3.2).
 4. Every recording's bytes hash to the SHA-256 its ledger leaf committed to, and its manifest text is
    the one in that leaf: a changed byte is caught even if all the BagIt manifests were recomputed.
+   A recording disposed of after its retention (JL-19) has no bytes: its index entry names a
+   ``tombstone`` instead of ``media``, and it is accounted for only if that tombstone is a proved
+   ``disposal_tombstones`` leaf of the same recording with the same SHA-256 and size as the recording's
+   own leaf, and the tombstone file in the package says the same. A recording without media and without
+   such a tombstone is reported missing, as before. Disposed recordings are counted apart (``disposed``).
 5. Every row the index names (case events, session events, audit rows, the case's own files) has a
    proved leaf.
 6. With the agency's seal key pinned (``agency_keys``): ``zfjl-seal.note`` is signed by that key and
@@ -68,6 +73,7 @@ class PackageReport:
     files: int = 0
     leaves: int = 0
     recordings: int = 0
+    disposed: int = 0
     checkpoint: Checkpoint | None = None
     sealed_by: str | None = None
     suite: str | None = None
@@ -350,7 +356,9 @@ def _check_recordings(
             continue
         media = f"data/{entry.get('media')}"
         manifest = f"data/{entry.get('manifest')}"
-        if media not in bag.names():
+        if "media" not in entry and "tombstone" in entry:
+            _check_tombstone(bag, entry, row, proved, report)
+        elif media not in bag.names():
             report.fail(
                 "file_missing",
                 f"录像 {recording_id} 的文件 {media} 缺失",
@@ -373,6 +381,54 @@ def _check_recordings(
                 f"recording {recording_id}'s signed manifest does not match the ledger",
             )
         report.recordings += 1
+
+
+# What a tombstone file must agree on with its proved leaf (the rest is descriptive).
+_TOMBSTONE_FIELDS = ("recording_id", "sha256", "size", "reason", "requested_by", "approved_by")
+
+
+def _check_tombstone(
+    bag: _Bag,
+    entry: dict[str, Any],
+    recording: dict[str, Any],
+    proved: dict[tuple[str, int], dict[str, Any]],
+    report: PackageReport,
+) -> None:
+    """A disposed recording (JL-19): its proved tombstone names it, with the hash and size its leaf has."""
+    recording_id = entry.get("id")
+    stone_id = entry.get("tombstone_id")
+    stone = proved.get(("disposal_tombstones", stone_id)) if isinstance(stone_id, int) else None
+    if stone is None:
+        report.fail(
+            "unproved_disposal",
+            f"录像 {recording_id} 没有文件，也没有经证明的销毁记录",
+            f"recording {recording_id} has no file and no proved disposal tombstone",
+        )
+        return
+    if (
+        stone.get("recording_id") != recording_id
+        or stone.get("sha256") != recording.get("sha256")
+        or stone.get("size") != recording.get("size")
+    ):
+        report.fail(
+            "disposal_mismatch",
+            f"录像 {recording_id} 的销毁记录与其账本叶不符",
+            f"the disposal tombstone of recording {recording_id} does not match its ledger leaf",
+        )
+        return
+    path = f"data/{entry.get('tombstone')}"
+    try:
+        described = json.loads(bag.read(path)) if path in bag.names() else None
+    except ValueError:
+        described = None
+    if not isinstance(described, dict) or any(described.get(k) != stone.get(k) for k in _TOMBSTONE_FIELDS):
+        report.fail(
+            "disposal_mismatch",
+            f"录像 {recording_id} 的销毁记录文件 {path} 缺失或与账本不符",
+            f"the tombstone file {path} of recording {recording_id} is missing or does not match the ledger",
+        )
+        return
+    report.disposed += 1
 
 
 def _check_rows(

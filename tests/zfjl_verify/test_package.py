@@ -154,3 +154,54 @@ def test_an_unreadable_package_exits_1_with_a_message(
     assert main(["package", "--key", str(tmp_path / "key.pub"), str(tmp_path / "junk.zip")]) == 1
     assert main(["package", "--key", str(tmp_path / "key.pub"), str(tmp_path / "absent")]) == 1
     assert "FAILED" in capsys.readouterr().err
+
+
+def _disposed_bag(root: Path, stone: dict[str, object], described: dict[str, object]) -> Path:
+    """make_bag's recording disposed of (JL-19): no bytes, a tombstone file, the tombstone a proved leaf."""
+    bag = make_bag(root)
+    (bag / "data/recordings/7/segment.mp4").unlink()
+    (bag / "data/recordings/7/tombstone.json").write_text(json.dumps(described))
+    row = {"sha256": hashlib.sha256(MEDIA).hexdigest(), "size": len(MEDIA), "manifest_text": MANIFEST}
+    leaves = [_leaf("audit_log", 1, {}), _leaf("recordings", 7, row), _leaf("disposal_tombstones", 5, stone)]
+    tree = MerkleTree()
+    for data in leaves:
+        tree.append_hash(leaf_hash(data))
+    head = Checkpoint(origin=NAME, size=3, root_hash=tree.root())
+    (bag / "data/ledger/checkpoint.note").write_text(sign_checkpoint(head, NAME, KEY))
+    entries = []
+    for i, (table, row_id) in ((1, ("recordings", 7)), (2, ("disposal_tombstones", 5))):
+        (bag / f"data/ledger/leaves/{i}.json").write_bytes(leaves[i])
+        path = [encode_hash(h) for h in tree.inclusion_proof(i, 3)]
+        entries.append({"leaf_index": i, "table": table, "id": row_id, "data": f"ledger/leaves/{i}.json",
+                        "proof": {"leaf_index": i, "tree_size": 3, "hashes": path}})  # fmt: skip
+    index = json.loads((bag / "data/package.json").read_text())
+    index["leaves"] = entries
+    index["recordings"] = [{"id": 7, "tombstone": "recordings/7/tombstone.json", "tombstone_id": 5,
+                            "manifest": "recordings/7/manifest.txt"}]  # fmt: skip
+    index["rows"]["disposal_tombstones"] = [5]
+    (bag / "data/package.json").write_text(json.dumps(index))
+    _seal(bag)
+    return bag
+
+
+def test_jl18_a_disposed_recording_is_accounted_for_only_by_its_proved_matching_tombstone(
+    tmp_path: Path,
+) -> None:
+    stone = {"recording_id": 7, "sha256": hashlib.sha256(MEDIA).hexdigest(), "size": len(MEDIA),
+             "reason": "保存期满", "requested_by": "3", "approved_by": "4"}  # fmt: skip
+    report = verify_package(_disposed_bag(tmp_path / "good", stone, stone), [VERIFIER])
+    assert report.ok, report.problems
+    assert (report.recordings, report.disposed) == (1, 1)
+    # The tombstone file says another reason than the ledger: refused.
+    edited = _disposed_bag(tmp_path / "edited", stone, {**stone, "reason": "随意删除"})
+    assert _codes(edited) == ["disposal_mismatch"]
+    # A tombstone of other bytes does not account for this recording.
+    other = {**stone, "sha256": "0" * 64}
+    assert _codes(_disposed_bag(tmp_path / "other", other, other)) == ["disposal_mismatch"]
+    # Bytes dropped with no proved tombstone at all: reported, never passed as disposed.
+    bag = _disposed_bag(tmp_path / "unproved", stone, stone)
+    index = json.loads((bag / "data/package.json").read_text())
+    index["recordings"][0]["tombstone_id"] = 6
+    (bag / "data/package.json").write_text(json.dumps(index))
+    _seal(bag)
+    assert _codes(bag) == ["unproved_disposal"]

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.domain.cases.completeness import completeness
 from server.domain.cases.models import Case, CaseEvent
 from server.domain.evidence.models import Recording
+from server.domain.governance.access import viewable_ids
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller
 from server.domain.scope import recording_in_scope
@@ -45,8 +46,13 @@ def missing_by_case(session: Session, cases: Sequence[Case]) -> dict[int, list[d
 
 
 def linked_recordings(session: Session, caller: Caller, recording_ids: Iterable[int]) -> list[dict[str, Any]]:
-    """The recordings of ``recording_ids`` the caller may read (JL-20), by start, each with the primary key
-    of its enforcement session (``session_pk``, None when it belongs to none the server knows)."""
+    """The recordings of ``recording_ids`` in the caller's scope, by start, each with the primary key of its
+    enforcement session (``session_pk``, None when it belongs to none the server knows).
+
+    A restricted or confidential recording the caller may not view (JL-20) stays in the list as a
+    placeholder (``hidden``: its id, sequence and times only, no device, officer or session link), so the
+    case file neither shows its metadata nor pretends it does not exist.
+    """
     ids = sorted(set(recording_ids))
     if not ids:
         return []
@@ -57,7 +63,8 @@ def linked_recordings(session: Session, caller: Caller, recording_ids: Iterable[
             .order_by(Recording.started_at, Recording.id)
         )
     )
-    pairs = {(r.device_id, r.session_id) for r in rows if r.session_id}
+    shown = viewable_ids(session, caller, rows)
+    pairs = {(r.device_id, r.session_id) for r in rows if r.session_id and r.id in shown}
     sessions: dict[tuple[str, str], int] = {}
     if pairs:
         for pk, device_id, session_id in session.execute(
@@ -75,6 +82,14 @@ def linked_recordings(session: Session, caller: Caller, recording_ids: Iterable[
     return [
         {
             "id": r.id,
+            "sequence": r.sequence,
+            "started_at": r.started_at,
+            "ended_at": r.ended_at,
+            "hidden": True,
+        }
+        if r.id not in shown
+        else {
+            "id": r.id,
             "device_id": r.device_id,
             "sequence": r.sequence,
             "kind": r.kind,
@@ -82,6 +97,7 @@ def linked_recordings(session: Session, caller: Caller, recording_ids: Iterable[
             "ended_at": r.ended_at,
             "officer_id": r.officer_id,
             "session_pk": sessions.get((r.device_id, r.session_id)),
+            "hidden": False,
         }
         for r in rows
     ]

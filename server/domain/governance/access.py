@@ -51,6 +51,7 @@ __all__ = [
     "authorize",
     "listable",
     "set_access_class",
+    "viewable_ids",
 ]
 
 ACCESS_CLASSES: tuple[str, ...] = ("normal", "restricted", "confidential")
@@ -128,9 +129,22 @@ def listable(
     details page: a restricted or confidential recording beyond the caller's duty is left out rather than
     refused. Normal recordings (most of them) cost one query for the page.
     """
+    shown = viewable_ids(session, caller, recordings, now=now)
+    return [rec for rec in recordings if rec.id in shown]
+
+
+def viewable_ids(
+    session: Session, caller: Caller, recordings: list[Recording], *, now: datetime | None = None
+) -> set[int]:
+    """The ids of ``recordings`` the caller may view, by duty or by a grant (JL-20); no audit row.
+
+    For pages that must still account for the others (a session's timeline, a case file's recordings):
+    they show a hidden recording as a placeholder in its place, so that what is withheld never reads as
+    a gap in the record (JL-16).
+    """
     classes = _classes_of(session, [r.id for r in recordings])
     when = now or utcnow()
-    shown = []
+    shown: set[int] = set()
     for rec in recordings:
         access_class = classes.get(rec.id, "normal")
         if (
@@ -138,7 +152,7 @@ def listable(
             or _by_duty(session, caller, rec, access_class, "view")
             or grant_for(session, caller, rec.id, _COVERED_BY["view"], when) is not None
         ):
-            shown.append(rec)
+            shown.add(rec.id)
     return shown
 
 

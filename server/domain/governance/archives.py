@@ -8,6 +8,11 @@ local time, its place in the device's hash chain, who had the device checked out
 it checkable without the server — the ledger leaf of every included row with its inclusion proof and
 the signed checkpoint they prove against. ``zfjl-verify package`` checks it offline.
 
+A recording disposed of after its retention (JL-19) has no bytes left to copy: its place holds the
+disposal tombstone (hash, size, reason, who asked, who approved, when), itself a proved ledger leaf, and
+its provenance note says it was disposed. The case still archives, and the verifier accounts for the
+recording by that tombstone instead of reporting its media missing.
+
 The bag is zipped into the object store (``archives/…``) and recorded as an append-only
 ``archive_packages`` row, itself a ledger leaf. :func:`overdue_archives` lists the ended cases whose
 30 days passed without a package (the JL-18 deadline).
@@ -45,7 +50,9 @@ from server.domain.evidence.models import Recording
 from server.domain.fleet.models import Device, DeviceAlert, DeviceAssignment
 from server.domain.governance import ledger
 from server.domain.governance.archives_models import ArchivePackage, CaseReview
+from server.domain.governance.disposal import tombstone_to_dict
 from server.domain.governance.models import LedgerLeaf
+from server.domain.governance.retention_models import DisposalTombstone
 from server.domain.governance.review import review_to_dict
 from server.domain.people.models import Agency, Officer
 from server.domain.people.service import Caller
@@ -386,28 +393,59 @@ def _prove(
     return signed.tree_size, index_leaves, rows
 
 
+def _tombstones(session: Session, recordings: list[Recording]) -> dict[int, DisposalTombstone]:
+    """The disposal tombstone of each of these recordings that was disposed of (JL-19)."""
+    if not recordings:
+        return {}
+    rows = session.scalars(
+        select(DisposalTombstone).where(DisposalTombstone.recording_id.in_([r.id for r in recordings]))
+    )
+    return {stone.recording_id: stone for stone in rows}
+
+
 def _put_recordings(
     session: Session,
     bag: _BagWriter,
     store: ObjectStore,
     recordings: list[Recording],
+    stones: dict[int, DisposalTombstone],
     now: datetime,
     places: dict[int, list[str]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Copy each recording with its signed manifest and provenance note; (index entries, notes)."""
+    """Copy each recording with its signed manifest and provenance note; (index entries, notes).
+
+    A disposed recording's bytes are gone (JL-19): its tombstone takes the media's place.
+    """
     index_recordings = []
     provenance = []
     for rec in recordings:
-        media = f"recordings/{rec.id}/segment{_extension(rec.media_type)}"
-        bag.copy_object(store, rec.object_key, media)
+        entry: dict[str, Any] = {"id": rec.id, "manifest": f"recordings/{rec.id}/manifest.txt"}
+        stone = stones.get(rec.id)
+        if stone is None:
+            entry["media"] = f"recordings/{rec.id}/segment{_extension(rec.media_type)}"
+            bag.copy_object(store, rec.object_key, entry["media"])
+        else:
+            entry["tombstone"] = f"recordings/{rec.id}/tombstone.json"
+            entry["tombstone_id"] = stone.id
+            bag.put(entry["tombstone"], _json(tombstone_to_dict(stone)))
         bag.put(f"recordings/{rec.id}/manifest.txt", rec.manifest_text.encode("utf-8"))
         bag.put(f"recordings/{rec.id}/signature.b64", base64.b64encode(bytes(rec.signature)) + b"\n")
         note = _provenance(session, rec, now, places)
+        if stone is not None:
+            note["disposed"] = {
+                "tombstone_id": stone.id,
+                "request_id": stone.request_id,
+                "reason": stone.reason,
+                "requested_by": stone.requested_by,
+                "approved_by": stone.approved_by,
+                "disposed_at": _iso_pair(stone.disposed_at),
+                "note": "录像已于保存期满后经批准销毁，档案包中以销毁记录代替其文件"
+                " / disposed of after its retention by an approved request; its tombstone stands in"
+                " for the file",
+            }
         bag.put(f"recordings/{rec.id}/provenance.json", _json(note))
         provenance.append(note)
-        index_recordings.append(
-            {"id": rec.id, "media": media, "manifest": f"recordings/{rec.id}/manifest.txt"}
-        )
+        index_recordings.append(entry)
     return index_recordings, provenance
 
 
@@ -476,6 +514,7 @@ def build_archive(
         session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id))
     )
     recordings = _case_recordings(session, record, events)
+    stones = _tombstones(session, recordings)
     sessions = _sessions(session, recordings)
     session_events = list(
         session.scalars(
@@ -517,6 +556,7 @@ def build_archive(
     wanted: dict[str, list[int]] = {
         "case_events": [e.id for e in events],
         "recordings": [r.id for r in recordings],
+        "disposal_tombstones": sorted(stone.id for stone in stones.values()),
         "session_events": [e.id for e in session_events],
         "case_reviews": [r.id for r in reviews],
         "audit_log": [a.id for a in audit],
@@ -526,7 +566,9 @@ def build_archive(
     bag.put("case/reviews.json", _json([review_to_dict(r) for r in reviews]))
     for a in attachments:
         bag.copy_object(store, a.object_key, f"case/attachments/{a.id}/{_safe_name(a.name)}")
-    index_recordings, provenance = _put_recordings(session, bag, store, recordings, now, _places(record))
+    index_recordings, provenance = _put_recordings(
+        session, bag, store, recordings, stones, now, _places(record)
+    )
     for s in sessions:
         bag.put(f"sessions/{s.id}.json", _json(session_detail(session, s)))
     bag.put("audit.csv", _audit_csv(audit))

@@ -203,7 +203,8 @@ def create_export(
         "audit_log": [a.id for a in audit],
     }
     tree_size, index_leaves, rows = _prove(session, signer, bag, wanted)
-    index_recordings, provenance = _put_recordings(session, bag, store, recordings, now, {})
+    # A disposed recording was refused above: an external provision carries media only, never a tombstone.
+    index_recordings, provenance = _put_recordings(session, bag, store, recordings, {}, now, {})
     bag.put("request.json", _json(request_to_dict(request, decision, now)))
     bag.put("audit.csv", _audit_csv(audit))
     bag.put(

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from server.domain.cases import queries as case_queries
 from server.domain.errors import ServiceError
 from server.domain.evidence import queries as recording_queries
+from server.domain.governance import access
 from server.domain.sessions import explanations as explanation_service
 from server.domain.sessions import service as session_service
 from server.http.context import caller, client_ip
@@ -99,6 +100,9 @@ def session_page(session_id: int) -> ResponseReturnValue:
         # The case the recorder named at the start (its number), if the caller may read it (JL-20).
         case_link = case_queries.readable_case_id(session, caller(), tl["case_id"])
         geometry = _geometry(tl, recordings)
+        # JL-20: a segment beyond the caller's view keeps its place and times on the timeline (JL-16: it is
+        # recorded, not a gap) but shows neither its details nor a link; its explanation clips likewise.
+        shown = access.viewable_ids(session, caller(), recordings)
         segments = [
             {
                 "id": r.id,
@@ -110,10 +114,24 @@ def session_page(session_id: int) -> ResponseReturnValue:
                 "ended_at": r.ended_at,
                 "size": r.size,
                 "kind": r.kind,
+                "hidden": False,
+            }
+            if r.id in shown
+            else {
+                "sequence": r.sequence,
+                "start_s": geometry.seconds(r.started_at),
+                "duration_s": round((r.ended_at - r.started_at).total_seconds(), 3),
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
+                "hidden": True,
             }
             # Spoken explanation clips are recorded media of the session too: played in their place.
             for r in recordings
         ]
+        for marker in tl["markers"]:
+            clips = marker["explanation_clips"]
+            marker["explanation_clips"] = [c for c in clips if c["recording_id"] in shown]
+            marker["hidden_clips"] = len(clips) - len(marker["explanation_clips"])
     open_markers = [m for m in tl["markers"] if m["status"] in ("unexplained", "open")]
     return render(
         "session.html",

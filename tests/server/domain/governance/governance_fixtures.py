@@ -42,6 +42,7 @@ class Gov:
     users: dict[str, int] = field(default_factory=dict)
     rec_a: list[int] = field(default_factory=list)
     rec_b: list[int] = field(default_factory=list)
+    session_a: int = 0  # the enforcement session of rec_a
     sentinels_b: set[str] = field(default_factory=set)
 
     def caller(self, username: str) -> Caller:
@@ -133,6 +134,7 @@ def gov(app: Flask, world: World, tmp_path: Path) -> Gov:
     evidence_b = record_evidence(app, tmp_path / "dev-b", "dev-b", session_id="sess-b")
     assign(app, "dev-b", scene.users["officer-b"], w.agency_b)
     scene.rec_a, scene.rec_b = evidence_a.recording_ids, evidence_b.recording_ids
+    scene.session_a = evidence_a.session_pk
     scene.sentinels_b = evidence_b.sentinels
     return scene
 

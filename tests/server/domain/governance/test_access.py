@@ -189,3 +189,60 @@ def test_jl20_the_approval_queue_page_files_and_decides_with_csrf_and_never_lets
         officer.post(f"/workspace/approvals/{request_id}/decision", data={"csrf_token": _csrf}).status_code
         == 403
     )
+
+
+def _row(page: str, recording_id: int) -> str:
+    """The case file's table row of one recording."""
+    found = re.search(rf'<tr data-recording="{recording_id}"[^>]*>.*?</tr>', page, re.S)
+    assert found is not None, recording_id
+    return found.group(0)
+
+
+def _segment(page: str, sequence: int) -> str:
+    """The session page's list item of one segment, by its sequence number."""
+    item = rf"<li[^>]*>\s*<button[^>]*>[^<]*</button>\s*#{sequence} [^<]*?(?:<a [^>]*>[^<]*</a>)?\s*</li>"
+    found = re.search(item, page)
+    assert found is not None, sequence
+    return found.group(0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_jl20_workspace_session_and_case_pages_show_a_hidden_segment_as_a_placeholder_not_a_gap(
+    gov: Gov, client: FlaskClient
+) -> None:
+    hidden, other = gov.rec_a
+    assert _classify(client, gov, hidden, "confidential") == 200
+    case_id = gov.open_case([hidden, other])  # officer-a is on the case: enough for restricted, not here
+    with session_scope(gov.app) as session:
+        sequences = {rid: seq for rid, seq in session.execute(select(Recording.id, Recording.sequence))}
+    seq_hidden, seq_other = sequences[hidden], sequences[other]
+    session_url, case_url = f"/workspace/sessions/{gov.session_a}", f"/workspace/cases/{case_id}"
+
+    officer, _csrf = workspace_client(gov.app, "officer-a")
+    page = officer.get(session_url).get_data(as_text=True)
+    placeholder = _segment(page, seq_hidden)
+    assert 'class="hidden-recording"' in placeholder and "受限录像" in placeholder
+    assert f"/workspace/recordings/{hidden}/media" not in page and f'data-id="{hidden}"' not in page
+    assert f"/workspace/recordings/{other}/media" in _segment(page, seq_other)  # only that one is withheld
+    assert 'class="gap' not in page  # still recorded: the continuity is not misstated
+    row = _row(officer.get(case_url).get_data(as_text=True), hidden)
+    assert "受限录像" in row and "dev-a" not in row and "officer-7" not in row and "session-link" not in row
+    assert "Restricted recording" in _row(officer.get(case_url + "?lang=en").get_data(as_text=True), hidden)
+
+    head, _csrf = workspace_client(gov.app, "agency_head-a")
+    assert f"/workspace/recordings/{hidden}/media" in head.get(session_url).get_data(as_text=True)
+    row = _row(head.get(case_url).get_data(as_text=True), hidden)
+    assert "dev-a" in row and "officer-7" in row and "session-link" in row
+
+    filed = client.post(
+        "/api/v1/governance/requests",
+        headers=login(client, "officer-a"),
+        json={"kind": "access", "purpose": "复核执法过程", "recording_ids": [hidden], "duration_days": 2},
+    )
+    client.post(
+        f"/api/v1/governance/requests/{filed.get_json()['id']}/decision",
+        headers=login(client, "agency_head-a"),
+        json={"outcome": "approve"},
+    )
+    assert f"/workspace/recordings/{hidden}/media" in officer.get(session_url).get_data(as_text=True)
+    assert "dev-a" in _row(officer.get(case_url).get_data(as_text=True), hidden)

@@ -3,7 +3,9 @@ the archive store, and a failure leaves the case pending with its error, never a
 
 from __future__ import annotations
 
+import json
 import uuid
+import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,12 +17,15 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.base import utcnow
+from server.domain.cases import service as case_service
+from server.domain.cases.inputs import StatusChange
 from server.domain.governance import archive_listing
+from server.domain.governance.approvals import RequestInput, create_request, decide
 from server.domain.governance.archives_models import ArchiveFailure, ArchivePackage
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.config import load_settings
 from server.infra.db import get_engine, session_scope
-from server.infra.storage import ARCHIVE_STORE_KEY, make_archive_store
+from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, make_archive_store
 from server.workers.loops import ArchiveWorker
 from tests.conftest import TEST_JWT_SECRET, migrated_app
 from tests.fixtures.s3 import S3Endpoint
@@ -133,3 +138,50 @@ def test_jl18_packages_are_delivered_to_a_separate_s3_archive_bucket(
     head = s3_client.head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == size
     assert store.exists(key) and digest in key
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_jl18_a_case_with_a_disposed_recording_archives_once_with_its_tombstone_and_verifies(
+    app: Flask, tmp_path: Path
+) -> None:
+    settings = app.extensions["zfjl.settings"]
+    scene = build_case(app, tmp_path, close=False)
+    # A withdrawn case used none of its recordings as evidence: its linked minute keeps the routine six
+    # months (JL-19), long past, and may be disposed of; the ended case must still be archived (JL-18).
+    disposed = scene.recording_ids[0]
+    with session_scope(app) as session:
+        case_service.change_status(
+            session,
+            scene.callers["reviewer"],
+            scene.case_id,
+            StatusChange.from_json({"status": "withdrawn", "reason": "撤回"}),
+        )
+        request = create_request(
+            session,
+            scene.callers["reviewer"],
+            RequestInput(kind="disposal", purpose="保存期满", recording_ids=(disposed,)),
+        )
+        decide(session, app.extensions[STORE_KEY], scene.callers["head"], request.id, "approve", "同意")
+    worker = ArchiveWorker(app)
+    later = utcnow() + timedelta(hours=settings.archive_delay_hours, minutes=1)
+    done = worker.step(later)
+    assert list(done.archived) == [scene.case_id] and not done.failed
+    again = worker.step(later + timedelta(hours=1))
+    assert again.archived == {} and again.failed == {}
+    with session_scope(app) as session:
+        assert session.scalar(select(ArchiveFailure.id)) is None
+        row = session.scalars(select(ArchivePackage)).one()
+        key, agency_id = row.delivered_key, row.agency_id
+    assert key is not None
+    delivered = settings.archive_dir / key
+    with zipfile.ZipFile(delivered) as bag:
+        root = bag.namelist()[0].split("/")[0]
+        index = json.loads(bag.read(f"{root}/data/package.json"))
+        entry = next(e for e in index["recordings"] if e["id"] == disposed)
+        stone = json.loads(bag.read(f"{root}/data/{entry['tombstone']}"))
+        note = json.loads(bag.read(f"{root}/data/recordings/{disposed}/provenance.json"))
+        media = f"{root}/data/recordings/{disposed}/segment"
+        assert not any(name.startswith(media) for name in bag.namelist())
+    assert "media" not in entry and stone["reason"] == "保存期满" and stone["recording_id"] == disposed
+    assert note["disposed"]["tombstone_id"] == entry["tombstone_id"] == stone["id"]
+    assert _verify(app, tmp_path, delivered, agency_id) == 0
