@@ -26,6 +26,7 @@ __all__ = [
     "ChangeCause",
     "ComplaintChannel",
     "EntrustedBody",
+    "FormField",
     "InspectionListEntry",
     "LegalBasis",
     "PartyRight",
@@ -34,6 +35,7 @@ __all__ = [
     "content_from_mapping",
     "content_to_mapping",
     "field_label",
+    "form_fields",
     "public_fields",
 ]
 
@@ -421,3 +423,28 @@ def public_fields(kind: CatalogueKind, data: Mapping[str, Any], lang: str = "zh"
             text = str(value)
         rows.append((spec.en if lang == "en" else spec.zh, text))
     return rows
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of a kind as an entry form shows it (the workspace's catalogue page, GS-9)."""
+
+    name: str
+    label: str
+    kind: str  # text | date | days | percent | choice | list | postcode | phone | email
+    required: bool
+    limit: int
+    choices: tuple[tuple[str, str], ...]  # (value, label) of a choice field
+
+
+def form_fields(kind: CatalogueKind, lang: str = "zh") -> list[FormField]:
+    """The fields of ``kind`` in the declared order, labelled in ``lang``, for a form to render."""
+    out = []
+    for name, spec in _specs(KIND_CLASSES[kind]).items():
+        choices = tuple(
+            (value, _CHOICE_LABELS.get(value, (value, value))[1 if lang == "en" else 0])
+            for value in spec.choices
+        )
+        label = spec.en if lang == "en" else spec.zh
+        out.append(FormField(name, label, spec.kind, spec.required, spec.limit, choices))
+    return out

@@ -57,6 +57,7 @@ REVIEW_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("workspace.publication_deadlines", "publication_deadlines"),
     ("workspace.approvals", "approvals"),
     ("workspace.annual_reports", "annual_reports"),
+    ("workspace.catalogue_page", "catalogue"),
 )
 # Media may come from this origin only; explanation clips and segments are served by /workspace itself.
 _MEDIA_CSP = "media-src 'self'"
