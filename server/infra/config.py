@@ -398,8 +398,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "publicity_sweep_interval_s",
         "900",
-        "公示期限告警与公示期满下架的检查间隔秒数 / seconds between passes that raise publication "
-        "deadline alerts and take items past their disclosure period off the portal",
+        "公示、撤回、归档期限告警与公示期满下架的检查间隔秒数 / seconds between passes that raise "
+        "publication, withdrawal and archive deadline alerts and take items past their disclosure period "
+        "off the portal",
         _parse_int(10, 86400),
     ),
     _Option(

@@ -16,14 +16,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
 from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import archive_job, archives, ledger
+from server.domain.governance.archive_listing import archive_deadlines
 from server.domain.publicity import annual
-from server.domain.publicity.alerts import evaluate_deadline_alerts
+from server.domain.publicity.alerts import ArchiveDue, evaluate_deadline_alerts
 from server.domain.publicity.schedules import today_in_china
 from server.domain.publicity.service import expire_due
 from server.infra.agency_keys import AgencyKeyring
@@ -37,6 +39,7 @@ __all__ = [
     "LedgerWorker",
     "PublicityWorker",
     "Scrubber",
+    "archive_dues",
     "raise_alerts",
     "run_fleet_housekeeping",
     "run_publicity_housekeeping",
@@ -204,8 +207,26 @@ class LedgerWorker:
             self._thread = None
 
 
+def archive_dues(session: Session) -> list[ArchiveDue]:
+    """JL-18: governance knows the archive deadlines, publicity keeps the alerts; publicity must not
+    import governance (governance already imports publicity), so the worker carries them across."""
+    return [
+        ArchiveDue(
+            case_id=due.case_id,
+            agency_id=due.agency_id,
+            number=due.number,
+            ended_at=due.ended_at,
+            due_at=due.due_at,
+        )
+        for due in archive_deadlines(session)
+    ]
+
+
 class PublicityWorker:
     """The publicity sweep (GS-13, GS-22, GS-23): expire what passed its disclosure period, then alert.
+
+    The alerts cover publication deadlines, ordered withdrawals (GS-12) and the archive deadlines of
+    ended cases (JL-18), which this worker reads from governance and hands to the publicity alerts.
 
     One named thread, a pass every ``interval_s`` (``ZFJL_PUBLICITY_SWEEP_INTERVAL_S``). Expiry first, so
     an item that left the portal is never still counted; then the deadline alerts of every agency are
@@ -230,7 +251,7 @@ class PublicityWorker:
         day = today_in_china(now)
         with session_scope(self.app) as session:
             expired = expire_due(session, day)
-            counts = evaluate_deadline_alerts(session, today=day, now=now)
+            counts = evaluate_deadline_alerts(session, today=day, now=now, archives=archive_dues(session))
         self.passes += 1
         return {"expired": len(expired), **counts}
 

@@ -130,6 +130,7 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "publicity.publish_item": _REVIEW_PUBLICITY,
     "publicity.exclude_item": _REVIEW_PUBLICITY,
     "publicity.withdraw_item": _REVIEW_PUBLICITY,
+    "publicity.order_withdrawal": _REVIEW_PUBLICITY,
     "publicity.correct_item": _REVIEW_PUBLICITY,
     "publicity.terminate_item": _REVIEW_PUBLICITY,
     "publicity.decide_correction": _REVIEW_PUBLICITY,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,14 @@ from server.domain.governance.archives import ARCHIVE_DEADLINE, ended_at_clause
 from server.domain.governance.archives_models import ArchivePackage
 from server.domain.people.service import Caller
 
-__all__ = ["archive_to_dict", "list_archives", "open_archive", "overdue_archives"]
+__all__ = [
+    "ArchiveDeadline",
+    "archive_deadlines",
+    "archive_to_dict",
+    "list_archives",
+    "open_archive",
+    "overdue_archives",
+]
 
 
 def archive_to_dict(row: ArchivePackage) -> dict[str, Any]:
@@ -61,11 +69,51 @@ def open_archive(session: Session, caller: Caller, archive_id: int) -> ArchivePa
     return row
 
 
-def _scoped_cases(caller: Caller) -> Select[Any]:
+def _scoped_cases(caller: Caller | None) -> Select[Any]:
+    """Cases with when they ended; ``None`` is the system itself (every agency)."""
     query = select(Case, ended_at_clause().label("ended_at"))
-    if not caller.reads_all:
+    if caller is not None and not caller.reads_all:
         query = query.where(Case.agency_id == caller.agency_id)
     return query
+
+
+def _unarchived(caller: Caller | None) -> Select[Any]:
+    """Ended cases with no archive package, the earliest ended first."""
+    archived = exists().where(ArchivePackage.case_id == Case.id)
+    return (
+        _scoped_cases(caller)
+        .where(Case.status.in_(FINAL_STATUSES), ~archived)
+        .order_by(ended_at_clause(), Case.id)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchiveDeadline:
+    """An ended case still waiting for its package, and when its 30 days end (JL-18)."""
+
+    case_id: int
+    agency_id: int
+    number: str
+    ended_at: datetime
+    due_at: datetime
+
+
+def archive_deadlines(session: Session) -> list[ArchiveDeadline]:
+    """JL-18: every agency's ended cases without a package and their deadlines, for the alert worker."""
+    out = []
+    for case, ended_at in session.execute(_unarchived(None)):
+        if ended_at is None:
+            continue  # a final status without its status event cannot happen through the service
+        out.append(
+            ArchiveDeadline(
+                case_id=case.id,
+                agency_id=case.agency_id,
+                number=case.number or "",
+                ended_at=ended_at,
+                due_at=ended_at + ARCHIVE_DEADLINE,
+            )
+        )
+    return out
 
 
 def overdue_archives(
@@ -81,15 +129,13 @@ def overdue_archives(
     ``include_due``: also those still within their 30 days (``state: due``), to archive before the date.
     """
     now = now or utcnow()
-    archived = exists().where(ArchivePackage.case_id == Case.id)
-    ended = ended_at_clause()
-    query = _scoped_cases(caller).where(Case.status.in_(FINAL_STATUSES), ~archived)
+    query = _unarchived(caller)
     if not include_due:
-        query = query.where(ended < now - ARCHIVE_DEADLINE)
+        query = query.where(ended_at_clause() < now - ARCHIVE_DEADLINE)
     if agency_id is not None:
         query = query.where(Case.agency_id == agency_id)
     out = []
-    found = list(session.execute(query.order_by(ended, Case.id)))
+    found = list(session.execute(query))
     failures = last_failures(session, [case.id for case, _ended in found])
     for case, ended_at in found:
         if ended_at is None:

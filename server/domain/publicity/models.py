@@ -1,7 +1,8 @@
 """Publication items and their append-only history (GS-7, GS-11 – GS-13, GS-18, GS-19); migration 0017.
 
 Annual reports (GS-17) and their append-only history: migration 0021; the before-enforcement
-catalogue and its update items (GS-9): migration 0022; deadline alerts (GS-22, GS-23): migration 0023.
+catalogue and its update items (GS-9): migration 0022; deadline alerts (GS-22, GS-23): migration 0023;
+deadline alerts about a case (the JL-18 archive deadline): migration 0028.
 """
 
 from __future__ import annotations
@@ -262,6 +263,8 @@ class DeadlineAlert(Base):
     Kept like the fleet's device alerts (``device_alerts``): opened when the condition first holds,
     refreshed while it holds, cleared (never deleted) when it stops, so the board shows both the current
     state and how long an item stayed overdue. ``agency_id`` scopes it: an agency sees its own alerts.
+    An alert is about a publication item (``item_id``) or, for the JL-18 archive deadline, a case
+    (``case_id``).
     """
 
     __tablename__ = "deadline_alerts"
@@ -272,7 +275,10 @@ class DeadlineAlert(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
-    item_id: Mapped[int] = mapped_column(Integer, ForeignKey("publication_items.id"), index=True)
+    item_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("publication_items.id"), nullable=True, index=True
+    )
+    case_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("cases.id"), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)

@@ -53,6 +53,7 @@ __all__ = [
     "exclude",
     "expire_due",
     "get_item",
+    "order_withdrawal",
     "parse_content",
     "publish",
     "return_to_draft",
@@ -502,23 +503,74 @@ def withdraw(
     revoked_on: date | None = None,
     calendar: WorkingDayCalendar | None = None,
 ) -> PublicationItem:
-    """GS-12: withdraw a revoked, illegal or redone decision within 3 working days; the reason is public."""
+    """GS-12: withdraw a revoked, illegal or redone decision within 3 working days; the reason is public.
+
+    The deadline runs from ``revoked_on``; without it, from the date :func:`order_withdrawal` recorded,
+    else from today.
+    """
     item = _writable(session, caller, item_id)
-    started = revoked_on or today_in_china()
-    deadline = (calendar or calendar_of(session)).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
+    if revoked_on is None and item.withdrawal_due_on is not None:
+        started, due = None, item.withdrawal_due_on  # ordered earlier: that deadline stands
+    else:
+        started = revoked_on or today_in_china()
+        calendar = calendar or calendar_of(session)
+        due = calendar.deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days).due
     _append(
         session,
         item,
         Action.WITHDRAW,
         actor_of(caller),
         reason,
-        revoked_on=started.isoformat(),
-        due_on=deadline.due.isoformat(),
-        on_time=today_in_china() <= deadline.due,
+        revoked_on=started.isoformat() if started else None,
+        due_on=due.isoformat(),
+        on_time=today_in_china() <= due,
     )
     item.withdrawal_reason = reason.strip()
-    item.withdrawal_due_on = deadline.due
+    item.withdrawal_due_on = due
     item.withdrawn_at = item.updated_at
+    return item
+
+
+def order_withdrawal(
+    session: Session,
+    caller: Caller,
+    item_id: int,
+    reason: str,
+    *,
+    revoked_on: date | None = None,
+    calendar: WorkingDayCalendar | None = None,
+) -> PublicationItem:
+    """GS-12: record that a published decision must come off the portal, before it does.
+
+    The decision was revoked, found illegal or is to be redone: from ``revoked_on`` (default today) the
+    agency has 3 working days to withdraw it. The item stays published with its ``withdrawal_due_on``
+    set, so the deadline alerts (GS-23) warn until :func:`withdraw` is done. The reason is kept in the
+    audit trail; the public reason is the one given when withdrawing.
+    """
+    item = _writable(session, caller, item_id)
+    if Role.REVIEWER not in actor_of(caller).roles:
+        raise TransitionForbidden("没有撤回公示信息的权限", "your role may not withdraw publicity items")
+    if item.state not in {state.value for state in PUBLIC_STATES}:
+        raise Conflict("只有已公示的事项需要撤回", "only a published item can be ordered withdrawn")
+    if not reason.strip():
+        raise Invalid("须说明撤回理由", "a reason is required")
+    started = revoked_on or today_in_china()
+    deadline = (calendar or calendar_of(session)).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
+    item.withdrawal_due_on = deadline.due
+    item.updated_at = utcnow()
+    write_audit(
+        session,
+        actor=caller.user_id,
+        action="publicity.order_withdrawal",
+        target_type="publication_item",
+        target_id=item.id,
+        detail={
+            "reason": reason.strip(),
+            "revoked_on": started.isoformat(),
+            "due_on": deadline.due.isoformat(),
+        },
+    )
+    session.flush()
     return item
 
 

@@ -145,8 +145,9 @@ def deadlines() -> ResponseReturnValue:
 @bp.get("/alerts")
 @api_view(
     "publicity.alerts",
-    "公示期限告警：即将到期、已逾期（本机关；监督机关看全部）/ open publication deadline alerts: due soon, "
-    "overdue (own agency; every agency for supervisors) — GS-23",
+    "期限告警：公示、撤回、归档即将到期或已逾期（本机关；监督机关看全部）/ open deadline alerts: "
+    "publication, withdrawal and archive deadlines due soon or overdue (own agency; every agency for "
+    "supervisors) — GS-12, GS-23, JL-18",
     response={
         "type": "object",
         "properties": {
@@ -157,8 +158,9 @@ def deadlines() -> ResponseReturnValue:
                     "properties": {
                         "id": {"type": "integer"},
                         "agency_id": {"type": "integer"},
-                        "item_id": {"type": "integer"},
-                        "kind": {"enum": ["publication_due_soon", "publication_overdue"]},
+                        "item_id": {"type": ["integer", "null"]},
+                        "case_id": {"type": ["integer", "null"]},
+                        "kind": {"enum": list(deadline_alerts.ALERT_KINDS)},
                         "severity": {"enum": ["warning", "critical"]},
                         "message": {"type": "string"},
                         "message_en": {"type": "string"},
@@ -370,6 +372,31 @@ def exclude_item(item_id: int) -> ResponseReturnValue:
         raise ApiError(400, "invalid_request", "ground 无效", "unknown exclusion ground") from None
     claim = ExclusionClaim(ground=ground, reviewer=caller().user_id, reason=_reason(body))
     return jsonify(_transition(item_id, service.exclude, claim))
+
+
+@bp.post("/items/<int:item_id>/withdrawal-order")
+@api_view(
+    "publicity.order_withdrawal",
+    "登记须撤回的决定（被撤销、确认违法或重作；3个工作日内撤回，到期前告警）/ record that a published "
+    "decision must be withdrawn within 3 working days; alerted until it is — GS-12, GS-23",
+    request={
+        "type": "object",
+        "required": ["reason"],
+        "properties": {
+            "reason": {"type": "string", "maxLength": 2000},
+            "revoked_on": {"type": "string", "format": "date", "description": "决定被撤销、确认违法之日"},
+        },
+    },
+    response=ITEM_SCHEMA,
+)
+def order_withdrawal(item_id: int) -> ResponseReturnValue:
+    """The item stays published with its GS-12 withdrawal deadline, counted from ``revoked_on``."""
+    body = json_body(("reason",))
+    reason = _reason(body)
+    revoked_on = _date(body.get("revoked_on"), "revoked_on")
+    with session_scope() as session:
+        item = service.order_withdrawal(session, caller(), item_id, reason, revoked_on=revoked_on)
+        return jsonify(_with_history(session, item))
 
 
 @bp.post("/items/<int:item_id>/withdraw")

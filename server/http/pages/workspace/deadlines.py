@@ -21,7 +21,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "zh": {
         "note": "依据《行政执法公示办法》：行政处罚、行政许可决定自作出之日起7个工作日内公示（GS-11）。"
         "本页按机关列出已逾期、{days}个工作日内到期及按临时日历计算期限的未公示事项（GS-22、GS-23）；"
-        "到期前系统自动告警。",
+        "到期前系统自动告警；告警还包括须撤回决定的3个工作日撤回期限（GS-12）和办结案件30日内归档的期限（JL-18）。",
         "today": "今天",
         "alerts": "期限告警",
         "no_alerts": "没有未关闭的期限告警。",
@@ -37,13 +37,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "none": "无",
         "nothing": "没有未公示的事项。",
         "item": "事项",
+        "case": "案件",
         "due_on": "公示期限",
     },
     "en": {
         "note": "Under the publicity measures, penalty and licensing decisions are published within 7 "
         "working days of the decision (GS-11). Per agency, this board lists the unpublished items that are "
         "overdue, due within {days} working days, or counted on a provisional calendar (GS-22, GS-23); an "
-        "alert is raised before a deadline passes.",
+        "alert is raised before a deadline passes. The alerts also cover the 3-working-day withdrawal of a "
+        "decision ordered withdrawn (GS-12) and the 30-day archive deadline of ended cases (JL-18).",
         "today": "Today",
         "alerts": "Deadline alerts",
         "no_alerts": "No open deadline alerts.",
@@ -59,6 +61,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "none": "none",
         "nothing": "No unpublished items.",
         "item": "Item",
+        "case": "Case",
         "due_on": "Due",
     },
 }

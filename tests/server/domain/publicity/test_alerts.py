@@ -1,24 +1,32 @@
-"""Publication deadline alerts on SQLite and PostgreSQL (GS-22, GS-23): raised before a deadline passes,
-overdue after it, cleared once published, never shown to another agency."""
+"""Deadline alerts on SQLite and PostgreSQL (GS-12, GS-22, GS-23, JL-18): raised before a deadline passes,
+overdue after it, cleared once published, withdrawn or archived, never shown to another agency."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.domain.cases import service as case_service
+from server.domain.cases.inputs import NewCase, StatusChange
+from server.domain.errors import Conflict, Invalid, NotFound
+from server.domain.governance.archives_models import ArchivePackage
 from server.domain.people.models import Agency
 from server.domain.people.service import Caller
 from server.domain.publicity import service
 from server.domain.publicity.alerts import (
+    ARCHIVE_DUE_SOON,
     DUE_SOON_WORKING_DAYS,
     evaluate_deadline_alerts,
     open_deadline_alerts,
 )
 from server.domain.publicity.codes import EnforcementAct
+from server.domain.publicity.errors import TransitionForbidden
 from server.domain.publicity.models import DeadlineAlert, PublicationItem
-from server.domain.publicity.schedules import calendar_of
+from server.domain.publicity.schedules import calendar_of, today_in_china
+from server.workers.loops import archive_dues
 from tests.server.domain.publicity.test_service import PENALTY
 
 
@@ -124,3 +132,136 @@ def test_gs23_another_agency_does_not_see_your_alerts(db_session: Session) -> No
         assert _kinds(db_session, caller) == sorted(
             [(my_item.id, "publication_overdue"), (their_item.id, "publication_overdue")]
         )
+
+
+def _published(session: Session, agency: Agency, title: str) -> PublicationItem:
+    item = _draft(session, agency, title)
+    service.submit(session, Caller(user_id="10", role="officer", agency_id=agency.id), item.id)
+    return service.publish(session, Caller(user_id="12", role="legal_reviewer", agency_id=agency.id), item.id)
+
+
+def test_gs12_ordered_withdrawal_alerts_until_withdrawn_and_only_its_agency_sees_it(
+    db_session: Session,
+) -> None:
+    mine, theirs = _agency(db_session, "合肥市市场监督管理局"), _agency(db_session, "芜湖市城市管理局")
+    item = _published(db_session, mine, "被撤销的处罚决定")
+    reviewer = Caller(user_id="12", role="legal_reviewer", agency_id=mine.id)
+    revoked = date(2026, 11, 2)  # a Monday
+    # Only a reviewer orders a withdrawal, only of a published item, and never without a reason.
+    with pytest.raises(TransitionForbidden):
+        service.order_withdrawal(
+            db_session, Caller(user_id="10", role="officer", agency_id=mine.id), item.id, "撤销"
+        )
+    draft = _draft(db_session, mine, "草稿")
+    with pytest.raises(Conflict):
+        service.order_withdrawal(db_session, reviewer, draft.id, "撤销")
+    draft.state = "excluded"  # owes no publication: only the withdrawal alerts are in play below
+    with pytest.raises(Invalid):
+        service.order_withdrawal(db_session, reviewer, item.id, "  ")
+    # Another agency's reviewer cannot even find the item.
+    with pytest.raises(NotFound):
+        service.order_withdrawal(
+            db_session, Caller(user_id="22", role="legal_reviewer", agency_id=theirs.id), item.id, "撤销"
+        )
+    assert evaluate_deadline_alerts(db_session, today=revoked, now=_at(revoked))["opened"] == 0
+
+    service.order_withdrawal(db_session, reviewer, item.id, "复议决定撤销", revoked_on=revoked)
+    due = calendar_of(db_session).deadline(revoked, 3).due
+    assert item.state == "published" and item.withdrawal_due_on == due
+    assert evaluate_deadline_alerts(db_session, today=revoked, now=_at(revoked)) == {
+        "opened": 1,
+        "cleared": 0,
+        "open": 1,
+    }
+    [alert] = open_deadline_alerts(db_session, reviewer)
+    assert (alert.kind, alert.severity, alert.item_id) == ("withdrawal_due_soon", "warning", item.id)
+    assert alert.detail["withdrawal_due_on"] == due.isoformat() and "被撤销的处罚决定" in alert.message
+    for role in ("officer", "legal_reviewer", "agency_head"):
+        assert _kinds(db_session, Caller(user_id="20", role=role, agency_id=theirs.id)) == [], role
+
+    late = due + timedelta(days=1)
+    assert evaluate_deadline_alerts(db_session, today=late, now=_at(late))["cleared"] == 1
+    assert _kinds(db_session, reviewer) == [(item.id, "withdrawal_overdue")]
+    assert open_deadline_alerts(db_session, reviewer)[0].severity == "critical"
+
+    service.withdraw(db_session, reviewer, item.id, "该决定已被复议机关撤销")
+    assert item.state == "withdrawn" and item.withdrawal_due_on == due  # the ordered deadline stands
+    assert evaluate_deadline_alerts(db_session, today=late, now=_at(late) + timedelta(hours=1)) == {
+        "opened": 0,
+        "cleared": 1,
+        "open": 0,
+    }
+    assert _kinds(db_session, reviewer) == []
+
+
+def _ended_case(session: Session, agency: Agency, number: str) -> int:
+    head = Caller(user_id="30", role="agency_head", agency_id=agency.id)
+    case = case_service.create_case(
+        session, head, NewCase(number=number, act_kind="penalty", origin="ex_officio")
+    )
+    case_service.change_status(session, head, case.id, StatusChange(status="withdrawn", reason="撤销立案"))
+    return case.id
+
+
+def test_jl18_an_ended_case_without_a_package_alerts_before_and_after_its_30_days(
+    db_session: Session,
+) -> None:
+    mine, theirs = _agency(db_session, "合肥市市场监督管理局"), _agency(db_session, "芜湖市城市管理局")
+    my_case = _ended_case(db_session, mine, "皖合市监罚〔2026〕901号")
+    their_case = _ended_case(db_session, theirs, "芜城管罚〔2026〕902号")
+    [mine_due] = [d for d in archive_dues(db_session) if d.case_id == my_case]
+    head = Caller(user_id="30", role="agency_head", agency_id=mine.id)
+
+    def sweep(at: datetime) -> dict[str, int]:
+        return evaluate_deadline_alerts(
+            db_session, today=today_in_china(at), now=at, archives=archive_dues(db_session)
+        )
+
+    def cases(caller: Caller) -> list[tuple[int | None, str]]:
+        return sorted((a.case_id, a.kind) for a in open_deadline_alerts(db_session, caller))
+
+    assert sweep(mine_due.ended_at + timedelta(days=1))["opened"] == 0  # 29 days left: quiet
+    soon = mine_due.due_at - ARCHIVE_DUE_SOON + timedelta(hours=1)
+    assert sweep(soon) == {"opened": 2, "cleared": 0, "open": 2}
+    assert cases(head) == [(my_case, "archive_due_soon")]
+    [alert] = open_deadline_alerts(db_session, head)
+    assert alert.item_id is None and alert.severity == "warning" and "901号" in alert.message
+    # Another agency sees its own case only (JL-20); an account of no agency sees nothing.
+    assert cases(Caller(user_id="31", role="agency_head", agency_id=theirs.id)) == [
+        (their_case, "archive_due_soon")
+    ]
+    assert cases(Caller(user_id="32", role="officer", agency_id=None)) == []
+
+    late = mine_due.due_at + timedelta(days=1, hours=1)
+    assert sweep(late) == {"opened": 2, "cleared": 2, "open": 2}
+    assert cases(head) == [(my_case, "archive_overdue")]
+    assert open_deadline_alerts(db_session, head)[0].detail["days_late"] == 1
+    # A pass that did not look at the archives leaves their alerts alone.
+    evaluate_deadline_alerts(db_session, today=today_in_china(late), now=late + timedelta(minutes=5))
+    assert cases(head) == [(my_case, "archive_overdue")]
+
+    # The package is sealed (the row build_archive writes): the alert clears; the other agency's stays.
+    db_session.add(
+        ArchivePackage(
+            case_id=my_case,
+            agency_id=mine.id,
+            bag_name="case-901",
+            tagmanifest_sha256="0" * 64,
+            zip_sha256="0" * 64,
+            zip_size=1,
+            object_key="archives/case-901.zip",
+            payload_oxum="1.1",
+            recording_count=0,
+            leaf_count=1,
+            checkpoint_size=1,
+            ended_at=mine_due.ended_at,
+            on_time=False,
+            created_by="30",
+        )
+    )
+    db_session.flush()
+    assert sweep(late + timedelta(hours=1))["cleared"] == 1
+    assert cases(head) == []
+    assert cases(Caller(user_id="31", role="agency_head", agency_id=theirs.id)) == [
+        (their_case, "archive_overdue")
+    ]

@@ -103,6 +103,33 @@ def test_gs12_withdrawal_needs_a_reason_and_records_its_deadline(client: FlaskCl
     assert response.get_json()["state"] == "withdrawn"
 
 
+def test_gs12_withdrawal_order_over_the_api_sets_the_deadline_and_answers_precise_errors(
+    client: FlaskClient, staff: Staff
+) -> None:
+    item = published(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}/withdrawal-order"
+    reviewer = staff.headers["legal_reviewer"]
+    assert client.post(path, json={"reason": " "}, headers=reviewer).status_code == 400
+    assert (
+        client.post(path, json={"reason": "撤销", "revoked_on": "18/09"}, headers=reviewer).status_code == 400
+    )
+    assert client.post(path, json={"reason": "撤销"}, headers=staff.headers["officer"]).status_code == 403
+    response = client.post(
+        path, json={"reason": "复议决定撤销", "revoked_on": "2026-09-18"}, headers=reviewer
+    )
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["state"], response.get_json()["withdrawal_due_on"]) == (
+        "published",
+        "2026-09-22",
+    )
+    # Withdrawn later without a date: the ordered deadline stands.
+    done = client.post(
+        f"/api/v1/publicity/items/{item['id']}/withdraw", json={"reason": "已撤销"}, headers=reviewer
+    )
+    assert (done.get_json()["state"], done.get_json()["withdrawal_due_on"]) == ("withdrawn", "2026-09-22")
+    assert client.post(path, json={"reason": "撤销"}, headers=reviewer).status_code == 409
+
+
 def test_gs15_publishing_a_minors_case_answers_409_and_it_stays_excluded(
     client: FlaskClient, staff: Staff
 ) -> None:
