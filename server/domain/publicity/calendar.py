@@ -299,6 +299,7 @@ class WorkingDayCalendar:
     def deadline(self, start: date, count: int) -> Deadline:
         """Lenient: the due date, provisional (weekends only) where a year has no official schedule."""
         _check_count(count)
+        _check_start(start)
         day = start
         remaining = count
         while remaining:
@@ -327,6 +328,20 @@ def _check_count(count: int) -> None:
             f"工作日数不能为负：{count}",
             f"the number of working days cannot be negative: {count}",
             field="count",
+        )
+
+
+# Deadlines are counted for decisions and changes of this span; a date outside it is a typing error
+# (and 9999-12-31 plus one day would overflow), answered precisely instead of failing the count.
+FIRST_YEAR, LAST_YEAR = 1950, 2099
+
+
+def _check_start(start: date) -> None:
+    if not FIRST_YEAR <= start.year <= LAST_YEAR:
+        raise PublicityError(
+            f"日期须在 {FIRST_YEAR} 至 {LAST_YEAR} 年之间：{start.isoformat()}",
+            f"the date must lie in the years {FIRST_YEAR} to {LAST_YEAR}: {start.isoformat()}",
+            field="start",
         )
 
 

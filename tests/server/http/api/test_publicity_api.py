@@ -184,6 +184,18 @@ def test_bad_content_is_a_precise_400(
     assert field in error["message_en"] and error["message"]
 
 
+@pytest.mark.parametrize("decided_on", ["9999-12-31", "0001-01-01", "2100-01-01"])
+def test_gs11_a_decision_date_outside_1950_to_2099_is_a_precise_400_not_a_failed_count(
+    client: FlaskClient, staff: Staff, decided_on: str
+) -> None:
+    body = {"act_kind": "penalty", "decided_on": decided_on, "content": CONTENT}
+    response = client.post("/api/v1/publicity/items", json=body, headers=staff.headers["officer"])
+    assert response.status_code == 400, response.get_json()
+    assert "1950" in response.get_json()["error"]["message_en"]
+    listed = client.get("/api/v1/publicity/items", headers=staff.headers["officer"]).get_json()
+    assert not [i for i in listed["items"] if i.get("decided_on") == decided_on]
+
+
 def test_gs11_wrong_check_character_is_refused_at_submission(client: FlaskClient, staff: Staff) -> None:
     item = collect(
         client,
