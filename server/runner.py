@@ -353,6 +353,8 @@ class ServerRunner:
 
     def _start(self) -> None:
         settings = load_settings(self.overrides)  # also makes the data folder's keys before any child
+        # Logged first, before anything connects, so a failing start still shows what it was given.
+        _LOG.info("settings: %s", settings.safe_dict())
         if settings.roles != "api,ingest,workers" and not settings.mqtt_url:
             # The embedded broker lives in one process; split roles must meet at an external broker.
             raise ConfigError(
@@ -370,7 +372,6 @@ class ServerRunner:
         app = create_app(self.overrides)
         settings = app.extensions["zfjl.settings"]
         self.app, self.settings = app, settings
-        _LOG.info("settings: %s", settings.safe_dict())
         service = IngestService.from_app(app)
         self.service = service
         for store in (service.store, app.extensions[ARCHIVE_STORE_KEY]):

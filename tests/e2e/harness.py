@@ -69,19 +69,31 @@ class ServerProcess:
         )
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start and wait until /healthz answers 200."""
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - kept open for the process
+        """Start and wait until /healthz answers 200 and the server says it is running.
+
+        /healthz answers as soon as the HTTP role is up, while the runner still starts its background
+        roles; the "zfjl server running" line (with the devices' MQTT address) comes after all of them.
+        """
+        path = self.data_dir / "server.log"
+        started_at = path.stat().st_size if path.exists() else 0  # a restart appends to the same log
+        log = open(path, "ab")  # noqa: SIM115 - kept open for the process
         self.proc = subprocess.Popen([_script("zfjl-server"), "run"], env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
+        healthy = False
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
+            if not healthy:
+                try:
+                    with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                        healthy = response.status == 200
+                except OSError:
+                    pass
+            if healthy:
+                with path.open("rb") as written:
+                    written.seek(started_at)
+                    if b"zfjl server running" in written.read():
                         return
-            except OSError:
-                pass
             time.sleep(0.2)
         raise RuntimeError(f"server did not become healthy:\n{self.log_tail()}")
 
