@@ -225,15 +225,23 @@ class Device:
     mqtt_password: str = ""  # issued at registration; the embedded broker refuses anonymous clients
 
 
-def prepare_devices(root: Path, count: int, per_device: int, segment_bytes: int) -> list[Device]:
+def prepare_devices(
+    root: Path,
+    count: int,
+    per_device: int,
+    segment_bytes: int,
+    *,
+    prefix: str = "bench",
+    officer_id: str = "bench",
+    start: datetime = datetime(2025, 6, 1, tzinfo=UTC),
+) -> list[Device]:
     """K outboxes, each holding ``per_device`` journalled segments of random bytes (not timed)."""
     from edge_agent.keys import generate_private_key, public_key_raw, save_private_key
     from edge_agent.outbox import Outbox
 
     devices: list[Device] = []
-    start = datetime(2025, 6, 1, tzinfo=UTC)
     for d in range(count):
-        device_id = f"bench-{d:02d}"
+        device_id = f"{prefix}-{d:02d}"
         home = root / device_id
         key = generate_private_key()
         save_private_key(key, home / "device-key.pem")
@@ -256,7 +264,7 @@ def prepare_devices(root: Path, count: int, per_device: int, segment_bytes: int)
                     started_mono_ns=s * 60 * 10**9,
                     ended_mono_ns=(s + 1) * 60 * 10**9,
                 )
-                signed = outbox.add_segment(seg, device_id=device_id, officer_id="bench", private_key=key)
+                signed = outbox.add_segment(seg, device_id=device_id, officer_id=officer_id, private_key=key)
                 device.segments[signed.manifest.sequence] = seg.sha256
                 device.paths.append(path)
         finally:

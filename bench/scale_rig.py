@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,19 +71,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_
 # --------------------------------------------------------------------------- recorders
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Segment:
-    """What ``Outbox.add_segment`` needs of a closed segment."""
-
-    path: Path
-    size: int
-    sha256: str
-    started_utc: datetime
-    ended_utc: datetime
-    started_mono_ns: int
-    ended_mono_ns: int
-
-
 @dataclass
 class Recorder:
     """One simulated recorder: its key, data folder and the segments its outbox holds."""
@@ -98,41 +85,13 @@ def prepare_recorders(
     root: Path, count: int, per_device: int, segment_bytes: int, prefix: str
 ) -> list[Recorder]:
     """``count`` outboxes, each holding ``per_device`` signed, chained segments of random bytes."""
-    from edge_agent.keys import generate_private_key, public_key_raw, save_private_key
-    from edge_agent.outbox import Outbox
+    from bench.ingest import prepare_devices
 
-    recorders: list[Recorder] = []
-    start = datetime(2026, 3, 1, tzinfo=UTC)
-    for index in range(count):
-        device_id = f"{prefix}-{index:02d}"
-        home = root / device_id
-        key = generate_private_key()
-        save_private_key(key, home / "device-key.pem")
-        recorder = Recorder(device_id, home, public_key_raw(key))
-        seg_dir = home / "data" / "segments"
-        seg_dir.mkdir(parents=True)
-        outbox = Outbox(home / "data" / "outbox.sqlite3")
-        try:
-            for s in range(per_device):
-                data = os.urandom(segment_bytes)
-                path = seg_dir / f"seg-{s:05d}.mp4"
-                path.write_bytes(data)
-                t0 = start + timedelta(seconds=60 * s)
-                segment = _Segment(
-                    path=path,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    started_utc=t0,
-                    ended_utc=t0 + timedelta(seconds=60),
-                    started_mono_ns=s * 60 * 10**9,
-                    ended_mono_ns=(s + 1) * 60 * 10**9,
-                )
-                signed = outbox.add_segment(segment, device_id=device_id, officer_id="scale", private_key=key)
-                recorder.segments[signed.manifest.sequence] = segment.sha256
-        finally:
-            outbox.close()
-        recorders.append(recorder)
-    return recorders
+    devices = prepare_devices(
+        root, count, per_device, segment_bytes,
+        prefix=prefix, officer_id="scale", start=datetime(2026, 3, 1, tzinfo=UTC),
+    )  # fmt: skip
+    return [Recorder(d.device_id, d.home, d.public_key, d.segments) for d in devices]
 
 
 def register_recorders(database_url: str, recorders: list[Recorder]) -> None:
