@@ -52,6 +52,8 @@ _LOG = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
 _STOP = object()
+_RESUBSCRIBE_MIN_S = 1.0
+_RESUBSCRIBE_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class IngestWorker:
         ]
         self._subscribed = threading.Event()
         self._failure: str | None = None
+        self._running = threading.Event()  # start() returned: later refusals are retried, not fatal
+        self.subscribe_refusals = 0  # refusals after start, each retried (for /metrics and tests)
+        self._refusals_in_a_row = 0
         self._stopping = threading.Event()
         self._started = False
         self.client = self._make_client()
@@ -178,6 +183,7 @@ class IngestWorker:
                 reason = self._failure or f"no subscription within {timeout_s:.0f} s"
                 self.stop()
                 raise ConnectionError(f"ingest worker {self.name} on {self.address.host}: {reason}")
+        self._running.set()
         _LOG.info(
             "ingest worker %s subscribed to %s on %s:%d",
             self.name,
@@ -224,12 +230,34 @@ class IngestWorker:
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
     ) -> None:
+        """A refusal at start is a configuration fault (start() raises it). Later, a clustered broker
+        refuses while it re-elects after losing a node (NATS cannot create the subscription's JetStream
+        consumer in time) without dropping the connection: a worker that gave up then would stay
+        connected and deaf while every device's backlog grows. Retry with backoff (1 s doubling to 30 s)
+        on a timer, off paho's network thread."""
         failed = [code for code in reason_codes if code.is_failure]
-        if failed:
-            self._failure = f"subscription to {self.subscription} refused: {failed[0]}"
-            _LOG.error("ingest worker %s: %s", self.name, self._failure)
+        if not failed:
+            self._refusals_in_a_row = 0
+            self._subscribed.set()
             return
-        self._subscribed.set()
+        reason = f"subscription to {self.subscription} refused: {failed[0]}"
+        if not self._running.is_set():
+            self._failure = reason
+            _LOG.error("ingest worker %s: %s", self.name, reason)
+            return
+        self.subscribe_refusals += 1
+        self._refusals_in_a_row += 1
+        delay = min(_RESUBSCRIBE_MAX_S, _RESUBSCRIBE_MIN_S * 2 ** (self._refusals_in_a_row - 1))
+        _LOG.error("ingest worker %s: %s; retrying in %.0f s", self.name, reason, delay)
+        timer = threading.Timer(delay, self._resubscribe)
+        timer.daemon = True
+        timer.start()
+
+    def _resubscribe(self) -> None:
+        """Ask again (a reconnect in between subscribes by itself, and a granted one is not repeated)."""
+        if self._stopping.is_set() or self._subscribed.is_set() or not self.client.is_connected():
+            return
+        self.client.subscribe(self.subscription, qos=1)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

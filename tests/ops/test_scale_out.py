@@ -135,14 +135,17 @@ def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> 
         on_node_1 = sum(
             len(r.segments) for r in recorders if fleet.broker_of[r.device_id] == cluster.mqtt_url(1)
         )
-        wait_until(
-            lambda: stored_summary(database_url) >= min(stored_at_kill + 2, on_node_1),
-            90,
-            "segments stored while node 2 is down",
-            poll_s=0.2,
-        )
+        try:
+            wait_until(
+                lambda: stored_summary(database_url) >= min(stored_at_kill + 2, on_node_1),
+                90,
+                "segments stored while node 2 is down",
+                poll_s=0.2,
+            )
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {fleet.stats()}\n{server.log_tail()}") from None
         cluster.start_node(2)
-        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}"
+        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
         stats = fleet.stats()
         assert stats["segments_failed"] == 0 and stats["pending"] == 0, stats
         print("recorders after the node loss:", stats)

@@ -36,14 +36,20 @@ from server.ingest.worker import IngestWorker
 from tests.conftest import SegmentFactory, pinned_ingest_keys
 from tests.edge_agent.server_stub import wait_until
 from tests.edge_agent.test_uploader import Agent
-from tests.fixtures.mqtt import MosquittoBroker
+from tests.fixtures.mqtt import BrokerHandle, MosquittoBroker
 from tests.server.test_runner import DeviceLink, stored_once
 
 
 class RawClient:
     """Whoever can publish on a device's topics: sends anything, collects the device's acks."""
 
-    def __init__(self, broker: MosquittoBroker, device_id: str, keyring: IngestKeyring) -> None:
+    def __init__(
+        self,
+        broker: MosquittoBroker | BrokerHandle,
+        device_id: str,
+        keyring: IngestKeyring,
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.keyring = keyring  # acks are signed by the server's ingest key (protocol/downlink.py)
         self.acks: queue.Queue[TransferAck] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{os.urandom(3).hex()}")
@@ -53,6 +59,8 @@ class RawClient:
         self.client.on_connect = lambda client, *args: client.subscribe(
             topics.device_downlink_filter(device_id), qos=1
         )
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
         assert subscribed.wait(10), "no SUBACK"
