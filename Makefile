@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 ## venv: create .venv and install the project with dev extras (re-runs only when pyproject.toml changes)
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zfjl needs Python 3.11+, $(PYTHON) is " + sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -28,12 +28,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.ingest import cpu_model  # noqa: E402
+from zfjl_verify import merkle  # noqa: E402
 from zfjl_verify.merkle import MerkleTree, verify_consistency, verify_inclusion  # noqa: E402
 
 APPEND_GOAL = 0.5  # issue #11: appends at least half the speed of hashing the leaves
@@ -62,6 +64,16 @@ def time_tree(leaves: list[bytes]) -> tuple[float, MerkleTree]:
     t0 = time.perf_counter()
     tree.extend(leaves)
     return time.perf_counter() - t0, tree
+
+
+def time_tree_hashlib(leaves: list[bytes]) -> float:
+    """Seconds for the same ``extend`` with the accelerator switched off (the hashlib fallback)."""
+    with (
+        mock.patch.object(merkle, "_leaf_hashes", merkle._leaf_hashes_py),
+        mock.patch.object(merkle, "_parents", merkle._parents_py),
+    ):
+        seconds, _ = time_tree(leaves)
+    return seconds
 
 
 def time_tree_hashes(leaves: list[bytes]) -> float:
@@ -98,13 +110,15 @@ def run(leaves_n: int, leaf_bytes: int, samples: int, repeat: int, seed: int) ->
     log(f"making {leaves_n} leaves of {leaf_bytes} bytes (not timed)")
     blob = os.urandom(leaves_n * leaf_bytes)
     leaves = [blob[i : i + leaf_bytes] for i in range(0, len(blob), leaf_bytes)]
-    raw_s, tree_s, load_s = float("inf"), float("inf"), float("inf")
+    raw_s, tree_s, load_s, hashlib_s = float("inf"), float("inf"), float("inf"), float("inf")
     tree = MerkleTree()
     for attempt in range(repeat):
         raw_s = min(raw_s, time_raw(leaves))
         seconds, tree = time_tree(leaves)
         tree_s = min(tree_s, seconds)
         load_s = min(load_s, time_tree_hashes(leaves))
+        if merkle.ACCELERATED:
+            hashlib_s = min(hashlib_s, time_tree_hashlib(leaves))
         log(f"  round {attempt + 1}: raw {raw_s:.3f} s, tree {seconds:.3f} s")
     best: dict[str, list[float]] = {}
     for _ in range(repeat):
@@ -131,6 +145,9 @@ def run(leaves_n: int, leaf_bytes: int, samples: int, repeat: int, seed: int) ->
             "tree_s": round(tree_s, 3),
             "tree_leaves_per_s": round(tree_rate),
             "ratio": round(tree_rate / raw_rate, 3),
+            "accelerated": merkle.ACCELERATED,
+            "tree_hashlib_s": round(hashlib_s, 3) if merkle.ACCELERATED else None,
+            "ratio_hashlib": round(raw_s / hashlib_s, 3) if merkle.ACCELERATED else None,
             "extend_hashes_s": round(load_s, 3),
             "extend_hashes_leaves_per_s": round(leaves_n / load_s),
             "goal": APPEND_GOAL,
@@ -160,7 +177,16 @@ def report(result: dict[str, Any]) -> str:
         f"  raw SHA-256 of each leaf:        {a['raw_sha256_leaves_per_s']:>10,} leaves/s "
         f"({a['raw_sha256_s']:.3f} s)",
         f"  MerkleTree.extend (RFC 9162):    {a['tree_leaves_per_s']:>10,} leaves/s ({a['tree_s']:.3f} s)",
-        f"  ratio tree / raw = {a['ratio']:.2f}× ({ok} the goal ≥ {APPEND_GOAL}×)",
+        f"  ratio tree / raw = {a['ratio']:.2f}× ({ok} the goal ≥ {APPEND_GOAL}×), "
+        f"C accelerator {'built' if a['accelerated'] else 'NOT built: hashlib'}",
+        *(
+            [
+                f"  (the same extend on the hashlib fallback: {a['tree_hashlib_s']:.3f} s, "
+                f"ratio {a['ratio_hashlib']:.2f}×)"
+            ]
+            if a["accelerated"]
+            else []
+        ),
         f"  (MerkleTree.extend_hashes from stored leaf hashes, a server loading its ledger: "
         f"{a['extend_hashes_leaves_per_s']:,} leaves/s, {a['extend_hashes_s']:.3f} s)",
     ]

@@ -1,0 +1,6 @@
+"""Types of the optional C accelerator built from ``_merkle_c.c``."""
+
+from collections.abc import Sequence
+
+def leaf_hashes(datas: Sequence[bytes], /) -> list[bytes]: ...
+def parents(row: list[bytes], start: int, pairs: int, /) -> list[bytes]: ...
