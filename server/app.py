@@ -44,6 +44,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(flask_config)
     app.extensions["zfjl.settings"] = settings
+    if settings.trusted_proxy_hops:
+        # Behind N reverse proxies the socket's address is the last proxy's: the login throttle, the
+        # /verify rate limit and the audit rows would see one client. Only the N rightmost
+        # X-Forwarded-For entries (those the proxies appended) are trusted; with 0, a client's own
+        # X-Forwarded-For is ignored, so it cannot pick the address it is throttled under.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     # The data directory holds the database, evidence and secrets: the server's account only.
     fsmode.private_dir(settings.data_dir)
     fsmode.tighten(settings.data_dir, fsmode.PRIVATE_DIR)

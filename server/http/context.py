@@ -52,7 +52,7 @@ def audit_request(
 
 
 def client_ip() -> str | None:
-    """The client address (the reverse proxy is expected to set it via ProxyFix when used)."""
+    """The client address: the socket's, or behind ``ZFJL_TRUSTED_PROXY_HOPS`` proxies the one they passed."""
     return request.remote_addr
 
 

@@ -317,6 +317,14 @@ _OPTIONS: tuple[_Option, ...] = (
         _parse_int(1, 100_000),
     ),
     _Option(
+        "trusted_proxy_hops",
+        "0",
+        "可信反向代理层数 (按 X-Forwarded-For/-Proto 取客户端地址)，0 为直连 / reverse proxies in front of "
+        "the server whose X-Forwarded-For/-Proto are trusted for the client address; 0 = clients connect "
+        "directly (the headers are ignored)",
+        _parse_int(0, 5),
+    ),
+    _Option(
         "redis_url",
         "",
         "Redis 地址 (多个 API 进程共享核验限流)，空为进程内限流 / Redis URL shared by several API "
@@ -453,6 +461,7 @@ class Settings:
     fleet_offline_alert_minutes: int
     fleet_min_checkout_battery_pct: int
     verify_rate_per_minute: int
+    trusted_proxy_hops: int
     redis_url: str
     log_format: str
     metrics_token: str
