@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from protocol.errors import ProtocolError
 from protocol.manifest import SegmentManifest
 from server.domain.base import utcnow
+from server.domain.cases.signed_events import check_device_case_events
 from server.domain.evidence.keys import KeyPeriod, device_key_periods, keys_valid_at
 from server.domain.evidence.models import Recording, ScrubFinding, SegmentReceipt
 from server.domain.fleet.models import Device
@@ -248,7 +249,8 @@ def check_object(store: ObjectStore, rec: Recording, throttle: Throttle | None =
 
 
 def check_device(session: Session, device: Device, periods: Sequence[KeyPeriod]) -> list[Finding]:
-    """Device-level checks: the registry key against the key history, receipts against recordings."""
+    """Device-level checks: the registry key against the key history, receipts against recordings, and
+the device's stored case events against the statements it signed (JL-8)."""
     out: list[Finding] = []
     now = utcnow()
     if not periods:
@@ -281,6 +283,18 @@ def check_device(session: Session, device: Device, periods: Sequence[KeyPeriod])
         .where(SegmentReceipt.device_id == device.id, SegmentReceipt.sequence.not_in(stored))
         .order_by(SegmentReceipt.sequence)
     )
+    for problem in check_device_case_events(session, device.id, periods):
+        message, message_en = problem.messages()
+        out.append(
+            Finding(
+                device_id=device.id,
+                recording_id=None,
+                sequence=None,
+                code=problem.code,
+                message=message,
+                message_en=message_en,
+            )
+        )
     for sequence in missing:
         out.append(
             Finding(

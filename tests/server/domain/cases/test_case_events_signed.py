@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from protocol import case_events, topics
 from protocol.case_events import CaseEventReport, SignedCaseEvent
@@ -29,10 +29,12 @@ from server.domain.base import utcnow
 from server.domain.cases.device_events import CASE_EVENT_REJECTION_CODES
 from server.domain.cases.models import Case, CaseEvent
 from server.domain.evidence.models import IngestRejection
+from server.domain.evidence.scrub import device_open_findings, scrub
 from server.domain.fleet.devices import register_device
 from server.domain.fleet.models import Device, DeviceAssignment
 from server.domain.people.models import Agency, Officer
 from server.infra.db import get_engine, session_scope
+from server.infra.storage import STORE_KEY
 from server.ingest.service import IngestService
 from tests.conftest import migrated_app, raw_public_key
 
@@ -291,3 +293,78 @@ def test_finding2_event_id_reused_with_other_content_is_a_conflict(scene: Scene)
     ack = _send(ingest, *case_events.encode(changed))
     assert ack is not None and (ack.state, ack.code) == (EventAckState.REJECTED, "event_conflict")
     assert [e.text for e in _stored(scene.app)] == ["查封"]
+
+
+def _insider_disables_case_event_triggers(session: Any) -> None:
+    """An insider with full database rights switches off the append-only triggers of ``case_events``."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ALTER TABLE case_events DISABLE TRIGGER USER"))
+        return
+    for action in ("update", "delete"):
+        session.execute(text(f"DROP TRIGGER IF EXISTS case_events_no_{action}"))
+
+
+def _case_event_findings(scene: Scene) -> dict[str, str]:
+    """Run the scrubber over the recorder; its case-event findings as code -> message."""
+    with session_scope(scene.app) as session:
+        report = scrub(session, scene.app.extensions[STORE_KEY], device_id=DEVICE, checkpoint=session.commit)
+        return {f.code: f.message_en for f in report.findings if f.code.startswith("case_event_")}
+
+
+def test_jl8_scrubber_flags_device_case_events_an_insider_inserted_or_edited(scene: Scene) -> None:
+    """The append-only triggers allow INSERT, and the ledger sequences what is inserted: only the
+    recorder's signature tells a forged "device" event from a real one. The scrubber re-verifies every
+    stored device event against the key history and the signed text (JL-8; docs/security.md)."""
+    ingest = IngestService.from_app(scene.app)
+    for event_id, words in (("evt-0001", "查封"), ("evt-0002", "扣押")):
+        signed = SignedCaseEvent.sign(_report(scene, event_id=event_id, text=words), scene.key)
+        ack = _send(ingest, *case_events.encode(signed))
+        assert ack is not None and ack.state is EventAckState.STORED
+    assert _case_event_findings(scene) == {}  # genuine events pass
+
+    stranger = Ed25519PrivateKey.generate()
+    forged = SignedCaseEvent.sign(_report(scene, event_id="evt-0666", text="现场无异常"), stranger)
+    with session_scope(scene.app) as session:
+        rows = {e.device_event_id: e.id for e in session.scalars(select(CaseEvent))}
+        template = dict(
+            case_id=scene.case_a,
+            agency_id=session.get(Case, scene.case_a).agency_id,  # type: ignore[union-attr]
+            event_type="investigation.coercive_measure",
+            occurred_at=AT,
+            place="合肥市蜀山区某路 1 号",
+            officer_ids=[scene.officer_a],
+            source="device",
+            recorded_by=f"device:{DEVICE}",
+            device_id=DEVICE,
+        )
+        signed_by_stranger = CaseEvent(
+            **template,
+            text="现场无异常",
+            device_event_id="evt-0666",
+            data={
+                "device_signed": {
+                    "event": forged.event_text,
+                    "signature": base64.b64encode(forged.signature).decode(),
+                    "v": 1,
+                }
+            },
+        )
+        unsigned = CaseEvent(**template, text="当事人拒绝签字", device_event_id="evt-0667", data={})
+        session.add_all([signed_by_stranger, unsigned])
+        session.flush()
+        forged_id, unsigned_id = signed_by_stranger.id, unsigned.id
+        _insider_disables_case_event_triggers(session)
+        session.execute(
+            text("UPDATE case_events SET text = :t WHERE id = :i"), {"t": "未扣押", "i": rows["evt-0002"]}
+        )
+
+    findings = _case_event_findings(scene)
+    assert set(findings) == {"case_event_bad_signature", "case_event_unsigned", "case_event_altered"}
+    assert findings["case_event_bad_signature"].endswith(f"case events {forged_id}")
+    assert findings["case_event_unsigned"].endswith(f"case events {unsigned_id}")
+    assert findings["case_event_altered"].endswith(f"case events {rows['evt-0002']}")
+    assert str(rows["evt-0001"]) not in " ".join(findings.values())
+    # The findings stay open (they raise the evidence-integrity alert) until a check passes again.
+    with session_scope(scene.app) as session:
+        open_codes = {row.code for row in device_open_findings(session, DEVICE)}
+    assert {"case_event_bad_signature", "case_event_unsigned", "case_event_altered"} <= open_codes
