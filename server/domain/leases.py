@@ -10,13 +10,16 @@ token that grows by one on every takeover.
   row and a concurrent one re-checks its ``WHERE`` against the committed row (READ COMMITTED), so of two
   processes racing for an expired lease exactly one matches; on SQLite writers are serialised by the
   database lock. The new holder gets the old token plus one.
-* :func:`renew` extends a lease only for its holder with its token and only while it has not expired:
-  a lease that lapsed is lost, even if nobody took it yet, and the next :func:`acquire` gets a new token.
+* :func:`renew` extends a lease only for its holder with its token. The token, not the clock, decides:
+  a lease that ran out is free for any process to take, but as long as nobody has taken it (the token
+  is unchanged) no other process has acted, and its holder may still renew it and commit.
 * :func:`fence` is the same check, made inside the transaction that writes the job's results, just
-  before it commits: a holder that was paused (a long GC, a stopped VM) past its expiry, while another
-  process took over, finds its token stale and its writes are rolled back (:class:`LeaseLost`). On
+  before it commits: a holder that was paused (a long GC, a stopped VM) past its expiry while another
+  process took over finds its token stale and its writes are rolled back (:class:`LeaseLost`). On
   PostgreSQL the fencing ``UPDATE`` also locks the lease row until the commit, so a takeover cannot slip
-  in between the check and the commit; on SQLite the write lock does the same.
+  in between the check and the commit (it waits, then sees the renewed expiry); on SQLite the database's
+  write lock does the same. That is also why the check cannot ask for an unexpired lease: on SQLite a
+  long round holding the write lock keeps the keeper from renewing, and nobody else can take over either.
 * :func:`claim_round` records, under the same fence, that a round of the job starts now, and only if the
   last round (of any holder) started at least ``interval_s`` ago: the schedule belongs to the
   deployment, not to a process, so a takeover does not run a round twice in one period.
@@ -140,21 +143,16 @@ def _ensure_row(session: Session, job: str) -> None:
         raise NotImplementedError(dialect)
 
 
-def _held(grant: LeaseGrant, now: ColumnElement[float]) -> ColumnElement[bool]:
-    """The row is still ``grant``'s: same holder, same token, not expired."""
-    return and_(
-        JobLease.job == grant.job,
-        JobLease.holder == grant.holder,
-        JobLease.token == grant.token,
-        JobLease.expires_at > now,
-    )
+def _held(grant: LeaseGrant) -> ColumnElement[bool]:
+    """The row is still ``grant``'s: same holder, same token (nobody took it over since)."""
+    return and_(JobLease.job == grant.job, JobLease.holder == grant.holder, JobLease.token == grant.token)
 
 
 def acquire(session: Session, job: str, holder: str, ttl_s: float) -> LeaseGrant | None:
     """Take ``job``'s lease for ``ttl_s`` seconds if it is free or expired; None if another holds it.
 
     The caller commits at once (the lease counts only once committed). Every successful call is a
-    takeover with a new token, also when ``holder`` held the lease before and let it lapse.
+    takeover with a new token, also when ``holder`` held the lease before (its old grant is then stale).
     """
     _ensure_row(session, job)
     now = db_now(session)
@@ -180,12 +178,12 @@ def acquire(session: Session, job: str, holder: str, ttl_s: float) -> LeaseGrant
 
 
 def renew(session: Session, grant: LeaseGrant) -> bool:
-    """Extend ``grant``'s lease by its duration from now; False if it was lost (expired or taken)."""
+    """Extend ``grant``'s lease by its duration from now; False if it was lost (taken over or released)."""
     now = db_now(session)
     extended = _changed(
         session,
         update(JobLease)
-        .where(_held(grant, now))
+        .where(_held(grant))
         .values(expires_at=now + grant.ttl_s, renewed_at=now)
         .execution_options(synchronize_session=False),
     )
@@ -216,7 +214,7 @@ def claim_round(session: Session, grant: LeaseGrant, interval_s: float) -> bool:
     claimed = _changed(
         session,
         update(JobLease)
-        .where(_held(grant, now), due)
+        .where(_held(grant), due)
         .values(last_run_at=now, runs=JobLease.runs + 1, expires_at=now + grant.ttl_s, renewed_at=now)
         .execution_options(synchronize_session=False),
     )
