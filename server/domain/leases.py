@@ -62,6 +62,7 @@ __all__ = [
     "claim_round",
     "db_now",
     "fence",
+    "finish_round",
     "lease_states",
     "release",
     "renew",
@@ -219,6 +220,22 @@ def claim_round(session: Session, grant: LeaseGrant, interval_s: float) -> bool:
         .execution_options(synchronize_session=False),
     )
     return claimed == 1
+
+
+def finish_round(session: Session, grant: LeaseGrant) -> bool:
+    """Count the job's interval from now, the end of its round (a job that rests between long rounds,
+    like the scrubber); False if the lease was lost."""
+    now = db_now(session)
+    return (
+        _changed(
+            session,
+            update(JobLease)
+            .where(_held(grant))
+            .values(last_run_at=now, expires_at=now + grant.ttl_s, renewed_at=now)
+            .execution_options(synchronize_session=False),
+        )
+        == 1
+    )
 
 
 def release(session: Session, grant: LeaseGrant) -> bool:

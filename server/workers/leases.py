@@ -109,6 +109,13 @@ class SingletonLease:
         with session_scope(self.app) as session:
             return leases.claim_round(session, grant, interval_s * (1.0 - _SCHEDULE_SLACK))
 
+    def finish_round(self) -> None:
+        """Count the job's interval from the end of the round that just finished."""
+        grant = self.grant
+        if grant is not None:
+            with session_scope(self.app) as session:
+                leases.finish_round(session, grant)
+
     def release(self) -> None:
         """Give the lease up (a clean stop) so a standby takes it at its next poll."""
         grant = self.grant
@@ -186,14 +193,17 @@ def run_rounds(
     name: str,
     lease: SingletonLease | None = None,
     wait_first: bool = False,
+    rest_after: bool = False,
 ) -> None:
     """A worker thread's loop: run ``round_`` every ``interval_s`` until ``stop`` is set.
 
     Without a lease (one process, tests) every round runs here, after a first wait if ``wait_first``.
     With one, a round runs only while this process holds the lease and one is due on the deployment's
     schedule (:meth:`SingletonLease.claim_round`); a standby looks for a free lease every
-    ``lease.poll_s``. A round that loses its lease mid-way (``LeaseLost`` from its fence) is logged and
-    its uncommitted writes are gone; an error in a round never ends the loop.
+    ``lease.poll_s``. With ``rest_after`` the interval counts from the end of a round, not its start
+    (the scrubber rests between passes that may take longer than the rest). A round that loses its lease
+    mid-way (``LeaseLost`` from its fence) is logged and its uncommitted writes are gone; an error in a
+    round never ends the loop.
     """
     if lease is None:
         if wait_first and stop.wait(interval_s):
@@ -208,7 +218,11 @@ def run_rounds(
     while not stop.is_set():
         try:
             if lease.ensure() and lease.claim_round(interval_s):
-                round_()
+                try:
+                    round_()
+                finally:
+                    if rest_after:
+                        lease.finish_round()
         except LeaseLost:
             _LOG.warning("%s stopped: job %s lost its lease to another process", name, lease.job)
         except Exception:

@@ -168,7 +168,14 @@ class Scrubber:
         self._thread.start()
 
     def _run(self) -> None:
-        run_rounds(self._stop, self.step, interval_s=self.pause_s, name="scrub pass", lease=self.lease)
+        run_rounds(
+            self._stop,
+            self.step,
+            interval_s=self.pause_s,
+            name="scrub pass",
+            lease=self.lease,
+            rest_after=True,
+        )
 
     def step(self) -> None:
         """One pass over all stored evidence; each checkpoint commits only while the lease is ours."""

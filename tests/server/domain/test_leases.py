@@ -174,3 +174,17 @@ def test_jobs_have_independent_leases(engine: Engine) -> None:
     assert _acquire(engine, "b:2:y", 30, job="archive") is None
     holders = {state.job: state.holder for state in _tx(engine, leases.lease_states)}
     assert holders == {"archive": "a:1:x", "ledger": "b:2:y"}
+
+
+def test_a_job_that_rests_after_its_round_counts_the_interval_from_the_end(engine: Engine) -> None:
+    grant = _acquire(engine, "a:1:x", 30, job="scrub")
+    assert grant is not None
+    assert _tx(engine, lambda s: leases.claim_round(s, grant, 3600))
+    # The pass ran long; it ends now, and the rest is counted from here.
+    _tx(engine, lambda s: s.execute(update(JobLease).values(last_run_at=JobLease.last_run_at - 7200)))
+    assert _tx(engine, lambda s: leases.claim_round(s, grant, 3600)) is True  # due by its start...
+    _tx(engine, lambda s: s.execute(update(JobLease).values(last_run_at=JobLease.last_run_at - 7200)))
+    assert _tx(engine, lambda s: leases.finish_round(s, grant)) is True
+    assert _tx(engine, lambda s: leases.claim_round(s, grant, 3600)) is False  # ...not by its end
+    stale = LeaseGrant(job="scrub", holder="a:1:x", token=grant.token - 1, ttl_s=30)
+    assert _tx(engine, lambda s: leases.finish_round(s, stale)) is False

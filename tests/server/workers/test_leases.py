@@ -18,8 +18,9 @@ from server.domain.base import utcnow
 from server.domain.governance.archives_models import ArchiveFailure, ArchivePackage
 from server.domain.leases import LeaseLost, lease_states
 from server.infra.db import get_engine, session_scope
+from server.infra.storage import STORE_KEY
 from server.workers.leases import JobLeases
-from server.workers.loops import ArchiveWorker, PublicityWorker
+from server.workers.loops import ArchiveWorker, PublicityWorker, Scrubber
 from tests.conftest import migrated_app
 from tests.server.domain.governance.test_archive import build_case
 
@@ -92,6 +93,29 @@ def test_of_two_processes_one_sweeps_and_the_other_takes_over_when_it_dies(
     finally:
         for worker in sweeps:
             worker.stop()
+        for leases in (first, second):
+            leases.stop()
+
+
+def test_of_two_processes_only_one_scrubs(app: Flask) -> None:
+    """JL-6: the scrubber reads every stored byte; two processes must not both do it."""
+    first, second = JobLeases(app, ttl_s=TTL_S), JobLeases(app, ttl_s=TTL_S)
+    scrubbers = [
+        Scrubber(
+            app, app.extensions[STORE_KEY], bytes_per_s=1 << 20, pause_s=0.2, lease=leases.lease("scrub")
+        )
+        for leases in (first, second)
+    ]
+    try:
+        for leases in (first, second):
+            leases.start()
+        for scrubber in scrubbers:
+            scrubber.start()
+        _wait_until(lambda: sum(s.passes for s in scrubbers) >= 4, 30, "four scrub passes")
+        assert sorted(bool(s.passes) for s in scrubbers) == [False, True], [s.passes for s in scrubbers]
+    finally:
+        for scrubber in scrubbers:
+            scrubber.stop()
         for leases in (first, second):
             leases.stop()
 
