@@ -420,21 +420,21 @@ class ServerRunner:
             assert leases is not None
             self.scrubber = Scrubber(
                 app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s,
-                lease=leases.lease("scrub"),
+                lease=leases.lease(Scrubber.JOB),
             )  # fmt: skip
             self.scrubber.start()
             # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
-            self.ledger_worker = LedgerWorker(app, lease=leases.lease("ledger"))
+            self.ledger_worker = LedgerWorker(app, lease=leases.lease(LedgerWorker.JOB))
             self.ledger_worker.start()
             # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
-            self.archive_worker = ArchiveWorker(app, lease=leases.lease("archive"))
+            self.archive_worker = ArchiveWorker(app, lease=leases.lease(ArchiveWorker.JOB))
             self.archive_worker.start()
             # GS-13, GS-23: items past their disclosure period leave; deadline alerts open before a deadline.
-            self.publicity_worker = PublicityWorker(app, lease=leases.lease("publicity-sweep"))
+            self.publicity_worker = PublicityWorker(app, lease=leases.lease(PublicityWorker.JOB))
             self.publicity_worker.start()
             # Fleet alerts and annual-report drafts (GS-17), hourly.
             self.alerts_worker = AlertsWorker(
-                app, interval_s=HOUSEKEEPING_INTERVAL_S, lease=leases.lease("hourly-alerts")
+                app, interval_s=HOUSEKEEPING_INTERVAL_S, lease=leases.lease(AlertsWorker.JOB)
             )
             self.alerts_worker.start()
 
@@ -453,7 +453,7 @@ class ServerRunner:
             client.publish(topic, signer.seal(topic, payload), qos=1, retain=retain)
 
         assert self.leases is not None
-        self.fleet_dispatcher = FleetDispatcher(app, publish, lease=self.leases.lease("fleet-dispatch"))
+        self.fleet_dispatcher = FleetDispatcher(app, publish, lease=self.leases.lease(FleetDispatcher.JOB))
         self.fleet_dispatcher.start()
 
     def _start_embedded_broker(self, app: Flask, settings: Settings) -> EmbeddedBroker:

@@ -55,10 +55,6 @@ _LOG = logging.getLogger(__name__)
 # A round's writes pass through its fence before they commit (``SingletonLease.fence``, docs/scaling.md).
 Fence = Callable[[Session], None]
 
-# The singleton jobs, each under its own lease (``server.domain.leases``), by lease name. The staging
-# janitor and the flood summaries are not among them: each process cleans and summarises its own.
-JOBS = ("fleet-dispatch", "scrub", "ledger", "archive", "publicity-sweep", "hourly-alerts")
-
 
 def _no_fence(_session: Session) -> None:
     """Without a lease (one process, the CLI, tests) nothing is fenced."""
@@ -96,6 +92,9 @@ def raise_alerts(app: Flask) -> None:
 
 class FleetDispatcher:
     """Background thread: every ``interval_s`` runs :func:`dispatch_once` and publishes the result."""
+
+    JOB = "fleet-dispatch"
+    """The name of this job's lease."""
 
     def __init__(
         self,
@@ -139,6 +138,9 @@ class FleetDispatcher:
 
 class Scrubber:
     """The background scrubber (JL-6): one named thread, passes over all evidence at a bounded byte rate."""
+
+    JOB = "scrub"
+    """The name of this job's lease."""
 
     def __init__(
         self,
@@ -221,6 +223,9 @@ class LedgerWorker:
     next one catches up.
     """
 
+    JOB = "ledger"
+    """The name of this job's lease."""
+
     def __init__(self, app: Flask, *, interval_s: float = 60.0, lease: SingletonLease | None = None) -> None:
         """Sign with the ledger key derived from the app's ingest key."""
         self.app, self.interval_s, self.lease = app, interval_s, lease
@@ -278,6 +283,9 @@ class PublicityWorker:
     opened, refreshed or cleared. Both are idempotent; with a lease only one server process sweeps, so
     two passes never race to open the same alert.
     """
+
+    JOB = "publicity-sweep"
+    """The name of this job's lease."""
 
     def __init__(
         self, app: Flask, *, interval_s: float | None = None, lease: SingletonLease | None = None
@@ -343,6 +351,9 @@ class ArchiveWorker:
     the archive store before its row is committed; a failure rolls that case back (no package row),
     records an ``archive_failures`` row and moves on, so one bad case never blocks the others.
     """
+
+    JOB = "archive"
+    """The name of this job's lease."""
 
     def __init__(self, app: Flask, *, lease: SingletonLease | None = None) -> None:
         """Use the app's settings, object store and archive store; with ``lease``, archive only while
@@ -428,6 +439,9 @@ class AlertsWorker:
     """Hourly: fleet alerts (devices offline, low battery, refused uploads) and annual-report drafts
     (GS-17). One named thread; with a lease, only in the process that holds it."""
 
+    JOB = "hourly-alerts"
+    """The name of this job's lease."""
+
     def __init__(
         self, app: Flask, *, interval_s: float = 3600.0, lease: SingletonLease | None = None
     ) -> None:
@@ -460,3 +474,11 @@ class AlertsWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+
+# The singleton jobs, each under its own lease (``server.domain.leases``), by lease name. The staging
+# janitor and the flood summaries are not among them: each process cleans and summarises its own.
+JOBS = tuple(
+    worker.JOB
+    for worker in (FleetDispatcher, Scrubber, LedgerWorker, ArchiveWorker, PublicityWorker, AlertsWorker)
+)

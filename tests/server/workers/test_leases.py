@@ -20,7 +20,7 @@ from server.domain.leases import LeaseLost, lease_states
 from server.infra.db import get_engine, session_scope
 from server.infra.storage import STORE_KEY
 from server.workers.leases import JobLeases
-from server.workers.loops import ArchiveWorker, PublicityWorker, Scrubber
+from server.workers.loops import JOBS, ArchiveWorker, PublicityWorker, Scrubber
 from tests.conftest import migrated_app
 from tests.server.domain.governance.test_archive import build_case
 
@@ -158,3 +158,11 @@ def test_jl18_an_archiver_paused_past_its_lease_writes_no_package_and_the_new_ho
     with session_scope(app) as session:
         assert session.scalars(select(ArchivePackage.case_id)).all() == [scene.case_id]
     standby_leases.stop()
+
+
+def test_the_scaling_doc_names_every_singleton_job_and_why() -> None:
+    """docs/scaling.md's table of loops stays true to the code: each lease name is in it."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "scaling.md").read_text(encoding="utf-8")
+    table = doc.split("Which loops are singletons, and why:", 1)[1].split("\n\n", 2)[1]
+    named = {cell.strip("` ") for line in table.splitlines()[2:] for cell in [line.split("|")[2]]}
+    assert set(JOBS) <= named, set(JOBS) - named
