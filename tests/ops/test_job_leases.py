@@ -28,7 +28,7 @@ from tests.fixtures.mqtt import MosquittoBroker
 from tests.server.domain.governance.test_archive import build_case
 
 ARCHIVE_INTERVAL_S = 2
-LEASE_TTL_S = 3
+LEASE_TTL_S = 5  # renewed every 1.7 s: long enough that a loaded machine does not lose it spuriously
 ARCHIVE_ROUND = re.compile(r"archiving round: \d+ archived")
 SWEEP_ROUND = re.compile(r"publicity sweep: \{")
 

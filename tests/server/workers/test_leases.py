@@ -24,7 +24,7 @@ from server.workers.loops import JOBS, ArchiveWorker, PublicityWorker, Scrubber
 from tests.conftest import migrated_app
 from tests.server.domain.governance.test_archive import build_case
 
-TTL_S = 2.0
+TTL_S = 3.0  # renewed every second: only a thread starved for two seconds would lose its lease
 
 
 @pytest.fixture
