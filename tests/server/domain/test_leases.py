@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from server.domain import leases
@@ -188,3 +188,44 @@ def test_a_job_that_rests_after_its_round_counts_the_interval_from_the_end(engin
     assert _tx(engine, lambda s: leases.claim_round(s, grant, 3600)) is False  # ...not by its end
     stale = LeaseGrant(job="scrub", holder="a:1:x", token=grant.token - 1, ttl_s=30)
     assert _tx(engine, lambda s: leases.finish_round(s, stale)) is False
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_takeover_racing_the_holders_fenced_commit_waits_and_then_finds_the_lease_renewed(
+    engine: Engine,
+) -> None:
+    """PostgreSQL: between the fence and the commit the lease row is locked, so a standby that saw the
+    lease expired waits for the commit, re-checks and finds it renewed (READ COMMITTED re-check)."""
+    grant = _acquire(engine, "a:1:x", 30)
+    assert grant is not None
+    _tx(engine, lambda s: s.execute(update(JobLease).values(expires_at=0.0)))  # ran out, nobody took it
+    outcome: list[LeaseGrant | None] = []
+    with Session(engine) as holder_session, holder_session.begin():
+        write_audit(
+            holder_session, actor="archive-job", action="archive.build", target_type="case", target_id=1
+        )
+        leases.fence(holder_session, grant)  # the row is locked until this transaction ends
+        standby = threading.Thread(target=lambda: outcome.append(_acquire(engine, "b:2:y", 30)))
+        standby.start()
+
+        def standby_waits_on_the_row_lock() -> bool:
+            with engine.connect() as conn:
+                waiting = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE :statement"
+                    ),
+                    {"statement": "%job_leases%"},
+                ).scalar()
+            return bool(waiting)
+
+        deadline = time.monotonic() + 15
+        while not standby_waits_on_the_row_lock():
+            assert time.monotonic() < deadline, "the standby never reached the lease row"
+            assert standby.is_alive(), outcome  # it must not get past the lock before the commit
+            time.sleep(0.02)
+    standby.join(15)
+    assert outcome == [None]
+    assert _tx(engine, lambda s: s.scalar(select(func.count()).select_from(AuditLog))) == 1
+    [state] = _tx(engine, leases.lease_states)
+    assert (state.holder, state.token) == ("a:1:x", grant.token)
