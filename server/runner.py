@@ -4,7 +4,9 @@ One :class:`ServerRunner` owns every loop it starts and stops them in reverse or
 broker), so a SIGTERM ends with every committed segment acknowledged and nothing half-written.
 
 Roles (``ZFJL_ROLES`` / ``--roles``) split one deployment over processes: ``api`` (waitress),
-``ingest`` (MQTT ingest workers) and ``workers`` (scrubber, ledger, housekeeping, fleet pushes). With
+``ingest`` (MQTT ingest workers) and ``workers`` (scrubber, ledger, housekeeping, fleet pushes). Several
+processes may run ``workers``: each singleton job runs in the one process holding its lease, and
+another takes over when that process stops or dies (``server.workers.leases``, docs/scaling.md). With
 ``ZFJL_INGEST_PROCESSES=N`` (N > 1) the runner does not ingest itself but starts N child processes
 ``zfjl-server run --roles ingest`` sharing the broker's ``$share`` group, restarts any that dies (a
 ``kill -9`` loses only the messages in its flight, which the recorders re-send: docs/scaling.md) and
@@ -49,14 +51,14 @@ from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password
 from server.infra.storage import ARCHIVE_STORE_KEY
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker, parse_broker_url
+from server.workers.leases import JobLeases
 from server.workers.loops import (
+    AlertsWorker,
     ArchiveWorker,
     FleetDispatcher,
     LedgerWorker,
     PublicityWorker,
     Scrubber,
-    run_fleet_housekeeping,
-    run_publicity_housekeeping,
 )
 
 __all__ = ["IngestProcesses", "ServerRunner"]
@@ -342,6 +344,9 @@ class ServerRunner:
         self.ledger_worker: LedgerWorker | None = None
         self.archive_worker: ArchiveWorker | None = None
         self.publicity_worker: PublicityWorker | None = None
+        self.alerts_worker: AlertsWorker | None = None
+        self.leases: JobLeases | None = None
+        """This process's job leases (the ``workers`` role)."""
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -397,6 +402,9 @@ class ServerRunner:
             self._start_workers(settings, service)
         register_ingest_source(app, service.stats, self._queue_depths)
         if settings.has_role("workers"):
+            # One lease per singleton job, renewed by a keeper thread while this process holds it.
+            self.leases = JobLeases(app, ttl_s=float(settings.lease_ttl_s))
+            self.leases.start()
             self._start_fleet_dispatch(app, settings)
         if settings.has_role("api"):
             self.http = _HttpServer(app, settings.http_host, settings.http_port)
@@ -408,19 +416,27 @@ class ServerRunner:
             )
             self._housekeeping.start()
             # JL-6: stored evidence is re-checked against the signed manifests at a bounded rate.
+            leases = self.leases
+            assert leases is not None
             self.scrubber = Scrubber(
-                app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
-            )
+                app, service.store, bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s,
+                lease=leases.lease(Scrubber.JOB),
+            )  # fmt: skip
             self.scrubber.start()
             # JL-6, JL-23: every stored row becomes a ledger leaf; the tree head is signed (docs/ledger.md).
-            self.ledger_worker = LedgerWorker(app)
+            self.ledger_worker = LedgerWorker(app, lease=leases.lease(LedgerWorker.JOB))
             self.ledger_worker.start()
             # JL-18: ended acts are archived by a job, well within their 30 days (docs/archives.md).
-            self.archive_worker = ArchiveWorker(app)
+            self.archive_worker = ArchiveWorker(app, lease=leases.lease(ArchiveWorker.JOB))
             self.archive_worker.start()
             # GS-13, GS-23: items past their disclosure period leave; deadline alerts open before a deadline.
-            self.publicity_worker = PublicityWorker(app)
+            self.publicity_worker = PublicityWorker(app, lease=leases.lease(PublicityWorker.JOB))
             self.publicity_worker.start()
+            # Fleet alerts and annual-report drafts (GS-17), hourly.
+            self.alerts_worker = AlertsWorker(
+                app, interval_s=HOUSEKEEPING_INTERVAL_S, lease=leases.lease(AlertsWorker.JOB)
+            )
+            self.alerts_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client
@@ -436,7 +452,8 @@ class ServerRunner:
             # Commands and desired configs are signed with the ingest key, like acks (protocol.downlink).
             client.publish(topic, signer.seal(topic, payload), qos=1, retain=retain)
 
-        self.fleet_dispatcher = FleetDispatcher(app, publish)
+        assert self.leases is not None
+        self.fleet_dispatcher = FleetDispatcher(app, publish, lease=self.leases.lease(FleetDispatcher.JOB))
         self.fleet_dispatcher.start()
 
     def _start_embedded_broker(self, app: Flask, settings: Settings) -> EmbeddedBroker:
@@ -514,7 +531,9 @@ class ServerRunner:
 
     def _housekeep(self) -> None:
         """Every 10 minutes clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write flood
-        summaries; hourly also log the ingest counters and evaluate fleet alerts."""
+        summaries; hourly also log the ingest counters. Every process does this for itself (no lease):
+        the flood counters are this process's own, and removing an abandoned transfer's staging is
+        harmless twice. Fleet alerts and annual reports are the :class:`AlertsWorker`'s (a singleton)."""
         sweeps_per_hour = max(1, round(HOUSEKEEPING_INTERVAL_S / STAGING_SWEEP_INTERVAL_S))
         sweep = 0
         while not self._stop.wait(STAGING_SWEEP_INTERVAL_S):
@@ -529,16 +548,6 @@ class ServerRunner:
             if sweep % sweeps_per_hour:
                 continue
             _LOG.info("ingest stats: %s", self.service.stats())
-            try:
-                assert self.app is not None
-                _LOG.info("fleet alerts: %s", run_fleet_housekeeping(self.app))
-            except Exception:
-                _LOG.exception("fleet alert evaluation failed")
-            try:
-                assert self.app is not None
-                _LOG.info("publicity: %s", run_publicity_housekeeping(self.app))
-            except Exception:
-                _LOG.exception("publicity housekeeping failed")
 
     def wait(self, stop_event: threading.Event) -> None:
         """Block until ``stop_event`` is set (by a signal handler)."""
@@ -548,6 +557,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers and processes, broker; safe to call twice."""
         self._stop.set()
+        if self.alerts_worker is not None:
+            self.alerts_worker.stop()
+            self.alerts_worker = None
         if self.publicity_worker is not None:
             self.publicity_worker.stop()
             self.publicity_worker = None
@@ -566,6 +578,10 @@ class ServerRunner:
         if self.fleet_dispatcher is not None:
             self.fleet_dispatcher.stop()
             self.fleet_dispatcher = None
+        if self.leases is not None:
+            # Every singleton loop has stopped: release its lease so a standby takes over at once.
+            self.leases.stop()
+            self.leases = None
         if self.publisher is not None:
             self.publisher.stop()
             self.publisher = None

@@ -20,6 +20,7 @@ import server.domain.governance.approvals_models
 import server.domain.governance.archives_models
 import server.domain.governance.models
 import server.domain.governance.retention_models
+import server.domain.leases
 import server.domain.people.models
 import server.domain.publicity.models
 import server.domain.sessions.models
@@ -40,6 +41,7 @@ MODEL_MODULES = (
     server.domain.governance.approvals_models,
     server.domain.governance.models,
     server.domain.governance.retention_models,
+    server.domain.leases,
     server.domain.people.models,
     server.domain.publicity.models,
     server.domain.sessions.models,

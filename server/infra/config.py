@@ -412,6 +412,14 @@ _OPTIONS: tuple[_Option, ...] = (
         _parse_int(10, 86400),
     ),
     _Option(
+        "lease_ttl_s",
+        "30",
+        "后台单例任务租约时长秒数 (持有者每三分之一时长续约；持有进程死亡后他进程在此时长后接管) / seconds a "
+        "singleton background job's lease lasts (renewed every third of it; another process takes over "
+        "this long after the holder dies)",
+        _parse_int(2, 3600),
+    ),
+    _Option(
         "ledger_witness_keys",
         "",
         "可向账本提交联署签名的见证人公钥 (逗号分隔)，空为不接受 / witness keys whose cosignatures of "
@@ -475,6 +483,7 @@ class Settings:
     archive_prefix: str
     archive_dir: Path
     publicity_sweep_interval_s: int
+    lease_ttl_s: int
     ledger_witness_keys: str
 
     def has_role(self, role: str) -> bool:

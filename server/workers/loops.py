@@ -24,6 +24,7 @@ from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import archive_job, archives, ledger
 from server.domain.governance.archive_listing import archive_deadlines
+from server.domain.leases import LeaseLost
 from server.domain.publicity import annual
 from server.domain.publicity.alerts import ArchiveDue, evaluate_deadline_alerts
 from server.domain.publicity.schedules import today_in_china
@@ -31,10 +32,14 @@ from server.domain.publicity.service import expire_due
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
 from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY, ObjectStore
+from server.workers.leases import SingletonLease, run_rounds
 
 __all__ = [
+    "JOBS",
+    "AlertsWorker",
     "ArchiveRound",
     "ArchiveWorker",
+    "Fence",
     "FleetDispatcher",
     "LedgerWorker",
     "PublicityWorker",
@@ -47,19 +52,33 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
+# A round's writes pass through its fence before they commit (``SingletonLease.fence``, docs/scaling.md).
+Fence = Callable[[Session], None]
 
-def run_fleet_housekeeping(app: Flask) -> dict[str, int]:
-    """Evaluate alerts for the app's database (called from the runner's housekeeping thread)."""
+
+def _no_fence(_session: Session) -> None:
+    """Without a lease (one process, the CLI, tests) nothing is fenced."""
+
+
+def _fence_of(lease: SingletonLease | None) -> Fence:
+    return _no_fence if lease is None else lease.fence
+
+
+def run_fleet_housekeeping(app: Flask, fence: Fence = _no_fence) -> dict[str, int]:
+    """Evaluate alerts for the app's database (hourly by :class:`AlertsWorker`, and on demand)."""
     settings = app.extensions["zfjl.settings"]
     with session_scope(app) as session:
-        return evaluate_alerts(session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes))
+        done = evaluate_alerts(session, offline_after=timedelta(minutes=settings.fleet_offline_alert_minutes))
+        fence(session)
+        return done
 
 
-def run_publicity_housekeeping(app: Flask) -> dict[str, int]:
-    """Hourly (the runner's housekeeping thread): from 1 January last year's annual report of every
-    agency is drafted (GS-17). Expiry (GS-13) and deadline alerts are the :class:`PublicityWorker`'s."""
+def run_publicity_housekeeping(app: Flask, fence: Fence = _no_fence) -> dict[str, int]:
+    """Hourly (:class:`AlertsWorker`): from 1 January last year's annual report of every agency is
+    drafted (GS-17). Expiry (GS-13) and deadline alerts are the :class:`PublicityWorker`'s."""
     with session_scope(app) as session:
         drafted = annual.generate_due(session)
+        fence(session)
     return {"annual_reports_drafted": len(drafted)}
 
 
@@ -74,11 +93,20 @@ def raise_alerts(app: Flask) -> None:
 class FleetDispatcher:
     """Background thread: every ``interval_s`` runs :func:`dispatch_once` and publishes the result."""
 
+    JOB = "fleet-dispatch"
+    """The name of this job's lease."""
+
     def __init__(
-        self, app: Flask, publish: Callable[[str, bytes, bool], None], *, interval_s: float = 2.0
+        self,
+        app: Flask,
+        publish: Callable[[str, bytes, bool], None],
+        *,
+        interval_s: float = 2.0,
+        lease: SingletonLease | None = None,
     ) -> None:
-        """Use ``publish(topic, payload, retain)`` (QoS 1) for every message."""
-        self.app, self.publish, self.interval_s = app, publish, interval_s
+        """Use ``publish(topic, payload, retain)`` (QoS 1) for every message; with ``lease``, only while
+        this process holds it (two dispatchers would both send a command not yet marked sent)."""
+        self.app, self.publish, self.interval_s, self.lease = app, publish, interval_s, lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,18 +114,14 @@ class FleetDispatcher:
         """One dispatch round; returns how many messages were published."""
         with session_scope(self.app) as session:
             publications = dispatch_once(session)
+            _fence_of(self.lease)(session)
         # Published after the commit: a crash in between re-sends on presence, never loses a command.
         for topic, payload, retain in publications:
             self.publish(topic, payload, retain)
         return len(publications)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                _LOG.exception("fleet dispatch failed")
-            self._stop.wait(self.interval_s)
+        run_rounds(self._stop, self.step, interval_s=self.interval_s, name="fleet dispatch", lease=self.lease)
 
     def start(self) -> None:
         """Start the named worker thread."""
@@ -115,9 +139,22 @@ class FleetDispatcher:
 class Scrubber:
     """The background scrubber (JL-6): one named thread, passes over all evidence at a bounded byte rate."""
 
-    def __init__(self, app: Flask, store: ObjectStore, *, bytes_per_s: int, pause_s: float) -> None:
-        """Scrub ``store`` at ``bytes_per_s`` (0: off), resting ``pause_s`` between passes."""
+    JOB = "scrub"
+    """The name of this job's lease."""
+
+    def __init__(
+        self,
+        app: Flask,
+        store: ObjectStore,
+        *,
+        bytes_per_s: int,
+        pause_s: float,
+        lease: SingletonLease | None = None,
+    ) -> None:
+        """Scrub ``store`` at ``bytes_per_s`` (0: off), a pass every ``pause_s``; with ``lease``, only
+        while this process holds it (two scrubbers would read every byte twice)."""
         self.app = app
+        self.lease = lease
         self.store = store
         self.bytes_per_s = bytes_per_s
         self.pause_s = pause_s
@@ -133,28 +170,41 @@ class Scrubber:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with session_scope(self.app) as session:
-                    report = scrub(
-                        session,
-                        self.store,
-                        throttle=Throttle(self.bytes_per_s, self._stop),
-                        source="scrub",
-                        checkpoint=session.commit,
-                    )
-                self.passes += 1
-                _LOG.info(
-                    "scrub pass: %d recordings, %d bytes, %d new findings",
-                    report.recordings,
-                    report.bytes_read,
-                    report.new_findings,
-                )
-                if report.new_findings:
-                    raise_alerts(self.app)
-            except Exception:
-                _LOG.exception("scrub pass failed")
-            self._stop.wait(self.pause_s)
+        run_rounds(
+            self._stop,
+            self.step,
+            interval_s=self.pause_s,
+            name="scrub pass",
+            lease=self.lease,
+            rest_after=True,
+        )
+
+    def step(self) -> None:
+        """One pass over all stored evidence; each checkpoint commits only while the lease is ours."""
+        fence = _fence_of(self.lease)
+        with session_scope(self.app) as session:
+
+            def checkpoint() -> None:
+                fence(session)
+                session.commit()
+
+            report = scrub(
+                session,
+                self.store,
+                throttle=Throttle(self.bytes_per_s, self._stop),
+                source="scrub",
+                checkpoint=checkpoint,
+            )
+            fence(session)
+        self.passes += 1
+        _LOG.info(
+            "scrub pass: %d recordings, %d bytes, %d new findings",
+            report.recordings,
+            report.bytes_read,
+            report.new_findings,
+        )
+        if report.new_findings:
+            raise_alerts(self.app)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Set the stop event and join the thread; safe to call twice."""
@@ -168,13 +218,17 @@ class LedgerWorker:
     """The evidence ledger's round (JL-6, JL-23): sequence new evidence and audit rows, sign the head.
 
     One named thread, a round every ``interval_s`` (a minute: a checkpoint "at least every few
-    minutes", docs/ledger.md). Two server processes racing one round collide on the ledger's unique
-    keys; the loser's round rolls back and the next one catches up.
+    minutes", docs/ledger.md). With a lease only its holder runs rounds; without one, two server
+    processes racing one round collide on the ledger's unique keys, the loser's round rolls back and the
+    next one catches up.
     """
 
-    def __init__(self, app: Flask, *, interval_s: float = 60.0) -> None:
+    JOB = "ledger"
+    """The name of this job's lease."""
+
+    def __init__(self, app: Flask, *, interval_s: float = 60.0, lease: SingletonLease | None = None) -> None:
         """Sign with the ledger key derived from the app's ingest key."""
-        self.app, self.interval_s = app, interval_s
+        self.app, self.interval_s, self.lease = app, interval_s, lease
         self.signer = ledger.LedgerSigner.from_ingest_key(app.extensions["zfjl.settings"].ingest_key)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -184,15 +238,11 @@ class LedgerWorker:
         with session_scope(self.app) as session:
             appended = ledger.sequence(session)
             ledger.checkpoint(session, self.signer)
+            _fence_of(self.lease)(session)
         return appended
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                _LOG.exception("ledger round failed")
-            self._stop.wait(self.interval_s)
+        run_rounds(self._stop, self.step, interval_s=self.interval_s, name="ledger round", lease=self.lease)
 
     def start(self) -> None:
         """Start the named worker thread."""
@@ -230,13 +280,19 @@ class PublicityWorker:
 
     One named thread, a pass every ``interval_s`` (``ZFJL_PUBLICITY_SWEEP_INTERVAL_S``). Expiry first, so
     an item that left the portal is never still counted; then the deadline alerts of every agency are
-    opened, refreshed or cleared. Both are idempotent, so a second server process doing the same pass
-    changes nothing the first did not.
+    opened, refreshed or cleared. Both are idempotent; with a lease only one server process sweeps, so
+    two passes never race to open the same alert.
     """
 
-    def __init__(self, app: Flask, *, interval_s: float | None = None) -> None:
+    JOB = "publicity-sweep"
+    """The name of this job's lease."""
+
+    def __init__(
+        self, app: Flask, *, interval_s: float | None = None, lease: SingletonLease | None = None
+    ) -> None:
         """Run every ``interval_s`` seconds (default: the app's setting)."""
         self.app = app
+        self.lease = lease
         self.interval_s = (
             float(app.extensions["zfjl.settings"].publicity_sweep_interval_s)
             if interval_s is None
@@ -252,18 +308,18 @@ class PublicityWorker:
         with session_scope(self.app) as session:
             expired = expire_due(session, day)
             counts = evaluate_deadline_alerts(session, today=day, now=now, archives=archive_dues(session))
+            _fence_of(self.lease)(session)
         self.passes += 1
         return {"expired": len(expired), **counts}
 
+    def _round(self) -> None:
+        done = self.step()
+        _LOG.info("publicity sweep: %s", done)
+
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                done = self.step()
-                if done["expired"] or done["opened"] or done["cleared"]:
-                    _LOG.info("publicity sweep: %s", done)
-            except Exception:
-                _LOG.exception("publicity sweep failed")
-            self._stop.wait(self.interval_s)
+        run_rounds(
+            self._stop, self._round, interval_s=self.interval_s, name="publicity sweep", lease=self.lease
+        )
 
     def start(self) -> None:
         """Start the named worker thread (once)."""
@@ -296,10 +352,15 @@ class ArchiveWorker:
     records an ``archive_failures`` row and moves on, so one bad case never blocks the others.
     """
 
-    def __init__(self, app: Flask) -> None:
-        """Use the app's settings, object store and archive store."""
+    JOB = "archive"
+    """The name of this job's lease."""
+
+    def __init__(self, app: Flask, *, lease: SingletonLease | None = None) -> None:
+        """Use the app's settings, object store and archive store; with ``lease``, archive only while
+        this process holds it (two jobs would seal and deliver the same case twice)."""
         settings = app.extensions["zfjl.settings"]
         self.app = app
+        self.lease = lease
         self.interval_s: float = settings.archive_interval_s
         self.delay = timedelta(hours=settings.archive_delay_hours)
         self.prefix: str = settings.archive_prefix
@@ -312,12 +373,13 @@ class ArchiveWorker:
         """One round over every pending case; never raises for one case's failure."""
         now = now or utcnow()
         done = ArchiveRound()
+        fence = _fence_of(self.lease)
         store: ObjectStore = self.app.extensions[STORE_KEY]
         archive_store: ObjectStore = self.app.extensions[ARCHIVE_STORE_KEY]
         with session_scope(self.app) as session:
             pending = archive_job.pending_cases(session, now=now, delay=self.delay)
         for case_id in pending:
-            if self._stop.is_set():
+            if self._stop.is_set() or (self.lease is not None and not self.lease.held):
                 break
             try:
                 with (
@@ -330,7 +392,12 @@ class ArchiveWorker:
                         archive_prefix=self.prefix, now=now,
                     )  # fmt: skip
                     package_id = built.row.id
+                    # The package row commits only while the lease is ours: a holder paused past its
+                    # expiry leaves at most an unreferenced zip (content-addressed) in the stores.
+                    fence(session)
                 done.archived[case_id] = package_id
+            except LeaseLost:
+                raise
             except Exception as exc:
                 _LOG.exception("archiving case %d failed", case_id)
                 error = f"{type(exc).__name__}: {exc}"
@@ -338,16 +405,20 @@ class ArchiveWorker:
                 try:
                     with session_scope(self.app) as session:
                         archive_job.record_failure(session, case_id, error, now)
+                        fence(session)
                 except Exception:
                     _LOG.exception("recording the archiving failure of case %d failed", case_id)
         return done
 
+    def _round(self) -> None:
+        done = self.step()
+        _LOG.info("archiving round: %d archived, %d failed", len(done.archived), len(done.failed))
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.step()
-            except Exception:
-                _LOG.exception("archiving round failed")
+        run_rounds(
+            self._stop, self._round, interval_s=self.interval_s, name="archiving round", lease=self.lease,
+            wait_first=True,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start the named thread (nothing when the interval is 0: the job is off)."""
@@ -362,3 +433,52 @@ class ArchiveWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+
+class AlertsWorker:
+    """Hourly: fleet alerts (devices offline, low battery, refused uploads) and annual-report drafts
+    (GS-17). One named thread; with a lease, only in the process that holds it."""
+
+    JOB = "hourly-alerts"
+    """The name of this job's lease."""
+
+    def __init__(
+        self, app: Flask, *, interval_s: float = 3600.0, lease: SingletonLease | None = None
+    ) -> None:
+        """Evaluate every ``interval_s`` seconds."""
+        self.app, self.interval_s, self.lease = app, interval_s, lease
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> dict[str, int]:
+        """One round: fleet alerts, then annual reports; each commits under the fence."""
+        fence = _fence_of(self.lease)
+        done = run_fleet_housekeeping(self.app, fence)
+        done.update(run_publicity_housekeeping(self.app, fence))
+        _LOG.info("hourly alerts: %s", done)
+        return done
+
+    def _loop(self) -> None:
+        run_rounds(self._stop, self.step, interval_s=self.interval_s, name="hourly alerts", lease=self.lease,
+                   wait_first=True)  # fmt: skip
+
+    def start(self) -> None:
+        """Start the named worker thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="zfjl-hourly-alerts", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Set the stop event and join the thread; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+
+# The singleton jobs, each under its own lease (``server.domain.leases``), by lease name. The staging
+# janitor and the flood summaries are not among them: each process cleans and summarises its own.
+JOBS = tuple(
+    worker.JOB
+    for worker in (FleetDispatcher, Scrubber, LedgerWorker, ArchiveWorker, PublicityWorker, AlertsWorker)
+)

@@ -18,6 +18,7 @@ from server.domain.fleet.telemetry_models import DeviceHealthSample
 from server.infra.db import run_migrations, session_scope
 from server.infra.metrics import register_ingest_source
 from server.infra.storage import STORE_KEY
+from server.workers.leases import JobLeases
 from tests.conftest import SegmentFactory
 
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
@@ -135,3 +136,25 @@ def test_metrics_token_lets_a_remote_scraper_in_and_no_one_else(tmp_path: Path) 
     right = client.get("/metrics", environ_base=remote, headers={"Authorization": f"Bearer {token}"})
     assert right.status_code == 200 and b"zfjl_segments_stored" in right.data
     assert token not in str(app.extensions["zfjl.settings"].safe_dict())
+
+
+def test_job_leases_show_who_runs_each_singleton_job(app: Flask, client: FlaskClient) -> None:
+    """docs/operations.md, section 13: the holder, its token and the rounds of every singleton job."""
+    first, second = JobLeases(app, ttl_s=60, holder="zfjl-1:101:aaaaaa"), JobLeases(app, ttl_s=60)
+    try:
+        assert first.lease("archive").ensure() and first.lease("archive").claim_round(3600)
+        assert not second.lease("archive").ensure()
+        samples = scrape(client)
+        assert samples[("zfjl_job_lease_token", (("holder", "zfjl-1:101:aaaaaa"), ("job", "archive")))] == 1
+        assert samples[("zfjl_job_runs_total", (("job", "archive"),))] == 1
+        assert 0 < samples[("zfjl_job_lease_expires_in_seconds", (("job", "archive"),))] <= 60
+        assert samples[("zfjl_job_last_run_age_seconds", (("job", "archive"),))] >= 0
+        first.stop()  # released: no holder any more, the token stays
+        assert second.lease("archive").ensure()
+        samples = scrape(client)
+        assert samples[("zfjl_job_lease_token", (("holder", second.holder), ("job", "archive")))] == 2
+        assert not any(name == "zfjl_job_lease_token" and ("holder", "zfjl-1:101:aaaaaa") in labels
+                       for name, labels in samples)  # fmt: skip
+    finally:
+        first.stop()
+        second.stop()

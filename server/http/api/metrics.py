@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.domain import leases as job_leases
 from server.domain import metrics as figures
 from server.http.errors import error_response
 from server.http.openapi import api_view
@@ -78,7 +79,35 @@ class ZfjlCollector(Collector):
             for kind, open_count in sorted(figures.open_alerts_by_kind(session).items()):
                 alerts.add_metric([kind], open_count)
             yield alerts
+            yield from self._leases(session)
         yield from self._ingest()
+
+    @staticmethod
+    def _leases(session: Session) -> Iterator[Metric]:
+        """Which process holds each singleton job's lease, its fencing token and the job's rounds."""
+        holders = GaugeMetricFamily(
+            "zfjl_job_lease_token",
+            "Fencing token of each singleton job's lease, labelled with its holder (none: free or expired)",
+            labels=["job", "holder"],
+        )
+        expires = GaugeMetricFamily(
+            "zfjl_job_lease_expires_in_seconds",
+            "Seconds until the lease expires unless renewed",
+            labels=["job"],
+        )
+        runs = CounterMetricFamily(
+            "zfjl_job_runs", "Rounds of each singleton job, all processes", labels=["job"]
+        )
+        last = GaugeMetricFamily(
+            "zfjl_job_last_run_age_seconds", "Seconds since the job's last round started", labels=["job"]
+        )
+        for state in job_leases.lease_states(session):
+            holders.add_metric([state.job, state.holder or ""], state.token)
+            expires.add_metric([state.job], state.expires_in_s)
+            runs.add_metric([state.job], state.runs)
+            if state.last_run_age_s is not None:
+                last.add_metric([state.job], state.last_run_age_s)
+        yield from (holders, expires, runs, last)
 
     def _latency(self, session: Session) -> Metric:
         """JL-17: seconds from the end of a segment's recording (its signed manifest) to its commit here."""
