@@ -29,9 +29,10 @@ from typing import Any
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import MalformedProof, VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_consistency, verify_inclusion
-from zfjl_verify.note import NoteVerifier
+from zfjl_verify.note import NoteKey, NoteVerifier
 from zfjl_verify.package import verify_package
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
+from zfjl_verify.sm2_note import parse_note_key
 from zfjl_verify.suite import DEFAULT_SUITE
 from zfjl_verify.witness import (
     CosignatureStatus,
@@ -71,6 +72,18 @@ def _keys(path: str) -> list[NoteVerifier]:
         raise _InputError(f"公钥文件 {path} 不是 UTF-8 文本", f"key file {path} is not UTF-8 text") from None
     lines = [line.strip() for line in text.splitlines()]
     keys = [NoteVerifier.parse(line) for line in lines if line and not line.startswith("#")]
+    if not keys:
+        raise _InputError(f"公钥文件 {path} 中没有公钥", f"key file {path} holds no key")
+    return keys
+
+
+def _seal_keys(path: str) -> list[NoteKey]:
+    """An agency's seal key file: Ed25519 or SM2 verifier keys, one a line."""
+    try:
+        text = _read(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _InputError(f"公钥文件 {path} 不是 UTF-8 文本", f"key file {path} is not UTF-8 text") from None
+    keys = [parse_note_key(line) for line in map(str.strip, text.splitlines()) if line and line[0] != "#"]
     if not keys:
         raise _InputError(f"公钥文件 {path} 中没有公钥", f"key file {path} holds no key")
     return keys
@@ -254,7 +267,7 @@ class _PackageFailed(VerifyError):
 
 
 def _cmd_package(args: argparse.Namespace) -> None:
-    agency_keys = _keys(args.agency_key) if args.agency_key else None
+    agency_keys = _seal_keys(args.agency_key) if args.agency_key else None
     report = verify_package(Path(args.package), _keys(args.key), origin=args.origin, agency_keys=agency_keys)
     for problem in report.problems:
         print(f"[{problem.code}] {problem.message}\n[{problem.code}] {problem.message_en}", file=sys.stderr)

@@ -371,8 +371,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "crypto_suite",
         DEFAULT_SUITE,
-        "档案包与导出包的密码套件：sha256-ed25519，或 sm3-ed25519 (另加 SM3 清单，GB/T 39786) / crypto "
-        "suite of archive and export packages: sha256-ed25519, or sm3-ed25519 (adds SM3 manifests)",
+        "档案包与导出包的密码套件：sha256-ed25519，sm3-ed25519 (另加 SM3 清单，GB/T 39786)，或 sm3-sm2 "
+        "(再以 SM2 印章，需 gmssl) / crypto suite of archive and export packages: sha256-ed25519, "
+        "sm3-ed25519 (adds SM3 manifests), or sm3-sm2 (and an SM2 seal; needs gmssl)",
         _parse_suite,
     ),
     _Option(
