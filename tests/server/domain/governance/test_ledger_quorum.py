@@ -196,6 +196,8 @@ def test_jl23_cosignature_rows_an_insider_adds_never_make_a_quorum(
     assert refused.returncode == 1
     assert "court.example/w2 does not verify" in refused.stderr and "伪造" in refused.stderr
 
+    # The genuine W2 cosignature cannot take the forged row's place; the witness is told, not "stored".
+    assert _submit(client, size, cosign(head, *W2, 1_790_000_050)) == (409, "ledger_corrupt")
     # W3 cosigns: two distinct trusted witnesses now, yet the forged row still voids the quorum.
     assert _submit(client, size, cosign(head, *W3, 1_790_000_100)) == (200, None)
     judged = _witnessing(client, size)
