@@ -88,21 +88,41 @@ def _head(row: LedgerCheckpoint) -> Checkpoint:
     return Checkpoint.parse(row.note.split("\n\n", 1)[0] + "\n")
 
 
-def judge(session: Session, row: LedgerCheckpoint, policy: WitnessPolicy) -> WitnessedCheckpoint:
-    """One checkpoint's stored cosignatures, each verified again against the trusted witness keys."""
-    lines = [stored.line for stored in cosignatures_of(session, row.tree_size)]
+def _lines_by_size(session: Session, sizes: list[int]) -> dict[int, list[str]]:
+    """The stored cosignature lines of each checkpoint size, oldest first, in one query."""
+    lines: dict[int, list[str]] = {size: [] for size in sizes}
+    if sizes:
+        for size, line in session.execute(
+            select(LedgerCosignature.tree_size, LedgerCosignature.line)
+            .where(LedgerCosignature.tree_size.in_(sizes))
+            .order_by(LedgerCosignature.id)
+        ):
+            lines[size].append(line)
+    return lines
+
+
+def _judged(row: LedgerCheckpoint, lines: list[str], policy: WitnessPolicy) -> WitnessedCheckpoint:
     verdict = judge_cosignatures(_head(row), lines, policy.witnesses, policy.quorum)
     return WitnessedCheckpoint(checkpoint=row, verdict=verdict)
 
 
+def judge(session: Session, row: LedgerCheckpoint, policy: WitnessPolicy) -> WitnessedCheckpoint:
+    """One checkpoint's stored cosignatures, each verified again against the trusted witness keys."""
+    return _judged(row, [stored.line for stored in cosignatures_of(session, row.tree_size)], policy)
+
+
 def recent_checkpoints(
     session: Session, policy: WitnessPolicy, *, limit: int, before: int | None = None
-) -> list[WitnessedCheckpoint]:
-    """The newest ``limit`` checkpoints (those smaller than ``before``, if given), each judged."""
-    query = select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size.desc()).limit(limit)
+) -> tuple[list[WitnessedCheckpoint], bool]:
+    """The newest ``limit`` checkpoints (those smaller than ``before``, if given), each judged, and
+    whether older ones remain."""
+    query = select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size.desc()).limit(limit + 1)
     if before is not None:
         query = query.where(LedgerCheckpoint.tree_size < before)
-    return [judge(session, row, policy) for row in session.scalars(query)]
+    rows = list(session.scalars(query))
+    shown = rows[:limit]
+    lines = _lines_by_size(session, [row.tree_size for row in shown])
+    return [_judged(row, lines[row.tree_size], policy) for row in shown], len(rows) > limit
 
 
 def latest_witnessed(session: Session, policy: WitnessPolicy) -> WitnessedCheckpoint | None:

@@ -738,14 +738,16 @@ def ledger_page() -> ResponseReturnValue:
     policy = ledger_quorum.WitnessPolicy.from_settings(settings)
     verifier = ledger.LedgerSigner.from_ingest_key(settings.ingest_key).verifier
     with session_scope() as session:
-        recent = ledger_quorum.recent_checkpoints(session, policy, limit=LEDGER_PAGE_SIZE + 1, before=before)
+        recent, more = ledger_quorum.recent_checkpoints(
+            session, policy, limit=LEDGER_PAGE_SIZE, before=before
+        )
         witnessed = ledger_quorum.latest_witnessed(session, policy) if before is None else None
-        checkpoints = [_ledger_checkpoint(judged) for judged in recent[:LEDGER_PAGE_SIZE]]
+        checkpoints = [_ledger_checkpoint(judged) for judged in recent]
         latest_witnessed = _ledger_checkpoint(witnessed) if witnessed is not None else None
     return _page(
         "portal/ledger.html",
         checkpoints=checkpoints,
-        older=checkpoints[-1]["size"] if len(recent) > LEDGER_PAGE_SIZE else None,
+        older=checkpoints[-1]["size"] if more else None,
         latest_witnessed=latest_witnessed,
         paged=before is not None,
         policy={
