@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.domain.errors import Invalid
-from server.domain.governance.ledger import cosignatures_of, latest_checkpoint
+from server.domain.governance.ledger import cosignatures_of
 from server.domain.governance.models import LedgerCheckpoint, LedgerCosignature
 from zfjl_verify import Checkpoint, CosignerKey, QuorumVerdict, VerifyError, judge_cosignatures
 
@@ -29,7 +29,6 @@ __all__ = [
     "WitnessPolicy",
     "WitnessedCheckpoint",
     "judge",
-    "latest",
     "latest_witnessed",
     "recent_checkpoints",
 ]
@@ -146,9 +145,3 @@ def latest_witnessed(session: Session, policy: WitnessPolicy) -> WitnessedCheckp
         if judged.verdict.met:
             return judged
     return None
-
-
-def latest(session: Session, policy: WitnessPolicy) -> WitnessedCheckpoint | None:
-    """The latest checkpoint, judged (None before the first one)."""
-    row = latest_checkpoint(session)
-    return judge(session, row, policy) if row is not None else None
