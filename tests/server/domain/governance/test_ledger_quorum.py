@@ -176,10 +176,12 @@ def test_jl23_cosignature_rows_an_insider_adds_never_make_a_quorum(
     assert _submit(client, size, w1_line) == (200, None)
 
     # The table takes INSERT (append-only refuses only UPDATE and DELETE): the insider adds W1's own line
-    # again under another name, then W2's genuine cosignature of an older checkpoint as if it were of this.
+    # again under another name, a cosignature by a key of their own, then W2's genuine cosignature of an
+    # older checkpoint as if it were of this one.
     replayed = cosign(first_head, *W2, 1_790_000_000)
+    own_key = cosign(head, *STRANGER, 1_790_000_000)
     with session_scope(app) as session:
-        for witness, line in (("copy-of-w1", w1_line), (W2[0], replayed)):
+        for witness, line in (("copy-of-w1", w1_line), (STRANGER[0], own_key), (W2[0], replayed)):
             session.execute(
                 text(
                     "INSERT INTO ledger_cosignatures (tree_size, witness, cosigned_at, line, received_at) "
@@ -189,7 +191,7 @@ def test_jl23_cosignature_rows_an_insider_adds_never_make_a_quorum(
             )
     judged = _witnessing(client, size)
     statuses = [(c["witness"], c["status"]) for c in judged["cosignatures"]]  # type: ignore[index, union-attr]
-    assert statuses == [(W1[0], "valid"), (W1[0], "duplicate"), (W2[0], "invalid")]
+    assert statuses == [(W1[0], "valid"), (W1[0], "duplicate"), (STRANGER[0], "unknown"), (W2[0], "invalid")]
     assert judged["witnessed_by"] == [W1[0]] and judged["met"] is False
     assert client.get("/ledger/v1/checkpoint?witnessed=true").status_code == 404
     refused = _offline(client, tmp_path, size)
