@@ -14,6 +14,7 @@ from zfjl_verify.errors import (
     MalformedNote,
     MalformedProof,
     ProofMismatch,
+    QuorumNotMet,
     UnknownKey,
     VerifyError,
 )
@@ -30,7 +31,19 @@ from zfjl_verify.merkle import (
 )
 from zfjl_verify.note import NoteVerifier, SignedNote, key_id, open_note, sign_note
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash, encode_hash
-from zfjl_verify.witness import CosignerKey, Witness, cosign, cosigned_message, verify_cosignature
+from zfjl_verify.witness import (
+    CosignatureCheck,
+    CosignatureStatus,
+    CosignerKey,
+    QuorumVerdict,
+    Witness,
+    cosign,
+    cosignature_lines,
+    cosigned_message,
+    judge_cosignatures,
+    require_quorum,
+    verify_cosignature,
+)
 
 __all__ = [
     "EMPTY_ROOT",
@@ -38,6 +51,8 @@ __all__ = [
     "BadSignature",
     "Checkpoint",
     "ConsistencyProof",
+    "CosignatureCheck",
+    "CosignatureStatus",
     "CosignerKey",
     "InclusionProof",
     "InconsistentHistory",
@@ -47,19 +62,24 @@ __all__ = [
     "MerkleTree",
     "NoteVerifier",
     "ProofMismatch",
+    "QuorumNotMet",
+    "QuorumVerdict",
     "SignedNote",
     "UnknownKey",
     "VerifyError",
     "Witness",
     "cosign",
+    "cosignature_lines",
     "cosigned_message",
     "decode_hash",
     "encode_hash",
+    "judge_cosignatures",
     "key_id",
     "leaf_hash",
     "node_hash",
     "open_checkpoint",
     "open_note",
+    "require_quorum",
     "root_from_inclusion_proof",
     "root_of",
     "sign_checkpoint",

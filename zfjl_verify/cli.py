@@ -9,6 +9,8 @@ exact bytes, its hash, or the server's leaf answer (``--leaf-json``, data and pr
 ``package`` checks an archive package (JL-18) as a whole: zfjl_verify/package.py says what it checks.
 ``witness`` keeps the last checkpoint it accepted and cosigns each newer one that extends it
 (zfjl_verify/witness.py); it refuses, exit status 1, a checkpoint that rewrites the history it saw.
+``checkpoint`` and ``inclusion`` with ``--witness-keys`` (and ``--quorum``) also require the checkpoint
+to be cosigned by that many distinct trusted witnesses, and fail on a forged cosignature.
 """
 
 from __future__ import annotations
@@ -27,11 +29,19 @@ from typing import Any
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import MalformedProof, VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_consistency, verify_inclusion
-from zfjl_verify.note import NoteVerifier
+from zfjl_verify.note import NoteKey, NoteVerifier
 from zfjl_verify.package import verify_package
 from zfjl_verify.proofs import ConsistencyProof, InclusionProof, decode_hash
+from zfjl_verify.sm2_note import parse_note_key
 from zfjl_verify.suite import DEFAULT_SUITE
-from zfjl_verify.witness import Witness
+from zfjl_verify.witness import (
+    CosignatureStatus,
+    CosignerKey,
+    Witness,
+    cosignature_lines,
+    judge_cosignatures,
+    require_quorum,
+)
 
 __all__ = ["main"]
 
@@ -40,6 +50,10 @@ class _InputError(VerifyError):
     """A file named on the command line cannot be read."""
 
     code = "unreadable_input"
+
+
+class _UsageError(Exception):
+    """Options that cannot work together (exit status 2, like argparse's own usage errors)."""
 
 
 def _read(path: str) -> bytes:
@@ -60,6 +74,37 @@ def _keys(path: str) -> list[NoteVerifier]:
     keys = [NoteVerifier.parse(line) for line in lines if line and not line.startswith("#")]
     if not keys:
         raise _InputError(f"公钥文件 {path} 中没有公钥", f"key file {path} holds no key")
+    return keys
+
+
+def _seal_keys(path: str) -> list[NoteKey]:
+    """An agency's seal key file: Ed25519 or SM2 verifier keys, one a line."""
+    try:
+        text = _read(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _InputError(f"公钥文件 {path} 不是 UTF-8 文本", f"key file {path} is not UTF-8 text") from None
+    keys = [parse_note_key(line) for line in map(str.strip, text.splitlines()) if line and line[0] != "#"]
+    if not keys:
+        raise _InputError(f"公钥文件 {path} 中没有公钥", f"key file {path} holds no key")
+    return keys
+
+
+def _witness_keys(paths: list[str]) -> list[CosignerKey]:
+    """The trusted witness keys: every vkey line of every file (a witness's own ``witness.pub`` will do)."""
+    keys: list[CosignerKey] = []
+    for path in paths:
+        try:
+            text = _read(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _InputError(
+                f"见证人公钥文件 {path} 不是 UTF-8 文本", f"witness key file {path} is not UTF-8 text"
+            ) from None
+        found = [
+            CosignerKey.parse(line) for line in map(str.strip, text.splitlines()) if line and line[0] != "#"
+        ]
+        if not found:
+            raise _InputError(f"见证人公钥文件 {path} 中没有公钥", f"witness key file {path} holds no key")
+        keys.extend(found)
     return keys
 
 
@@ -91,20 +136,77 @@ def _checkpoint(path: str, keys: list[NoteVerifier], origin: str | None) -> Chec
     return checkpoint
 
 
+def _cosignatures(path: str, keys: list[NoteVerifier]) -> list[str]:
+    """The cosignature lines of a checkpoint file: those appended to its note (a cosigned checkpoint),
+    and, for the server's JSON answer, its ``cosignatures`` list."""
+    lines = cosignature_lines(_note(path).decode("utf-8", errors="replace"), keys)
+    raw = _read(path)
+    if raw.lstrip().startswith(b"{"):
+        document = _json_file(path)
+        listed = document.get("cosignatures", []) if isinstance(document, dict) else []
+        if not isinstance(listed, list) or not all(isinstance(line, str) for line in listed):
+            raise _InputError(
+                f"{path} 中的 cosignatures 不是字符串列表", f"{path}: cosignatures is not a list"
+            )
+        lines.extend(line.rstrip("\n") for line in listed)
+    return lines
+
+
+def _check_quorum(args: argparse.Namespace, keys: list[NoteVerifier], checkpoint: Checkpoint) -> None:
+    """With --witness-keys: fail unless a quorum of distinct trusted witnesses cosigned the checkpoint."""
+    if not args.witness_keys:
+        if args.quorum is not None:
+            raise _UsageError("--quorum 需要 --witness-keys / --quorum needs --witness-keys")
+        return
+    trusted = _witness_keys(args.witness_keys)
+    quorum = 1 if args.quorum is None else args.quorum
+    distinct = len({key.name for key in trusted})
+    if not 1 <= quorum <= distinct:
+        raise _UsageError(
+            f"--quorum 须在 1 到 {distinct}（受信任见证人的数量）之间 / "
+            f"--quorum must be between 1 and {distinct}, the number of trusted witnesses"
+        )
+    verdict = judge_cosignatures(checkpoint, _cosignatures(args.checkpoint, keys), trusted, quorum)
+    for check in verdict.checks:
+        if check.status is CosignatureStatus.DUPLICATE:
+            print(
+                f"注意：{check.witness} 的重复联署不计\nnote: a repeated cosignature of {check.witness} "
+                "does not count",
+                file=sys.stderr,
+            )
+        elif check.status is CosignatureStatus.UNKNOWN:
+            print(
+                f"注意：{check.witness} 不是受信任的见证人，其联署不计\nnote: {check.witness} is not a "
+                "trusted witness; its cosignature does not count",
+                file=sys.stderr,
+            )
+    require_quorum(verdict)
+    names = ", ".join(verdict.witnessed_by)
+    _say(
+        f"通过：{len(verdict.witnessed_by)} 个受信任的见证人联署了该检查点，达到法定数 {quorum}（{names}）",
+        f"OK: {len(verdict.witnessed_by)} trusted witnesses cosigned the checkpoint, quorum {quorum} met "
+        f"({names})",
+    )
+
+
 def _say(zh: str, en: str) -> None:
     print(f"{zh}\n{en}")
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> None:
-    checkpoint = _checkpoint(args.checkpoint, _keys(args.key), args.origin)
+    keys = _keys(args.key)
+    checkpoint = _checkpoint(args.checkpoint, keys, args.origin)
     _say(
         f"通过：检查点签名有效（{checkpoint.origin}，{checkpoint.size} 个叶）",
         f"OK: checkpoint signature verifies ({checkpoint.origin}, {checkpoint.size} leaves)",
     )
+    _check_quorum(args, keys, checkpoint)
 
 
 def _cmd_inclusion(args: argparse.Namespace) -> None:
-    checkpoint = _checkpoint(args.checkpoint, _keys(args.key), args.origin)
+    keys = _keys(args.key)
+    checkpoint = _checkpoint(args.checkpoint, keys, args.origin)
+    _check_quorum(args, keys, checkpoint)
     served: Any = _json_file(args.leaf_json) if args.leaf_json is not None else None
     if served is not None and not (isinstance(served, dict) and isinstance(served.get("data"), str)):
         raise _InputError("叶文件中没有 data 字段", f"{args.leaf_json} holds no leaf data")
@@ -165,7 +267,7 @@ class _PackageFailed(VerifyError):
 
 
 def _cmd_package(args: argparse.Namespace) -> None:
-    agency_keys = _keys(args.agency_key) if args.agency_key else None
+    agency_keys = _seal_keys(args.agency_key) if args.agency_key else None
     report = verify_package(Path(args.package), _keys(args.key), origin=args.origin, agency_keys=agency_keys)
     for problem in report.problems:
         print(f"[{problem.code}] {problem.message}\n[{problem.code}] {problem.message_en}", file=sys.stderr)
@@ -269,6 +371,21 @@ def _cmd_witness(args: argparse.Namespace) -> None:
         _say(f"服务器已保存联署签名（{witness_name}）", f"the server stored the cosignature ({witness_name})")
 
 
+def _quorum_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witness-keys",
+        action="append",
+        metavar="FILE",
+        help="trusted witness keys, one vkey a line (repeatable); the checkpoint must then be cosigned by "
+        "a quorum of them / 受信任的见证人公钥文件（可重复）",
+    )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        help="how many distinct trusted witnesses must cosign (default 1) / 见证法定数（默认 1）",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zfjl-verify",
@@ -280,6 +397,7 @@ def _parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("checkpoint", help="verify a signed checkpoint / 核验签名检查点")
     cp.add_argument("--key", required=True, help="verifier key file / 公钥文件")
     cp.add_argument("checkpoint", help="signed checkpoint file / 检查点文件")
+    _quorum_options(cp)
     cp.set_defaults(run=_cmd_checkpoint)
 
     inc = sub.add_parser("inclusion", help="verify that a leaf is in a signed tree / 核验包含证明")
@@ -290,6 +408,7 @@ def _parser() -> argparse.ArgumentParser:
     leaf.add_argument("--leaf-data", help="file holding the leaf's exact bytes / 叶数据文件")
     leaf.add_argument("--leaf-hash", help="the leaf hash, base64 / 叶哈希（base64）")
     leaf.add_argument("--leaf-json", help="the server's leaf answer (data and proof) / 服务器返回的叶")
+    _quorum_options(inc)
     inc.set_defaults(run=_cmd_inclusion)
 
     con = sub.add_parser(
@@ -328,9 +447,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verification; 0 if it holds, 1 if it does not."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         args.run(args)
+    except _UsageError as exc:
+        parser.error(str(exc))
     except VerifyError as exc:
         print(f"失败：{exc.message}\nFAILED: {exc.message_en}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "ProofMismatch",
+    "QuorumNotMet",
     "UnknownKey",
     "VerifyError",
 ]
@@ -65,3 +66,9 @@ class BadSignature(VerifyError):
     """A signature from a trusted key does not verify: the note was altered or forged."""
 
     code = "bad_signature"
+
+
+class QuorumNotMet(VerifyError):
+    """Fewer distinct trusted witnesses cosigned a checkpoint than the quorum asks for."""
+
+    code = "quorum_not_met"

@@ -6,7 +6,8 @@ newline but not the blank line. Key id = SHA-256(name || 0x0A || 0x01 || 32-byte
 0x01 naming Ed25519. A verifier key is shared as ``<name>+<hex key id>+<base64(0x01 || public key)>``.
 
 Verification follows the spec's rules: signatures from unknown keys are ignored; a signature from a
-known key that fails rejects the whole note; a note with no verified known signature is rejected.
+known key that fails rejects the whole note; a note with no verified known signature is rejected. Keys of
+another signature type (SM2, zfjl_verify/sm2_note.py) take part through :class:`NoteKey`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -25,8 +28,10 @@ from zfjl_verify.errors import BadSignature, MalformedNote, UnknownKey
 __all__ = [
     "ALG_ED25519",
     "MAX_SIGNATURES",
+    "NoteKey",
     "NoteVerifier",
     "SignedNote",
+    "append_signature",
     "key_id",
     "open_note",
     "sign_note",
@@ -50,6 +55,28 @@ def key_id(name: str, public_key: bytes) -> int:
     """The C2SP key id of an Ed25519 key: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || key)."""
     digest = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+class NoteKey(Protocol):
+    """A trusted key of some signature type, as :func:`open_note` matches and checks it."""
+
+    @property
+    def name(self) -> str:
+        """The key name on the signature line."""
+        ...
+
+    @property
+    def key_id(self) -> int:
+        """The 32-bit key id that starts the signature."""
+        ...
+
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's signature of ``text``."""
+        ...
+
+    def encode(self) -> str:
+        """The ``<name>+<hex key id>+<base64>`` text form."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,20 +152,26 @@ def _check_text(text: str) -> None:
         raise MalformedNote("签名文本含有控制字符", "a note must not contain control characters")
 
 
-def sign_note(text: str, name: str, private_key: Ed25519PrivateKey) -> str:
-    """The signed note of ``text`` with one Ed25519 signature by the key called ``name``."""
+def append_signature(text: str, name: str, key_id_value: int, signature: bytes) -> str:
+    """The signed note of ``text`` with one signature line, once the text is checked signable."""
     _check_name(name)
     _check_text(text)
     if "\n\n" in text:
         # The verifier splits at the last blank line; a blank line in our own texts would be ambiguous.
         raise MalformedNote("签名文本不得含空行", "a text we sign must not contain a blank line")
-    verifier = NoteVerifier.from_private_key(name, private_key)
-    signature = private_key.sign(text.encode("utf-8"))
-    blob = base64.b64encode(verifier.key_id.to_bytes(4, "big") + signature).decode("ascii")
+    blob = base64.b64encode(key_id_value.to_bytes(4, "big") + signature).decode("ascii")
     return f"{text}\n{_SIG_PREFIX}{name} {blob}\n"
 
 
-def open_note(message: bytes | str, verifiers: list[NoteVerifier]) -> SignedNote:
+def sign_note(text: str, name: str, private_key: Ed25519PrivateKey) -> str:
+    """The signed note of ``text`` with one Ed25519 signature by the key called ``name``."""
+    _check_name(name)
+    _check_text(text)
+    verifier = NoteVerifier.from_private_key(name, private_key)
+    return append_signature(text, name, verifier.key_id, private_key.sign(text.encode("utf-8")))
+
+
+def open_note(message: bytes | str, verifiers: Sequence[NoteKey]) -> SignedNote:
     """Parse a signed note and verify it against trusted keys (c2sp.org/signed-note, Signatures)."""
     raw = message.encode("utf-8") if isinstance(message, str) else message
     if len(raw) > MAX_NOTE_BYTES:
@@ -159,7 +192,7 @@ def open_note(message: bytes | str, verifiers: list[NoteVerifier]) -> SignedNote
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise MalformedNote("签名过多", f"more than {MAX_SIGNATURES} signatures")
-    by_key = {(v.name, v.key_id): v for v in verifiers}
+    by_key: dict[tuple[str, int], NoteKey] = {(v.name, v.key_id): v for v in verifiers}
     signers: list[str] = []
     for line in lines:
         if not line.startswith(_SIG_PREFIX):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -45,7 +46,7 @@ from typing import IO, Any
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
 from zfjl_verify.errors import VerifyError
 from zfjl_verify.merkle import leaf_hash, verify_inclusion
-from zfjl_verify.note import NoteVerifier
+from zfjl_verify.note import NoteKey, NoteVerifier
 from zfjl_verify.proofs import InclusionProof
 from zfjl_verify.seal import SEAL_FILE, parse_seal_text, seal_suite_name
 from zfjl_verify.suite import KNOWN_DIGESTS, check_digest, get_suite
@@ -445,7 +446,7 @@ def _check_rows(
                 )
 
 
-def _check_seal(bag: _Bag, agency_keys: list[NoteVerifier], report: PackageReport) -> None:
+def _check_seal(bag: _Bag, agency_keys: Sequence[NoteKey], report: PackageReport) -> None:
     """The agency's seal: signed by a pinned agency key, over the tag manifests the bag really has."""
     if SEAL_FILE not in bag.names():
         report.fail(
@@ -490,7 +491,7 @@ def verify_package(
     verifiers: list[NoteVerifier],
     *,
     origin: str | None = None,
-    agency_keys: list[NoteVerifier] | None = None,
+    agency_keys: Sequence[NoteKey] | None = None,
 ) -> PackageReport:
     """Check a package (directory or zip) completely; ``report.ok`` says whether it verifies.
 

@@ -11,7 +11,8 @@ key (``zfjl-agency-<id>``), whose text names the bag and the digests of its tag 
 
 A package made under another crypto suite (zfjl_verify/suite.py) names it on a line after ``bag`` and
 lists one tag-manifest digest per algorithm of the suite (``suite sm3-ed25519`` … ``sm3 <hex>
-tagmanifest-sm3.txt``); the default suite writes no ``suite`` line, so its seals are unchanged.
+tagmanifest-sm3.txt``); the default suite writes no ``suite`` line, so its seals are unchanged. Under
+``sm3-sm2`` the signature line is SM2 by the agency's SM2 key (zfjl_verify/sm2_note.py).
 
 The tag manifests cover ``bagit.txt``, ``bag-info.txt`` and the payload manifests, which cover every
 payload file: one signature binds every byte of the package to the agency. Without the seal a forger
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from zfjl_verify.note import NoteVerifier
-from zfjl_verify.suite import DEFAULT_SUITE, SUITES, Suite, get_suite
+from zfjl_verify.note import NoteKey, NoteVerifier
+from zfjl_verify.suite import DEFAULT_SUITE, SUITES, SealKey, Suite, get_suite
 
 __all__ = [
     "SEAL_FILE",
@@ -73,7 +74,7 @@ def sign_seal(
     agency_id: int,
     bag_name: str,
     digests: dict[str, str],
-    private_key: Ed25519PrivateKey,
+    private_key: SealKey,
     suite: Suite | None = None,
 ) -> str:
     """The signed seal note of a bag, signed by the suite's seal scheme."""
@@ -82,9 +83,11 @@ def sign_seal(
     return suite.seal.sign(text, agency_key_name(agency_id), private_key)
 
 
-def agency_verifier(agency_id: int, private_key: Ed25519PrivateKey) -> NoteVerifier:
-    """The public half of an agency's seal key, as a verifier pins it."""
-    return NoteVerifier.from_private_key(agency_key_name(agency_id), private_key)
+def agency_verifier(agency_id: int, private_key: SealKey) -> NoteKey:
+    """The public half of an agency's seal key (Ed25519 or SM2), as a verifier pins it."""
+    if isinstance(private_key, Ed25519PrivateKey):
+        return NoteVerifier.from_private_key(agency_key_name(agency_id), private_key)
+    return get_suite("sm3-sm2").seal.verifier(agency_key_name(agency_id), private_key)
 
 
 def seal_suite_name(sealed: bytes) -> str:

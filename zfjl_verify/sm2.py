@@ -1,4 +1,4 @@
-"""SM2 signatures with SM3 (GB/T 32918.2, GM/T 0003.2): the primitive a future ``sm3-sm2`` seal uses (JL-6).
+"""SM2 signatures with SM3 (GB/T 32918.2, GM/T 0003.2): the primitive of the ``sm3-sm2`` seal (JL-6).
 
 ``cryptography`` cannot load an SM2 key, so the curve arithmetic comes from ``gmssl`` (pure Python, BSD,
 optional: ``pip install 'zfjl[sm]'``), imported only when an SM2 function is called; without it the call

@@ -8,6 +8,11 @@ it. A checkpoint that does not extend it — the history was rewritten, or rolle
 is refused, the kept checkpoint stays as it was, and both signed notes are saved under ``evidence/``:
 two checkpoints signed by one key that contradict each other prove that the log misbehaved.
 
+A checkpoint counts as *witnessed* only once a quorum of distinct trusted witnesses cosigned it
+(:func:`judge_cosignatures`): a cosignature by a key nobody trusts, or a second one by a witness already
+counted, adds nothing; one by a trusted key that does not verify is a forgery and fails the checkpoint,
+as a failing signature of a known key fails a whole note (c2sp.org/signed-note).
+
 Cosignature format (tlog-cosignature v1): a note signature line ``— <witness name> base64(key id ||
 u64 timestamp || Ed25519 signature)``, key id = SHA-256(name || 0x0A || 0x04 || public key)[:4], signed
 message ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint's note text.
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +34,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from zfjl_verify.checkpoint import Checkpoint, open_checkpoint
-from zfjl_verify.errors import BadSignature, InconsistentHistory, MalformedNote, MalformedProof, VerifyError
+from zfjl_verify.errors import (
+    BadSignature,
+    InconsistentHistory,
+    MalformedNote,
+    MalformedProof,
+    QuorumNotMet,
+    VerifyError,
+)
 from zfjl_verify.merkle import verify_consistency
 from zfjl_verify.note import NoteVerifier
 from zfjl_verify.proofs import ConsistencyProof
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
+    "CosignatureCheck",
+    "CosignatureStatus",
     "CosignerKey",
+    "QuorumVerdict",
     "Witness",
     "WitnessStateError",
     "cosign",
+    "cosignature_lines",
     "cosigned_message",
+    "judge_cosignatures",
+    "require_quorum",
     "verify_cosignature",
 ]
 
@@ -154,6 +174,142 @@ def verify_cosignature(line: str, checkpoint: Checkpoint, key: CosignerKey) -> i
             f"见证人 {name} 的联署签名无效", f"the cosignature of witness {name} does not verify"
         ) from None
     return timestamp
+
+
+class CosignatureStatus(enum.StrEnum):
+    """What one cosignature line counts for towards a quorum."""
+
+    VALID = "valid"  # a trusted witness's cosignature that verifies: it counts
+    DUPLICATE = "duplicate"  # verifies, but its witness is already counted: it adds nothing
+    UNKNOWN = "unknown"  # no trusted key of that name and key id: ignored, as a note ignores unknown keys
+    INVALID = "invalid"  # a trusted key's id, but the signature does not verify: forged or altered
+
+
+@dataclass(frozen=True, kw_only=True)
+class CosignatureCheck:
+    """One cosignature line judged against the trusted witnesses."""
+
+    line: str
+    witness: str
+    status: CosignatureStatus
+    key_id: int | None = None
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuorumVerdict:
+    """Which trusted witnesses cosigned one checkpoint, and whether they are a quorum."""
+
+    quorum: int
+    trusted: tuple[str, ...]
+    checks: tuple[CosignatureCheck, ...]
+
+    @property
+    def witnessed_by(self) -> tuple[str, ...]:
+        """The distinct trusted witnesses whose cosignature verifies, in the order they came."""
+        return tuple(check.witness for check in self.checks if check.status is CosignatureStatus.VALID)
+
+    @property
+    def forged(self) -> tuple[CosignatureCheck, ...]:
+        """Lines by a trusted key that do not verify."""
+        return tuple(check for check in self.checks if check.status is CosignatureStatus.INVALID)
+
+    @property
+    def met(self) -> bool:
+        """Whether at least ``quorum`` distinct trusted witnesses cosigned, and nothing was forged."""
+        return self.quorum >= 1 and len(self.witnessed_by) >= self.quorum and not self.forged
+
+
+def _judge(line: str, checkpoint: Checkpoint, by_id: dict[tuple[str, int], CosignerKey]) -> CosignatureCheck:
+    """One line's status, before duplicates are counted."""
+    text = line.rstrip("\n")
+    name, _, blob_b64 = text.removeprefix(_SIG_PREFIX).partition(" ")
+    try:
+        blob = base64.b64decode(blob_b64, validate=True)
+    except (ValueError, binascii.Error):
+        blob = b""
+    if not text.startswith(_SIG_PREFIX) or len(blob) < 4:
+        # Not even a key id: nobody's cosignature. A trusted witness's name on it makes it a forgery.
+        trusted_name = any(key_name == name for key_name, _ in by_id)
+        status = CosignatureStatus.INVALID if trusted_name else CosignatureStatus.UNKNOWN
+        return CosignatureCheck(line=text, witness=name, status=status)
+    claimed = int.from_bytes(blob[:4], "big")
+    key = by_id.get((name, claimed))
+    if key is None:
+        return CosignatureCheck(line=text, witness=name, status=CosignatureStatus.UNKNOWN, key_id=claimed)
+    try:
+        timestamp = verify_cosignature(text, checkpoint, key)
+    except VerifyError:
+        return CosignatureCheck(line=text, witness=name, status=CosignatureStatus.INVALID, key_id=claimed)
+    return CosignatureCheck(
+        line=text, witness=name, status=CosignatureStatus.VALID, key_id=claimed, timestamp=timestamp
+    )
+
+
+def judge_cosignatures(
+    checkpoint: Checkpoint, lines: Iterable[str], trusted: Sequence[CosignerKey], quorum: int
+) -> QuorumVerdict:
+    """Judge every cosignature line of ``checkpoint`` against the trusted witness keys.
+
+    A witness is its name: two trusted keys of one name (a rotated key) are one witness, so a second
+    cosignature by it is a duplicate and counts once. Lines by keys not trusted are ignored.
+    """
+    by_id = {(key.name, key.key_id): key for key in trusted}
+    counted: set[str] = set()
+    checks: list[CosignatureCheck] = []
+    for line in lines:
+        check = _judge(line, checkpoint, by_id)
+        if check.status is CosignatureStatus.VALID:
+            if check.witness in counted:
+                check = CosignatureCheck(
+                    line=check.line,
+                    witness=check.witness,
+                    status=CosignatureStatus.DUPLICATE,
+                    key_id=check.key_id,
+                    timestamp=check.timestamp,
+                )
+            counted.add(check.witness)
+        checks.append(check)
+    names = tuple(dict.fromkeys(key.name for key in trusted))
+    return QuorumVerdict(quorum=quorum, trusted=names, checks=tuple(checks))
+
+
+def require_quorum(verdict: QuorumVerdict) -> None:
+    """Raise unless the verdict is a quorum: BadSignature for a forged line, else QuorumNotMet."""
+    if verdict.forged:
+        names = "、".join(dict.fromkeys(check.witness for check in verdict.forged))
+        names_en = ", ".join(dict.fromkeys(check.witness for check in verdict.forged))
+        raise BadSignature(
+            f"见证人 {names} 的联署签名无效：被伪造或篡改",
+            f"the cosignature of {names_en} does not verify: forged or altered",
+        )
+    if not verdict.met:
+        got = len(verdict.witnessed_by)
+        ignored = sum(1 for check in verdict.checks if check.status is not CosignatureStatus.VALID)
+        raise QuorumNotMet(
+            f"只有 {got} 个受信任的见证人联署，未达到法定数 {verdict.quorum}（另有 {ignored} 个联署签名"
+            "因重复或来自未受信任的密钥而不计）",
+            f"only {got} trusted witnesses cosigned, fewer than the quorum of {verdict.quorum} "
+            f"({ignored} more cosignatures did not count: duplicates or untrusted keys)",
+        )
+
+
+def cosignature_lines(note: str, log_keys: Sequence[NoteVerifier]) -> list[str]:
+    """The signature lines of a (cosigned) note that are not the log's own: the cosignatures on it."""
+    split = note.rfind("\n\n")
+    if split < 0:
+        return []
+    own = {(key.name, key.key_id) for key in log_keys}
+    out: list[str] = []
+    for line in note[split + 2 :].splitlines():
+        name, _, blob_b64 = line.removeprefix(_SIG_PREFIX).partition(" ")
+        try:
+            claimed = int.from_bytes(base64.b64decode(blob_b64, validate=True)[:4], "big")
+        except (ValueError, binascii.Error):
+            claimed = -1
+        if (name, claimed) not in own:
+            out.append(line)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

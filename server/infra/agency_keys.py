@@ -1,11 +1,12 @@
 """Each agency's seal key: it signs the agency's archive and export packages (JL-18, JL-20).
 
 The measures ask for the archive to be sealed by the agency, not by the deployment: an agency's key is
-its own, one Ed25519 key per agency, kept like the ingest key (``server/infra/ingest_key.py``) as base64
-of its 32 raw bytes in ``<ZFJL_AGENCY_KEYS_DIR>/agency-<id>.key`` (default ``<data_dir>/agency-keys``),
-mode 0600, generated the first time the agency seals something and never overwritten. An operator who
-keeps keys elsewhere puts the agency's key file there before its first package. Every server process of
-one deployment must see the same directory. The public half is published at
+its own, one key per agency, kept like the ingest key (``server/infra/ingest_key.py``) as base64 of its 32
+raw bytes in ``<ZFJL_AGENCY_KEYS_DIR>/agency-<id>.key`` (default ``<data_dir>/agency-keys``) — an Ed25519
+seed — or, under the ``sm3-sm2`` suite, ``agency-<id>.sm2.key``, an SM2 scalar (never the same secret for
+two algorithms), mode 0600, generated the first time the agency seals something and never overwritten.
+An operator who keeps keys elsewhere puts the agency's key file there before its first package. Every
+server process of one deployment must see the same directory. The public half is published at
 ``GET /ledger/v1/agencies/{id}/seal-key`` so an archive office pins it once (``zfjl-verify package
 --agency-key``).
 """
@@ -13,20 +14,18 @@ one deployment must see the same directory. The public half is published at
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
 from server.errors import ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
-from server.infra.ingest_key import parse_private_key
-from zfjl_verify.note import NoteVerifier
-from zfjl_verify.seal import agency_verifier
-from zfjl_verify.suite import DEFAULT_SUITE, Suite, get_suite
+from zfjl_verify.errors import VerifyError
+from zfjl_verify.note import NoteKey
+from zfjl_verify.seal import agency_key_name
+from zfjl_verify.suite import DEFAULT_SUITE, SealKey, Suite, get_suite
 
 if TYPE_CHECKING:
     from server.infra.config import Settings
@@ -54,27 +53,27 @@ class AgencyKeyring:
         return cls(settings.agency_keys_dir, get_suite(settings.crypto_suite))
 
     def _path(self, agency_id: int) -> Path:
-        return self.directory / f"agency-{int(agency_id)}.key"
+        # An SM2 key is another secret in another file: an agency keeps its Ed25519 key for older seals.
+        suffix = ".sm2.key" if self.suite.seal.algorithm == "SM2" else ".key"
+        return self.directory / f"agency-{int(agency_id)}{suffix}"
 
-    def private_key(self, agency_id: int) -> Ed25519PrivateKey:
-        """The agency's seal key, generated once (O_EXCL: two processes never write two keys)."""
+    def private_key(self, agency_id: int) -> SealKey:
+        """The agency's seal key for the suite, generated once (O_EXCL: two processes never write two)."""
         path = self._path(agency_id)
         try:
             text = path.read_text(encoding="ascii")
         except FileNotFoundError:
             text = self._generate(path)
         try:
-            return parse_private_key(text)
-        except ValueError:
+            return self.suite.seal.load_key(base64.b64decode(text.strip(), validate=True))
+        except (binascii.Error, ValueError, VerifyError):
             raise AgencyKeyError(
                 f"机关 {agency_id} 的印章密钥文件无效", f"the seal key file of agency {agency_id} is invalid"
             ) from None
 
-    @staticmethod
-    def _generate(path: Path) -> str:
+    def _generate(self, path: Path) -> str:
         private_dir(path.parent)
-        raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        text = base64.b64encode(raw).decode("ascii")
+        text = base64.b64encode(self.suite.seal.new_key()).decode("ascii")
         try:
             fd = create_private_file(path)
         except FileExistsError:
@@ -85,6 +84,11 @@ class AgencyKeyring:
             os.fsync(handle.fileno())
         return text
 
-    def verifier(self, agency_id: int) -> NoteVerifier:
+    def verifier(self, agency_id: int) -> NoteKey:
         """The public half as a verifier pins it: ``zfjl-agency-<id>+<key id>+<base64>``."""
-        return agency_verifier(agency_id, self.private_key(agency_id))
+        return self.suite.seal.verifier(agency_key_name(agency_id), self.private_key(agency_id))
+
+    @property
+    def algorithm(self) -> str:
+        """The seal's signature algorithm, as the published key names it (``Ed25519``, ``SM2``)."""
+        return self.suite.seal.algorithm

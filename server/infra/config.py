@@ -97,6 +97,19 @@ def _parse_witness_keys(name: str, value: Any) -> str:
     return text
 
 
+def _check_witness_quorum(values: dict[str, Any]) -> None:
+    """A quorum no configured set of witnesses can meet would leave every checkpoint unwitnessed for ever."""
+    from zfjl_verify import CosignerKey
+
+    keys = [part.strip() for part in values["ledger_witness_keys"].split(",") if part.strip()]
+    witnesses = len({CosignerKey.parse(key).name for key in keys})
+    if keys and values["ledger_witness_quorum"] > witnesses:
+        raise ConfigError(
+            f"ZFJL_LEDGER_WITNESS_QUORUM 不能大于见证人数 {witnesses} / ZFJL_LEDGER_WITNESS_QUORUM must not "
+            f"exceed the {witnesses} distinct witnesses of ZFJL_LEDGER_WITNESS_KEYS"
+        )
+
+
 def _parse_str(name: str, value: Any) -> str:
     if not isinstance(value, str | Path):
         raise ConfigError(f"配置 {name} 必须是字符串 / {name} must be a string, got {value!r}")
@@ -366,8 +379,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "crypto_suite",
         DEFAULT_SUITE,
-        "档案包与导出包的密码套件：sha256-ed25519，或 sm3-ed25519 (另加 SM3 清单，GB/T 39786) / crypto "
-        "suite of archive and export packages: sha256-ed25519, or sm3-ed25519 (adds SM3 manifests)",
+        "档案包与导出包的密码套件：sha256-ed25519，sm3-ed25519 (另加 SM3 清单，GB/T 39786)，或 sm3-sm2 "
+        "(再以 SM2 印章，需 gmssl) / crypto suite of archive and export packages: sha256-ed25519, "
+        "sm3-ed25519 (adds SM3 manifests), or sm3-sm2 (and an SM2 seal; needs gmssl)",
         _parse_suite,
     ),
     _Option(
@@ -422,9 +436,18 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "ledger_witness_keys",
         "",
-        "可向账本提交联署签名的见证人公钥 (逗号分隔)，空为不接受 / witness keys whose cosignatures of "
-        "ledger checkpoints are accepted (comma-separated vkeys); empty = none",
+        "受信任的见证人公钥 (逗号分隔)：接受其联署签名并计入见证法定数，空为不接受 / trusted witness keys "
+        "(comma-separated vkeys): their cosignatures of ledger checkpoints are accepted and count towards "
+        "the quorum; empty = none",
         _parse_witness_keys,
+    ),
+    _Option(
+        "ledger_witness_quorum",
+        "1",
+        "检查点须由多少个不同的受信任见证人联署才算已见证 (不超过见证人数) / how many distinct witnesses of "
+        "ZFJL_LEDGER_WITNESS_KEYS must cosign a checkpoint before it counts as witnessed (at most their "
+        "number)",
+        _parse_int(1, 100),
     ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
@@ -485,6 +508,7 @@ class Settings:
     publicity_sweep_interval_s: int
     lease_ttl_s: int
     ledger_witness_keys: str
+    ledger_witness_quorum: int
 
     def has_role(self, role: str) -> bool:
         """Whether this process runs ``role`` (one of :data:`SERVER_ROLES`)."""
@@ -615,6 +639,7 @@ def load_settings(
             "ZFJL_ARCHIVE_PREFIX 须为以 / 结尾的对象路径 (如 packages/) / "
             "ZFJL_ARCHIVE_PREFIX must be an object path ending in / (e.g. packages/)"
         )
+    _check_witness_quorum(values)
     _check_ingest_keys(values, data_dir)
     if not values.get("jwt_secret"):
         values["jwt_secret"] = _jwt_secret_from_file(data_dir)

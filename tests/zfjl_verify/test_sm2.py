@@ -1,4 +1,4 @@
-"""SM2 with SM3 (JL-6) against published examples: the primitive a future ``sm3-sm2`` seal uses."""
+"""SM2 with SM3 (JL-6) against published examples: the primitive of the ``sm3-sm2`` seal."""
 
 from __future__ import annotations
 

@@ -33,9 +33,9 @@ def test_jl6_sm3_gives_the_gbt32905_example_digest() -> None:
 
 def test_jl6_an_unknown_suite_or_digest_is_a_clear_error() -> None:
     with pytest.raises(UnknownSuite) as caught:
-        get_suite("sm3-sm2")
+        get_suite("sm3-rsa")
     assert caught.value.code == "unknown_suite"
-    assert "known: sha256-ed25519, sm3-ed25519" in caught.value.message_en
+    assert "known: sha256-ed25519, sm3-ed25519, sm3-sm2" in caught.value.message_en
     assert "未知的密码套件" in caught.value.message
     with pytest.raises(DigestUnavailable) as missing:
         check_digest("no-such-digest")
@@ -65,6 +65,6 @@ def test_jl6_an_sm3_seal_names_its_suite_and_every_tag_manifest() -> None:
     assert stated is not None and stated.suite == "sm3-ed25519" and stated.digests == digests
     # A seal that names the SM3 suite but omits the SM3 digest (or names an unknown suite) is refused.
     assert parse_seal_text(note.text.replace(f"sm3 {'c' * 64} tagmanifest-sm3.txt\n", "")) is None
-    assert parse_seal_text(note.text.replace("suite sm3-ed25519", "suite sm3-sm2")) is None
+    assert parse_seal_text(note.text.replace("suite sm3-ed25519", "suite sm3-rsa")) is None
     with pytest.raises(KeyError):
         seal_text(5, "bag-y", {"sha256": "a" * 64, "sha512": "b" * 128}, suite)

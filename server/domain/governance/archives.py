@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -64,7 +63,7 @@ from zfjl_common.fsutil import sha256_file
 from zfjl_verify.package import PACKAGE_FORMAT
 from zfjl_verify.proofs import encode_hash
 from zfjl_verify.seal import SEAL_FILE, sign_seal
-from zfjl_verify.suite import Suite
+from zfjl_verify.suite import SealKey, Suite
 
 __all__ = [
     "ARCHIVE_DEADLINE",
@@ -158,7 +157,7 @@ class _BagWriter:
         return path.stat().st_size, {a: h.hexdigest() for a, h in hashers.items()}
 
     def seal(
-        self, info: dict[str, str], *, agency_id: int, private_key: Ed25519PrivateKey, suite: Suite
+        self, info: dict[str, str], *, agency_id: int, private_key: SealKey, suite: Suite
     ) -> tuple[str, str]:
         """Write the manifests (one per digest of the suite), bagit.txt, bag-info.txt, the tag manifests
         and the agency's seal over them (zfjl_verify/seal.py, suite.py); return (oxum, tag sha256)."""
@@ -669,6 +668,6 @@ def agency_seal_key(session: Session, keyring: AgencyKeyring, agency_id: int) ->
     return {
         "agency_id": agency.id,
         "agency": agency.name,
-        "algorithm": "Ed25519",
+        "algorithm": keyring.algorithm,
         "verifier_key": keyring.verifier(agency.id).encode(),
     }

@@ -362,7 +362,8 @@ def add_cosignature(
     """Store a witness's cosignature of the checkpoint of ``tree_size`` (flushed), after verifying it.
 
     Only configured witness keys are accepted: the signature itself authenticates the witness, so the
-    endpoint needs no account. The same witness sending again for the same size gets the stored one.
+    endpoint needs no account. The same witness sending again for the same size gets the stored one; a
+    stored one that does not verify (written behind the API) is LedgerCorrupt, never passed off as stored.
     """
     signed = _checkpoint_of_size(session, tree_size)
     head = Checkpoint.parse(signed.note.split("\n\n", 1)[0] + "\n")
@@ -384,7 +385,15 @@ def add_cosignature(
         )
     ).first()
     if stored is not None:
-        return stored
+        if any(_verified(stored.line, head, key) is not None for key in keys):
+            return stored
+        # The stored row of this witness does not verify, yet only verified ones are ever written: it was
+        # put there behind the API, and the unique key now keeps the genuine one out. Say so, never "stored".
+        raise LedgerCorrupt(
+            f"见证人 {name} 对该检查点的已存联署签名无法核验：联署表被改动",
+            f"the stored cosignature of witness {name} for this checkpoint does not verify: the table was "
+            "altered",
+        )
     row = LedgerCosignature(
         tree_size=tree_size, witness=name, cosigned_at=cosigned_at, line=line.rstrip("\n") + "\n"
     )

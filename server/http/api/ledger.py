@@ -10,19 +10,20 @@ audited, like every access to evidence. docs/ledger.md explains it all.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from server.domain.governance import archives, ledger
+from server.domain.governance import archives, ledger, ledger_quorum
 from server.domain.governance.models import LedgerCheckpoint, LedgerLeaf
 from server.http.context import audit_request, json_body
 from server.http.errors import ApiError
 from server.http.openapi import api_view
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import session_scope
-from zfjl_verify import CosignerKey, MerkleTree, encode_hash
+from zfjl_verify import MerkleTree, encode_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -43,6 +44,27 @@ _CHECKPOINT = {
             "type": "array",
             "description": "witnesses' tlog-cosignature lines; append them to the note to check them",
             "items": {"type": "string"},
+        },
+        "witnessing": {
+            "type": "object",
+            "description": "whether a quorum of distinct trusted witnesses cosigned it (docs/ledger.md)",
+            "properties": {
+                "quorum": {"type": "integer"},
+                "trusted_witnesses": {"type": "array", "items": {"type": "string"}},
+                "witnessed_by": {"type": "array", "items": {"type": "string"}},
+                "met": {"type": "boolean"},
+                "cosignatures": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "witness": {"type": "string"},
+                            "status": {"enum": ["valid", "duplicate", "unknown", "invalid"]},
+                            "cosigned_at": {"type": ["string", "null"], "format": "date-time"},
+                        },
+                    },
+                },
+            },
         },
     },
 }
@@ -116,8 +138,36 @@ def _int_arg(name: str, *, required: bool = False) -> int | None:
     return int(raw)
 
 
-def _checkpoint_json(row: LedgerCheckpoint, session: Session | None = None) -> dict[str, Any]:
-    cosigned = ledger.cosignatures_of(session, row.tree_size) if session is not None else []
+def witness_policy() -> ledger_quorum.WitnessPolicy:
+    """The trusted witnesses and the quorum of this deployment (checked at start-up)."""
+    return ledger_quorum.WitnessPolicy.from_settings(current_app.extensions["zfjl.settings"])
+
+
+def witnessing_json(judged: ledger_quorum.WitnessedCheckpoint) -> dict[str, Any]:
+    """Whether a checkpoint is witnessed, and what each of its cosignatures counted for."""
+    verdict = judged.verdict
+    return {
+        "quorum": verdict.quorum,
+        "trusted_witnesses": list(verdict.trusted),
+        "witnessed_by": list(verdict.witnessed_by),
+        "met": verdict.met,
+        "cosignatures": [
+            {
+                "witness": check.witness,
+                "status": check.status.value,
+                "cosigned_at": (
+                    datetime.fromtimestamp(check.timestamp, tz=UTC).isoformat()
+                    if check.timestamp is not None
+                    else None
+                ),
+            }
+            for check in verdict.checks
+        ],
+    }
+
+
+def _checkpoint_json(row: LedgerCheckpoint, session: Session) -> dict[str, Any]:
+    judged = ledger_quorum.judge(session, row, witness_policy())
     return {
         "origin": row.origin,
         "tree_size": row.tree_size,
@@ -125,7 +175,8 @@ def _checkpoint_json(row: LedgerCheckpoint, session: Session | None = None) -> d
         "signed_at": row.signed_at.isoformat(),
         "note": row.note,
         "verifier_key": _signer().verifier.encode(),
-        "cosignatures": [cosignature.line for cosignature in cosigned],
+        "cosignatures": [check.line + "\n" for check in judged.verdict.checks],
+        "witnessing": witnessing_json(judged),
     }
 
 
@@ -141,7 +192,7 @@ def _leaf_json(session: Session, leaf: LedgerLeaf) -> dict[str, Any]:
         "data": leaf.data,
         "sequenced_at": leaf.sequenced_at.isoformat(),
         # A leaf sequenced after the latest checkpoint has no proof yet: the next round signs it.
-        "checkpoint": _checkpoint_json(signed) if covered and signed else None,
+        "checkpoint": _checkpoint_json(signed, session) if covered and signed else None,
         "inclusion_proof": (
             ledger.inclusion_proof(session, leaf.leaf_index, held=_held_tree(session)).to_json()
             if covered
@@ -153,15 +204,39 @@ def _leaf_json(session: Session, leaf: LedgerLeaf) -> dict[str, Any]:
 @public_bp.get("/checkpoint")
 @api_view(
     "ledger_public.get_checkpoint",
-    "最新（或指定大小）的签名检查点 / the latest (or a given size's) signed checkpoint",
+    "最新（或指定大小、或最新已达见证法定数）的签名检查点 / the latest (or a given size's, or the latest "
+    "witnessed) signed checkpoint",
     auth="public",
-    query={"size": _SIZE},
+    query={"size": _SIZE, "witnessed": {"enum": ["true", "false"]}},
     response=_CHECKPOINT,
 )
 def get_checkpoint() -> ResponseReturnValue:
-    """The latest signed checkpoint, or the one of ``?size=``; 404 before the first one."""
+    """The latest signed checkpoint, the one of ``?size=``, or with ``?witnessed=true`` the latest one a
+    quorum of trusted witnesses cosigned; 404 when there is none."""
     size = _int_arg("size")
+    witnessed = request.args.get("witnessed", "false")
+    if witnessed not in ("true", "false"):
+        raise ApiError(
+            400, "invalid_query", "witnessed 须为 true 或 false", "witnessed must be true or false"
+        )
     with session_scope() as session:
+        if witnessed == "true":
+            if size is not None:
+                raise ApiError(
+                    400,
+                    "invalid_query",
+                    "size 与 witnessed 不能同时使用",
+                    "size and witnessed exclude each other",
+                )
+            judged = ledger_quorum.latest_witnessed(session, witness_policy())
+            if judged is None:
+                raise ApiError(
+                    404,
+                    "not_found",
+                    "尚无达到见证法定数的检查点",
+                    "no checkpoint has met the witness quorum yet",
+                )
+            return jsonify(_checkpoint_json(judged.checkpoint, session))
         if size is None:
             row = ledger.latest_checkpoint(session)
         else:
@@ -206,11 +281,6 @@ _COSIGNATURE_REQUEST = {
 }
 
 
-def _witness_keys() -> list[CosignerKey]:
-    text: str = current_app.extensions["zfjl.settings"].ledger_witness_keys
-    return [CosignerKey.parse(item) for item in (part.strip() for part in text.split(",")) if item]
-
-
 @public_bp.post("/cosignatures")
 @api_view(
     "ledger_public.add_cosignature",
@@ -239,7 +309,7 @@ def add_cosignature() -> ResponseReturnValue:
             400, "invalid_request", "cosignature 必须是一行签名", "cosignature must be one signature line"
         )
     with session_scope() as session:
-        stored = ledger.add_cosignature(session, size, line, _witness_keys())
+        stored = ledger.add_cosignature(session, size, line, list(witness_policy().witnesses))
         answer = {
             "tree_size": stored.tree_size,
             "witness": stored.witness,
@@ -289,7 +359,7 @@ def sign_checkpoint() -> ResponseReturnValue:
         ledger.checkpoint(session, _signer())
         latest = ledger.latest_checkpoint(session)
         assert latest is not None  # just signed, or an earlier one of the same size
-        return jsonify(appended=appended, checkpoint=_checkpoint_json(latest))
+        return jsonify(appended=appended, checkpoint=_checkpoint_json(latest, session))
 
 
 @bp.get("/proofs/inclusion")

@@ -127,6 +127,36 @@ def test_jl23_the_ledgers_public_routes_are_exactly_the_witness_and_verifier_one
     assert refused.status_code in (400, 404)
 
 
+# The public portal's routes, all anonymous (docs/publicity.md; the ledger page, docs/ledger.md): published
+# decisions, the before-enforcement catalogue, annual reports, open data, correction requests, and the
+# ledger's signed checkpoints with their cosignatures. A new one is added here deliberately, or this fails.
+_PORTAL_PUBLIC = {
+    "portal.index",
+    "portal.item",
+    "portal.request_correction",
+    "portal.before_enforcement",
+    "portal.open_data_search",
+    "portal.open_data_export",
+    "portal.annual_reports",
+    "portal.annual_report",
+    "portal.annual_report_csv",
+    # JL-6, JL-23: checkpoints, cosignatures and the witness quorum; only what /ledger/v1/checkpoint serves.
+    "portal.ledger_page",
+}
+
+
+def test_jl23_the_portals_routes_are_exactly_the_anonymous_ones_and_the_ledger_page_needs_no_login(
+    app: Flask, client: FlaskClient
+) -> None:
+    portal = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/portal/")}
+    assert portal == _PORTAL_PUBLIC
+    for endpoint in portal:
+        assert app.view_functions[endpoint].zfjl_doc.auth == "public", endpoint
+    # Anonymous, no cookie, no token: the ledger page answers, before the first checkpoint too.
+    page = client.get("/portal/ledger")
+    assert page.status_code == 200 and 'data-field="ledger_none"' in page.get_data(as_text=True)
+
+
 # Path and query parameters that name something of one agency. Parameters not listed here get a value
 # that names nothing, so a new route is still walked; list its parameter here to aim it at agency B.
 _AGENCY_OWNED = (

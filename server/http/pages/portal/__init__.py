@@ -1,5 +1,6 @@
 """The public portal (GS-5, GS-8, GS-9, GS-19): published decisions, search, open data, correction
-requests, and the before-enforcement catalogue (执法前公示).
+requests, the before-enforcement catalogue (执法前公示), and the evidence ledger's signed checkpoints with
+their witnesses' cosignatures (JL-6, JL-23; docs/ledger.md).
 
 Anonymous and server-rendered, zh-CN by default and English with ``?lang=en``; rate-limited per client
 network. It shows only what is published and not expired, always from the redacted copy (GS-14); a
@@ -8,7 +9,9 @@ withdrawn decision leaves only its withdrawal notice and reason (GS-12).
 
 from __future__ import annotations
 
-from datetime import date
+import base64
+import binascii
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, make_response, rend
 from flask.typing import ResponseReturnValue
 
 from server.domain.errors import NotFound
+from server.domain.governance import ledger, ledger_quorum
 from server.domain.people.models import Agency
 from server.domain.publicity import annual, catalogue_service, schedules
 from server.domain.publicity import portal as portal_service
@@ -92,6 +96,50 @@ TEXT: dict[str, dict[str, str]] = {
         "before": "执法前公示",
         "before_none": "尚无已公示的执法前信息",
         "decisions": "执法结果公示",
+        "ledger": "证据账本",
+        "ledger_title": "执法记录证据账本",
+        "ledger_intro": "每一段存储的执法录像、每一次对证据的访问和每一项治理决定，都是这本账本的一页。"
+        "服务器定期"
+        "对账本签名（检查点）；上级机关、法院等见证人保存检查点、确认新检查点是旧检查点的追加延续后联署。"
+        "任何人都可以用 zfjl-verify 离线核验，无需信任本服务器。",
+        "ledger_none": "账本尚无已签名的检查点",
+        "checkpoint": "检查点",
+        "tree_size": "记录条数（树大小）",
+        "root_hash": "根哈希",
+        "signed_at": "签名时间（北京时间）",
+        "signing_key": "服务器签名密钥",
+        "key_id": "密钥编号",
+        "cosignatures": "见证人联署",
+        "no_cosignatures": "尚无见证人联署",
+        "witness": "见证人",
+        "cosigned_at": "联署时间（北京时间）",
+        "status": "状态",
+        "status_valid": "有效",
+        "status_duplicate": "重复，不计",
+        "status_unknown": "非受信任见证人，不计",
+        "status_invalid": "签名无效（伪造或篡改）",
+        "quorum_met": "已见证：{got} 个受信任见证人联署，达到法定数 {quorum}",
+        "quorum_unmet": "尚未见证：{got} 个受信任见证人联署，法定数为 {quorum}",
+        "quorum_forged": "见证无效：有联署签名无法核验（伪造或篡改）",
+        "no_witnesses": "本系统尚未配置见证人：检查点只有服务器自己的签名。",
+        "policy": "见证规则",
+        "policy_text": "检查点须由 {quorum} 个不同的受信任见证人联署，才算已见证。受信任的见证人：",
+        "latest_witnessed": "最新的已见证检查点",
+        "no_witnessed": "尚无达到见证法定数的检查点",
+        "recent": "最近的检查点",
+        "older": "更早的检查点",
+        "signed_note": "签名文本（含联署）",
+        "json": "下载 JSON",
+        "how_to_verify": "如何核验",
+        "verify_key": "① 通过正式渠道（机关来函、上级机关存档）取得账本公钥并固定保存。"
+        "下面显示的公钥仅供比对："
+        "与检查点放在一起取得的公钥什么也证明不了。",
+        "verify_download": "② 下载检查点（每个检查点旁的“下载 JSON”），以及受信任见证人的公钥（每行一个）。",
+        "verify_run": "③ 用独立的核验工具 zfjl-verify 离线核验签名和见证法定数（它不包含服务器的任何代码）：",
+        "verify_keep": "④ 保存检查点。以后取得的检查点须是它的追加延续（zfjl-verify consistency）；"
+        "否则说明账本历史被改写。",
+        "verify_exit": "退出码 0 表示通过，1 表示不通过（附中英文原因）。",
+        "bad_before": "before 须为正整数",
     },
     "en": {
         "title": "Administrative enforcement publicity",
@@ -148,6 +196,56 @@ TEXT: dict[str, dict[str, str]] = {
         "before": "Before enforcement",
         "before_none": "Nothing published before enforcement yet",
         "decisions": "Enforcement decisions",
+        "ledger": "Evidence ledger",
+        "ledger_title": "Evidence ledger of enforcement records",
+        "ledger_intro": "Every stored enforcement recording, every access to evidence and every governance "
+        "decision is a leaf of this ledger. The server signs the ledger regularly (a checkpoint); witnesses "
+        "such as a superior body or a court keep checkpoints, check that each new one extends the one they "
+        "kept, and cosign it. Anyone can verify them offline with zfjl-verify, without trusting this server.",
+        "ledger_none": "The ledger has no signed checkpoint yet",
+        "checkpoint": "Checkpoint",
+        "tree_size": "Records (tree size)",
+        "root_hash": "Root hash",
+        "signed_at": "Signed at (Beijing time)",
+        "signing_key": "Server signing key",
+        "key_id": "Key id",
+        "cosignatures": "Witness cosignatures",
+        "no_cosignatures": "No witness has cosigned it yet",
+        "witness": "Witness",
+        "cosigned_at": "Cosigned at (Beijing time)",
+        "status": "Status",
+        "status_valid": "valid",
+        "status_duplicate": "repeated, not counted",
+        "status_unknown": "not a trusted witness, not counted",
+        "status_invalid": "does not verify (forged or altered)",
+        "quorum_met": "Witnessed: cosigned by {got} distinct trusted witnesses, quorum {quorum} met",
+        "quorum_unmet": "Not yet witnessed: cosigned by {got} of the {quorum} distinct trusted witnesses "
+        "needed",
+        "quorum_forged": "Not witnessed: a cosignature does not verify (forged or altered)",
+        "no_witnesses": "No witness is configured: checkpoints carry only the server's own signature.",
+        "policy": "Witness rule",
+        "policy_text": "A checkpoint counts as witnessed once {quorum} distinct trusted witnesses "
+        "cosigned it. "
+        "The trusted witnesses:",
+        "latest_witnessed": "Latest witnessed checkpoint",
+        "no_witnessed": "No checkpoint has met the witness quorum yet",
+        "recent": "Recent checkpoints",
+        "older": "Older checkpoints",
+        "signed_note": "Signed note (with cosignatures)",
+        "json": "Download JSON",
+        "how_to_verify": "How to verify",
+        "verify_key": "1. Obtain the ledger's public key through an official channel (a letter from the "
+        "agency, "
+        "the superior body's records) and pin it. The key shown below is for comparison only: a key fetched "
+        "next to the checkpoint it is meant to check proves nothing.",
+        "verify_download": '2. Download a checkpoint ("Download JSON" next to each) and the trusted '
+        "witnesses' keys (one a line).",
+        "verify_run": "3. Check the signature and the witness quorum offline with the standalone verifier "
+        "zfjl-verify (it contains none of the server's code):",
+        "verify_keep": "4. Keep the checkpoint. Any later one must extend it (zfjl-verify consistency); "
+        "otherwise the ledger's history was rewritten.",
+        "verify_exit": "Exit status 0 means verified, 1 means not (with the reason in Chinese and English).",
+        "bad_before": "before must be a positive integer",
     },
 }
 _KIND_EN = {
@@ -555,4 +653,108 @@ def annual_report_csv(report_id: int) -> ResponseReturnValue:
         annual.to_csv(report),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+# -- the evidence ledger (JL-6, JL-23): signed checkpoints, their cosignatures, the witness quorum -------
+
+LEDGER_PAGE_SIZE = 10
+_STATUS_TEXT = {
+    "valid": "status_valid",
+    "duplicate": "status_duplicate",
+    "unknown": "status_unknown",
+    "invalid": "status_invalid",
+}
+
+
+def _beijing(moment: datetime) -> str:
+    return moment.astimezone(schedules.CHINA).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _note_key_id(note: str) -> str:
+    """The key id on the checkpoint's own signature line, in hex (what a verifier matches its key by)."""
+    origin = note.split("\n", 1)[0]
+    for line in note.rsplit("\n\n", 1)[-1].splitlines():
+        name, _, blob = line.removeprefix("— ").partition(" ")
+        if name == origin:
+            try:
+                return base64.b64decode(blob, validate=True)[:4].hex()
+            except (ValueError, binascii.Error):
+                return ""
+    return ""
+
+
+def _ledger_checkpoint(judged: ledger_quorum.WitnessedCheckpoint) -> dict[str, Any]:
+    """What the page shows of one checkpoint and its cosignatures."""
+    row, verdict = judged.checkpoint, judged.verdict
+    lines = [check.line for check in verdict.checks]
+    return {
+        "size": row.tree_size,
+        "origin": row.origin,
+        "root_hash": base64.b64encode(bytes(row.root_hash)).decode("ascii"),
+        "signed_at": _beijing(row.signed_at),
+        "signed_at_iso": row.signed_at.isoformat(),
+        "key_id": _note_key_id(row.note),
+        "note": row.note + "".join(f"{line}\n" for line in lines),
+        "met": verdict.met,
+        "forged": bool(verdict.forged),
+        "got": len(verdict.witnessed_by),
+        "quorum": verdict.quorum,
+        "cosignatures": [
+            {
+                "witness": check.witness,
+                "key_id": f"{check.key_id:08x}" if check.key_id is not None else "",
+                "at": _beijing(datetime.fromtimestamp(check.timestamp, tz=UTC))
+                if check.timestamp is not None
+                else "",
+                "status": check.status.value,
+                "status_key": _STATUS_TEXT[check.status.value],
+            }
+            for check in verdict.checks
+        ],
+    }
+
+
+@bp.get("/ledger")
+@api_view(
+    "portal.ledger",
+    "证据账本公示页（公开）：已签名的检查点、见证人联署、见证法定数、核验方法 / the evidence ledger's "
+    "signed checkpoints, witness cosignatures, quorum and how to verify them (anonymous) — JL-6, JL-23",
+    auth="public",
+    query={"before": {"type": "integer", "minimum": 1}, "lang": {"enum": ["zh", "en"]}},
+    response_content_type="text/html",
+    responses={400: "before 有误 / bad before", **_RATE_LIMITED},
+)
+def ledger_page() -> ResponseReturnValue:
+    """The latest checkpoints with their cosignatures, the latest witnessed one, and how to check them."""
+    if (refused := _limited()) is not None:
+        return refused
+    raw = request.args.get("before", "").strip()
+    if raw and (not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 2**62):
+        message = TEXT[_lang()]["bad_request"].format(detail=TEXT[_lang()]["bad_before"])
+        return _page("portal/message.html", message=message, status=400)
+    before = int(raw) if raw else None
+    settings = current_app.extensions["zfjl.settings"]
+    policy = ledger_quorum.WitnessPolicy.from_settings(settings)
+    verifier = ledger.LedgerSigner.from_ingest_key(settings.ingest_key).verifier
+    with session_scope() as session:
+        recent, more = ledger_quorum.recent_checkpoints(
+            session, policy, limit=LEDGER_PAGE_SIZE, before=before
+        )
+        witnessed = ledger_quorum.latest_witnessed(session, policy) if before is None else None
+        checkpoints = [_ledger_checkpoint(judged) for judged in recent]
+        latest_witnessed = _ledger_checkpoint(witnessed) if witnessed is not None else None
+    return _page(
+        "portal/ledger.html",
+        checkpoints=checkpoints,
+        older=checkpoints[-1]["size"] if more else None,
+        latest_witnessed=latest_witnessed,
+        paged=before is not None,
+        policy={
+            "quorum": policy.quorum,
+            "witnesses": [key.encode() for key in policy.witnesses],
+            "configured": bool(policy.witnesses),
+        },
+        verifier_key=verifier.encode(),
+        verifier_key_id=f"{verifier.key_id:08x}",
     )

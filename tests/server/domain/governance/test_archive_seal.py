@@ -7,6 +7,8 @@ a recording's byte changed.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +170,68 @@ def test_jl6_an_sm3_suite_package_verifies_under_bagit_and_fails_on_its_sm3_mani
     assert "[seal_mismatch]" not in err  # the seal was not asked for: the SM3 manifest alone caught it
     assert _verify(app, tmp_path, changed, own) == 1
     assert "[seal_mismatch] tagmanifest-sha256.txt is not what the agency sealed" in capsys.readouterr().err
+
+
+def _rehash_every_suite_manifest(bag: Path, algorithms: tuple[str, ...]) -> None:
+    """Recompute every manifest and tag manifest of the suite, as a forger who edited the payload would."""
+    for algorithm in algorithms:
+        lines = []
+        for path in sorted(p for p in (bag / "data").rglob("*") if p.is_file()):
+            digest = hashlib.new(algorithm, path.read_bytes()).hexdigest()
+            lines.append(f"{digest}  {path.relative_to(bag).as_posix()}\n")
+        (bag / f"manifest-{algorithm}.txt").write_text("".join(lines))
+    tags = ("bagit.txt", "bag-info.txt", *(f"manifest-{a}.txt" for a in algorithms))
+    for algorithm in algorithms:
+        (bag / f"tagmanifest-{algorithm}.txt").write_text(
+            "".join(f"{hashlib.new(algorithm, (bag / t).read_bytes()).hexdigest()}  {t}\n" for t in tags)
+        )
+
+
+def test_jl6_an_sm3_sm2_sealed_package_verifies_and_fails_after_a_one_byte_change(
+    sealed: Sealed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, scene = sealed.app, sealed.scene
+    settings = app.extensions["zfjl.settings"]
+    keyring = AgencyKeyring(settings.agency_keys_dir, get_suite("sm3-sm2"))
+    agency_id = scene.callers["reviewer"].agency_id
+    ed25519_key = AgencyKeyring(settings.agency_keys_dir).verifier(agency_id).encode()
+    with session_scope(app) as session:
+        built = archives.build_archive(
+            session, scene.callers["reviewer"], scene.case_id, store=app.extensions[STORE_KEY],
+            signer=signer(app), keyring=keyring, work_dir=tmp_path / "sm2",
+        )  # fmt: skip
+        published = archives.agency_seal_key(session, keyring, agency_id)
+    bag = built.bag_dir
+    assert "\nsuite sm3-sm2\n" in (bag / SEAL_FILE).read_text()
+    assert (settings.agency_keys_dir / f"agency-{agency_id}.sm2.key").is_file()  # its own secret
+    assert published["algorithm"] == "SM2"
+    own = published["verifier_key"]
+    assert own != ed25519_key  # the agency's Ed25519 key stays for its older seals
+    bagit.Bag(str(bag)).validate()
+    capsys.readouterr()
+    assert _verify(app, tmp_path, built.zip_path, own) == 0
+    out = capsys.readouterr().out
+    assert "the agency seal verifies (zfjl-agency-" in out and "crypto suite sm3-sm2" in out
+    # The agency's Ed25519 key did not make this seal.
+    assert _verify(app, tmp_path, built.zip_path, ed25519_key) == 1
+    assert "[seal_signature]" in capsys.readouterr().err
+
+    # One byte of the seal's SM2 signature changed: the pinned SM2 key refuses it.
+    forged = _copy(bag, tmp_path, "forged")
+    note = (forged / SEAL_FILE).read_text()
+    prefix, blob = note.rstrip("\n").rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 0x01
+    (forged / SEAL_FILE).write_text(f"{prefix} {base64.b64encode(bytes(raw)).decode()}\n")
+    assert _verify(app, tmp_path, forged, own) == 1
+    assert "[seal_signature]" in capsys.readouterr().err
+
+    # One byte of the record changed and every manifest recomputed, SM3 included: only the seal holds.
+    changed = _copy(bag, tmp_path, "changed")
+    record = changed / "data/case/record.json"
+    data = bytearray(record.read_bytes())
+    data[-2] ^= 0x01
+    record.write_bytes(bytes(data))
+    _rehash_every_suite_manifest(changed, ("sha256", "sha512", "sm3"))
+    assert _verify(app, tmp_path, changed, own) == 1
+    assert "[seal_mismatch]" in capsys.readouterr().err
