@@ -501,12 +501,27 @@ class ServerRunner:
         return settings.ingest_processes
 
     def _after_ingest_death(self, pid: int) -> None:
-        """Clean what a killed ingest process left in the object store (the transfer itself is redone)."""
+        """Clean what a killed ingest process left in the object store and in staging (the transfer
+        itself is redone by the recorder through another process)."""
         if self.service is None:
             return
         sweep = getattr(self.service.store, "sweep_temp_files", None)
         if sweep is not None:
             _LOG.info("swept %d temporary object files of dead ingest pid %d", sweep(pid), pid)
+        try:
+            done = self.service.sweep_after_death(pid)
+        except Exception:
+            # The janitor (ZFJL_STAGING_ABANDON_HOURS) still removes them later; never stop the monitor.
+            _LOG.exception("sweeping the staging leftovers of dead ingest pid %d failed", pid)
+            return
+        _LOG.info(
+            "swept the staging leftovers of dead ingest pid %d: %d of stored segments, %d half-deleted, "
+            "%d left to a live process",
+            pid,
+            done.stored_leftovers,
+            done.trash_folders,
+            done.busy,
+        )
 
     def _queue_depths(self) -> dict[str, int]:
         """Finalizes waiting per ingest worker, for /metrics."""
