@@ -318,6 +318,11 @@ class ServerProcess:
                     alive.append(pid)
         return alive
 
+    def http_url(self) -> str:
+        """``http://host:port`` of the runner's API, from its ``HTTP API listening on`` line ("" if none)."""
+        found = re.search(r"HTTP API listening on (http://\S+)", self.log_text())
+        return found.group(1) if found else ""
+
     def log_text(self) -> str:
         """The whole log so far."""
         return self.log_path.read_text(errors="replace")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scale_rig import (
     NatsCluster,
@@ -111,6 +113,78 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
     # Nothing waits for the staging janitor (hours): the live processes discarded what they stored and
     # the runner swept what the dead one left (a stored segment's folder, a half-deleted one).
     assert stale_staging(env) == 0, server.log_tail()
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one ``/metrics`` scrape (from loopback: no token needed)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.mosquitto
+def test_metrics_of_a_runner_sum_its_ingest_processes(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker
+) -> None:
+    """``zfjl-server run --roles api,ingest --ingest-processes 2``: the runner ingests nothing itself,
+    yet one scrape of its ``/metrics`` counts every segment its two children stored, and shows how the
+    messages spread over them (docs/operations.md, "Metrics")."""
+    env = _server_env(tmp_path, mosquitto_broker.url)
+    database_url = load_settings(environ=env).database_url
+    recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "metrics")
+    register_recorders(database_url, recorders)
+    server = ServerProcess(tmp_path, env, roles="api,ingest", ingest_processes=2)
+    fleet: RecorderFleet | None = None
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def committed_in_scrape() -> float:
+        nonlocal scraped
+        scraped = _scrape(server.http_url())
+        return scraped.get(("zfjl_ingest_segments_committed_total", ()), 0.0)
+
+    try:
+        server.wait_ready()
+        assert len(server.child_pids()) == 2, server.log_tail()
+        fleet = RecorderFleet(recorders, [mosquitto_broker.url], _ingest_keys(env))
+        fleet.connect()
+        fleet.start()
+        assert fleet.drain(180), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
+        assert stored_summary(database_url) == TOTAL
+        # The children write their counters every second: wait for the last ones, then compare.
+        try:
+            wait_until(lambda: committed_in_scrape() == TOTAL, 60, "every commit counted", poll_s=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {scraped}\n{server.log_tail()}") from None
+        per_process = {
+            labels[0][1]: value
+            for (name, labels), value in scraped.items()
+            if name == "zfjl_ingest_process_messages_total"
+        }
+        assert sorted(per_process) == ["0", "1"], scraped
+        assert all(value > 0 for value in per_process.values()), per_process  # $share split the work
+        messages = sum(v for (n, _), v in scraped.items() if n == "zfjl_ingest_messages_total")
+        assert messages == sum(per_process.values())
+        committed = {
+            labels[0][1]: value
+            for (name, labels), value in scraped.items()
+            if name == "zfjl_ingest_process_segments_committed_total"
+        }
+        assert sum(committed.values()) == TOTAL, committed
+        assert ("zfjl_segments_stored", ()) in scraped and scraped[("zfjl_segments_stored", ())] == TOTAL
+        workers = {
+            dict(labels)["worker"] for (n, labels) in scraped if n == "zfjl_ingest_finalize_queue_depth"
+        }
+        assert workers == {"p0/w0", "p1/w0"}, workers
+        print("per ingest process: messages", per_process, "segments committed", committed)
+    finally:
+        if fleet is not None:
+            fleet.close()
+        exit_code = server.stop()
+    assert exit_code == 0, server.log_tail()
 
 
 @pytest.mark.nats
