@@ -7,7 +7,8 @@ replayed onto another file's topic — is logged, counted in ``untrusted_acks`` 
 keeps waiting and asks the server again after its timeout (finding 1; JL-19).
 
 With several broker URLs (``mqtt_urls``: a cluster's nodes, or a standby) the link moves to the next one
-when the current broker has stayed unreachable or refusing for ``mqtt_failover_after_s``
+when the current broker has stayed unreachable or refusing for ``mqtt_failover_after_s``, so a lost
+broker host delays uploads by that long, not until it is repaired (JL-17: stored within 24 hours)
 (:class:`BrokerRotation`). It never holds two connections: paho's one client is pointed at the next
 broker between two attempts. Nothing is lost or sent twice by moving: the outbox keeps every segment
 until a signed ``complete`` (any node's ingest signs with the pinned keys), and after every connect the

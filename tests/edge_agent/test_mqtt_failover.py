@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -22,9 +22,10 @@ from edge_agent.keys import generate_private_key, save_private_key
 from edge_agent.mqtt_link import BrokerRotation, MqttLink
 from protocol import topics
 from protocol.downlink import seal
-from tests.fixtures.mqtt import TEST_LOGIN, TestEmbeddedBroker, free_port
+from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto, free_port
 
 DEVICE = "rec-fo"
+DEVICE_PASSWORD = "pw-" + "d" * 20  # anonymous Mosquittos ignore it; the refusing one does not know it
 
 
 class _Clock:
@@ -138,6 +139,7 @@ def test_broker_list_mistakes_are_refused_by_name(
 
 
 # --------------------------------------------------------------------------- real brokers
+# Private Mosquitto processes: a SIGKILL ends one at once even on a loaded machine.
 
 
 @pytest.fixture
@@ -146,136 +148,146 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mqtt_link, "_JITTER_MAX_S", 0.1)
 
 
-def _link(tmp_path: Path, urls: list[str], password: str) -> tuple[MqttLink, list[float]]:
+@pytest.fixture
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], MosquittoBroker]]:
+    """Make private Mosquitto brokers (not started); every one is stopped at the end."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    made: list[MosquittoBroker] = []
+
+    def make() -> MosquittoBroker:
+        made.append(MosquittoBroker(tmp_path_factory.mktemp("mosquitto"), binary=binary))
+        return made[-1]
+
+    yield make
+    for broker in made:
+        broker.stop()
+
+
+def _link(tmp_path: Path, urls: list[str], *, failover_after_s: float = 0.5) -> tuple[MqttLink, list[float]]:
     save_private_key(generate_private_key(), tmp_path / "device-key.pem")
     config = AgentConfig(
         device_id=DEVICE,
         private_key_file=tmp_path / "device-key.pem",
         data_dir=tmp_path / "data",
-        mqtt_urls=tuple(urls),
-        mqtt_failover_after_s=0.5,
+        mqtt_url=urls[0],
+        mqtt_urls=tuple(urls) if len(urls) > 1 else (),
+        mqtt_failover_after_s=failover_after_s,
         mqtt_username=DEVICE,
-        mqtt_password=password,
+        mqtt_password=DEVICE_PASSWORD,
         ingest_public_keys=(base64.b64encode(os.urandom(32)).decode(),),
     )
     connected_at: list[float] = []
-    link = MqttLink(config, on_ack=lambda ack: None)
-    link._on_connected = lambda: connected_at.append(time.monotonic())
+    link = MqttLink(
+        config, on_ack=lambda ack: None, on_connected=lambda: connected_at.append(time.monotonic())
+    )
     return link, connected_at
 
 
-def _wait(condition: object, timeout_s: float) -> bool:
+def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.02)
     return False
 
 
-def _downlink_heard_on(broker: TestEmbeddedBroker, link: MqttLink) -> bool:
-    """Publish a (wrongly signed) ack for the device on ``broker``: the link hears it iff it subscribed
-    there. It is refused, as any ack not signed by a pinned key must be."""
+def _downlink_heard_on(broker: MosquittoBroker, link: MqttLink) -> bool:
+    """Publish a (wrongly signed) ack for the device on ``broker``: the link hears it only if it
+    subscribed there. It is refused, as any ack not signed by a pinned key must be."""
     before = link.untrusted_acks
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tester-" + os.urandom(3).hex())
-    client.username_pw_set(*TEST_LOGIN)
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
         topic = topics.ack(DEVICE, "f" * 64)
         info = client.publish(topic, seal(topic, b"{}", Ed25519PrivateKey.generate()), qos=1)
-        info.wait_for_publish(10)
-        return _wait(lambda: link.untrusted_acks > before, 10)
+        info.wait_for_publish(30)
+        return _wait(lambda: link.untrusted_acks > before, 30)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-def test_jl17_unreachable_first_broker_the_link_uses_the_next(tmp_path: Path, fast_retries: None) -> None:
+@pytest.mark.mosquitto
+def test_jl17_unreachable_first_broker_the_link_uses_the_next(
+    tmp_path: Path, fast_retries: None, brokers: Callable[[], MosquittoBroker]
+) -> None:
     """A recorder whose first broker is down at start connects to the second one."""
-    broker = TestEmbeddedBroker()
+    broker = brokers()
     broker.start()
-    password = broker.add_device(DEVICE)
     dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
-    link, _ = _link(tmp_path, [dead, broker.url], password)
+    link, _ = _link(tmp_path, [dead, broker.url])
     try:
         link.connect()
-        assert link.wait_connected(30), "never connected to the second broker"
+        assert link.wait_connected(60), "never connected to the second broker"
         assert link.broker_url == broker.url and link.rotation.failovers == 1
         assert _downlink_heard_on(broker, link)
     finally:
         link.close()
-        broker.stop()
 
 
-def test_jl17_lost_broker_the_link_moves_to_the_next_and_resyncs(tmp_path: Path, fast_retries: None) -> None:
-    """Connected to broker A, A dies: the link moves to B (one connection at a time), subscribes to its
-    downlink there and calls ``on_connected`` again, which makes the uploader ask the status of every
-    transfer in flight and resume it (docs/protocol.md)."""
-    first, second = TestEmbeddedBroker(), TestEmbeddedBroker()
+@pytest.mark.mosquitto
+def test_jl17_lost_broker_the_link_moves_to_the_next_and_resyncs(
+    tmp_path: Path, fast_retries: None, brokers: Callable[[], MosquittoBroker]
+) -> None:
+    """Connected to broker A, A crashes: the link moves to B (one connection at a time), subscribes to
+    its downlink there and calls ``on_connected`` again, which makes the uploader ask the status of
+    every transfer in flight and resume it (docs/protocol.md)."""
+    first, second = brokers(), brokers()
     first.start()
     second.start()
-    password = first.add_device(DEVICE)
-    second.add_device(DEVICE, password)
-    link, connected_at = _link(tmp_path, [first.url, second.url], password)
+    link, connected_at = _link(tmp_path, [first.url, second.url])
     try:
         link.connect()
-        assert link.wait_connected(30) and link.broker_url == first.url
-        first.stop()
-        assert _wait(lambda: len(connected_at) == 2, 30), "did not reconnect elsewhere"
+        assert link.wait_connected(60) and link.broker_url == first.url
+        first.kill()
+        assert _wait(lambda: len(connected_at) == 2, 60), "did not reconnect elsewhere"
         assert link.connected and link.broker_url == second.url
         assert link.disconnects == 1 and link.rotation.failovers == 1
         assert _downlink_heard_on(second, link)
     finally:
         link.close()
-        second.stop()
-        first.stop()
 
 
-def test_jl17_refusing_broker_the_link_moves_to_the_next(tmp_path: Path, fast_retries: None) -> None:
+@pytest.mark.mosquitto
+def test_jl17_refusing_broker_the_link_moves_to_the_next(
+    tmp_path: Path, fast_retries: None, brokers: Callable[[], MosquittoBroker]
+) -> None:
     """A broker that answers but refuses the login (here: it does not know the device) counts as failed
     like an unreachable one; the link moves on instead of knocking at it for ever."""
-    refusing, accepting = TestEmbeddedBroker(), TestEmbeddedBroker()
+    refusing, accepting = brokers(), brokers()
+    refusing.write_passwords({"someone-else": "pw"})
     refusing.start()
     accepting.start()
-    password = accepting.add_device(DEVICE)
-    link, _ = _link(tmp_path, [refusing.url, accepting.url], password)
+    link, _ = _link(tmp_path, [refusing.url, accepting.url])
     try:
         link.connect()
-        assert link.wait_connected(30), f"never connected: {link.last_error}"
+        assert link.wait_connected(60), f"never connected: {link.last_error}"
         assert link.broker_url == accepting.url
         assert link.last_error  # the refusal was seen first
     finally:
         link.close()
-        accepting.stop()
-        refusing.stop()
 
 
-def test_single_broker_link_never_moves(tmp_path: Path, fast_retries: None) -> None:
-    """With one URL the link keeps trying it (the behaviour before the list existed)."""
-    broker = TestEmbeddedBroker()
+@pytest.mark.mosquitto
+def test_single_broker_link_never_moves(
+    tmp_path: Path, fast_retries: None, brokers: Callable[[], MosquittoBroker]
+) -> None:
+    """With one URL the link reconnects to it, as before the list existed (that it never moves however
+    long the broker is down is the rotation table's one-broker row)."""
+    broker = brokers()
     broker.start()
-    password = broker.add_device(DEVICE)
-    save_private_key(generate_private_key(), tmp_path / "device-key.pem")
-    config = AgentConfig(
-        device_id=DEVICE,
-        private_key_file=tmp_path / "device-key.pem",
-        data_dir=tmp_path / "data",
-        mqtt_url=broker.url,
-        mqtt_failover_after_s=0.1,
-        mqtt_username=DEVICE,
-        mqtt_password=password,
-        ingest_public_keys=(base64.b64encode(os.urandom(32)).decode(),),
-    )
-    reconnected = threading.Event()
-    link = MqttLink(config, on_ack=lambda ack: None, on_connected=reconnected.set)
+    link, connected_at = _link(tmp_path, [broker.url], failover_after_s=0.1)
     try:
         link.connect()
-        assert link.wait_connected(30)
-        reconnected.clear()
-        broker.restart()
-        assert reconnected.wait(30)
+        assert link.wait_connected(60)
+        broker.kill()
+        assert _wait(lambda: not link.connected, 60)
+        broker.start()
+        assert _wait(lambda: len(connected_at) == 2, 60), "did not reconnect"
         assert link.broker_url == broker.url and link.rotation.failovers == 0
     finally:
         link.close()
-        broker.stop()
