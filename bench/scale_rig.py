@@ -125,8 +125,12 @@ class RecorderFleet:
         window: int = 8,
         ack_timeout_s: float = 2.0,
         max_active: int = 2,
+        failover_after_s: float | None = None,
+        spread_over: int | None = None,
     ) -> None:
-        """Recorder i connects to ``broker_urls[i % len(broker_urls)]``."""
+        """Recorder i connects to ``broker_urls[i % n]``, n = ``spread_over`` (all URLs by default); with
+        ``failover_after_s`` it lists every URL, its own first and then the ones after it in order
+        (``mqtt_urls``), and moves on when its broker stays down."""
         from edge_agent.config import AgentConfig
         from edge_agent.mqtt_link import MqttLink
         from edge_agent.outbox import Outbox
@@ -137,13 +141,17 @@ class RecorderFleet:
         self.broker_of: dict[str, str] = {}
         self._parts: list[tuple[Any, Any, Any]] = []
         for index, recorder in enumerate(recorders):
-            url = broker_urls[index % len(broker_urls)]
+            first = index % (spread_over or len(broker_urls))
+            url = broker_urls[first]
             self.broker_of[recorder.device_id] = url
+            urls = (*broker_urls[first:], *broker_urls[:first]) if failover_after_s is not None else ()
             config = AgentConfig(
                 device_id=recorder.device_id,
                 private_key_file=recorder.home / "device-key.pem",
                 data_dir=recorder.home / "data",
                 mqtt_url=url,
+                mqtt_urls=urls,
+                mqtt_failover_after_s=failover_after_s or 20.0,
                 ingest_public_keys=ingest_public_keys,
                 chunk_bytes=chunk_bytes,
                 window=window,
@@ -196,9 +204,28 @@ class RecorderFleet:
             ):
                 out[name] = out.get(name, 0) + int(getattr(stats, name))
             out["reconnects"] = out.get("reconnects", 0) + link.disconnects
+            out["failovers"] = out.get("failovers", 0) + link.rotation.failovers
             out["subscribe_refusals"] = out.get("subscribe_refusals", 0) + link.subscribe_refusals
             out["pending"] = out.get("pending", 0) + self._outbox_pending(uploader)
         return out
+
+    def current_brokers(self) -> dict[str, str]:
+        """The broker URL each recorder's link is connected (or connecting) to now."""
+        return {link.device_id: link.broker_url for _, link, _ in self._parts}
+
+    def per_recorder(self) -> dict[str, dict[str, Any]]:
+        """Each recorder's broker now, reconnects, failovers and pending segments (for failure reports)."""
+        return {
+            link.device_id: {
+                "broker": link.broker_url,
+                "connected": link.connected,
+                "reconnects": link.disconnects,
+                "failovers": link.rotation.failovers,
+                "pending": int(outbox.stats().segments_pending),
+                "completed": int(uploader.stats().segments_completed),
+            }
+            for outbox, link, uploader in self._parts
+        }
 
     def _outbox_pending(self, uploader: Any) -> int:
         for outbox, _, candidate in self._parts:
@@ -290,6 +317,11 @@ class ServerProcess:
                 if stat[stat.rindex(")") + 2] != "Z":
                     alive.append(pid)
         return alive
+
+    def http_url(self) -> str:
+        """``http://host:port`` of the runner's API, from its ``HTTP API listening on`` line ("" if none)."""
+        found = re.search(r"HTTP API listening on (http://\S+)", self.log_text())
+        return found.group(1) if found else ""
 
     def log_text(self) -> str:
         """The whole log so far."""

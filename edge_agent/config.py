@@ -15,7 +15,7 @@ from edge_agent.errors import AgentError
 from protocol.downlink import decode_public_key
 from protocol.topics import valid_device_id
 
-__all__ = ["AgentConfig", "ConfigError"]
+__all__ = ["AgentConfig", "BrokerAddress", "ConfigError"]
 
 _MQTT_PROTOCOLS = ("3.1.1", "5")
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -25,6 +25,28 @@ class ConfigError(AgentError):
     """The configuration file is missing, malformed or has invalid values."""
 
 
+@dataclass(frozen=True)
+class BrokerAddress:
+    """One broker URL, parsed: host, port and whether it is reached over TLS."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str, *, name: str = "mqtt_url") -> BrokerAddress:
+        """Parse ``mqtt://host:port`` or ``mqtts://host:port``; ConfigError (naming ``name``) otherwise."""
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError(f"{name} {url!r} must look like mqtt://host:port or mqtts://host:port")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{name} {url!r} has a bad port") from None
+        return cls(url, parts.hostname, port or _DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     """Everything the agent needs to know about its device, broker, recording and upload."""
@@ -32,7 +54,12 @@ class AgentConfig:
     device_id: str
     private_key_file: Path
     data_dir: Path
-    mqtt_url: str
+    # The broker; with ``mqtt_urls`` it may be left out (it is then the list's first URL).
+    mqtt_url: str = ""
+    # Brokers in the order they are tried: a cluster's nodes, or a standby. The link moves to the next
+    # one when the current one stays unreachable or refusing for ``mqtt_failover_after_s``.
+    mqtt_urls: tuple[str, ...] = ()
+    mqtt_failover_after_s: float = 20.0
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_protocol: str = "3.1.1"
@@ -76,20 +103,29 @@ class AgentConfig:
     # -- derived values -------------------------------------------------------------------------
 
     @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every broker URL in the order the link tries them (``mqtt_urls``, else ``mqtt_url`` alone)."""
+        return self.mqtt_urls or (self.mqtt_url,)
+
+    @property
+    def brokers(self) -> tuple[BrokerAddress, ...]:
+        """The parsed broker URLs, in order."""
+        return tuple(BrokerAddress.parse(url) for url in self.broker_urls)
+
+    @property
     def mqtt_host(self) -> str:
         """Broker host name from ``mqtt_url``."""
-        return urlsplit(self.mqtt_url).hostname or ""
+        return BrokerAddress.parse(self.mqtt_url).host
 
     @property
     def mqtt_port(self) -> int:
         """Broker port from ``mqtt_url`` (1883 / 8883 by default)."""
-        parts = urlsplit(self.mqtt_url)
-        return parts.port or _DEFAULT_PORTS[parts.scheme]
+        return BrokerAddress.parse(self.mqtt_url).port
 
     @property
     def mqtt_tls(self) -> bool:
-        """Whether the broker is reached over TLS (``mqtts://``)."""
-        return urlsplit(self.mqtt_url).scheme == "mqtts"
+        """Whether the brokers are reached over TLS (``mqtts://``; every URL of a list alike)."""
+        return BrokerAddress.parse(self.mqtt_url).tls
 
     @property
     def segment_dir(self) -> Path:
@@ -178,15 +214,7 @@ class AgentConfig:
     def _validate(self) -> None:
         if not valid_device_id(self.device_id):
             raise ConfigError(f"device_id {self.device_id!r} must be 1–64 of [A-Za-z0-9_-]")
-        parts = urlsplit(self.mqtt_url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ConfigError(
-                f"mqtt_url {self.mqtt_url!r} must look like mqtt://host:port or mqtts://host:port"
-            )
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ConfigError(f"mqtt_url {self.mqtt_url!r} has a bad port") from None
+        self._validate_brokers()
         if self.mqtt_protocol not in _MQTT_PROTOCOLS:
             raise ConfigError(f"mqtt_protocol must be one of {', '.join(_MQTT_PROTOCOLS)}")
         if self.mqtt_password and not self.mqtt_username:
@@ -214,6 +242,28 @@ class AgentConfig:
         if not self.microphone:
             raise ConfigError('microphone must be "synthetic", "none" or a device name')
         self._validate_session()
+
+    def _validate_brokers(self) -> None:
+        if not self.mqtt_url and not self.mqtt_urls:
+            raise ConfigError("mqtt_url (or mqtt_urls) is required")
+        if not self.mqtt_url:
+            # Frozen: fill the primary in once, so everything that reads mqtt_url sees the first broker.
+            object.__setattr__(self, "mqtt_url", self.mqtt_urls[0])
+        if self.mqtt_urls and self.mqtt_url != self.mqtt_urls[0]:
+            raise ConfigError(
+                f"mqtt_url {self.mqtt_url!r} must be the first entry of mqtt_urls (or be left out)"
+            )
+        names = ("mqtt_url",) if not self.mqtt_urls else ("mqtt_urls",) * len(self.mqtt_urls)
+        addresses = [
+            BrokerAddress.parse(url, name=name) for url, name in zip(self.broker_urls, names, strict=True)
+        ]
+        if len(set(self.broker_urls)) != len(self.broker_urls):
+            raise ConfigError("mqtt_urls lists a broker twice")
+        if len({address.tls for address in addresses}) > 1:
+            # One TLS setting (and mqtt_ca_file) for the client: a list cannot mix mqtt:// and mqtts://.
+            raise ConfigError("mqtt_urls must all be mqtt:// or all be mqtts://")
+        if not math.isfinite(self.mqtt_failover_after_s) or self.mqtt_failover_after_s <= 0:
+            raise ConfigError(f"mqtt_failover_after_s must be positive, got {self.mqtt_failover_after_s}")
 
     def _validate_session(self) -> None:
         if self.idle_recording not in ("continuous", "prebuffer"):
@@ -273,6 +323,7 @@ _FLOAT_FIELDS = {
     "microphone_timeout_s",
     "clock_jump_threshold_s",
     "session_event_retry_s",
+    "mqtt_failover_after_s",
 }
 
 
@@ -286,9 +337,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
         return float(value)
-    if name == "ingest_public_keys":
+    if name in ("ingest_public_keys", "mqtt_urls"):
         if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{source}: ingest_public_keys must be a list of strings, got {value!r}")
+            raise ConfigError(f"{source}: {name} must be a list of strings, got {value!r}")
         return tuple(value)
     if name == "camera":
         if isinstance(value, bool) or not isinstance(value, int | str):

@@ -5,6 +5,14 @@ must be a ``protocol.downlink`` envelope signed by one of the ingest keys pinned
 this very topic. Anything else — a bare forged ``{"state":"complete"}``, an unknown key, a genuine ack
 replayed onto another file's topic — is logged, counted in ``untrusted_acks`` and dropped; the transfer
 keeps waiting and asks the server again after its timeout (finding 1; JL-19).
+
+With several broker URLs (``mqtt_urls``: a cluster's nodes, or a standby) the link moves to the next one
+when the current broker has stayed unreachable or refusing for ``mqtt_failover_after_s``, so a lost
+broker host delays uploads by that long, not until it is repaired (JL-17: stored within 24 hours)
+(:class:`BrokerRotation`). It never holds two connections: paho's one client is pointed at the next
+broker between two attempts. Nothing is lost or sent twice by moving: the outbox keeps every segment
+until a signed ``complete`` (any node's ingest signs with the pinned keys), and after every connect the
+uploader asks the status of its transfers in flight and resumes them (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, BrokerAddress
 from protocol import topics
 from protocol.downlink import IngestKeyring, UntrustedDownlink, is_signed_topic
 from protocol.errors import ProtocolError
@@ -40,7 +49,7 @@ from protocol.messages import (
 )
 from protocol.session import EventAck, SignedSessionEvent
 
-__all__ = ["AGENT_VERSION", "MqttLink"]
+__all__ = ["AGENT_VERSION", "BrokerRotation", "MqttLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,63 @@ _RECONNECT_MAX_S = 30
 _JITTER_MAX_S = 2.0
 _RESUBSCRIBE_MIN_S = 1.0
 _RESUBSCRIBE_MAX_S = 30.0
+
+
+class BrokerRotation:
+    """Which broker the next connection attempt goes to: the current one until it has failed for
+    ``failover_after_s``, then the next in the list (wrapping round). Pure: the caller reports what
+    happened and gets told where to go; the clock comes in, so tests drive it."""
+
+    def __init__(
+        self,
+        brokers: tuple[BrokerAddress, ...],
+        failover_after_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Start on the first broker."""
+        if not brokers:
+            raise ValueError("at least one broker")
+        self.brokers = brokers
+        self.failover_after_s = failover_after_s
+        self._clock = clock
+        self.index = 0
+        self._failing_since: float | None = None
+        self.moves_without_success = 0
+        self.failovers = 0  # moves to another broker since start
+
+    @property
+    def current(self) -> BrokerAddress:
+        """The broker the link connects to now."""
+        return self.brokers[self.index]
+
+    def connected(self) -> None:
+        """The current broker accepted us: it stays ours until it fails again."""
+        self._failing_since = None
+        self.moves_without_success = 0
+
+    def failed(self) -> BrokerAddress | None:
+        """A connection to the current broker was lost or an attempt failed (unreachable, refused).
+
+        Returns the broker to move to, or None to try the current one again. The failure window opens
+        with the first failure, so one lost connection never moves a recorder whose broker restarts at
+        once; each broker moved to gets a whole window of its own.
+        """
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+            return None
+        if len(self.brokers) < 2 or now - self._failing_since < self.failover_after_s:
+            return None
+        self.index = (self.index + 1) % len(self.brokers)
+        self._failing_since = now
+        self.moves_without_success += 1
+        self.failovers += 1
+        return self.current
+
+    @property
+    def round_failed(self) -> bool:
+        """Whether every broker of the list has been tried since the last success (back off fully)."""
+        return self.moves_without_success >= len(self.brokers)
 
 
 class MqttLink:
@@ -84,6 +150,7 @@ class MqttLink:
         self.untrusted_reasons: dict[str, int] = {}
         self.keyring = IngestKeyring.of(config.ingest_public_keys_raw)
         self.last_error = ""
+        self.rotation = BrokerRotation(config.brokers, config.mqtt_failover_after_s)
         self._v5 = config.mqtt_protocol == "5"
         if self._v5:
             self.client = mqtt.Client(
@@ -108,6 +175,7 @@ class MqttLink:
         topic, payload = encode(self._presence(PresenceState.OFFLINE))
         self.client.will_set(topic, payload, qos=1, retain=True)
         self.client.on_connect = self._handle_connect
+        self.client.on_connect_fail = self._handle_connect_fail
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
         self.client.on_subscribe = self._handle_subscribe
@@ -137,15 +205,24 @@ class MqttLink:
             if self._started or self._closing.is_set():
                 return
             self._started = True
+        broker = self.rotation.current
+        logger.info("connecting to %s as %s", broker.url, self.device_id)
+        self.client.connect_async(broker.host, broker.port, **self._connect_kwargs())
+        # paho names its network thread "paho-mqtt-client-<client id>".
+        self.client.loop_start()
+
+    def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"keepalive": _KEEPALIVE_S}
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = _SESSION_EXPIRY_S
             kwargs.update(clean_start=False, properties=props)
-        logger.info("connecting to %s as %s", self.config.mqtt_url, self.device_id)
-        self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, **kwargs)
-        # paho names its network thread "paho-mqtt-client-<client id>".
-        self.client.loop_start()
+        return kwargs
+
+    @property
+    def broker_url(self) -> str:
+        """The URL of the broker the link is connected (or connecting) to."""
+        return self.rotation.current.url
 
     def publish(self, msg: Message) -> bool:
         """Publish a protocol message at its protocol QoS; False if it could not be handed to paho."""
@@ -196,7 +273,8 @@ class MqttLink:
             logger.error("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        logger.info("connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present)
+        self.rotation.connected()
+        logger.info("connected to %s (session present: %s)", self.broker_url, flags.session_present)
         # Subscribe on every connect: the broker may have lost the session (restart without persistence).
         client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
         topic, payload = encode(self._presence(PresenceState.ONLINE))
@@ -255,8 +333,34 @@ class MqttLink:
             return
         if was_connected:
             self.disconnects += 1
-            logger.warning("disconnected from broker: %s; reconnecting", reason_code)
-        # Runs in paho's network thread just before its backoff wait: add the jitter there.
+            logger.warning("disconnected from %s: %s; reconnecting", self.broker_url, reason_code)
+        self._after_failure()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """A connection attempt failed before the broker answered (refused, unreachable, timed out)."""
+        if self._closing.is_set():
+            return
+        logger.debug("cannot reach %s", self.broker_url)
+        self._after_failure()
+
+    def _after_failure(self) -> None:
+        """Move to the next broker when the current one has failed long enough; then jitter.
+
+        Runs in paho's network thread with no connection open, just before paho's backoff wait, so
+        pointing the client at another broker here never makes a second connection. A move restarts the
+        backoff at its minimum (the next broker is likely up) unless every broker failed in this round.
+        """
+        target = self.rotation.failed()
+        if target is not None:
+            logger.warning(
+                "no connection to the broker for %.0f s or more; moving to %s",
+                self.rotation.failover_after_s,
+                target.url,
+            )
+            self.client.connect_async(target.host, target.port, **self._connect_kwargs())
+            if not self.rotation.round_failed:
+                self.client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
+        # paho's backoff has no jitter: add it here, before its wait.
         self._closing.wait(random.uniform(0.0, _JITTER_MAX_S))
 
     def _verified(self, message: mqtt.MQTTMessage) -> bytes | None:

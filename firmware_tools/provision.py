@@ -156,6 +156,20 @@ def _advertised_broker(answer: dict[str, object], server_url: str) -> str:
     return f"mqtt://{host}:1883"
 
 
+def _advertised_brokers(answer: dict[str, object], server_url: str) -> list[str]:
+    """Every broker URL the server advertises, first one first, for the agent's ``mqtt_urls`` failover
+    list (docs/agent.md, "Several brokers"); those with another scheme than the first are left out (one
+    TLS setting per agent)."""
+    first = _advertised_broker(answer, server_url)
+    brokers = [first]
+    urls = answer.get("mqtt_urls")
+    scheme = urllib.parse.urlsplit(first).scheme
+    for url in urls[1:] if isinstance(urls, list) else []:
+        if isinstance(url, str) and url not in brokers and urllib.parse.urlsplit(url).scheme == scheme:
+            brokers.append(url)
+    return brokers
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
@@ -197,13 +211,14 @@ def provision(
         body["model"] = model
     answer = _register(server_url, token, body, out_dir, timeout)
     ingest_keys = _ingest_keys(answer)
-    if not mqtt_url:
-        mqtt_url = _advertised_broker(answer, server_url)
+    brokers = [mqtt_url] if mqtt_url else _advertised_brokers(answer, server_url)
     settings: dict[str, object] = {
         "device_id": device_id,
         "private_key_file": KEY_FILE,
         "data_dir": "data",
-        "mqtt_url": mqtt_url,
+        "mqtt_url": brokers[0],
+        # Several advertised brokers (a cluster's nodes, a standby): the agent fails over along them.
+        **({"mqtt_urls": brokers} if len(brokers) > 1 else {}),
         "server_url": server_url,
         # Pinned: the recorder trusts acks signed by these keys only (docs/protocol.md, "Signed acks").
         "ingest_public_keys": ingest_keys,

@@ -75,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
     import signal
     import threading
+    from pathlib import Path
 
     from server.infra.config import ConfigError, load_settings
     from server.infra.logging_setup import configure_logging
@@ -100,7 +101,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Handlers first, so a signal during start-up still leads to an orderly stop.
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    runner = ServerRunner(overrides)
+    runner = ServerRunner(
+        overrides,
+        metrics_dir=Path(args.metrics_dir) if getattr(args, "metrics_dir", None) else None,
+        ingest_index=getattr(args, "ingest_index", None) or 0,
+    )
     try:
         runner.start()
         log.info(
@@ -363,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Internal: an ingest child writes one byte here once its workers have subscribed.
     run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    # Internal: an ingest child writes its counters to this folder of its runner (server.infra.metrics).
+    run.add_argument("--metrics-dir", help=argparse.SUPPRESS)
+    run.add_argument("--ingest-index", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     return parser
 

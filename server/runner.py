@@ -46,7 +46,7 @@ from server.infra.broker import EmbeddedBroker
 from server.infra.config import ENV_PREFIX, ConfigError, Settings, load_settings, url_without_credentials
 from server.infra.db import get_engine, run_migrations
 from server.infra.ingest_key import IngestSigner, note_embedded_broker
-from server.infra.metrics import register_ingest_source
+from server.infra.metrics import ChildCounters, SnapshotWriter, register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.infra.storage import ARCHIVE_STORE_KEY
 from server.ingest.service import IngestService
@@ -181,11 +181,17 @@ class IngestProcesses:
     """N ``zfjl-server run --roles ingest`` children in one ``$share`` group, restarted when they die."""
 
     def __init__(
-        self, count: int, overrides: Mapping[str, Any], on_death: Callable[[int], None] | None = None
+        self,
+        count: int,
+        overrides: Mapping[str, Any],
+        on_death: Callable[[int], None] | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
-        """``on_death(pid)`` runs (on the monitor thread) after a dead child was replaced."""
+        """``on_death(pid)`` runs (on the monitor thread) after a dead child was replaced; each child
+        writes its counters to ``metrics_dir`` (``server.infra.metrics``) when it is given."""
         self.count = count
         self.on_death = on_death
+        self.metrics_dir = metrics_dir
         self.env = _child_env(overrides)
         self._preexec = _die_with_parent_hook()
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
@@ -226,9 +232,12 @@ class IngestProcesses:
     def _launch(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
         """Start child ``index``; return it and the read end of its ready pipe."""
         read_fd, write_fd = os.pipe()
+        argv = [sys.executable, "-m", "server.cli", "run", "--ready-fd", str(write_fd)]
+        if self.metrics_dir is not None:
+            argv += ["--metrics-dir", str(self.metrics_dir), "--ingest-index", str(index)]
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "run", "--ready-fd", str(write_fd)],
+                argv,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
@@ -317,10 +326,22 @@ class ServerRunner:
     """Owns the app, the embedded broker, the ingest workers, the HTTP server and housekeeping."""
 
     def __init__(
-        self, overrides: Mapping[str, Any] | None = None, *, embedded_mqtt_port: int | None = None
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        embedded_mqtt_port: int | None = None,
+        metrics_dir: Path | None = None,
+        ingest_index: int = 0,
     ) -> None:
+        """``metrics_dir`` and ``ingest_index`` are given to an ingest child by its runner: the child
+        writes its counters there for the runner's ``/metrics``."""
         self.overrides = dict(overrides or {})
         self.embedded_mqtt_port = embedded_mqtt_port
+        self.metrics_dir = metrics_dir
+        self.ingest_index = ingest_index
+        self.snapshot_writer: SnapshotWriter | None = None
+        self.child_counters: ChildCounters | None = None
+        """The ingest children's counters, summed for /metrics (with ZFJL_INGEST_PROCESSES > 1)."""
         self.app: Flask | None = None
         self.settings: Settings | None = None
         self.service: IngestService | None = None
@@ -369,9 +390,13 @@ class ServerRunner:
         run_migrations(settings.database_url)
         processes = self._ingest_process_count(settings)
         if processes > 1:
+            self.child_counters = ChildCounters(Path(settings.data_dir) / "run", self._ingest_child_pids)
             # Launched before this process builds its app, so the children start up meanwhile.
             self.ingest_processes = IngestProcesses(
-                processes, self.overrides, on_death=self._after_ingest_death
+                processes,
+                self.overrides,
+                on_death=self._after_ingest_death,
+                metrics_dir=self.child_counters.folder,
             )
             self.ingest_processes.launch()
         app = create_app(self.overrides)
@@ -400,7 +425,16 @@ class ServerRunner:
             self.ingest_processes.await_ready()
         elif settings.has_role("ingest"):
             self._start_workers(settings, service)
-        register_ingest_source(app, service.stats, self._queue_depths)
+            if self.metrics_dir is not None:
+                self.snapshot_writer = SnapshotWriter(
+                    self.metrics_dir, self.ingest_index, service.stats, self._queue_depths
+                )
+                self.snapshot_writer.start()
+        if self.child_counters is not None:
+            counters = self.child_counters
+            register_ingest_source(app, counters.stats, counters.queue_depths, counters.per_process)
+        else:
+            register_ingest_source(app, service.stats, self._queue_depths)
         if settings.has_role("workers"):
             # One lease per singleton job, renewed by a keeper thread while this process holds it.
             self.leases = JobLeases(app, ttl_s=float(settings.lease_ttl_s))
@@ -517,13 +551,35 @@ class ServerRunner:
             return 0
         return settings.ingest_processes
 
+    def _ingest_child_pids(self) -> list[int]:
+        """The running ingest children (their queue depths are current; a dead one's are not)."""
+        processes = self.ingest_processes
+        return processes.pids if processes is not None else []
+
     def _after_ingest_death(self, pid: int) -> None:
-        """Clean what a killed ingest process left in the object store (the transfer itself is redone)."""
+        """Keep a killed ingest process's last counts; clean what it left in the object store and in
+        staging (the transfer itself is redone by the recorder through another process)."""
+        if self.child_counters is not None:
+            self.child_counters.retire(pid)
         if self.service is None:
             return
         sweep = getattr(self.service.store, "sweep_temp_files", None)
         if sweep is not None:
             _LOG.info("swept %d temporary object files of dead ingest pid %d", sweep(pid), pid)
+        try:
+            done = self.service.sweep_after_death(pid)
+        except Exception:
+            # The janitor (ZFJL_STAGING_ABANDON_HOURS) still removes them later; never stop the monitor.
+            _LOG.exception("sweeping the staging leftovers of dead ingest pid %d failed", pid)
+            return
+        _LOG.info(
+            "swept the staging leftovers of dead ingest pid %d: %d of stored segments, %d half-deleted, "
+            "%d left to a live process",
+            pid,
+            done.stored_leftovers,
+            done.trash_folders,
+            done.busy,
+        )
 
     def _queue_depths(self) -> dict[str, int]:
         """Finalizes waiting per ingest worker, for /metrics."""
@@ -594,6 +650,12 @@ class ServerRunner:
             except Exception:
                 _LOG.exception("stopping ingest worker %s failed", worker.name)
         self.workers.clear()
+        if self.snapshot_writer is not None:
+            self.snapshot_writer.stop()  # the final counts, after the workers' last finalizes
+            self.snapshot_writer = None
+        if self.child_counters is not None:
+            self.child_counters.close()
+            self.child_counters = None
         if self._revalidate is not None:
             remove_live_broker(self._revalidate)
             self._revalidate = None

@@ -32,7 +32,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ from server.infra.staging_files import IndexEntry, ParsedIndex, new_header, pars
 from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
 from zfjl_common.fsutil import fsync_dir
 
-__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingError"]
+__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingError", "StagingSweep"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ MANIFEST_NAME = "manifest.json"
 DATA_NAME = "data.part"
 INDEX_NAME = "index"
 LOCK_NAME = "lock"
+# A discarded transfer is renamed ``.trash-<pid>-<random>`` under its lock, then deleted.
+TRASH_PREFIX = ".trash-"
 # Each staged transfer counts at least this much against its device's quota (an init's largest size).
 TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 
@@ -65,6 +67,15 @@ class StagingError(ZfjlError):
 
     kind = ErrorKind.INVALID
     code = "staging_error"
+
+
+@dataclass(frozen=True)
+class StagingSweep:
+    """What :meth:`Staging.sweep_after_death` removed, and what it left to a live process."""
+
+    stored_leftovers: int  # staging folders of segments already stored
+    trash_folders: int  # half-deleted folders of the dead process (``.trash-PID-*``)
+    busy: int  # folders of stored segments a live process held the lock of: left to it
 
 
 @dataclass(frozen=True)
@@ -111,9 +122,10 @@ class Staging:
 
     @contextlib.contextmanager
     def _locked(
-        self, device_id: str, file_id: str, *, create: bool, shared: bool = False
+        self, device_id: str, file_id: str, *, create: bool, shared: bool = False, wait: bool = True
     ) -> Iterator[Path | None]:
-        """Hold the transfer's lock; yields None when the transfer has no staging and ``create`` is off."""
+        """Hold the transfer's lock; yields None when the transfer has no staging and ``create`` is off,
+        or, with ``wait`` off, when someone else holds the lock now."""
         path = self.path_of(device_id, file_id)
         lock_path = path / LOCK_NAME
         while True:
@@ -127,7 +139,13 @@ class Staging:
                     return
                 continue  # discarded between mkdir and open: make it again
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(
+                        fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+                    )
+                except BlockingIOError:
+                    yield None  # only reachable with wait off: a live worker is changing this transfer
+                    return
                 # A discard moves the directory away while holding the lock; whoever waited on it must
                 # not write into the moved directory, so check the lock we hold is still the one in place.
                 held = os.fstat(fd)
@@ -507,23 +525,54 @@ class Staging:
             return None
         return running.sha.hexdigest()
 
-    def discard(self, device_id: str, file_id: str, *, keep_manifest: bool = False) -> None:
-        """Drop a transfer's staged bytes (and its manifest unless ``keep_manifest``)."""
+    def discard(
+        self, device_id: str, file_id: str, *, keep_manifest: bool = False, wait: bool = True
+    ) -> bool:
+        """Drop a transfer's staged bytes (and its manifest unless ``keep_manifest``). With ``wait`` off,
+        a transfer whose lock another worker holds now is left alone. Whether anything was dropped."""
         with self._parsed_lock:
             self._running.pop(self.path_of(device_id, file_id), None)
-        with self._locked(device_id, file_id, create=False) as path:
+        with self._locked(device_id, file_id, create=False, wait=wait) as path:
             if path is None:
-                return
+                return False
             if keep_manifest:
                 # Index first: an index entry must never outlive the bytes it names.
                 for name in (INDEX_NAME, DATA_NAME):
                     (path / name).unlink(missing_ok=True)
-                return
+                return True
             # Move the directory out of the way under the lock, so nobody can write into it any more.
-            trash = self.root / f".trash-{os.getpid()}-{os.urandom(6).hex()}"
+            trash = self.root / f"{TRASH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
             os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
         self._remove_empty_device_dir(path.parent)
+        return True
+
+    def sweep_after_death(self, pid: int, is_stored: Callable[[str, str], bool]) -> StagingSweep:
+        """Remove what a killed ingest process ``pid`` can have left in staging (its runner calls this
+        once the process is dead and replaced).
+
+        * The staging of a segment already stored: the process died between its commit and discarding
+          the staging. Nobody needs those bytes again (a status query is answered from the database),
+          and while its manifest stays, chunks resent for it would be staged instead of answered.
+        * Its ``.trash-PID-*`` folders: it died between moving a discarded transfer away and deleting it.
+
+        A transfer not stored yet is kept whoever staged it: the recorder resumes it through another
+        process. A transfer whose lock a live process holds is skipped (that process is finishing it and
+        discards it itself), so this never touches a transfer being handled.
+        """
+        trash = 0
+        for folder in self.root.glob(f"{TRASH_PREFIX}{int(pid)}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+            trash += 1
+        stored = busy = 0
+        for device_id, file_id in list(self.transfers()):
+            if not is_stored(device_id, file_id):
+                continue
+            if self.discard(device_id, file_id, wait=False):
+                stored += 1
+            elif self.exists(device_id, file_id):
+                busy += 1
+        return StagingSweep(stored_leftovers=stored, trash_folders=trash, busy=busy)
 
     @staticmethod
     def _remove_empty_device_dir(device_dir: Path) -> None:

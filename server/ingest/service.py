@@ -59,7 +59,7 @@ from server.domain.fleet.models import DeviceStatus
 from server.errors import RETRY_KINDS, ZfjlError
 from server.infra.config import Settings
 from server.infra.db import session_scope
-from server.infra.staging import Staging
+from server.infra.staging import Staging, StagingSweep
 from server.infra.storage import ObjectStore
 from server.ingest.handlers import MALFORMED_CODES, Outgoing, decode_uplink, handle_uplink, refuse_malformed
 from server.ingest.rejections import (
@@ -329,6 +329,10 @@ class IngestService:
         )
         self.flush_rejections()
         return {"staging_abandoned": len(cleaned)}
+
+    def sweep_after_death(self, pid: int) -> StagingSweep:
+        """Clean the staging a killed ingest process ``pid`` left (``Staging.sweep_after_death``)."""
+        return self.staging.sweep_after_death(pid, lambda d, f: self._stored(d, f) is not None)
 
     # -- lookups -----------------------------------------------------------------------------
 

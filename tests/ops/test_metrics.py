@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from server.domain.fleet import devices
 from server.domain.fleet.models import DeviceAlert
 from server.domain.fleet.telemetry_models import DeviceHealthSample
 from server.infra.db import run_migrations, session_scope
-from server.infra.metrics import register_ingest_source
+from server.infra.metrics import ChildCounters, SnapshotWriter, add_counts, register_ingest_source
 from server.infra.storage import STORE_KEY
 from server.workers.leases import JobLeases
 from tests.conftest import SegmentFactory
@@ -158,3 +160,61 @@ def test_job_leases_show_who_runs_each_singleton_job(app: Flask, client: FlaskCl
     finally:
         first.stop()
         second.stop()
+def _snapshot(folder: Path, index: int, pid: int, committed: int, chunks: int, waiting: int) -> None:
+    """What an ingest child writes (``SnapshotWriter``), for a child with the given pid."""
+    data = {
+        "stats": {"messages": {"file_chunk": chunks}, "dropped": {}, "segments_committed": committed},
+        "queue_depths": {"w0": waiting},
+    }
+    (folder / f"ingest-{index}-{pid}.json").write_text(json.dumps(data))
+
+
+def test_a_runner_sums_its_children_and_keeps_a_dead_ones_counts(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """The runner's /metrics is the sum over its ingest children; when one dies its counts stay (a
+    counter never goes back), its queue depth goes, and its replacement adds to the same process."""
+    live: list[int] = [101, 102]
+    # A folder left by a runner that died (no such pid) is removed; the new one is empty.
+    stale = tmp_path / "run" / "ingest-metrics-4000001"
+    stale.mkdir(parents=True)
+    counters = ChildCounters(tmp_path / "run", lambda: list(live))
+    assert not stale.exists() and list(counters.folder.iterdir()) == []
+    register_ingest_source(app, counters.stats, counters.queue_depths, counters.per_process)
+    _snapshot(counters.folder, 0, 101, committed=5, chunks=10, waiting=1)
+    _snapshot(counters.folder, 1, 102, committed=3, chunks=6, waiting=2)
+    got = scrape(client)
+    assert got[("zfjl_ingest_segments_committed_total", ())] == 8
+    assert got[("zfjl_ingest_messages_total", (("kind", "file_chunk"),))] == 16
+    assert got[("zfjl_ingest_process_segments_committed_total", (("process", "1"),))] == 3
+    assert got[("zfjl_ingest_finalize_queue_depth", (("worker", "p1/w0"),))] == 2
+
+    live.remove(102)  # process 1 is killed, replaced by pid 103, which stores one segment
+    counters.retire(102)
+    live.append(103)
+    _snapshot(counters.folder, 1, 103, committed=1, chunks=2, waiting=0)
+    got = scrape(client)
+    assert got[("zfjl_ingest_segments_committed_total", ())] == 9
+    assert got[("zfjl_ingest_process_segments_committed_total", (("process", "1"),))] == 4
+    assert got[("zfjl_ingest_process_messages_total", (("process", "1"),))] == 8
+    assert got[("zfjl_ingest_finalize_queue_depth", (("worker", "p1/w0"),))] == 0
+    assert sorted(p.name for p in counters.folder.iterdir()) == ["ingest-0-101.json", "ingest-1-103.json"]
+    counters.close()
+    assert not counters.folder.exists()
+
+
+def test_add_counts_sums_nested_counters_and_ignores_the_rest() -> None:
+    assert add_counts(
+        {"a": 1, "m": {"x": 2}, "s": "text"}, {"a": 2, "m": {"x": 1, "y": 4}, "b": 3, "f": True, "g": 1.5}
+    ) == {"a": 3, "m": {"x": 3, "y": 4}, "b": 3, "s": "text"}
+
+
+def test_a_child_writes_its_counters_and_writes_them_last_at_stop(tmp_path: Path) -> None:
+    counts = {"segments_committed": 1}
+    writer = SnapshotWriter(tmp_path, 0, lambda: dict(counts), lambda: {"w0": 0}, interval_s=60)
+    writer.start()
+    assert json.loads(writer.path.read_text())["stats"] == {"segments_committed": 1}
+    counts["segments_committed"] = 2  # committed while stopping: the final snapshot has it
+    writer.stop()
+    assert json.loads(writer.path.read_text())["stats"] == {"segments_committed": 2}
+    assert writer.path.name == f"ingest-0-{os.getpid()}.json"

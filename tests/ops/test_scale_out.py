@@ -1,7 +1,8 @@
 """Scale-out with real processes (issue #12, docs/scaling.md): ``zfjl-server run --ingest-processes 2``
 behind Mosquitto's ``$share`` with one worker process killed by SIGKILL mid-transfer, and a 3-node NATS
-cluster losing a node while recorders drain their backlog. Every segment must be stored exactly once
-and every recorder's chain must stay clean (JL-17: nothing recorded is lost; JL-6: nothing is altered).
+cluster losing a node for good while recorders drain their backlog (its recorders fail over to the
+others). Every segment must be stored exactly once and every recorder's chain must stay clean (JL-17:
+nothing recorded is lost; JL-6: nothing is altered).
 
 Both tests wait on conditions (rows stored, processes up), never on fixed sleeps.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scale_rig import (
     NatsCluster,
@@ -21,6 +25,7 @@ from bench.scale_rig import (
     find_nats_server,
     prepare_recorders,
     register_recorders,
+    stale_staging,
     stored_summary,
     verify_exactly_once,
     wait_until,
@@ -33,6 +38,8 @@ RECORDERS = 4
 SEGMENTS_EACH = 4
 SEGMENT_BYTES = 512 * 1024  # two 256 KiB chunks each: a kill lands in the middle of transfers
 TOTAL = RECORDERS * SEGMENTS_EACH
+# How long a recorder's broker must stay unreachable before it moves to the next (default 20 s).
+FAILOVER_AFTER_S = 3.0
 
 
 def _server_env(tmp_path: Path, mqtt_url: str, **extra: str) -> dict[str, str]:
@@ -86,11 +93,16 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
             120,
             "a replacement ingest process",
         )
-        # ...and removed what the dead process left half-written in the object store.
+        # ...and removed what the dead process left half-written in the object store and in staging.
         wait_until(
             lambda: f"temporary object files of dead ingest pid {children[0]}" in server.log_text(),
             60,
             "the dead process's temporary files swept",
+        )
+        wait_until(
+            lambda: f"staging leftovers of dead ingest pid {children[0]}" in server.log_text(),
+            60,
+            "the dead process's staging leftovers swept",
         )
     finally:
         if fleet is not None:
@@ -98,14 +110,90 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
         exit_code = server.stop()
     assert exit_code == 0, server.log_tail()
     assert verify_exactly_once(env, recorders) == []
+    # Nothing waits for the staging janitor (hours): the live processes discarded what they stored and
+    # the runner swept what the dead one left (a stored segment's folder, a half-deleted one).
+    assert stale_staging(env) == 0, server.log_tail()
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one ``/metrics`` scrape (from loopback: no token needed)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.mosquitto
+def test_metrics_of_a_runner_sum_its_ingest_processes(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker
+) -> None:
+    """``zfjl-server run --roles api,ingest --ingest-processes 2``: the runner ingests nothing itself,
+    yet one scrape of its ``/metrics`` counts every segment its two children stored, and shows how the
+    messages spread over them (docs/operations.md, "Metrics")."""
+    env = _server_env(tmp_path, mosquitto_broker.url)
+    database_url = load_settings(environ=env).database_url
+    recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "metrics")
+    register_recorders(database_url, recorders)
+    server = ServerProcess(tmp_path, env, roles="api,ingest", ingest_processes=2)
+    fleet: RecorderFleet | None = None
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def committed_in_scrape() -> float:
+        nonlocal scraped
+        scraped = _scrape(server.http_url())
+        return scraped.get(("zfjl_ingest_segments_committed_total", ()), 0.0)
+
+    try:
+        server.wait_ready()
+        assert len(server.child_pids()) == 2, server.log_tail()
+        fleet = RecorderFleet(recorders, [mosquitto_broker.url], _ingest_keys(env))
+        fleet.connect()
+        fleet.start()
+        assert fleet.drain(180), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
+        assert stored_summary(database_url) == TOTAL
+        # The children write their counters every second: wait for the last ones, then compare.
+        try:
+            wait_until(lambda: committed_in_scrape() == TOTAL, 60, "every commit counted", poll_s=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {scraped}\n{server.log_tail()}") from None
+        per_process = {
+            labels[0][1]: value
+            for (name, labels), value in scraped.items()
+            if name == "zfjl_ingest_process_messages_total"
+        }
+        assert sorted(per_process) == ["0", "1"], scraped
+        assert all(value > 0 for value in per_process.values()), per_process  # $share split the work
+        messages = sum(v for (n, _), v in scraped.items() if n == "zfjl_ingest_messages_total")
+        assert messages == sum(per_process.values())
+        committed = {
+            labels[0][1]: value
+            for (name, labels), value in scraped.items()
+            if name == "zfjl_ingest_process_segments_committed_total"
+        }
+        assert sum(committed.values()) == TOTAL, committed
+        assert ("zfjl_segments_stored", ()) in scraped and scraped[("zfjl_segments_stored", ())] == TOTAL
+        workers = {
+            dict(labels)["worker"] for (n, labels) in scraped if n == "zfjl_ingest_finalize_queue_depth"
+        }
+        assert workers == {"p0/w0", "p1/w0"}, workers
+        print("per ingest process: messages", per_process, "segments committed", committed)
+    finally:
+        if fleet is not None:
+            fleet.close()
+        exit_code = server.stop()
+    assert exit_code == 0, server.log_tail()
 
 
 @pytest.mark.nats
-def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> None:
+def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: Path) -> None:
     """Three nats-server nodes (JetStream R3, MQTT on each). The ingest process is on node 0, the
-    recorders on nodes 1 and 2. Node 2 is killed (SIGKILL) after the first segment is stored: the
-    recorders on node 1 keep storing through the two survivors; node 2 comes back on its port (as its
-    service manager would restart it) and its recorders finish. Exactly once, chains clean.
+    recorders on nodes 1 and 2, each listing the other nodes after its own (``mqtt_urls``). Node 2 is
+    killed (SIGKILL) after the first segment is stored and stays down: the recorders on node 1 keep
+    storing through the two survivors, node 2's recorders move to a surviving node after their
+    failover window, ask the status of their transfers in flight and finish. Exactly once, chains clean.
 
     NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one ingest
     process subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty); docs/scaling.md."""
@@ -116,6 +204,13 @@ def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> 
     cluster = NatsCluster(tmp_path / "nats", binary)
     server: ServerProcess | None = None
     fleet: RecorderFleet | None = None
+
+    def report() -> str:
+        """What a failure needs: each recorder's broker and backlog, and the server's last lines."""
+        recorders_now = fleet.per_recorder() if fleet is not None else {}
+        tail = server.log_tail() if server is not None else ""
+        return f"fleet: {fleet.stats() if fleet else {}}\nrecorders: {recorders_now}\nserver log:\n{tail}"
+
     try:
         cluster.start()
         env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
@@ -124,31 +219,46 @@ def test_jl17_nats_cluster_node_killed_while_recorders_drain(tmp_path: Path) -> 
         register_recorders(database_url, recorders)
         server = ServerProcess(tmp_path, env, roles="ingest")
         server.wait_ready()
-        fleet = RecorderFleet(recorders, [cluster.mqtt_url(1), cluster.mqtt_url(2)], _ingest_keys(env))
+        urls = [cluster.mqtt_url(1), cluster.mqtt_url(2), cluster.mqtt_url(0)]
+        # Recorders on node 1 list [1, 2, 0], those on node 2 list [2, 0, 1].
+        fleet = RecorderFleet(
+            recorders, urls, _ingest_keys(env), failover_after_s=FAILOVER_AFTER_S, spread_over=2
+        )
         fleet.connect()
         fleet.start()
         wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
         cluster.kill_node(2)
+        killed_at = time.monotonic()
         stored_at_kill = stored_summary(database_url)
         assert stored_at_kill < TOTAL, "the backlog was gone before the kill"
-        # The cluster keeps working without node 2: node 1's recorders go on being stored.
-        on_node_1 = sum(
-            len(r.segments) for r in recorders if fleet.broker_of[r.device_id] == cluster.mqtt_url(1)
-        )
+        on_node_2 = [r.device_id for r in recorders if fleet.broker_of[r.device_id] == cluster.mqtt_url(2)]
+        # Node 2 is never started again: its recorders must move to a surviving node by themselves.
         try:
             wait_until(
-                lambda: stored_summary(database_url) >= min(stored_at_kill + 2, on_node_1),
-                90,
-                "segments stored while node 2 is down",
+                lambda: (
+                    all(fleet.current_brokers()[d] != cluster.mqtt_url(2) for d in on_node_2)
+                    and all(fleet.per_recorder()[d]["connected"] for d in on_node_2)
+                ),
+                120,
+                "node 2's recorders connected to a surviving node",
                 poll_s=0.2,
             )
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}: {fleet.stats()}\n{server.log_tail()}") from None
-        cluster.start_node(2)
-        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
+            raise AssertionError(f"{exc}\n{report()}") from None
+        assert fleet.drain(240), f"recorders did not drain\n{report()}"
         stats = fleet.stats()
-        assert stats["segments_failed"] == 0 and stats["pending"] == 0, stats
-        print("recorders after the node loss:", stats)
+        assert stats["segments_failed"] == 0 and stats["pending"] == 0, report()
+        assert stats["segments_completed"] == TOTAL, report()
+        assert stats["failovers"] >= len(on_node_2), report()
+        assert cluster.procs[2] is not None and cluster.procs[2].poll() is not None  # still down
+        moved = {d: fleet.current_brokers()[d] for d in on_node_2}
+        print(
+            f"drained {time.monotonic() - killed_at:.1f} s after the kill ({stored_at_kill} stored then);",
+            "recorders:",
+            stats,
+            "node 2's recorders now on:",
+            moved,
+        )
     finally:
         if fleet is not None:
             fleet.close()

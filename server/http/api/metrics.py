@@ -2,8 +2,9 @@
 
 Figures that every process can see alike come from the database at scrape time (segments and bytes
 stored, refusals by code, each device's latest backlog, open alerts by kind), so any API process answers
-for the whole deployment. The ingest counters and queue depths are this process's own (registered by the
-runner, ``server.infra.metrics``) and reset when it restarts, as Prometheus counters may.
+for the whole deployment. The ingest counters and queue depths are this process's own, or, for a runner
+with ``--ingest-processes N``, the sum of its children's (registered by the runner,
+``server.infra.metrics``); they reset when the process restarts, as Prometheus counters may.
 
 Access (docs/operations.md, "Metrics"): with ``ZFJL_METRICS_TOKEN`` set, a request must carry
 ``Authorization: Bearer <token>``; without it, only a loopback client that did not come through a proxy
@@ -16,7 +17,7 @@ import hmac
 import ipaddress
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
@@ -152,36 +153,61 @@ class ZfjlCollector(Collector):
         yield from (segments, size, age)
 
     def _ingest(self) -> Iterator[Metric]:
-        """This process's ingest counters (``IngestService.stats``) and finalize queue depths."""
+        """This process's (or its ingest children's summed) ingest counters and finalize queue depths."""
         source = ingest_source(self.app)
         if source is None:
             return
         stats = source.stats()
         messages = CounterMetricFamily(
-            "zfjl_ingest_messages", "Uplink messages handled by this process, by kind", labels=["kind"]
+            "zfjl_ingest_messages",
+            "Uplink messages handled by this process and its ingest children, by kind",
+            labels=["kind"],
         )
         for kind, number in sorted(stats.get("messages", {}).items()):
             messages.add_metric([kind], number)
         yield messages
         dropped = CounterMetricFamily(
-            "zfjl_ingest_dropped", "Uplink messages dropped by this process, by reason", labels=["reason"]
+            "zfjl_ingest_dropped",
+            "Uplink messages dropped by this process and its ingest children, by reason",
+            labels=["reason"],
         )
         for reason, number in sorted(stats.get("dropped", {}).items()):
             dropped.add_metric([reason], number)
         yield dropped
         for name, value in sorted(stats.items()):
             if isinstance(value, int) and not isinstance(value, bool):
-                counter = CounterMetricFamily(f"zfjl_ingest_{name}", f"Ingest counter {name} of this process")
+                counter = CounterMetricFamily(
+                    f"zfjl_ingest_{name}", f"Ingest counter {name} of this process and its ingest children"
+                )
                 counter.add_metric([], value)
                 yield counter
         depth = GaugeMetricFamily(
             "zfjl_ingest_finalize_queue_depth",
-            "Finalizes (hash, store, commit) waiting per ingest worker of this process",
+            "Finalizes (hash, store, commit) waiting per ingest worker (p<index>/w<n> in an ingest child)",
             labels=["worker"],
         )
         for worker, waiting in sorted(source.queue_depths().items()):
             depth.add_metric([worker], waiting)
         yield depth
+        if source.per_process is not None:
+            yield from self._per_process(source.per_process())
+
+    @staticmethod
+    def _per_process(counts: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        """How the work spread over the ingest children (by index; a replaced child's counts stay)."""
+        messages = CounterMetricFamily(
+            "zfjl_ingest_process_messages", "Uplink messages handled per ingest child", labels=["process"]
+        )
+        committed = CounterMetricFamily(
+            "zfjl_ingest_process_segments_committed",
+            "Segments committed per ingest child",
+            labels=["process"],
+        )
+        for process, stats in sorted(counts.items()):
+            kinds = stats.get("messages", {})
+            messages.add_metric([process], sum(v for v in kinds.values() if isinstance(v, int)))
+            committed.add_metric([process], int(stats.get("segments_committed", 0)))
+        yield from (messages, committed)
 
 
 def _registry(app: Flask) -> CollectorRegistry:

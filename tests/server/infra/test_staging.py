@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -164,3 +165,29 @@ def test_two_processes_see_each_others_changes(tmp_path: Path) -> None:
     assert first.view_parts(DEV, FILE)[1] == RangeSet(((30, 35),))
     assert first.stage(chunk(0, b"z" * 10), require_manifest=False) is StageOutcome.WRITTEN
     assert second.view_parts(DEV, FILE)[1] == RangeSet(((0, 10), (30, 35)))
+
+
+def test_jl17_sweep_after_death_removes_only_the_dead_process_leftovers(staging: Staging) -> None:
+    """What a SIGKILLed ingest process leaves: the staging of a segment it had committed and a folder it
+    was deleting. Both go at once; a transfer not stored yet (the recorder resumes it elsewhere), a stored
+    one whose lock a live process holds, and a live process's half-deleted folder stay."""
+    stored = {(DEV, "a" * 32), (DEV, "b" * 32)}
+    for file_id in ("a" * 32, "b" * 32, "c" * 32):
+        staging.stage(FileChunk(device_id=DEV, file_id=file_id, offset=0, data=b"x"), require_manifest=False)
+    dead, live = 4_000_001, os.getpid()
+    for pid in (dead, live):
+        (staging.root / f".trash-{pid}-0a0b0c" / "data.part").parent.mkdir()
+        (staging.root / f".trash-{pid}-0a0b0c" / "data.part").write_bytes(b"y")
+    # A live worker is changing transfer b right now (it holds the transfer's lock).
+    held = os.open(staging.path_of(DEV, "b" * 32) / "lock", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        done = staging.sweep_after_death(dead, lambda d, f: (d, f) in stored)
+    finally:
+        os.close(held)
+    assert (done.stored_leftovers, done.trash_folders, done.busy) == (1, 1, 1)
+    assert sorted(staging.transfers()) == [(DEV, "b" * 32), (DEV, "c" * 32)]
+    assert [p.name for p in staging.root.glob(".trash-*")] == [f".trash-{live}-0a0b0c"]
+    # Once the live worker let go, the next death's sweep takes the stored one too.
+    assert staging.sweep_after_death(dead, lambda d, f: (d, f) in stored).stored_leftovers == 1
+    assert list(staging.transfers()) == [(DEV, "c" * 32)]

@@ -144,7 +144,7 @@ def test_ingest_key_command_prints_what_provisioning_pins(
 
 def test_provision_refuses_an_answer_that_pins_no_key() -> None:
     """An older or impostor server that names no ingest key gets no agent.toml that could trust anyone."""
-    from firmware_tools.provision import ProvisionError, _advertised_broker, _ingest_keys
+    from firmware_tools.provision import ProvisionError, _advertised_broker, _advertised_brokers, _ingest_keys
 
     with pytest.raises(ProvisionError, match="ingest public key"):
         _ingest_keys({"mqtt_username": "rec-1", "mqtt_password": "x"})
@@ -152,3 +152,9 @@ def test_provision_refuses_an_answer_that_pins_no_key() -> None:
         _ingest_keys({"ingest_public_keys": ["AAAA"]})
     assert _advertised_broker({"mqtt_urls": ["mqtt://b:41883"]}, "http://s:8080") == "mqtt://b:41883"
     assert _advertised_broker({}, "http://s:8080") == "mqtt://s:1883"
+    # Several advertised brokers become the agent's failover list (one scheme: the first one's).
+    answer: dict[str, object] = {
+        "mqtt_urls": ["mqtt://n0:1883", "mqtt://n1:1883", "mqtts://n2", "mqtt://n0:1883"]
+    }
+    assert _advertised_brokers(answer, "http://s:8080") == ["mqtt://n0:1883", "mqtt://n1:1883"]
+    assert _advertised_brokers({}, "http://s:8080") == ["mqtt://s:1883"]
