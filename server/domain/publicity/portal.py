@@ -123,17 +123,24 @@ def portal_search(
         where.append(PublicationItem.decided_on >= query.decided_from)
     if query.decided_to is not None:
         where.append(PublicationItem.decided_on <= query.decided_to)
+    offset = (query.page - 1) * query.per_page
+    rows = list(
+        session.scalars(
+            select(PublicationItem)
+            .where(*where)
+            .order_by(PublicationItem.decided_on.desc(), PublicationItem.id.desc())
+            .offset(offset)
+            .limit(query.per_page)
+        )
+    )
+    # A page that is not full is the last one: the matches are counted already (the usual case of a
+    # narrow search, a document number or a full name), so the database is asked once.
+    if 0 < len(rows) < query.per_page or (offset == 0 and not rows):
+        return rows, min(offset + len(rows), COUNT_CAP + 1)
     # Counting every match of a broad search costs as much as reading them: count up to a cap.
     matches = select(PublicationItem.id).where(*where).limit(COUNT_CAP + 1).subquery()
     total = session.scalar(select(func.count()).select_from(matches)) or 0
-    rows = session.scalars(
-        select(PublicationItem)
-        .where(*where)
-        .order_by(PublicationItem.decided_on.desc(), PublicationItem.id.desc())
-        .offset((query.page - 1) * query.per_page)
-        .limit(query.per_page)
-    )
-    return list(rows), int(total)
+    return rows, int(total)
 
 
 def portal_item(session: Session, item_id: int, today: date | None = None) -> PublicationItem:

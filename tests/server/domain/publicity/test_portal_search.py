@@ -97,10 +97,11 @@ def visible(number: str) -> bool:
 def test_gs8_document_number_search_finds_exactly_the_numbers_containing_the_query(
     db_session: Session, numbered: dict[str, int], query: str
 ) -> None:
-    found, total = portal_search(db_session, PortalQuery(document_number=query), TODAY)
     expected = [n for n, *_ in sorted(ITEMS, key=lambda row: row[3]) if query in n and visible(n)]
-    assert [item.document_number for item in found] == expected  # newest decision first
-    assert total == len(expected)
+    for per_page in (20, 2):  # one page holds every match; pages of two leave the count to the database
+        found, total = portal_search(db_session, PortalQuery(document_number=query, per_page=per_page), TODAY)
+        assert [item.document_number for item in found] == expected[:per_page]  # newest decision first
+        assert total == len(expected)
 
 
 def test_gs8_kind_and_decision_dates_find_that_kind_in_that_range_newest_first(
@@ -129,3 +130,10 @@ def test_gs8_kind_and_decision_dates_find_that_kind_in_that_range_newest_first(
         numbered["合市监罚决2025-1234号"],
         numbered["合〔2025〕1234号〔补〕"],
     ]
+    assert second[1] == 10  # every visible penalty
+    last = portal_search(db_session, PortalQuery(act_kind=EnforcementAct.PENALTY, per_page=3, page=4), TODAY)
+    assert [item.document_number for item in last[0]] == ["合市监罚决〔2024〕1234号"] and last[1] == 10
+    beyond = portal_search(
+        db_session, PortalQuery(act_kind=EnforcementAct.PENALTY, per_page=3, page=5), TODAY
+    )
+    assert beyond == ([], 10)
