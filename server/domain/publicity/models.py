@@ -2,7 +2,8 @@
 
 Annual reports (GS-17) and their append-only history: migration 0021; the before-enforcement
 catalogue and its update items (GS-9): migration 0022; deadline alerts (GS-22, GS-23): migration 0023;
-deadline alerts about a case (the JL-18 archive deadline): migration 0028.
+deadline alerts about a case (the JL-18 archive deadline): migration 0028; the portal search's indexes for
+kind + dates and for document numbers (issue #10): migration 0029.
 """
 
 from __future__ import annotations
@@ -10,12 +11,28 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    SQLColumnExpression,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, UTCDateTime, utcnow
 
 __all__ = [
+    "BRACKETS_TWICE",
+    "YEAR_BRACKET",
     "AnnualReport",
     "AnnualReportHistory",
     "CatalogueEntry",
@@ -26,7 +43,22 @@ __all__ = [
     "HolidayScheduleRow",
     "PublicationHistory",
     "PublicationItem",
+    "document_year_on",
 ]
+
+
+# The opening bracket of a document number's year (GB/T 9704: 合市监罚决〔2025〕1234号).
+YEAR_BRACKET = "〔"
+# LIKE pattern of a document number with two year brackets or more.
+BRACKETS_TWICE = f"%{YEAR_BRACKET}%{YEAR_BRACKET}%"
+
+
+def document_year_on(number: SQLColumnExpression[str]) -> ColumnElement[str]:
+    """The document number from its first year bracket on; the whole number if it has none.
+
+    PostgreSQL only (``strpos``); the index on it and the portal's query must use this same expression.
+    """
+    return func.substr(number, func.strpos(number, YEAR_BRACKET))
 
 
 class PublicationItem(Base):
@@ -44,8 +76,16 @@ class PublicationItem(Base):
         Index("ix_publication_items_agency_state", "agency_id", "state"),
         # The portal lists newest decisions first: a backward scan of this index serves the first pages.
         Index("ix_publication_items_portal_order", "decided_on", "id"),
-        # A search by kind of act over a range of decision dates.
-        Index("ix_publication_items_kind_date", "act_kind", "decided_on"),
+        # A search by kind of act over a range of decision dates (migration 0029): the page reads it
+        # backwards in the portal's order (decision date, id), and on PostgreSQL the state and the end
+        # of disclosure ride along (INCLUDE) so that counting a month's matches never reads the table.
+        Index(
+            "ix_publication_items_kind_order",
+            "act_kind",
+            "decided_on",
+            "id",
+            postgresql_include=["state", "disclosure_ends"],
+        ),
         # Substring search of party names and document numbers (the portal's search box): trigram GIN
         # indexes on PostgreSQL (pg_trgm handles Chinese text under a UTF-8 database); plain elsewhere.
         Index(
@@ -65,6 +105,14 @@ class PublicationItem(Base):
             "document_number",
             postgresql_using="gin",
             postgresql_ops={"document_number": "gin_trgm_ops"},
+        ),
+        # The few numbers with a second year bracket, which ix_publication_items_document_year_on (below)
+        # does not cover (migration 0029).
+        Index(
+            "ix_publication_items_document_brackets",
+            "id",
+            postgresql_where=text(f"document_number LIKE '{BRACKETS_TWICE}'"),
+            sqlite_where=text(f"document_number LIKE '{BRACKETS_TWICE}'"),
         ),
     )
 
@@ -100,6 +148,17 @@ class PublicationItem(Base):
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# A document number from its first year bracket on: 〔2025〕1234号 of 合市监罚决〔2025〕1234号 (GB/T 9704
+# puts the year of a document number in 〔〕). The portal's search by the part of a number that a user
+# copies from a letter narrows on a prefix of this (migration 0029, PostgreSQL only): the trigram index
+# alone would read the posting lists of 〔20xx〕's trigrams, which nearly every number has.
+Index(
+    "ix_publication_items_document_year_on",
+    document_year_on(PublicationItem.document_number).label("document_year_on"),
+    postgresql_ops={"document_year_on": "text_pattern_ops"},
+)
 
 
 class PublicationHistory(Base):
