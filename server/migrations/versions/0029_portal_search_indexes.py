@@ -1,7 +1,7 @@
 """Portal search indexes for kind + dates and for document numbers (issue #10, GS-8).
 
 Revision ID: 0029
-Revises: 0028
+Revises: 0034
 
 * ``ix_publication_items_kind_order`` replaces ``ix_publication_items_kind_date``: (kind, decision date,
   id), the portal's order, so a page is read backwards from it; on PostgreSQL it also holds the state
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0029"
-down_revision = "0028"
+down_revision = "0034"
 branch_labels = None
 depends_on = None
 
