@@ -105,18 +105,12 @@ def test_gs17_several_kinds_count_once_under_the_heaviest_amounts_in_wanyuan(db_
     assert values["penalty.confiscations"] == "0.345678"
     assert values["staff.officers"] == 1  # the other officer's certificate lapsed before 31 December
     assert values["staff.auxiliary"] == 1
-    # Lines without a data source have no value and say so; no zero stands in for them.
+    # The figures the agency keeps itself have no value until it enters them, and say so; no zero
+    # stands in for them. Refusals, reconsideration, litigation and transfers are counted (none here).
     unfed = {line["key"] for line in report.figures if not line["fed"]}
-    assert unfed == {
-        "staff.posts",
-        "licensing.refused",
-        "review.reconsideration",
-        "review.reconsideration_corrected",
-        "review.litigation",
-        "review.litigation_lost",
-        "complaints.received",
-        "transfers.criminal",
-    }
+    assert unfed == {"staff.posts", "complaints.received", "complaints.concluded"}
+    assert {line["source"] for line in report.figures if not line["fed"]} == {"agency"}
+    assert values["licensing.refused"] == 0 and values["transfers.criminal"] == 0
     assert all(line["value"] is None for line in report.figures if not line["fed"])
     assert report.due_on == date(2027, 1, 31)
     # A year not over yet cannot be reported on.
