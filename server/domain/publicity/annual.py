@@ -840,7 +840,9 @@ def get_report(session: Session, caller: Caller, report_id: int) -> AnnualReport
 
 def list_reports(session: Session, caller: Caller, *, year: int | None = None) -> list[AnnualReport]:
     """Reports of the caller's agency (every agency for supervisors), newest year first."""
-    query = select(AnnualReport).order_by(AnnualReport.year.desc(), AnnualReport.agency_id)
+    query = select(AnnualReport).order_by(
+        AnnualReport.year.desc(), AnnualReport.agency_id, AnnualReport.revision.desc()
+    )
     if not caller.reads_all:
         query = query.where(AnnualReport.agency_id == (caller.agency_id or -1))
     if year is not None:
@@ -1044,12 +1046,13 @@ def report_to_dict(session: Session, report: AnnualReport, *, today: date | None
 
 
 def to_csv(report: dict[str, Any]) -> str:
-    """The report as CSV, one line per figure (UTF-8 with a BOM, like the statistics export); a line not
-    yet fed has an empty value and ``fed`` = 0."""
+    """The report as CSV, one line per figure (UTF-8 with a BOM, like the statistics export); a line without
+    a value has an empty value and ``fed`` = 0; ``source`` says whether the system counted it or the
+    agency entered it."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["agency", "year", "section", "key", "item", "item_en", "value", "unit", "fed"])
+    writer.writerow(["agency", "year", "section", "key", "item", "item_en", "value", "unit", "fed", "source"])
     sections = {section["key"]: section["zh"] for section in report["sections"]}
     for line in report["lines"]:
         writer.writerow(
@@ -1063,6 +1066,8 @@ def to_csv(report: dict[str, Any]) -> str:
                 "" if line["value"] is None else line["value"],
                 line["unit"],
                 1 if line["fed"] else 0,
+                # Reports published before the source was recorded were counted by the system.
+                line.get("source", "system"),
             ]
         )
     return out.getvalue()

@@ -242,11 +242,12 @@ def test_gs17_csv_is_utf8_with_bom_one_line_per_figure() -> None:
                         key="complaints.received", section="complaints", zh="投诉举报", en="c", value=None
                     ),
                     fed=False,
+                    source="agency",
                 ),
             ]
         ),
     }
     lines = annual.to_csv(report).split("\r\n")
-    assert lines[0] == "\ufeffagency,year,section,key,item,item_en,value,unit,fed"
-    assert lines[1] == "合肥市市场监督管理局,2026,行政处罚,penalty.fines,罚款金额,fines,1.7,万元,1"
-    assert lines[2] == "合肥市市场监督管理局,2026,投诉举报,complaints.received,投诉举报,c,,,0"
+    assert lines[0] == "\ufeffagency,year,section,key,item,item_en,value,unit,fed,source"
+    assert lines[1] == "合肥市市场监督管理局,2026,行政处罚,penalty.fines,罚款金额,fines,1.7,万元,1,system"
+    assert lines[2] == "合肥市市场监督管理局,2026,投诉举报,complaints.received,投诉举报,c,,,0,agency"
