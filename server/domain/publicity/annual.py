@@ -1,14 +1,17 @@
 """The annual report (GS-17): per agency and calendar year, the counted figures, their review and publication.
 
 A draft is counted from what the system holds — officers, publication items (every decision recorded,
-whatever its publication state), case events and public correction requests — for the decisions made
-in the year by their Beijing decision date. Lines the system has no data for yet (posts, refused
-licences, reconsideration, litigation, complaints, transfers to criminal justice) are present with no
-value and ``fed = False``; the report says so rather than printing a zero nobody counted.
+whatever its publication state), case events (licence refusals, reconsideration, litigation, transfers
+to the judicial organs; ``cases.outcomes``) and public correction requests — for the year by Beijing
+time, and from the figures the agency enters itself (posts, complaints: ``enter_figure``). A figure not
+entered is present with no value and ``fed = False``; the report says so rather than printing a zero
+nobody counted.
 
 The report goes through the workflow table of ``workflow.py`` (submit, return, publish; GS-7: the
 reviewer is neither the one who generated the draft nor the one who submitted it), due by 31 January
 of the next year. The job ``generate_due`` drafts last year's report of every agency from 1 January.
+A published report is corrected by a new revision (``correct``, GS-19); once that is published the
+earlier one is ``superseded``: kept as published, never changed or deleted.
 """
 
 from __future__ import annotations

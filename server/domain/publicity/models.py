@@ -176,7 +176,7 @@ class AnnualReport(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # 1 for the first report of the year; a correction is the next revision, naming the one it corrects.
-    revision: Mapped[int] = mapped_column(Integer, default=1)
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     corrects_report_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("annual_reports.id"), nullable=True
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from server.domain.people.service import Caller
 from server.domain.publicity import annual
 from server.domain.publicity import views as publicity_views
 from server.domain.publicity.errors import TransitionForbidden
+from server.infra.db import make_engine, run_migrations
 
 TODAY = date(2027, 3, 1)
 
@@ -198,6 +200,8 @@ def test_gs17_correction_is_refused_with_a_precise_reason(db_session: Session) -
             annual.FigureEntry(agency_id=other.id, year=2026, key="staff.posts", value=1),
             today=TODAY,
         )
+    with pytest.raises(NotFound):
+        annual.figure_entries(db_session, staff.officer, other.id, 2026)
 
 
 def test_gs17_refusals_reconsideration_litigation_transfers_and_entries_are_counted(
@@ -290,3 +294,58 @@ def test_gs17_refusals_reconsideration_litigation_transfers_and_entries_are_coun
     ]
     last_year = _values(annual.generate(db_session, staff.officer, agency.id, 2025, today=TODAY))
     assert (last_year["licensing.refused"], last_year["staff.posts"]) == (0, None)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url_at_0028(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database migrated to 0028, the revision before corrections, SQLite then PostgreSQL."""
+    url = (
+        f"sqlite:///{tmp_path / 'old.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    run_migrations(url, "0028")
+    return url
+
+
+def test_gs17_migration_keeps_the_reports_and_history_already_published(url_at_0028: str) -> None:
+    """Migration 0031 rebuilds ``annual_reports`` on SQLite under its history's foreign keys: nothing is
+    lost, the history still points at its report, and the year can then be corrected."""
+    engine = make_engine(url_at_0028)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO agencies (id, name, head, duties, address, contacts, created_at) "
+                    "VALUES (7, '合肥市市场监督管理局', '', '', '', '', :at)"
+                ),
+                {"at": datetime(2025, 1, 1, tzinfo=UTC)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO annual_reports (id, agency_id, year, state, author, figures, due_on, "
+                    "generated_at, published_at, updated_at) VALUES (3, 7, 2025, 'published', '10', "
+                    "'[]', :due, :at, :at, :at)"
+                ),
+                {"due": date(2026, 1, 31), "at": datetime(2026, 1, 5, tzinfo=UTC)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO annual_report_history (report_id, action, from_state, to_state, actor, at) "
+                    "VALUES (3, 'publish', 'in_review', 'published', '20', :at)"
+                ),
+                {"at": datetime(2026, 1, 5, tzinfo=UTC)},
+            )
+        run_migrations(url_at_0028)
+        with Session(engine) as session:
+            report = session.get(annual.AnnualReport, 3)
+            assert report is not None
+            assert (report.revision, report.state, report.superseded_by_id) == (1, "published", None)
+            assert [h.action for h in annual.history_of(session, report)] == ["publish"]
+            head = Caller(user_id="30", role="agency_head", agency_id=7)
+            correction = annual.correct(session, head, 3, "补填")
+            assert correction.revision == 2
+            session.commit()
+        if url_at_0028.startswith("sqlite"):
+            with engine.connect() as conn:
+                assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+    finally:
+        engine.dispose()
