@@ -68,7 +68,7 @@ _YEAR = {"type": "integer", "minimum": annual.FIRST_YEAR, "maximum": 9999}
 def _year(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) == 4:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) == 4:
         return int(value)
     raise ApiError(400, "invalid_request", "year 须为四位年份", "year must be a four-digit year")
 
@@ -258,7 +258,7 @@ def list_figures() -> ResponseReturnValue:
     """Every entry oldest first, and the one that counts per key (the latest)."""
     who = caller()
     raw_agency = request.args.get("agency_id") or (str(who.agency_id) if who.agency_id else "")
-    if not raw_agency.isdigit():
+    if not (raw_agency.isascii() and raw_agency.isdigit() and len(raw_agency) <= 9):
         raise ApiError(400, "invalid_request", "须指定 agency_id", "agency_id is required")
     if not request.args.get("year"):
         raise ApiError(400, "invalid_request", "year 须为四位年份", "year must be a four-digit year")

@@ -279,7 +279,8 @@ def enter_figure(report_id: int) -> ResponseReturnValue:
         found = annual.get_report(session, who, report_id)  # another agency's reads as missing
         agency_id, year = found.agency_id, found.year
     raw = request.form.get("value", "").strip()
-    if not raw.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit but not to int), and no longer than the bound.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 7):
         return _back(report_id, "error", _texts()["bad_figure"])
     try:
         entry = annual.FigureEntry(

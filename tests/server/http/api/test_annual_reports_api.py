@@ -80,6 +80,9 @@ def test_gs17_correct_a_published_report_over_the_api(client: FlaskClient, staff
     assert entered.status_code == 201, entered.get_json()
     assert entered.get_json()["value"] == 12 and entered.get_json()["note"] == "岗位清单"
     assert client.get(f"{BASE}/figures", headers=officer).status_code == 400  # which year?
+    for odd in ("²⁰²⁵", "2025x"):
+        assert client.get(f"{BASE}/figures?year={odd}", headers=officer).status_code == 400
+    assert client.get(f"{BASE}/figures?year=2025&agency_id=²", headers=officer).status_code == 400
     figures = client.get(
         f"{BASE}/figures?year=2025&agency_id={staff.agency_id}", headers=staff.headers["auditor"]
     )

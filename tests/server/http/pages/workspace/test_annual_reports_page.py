@@ -93,6 +93,11 @@ def test_gs17_workspace_enters_posts_and_corrects_a_published_report(
         officer.post(f"{location}/figures", data={"csrf_token": csrf, "key": "staff.posts", "value": "x"}),
     )
     assert bad[0] == "error" and "invalid_request" in bad[1]
+    for odd in ("²", "1" * 5000, "-3"):
+        refused = officer.post(
+            f"{location}/figures", data={"csrf_token": csrf, "key": "staff.posts", "value": odd}
+        )
+        assert _flash(officer, refused)[0] == "error"
     unknown = _flash(
         officer, officer.post(f"{location}/figures", data={"csrf_token": csrf, "key": "nope", "value": "3"})
     )
