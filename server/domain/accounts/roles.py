@@ -143,6 +143,9 @@ ENDPOINT_ROLES: dict[str, tuple[str, ...]] = {
     "annual_reports.submit_report": _COLLECT_PUBLICITY,
     "annual_reports.return_report": _REVIEW_PUBLICITY,
     "annual_reports.publish_report": _REVIEW_PUBLICITY,
+    "annual_reports.correct_report": _REVIEW_PUBLICITY,
+    "annual_reports.list_figures": _READ_PUBLICITY,
+    "annual_reports.enter_figure": _COLLECT_PUBLICITY,
     # The before-enforcement catalogue (server/http/api/catalogue.py): GS-9, with the same duties.
     "catalogue.list_entries": _READ_PUBLICITY,
     "catalogue.get_entry": _READ_PUBLICITY,

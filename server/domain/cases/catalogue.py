@@ -7,7 +7,9 @@ from dataclasses import dataclass
 __all__ = ["EVENT_TYPES", "STAGES", "STATUS_EVENT", "EventType", "event_type_dicts"]
 
 
-STAGES: tuple[str, ...] = ("initiation", "investigation", "decision", "execution")
+# ``remedy`` holds what follows a decision outside the agency: reconsideration, litigation and the
+# transfer of a suspected crime to the judicial organs (GS-17 (3) and (5)).
+STAGES: tuple[str, ...] = ("initiation", "investigation", "decision", "execution", "remedy")
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,43 @@ _CATALOGUE: tuple[EventType, ...] = (
     EventType("decision.collective_discussion", "JL-9(3)", "集体讨论", "collective discussion"),
     EventType("decision.head_approval", "JL-9(4)", "机关负责人审批", "head's approval"),
     EventType("decision.decided", "JL-9, JL-11", "作出决定（决定书）", "decision issued"),
+    EventType(
+        "decision.licence_refused",
+        "JL-9, GS-17(2)",
+        "作出不予行政许可决定（行政许可法第三十八条）",
+        "licence refused (Administrative Licensing Law art. 38)",
+    ),
     EventType("decision.other", "JL-9(5)", "其他审查决定", "other review or decision"),
     EventType("execution.served", "JL-10(1)", "送达", "service"),
     EventType("execution.performed", "JL-10(2)", "当事人履行", "performance by the party"),
     EventType("execution.compulsory", "JL-10(3)", "强制执行", "compulsory execution"),
     EventType("execution.property_disposed", "JL-10(4)", "罚没财物处置", "disposal of confiscated property"),
     EventType("execution.other", "JL-10(5)", "其他送达执行", "other service or execution"),
+    # GS-17 (3): the agency as respondent in reconsideration and as defendant in litigation; the
+    # outcome (``data.outcome``) is one of ``outcomes.ReviewOutcome``.
+    EventType(
+        "remedy.reconsideration_filed",
+        "GS-17(3)",
+        "行政复议：本机关被申请复议",
+        "reconsideration filed against the decision",
+    ),
+    EventType("remedy.reconsideration_decided", "GS-17(3)", "行政复议决定", "reconsideration decided"),
+    EventType("remedy.litigation_filed", "GS-17(3)", "行政诉讼：本机关应诉", "litigation filed"),
+    EventType("remedy.litigation_judged", "GS-17(3)", "行政诉讼裁判", "litigation judged"),
+    # GS-17 (5): a suspected crime transferred to the judicial organs (``data.receiving_body``), and
+    # what they did with it (``data.outcome``, one of ``outcomes.TransferOutcome``).
+    EventType(
+        "remedy.criminal_transfer",
+        "GS-17(5)",
+        "涉嫌犯罪案件移送司法机关",
+        "transferred to the judicial organs as a suspected crime",
+    ),
+    EventType(
+        "remedy.criminal_transfer_result",
+        "GS-17(5)",
+        "移送案件办理结果",
+        "outcome of the transfer",
+    ),
 )
 
 # A status change is recorded as an event too (JL-2: the record shows the whole process); only

@@ -16,6 +16,7 @@ from server.domain.cases.completeness import completeness
 from server.domain.cases.covering import RECORDING_SLACK
 from server.domain.cases.inputs import CASE_STATUSES, CaseEventInput, NewCase, StatusChange
 from server.domain.cases.models import Case, CaseAttachment, CaseEvent, CaseOfficer
+from server.domain.cases.outcomes import EVENT_RULES, check_event
 from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.evidence.models import Recording
 from server.domain.people.models import Agency, Officer
@@ -282,6 +283,12 @@ def new_event(
         target = session.get(CaseEvent, corrects)
         if target is None or case is None or target.case_id != case.id:
             raise Invalid("被更正的事件不属于本案", "the corrected event is not in this case")
+    if case is not None and event_type in EVENT_RULES:
+        # GS-17: refusals, reconsideration, litigation and transfers are counted in the annual report.
+        recorded = frozenset(
+            session.scalars(select(CaseEvent.event_type).where(CaseEvent.case_id == case.id).distinct())
+        )
+        check_event(event_type, event.data, case.act_kind, recorded)
     row = CaseEvent(
         case_id=case.id if case else None,
         agency_id=agency_id,
@@ -355,5 +362,3 @@ def attachment_to_dict(a: CaseAttachment, case_id: int) -> dict[str, Any]:
 
 
 # -- the whole-process record --------------------------------------------------------------------
-
-

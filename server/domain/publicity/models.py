@@ -33,6 +33,7 @@ from server.domain.base import Base, UTCDateTime, utcnow
 __all__ = [
     "BRACKETS_TWICE",
     "YEAR_BRACKET",
+    "AnnualFigureEntry",
     "AnnualReport",
     "AnnualReportHistory",
     "CatalogueEntry",
@@ -216,7 +217,11 @@ class AnnualReport(Base):
     """
 
     __tablename__ = "annual_reports"
-    __table_args__ = (UniqueConstraint("agency_id", "year", name="uq_annual_reports_agency_year"),)
+    # GS-19: a published report is corrected by a new revision of the same agency and year; the earlier
+    # one stays as it was published, marked superseded (migration 0031).
+    __table_args__ = (
+        UniqueConstraint("agency_id", "year", "revision", name="uq_annual_reports_agency_year_revision"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"), index=True)
@@ -229,6 +234,34 @@ class AnnualReport(Base):
     generated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 1 for the first report of the year; a correction is the next revision, naming the one it corrects.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    corrects_report_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("annual_reports.id"), nullable=True
+    )
+    correction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    superseded_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AnnualFigureEntry(Base):
+    """A figure of the annual report that the agency keeps itself and enters (GS-17 (1), (4)).
+
+    Append-only (migration 0031): a new entry for the same agency, year and key replaces the earlier
+    one in the next count, and both stay on record with who entered them and when.
+    """
+
+    __tablename__ = "annual_figure_entries"
+    __table_args__ = (Index("ix_annual_figure_entries_agency_year", "agency_id", "year", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    entered_by: Mapped[str] = mapped_column(String(64))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AnnualReportHistory(Base):

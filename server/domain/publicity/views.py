@@ -61,7 +61,10 @@ def deadline_board(session: Session, caller: Caller, *, today: date | None = Non
         if item.deadline_provisional:
             row["provisional"].append(item.id)
     reports = select(AnnualReport).where(
-        AnnualReport.state != ItemState.PUBLISHED.value, AnnualReport.due_on < day
+        # Unpublished and past 31 January; a correction is not late (the year's report was published).
+        AnnualReport.state.in_((ItemState.DRAFT.value, ItemState.IN_REVIEW.value)),
+        AnnualReport.revision == 1,
+        AnnualReport.due_on < day,
     )
     if not caller.reads_all:
         reports = reports.where(AnnualReport.agency_id == (caller.agency_id or -1))

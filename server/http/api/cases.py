@@ -45,7 +45,7 @@ EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "integer"},
         "case_id": {"type": ["integer", "null"]},
         "event_type": {"type": "string"},
-        "stage": {"enum": ["initiation", "investigation", "decision", "execution", "case"]},
+        "stage": {"enum": ["initiation", "investigation", "decision", "execution", "remedy", "case"]},
         "article": {"type": "string"},
         "occurred_at": {"type": "string", "format": "date-time"},
         "place": {"type": "string"},

@@ -89,7 +89,16 @@ TEXT: dict[str, dict[str, str]] = {
         "item_name": "项目",
         "value": "数量",
         "not_fed": "本系统尚未采集",
-        "not_fed_note": "标注“本系统尚未采集”的项目，本系统尚无数据来源，未予统计。",
+        "not_fed_note": "标注“机关填报”的项目由本机关据其台账填报；"
+        "标注“机关尚未填报”或“本系统尚未采集”的项目没有数据，未予统计，不以零代替。",
+        "not_entered": "机关尚未填报",
+        "entered": "（机关填报）",
+        "corrected_badge": "已更正",
+        "superseded": "本报告已于 {on} 被更正，不再是现行版本。更正理由：{reason}",
+        "current_version": "查看现行版本",
+        "correction_of": "本报告为更正版本（第 {revision} 版），更正理由：{reason}",
+        "other_versions": "本年度其他版本",
+        "version": "第 {revision} 版，公布于 {on}",
         "published_on": "公布日期",
         "csv": "下载 CSV",
         "report_not_found": "年度报告不存在或尚未公布",
@@ -188,8 +197,17 @@ TEXT: dict[str, dict[str, str]] = {
         "item_name": "Item",
         "value": "Figure",
         "not_fed": "not yet recorded by this system",
-        "not_fed_note": "Items marked 'not yet recorded by this system' have no data source in it yet "
-        "and were not counted.",
+        "not_fed_note": "Items marked 'entered by the agency' come from the agency's own registers; items "
+        "marked 'not yet entered by the agency' or 'not yet recorded by this system' have no figure and "
+        "were not counted (no zero stands in for them).",
+        "not_entered": "not yet entered by the agency",
+        "entered": "(entered by the agency)",
+        "corrected_badge": "corrected",
+        "superseded": "This report was corrected on {on} and is no longer current. Reason: {reason}",
+        "current_version": "See the current report",
+        "correction_of": "This is a corrected report (revision {revision}). Reason: {reason}",
+        "other_versions": "Other versions of this year's report",
+        "version": "revision {revision}, published on {on}",
         "published_on": "Published on",
         "csv": "Download CSV",
         "report_not_found": "No such published annual report",
@@ -600,7 +618,13 @@ def annual_reports() -> ResponseReturnValue:
         return refused
     with session_scope() as session:
         rows = [
-            {"id": report.id, "year": report.year, "agency": name, "published_on": _day(report.published_at)}
+            {
+                "id": report.id,
+                "year": report.year,
+                "agency": name,
+                "published_on": _day(report.published_at),
+                "corrected": report.revision > 1,
+            }
             for report, name in annual.published_reports(session)
         ]
     return _page("portal/annual_reports.html", rows=rows)
@@ -620,15 +644,28 @@ def _day(at: Any) -> str:
     responses={404: "不存在或未公布 / not published", **_RATE_LIMITED},
 )
 def annual_report(report_id: int) -> ResponseReturnValue:
-    """The report's figures by section; lines without a data source say so."""
+    """The report's figures by section; lines without a figure say so. A superseded report (GS-19) stays
+    readable, says why and when it was corrected and links to the current one."""
     if (refused := _limited()) is not None:
         return refused
     with session_scope() as session:
         try:
-            report = annual.report_to_dict(session, annual.public_report(session, report_id))
+            found = annual.public_report(session, report_id)
         except NotFound:
             return _page("portal/message.html", message=TEXT[_lang()]["report_not_found"], status=404)
-    return _page("portal/annual_report.html", report=report, published_on=report["published_at"][:10])
+        report = annual.report_to_dict(session, found)
+        versions = [
+            {"id": r.id, "revision": r.revision, "published_on": _day(r.published_at)}
+            for r in annual.revisions_of(session, found)
+            if r.id != found.id
+        ]
+    return _page(
+        "portal/annual_report.html",
+        report=report,
+        published_on=_day(found.published_at),
+        superseded_on=_day(found.superseded_at),
+        versions=versions,
+    )
 
 
 @bp.get("/annual-reports/<int:report_id>.csv")

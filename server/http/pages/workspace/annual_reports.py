@@ -1,5 +1,6 @@
-"""Annual reports in the workspace (GS-17, GS-7): the agency's reports by year, a printable report page,
-and the forms that generate, submit, return and publish — the API's roles and the domain's rules.
+"""Annual reports in the workspace (GS-17, GS-7, GS-19): the agency's reports by year, a printable report
+page, and the forms that generate, submit, return, publish and correct, and enter the figures the agency
+keeps itself — the API's roles and the domain's rules.
 
 The list takes the roles of ``annual_reports.list_reports``, the report page those of
 ``annual_reports.get_report``, and each form those of the API endpoint it stands for; the domain's
@@ -23,6 +24,8 @@ __all__ = [
     "TEXTS",
     "annual_report",
     "annual_reports",
+    "correct_report",
+    "enter_figure",
     "generate_report",
     "publish_report",
     "return_report",
@@ -51,7 +54,26 @@ TEXTS: dict[str, dict[str, str]] = {
         "item_name": "项目",
         "value": "数量",
         "not_fed": "本系统尚未采集",
-        "not_fed_note": "标注“本系统尚未采集”的项目，本系统尚无数据来源，未予统计；请据其他台账填报。",
+        "not_fed_note": "标注“机关填报”的项目（执法岗位、投诉举报）由本机关据其台账填报；尚未填报的不予统计，"
+        "不以零代替。",
+        "not_entered": "机关尚未填报",
+        "entered": "（机关填报）",
+        "state.superseded": "已被更正",
+        "correct": "更正（生成新版本）",
+        "correct_note": "更正后原报告仍保留并在门户标注为已被更正；"
+        "更正稿须经更正人、提交人以外的人员审核发布（GS-7、GS-19）。",
+        "corrected": "已生成更正稿，请提交审核。",
+        "superseded_by": "本报告已被更正版本取代：",
+        "correction_of": "本报告为第 {revision} 版，更正理由：{reason}",
+        "figures": "机关填报数据",
+        "figures_note": "填报后重新生成草稿即计入；已公布的报告不变，须更正。每次填报均留存并记入审计日志。",
+        "figure_key": "项目",
+        "figure_value": "数值",
+        "note_field": "说明（可选）",
+        "enter": "填报",
+        "figure_entered": "已填报。",
+        "bad_figure": "数值须为 0 至 1000000 的整数 (invalid_request)",
+        "revision": "版本",
         "title": "{agency}{year}年度行政执法数据统计报告",
         "state.draft": "草稿",
         "state.in_review": "待审核",
@@ -85,8 +107,27 @@ TEXTS: dict[str, dict[str, str]] = {
         "item_name": "Item",
         "value": "Figure",
         "not_fed": "not yet recorded by this system",
-        "not_fed_note": "Items marked 'not yet recorded by this system' have no data source in it yet and "
-        "were not counted; fill them in from other registers.",
+        "not_fed_note": "Items marked 'entered by the agency' (posts, complaints) come from the agency's own "
+        "registers; until entered they are not counted, and no zero stands in for them.",
+        "not_entered": "not yet entered by the agency",
+        "entered": "(entered by the agency)",
+        "state.superseded": "Superseded",
+        "correct": "Correct (a new revision)",
+        "correct_note": "The corrected report stays on record and the portal marks it superseded; the "
+        "correction is published by someone other than who opened or submitted it (GS-7, GS-19).",
+        "corrected": "Correction drafted; submit it for review.",
+        "superseded_by": "This report was superseded by its correction:",
+        "correction_of": "Revision {revision}; reason for the correction: {reason}",
+        "figures": "Figures the agency enters",
+        "figures_note": "A draft generated after an entry counts it; a published report stays as it is until "
+        "corrected. Every entry is kept and audited.",
+        "figure_key": "Item",
+        "figure_value": "Figure",
+        "note_field": "Note (optional)",
+        "enter": "Enter",
+        "figure_entered": "Entered.",
+        "bad_figure": "the figure must be an integer from 0 to 1000000 (invalid_request)",
+        "revision": "Revision",
         "title": "{agency}: enforcement statistics report {year}",
         "state.draft": "Draft",
         "state.in_review": "In review",
@@ -132,8 +173,19 @@ def annual_report(report_id: int) -> ResponseReturnValue:
             {"action": h.action, "actor": h.actor, "at": h.at, "reason": h.reason}
             for h in annual.history_of(session, found)
         ]
+        entries = (
+            [
+                annual.figure_entry_to_dict(e)
+                for e in annual.figure_entries(session, who, found.agency_id, found.year)
+            ]
+            if who.may_write(found.agency_id)
+            else []
+        )
         audit_view(session, "annual_report.read", "annual_report", report_id, state=found.state)
-    return render("annual_report.html", q=_texts(), report=report, history=history)
+    figures = [(key, zh, en) for key, (_section, zh, en) in annual.AGENCY_FIGURES.items()]
+    return render(
+        "annual_report.html", q=_texts(), report=report, history=history, figures=figures, entries=entries
+    )
 
 
 def _back(report_id: int | None, category: str, message: str) -> ResponseReturnValue:
@@ -196,3 +248,52 @@ def return_report(report_id: int) -> ResponseReturnValue:
 def publish_report(report_id: int) -> ResponseReturnValue:
     """In review → published by someone other than who generated or submitted it (GS-7)."""
     return _transition(report_id, annual.publish, "published")
+
+
+@bp.post("/annual-reports/<int:report_id>/correct")
+@workspace_view("annual_reports.correct_report")
+def correct_report(report_id: int) -> ResponseReturnValue:
+    """A published report → a new draft revision with the reason (GS-19); the page of the correction."""
+    reason = request.form.get("reason", "").strip()
+    who = caller()
+    if not reason or len(reason) > 2000:
+        with session_scope() as session:
+            annual.get_report(session, who, report_id)  # another agency's reads as missing first
+        return _back(report_id, "error", _texts()["bad_reason"])
+    try:
+        with session_scope() as session:
+            correction_id = annual.correct(session, who, report_id, reason).id
+    except NotFound:
+        raise
+    except ZfjlError as exc:
+        return _back(report_id, "error", _refusal(exc))
+    return _back(correction_id, "ok", _texts()["corrected"])
+
+
+@bp.post("/annual-reports/<int:report_id>/figures")
+@workspace_view("annual_reports.enter_figure")
+def enter_figure(report_id: int) -> ResponseReturnValue:
+    """Enter a figure the agency keeps, for the year of this report (the API's checks and messages)."""
+    who = caller()
+    with session_scope() as session:
+        found = annual.get_report(session, who, report_id)  # another agency's reads as missing
+        agency_id, year = found.agency_id, found.year
+    raw = request.form.get("value", "").strip()
+    # ASCII digits only ("²" is a digit to str.isdigit but not to int), and no longer than the bound.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 7):
+        return _back(report_id, "error", _texts()["bad_figure"])
+    try:
+        entry = annual.FigureEntry(
+            agency_id=agency_id,
+            year=year,
+            key=request.form.get("key", ""),
+            value=int(raw),
+            note=request.form.get("note", ""),
+        )
+        with session_scope() as session:
+            annual.enter_figure(session, who, entry)
+    except NotFound:
+        raise
+    except ZfjlError as exc:
+        return _back(report_id, "error", _refusal(exc))
+    return _back(report_id, "ok", _texts()["figure_entered"])

@@ -74,7 +74,8 @@ def test_jl7_to_jl10_catalogue_covers_every_item(client: FlaskClient, world: Wor
     expected = {"JL-7"} | {f"JL-8({n})" for n in range(1, 12)} | {f"JL-9({n})" for n in range(1, 6)}
     expected |= {f"JL-10({n})" for n in range(1, 6)}
     assert expected <= articles
-    assert {i["stage"] for i in items} == {"initiation", "investigation", "decision", "execution"}
+    # After the decision: reconsideration, litigation and transfers to the judicial organs (GS-17).
+    assert {i["stage"] for i in items} == {"initiation", "investigation", "decision", "execution", "remedy"}
 
 
 def test_jl9_penalty_completeness_rights_notice_legal_review_head_approval(
@@ -372,3 +373,35 @@ def test_jl2_device_event_service_on_both_databases(db_session: Session) -> None
     assert stored.officer_ids == [officer.id] and stored.source == "device"
     missing = {m["requirement"] for m in case_completeness.completeness(case, [stored])}
     assert "investigation.credential_shown" in missing
+
+
+def test_gs17_reconsideration_and_transfer_events_are_checked_and_shown_in_the_record(
+    client: FlaskClient, world: World
+) -> None:
+    """GS-17 (3), (5): the annual report counts these events, so a bad one is refused with the reason."""
+    officer = login(client, "officer-a")
+    case_id = _case(client, officer, world)
+    path = f"/api/v1/cases/{case_id}/events"
+    for body, message in (
+        ({"event_type": "remedy.reconsideration_filed"}, "needs decision.decided / decision.licence_refused"),
+        ({"event_type": "decision.licence_refused"}, "can only be recorded in a licensing case"),
+        ({"event_type": "remedy.criminal_transfer", "data": {"receiving_body": ""}}, "data.receiving_body"),
+    ):
+        refused = client.post(path, json=body, headers=officer)
+        assert refused.status_code == 400, refused.get_json()
+        assert message in refused.get_json()["error"]["message_en"]
+    _event(client, officer, case_id, "decision.decided", 10)
+    _event(client, officer, case_id, "remedy.reconsideration_filed", 20)
+    bad = client.post(
+        path,
+        json={"event_type": "remedy.reconsideration_decided", "data": {"outcome": "won"}},
+        headers=officer,
+    )
+    assert bad.status_code == 400 and "data.outcome must be one of" in bad.get_json()["error"]["message_en"]
+    decided = _event(
+        client, officer, case_id, "remedy.reconsideration_decided", 30, data={"outcome": "revoked"}
+    )
+    record = client.get(f"/api/v1/cases/{case_id}/record", headers=officer).get_json()
+    remedy = next(s for s in record["stages"] if s["stage"] == "remedy")
+    assert [e["id"] for e in remedy["events"]][-1] == decided
+    assert remedy["events"][-1]["article"] == "GS-17(3)"

@@ -105,18 +105,12 @@ def test_gs17_several_kinds_count_once_under_the_heaviest_amounts_in_wanyuan(db_
     assert values["penalty.confiscations"] == "0.345678"
     assert values["staff.officers"] == 1  # the other officer's certificate lapsed before 31 December
     assert values["staff.auxiliary"] == 1
-    # Lines without a data source have no value and say so; no zero stands in for them.
+    # The figures the agency keeps itself have no value until it enters them, and say so; no zero
+    # stands in for them. Refusals, reconsideration, litigation and transfers are counted (none here).
     unfed = {line["key"] for line in report.figures if not line["fed"]}
-    assert unfed == {
-        "staff.posts",
-        "licensing.refused",
-        "review.reconsideration",
-        "review.reconsideration_corrected",
-        "review.litigation",
-        "review.litigation_lost",
-        "complaints.received",
-        "transfers.criminal",
-    }
+    assert unfed == {"staff.posts", "complaints.received", "complaints.concluded"}
+    assert {line["source"] for line in report.figures if not line["fed"]} == {"agency"}
+    assert values["licensing.refused"] == 0 and values["transfers.criminal"] == 0
     assert all(line["value"] is None for line in report.figures if not line["fed"])
     assert report.due_on == date(2027, 1, 31)
     # A year not over yet cannot be reported on.
@@ -248,11 +242,12 @@ def test_gs17_csv_is_utf8_with_bom_one_line_per_figure() -> None:
                         key="complaints.received", section="complaints", zh="投诉举报", en="c", value=None
                     ),
                     fed=False,
+                    source="agency",
                 ),
             ]
         ),
     }
     lines = annual.to_csv(report).split("\r\n")
-    assert lines[0] == "\ufeffagency,year,section,key,item,item_en,value,unit,fed"
-    assert lines[1] == "合肥市市场监督管理局,2026,行政处罚,penalty.fines,罚款金额,fines,1.7,万元,1"
-    assert lines[2] == "合肥市市场监督管理局,2026,投诉举报,complaints.received,投诉举报,c,,,0"
+    assert lines[0] == "\ufeffagency,year,section,key,item,item_en,value,unit,fed,source"
+    assert lines[1] == "合肥市市场监督管理局,2026,行政处罚,penalty.fines,罚款金额,fines,1.7,万元,1,system"
+    assert lines[2] == "合肥市市场监督管理局,2026,投诉举报,complaints.received,投诉举报,c,,,0,agency"

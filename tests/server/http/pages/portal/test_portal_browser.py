@@ -93,3 +93,42 @@ def test_gs17_annual_report_is_listed_opens_and_prints_without_the_bar_in_chromi
             assert page.is_visible("table.report")
         finally:
             browser.close()
+
+
+def test_gs17_corrected_annual_report_in_chromium_current_by_default_superseded_kept(
+    client: FlaskClient, staff: Staff, live_url: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    first = published_report(client, staff)
+    base = "/api/v1/publicity/annual-reports"
+    made = client.post(
+        f"{base}/{first['id']}/correct",
+        json={"reason": "复议决定数据有误"},
+        headers=staff.headers["agency_head"],
+    )
+    correction = made.get_json()
+    assert (
+        client.post(f"{base}/{correction['id']}/submit", headers=staff.headers["officer"]).status_code == 200
+    )
+    published_now = client.post(f"{base}/{correction['id']}/publish", headers=staff.headers["legal_reviewer"])
+    assert published_now.status_code == 200
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(f"{live_url}/portal/annual-reports")
+            # One entry for the year, the current report, marked corrected.
+            assert page.locator("ol.annual-reports li").count() == 1
+            assert page.is_visible("[data-corrected='true']")
+            page.click(f"a[href^='/portal/annual-reports/{correction['id']}']")
+            page.wait_for_selector("#correction")
+            assert "复议决定数据有误" in (page.text_content("#correction") or "")
+            page.click(f"#versions a[href^='/portal/annual-reports/{first['id']}']")
+            page.wait_for_selector("#superseded")
+            assert "复议决定数据有误" in (page.text_content("#superseded") or "")
+            page.click("#current-version")
+            page.wait_for_selector("#correction")
+            assert page.url.endswith(f"/portal/annual-reports/{correction['id']}")
+        finally:
+            browser.close()

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from server.domain.accounts.service import create_user
 from server.domain.people.models import Agency
 from server.infra.db import session_scope
-from tests.fixtures.publicity import PASSWORD, Staff, collect, staff
+from tests.fixtures.publicity import PASSWORD, Staff, collect, published_report, staff
 from tests.server.http.pages.workspace.conftest import login
 
 __all__ = ["staff"]
@@ -44,7 +44,7 @@ def test_gs17_workspace_generates_prints_and_publishes_a_report(
     assert category == "ok"
     report_id = int(location.rsplit("/", 1)[1])
     page = officer.get(location).get_data(as_text=True)
-    assert 'data-key="penalty.fines"' in page and "0.2 万元" in page and "本系统尚未采集" in page
+    assert 'data-key="penalty.fines"' in page and "0.2 万元" in page and "机关尚未填报" in page
     assert 'id="submit"' in page and 'id="publish"' not in page
     assert "@media print" in officer.get("/static/workspace/workspace.css").get_data(as_text=True)
     listing = officer.get("/workspace/annual-reports").get_data(as_text=True)
@@ -76,3 +76,55 @@ def test_gs17_workspace_generates_prints_and_publishes_a_report(
     assert f'data-report="{report_id}"' not in stranger.get("/workspace/annual-reports").get_data(
         as_text=True
     )
+
+
+def test_gs17_workspace_enters_posts_and_corrects_a_published_report(
+    app: Flask, client: FlaskClient, staff: Staff
+) -> None:
+    report = published_report(client, staff)
+    location = f"/workspace/annual-reports/{report['id']}"
+    officer = app.test_client()
+    csrf = login(officer, "officer-p", PASSWORD)
+    page = officer.get(location).get_data(as_text=True)
+    # An officer enters figures but does not correct what was published.
+    assert 'id="enter-figure"' in page and 'id="correct"' not in page
+    bad = _flash(
+        officer,
+        officer.post(f"{location}/figures", data={"csrf_token": csrf, "key": "staff.posts", "value": "x"}),
+    )
+    assert bad[0] == "error" and "invalid_request" in bad[1]
+    for odd in ("²", "1" * 5000, "-3"):
+        refused = officer.post(
+            f"{location}/figures", data={"csrf_token": csrf, "key": "staff.posts", "value": odd}
+        )
+        assert _flash(officer, refused)[0] == "error"
+    unknown = _flash(
+        officer, officer.post(f"{location}/figures", data={"csrf_token": csrf, "key": "nope", "value": "3"})
+    )
+    assert unknown[0] == "error" and "key" in unknown[1]
+    entered = _flash(
+        officer,
+        officer.post(
+            f"{location}/figures",
+            data={"csrf_token": csrf, "key": "staff.posts", "value": "12", "note": "岗位清单"},
+        ),
+    )
+    assert entered[0] == "ok"
+    page = officer.get(location).get_data(as_text=True)
+    assert 'id="figure-entries"' in page and "岗位清单" in page
+    assert "机关尚未填报" in page  # the published report keeps the figures it was published with
+
+    head = app.test_client()
+    head_csrf = login(head, "agency_head-p", PASSWORD)
+    assert 'id="correct"' in head.get(location).get_data(as_text=True)
+    no_reason = _flash(head, head.post(f"{location}/correct", data={"csrf_token": head_csrf, "reason": " "}))
+    assert no_reason[0] == "error"
+    category, _message, corrected = _flash(
+        head, head.post(f"{location}/correct", data={"csrf_token": head_csrf, "reason": "补填执法岗位数"})
+    )
+    assert category == "ok" and corrected != location
+    page = head.get(corrected).get_data(as_text=True)
+    assert 'id="correction"' in page and "补填执法岗位数" in page and 'data-state="draft"' in page
+    assert 'data-source="agency"' in page and ">12<" in page
+    again = _flash(head, head.post(f"{location}/correct", data={"csrf_token": head_csrf, "reason": "再次"}))
+    assert again[0] == "error" and "(conflict)" in again[1]
