@@ -11,6 +11,8 @@ codes; the withdrawal order's form is parsed by the API's own parser (``Withdraw
 
 from __future__ import annotations
 
+import functools
+from datetime import date
 from typing import Any
 
 from flask import request, url_for
@@ -38,6 +40,7 @@ __all__ = [
     "return_item",
     "save_redactions",
     "submit_item",
+    "withdraw_item",
 ]
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -120,6 +123,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "ordered_by": "登记人",
         "order": "登记撤回令",
         "ordered": "撤回令已登记，撤回期限 {due}",
+        "withdraw": "撤回公示（理由将在公示页公开）",
+        "withdraw_revoked_on": "撤销之日（已登记撤回令的，不填则沿用其期限）",
+        "withdrawn": "已撤回，公示页仅保留撤回说明",
+        "bad_revoked_on": "revoked_on 须为 YYYY-MM-DD 日期 (invalid_request)",
+        "published_items": "已公示",
+        "none_published": "没有已公示的事项。",
+        "published_at": "公示时间",
     },
     "en": {
         "note": "Publicity measures: penalty and licensing decisions are published within 7 working days of "
@@ -201,6 +211,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "ordered_by": "Recorded by",
         "order": "Record the withdrawal order",
         "ordered": "Withdrawal order recorded; withdraw by {due}",
+        "withdraw": "Withdraw from the portal (the reason is public)",
+        "withdraw_revoked_on": "Revoked on (after an order, leave empty to keep its deadline)",
+        "withdrawn": "Withdrawn; the portal keeps only the withdrawal notice",
+        "bad_revoked_on": "revoked_on must be a YYYY-MM-DD date (invalid_request)",
+        "published_items": "Published",
+        "none_published": "Nothing is published.",
+        "published_at": "Published",
     },
 }
 # GS-15: the grounds a reviewer may claim; a minor is excluded by the domain itself, never by hand.
@@ -223,9 +240,9 @@ def publication_review() -> ResponseReturnValue:
     """Items in review and drafts of the caller's agency, by deadline (GS-11); overdue ones marked."""
     who = caller()
     with session_scope() as session:
-        in_review, drafts = (
+        in_review, drafts, published, corrected = (
             [publicity_views.item_to_dict(i) for i in publicity_views.list_items(session, who, state=state)]
-            for state in ("in_review", "draft")
+            for state in ("in_review", "draft", "published", "corrected")
         )
         audit_view(
             session,
@@ -234,9 +251,16 @@ def publication_review() -> ResponseReturnValue:
             None,
             in_review=len(in_review),
             drafts=len(drafts),
+            published=len(published) + len(corrected),
         )
+    # Published items, newest first: where a GS-12 withdrawal order is recorded; ordered ones first.
+    public = sorted(published + corrected, key=lambda i: (i["withdrawal_due_on"] is None, -i["id"]))
     return render(
-        "publication_review.html", q=_texts(), in_review=_by_deadline(in_review), drafts=_by_deadline(drafts)
+        "publication_review.html",
+        q=_texts(),
+        in_review=_by_deadline(in_review),
+        drafts=_by_deadline(drafts),
+        published=public,
     )
 
 
@@ -466,3 +490,24 @@ def order_withdrawal(item_id: int) -> ResponseReturnValue:
             item_id, order_values=values, order_error=_refusal(exc), status=_STATUS.get(exc.kind, 400)
         )
     return _back(item_id, "ok", _texts()["ordered"].format(due=due.isoformat() if due else ""))
+
+
+@bp.post("/publication-review/<int:item_id>/withdraw")
+@workspace_view("publicity.withdraw_item")
+def withdraw_item(item_id: int) -> ResponseReturnValue:
+    """Published → withdrawn with a public reason (GS-12); the deadline runs from ``revoked_on``, or stays
+    the one an order set, else from today."""
+    reason = _reason()
+    raw_day = request.form.get("revoked_on", "").strip()
+    try:
+        revoked_on = date.fromisoformat(raw_day) if raw_day else None
+    except ValueError:
+        revoked_on = None
+        raw_day = "bad"
+    if reason is None or raw_day == "bad":
+        with session_scope() as session:
+            service.get_item(session, caller(), item_id)  # another agency's item reads as missing first
+        return _back(item_id, "error", _texts()["bad_reason" if reason is None else "bad_revoked_on"])
+    return _transition(
+        item_id, functools.partial(service.withdraw, revoked_on=revoked_on), "withdrawn", reason
+    )

@@ -175,9 +175,12 @@ def test_gs7_another_reviewer_publishes_and_the_item_is_on_the_portal(
     assert _state(client, staff, item["id"]) == "published"
     portal = client.get("/portal/").get_data(as_text=True)
     assert f'data-item="{item["id"]}"' in portal and 'data-total="1"' in portal
-    # Published: no longer in the queue, and no more buttons to publish it again.
+    # Published: no longer in the queue but in the published list (GS-12 orders start there), and no
+    # more buttons to publish it again.
     queue = browser.get("/workspace/publication-review").get_data(as_text=True)
-    assert f'data-item="{item["id"]}"' not in queue
+    waiting, listed = queue.split('id="published"')
+    assert f'data-item="{item["id"]}"' not in waiting
+    assert f'data-item="{item["id"]}" data-state="published"' in listed
     assert 'id="publish"' not in browser.get(path).get_data(as_text=True)
 
 

@@ -1,7 +1,7 @@
 """GS-12 withdrawal orders from the workspace in real headless Chromium: a legal reviewer records on a
 published item's page that a reconsideration decision revoked it, sees the refusal of a half-filled record
 with what was typed kept, then the order with its source and its 3-working-day deadline; an officer (no
-such role) and a reviewer of another agency are refused."""
+such role) and a reviewer of another agency are refused; the reviewer then withdraws the item."""
 
 from __future__ import annotations
 
@@ -132,6 +132,19 @@ def test_gs12_a_reviewer_records_a_withdrawal_order_with_its_source_and_sees_its
                 max_redirects=0,
             )
             assert foreign.status == 404
+
+            # The reviewer finds the item among the published ones, and withdraws it: the deadline stands.
+            page.goto(f"{url}/workspace/publication-review")
+            row = page.locator(f'#published tr[data-item="{item_id}"]')
+            expect(row).to_contain_text(DUE_ON)
+            row.locator("a").click()
+            page.locator("#withdraw input[name=reason]").fill("该处罚决定已被复议机关撤销")
+            page.locator("#withdraw button[type=submit]").click()
+            expect(page.locator("#flash")).to_have_text("已撤回，公示页仅保留撤回说明")
+            expect(page.locator("#item-state")).to_have_attribute("data-state", "withdrawn")
+            expect(page.locator("#withdrawal-due")).to_have_text(DUE_ON)
+            expect(page.locator("#withdrawal-due")).not_to_have_attribute("data-overdue", "true")
+            expect(page.locator("#withdrawal-order")).to_have_count(0)
         finally:
             browser.close()
 
@@ -145,7 +158,8 @@ def test_gs12_a_reviewer_records_a_withdrawal_order_with_its_source_and_sees_its
         assert (stored.source_decided_on.isoformat() if stored.source_decided_on else None) == DECIDED_ON
         assert (stored.revoked_on.isoformat(), stored.due_on.isoformat()) == (REVOKED_ON, DUE_ON)
         item = session.get(PublicationItem, item_id)
-        assert item is not None and item.state == "published"
+        assert item is not None and item.state == "withdrawn"
+        assert item.withdrawal_reason == "该处罚决定已被复议机关撤销"
         assert item.withdrawal_due_on is not None and item.withdrawal_due_on.isoformat() == DUE_ON
         # Audited as the API audits it: one row, by the service, naming the source.
         [audit] = session.scalars(
