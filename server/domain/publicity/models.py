@@ -128,7 +128,8 @@ class WithdrawalOrder(Base):
     ``source_*`` name the record the order comes from when there is one: the reconsideration decision
     (行政复议决定) or the court's judgment (裁判文书) — its body, document number and date. The system
     keeps no reconsideration or litigation register of its own, so these are what the reviewer typed.
-    Orders are never changed or deleted; the item's ``withdrawal_due_on`` is that of the latest.
+    Orders are never deleted; only a provisional deadline is recounted, when its year's schedule is
+    loaded (``schedules.load_schedule``). The item's ``withdrawal_due_on`` is that of the latest order.
     """
 
     __tablename__ = "withdrawal_orders"

@@ -562,6 +562,7 @@ def load_calendar() -> ResponseReturnValue:
             version=loaded.version,
             recounted=loaded.recounted,
             updates_recounted=loaded.updates_recounted,
+            withdrawals_recounted=loaded.withdrawals_recounted,
         )
 
 
