@@ -29,6 +29,7 @@ __all__ = [
     "OrderSourceKind",
     "WithdrawalOrderInput",
     "WithdrawalOrderSource",
+    "plausible_date",
 ]
 
 _REFERENCE_LIMIT = 300
@@ -179,8 +180,9 @@ _SOURCE_LABELS = {
 }
 
 
-def _date_field(value: Any, name: str, what_zh: str, what_en: str) -> date | None:
-    """An optional YYYY-MM-DD date within the years a deadline can plausibly be counted from."""
+def plausible_date(value: Any, name: str, what_zh: str, what_en: str) -> date | None:
+    """An optional YYYY-MM-DD date within the years a deadline can plausibly be counted from (a year 9999
+    is a typing error, and would overflow the count)."""
     if value is None or value == "":
         return None
     day = None
@@ -253,7 +255,7 @@ class WithdrawalOrderSource:
             "复议决定书或裁判文书的文号",
             "the number of the decision or judgment",
         )
-        decided_on = _date_field(
+        decided_on = plausible_date(
             value.get("decided_on"), "source.decided_on", "复议决定或裁判作出之日", "the day it was made"
         )
         if decided_on is None:
@@ -288,7 +290,7 @@ class WithdrawalOrderInput:
             raise Invalid(
                 f"须说明理由（不超过{_REASON_LIMIT}字）", f"a reason of at most {_REASON_LIMIT} characters"
             )
-        revoked_on = _date_field(
+        revoked_on = plausible_date(
             body.get("revoked_on"),
             "revoked_on",
             "决定被撤销、确认违法或责令重作之日",

@@ -19,7 +19,7 @@ from server.domain.publicity import views as publicity_views
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import redactions_from_mapping
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
-from server.domain.publicity.inputs import WithdrawalOrderInput
+from server.domain.publicity.inputs import WithdrawalOrderInput, plausible_date
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
 from server.http.context import caller, json_body
 from server.http.errors import ApiError
@@ -464,7 +464,9 @@ def withdraw_item(item_id: int) -> ResponseReturnValue:
     """Published → withdrawn; the GS-12 deadline runs from ``revoked_on``."""
     body = json_body(("reason",))
     reason = _reason(body)
-    revoked_on = _date(body.get("revoked_on"), "revoked_on")
+    revoked_on = plausible_date(
+        body.get("revoked_on"), "revoked_on", "决定被撤销之日", "the day it was revoked"
+    )
     return jsonify(_transition(item_id, service.withdraw, reason, revoked_on=revoked_on))
 
 

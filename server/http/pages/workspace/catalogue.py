@@ -410,10 +410,14 @@ def _values(kind: CatalogueKind, content: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def _editable(entry_id: int) -> tuple[dict[str, Any], CatalogueKind]:
+def _editable(entry_id: int, *, audit: bool = False) -> tuple[dict[str, Any], CatalogueKind]:
+    """The entry as the caller may see it (another agency's reads as missing); ``audit`` the read like the
+    entry's page does when the form shows its content."""
     with session_scope() as session:
         found = catalogue_service.get_entry(session, caller(), entry_id)
         entry = catalogue_service.entry_to_dict(session, found)
+        if audit:
+            audit_view(session, "catalogue.read", "catalogue_entry", entry_id, state=found.state, form="edit")
     return entry, CatalogueKind(entry["kind"])
 
 
@@ -422,7 +426,7 @@ def _editable(entry_id: int) -> tuple[dict[str, Any], CatalogueKind]:
 def catalogue_edit(entry_id: int) -> ResponseReturnValue:
     """The form filled with a draft's content, or with a published entry's revision (pending, else its
     current content)."""
-    entry, kind = _editable(entry_id)
+    entry, kind = _editable(entry_id, audit=True)
     return _form(kind, _values(kind, entry["pending"] or entry["content"] or {}), entry=entry)
 
 

@@ -12,7 +12,6 @@ codes; the withdrawal order's form is parsed by the API's own parser (``Withdraw
 from __future__ import annotations
 
 import functools
-from datetime import date
 from typing import Any
 
 from flask import request, url_for
@@ -22,7 +21,7 @@ from server.domain.errors import NotFound
 from server.domain.publicity import schedules, service
 from server.domain.publicity import views as publicity_views
 from server.domain.publicity.content import TEXT_FIELDS, redactions_from_mapping
-from server.domain.publicity.inputs import OrderSourceKind, WithdrawalOrderInput
+from server.domain.publicity.inputs import OrderSourceKind, WithdrawalOrderInput, plausible_date
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
 from server.errors import ErrorKind, ZfjlError
 from server.http.context import caller
@@ -126,7 +125,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "withdraw": "撤回公示（理由将在公示页公开）",
         "withdraw_revoked_on": "撤销之日（已登记撤回令的，不填则沿用其期限）",
         "withdrawn": "已撤回，公示页仅保留撤回说明",
-        "bad_revoked_on": "revoked_on 须为 YYYY-MM-DD 日期 (invalid_request)",
         "published_items": "已公示",
         "none_published": "没有已公示的事项。",
         "published_at": "公示时间",
@@ -214,7 +212,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "withdraw": "Withdraw from the portal (the reason is public)",
         "withdraw_revoked_on": "Revoked on (after an order, leave empty to keep its deadline)",
         "withdrawn": "Withdrawn; the portal keeps only the withdrawal notice",
-        "bad_revoked_on": "revoked_on must be a YYYY-MM-DD date (invalid_request)",
         "published_items": "Published",
         "none_published": "Nothing is published.",
         "published_at": "Published",
@@ -498,16 +495,21 @@ def withdraw_item(item_id: int) -> ResponseReturnValue:
     """Published → withdrawn with a public reason (GS-12); the deadline runs from ``revoked_on``, or stays
     the one an order set, else from today."""
     reason = _reason()
-    raw_day = request.form.get("revoked_on", "").strip()
+    refusal = None if reason is not None else _texts()["bad_reason"]
+    revoked_on = None
     try:
-        revoked_on = date.fromisoformat(raw_day) if raw_day else None
-    except ValueError:
-        revoked_on = None
-        raw_day = "bad"
-    if reason is None or raw_day == "bad":
+        revoked_on = plausible_date(
+            request.form.get("revoked_on", "").strip(),
+            "revoked_on",
+            "决定被撤销之日",
+            "the day it was revoked",
+        )
+    except ZfjlError as exc:
+        refusal = refusal or _refusal(exc)
+    if reason is None or refusal is not None:
         with session_scope() as session:
             service.get_item(session, caller(), item_id)  # another agency's item reads as missing first
-        return _back(item_id, "error", _texts()["bad_reason" if reason is None else "bad_revoked_on"])
+        return _back(item_id, "error", refusal or "")
     return _transition(
         item_id, functools.partial(service.withdraw, revoked_on=revoked_on), "withdrawn", reason
     )
