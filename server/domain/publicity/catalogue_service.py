@@ -41,6 +41,7 @@ from server.domain.publicity.service import actor_of, forbidden_collect
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, ItemState, Role, apply_action
 
 __all__ = [
+    "agency_names",
     "apply_revision",
     "create_entry",
     "entry_to_dict",
@@ -356,6 +357,14 @@ def list_updates(session: Session, caller: Caller, *, open_only: bool = False) -
     if open_only:
         query = query.where(CatalogueUpdate.closed_at.is_(None))
     return list(session.scalars(query.limit(1000)))
+
+
+def agency_names(session: Session, agency_ids: set[int]) -> dict[int, str]:
+    """The names of the given agencies, for lists that span agencies (a supervisor's catalogue)."""
+    if not agency_ids:
+        return {}
+    rows = session.execute(select(Agency.id, Agency.name).where(Agency.id.in_(sorted(agency_ids))))
+    return {agency_id: name for agency_id, name in rows}
 
 
 def update_to_dict(update: CatalogueUpdate, today: date | None = None) -> dict[str, Any]:

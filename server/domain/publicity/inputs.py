@@ -1,8 +1,9 @@
-"""Typed inputs of the before-enforcement catalogue (GS-9), checked once at the edge.
+"""Typed inputs of the before-enforcement catalogue (GS-9) and of a withdrawal order (GS-12), checked once
+at the edge.
 
-A view turns the decoded JSON body into one of these with ``from_json``; the catalogue service receives
-checked, typed values and never a dict. Each error names the field (``kind``, ``content.phone``,
-``change.effective_on``) in Chinese and in English.
+A view (the API's or the workspace's) turns the decoded JSON body into one of these with ``from_json``;
+the services receive checked, typed values and never a dict. Each error names the field (``kind``,
+``content.phone``, ``change.effective_on``, ``source.document_number``) in Chinese and in English.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 from typing import Any
 
 from server.domain.errors import Invalid
@@ -20,7 +22,15 @@ from server.domain.publicity.catalogue import (
     content_from_mapping,
 )
 
-__all__ = ["CatalogueChange", "EntryRevision", "NewCatalogueEntry"]
+__all__ = [
+    "CatalogueChange",
+    "EntryRevision",
+    "NewCatalogueEntry",
+    "OrderSourceKind",
+    "WithdrawalOrderInput",
+    "WithdrawalOrderSource",
+    "plausible_date",
+]
 
 _REFERENCE_LIMIT = 300
 _FIRST_YEAR, _LAST_YEAR = 1950, 2099
@@ -142,3 +152,157 @@ class EntryRevision:
     def typed(self, kind: CatalogueKind) -> CatalogueContent:
         """The content checked against the entry's kind (known only once the entry is read)."""
         return _content(kind, self.content)
+
+
+# -- GS-12: an order to withdraw a published decision, and the record it comes from --------------------
+
+_REASON_LIMIT = 2000
+_BODY_LIMIT, _DOCUMENT_LIMIT = 200, 128
+_ORDER_KEYS = frozenset({"reason", "revoked_on", "source"})
+_SOURCE_KEYS = frozenset({"kind", "body", "document_number", "decided_on"})
+
+
+class OrderSourceKind(StrEnum):
+    """Who ordered the withdrawal: a reconsideration body (行政复议机关) or a people's court (人民法院)."""
+
+    RECONSIDERATION = "reconsideration"
+    LITIGATION = "litigation"
+
+    def label(self, lang: str = "zh") -> str:
+        """The kind of record in the page's language."""
+        zh, en = _SOURCE_LABELS[self]
+        return en if lang == "en" else zh
+
+
+_SOURCE_LABELS = {
+    OrderSourceKind.RECONSIDERATION: ("行政复议决定", "reconsideration decision"),
+    OrderSourceKind.LITIGATION: ("人民法院裁判", "court judgment"),
+}
+
+
+def plausible_date(value: Any, name: str, what_zh: str, what_en: str) -> date | None:
+    """An optional YYYY-MM-DD date within the years a deadline can plausibly be counted from (a year 9999
+    is a typing error, and would overflow the count)."""
+    if value is None or value == "":
+        return None
+    day = None
+    if isinstance(value, str):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            day = None
+    if day is None:
+        raise Invalid(
+            f"{name} 须为 YYYY-MM-DD 日期（{what_zh}）", f"{name} must be a YYYY-MM-DD date ({what_en})"
+        )
+    if not _FIRST_YEAR <= day.year <= _LAST_YEAR:
+        raise Invalid(
+            f"{name} 须在 {_FIRST_YEAR} 至 {_LAST_YEAR} 年之间",
+            f"{name} must lie in the years {_FIRST_YEAR} to {_LAST_YEAR}",
+        )
+    return day
+
+
+def _text(value: Any, name: str, limit: int, what_zh: str, what_en: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > limit:
+        raise Invalid(
+            f"{name} 须为不超过 {limit} 字的非空文本（{what_zh}）",
+            f"{name} must be non-empty text of at most {limit} characters ({what_en})",
+        )
+    return value.strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithdrawalOrderSource:
+    """The reconsideration decision or judgment that revoked a decision, found it illegal or had it redone."""
+
+    kind: OrderSourceKind
+    body: str
+    document_number: str
+    decided_on: date
+
+    @classmethod
+    def from_json(cls, value: Any, *, today: date) -> WithdrawalOrderSource | None:
+        """The ``source`` object of an order's body, or None when the body names none."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise Invalid("source 须为对象", "source must be an object")
+        unknown = sorted(set(value) - _SOURCE_KEYS)
+        if unknown:
+            raise Invalid(
+                f"source 没有字段：{', '.join(unknown)}", f"source has no field {', '.join(unknown)}"
+            )
+        try:
+            kind = OrderSourceKind(str(value.get("kind")))
+        except ValueError:
+            raise Invalid(
+                "source.kind 只能是 reconsideration（行政复议决定）或 litigation（人民法院裁判）",
+                "source.kind must be reconsideration (a reconsideration decision) or litigation "
+                "(a court judgment)",
+            ) from None
+        body = _text(
+            value.get("body"),
+            "source.body",
+            _BODY_LIMIT,
+            "复议机关或人民法院的名称",
+            "the reconsideration body or court",
+        )
+        document = _text(
+            value.get("document_number"),
+            "source.document_number",
+            _DOCUMENT_LIMIT,
+            "复议决定书或裁判文书的文号",
+            "the number of the decision or judgment",
+        )
+        decided_on = plausible_date(
+            value.get("decided_on"), "source.decided_on", "复议决定或裁判作出之日", "the day it was made"
+        )
+        if decided_on is None:
+            raise Invalid(
+                "source.decided_on 须为 YYYY-MM-DD 日期（复议决定或裁判作出之日）",
+                "source.decided_on must be a YYYY-MM-DD date (the day it was made)",
+            )
+        if decided_on > today:
+            raise Invalid(
+                f"source.decided_on 不能晚于今天（{today.isoformat()}）",
+                f"source.decided_on cannot be after today ({today.isoformat()})",
+            )
+        return cls(kind=kind, body=body, document_number=document, decided_on=decided_on)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithdrawalOrderInput:
+    """GS-12: why a published decision must come off the portal, since when, and on whose order."""
+
+    reason: str
+    revoked_on: date | None = None
+    source: WithdrawalOrderSource | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any], *, today: date) -> WithdrawalOrderInput:
+        """Checked fields of the body of ``POST …/withdrawal-order`` (or of the workspace's form)."""
+        unknown = sorted(set(body) - _ORDER_KEYS)
+        if unknown:
+            raise Invalid(f"没有字段：{', '.join(unknown)}", f"no such field: {', '.join(unknown)}")
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > _REASON_LIMIT:
+            raise Invalid(
+                f"须说明理由（不超过{_REASON_LIMIT}字）", f"a reason of at most {_REASON_LIMIT} characters"
+            )
+        revoked_on = plausible_date(
+            body.get("revoked_on"),
+            "revoked_on",
+            "决定被撤销、确认违法或责令重作之日",
+            "the day the decision was revoked",
+        )
+        source = WithdrawalOrderSource.from_json(body.get("source"), today=today)
+        if source is not None and revoked_on is not None and revoked_on < source.decided_on:
+            # The decision was revoked by that record: it cannot have been revoked before the record was made.
+            raise Invalid(
+                f"revoked_on（{revoked_on.isoformat()}）不能早于复议决定或裁判作出之日 source.decided_on"
+                f"（{source.decided_on.isoformat()}）",
+                f"revoked_on ({revoked_on.isoformat()}) cannot be before the day the decision or judgment "
+                f"was made, source.decided_on ({source.decided_on.isoformat()})",
+            )
+        return cls(reason=reason.strip(), revoked_on=revoked_on, source=source)

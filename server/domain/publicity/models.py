@@ -3,7 +3,8 @@
 Annual reports (GS-17) and their append-only history: migration 0021; the before-enforcement
 catalogue and its update items (GS-9): migration 0022; deadline alerts (GS-22, GS-23): migration 0023;
 deadline alerts about a case (the JL-18 archive deadline): migration 0028; the portal search's indexes for
-kind + dates and for document numbers (issue #10): migration 0029.
+kind + dates and for document numbers (issue #10): migration 0029; GS-12 withdrawal orders with the
+reconsideration or litigation record they come from: migration 0030.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "HolidayScheduleRow",
     "PublicationHistory",
     "PublicationItem",
+    "WithdrawalOrder",
     "document_year_on",
 ]
 
@@ -176,6 +178,36 @@ class PublicationHistory(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class WithdrawalOrder(Base):
+    """GS-12: a published decision was revoked, found illegal or is to be redone, and must come off the
+    portal within 3 working days of ``revoked_on``; recorded before the withdrawal so its deadline is
+    watched (the deadline alerts, GS-23).
+
+    ``source_*`` name the record the order comes from when there is one: the reconsideration decision
+    (行政复议决定) or the court's judgment (裁判文书) — its body, document number and date. The system
+    keeps no reconsideration or litigation register of its own, so these are what the reviewer typed.
+    Orders are never deleted; only a provisional deadline is recounted, when its year's schedule is
+    loaded (``schedules.load_schedule``). The item's ``withdrawal_due_on`` is that of the latest order.
+    """
+
+    __tablename__ = "withdrawal_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, ForeignKey("publication_items.id"), index=True)
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    revoked_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date)
+    deadline_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    calendar_version: Mapped[str] = mapped_column(String(200))
+    source_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    source_body: Mapped[str] = mapped_column(String(200), default="")
+    source_document: Mapped[str] = mapped_column(String(128), default="")
+    source_decided_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    ordered_by: Mapped[str] = mapped_column(String(64))
+    ordered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CorrectionRequest(Base):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.domain.audit import write_audit
@@ -21,8 +21,13 @@ from server.domain.publicity.calendar import (
     schedule_from_mapping,
 )
 from server.domain.publicity.errors import TransitionForbidden
-from server.domain.publicity.models import CatalogueUpdate, HolidayScheduleRow, PublicationItem
-from server.domain.publicity.workflow import ItemState
+from server.domain.publicity.models import (
+    CatalogueUpdate,
+    HolidayScheduleRow,
+    PublicationItem,
+    WithdrawalOrder,
+)
+from server.domain.publicity.workflow import PUBLIC_STATES, ItemState
 
 __all__ = [
     "CHINA",
@@ -62,7 +67,7 @@ def parse_schedule(data: Any) -> HolidaySchedule:
 class DeadlineChange:
     """One deadline recounted on a newly loaded schedule: what it was and what it is now."""
 
-    target: str  # "publication_item" (GS-11, GS-12) or "catalogue_update" (GS-9)
+    target: str  # "publication_item" (GS-11), "catalogue_update" (GS-9) or "withdrawal_order" (GS-12)
     id: int
     due_before: date
     due_after: date
@@ -88,13 +93,19 @@ class ScheduleLoad:
         """The ids of the catalogue update items (GS-9) whose deadline was recounted."""
         return [c.id for c in self.changes if c.target == "catalogue_update"]
 
+    @property
+    def withdrawals_recounted(self) -> list[int]:
+        """The ids of the GS-12 withdrawal orders whose deadline was recounted."""
+        return [c.id for c in self.changes if c.target == "withdrawal_order"]
+
 
 def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -> ScheduleLoad:
     """Store a year's official schedule and recount the deadlines it changes (issue #10 point 7).
 
     Every item not yet published whose deadline was counted over that year (provisionally on weekends,
-    or on an earlier schedule), and every open GS-9 catalogue update item counted over it, gets its
-    deadline recounted and the new calendar version, with an audit row each. The API
+    or on an earlier schedule), every open GS-9 catalogue update item and every GS-12 withdrawal order
+    of an item still published counted over it, gets its deadline recounted and the new calendar
+    version, with an audit row each; the latest order's new deadline is its item's. The API
     (``POST /api/v1/publicity/calendar``) and ``zfjl-server calendar load`` both call this.
     """
     if caller.role != "system_admin":
@@ -151,6 +162,7 @@ def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -
         )
         if change is not None:
             changes.append(change)
+    changes.extend(_recount_withdrawals(session, caller, calendar, marker))
     write_audit(
         session,
         actor=caller.user_id,
@@ -161,9 +173,47 @@ def load_schedule(session: Session, caller: Caller, schedule: HolidaySchedule) -
             "version": schedule.version,
             "recounted": [c.id for c in changes if c.target == "publication_item"],
             "updates_recounted": [c.id for c in changes if c.target == "catalogue_update"],
+            "withdrawals_recounted": [c.id for c in changes if c.target == "withdrawal_order"],
         },
     )
     return ScheduleLoad(year=schedule.year, version=schedule.version, changes=tuple(changes))
+
+
+def _recount_withdrawals(
+    session: Session, caller: Caller, calendar: WorkingDayCalendar, marker: str
+) -> list[DeadlineChange]:
+    """GS-12 orders of items still on the portal, counted over the loaded year: recount each; the item
+    owes its withdrawal by the deadline of its latest order, so that one moves the item's deadline."""
+    changes = []
+    ordered = session.scalars(
+        select(WithdrawalOrder)
+        .join(PublicationItem, PublicationItem.id == WithdrawalOrder.item_id)
+        .where(
+            PublicationItem.state.in_([state.value for state in PUBLIC_STATES]),
+            WithdrawalOrder.calendar_version.contains(marker),
+        )
+        .order_by(WithdrawalOrder.id)
+    ).all()
+    for order in ordered:
+        change = _recount(
+            session,
+            caller,
+            calendar,
+            "withdrawal_order",
+            order,
+            order.revoked_on,
+            DeadlineRule.GS12_WITHDRAWAL,
+        )
+        if change is None:
+            continue
+        changes.append(change)
+        latest = session.scalar(
+            select(func.max(WithdrawalOrder.id)).where(WithdrawalOrder.item_id == order.item_id)
+        )
+        item = session.get(PublicationItem, order.item_id)
+        if item is not None and latest == order.id:
+            item.withdrawal_due_on = order.due_on
+    return changes
 
 
 def _recount(
@@ -171,7 +221,7 @@ def _recount(
     caller: Caller,
     calendar: WorkingDayCalendar,
     target: str,
-    row: PublicationItem | CatalogueUpdate,
+    row: PublicationItem | CatalogueUpdate | WithdrawalOrder,
     start: date,
     rule: DeadlineRule,
 ) -> DeadlineChange | None:

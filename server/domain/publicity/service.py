@@ -37,7 +37,8 @@ from server.domain.publicity.content import (
 )
 from server.domain.publicity.disclosure import DisclosurePolicy, DisclosureWindow
 from server.domain.publicity.errors import PublicityError, TransitionForbidden
-from server.domain.publicity.models import PublicationHistory, PublicationItem
+from server.domain.publicity.inputs import WithdrawalOrderSource
+from server.domain.publicity.models import PublicationHistory, PublicationItem, WithdrawalOrder
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround, exclusion_verdict
 from server.domain.publicity.schedules import CHINA, calendar_of, today_in_china
 from server.domain.publicity.workflow import PUBLIC_STATES, Action, Actor, ItemState, Role, apply_action
@@ -538,14 +539,16 @@ def order_withdrawal(
     reason: str,
     *,
     revoked_on: date | None = None,
+    source: WithdrawalOrderSource | None = None,
     calendar: WorkingDayCalendar | None = None,
 ) -> PublicationItem:
     """GS-12: record that a published decision must come off the portal, before it does.
 
     The decision was revoked, found illegal or is to be redone: from ``revoked_on`` (default today) the
     agency has 3 working days to withdraw it. The item stays published with its ``withdrawal_due_on``
-    set, so the deadline alerts (GS-23) warn until :func:`withdraw` is done. The reason is kept in the
-    audit trail; the public reason is the one given when withdrawing.
+    set, so the deadline alerts (GS-23) warn until :func:`withdraw` is done. The order is kept
+    (``withdrawal_orders``) with the reconsideration decision or judgment it comes from (``source``), and
+    in the audit trail; the public reason is the one given when withdrawing.
     """
     item = _writable(session, caller, item_id)
     if Role.REVIEWER not in actor_of(caller).roles:
@@ -555,22 +558,54 @@ def order_withdrawal(
     if not reason.strip():
         raise Invalid("须说明撤回理由", "a reason is required")
     started = revoked_on or today_in_china()
+    if source is not None and started < source.decided_on:
+        raise Invalid(
+            f"撤销之日（{started.isoformat()}）不能早于复议决定或裁判作出之日（{source.decided_on.isoformat()}）",
+            f"the decision cannot have been revoked ({started.isoformat()}) before the decision or judgment "
+            f"was made ({source.decided_on.isoformat()})",
+        )
     deadline = (calendar or calendar_of(session)).deadline(started, DeadlineRule.GS12_WITHDRAWAL.working_days)
+    now = utcnow()
+    order = WithdrawalOrder(
+        item_id=item.id,
+        agency_id=item.agency_id,
+        reason=reason.strip(),
+        revoked_on=started,
+        due_on=deadline.due,
+        deadline_provisional=deadline.provisional,
+        calendar_version=deadline.calendar_version,
+        source_kind=source.kind.value if source else None,
+        source_body=source.body if source else "",
+        source_document=source.document_number if source else "",
+        source_decided_on=source.decided_on if source else None,
+        ordered_by=caller.user_id,
+        ordered_at=now,
+    )
+    session.add(order)
     item.withdrawal_due_on = deadline.due
-    item.updated_at = utcnow()
+    item.updated_at = now
+    session.flush()
+    detail: dict[str, Any] = {
+        "order": order.id,
+        "reason": reason.strip(),
+        "revoked_on": started.isoformat(),
+        "due_on": deadline.due.isoformat(),
+    }
+    if source is not None:
+        detail["source"] = {
+            "kind": source.kind.value,
+            "body": source.body,
+            "document_number": source.document_number,
+            "decided_on": source.decided_on.isoformat(),
+        }
     write_audit(
         session,
         actor=caller.user_id,
         action="publicity.order_withdrawal",
         target_type="publication_item",
         target_id=item.id,
-        detail={
-            "reason": reason.strip(),
-            "revoked_on": started.isoformat(),
-            "due_on": deadline.due.isoformat(),
-        },
+        detail=detail,
     )
-    session.flush()
     return item
 
 
@@ -607,5 +642,3 @@ def expire_due(session: Session, today: date | None = None) -> list[int]:
 
 
 # -- the public side: portal search, one item, corrections requested by the public (GS-5, GS-8, GS-19) --
-
-

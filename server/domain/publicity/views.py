@@ -14,12 +14,21 @@ from server.domain.people.service import Caller
 from server.domain.publicity.alerts import DUE_SOON_WORKING_DAYS, deadline_alert_to_dict, open_deadline_alerts
 from server.domain.publicity.content import FieldRedactions, findings_for
 from server.domain.publicity.errors import PublicityError
-from server.domain.publicity.models import AnnualReport, PublicationHistory, PublicationItem
+from server.domain.publicity.models import AnnualReport, PublicationHistory, PublicationItem, WithdrawalOrder
 from server.domain.publicity.schedules import calendar_of, today_in_china
 from server.domain.publicity.service import content_of, get_item, published_copy, redactions_of
 from server.domain.publicity.workflow import ItemState
 
-__all__ = ["deadline_board", "deadline_dashboard", "history_of", "item_to_dict", "list_items", "review_view"]
+__all__ = [
+    "deadline_board",
+    "deadline_dashboard",
+    "history_of",
+    "item_to_dict",
+    "list_items",
+    "order_to_dict",
+    "review_view",
+    "withdrawal_orders_of",
+]
 
 
 def list_items(
@@ -143,6 +152,38 @@ def history_of(session: Session, item: PublicationItem) -> list[PublicationHisto
             .order_by(PublicationHistory.id)
         )
     )
+
+
+def withdrawal_orders_of(session: Session, item: PublicationItem) -> list[WithdrawalOrder]:
+    """The item's GS-12 withdrawal orders, oldest first (the latest sets ``withdrawal_due_on``)."""
+    return list(
+        session.scalars(
+            select(WithdrawalOrder).where(WithdrawalOrder.item_id == item.id).order_by(WithdrawalOrder.id)
+        )
+    )
+
+
+def order_to_dict(order: WithdrawalOrder) -> dict[str, Any]:
+    """A withdrawal order as the staff API shows it, with the record it comes from (or ``source: null``)."""
+    source = None
+    if order.source_kind is not None:
+        source = {
+            "kind": order.source_kind,
+            "body": order.source_body,
+            "document_number": order.source_document,
+            "decided_on": _iso(order.source_decided_on),
+        }
+    return {
+        "id": order.id,
+        "reason": order.reason,
+        "revoked_on": order.revoked_on.isoformat(),
+        "due_on": order.due_on.isoformat(),
+        "deadline_provisional": order.deadline_provisional,
+        "calendar_version": order.calendar_version,
+        "source": source,
+        "ordered_by": order.ordered_by,
+        "ordered_at": order.ordered_at.isoformat(),
+    }
 
 
 def item_to_dict(item: PublicationItem, *, today: date | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from server.domain.publicity import views as publicity_views
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.content import redactions_from_mapping
 from server.domain.publicity.export import CF_FIELDS, XK_FIELDS, to_csv, to_json
+from server.domain.publicity.inputs import WithdrawalOrderInput, plausible_date
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
 from server.http.context import caller, json_body
 from server.http.errors import ApiError
@@ -100,6 +101,9 @@ def _with_history(session: Any, item: Any) -> dict[str, Any]:
             "reason": h.reason,
         }
         for h in publicity_views.history_of(session, item)
+    ]
+    data["withdrawal_orders"] = [
+        publicity_views.order_to_dict(o) for o in publicity_views.withdrawal_orders_of(session, item)
     ]
     return data
 
@@ -374,6 +378,41 @@ def exclude_item(item_id: int) -> ResponseReturnValue:
     return jsonify(_transition(item_id, service.exclude, claim))
 
 
+# The limits are checked by ``WithdrawalOrderInput`` alone (no enum or maxLength here), so the API and the
+# workspace's form refuse a bad field with the same words.
+_ORDER_SOURCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "body", "document_number", "decided_on"],
+    "description": "撤回令出自的复议决定或裁判文书 / the reconsideration decision or judgment the order "
+    "comes from",
+    "properties": {
+        "kind": {
+            "type": "string",
+            "description": "reconsideration（行政复议决定）或 litigation（人民法院裁判）",
+        },
+        "body": {"type": "string", "description": "复议机关或人民法院，不超过200字"},
+        "document_number": {"type": "string", "description": "复议决定书或裁判文书文号，不超过128字"},
+        "decided_on": {"type": "string", "format": "date", "description": "作出之日（不晚于今天）"},
+    },
+}
+_ORDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "reason": {"type": "string"},
+        "revoked_on": {"type": "string", "format": "date"},
+        "due_on": {"type": "string", "format": "date", "description": "GS-12 撤回期限（3个工作日）"},
+        "deadline_provisional": {"type": "boolean"},
+        "source": {
+            "type": ["object", "null"],
+            "description": "复议决定或裁判文书 / the record it comes from",
+        },
+        "ordered_by": {"type": "string"},
+        "ordered_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+
 @bp.post("/items/<int:item_id>/withdrawal-order")
 @api_view(
     "publicity.order_withdrawal",
@@ -383,19 +422,27 @@ def exclude_item(item_id: int) -> ResponseReturnValue:
         "type": "object",
         "required": ["reason"],
         "properties": {
-            "reason": {"type": "string", "maxLength": 2000},
+            "reason": {"type": "string", "description": "不超过2000字"},
             "revoked_on": {"type": "string", "format": "date", "description": "决定被撤销、确认违法之日"},
+            "source": _ORDER_SOURCE,
         },
     },
-    response=ITEM_SCHEMA,
+    response={
+        **ITEM_SCHEMA,
+        "properties": {
+            **ITEM_SCHEMA["properties"],
+            "withdrawal_orders": {"type": "array", "items": _ORDER_SCHEMA},
+        },
+    },
 )
 def order_withdrawal(item_id: int) -> ResponseReturnValue:
-    """The item stays published with its GS-12 withdrawal deadline, counted from ``revoked_on``."""
-    body = json_body(("reason",))
-    reason = _reason(body)
-    revoked_on = _date(body.get("revoked_on"), "revoked_on")
+    """The item stays published with its GS-12 withdrawal deadline, counted from ``revoked_on``; the order
+    names the reconsideration decision or judgment it comes from (``source``), when there is one."""
+    order = WithdrawalOrderInput.from_json(json_body(("reason",)), today=schedules.today_in_china())
     with session_scope() as session:
-        item = service.order_withdrawal(session, caller(), item_id, reason, revoked_on=revoked_on)
+        item = service.order_withdrawal(
+            session, caller(), item_id, order.reason, revoked_on=order.revoked_on, source=order.source
+        )
         return jsonify(_with_history(session, item))
 
 
@@ -417,7 +464,9 @@ def withdraw_item(item_id: int) -> ResponseReturnValue:
     """Published → withdrawn; the GS-12 deadline runs from ``revoked_on``."""
     body = json_body(("reason",))
     reason = _reason(body)
-    revoked_on = _date(body.get("revoked_on"), "revoked_on")
+    revoked_on = plausible_date(
+        body.get("revoked_on"), "revoked_on", "决定被撤销之日", "the day it was revoked"
+    )
     return jsonify(_transition(item_id, service.withdraw, reason, revoked_on=revoked_on))
 
 
@@ -515,6 +564,7 @@ def load_calendar() -> ResponseReturnValue:
             version=loaded.version,
             recounted=loaded.recounted,
             updates_recounted=loaded.updates_recounted,
+            withdrawals_recounted=loaded.withdrawals_recounted,
         )
 
 

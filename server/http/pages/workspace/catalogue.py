@@ -1,10 +1,11 @@
 """The before-enforcement catalogue in the workspace (GS-9, GS-7): the agency's entries by kind and state
-with their open update items, a form per kind to create a draft, and the review forms.
+(with their agency, for supervisors who read every agency) and their open update items, a form per kind
+to create a draft, the same form to edit a draft or revise a published entry, and the review forms.
 
 Each page takes the roles of the API endpoint it stands for (``catalogue.*`` in ENDPOINT_ROLES); the form
-builds the same typed input the API builds (``NewCatalogueEntry``), so the domain's precise refusal
-(``content.ratio_percent: must be …``) is shown on the form, with what was typed kept. The workflow's
-rules (the reviewer never the author) stay in the domain.
+builds the same typed input the API builds (``NewCatalogueEntry``, ``EntryRevision``), so the domain's
+precise refusal (``content.ratio_percent: must be …``) is shown on the form, with what was typed kept.
+The workflow's rules (the reviewer never the author, nor the reviser of a revision) stay in the domain.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from server.domain.errors import NotFound
 from server.domain.publicity import catalogue_service
 from server.domain.publicity.catalogue import CatalogueKind, ChangeCause, form_fields, public_fields
-from server.domain.publicity.inputs import NewCatalogueEntry
+from server.domain.publicity.inputs import EntryRevision, NewCatalogueEntry
 from server.errors import ErrorKind, ZfjlError
 from server.http.context import caller
 from server.http.pages.workspace.core import audit_view, back, bp, lang, render, workspace_view
@@ -26,12 +27,15 @@ from server.infra.db import session_scope
 
 __all__ = [
     "TEXTS",
+    "catalogue_correct",
     "catalogue_create",
+    "catalogue_edit",
     "catalogue_entry",
     "catalogue_new",
     "catalogue_page",
     "catalogue_publish",
     "catalogue_return",
+    "catalogue_revise",
     "catalogue_submit",
     "catalogue_withdraw",
 ]
@@ -89,6 +93,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "state.withdrawn": "已撤回",
         "state.expired": "已到期",
         "state.excluded": "不予公开",
+        "edit": "修改草稿",
+        "edit_title": "修改草稿：{title}",
+        "revise": "修订（审核发布前公众仍看到现行内容）",
+        "revise_title": "修订已公示条目：{title}",
+        "revise_note": "修订保存后待审核；由修订人以外的审核人发布后替换公示内容（GS-7、GS-9）。",
+        "save_edit": "保存修改",
+        "save_revision": "保存修订，待审核",
+        "edited": "草稿已修改。",
+        "revised": "修订已保存，待审核发布。",
+        "apply": "审核发布修订",
+        "applied": "修订已发布。",
+        "revised_by": "修订人",
     },
     "en": {
         "note": "Anhui Publicity Measures art. 9: before enforcement the agency publishes its legal basis, "
@@ -143,6 +159,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "state.withdrawn": "Withdrawn",
         "state.expired": "Expired",
         "state.excluded": "Not published",
+        "edit": "Edit the draft",
+        "edit_title": "Edit the draft: {title}",
+        "revise": "Revise (the public keeps the current text until the revision is published)",
+        "revise_title": "Revise a published entry: {title}",
+        "revise_note": "A saved revision awaits review; a reviewer other than its author publishes it in "
+        "place of the public text (GS-7, GS-9).",
+        "save_edit": "Save the changes",
+        "save_revision": "Save the revision for review",
+        "edited": "Draft changed.",
+        "revised": "Revision saved; it awaits review.",
+        "apply": "Publish the revision",
+        "applied": "Revision published.",
+        "revised_by": "Revised by",
     },
 }
 _STATUS = {ErrorKind.CONFLICT: 409, ErrorKind.FORBIDDEN: 403}
@@ -177,18 +206,45 @@ def catalogue_page() -> ResponseReturnValue:
             {**catalogue_service.update_to_dict(u), "title": titles.get(u.entry_id, "")}
             for u in catalogue_service.list_updates(session, who, open_only=True)
         ]
+        agencies = catalogue_service.agency_names(
+            session, {e["agency_id"] for e in entries} | {u["agency_id"] for u in updates}
+        )
         audit_view(session, "catalogue.list", "catalogue_entry", None, count=len(entries))
     by_kind = [{**kind, "entries": [e for e in entries if e["kind"] == kind["value"]]} for kind in _kinds()]
-    return render("catalogue.html", q=_texts(), kinds=by_kind, updates=updates, count=len(entries))
+    return render(
+        "catalogue.html",
+        q=_texts(),
+        kinds=by_kind,
+        updates=updates,
+        count=len(entries),
+        # A supervisor or auditor reads every agency's catalogue: each row says whose it is.
+        agencies=agencies if who.reads_all else None,
+    )
 
 
 def _form(
-    kind: CatalogueKind, values: Mapping[str, str], error: str = "", field: str = "", status: int = 200
+    kind: CatalogueKind,
+    values: Mapping[str, str],
+    error: str = "",
+    field: str = "",
+    status: int = 200,
+    entry: Mapping[str, Any] | None = None,
 ) -> ResponseReturnValue:
+    """The entry form: a new draft of ``kind``, or (``entry``) the edit of a draft or revision of a
+    published entry."""
+    texts = _texts()
+    if entry is None:
+        heading = texts["new_kind"].format(kind=kind.label(lang()))
+    else:
+        heading = texts["edit_title" if entry["state"] == "draft" else "revise_title"].format(
+            title=entry["title"]
+        )
     return render(
         "catalogue_form.html",
         status,
-        q=_texts(),
+        q=texts,
+        heading=heading,
+        entry=entry,
         kind={"value": kind.value, "label": kind.label(lang()), "paragraph": kind.paragraph},
         kinds=_kinds(),
         fields=form_fields(kind, lang()),
@@ -279,6 +335,7 @@ def catalogue_entry(entry_id: int) -> ResponseReturnValue:
         kind_label=kind.label(lang()),
         rows=public_fields(kind, entry["content"] or {}, lang()),
         pending=public_fields(kind, entry["pending"], lang()) if entry["pending"] else [],
+        me=caller().user_id,
     )
 
 
@@ -338,3 +395,69 @@ def catalogue_withdraw(entry_id: int) -> ResponseReturnValue:
     if reason is None:
         return back(url_for("workspace.catalogue_entry", entry_id=entry_id), "error", _texts()["bad_reason"])
     return _transition(entry_id, catalogue_service.withdraw_entry, "withdrawn", reason)
+
+
+def _values(kind: CatalogueKind, content: Mapping[str, Any]) -> dict[str, str]:
+    """Stored content as the form shows it: a list one item a line, a number as its digits."""
+    values: dict[str, str] = {}
+    for spec in form_fields(kind):
+        value = content.get(spec.name)
+        if value is None:
+            continue
+        values[f"content.{spec.name}"] = (
+            "\n".join(str(line) for line in value) if isinstance(value, list) else str(value)
+        )
+    return values
+
+
+def _editable(entry_id: int, *, audit: bool = False) -> tuple[dict[str, Any], CatalogueKind]:
+    """The entry as the caller may see it (another agency's reads as missing); ``audit`` the read like the
+    entry's page does when the form shows its content."""
+    with session_scope() as session:
+        found = catalogue_service.get_entry(session, caller(), entry_id)
+        entry = catalogue_service.entry_to_dict(session, found)
+        if audit:
+            audit_view(session, "catalogue.read", "catalogue_entry", entry_id, state=found.state, form="edit")
+    return entry, CatalogueKind(entry["kind"])
+
+
+@bp.get("/catalogue/<int:entry_id>/edit")
+@workspace_view("catalogue.revise_entry")
+def catalogue_edit(entry_id: int) -> ResponseReturnValue:
+    """The form filled with a draft's content, or with a published entry's revision (pending, else its
+    current content)."""
+    entry, kind = _editable(entry_id, audit=True)
+    return _form(kind, _values(kind, entry["pending"] or entry["content"] or {}), entry=entry)
+
+
+@bp.post("/catalogue/<int:entry_id>/edit")
+@workspace_view("catalogue.revise_entry")
+def catalogue_revise(entry_id: int) -> ResponseReturnValue:
+    """Edit a draft, or store a revision of a published entry for review (``PUT …/entries/{id}``); a
+    change in law or duties opens its 20-working-day update item (GS-9)."""
+    entry, kind = _editable(entry_id)
+    form = request.form
+    values = {key: value for key, value in form.items() if key != "csrf_token"}
+    try:
+        data = EntryRevision.from_json(_body(kind, form))
+        with session_scope() as session:
+            state = catalogue_service.revise_entry(session, caller(), entry_id, data).state
+    except NotFound:
+        raise
+    except ZfjlError as exc:
+        return _form(
+            kind, values, _refusal(exc), getattr(exc, "field", None) or "", _STATUS.get(exc.kind, 400), entry
+        )
+    done = "edited" if state == "draft" else "revised"
+    return back(url_for("workspace.catalogue_entry", entry_id=entry_id), "ok", _texts()[done])
+
+
+@bp.post("/catalogue/<int:entry_id>/correct")
+@workspace_view("catalogue.apply_revision")
+def catalogue_correct(entry_id: int) -> ResponseReturnValue:
+    """Published → corrected with the pending revision, by a reviewer other than the reviser, with a
+    reason; its update items are closed (GS-9)."""
+    reason = _reason_or_refusal(entry_id)
+    if reason is None:
+        return back(url_for("workspace.catalogue_entry", entry_id=entry_id), "error", _texts()["bad_reason"])
+    return _transition(entry_id, catalogue_service.apply_revision, "applied", reason)

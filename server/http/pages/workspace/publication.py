@@ -3,24 +3,27 @@ caller's agency with their deadlines, and one item's public copy with each propo
 
 A page over ``server/domain/publicity`` with the JSON API's roles: the queue takes those of
 ``publicity.list_items``, the item page those of ``publicity.review_item``, the redaction form those of
-``publicity.set_redactions``, returning, publishing and excluding those of the API's transitions. The
-domain's rules apply unchanged (the reviewer is never the author, GS-7), and its refusals are shown as
-they are, with the API's error codes.
+``publicity.set_redactions``, returning, publishing and excluding those of the API's transitions, and
+the GS-12 withdrawal order those of ``publicity.order_withdrawal``. The domain's rules apply unchanged
+(the reviewer is never the author, GS-7), and its refusals are shown as they are, with the API's error
+codes; the withdrawal order's form is parsed by the API's own parser (``WithdrawalOrderInput``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import request, url_for
 from flask.typing import ResponseReturnValue
 
 from server.domain.errors import NotFound
-from server.domain.publicity import service
+from server.domain.publicity import schedules, service
 from server.domain.publicity import views as publicity_views
 from server.domain.publicity.content import TEXT_FIELDS, redactions_from_mapping
+from server.domain.publicity.inputs import OrderSourceKind, WithdrawalOrderInput, plausible_date
 from server.domain.publicity.redaction import ExclusionClaim, ExclusionGround
-from server.errors import ZfjlError
+from server.errors import ErrorKind, ZfjlError
 from server.http.context import caller
 from server.http.pages.workspace.core import audit_view, back, bp, lang, render, workspace_view
 from server.http.scope import audit_refusal
@@ -29,12 +32,14 @@ from server.infra.db import session_scope
 __all__ = [
     "TEXTS",
     "exclude_item",
+    "order_withdrawal",
     "publication_item",
     "publication_review",
     "publish_item",
     "return_item",
     "save_redactions",
     "submit_item",
+    "withdraw_item",
 ]
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -98,6 +103,31 @@ TEXTS: dict[str, dict[str, str]] = {
         "bad_reason": "须说明理由（不超过2000字） (invalid_request)",
         "bad_ground": "ground 无效 (invalid_request)",
         "history": "流转记录",
+        "withdrawal": "撤回（GS-12）",
+        "withdrawal_note": "决定被撤销、确认违法或责令重作的，应在3个工作日内撤回公示（GS-12）。"
+        "登记撤回令后，到期前系统告警，直至撤回。",
+        "withdrawal_due_on": "撤回期限",
+        "withdrawal_overdue": "已逾期未撤回",
+        "orders": "撤回令",
+        "revoked_on": "撤销、确认违法或责令重作之日（不填为今天）",
+        "revoked": "撤销之日",
+        "order_source": "来源（可选）：行政复议决定或人民法院裁判",
+        "source_kind": "来源类别",
+        "source_kind.": "无（如本机关自行撤销）",
+        "source_kind.reconsideration": "行政复议决定",
+        "source_kind.litigation": "人民法院裁判",
+        "source_body": "复议机关或人民法院",
+        "source_document": "复议决定书或裁判文书文号",
+        "source_decided_on": "作出之日",
+        "ordered_by": "登记人",
+        "order": "登记撤回令",
+        "ordered": "撤回令已登记，撤回期限 {due}",
+        "withdraw": "撤回公示（理由将在公示页公开）",
+        "withdraw_revoked_on": "撤销之日（已登记撤回令的，不填则沿用其期限）",
+        "withdrawn": "已撤回，公示页仅保留撤回说明",
+        "published_items": "已公示",
+        "none_published": "没有已公示的事项。",
+        "published_at": "公示时间",
     },
     "en": {
         "note": "Publicity measures: penalty and licensing decisions are published within 7 working days of "
@@ -159,6 +189,32 @@ TEXTS: dict[str, dict[str, str]] = {
         "bad_reason": "a reason of at most 2000 characters (invalid_request)",
         "bad_ground": "unknown exclusion ground (invalid_request)",
         "history": "History",
+        "withdrawal": "Withdrawal (GS-12)",
+        "withdrawal_note": "A decision revoked, found illegal or ordered redone comes off the portal within "
+        "3 working days (GS-12). Once the order is recorded, alerts warn before the deadline until it is "
+        "withdrawn.",
+        "withdrawal_due_on": "Withdraw by",
+        "withdrawal_overdue": "withdrawal overdue",
+        "orders": "Withdrawal orders",
+        "revoked_on": "Revoked, found illegal or ordered redone on (today if empty)",
+        "revoked": "Revoked on",
+        "order_source": "Source (optional): a reconsideration decision or a court judgment",
+        "source_kind": "Kind of record",
+        "source_kind.": "none (e.g. the agency revoked it itself)",
+        "source_kind.reconsideration": "reconsideration decision",
+        "source_kind.litigation": "court judgment",
+        "source_body": "Reconsideration body or court",
+        "source_document": "Document number",
+        "source_decided_on": "Made on",
+        "ordered_by": "Recorded by",
+        "order": "Record the withdrawal order",
+        "ordered": "Withdrawal order recorded; withdraw by {due}",
+        "withdraw": "Withdraw from the portal (the reason is public)",
+        "withdraw_revoked_on": "Revoked on (after an order, leave empty to keep its deadline)",
+        "withdrawn": "Withdrawn; the portal keeps only the withdrawal notice",
+        "published_items": "Published",
+        "none_published": "Nothing is published.",
+        "published_at": "Published",
     },
 }
 # GS-15: the grounds a reviewer may claim; a minor is excluded by the domain itself, never by hand.
@@ -181,9 +237,9 @@ def publication_review() -> ResponseReturnValue:
     """Items in review and drafts of the caller's agency, by deadline (GS-11); overdue ones marked."""
     who = caller()
     with session_scope() as session:
-        in_review, drafts = (
+        in_review, drafts, published, corrected = (
             [publicity_views.item_to_dict(i) for i in publicity_views.list_items(session, who, state=state)]
-            for state in ("in_review", "draft")
+            for state in ("in_review", "draft", "published", "corrected")
         )
         audit_view(
             session,
@@ -192,9 +248,16 @@ def publication_review() -> ResponseReturnValue:
             None,
             in_review=len(in_review),
             drafts=len(drafts),
+            published=len(published) + len(corrected),
         )
+    # Published items, newest first: where a GS-12 withdrawal order is recorded; ordered ones first.
+    public = sorted(published + corrected, key=lambda i: (i["withdrawal_due_on"] is None, -i["id"]))
     return render(
-        "publication_review.html", q=_texts(), in_review=_by_deadline(in_review), drafts=_by_deadline(drafts)
+        "publication_review.html",
+        q=_texts(),
+        in_review=_by_deadline(in_review),
+        drafts=_by_deadline(drafts),
+        published=public,
     )
 
 
@@ -227,6 +290,13 @@ def _runs(source: str, findings: list[dict[str, Any]], added: list[dict[str, Any
 @workspace_view("publicity.review_item")
 def publication_item(item_id: int) -> ResponseReturnValue:
     """One item: the source with its proposed redactions highlighted, the decisions, the public preview."""
+    return _item_page(item_id)
+
+
+def _item_page(
+    item_id: int, *, order_values: dict[str, str] | None = None, order_error: str = "", status: int = 200
+) -> ResponseReturnValue:
+    """The item page; a refused withdrawal order shows again with its error and what was typed."""
     who = caller()
     with audit_refusal("publicity.review", "publication_item", item_id), session_scope() as session:
         review = publicity_views.review_view(session, who, item_id)
@@ -235,20 +305,36 @@ def publication_item(item_id: int) -> ResponseReturnValue:
             {"action": h.action, "actor": h.actor, "at": h.at, "reason": h.reason}
             for h in publicity_views.history_of(session, item)
         ]
+        orders = [
+            publicity_views.order_to_dict(o) for o in publicity_views.withdrawal_orders_of(session, item)
+        ]
         audit_view(session, "publicity.review", "publication_item", item_id, state=review["item"]["state"])
     fields = {
         name: {**field, "runs": _runs(field["source"], field["findings"], field["added"])}
         for name, field in review["fields"].items()
     }
+    shown = review["item"]
+    # GS-12: a published item past its ordered withdrawal deadline is late, as the alerts say.
+    withdrawal_overdue = (
+        shown["state"] in ("published", "corrected")
+        and shown["withdrawal_due_on"] is not None
+        and shown["withdrawal_due_on"] < schedules.today_in_china().isoformat()
+    )
     return render(
         "publication_item.html",
+        status,
         q=_texts(),
-        item=review["item"],
+        item=shown,
         fields=fields,
         preview=review["preview"],
         text_fields=TEXT_FIELDS,
         grounds=GROUNDS,
         history=history,
+        orders=orders,
+        withdrawal_overdue=withdrawal_overdue,
+        source_kinds=["", *(kind.value for kind in OrderSourceKind)],
+        order_values=order_values or {},
+        order_error=order_error,
         me=who.user_id,
     )
 
@@ -361,3 +447,69 @@ def exclude_item(item_id: int) -> ResponseReturnValue:
         return _back(item_id, "error", _texts()["bad_reason" if reason is None else "bad_ground"])
     claim = ExclusionClaim(ground=ExclusionGround(ground), reviewer=caller().user_id, reason=reason)
     return _transition(item_id, service.exclude, "excluded", claim)
+
+
+_SOURCE_FIELDS = ("kind", "body", "document_number", "decided_on")
+_STATUS = {ErrorKind.CONFLICT: 409, ErrorKind.FORBIDDEN: 403}
+
+
+def _order_body(form: Any) -> dict[str, Any]:
+    """The API's JSON body of ``POST …/withdrawal-order`` from the form: ``source`` only when any of its
+    fields is filled, so a half-filled source is refused by name rather than dropped."""
+    body: dict[str, Any] = {
+        "reason": form.get("reason", ""),
+        "revoked_on": form.get("revoked_on", "").strip(),
+    }
+    source = {name: form.get(f"source.{name}", "").strip() for name in _SOURCE_FIELDS}
+    if any(source.values()):
+        body["source"] = source
+    return body
+
+
+@bp.post("/publication-review/<int:item_id>/withdrawal-order")
+@workspace_view("publicity.order_withdrawal")
+def order_withdrawal(item_id: int) -> ResponseReturnValue:
+    """GS-12: record that a published decision must be withdrawn within 3 working days, and the
+    reconsideration decision or judgment the order comes from; the deadline is alerted until it is."""
+    values = {key: value for key, value in request.form.items() if key != "csrf_token"}
+    try:
+        order = WithdrawalOrderInput.from_json(_order_body(request.form), today=schedules.today_in_china())
+        with session_scope() as session:
+            item = service.order_withdrawal(
+                session, caller(), item_id, order.reason, revoked_on=order.revoked_on, source=order.source
+            )
+            due = item.withdrawal_due_on
+    except NotFound:
+        raise
+    except ZfjlError as exc:
+        # Another agency's item reads as missing before any refusal of the input is shown.
+        return _item_page(
+            item_id, order_values=values, order_error=_refusal(exc), status=_STATUS.get(exc.kind, 400)
+        )
+    return _back(item_id, "ok", _texts()["ordered"].format(due=due.isoformat() if due else ""))
+
+
+@bp.post("/publication-review/<int:item_id>/withdraw")
+@workspace_view("publicity.withdraw_item")
+def withdraw_item(item_id: int) -> ResponseReturnValue:
+    """Published → withdrawn with a public reason (GS-12); the deadline runs from ``revoked_on``, or stays
+    the one an order set, else from today."""
+    reason = _reason()
+    refusal = None if reason is not None else _texts()["bad_reason"]
+    revoked_on = None
+    try:
+        revoked_on = plausible_date(
+            request.form.get("revoked_on", "").strip(),
+            "revoked_on",
+            "决定被撤销之日",
+            "the day it was revoked",
+        )
+    except ZfjlError as exc:
+        refusal = refusal or _refusal(exc)
+    if reason is None or refusal is not None:
+        with session_scope() as session:
+            service.get_item(session, caller(), item_id)  # another agency's item reads as missing first
+        return _back(item_id, "error", refusal or "")
+    return _transition(
+        item_id, functools.partial(service.withdraw, revoked_on=revoked_on), "withdrawn", reason
+    )

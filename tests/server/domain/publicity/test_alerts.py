@@ -15,7 +15,7 @@ from server.domain.errors import Conflict, Invalid, NotFound
 from server.domain.governance.archives_models import ArchivePackage
 from server.domain.people.models import Agency
 from server.domain.people.service import Caller
-from server.domain.publicity import service
+from server.domain.publicity import schedules, service
 from server.domain.publicity.alerts import (
     ARCHIVE_DUE_SOON,
     DUE_SOON_WORKING_DAYS,
@@ -24,8 +24,10 @@ from server.domain.publicity.alerts import (
 )
 from server.domain.publicity.codes import EnforcementAct
 from server.domain.publicity.errors import TransitionForbidden
-from server.domain.publicity.models import DeadlineAlert, PublicationItem
+from server.domain.publicity.inputs import OrderSourceKind, WithdrawalOrderSource
+from server.domain.publicity.models import DeadlineAlert, PublicationItem, WithdrawalOrder
 from server.domain.publicity.schedules import calendar_of, today_in_china
+from server.domain.publicity.views import order_to_dict, withdrawal_orders_of
 from server.workers.loops import archive_dues
 from tests.server.domain.publicity.test_service import PENALTY
 
@@ -192,6 +194,68 @@ def test_gs12_ordered_withdrawal_alerts_until_withdrawn_and_only_its_agency_sees
         "open": 0,
     }
     assert _kinds(db_session, reviewer) == []
+
+
+def test_gs12_withdrawal_orders_keep_their_source_and_the_latest_sets_the_deadline(
+    db_session: Session,
+) -> None:
+    """Stored on SQLite and PostgreSQL (migration 0030): the reconsideration decision an order comes from,
+    an order with none, and the rule that a decision is not revoked before the record revoking it."""
+    agency = _agency(db_session, "合肥市市场监督管理局")
+    item = _published(db_session, agency, "被复议撤销的处罚决定")
+    reviewer = Caller(user_id="12", role="legal_reviewer", agency_id=agency.id)
+    source = WithdrawalOrderSource(
+        kind=OrderSourceKind.RECONSIDERATION,
+        body="合肥市人民政府",
+        document_number="合政复决字〔2026〕15号",
+        decided_on=date(2026, 11, 18),
+    )
+    with pytest.raises(Invalid, match="before the decision or judgment was made"):
+        service.order_withdrawal(
+            db_session, reviewer, item.id, "复议撤销", revoked_on=date(2026, 11, 17), source=source
+        )
+    assert db_session.scalars(select(WithdrawalOrder)).all() == []
+    service.order_withdrawal(
+        db_session, reviewer, item.id, "复议撤销", revoked_on=date(2026, 11, 20), source=source
+    )
+    service.order_withdrawal(db_session, reviewer, item.id, "本机关自行撤销", revoked_on=date(2026, 11, 23))
+    db_session.commit()
+    first, second = (order_to_dict(o) for o in withdrawal_orders_of(db_session, item))
+    assert first["source"] == {
+        "kind": "reconsideration",
+        "body": "合肥市人民政府",
+        "document_number": "合政复决字〔2026〕15号",
+        "decided_on": "2026-11-18",
+    }
+    assert (first["revoked_on"], first["due_on"], first["ordered_by"]) == ("2026-11-20", "2026-11-25", "12")
+    assert (second["source"], second["due_on"]) == (None, "2026-11-26")
+    assert item.withdrawal_due_on == date(2026, 11, 26)  # the latest order's deadline
+
+
+def test_gs12_a_provisional_withdrawal_deadline_is_recounted_when_its_years_schedule_is_loaded(
+    db_session: Session,
+) -> None:
+    agency = _agency(db_session, "合肥市市场监督管理局")
+    item = _published(db_session, agency, "年底被撤销的处罚决定")
+    done = _published(db_session, agency, "已撤回的处罚决定")
+    reviewer = Caller(user_id="12", role="legal_reviewer", agency_id=agency.id)
+    # Revoked on Wednesday 30 December 2026: with 2027 unknown, 1 January counts as a working day.
+    for target in (item, done):
+        service.order_withdrawal(db_session, reviewer, target.id, "撤销", revoked_on=date(2026, 12, 30))
+    service.withdraw(db_session, reviewer, done.id, "已撤回")  # its deadline is history: left as it was
+    [order, done_order] = db_session.scalars(select(WithdrawalOrder).order_by(WithdrawalOrder.id)).all()
+    assert (order.due_on, order.deadline_provisional) == (date(2027, 1, 4), True)
+    assert item.withdrawal_due_on == date(2027, 1, 4)
+    schedule = schedules.parse_schedule(
+        {"year": 2027, "source": "test schedule", "holidays": [["2027-01-01", "2027-01-03"]], "workdays": []}
+    )
+    loaded = schedules.load_schedule(
+        db_session, Caller(user_id="1", role="system_admin", agency_id=None), schedule
+    )
+    assert loaded.withdrawals_recounted == [order.id]
+    assert (order.due_on, order.deadline_provisional) == (date(2027, 1, 5), False)
+    assert item.withdrawal_due_on == date(2027, 1, 5)
+    assert (done_order.due_on, done_order.deadline_provisional) == (date(2027, 1, 4), True)
 
 
 def _ended_case(session: Session, agency: Agency, number: str) -> int:

@@ -130,6 +130,85 @@ def test_gs12_withdrawal_order_over_the_api_sets_the_deadline_and_answers_precis
     assert client.post(path, json={"reason": "撤销"}, headers=reviewer).status_code == 409
 
 
+SOURCE = {
+    "kind": "litigation",
+    "body": "合肥市中级人民法院",
+    "document_number": "(2026)皖01行终88号",
+    "decided_on": "2026-09-16",
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"source": {**SOURCE, "kind": "appeal"}},
+            "source.kind 只能是 reconsideration（行政复议决定）或 litigation",
+        ),
+        (
+            {"source": {**SOURCE, "body": " "}},
+            "source.body 须为不超过 200 字的非空文本（复议机关或人民法院的名称）",
+        ),
+        ({"source": {**SOURCE, "document_number": ""}}, "source.document_number 须为不超过 128 字的非空文本"),
+        ({"source": {**SOURCE, "decided_on": "16/09/2026"}}, "source.decided_on 须为 YYYY-MM-DD 日期"),
+        ({"source": {**SOURCE, "decided_on": "2999-01-01"}}, "source.decided_on 须在 1950 至 2099 年之间"),
+        ({"source": {**SOURCE, "court": "x"}}, "source 没有字段：court"),
+        (
+            {"source": SOURCE, "revoked_on": "2026-09-15"},
+            "revoked_on（2026-09-15）不能早于复议决定或裁判作出之日",
+        ),
+        ({"revoked_on": "9999-12-31"}, "revoked_on 须在 1950 至 2099 年之间"),
+        ({"revokedOn": "2026-09-18"}, "没有字段：revokedOn"),
+    ],
+)
+def test_gs12_withdrawal_order_source_is_checked_field_by_field(
+    client: FlaskClient, staff: Staff, body: dict[str, Any], message: str
+) -> None:
+    item = published(client, staff)
+    response = client.post(
+        f"/api/v1/publicity/items/{item['id']}/withdrawal-order",
+        json={"reason": "判决撤销", **body},
+        headers=staff.headers["legal_reviewer"],
+    )
+    assert response.status_code == 400, response.get_json()
+    assert message in response.get_json()["error"]["message"]
+    # Nothing was recorded: the item has no order and no deadline.
+    stored = client.get(f"/api/v1/publicity/items/{item['id']}", headers=staff.headers["legal_reviewer"])
+    assert (stored.get_json()["withdrawal_due_on"], stored.get_json()["withdrawal_orders"]) == (None, [])
+
+
+def test_gs12_withdrawal_order_names_the_judgment_it_comes_from_and_the_api_returns_it(
+    client: FlaskClient, staff: Staff
+) -> None:
+    item = published(client, staff)
+    path = f"/api/v1/publicity/items/{item['id']}"
+    reviewer = staff.headers["legal_reviewer"]
+    response = client.post(
+        f"{path}/withdrawal-order",
+        json={"reason": "二审判决撤销原处罚决定", "revoked_on": "2026-09-18", "source": SOURCE},
+        headers=reviewer,
+    )
+    assert response.status_code == 200, response.get_json()
+    [order] = response.get_json()["withdrawal_orders"]
+    assert order["source"] == SOURCE
+    assert (order["revoked_on"], order["due_on"], order["reason"]) == (
+        "2026-09-18",
+        "2026-09-22",
+        "二审判决撤销原处罚决定",
+    )
+    # An order without a source (the agency revoked it itself) keeps ``source: null``; the latest order
+    # sets the item's deadline, and both stay on the item.
+    again = client.post(
+        f"{path}/withdrawal-order",
+        json={"reason": "本机关自行撤销", "revoked_on": "2026-09-21"},
+        headers=reviewer,
+    )
+    assert again.status_code == 200, again.get_json()
+    first, second = client.get(path, headers=staff.headers["officer"]).get_json()["withdrawal_orders"]
+    assert (first["source"], second["source"], second["due_on"]) == (SOURCE, None, "2026-09-24")
+    assert again.get_json()["withdrawal_due_on"] == "2026-09-24"
+
+
 def test_gs15_publishing_a_minors_case_answers_409_and_it_stays_excluded(
     client: FlaskClient, staff: Staff
 ) -> None:

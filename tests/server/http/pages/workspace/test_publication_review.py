@@ -175,9 +175,12 @@ def test_gs7_another_reviewer_publishes_and_the_item_is_on_the_portal(
     assert _state(client, staff, item["id"]) == "published"
     portal = client.get("/portal/").get_data(as_text=True)
     assert f'data-item="{item["id"]}"' in portal and 'data-total="1"' in portal
-    # Published: no longer in the queue, and no more buttons to publish it again.
+    # Published: no longer in the queue but in the published list (GS-12 orders start there), and no
+    # more buttons to publish it again.
     queue = browser.get("/workspace/publication-review").get_data(as_text=True)
-    assert f'data-item="{item["id"]}"' not in queue
+    waiting, listed = queue.split('id="published"')
+    assert f'data-item="{item["id"]}"' not in waiting
+    assert f'data-item="{item["id"]}" data-state="published"' in listed
     assert 'id="publish"' not in browser.get(path).get_data(as_text=True)
 
 
@@ -266,3 +269,39 @@ def test_every_view_of_the_review_pages_writes_an_audit_row(
     assert [(r["target"], r["state"]) for r in views[before[1] :]] == [(str(item["id"]), "in_review")] * 2
     assert lists[-1]["in_review"] == 1
     assert {r["actor"] for r in lists[before[0] :] + views[before[1] :]} == {str(head)}
+
+
+def test_gs12_workspace_refuses_an_order_for_an_unpublished_item_and_a_withdrawal_on_a_bad_day(
+    app: Flask, client: FlaskClient, staff: Staff
+) -> None:
+    from html import unescape
+
+    from tests.fixtures.publicity import published
+
+    browser, csrf = _browser(app, "agency_head-p")
+    draft = _in_review(client, staff)
+    refused = browser.post(
+        f"/workspace/publication-review/{draft['id']}/withdrawal-order",
+        data={"csrf_token": csrf, "reason": "复议撤销", "revoked_on": "2026-09-18"},
+    )
+    # Shown on the item page as the API answers it (409), though the item offers no order form.
+    assert refused.status_code == 409
+    assert "只有已公示的事项需要撤回 (conflict)" in unescape(refused.get_data(as_text=True))
+    item = published(client, staff)
+    path = f"/workspace/publication-review/{item['id']}/withdraw"
+    for day, message in (
+        ("2026-13-01", "revoked_on 须为 YYYY-MM-DD 日期（决定被撤销之日） (invalid_request)"),
+        ("9999-12-31", "revoked_on 须在 1950 至 2099 年之间 (invalid_request)"),
+    ):
+        answer = browser.post(path, data={"csrf_token": csrf, "reason": "已撤销", "revoked_on": day})
+        assert _flash(browser, answer) == ("error", message)
+    assert _state(client, staff, item["id"]) == "published"
+    # The API refuses the same day with the same words (one parser, inputs.plausible_date).
+    api = client.post(
+        f"/api/v1/publicity/items/{item['id']}/withdraw",
+        json={"reason": "已撤销", "revoked_on": "9999-12-31"},
+        headers=staff.headers["legal_reviewer"],
+    )
+    assert (
+        api.status_code == 400 and api.get_json()["error"]["message"] == "revoked_on 须在 1950 至 2099 年之间"
+    )
