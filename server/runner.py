@@ -54,6 +54,7 @@ from server.workers.loops import (
     FleetDispatcher,
     LedgerWorker,
     PublicityWorker,
+    RetentionLockWorker,
     Scrubber,
     run_fleet_housekeeping,
     run_publicity_housekeeping,
@@ -342,6 +343,7 @@ class ServerRunner:
         self.ledger_worker: LedgerWorker | None = None
         self.archive_worker: ArchiveWorker | None = None
         self.publicity_worker: PublicityWorker | None = None
+        self.retention_lock_worker: RetentionLockWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -421,6 +423,9 @@ class ServerRunner:
             # GS-13, GS-23: items past their disclosure period leave; deadline alerts open before a deadline.
             self.publicity_worker = PublicityWorker(app)
             self.publicity_worker.start()
+            # JL-19: a lengthened retention period reaches the store locks through a resumable job.
+            self.retention_lock_worker = RetentionLockWorker(app)
+            self.retention_lock_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client
@@ -548,6 +553,9 @@ class ServerRunner:
     def stop(self) -> None:
         """Stop in reverse order of start: HTTP, ingest workers and processes, broker; safe to call twice."""
         self._stop.set()
+        if self.retention_lock_worker is not None:
+            self.retention_lock_worker.stop()
+            self.retention_lock_worker = None
         if self.publicity_worker is not None:
             self.publicity_worker.stop()
             self.publicity_worker = None
