@@ -1,5 +1,5 @@
-"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, ingest-key, backup, restore,
-calendar load, run."""
+"""``zfjl-server`` command line: create-admin, db upgrade, broker-acl, scrub, ingest-key, agency-key, backup,
+restore, calendar load, run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "build_parser",
+    "cmd_agency_key",
     "cmd_backup",
     "cmd_broker_acl",
     "cmd_calendar_load",
@@ -257,6 +258,64 @@ def cmd_ingest_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agency_key(args: argparse.Namespace) -> int:
+    """Show an agency's seal keys, or rotate its key (JL-18): the old public half stays published."""
+    import json
+
+    from sqlalchemy.orm import Session
+
+    from server.domain.audit import write_audit
+    from server.domain.people.models import Agency
+    from server.errors import ZfjlError
+    from server.infra.agency_keys import AgencyKeyring
+    from server.infra.db import make_engine
+
+    settings = _settings(args)
+    keyring = AgencyKeyring.from_settings(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            if session.get(Agency, args.agency) is None:
+                print(f"机关 {args.agency} 不存在 / agency {args.agency} not found", file=sys.stderr)
+                return 1
+            try:
+                if args.agency_key_command == "show":
+                    keys = [key.to_dict() for key in keyring.seal_keys(args.agency)]
+                    print(json.dumps({"agency_id": args.agency, "seal_keys": keys}, ensure_ascii=False))
+                    return 0
+                rotation = keyring.rotate(args.agency)
+            except (ZfjlError, OSError) as exc:
+                print(f"印章密钥操作失败 / seal key operation failed: {exc}", file=sys.stderr)
+                return 1
+            # The rotation is an audit row, so a ledger leaf: when the key changed is itself proved.
+            write_audit(
+                session,
+                actor="cli",
+                action="agency.seal_key_rotate",
+                target_type="agency",
+                target_id=args.agency,
+                detail={
+                    "retired": rotation.retired.verifier.encode(),
+                    "current": rotation.current.verifier.encode(),
+                    "at": rotation.at.isoformat(),
+                },
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+    print(
+        json.dumps(
+            {
+                "agency_id": args.agency,
+                "retired": rotation.retired.to_dict(),
+                "current": rotation.current.to_dict(),
+            },
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
 def cmd_calendar_load(args: argparse.Namespace) -> int:
     """Load a year's official holiday schedule (the JSON of ``POST /api/v1/publicity/calendar``) and
     recount the deadlines it changes (GS-9, GS-11, GS-12); print each change."""
@@ -330,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key.add_argument("--new", action="store_true", help="生成新密钥用于轮换 / make a new key for rotation")
     key.set_defaults(func=cmd_ingest_key)
+
+    agency_key = sub.add_parser("agency-key", help="机关电子印章密钥 / an agency's seal keys (JL-18)")
+    agency_key_sub = agency_key.add_subparsers(dest="agency_key_command", required=True)
+    for name, text in (
+        ("show", "列出现用与已轮换的公钥 / list the current and retired public keys"),
+        (
+            "rotate",
+            "轮换：启用新密钥，旧公钥继续公布 / rotate: a new key from now, the old one stays published",
+        ),
+    ):
+        command = agency_key_sub.add_parser(name, help=text)
+        command.add_argument("--agency", type=int, required=True, help="机关编号 / agency id")
+        command.set_defaults(func=cmd_agency_key)
 
     back = sub.add_parser("backup", help="备份数据库与证据对象 / back up the database and the object store")
     back.add_argument("--out", required=True, help="新的空目录 / a new, empty folder")

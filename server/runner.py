@@ -58,6 +58,7 @@ from server.workers.loops import (
     FleetDispatcher,
     LedgerWorker,
     PublicityWorker,
+    RetentionLockWorker,
     Scrubber,
 )
 
@@ -368,6 +369,7 @@ class ServerRunner:
         self.alerts_worker: AlertsWorker | None = None
         self.leases: JobLeases | None = None
         """This process's job leases (the ``workers`` role)."""
+        self.retention_lock_worker: RetentionLockWorker | None = None
 
     def start(self) -> None:
         """Migrate and start everything; on any failure stop what was started and re-raise."""
@@ -471,6 +473,9 @@ class ServerRunner:
                 app, interval_s=HOUSEKEEPING_INTERVAL_S, lease=leases.lease(AlertsWorker.JOB)
             )
             self.alerts_worker.start()
+            # JL-19: a lengthened retention period reaches the store locks through a resumable job.
+            self.retention_lock_worker = RetentionLockWorker(app)
+            self.retention_lock_worker.start()
 
     def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client
@@ -616,6 +621,9 @@ class ServerRunner:
         if self.alerts_worker is not None:
             self.alerts_worker.stop()
             self.alerts_worker = None
+        if self.retention_lock_worker is not None:
+            self.retention_lock_worker.stop()
+            self.retention_lock_worker = None
         if self.publicity_worker is not None:
             self.publicity_worker.stop()
             self.publicity_worker = None

@@ -18,6 +18,7 @@ import server.domain.fleet.telemetry_models
 import server.domain.governance.access_models
 import server.domain.governance.approvals_models
 import server.domain.governance.archives_models
+import server.domain.governance.lock_job_models
 import server.domain.governance.models
 import server.domain.governance.retention_models
 import server.domain.leases
@@ -39,6 +40,7 @@ MODEL_MODULES = (
     server.domain.governance.archives_models,
     server.domain.governance.access_models,
     server.domain.governance.approvals_models,
+    server.domain.governance.lock_job_models,
     server.domain.governance.models,
     server.domain.governance.retention_models,
     server.domain.leases,

@@ -8,8 +8,11 @@ the services stay usable from the CLI, the ingest worker and tests alike (docs/a
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,8 +25,9 @@ from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
 from server.domain.fleet.alerts import evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
-from server.domain.governance import archive_job, archives, ledger
+from server.domain.governance import archive_job, archives, ledger, lock_job
 from server.domain.governance.archive_listing import archive_deadlines
+from server.domain.governance.retention import lock_store
 from server.domain.leases import LeaseLost
 from server.domain.publicity import annual
 from server.domain.publicity.alerts import ArchiveDue, evaluate_deadline_alerts
@@ -43,6 +47,7 @@ __all__ = [
     "FleetDispatcher",
     "LedgerWorker",
     "PublicityWorker",
+    "RetentionLockWorker",
     "Scrubber",
     "archive_dues",
     "raise_alerts",
@@ -474,6 +479,90 @@ class AlertsWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+
+class RetentionLockWorker:
+    """Extends store locks after an agency lengthened a retention period (JL-19, ``lock_job.py``).
+
+    One named thread owned by the runner. Each round leases the oldest unfinished job and runs it batch
+    by batch, each batch its own transaction that records the job's progress, until the job is done or
+    the worker is asked to stop; a stop finishes the batch in flight and gives the job back, so another
+    process goes on at once. A process that dies holds its lease until it runs out (``lock_job.LEASE``);
+    then any worker, or this one restarted, resumes the job from its recorded cursor.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        interval_s: float = 5.0,
+        batch_size: int = lock_job.BATCH_SIZE,
+        owner: str | None = None,
+    ) -> None:
+        """Look for jobs every ``interval_s``; ``owner`` names this worker in the job's lease."""
+        self.app = app
+        self.interval_s = interval_s
+        self.batch_size = batch_size
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self, now: datetime | None = None) -> int:
+        """Run jobs until none is free or the worker stops; returns how many batches it committed."""
+        store = lock_store(self.app.extensions[STORE_KEY])
+        batches = 0
+        while not self._stop.is_set():
+            with session_scope(self.app) as session:
+                job_id = lock_job.claim(session, self.owner, now=now)
+            if job_id is None:
+                return batches
+            while not self._stop.is_set():
+                try:
+                    with session_scope(self.app) as session:
+                        done = lock_job.run_batch(
+                            session, store, job_id, self.owner, now=now, batch_size=self.batch_size
+                        )
+                except Exception as exc:
+                    # The batch rolled back (its cursor did not move): keep the error for the page and
+                    # let the next round retry from the same place.
+                    _LOG.exception("retention lock job %d: batch failed", job_id)
+                    with session_scope(self.app) as session:
+                        lock_job.record_error(session, job_id, self.owner, f"{type(exc).__name__}: {exc}")
+                    return batches
+                if done is None:  # another worker took the job over (our lease ran out)
+                    break
+                batches += 1
+                if done.done:
+                    _LOG.info("retention lock job %d done", job_id)
+                    break
+        return batches
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                _LOG.exception("retention lock round failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        """Start the named thread (once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="zfjl-retention-locks", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Set the stop event, join (the batch in flight commits), then give back the job; safe twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        try:
+            with session_scope(self.app) as session:
+                lock_job.release(session, self.owner)
+        except Exception:
+            _LOG.exception("giving back the retention lock jobs of %s failed", self.owner)
 
 
 # The singleton jobs, each under its own lease (``server.domain.leases``), by lease name. The staging

@@ -35,7 +35,13 @@ from protocol.errors import ProtocolError
 from protocol.manifest import SegmentManifest
 from server.domain.base import utcnow
 from server.domain.cases.signed_events import check_device_case_events
-from server.domain.evidence.keys import KeyPeriod, device_key_periods, keys_valid_at
+from server.domain.evidence.keys import (
+    KeyPeriod,
+    Unauthorised,
+    device_key_periods,
+    history_authorization,
+    keys_valid_at,
+)
 from server.domain.evidence.models import Recording, ScrubFinding, SegmentReceipt
 from server.domain.fleet.models import Device
 from server.domain.governance.retention_models import DisposalTombstone
@@ -58,6 +64,21 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 OK = "ok"
+# Why a key-history entry is not authorised, as the finding says it (evidence/keys.py).
+_UNAUTHORISED_ZH: dict[Unauthorised, str] = {
+    Unauthorised.NO_AUTHORISATION: "未指明授权它的操作记录",
+    Unauthorised.AUDIT_MISSING: "指明的操作记录不存在或属于其他设备",
+    Unauthorised.AUDIT_MISMATCH: "指明的操作记录是另一操作或另一密钥",
+    Unauthorised.AUDIT_REUSED: "同一操作记录已授权过该密钥",
+    Unauthorised.KEY_CHANGE_UNSIGNED: "新密钥没有被替换的密钥签名",
+}
+_UNAUTHORISED_EN: dict[Unauthorised, str] = {
+    Unauthorised.NO_AUTHORISATION: "it names no audit row of the act that wrote it",
+    Unauthorised.AUDIT_MISSING: "the audit row it names does not exist or is of another device",
+    Unauthorised.AUDIT_MISMATCH: "the audit row it names records another act or another key",
+    Unauthorised.AUDIT_REUSED: "the audit row it names already authorised this key",
+    Unauthorised.KEY_CHANGE_UNSIGNED: "a new key not signed over by the key it replaces",
+}
 # Recordings per database round trip while scrubbing.
 BATCH = 100
 
@@ -250,7 +271,7 @@ def check_object(store: ObjectStore, rec: Recording, throttle: Throttle | None =
 
 def check_device(session: Session, device: Device, periods: Sequence[KeyPeriod]) -> list[Finding]:
     """Device-level checks: the registry key against the key history, receipts against recordings, and
-the device's stored case events against the statements it signed (JL-8)."""
+    the device's stored case events against the statements it signed (JL-8)."""
     out: list[Finding] = []
     now = utcnow()
     if not periods:
@@ -275,6 +296,22 @@ the device's stored case events against the statements it signed (JL-8)."""
                 code="key_replaced",
                 message="设备登记表中的公钥不在密钥历史中（被替换）",
                 message_en="the device's registered public key is not in its key history (replaced)",
+            )
+        )
+    # JL-6: a key-history entry nothing authorises (written straight into the database, dated now or not)
+    # counts for no signature (device_key_periods leaves it out) and is reported here, by the chain report
+    # and by the scrubber, whose finding raises the evidence_integrity alert.
+    for entry in history_authorization(session, device.id)[1]:
+        out.append(
+            Finding(
+                device_id=device.id,
+                recording_id=None,
+                sequence=None,
+                code="key_history_unauthorised",
+                message=f"密钥历史记录 #{entry.entry_id}（{entry.event}，密钥 {entry.key_fingerprint[:16]}…）"
+                f"没有授权：{_UNAUTHORISED_ZH[entry.reason]}",
+                message_en=f"key history entry #{entry.entry_id} ({entry.event}, key "
+                f"{entry.key_fingerprint[:16]}…) is not authorised: {_UNAUTHORISED_EN[entry.reason]}",
             )
         )
     stored = select(Recording.sequence).where(Recording.device_id == device.id)
@@ -540,5 +577,3 @@ def open_findings_count(session: Session, device_id: str) -> int:
 
 
 # -- media serving ---------------------------------------------------------------------------------
-
-

@@ -8,16 +8,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol.errors import LocalProtocolError
+from protocol.key_rotation import KeyRotation
 from protocol.topics import valid_device_id
-from server.domain.audit import write_audit
+from server.domain.audit import AuditLog, write_audit
 from server.domain.base import utcnow
-from server.domain.errors import Conflict, Invalid, NotFound
+from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
 from server.domain.fleet.models import Device, DeviceKey, DeviceStatus
+from server.errors import ErrorKind
 from server.infra.mqtt_acl import RESERVED_PREFIXES, is_reserved_name
 
 __all__ = [
     "DeviceIdReserved",
     "DeviceKeyConflict",
+    "RotationUnsigned",
     "check_device_id_not_reserved",
     "device_key_and_status",
     "device_to_dict",
@@ -25,6 +29,7 @@ __all__ = [
     "list_devices",
     "record_key_event",
     "register_device",
+    "rotate_key",
 ]
 
 
@@ -32,6 +37,14 @@ class DeviceKeyConflict(Conflict):
     """The device id is already registered with another key."""
 
     code = "device_key_conflict"
+
+
+class RotationUnsigned(ServiceError):
+    """A key rotation not signed by the device's current key: refused, and the attempt stays audited."""
+
+    code = "rotation_unsigned"
+    kind = ErrorKind.FORBIDDEN
+    keeps_writes = True
 
 
 class DeviceIdReserved(Invalid):
@@ -105,8 +118,8 @@ def register_device(
     )
     session.add(device)
     session.flush()
-    record_key_event(session, device, "provisioned", actor=actor)
-    write_audit(
+    # The audit row first: the key-history entry names it as what authorises it (JL-6, evidence/keys.py).
+    registered = write_audit(
         session,
         actor=actor,
         action="device.register",
@@ -115,12 +128,24 @@ def register_device(
         detail={"key_fingerprint": device.key_fingerprint, "serial": serial, "model": model},
         client_ip=client_ip,
     )
+    record_key_event(session, device, "provisioned", actor=actor, audit=registered)
     return device
 
 
-def record_key_event(session: Session, device: Device, event: str, *, actor: str) -> DeviceKey:
-    """Append to the device's key history (JL-6): provisioned/reinstated open a validity period, revoked
-    closes it. The history is append-only, so a key later written over ``devices.public_key`` is caught.
+def record_key_event(
+    session: Session,
+    device: Device,
+    event: str,
+    *,
+    actor: str,
+    audit: AuditLog,
+    rotation_signature: bytes | None = None,
+) -> DeviceKey:
+    """Append to the device's key history (JL-6): provisioned/reinstated/rotated open a validity period,
+    revoked closes it. The history is append-only, so a key later written over ``devices.public_key`` is
+    caught; each entry names ``audit``, the row of the act that wrote it, and a rotation carries the old
+    key's signature of the change, so an entry written straight into the database is told apart
+    (``evidence.keys.authorize``).
     """
     now = utcnow()
     entry = DeviceKey(
@@ -132,10 +157,75 @@ def record_key_event(session: Session, device: Device, event: str, *, actor: str
         event=event,
         recorded_by=actor[:64],
         recorded_at=now,
+        audit_id=audit.id,
+        rotation_signature=rotation_signature,
     )
     session.add(entry)
     session.flush()
     return entry
+
+
+def rotate_key(
+    session: Session,
+    device_id: str,
+    new_public_key: bytes,
+    signature: bytes,
+    *,
+    actor: str,
+    client_ip: str | None = None,
+) -> Device:
+    """Replace a recorder's signing key with one its current key signed over (JL-6, protocol.key_rotation).
+
+    The old key's validity ends now and the new key's starts now, both entries naming one audit row; the
+    new key's entry keeps the signature, so anyone can check later that the recorder consented. Refused
+    without a valid signature by the current key (``rotation_unsigned``), for an invalid key, and for a
+    recorder out of service (a lost recorder does not rotate itself back into use).
+    """
+    device = get_device(session, device_id)
+    if not isinstance(new_public_key, bytes) or len(new_public_key) != 32:
+        raise Invalid("公钥必须是 32 字节的 Ed25519 原始公钥", "public key must be a raw 32-byte Ed25519 key")
+    try:
+        Ed25519PublicKey.from_public_bytes(new_public_key)
+        rotation = KeyRotation(
+            device_id=device.id, old_public_key=bytes(device.public_key), new_public_key=new_public_key
+        )
+    except (ValueError, LocalProtocolError) as exc:
+        raise Invalid(f"新公钥无效：{exc}", f"invalid new key: {exc}") from None
+    if device.status in DeviceStatus.OUT_OF_SERVICE:
+        raise Conflict(
+            f"设备 {device_id} 已停用（{device.status}），不能更换密钥",
+            f"device {device_id} is out of service ({device.status}) and cannot rotate its key",
+        )
+    if not rotation.verify(signature):
+        write_audit(
+            session,
+            actor=actor,
+            action="device.key_rotate_refused",
+            target_type="device",
+            target_id=device.id,
+            detail={"key_fingerprint": key_fingerprint(new_public_key)},
+            client_ip=client_ip,
+        )
+        raise RotationUnsigned(
+            "更换密钥须由设备当前密钥签名", "a key rotation must be signed by the device's current key"
+        )
+    rotated = write_audit(
+        session,
+        actor=actor,
+        action="device.key_rotate",
+        target_type="device",
+        target_id=device.id,
+        detail={
+            "old_key_fingerprint": device.key_fingerprint,
+            "key_fingerprint": key_fingerprint(new_public_key),
+        },
+        client_ip=client_ip,
+    )
+    record_key_event(session, device, "revoked", actor=actor, audit=rotated)
+    device.public_key = new_public_key
+    device.key_fingerprint = key_fingerprint(new_public_key)
+    record_key_event(session, device, "rotated", actor=actor, audit=rotated, rotation_signature=signature)
+    return device
 
 
 def device_key_and_status(session: Session, device_id: str) -> tuple[bytes, str] | None:

@@ -33,6 +33,7 @@ __all__ = [
     "DeviceKey",
     "DeviceProfile",
     "DeviceStatus",
+    "KeyHistoryBaseline",
     "ProvisioningRequest",
     "SerialAllowlistEntry",
 ]
@@ -89,6 +90,27 @@ class DeviceKey(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     event: Mapped[str] = mapped_column(String(16))
     recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What authorises the entry (JL-6, ``evidence/keys.py`` ``authorize``): the audit row of the act that
+    # wrote it, and for a new key the previous key's signature of the change (``protocol.key_rotation``).
+    # Both are columns of the entry's ledger leaf. None on entries written before they existed.
+    audit_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rotation_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+
+
+class KeyHistoryBaseline(Base):
+    """Up to which ``device_keys`` id the history was written before entries carried their authorisation.
+
+    One row, written by migration 0032 and append-only: entries up to ``through_id`` are trusted as they
+    stood (they are leaves of the ledger, and the backdating check still applies); any later entry must be
+    authorised. The first row counts, so an inserted second row changes nothing, and without any row no
+    entry is trusted unauthorised (a deleted baseline flags the whole old history).
+    """
+
+    __tablename__ = "key_history_baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    through_id: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -131,8 +131,7 @@ def revoke_device(
     if status not in DeviceStatus.OUT_OF_SERVICE:
         raise Invalid("吊销后的状态只能是 lost 或 retired", "status after revocation must be lost or retired")
     device = get_device(session, device_id)
-    if device.status not in DeviceStatus.OUT_OF_SERVICE:
-        record_key_event(session, device, "revoked", actor=actor)  # the key's validity ends now
+    ending = device.status not in DeviceStatus.OUT_OF_SERVICE
     device.status = status
     now = utcnow()
     for cred in session.scalars(
@@ -141,14 +140,16 @@ def revoke_device(
         )
     ):
         cred.revoked_at, cred.revoked_reason = now, reason[:255] or status
-    write_audit(
+    revoked = write_audit(
         session,
         actor=actor,
         action="device.revoke",
         target_type="device",
         target_id=device.id,
-        detail={"status": status, "reason": reason},
+        detail={"status": status, "reason": reason, "key_fingerprint": device.key_fingerprint},
     )
+    if ending:  # the key's validity ends now; the entry names this audit row (JL-6)
+        record_key_event(session, device, "revoked", actor=actor, audit=revoked)
     return device
 
 
@@ -160,16 +161,16 @@ def set_status(session: Session, device_id: str, status: str, *, actor: str) -> 
         return revoke_device(session, device_id, status=status, actor=actor)
     device = get_device(session, device_id)
     previous, device.status = device.status, status
-    if previous in DeviceStatus.OUT_OF_SERVICE:
-        record_key_event(session, device, "reinstated", actor=actor)  # a new validity period
-    write_audit(
+    changed = write_audit(
         session,
         actor=actor,
         action="device.status",
         target_type="device",
         target_id=device.id,
-        detail={"from": previous, "to": status},
+        detail={"from": previous, "to": status, "key_fingerprint": device.key_fingerprint},
     )
+    if previous in DeviceStatus.OUT_OF_SERVICE:  # a new validity period, naming this audit row (JL-6)
+        record_key_event(session, device, "reinstated", actor=actor, audit=changed)
     return device
 
 
@@ -393,5 +394,3 @@ def set_profile(
         detail={"capabilities": capabilities, "agent_version": agent_version, "group": group_name},
     )
     return profile
-
-

@@ -661,13 +661,17 @@ def _zip(bag_dir: Path, zip_path: Path, bag_name: str) -> None:
 
 
 def agency_seal_key(session: Session, keyring: AgencyKeyring, agency_id: int) -> dict[str, Any]:
-    """The public half of an agency's seal key, published so an archive office can pin it (JL-18)."""
+    """The public half of an agency's seal key, published so an archive office can pin it (JL-18), and the
+    keys it replaced with the periods they sealed in: a package sealed before a rotation stays verifiable."""
     agency = session.get(Agency, agency_id)
     if agency is None:
         raise NotFound("机关不存在", "agency not found")
+    *previous, current = keyring.seal_keys(agency.id)
     return {
         "agency_id": agency.id,
         "agency": agency.name,
         "algorithm": keyring.algorithm,
-        "verifier_key": keyring.verifier(agency.id).encode(),
+        "verifier_key": current.verifier.encode(),
+        "valid_from": current.to_dict()["valid_from"],
+        "previous_keys": [key.to_dict() for key in reversed(previous)],
     }

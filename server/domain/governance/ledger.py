@@ -40,6 +40,8 @@ from sqlalchemy.orm import Session
 
 from server.domain.base import utcnow
 from server.domain.errors import Conflict, Invalid, NotFound
+from server.domain.evidence.keys import history_authorization
+from server.domain.fleet.models import DeviceKey
 from server.domain.governance.models import LedgerCheckpoint, LedgerCosignature, LedgerLeaf
 from server.domain.models import Base
 from zfjl_verify import (
@@ -604,6 +606,7 @@ def verify_ledger(session: Session, verifier: NoteVerifier) -> LedgerReport:
 
     checkpoints = list(session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size)))
     problems.extend(_backdated_keys(session, leaves, checkpoints))
+    problems.extend(_unauthorised_keys(session, leaves))
     for signed in checkpoints:
         try:
             head, _ = open_checkpoint(signed.note, [verifier])
@@ -633,6 +636,30 @@ def verify_ledger(session: Session, verifier: NoteVerifier) -> LedgerReport:
                 )
             )
     return LedgerReport(leaves=len(leaves), checkpoints=len(checkpoints), problems=tuple(problems))
+
+
+def _unauthorised_keys(session: Session, leaves: list[LedgerLeaf]) -> list[LedgerProblem]:
+    """Key-history entries nothing authorises (JL-6, ``evidence.keys.authorize``), dated now or back.
+
+    The ledger commits to each entry, with its authorisation columns, but a leaf only proves that the row
+    existed; that a key entered the history with the consent of the act (and, for a new key, of the key
+    it replaced) is checked here.
+    """
+    key_leaves = {leaf.ref_id: leaf.leaf_index for leaf in leaves if leaf.kind == LeafKind.DEVICE_KEY}
+    out: list[LedgerProblem] = []
+    for device_id in session.scalars(select(DeviceKey.device_id).distinct().order_by(DeviceKey.device_id)):
+        for entry in history_authorization(session, device_id)[1]:
+            out.append(
+                LedgerProblem(
+                    code="key_history_unauthorised",
+                    leaf_index=key_leaves.get(entry.entry_id),
+                    message=f"设备 {device_id} 的密钥历史记录 #{entry.entry_id} 没有授权"
+                    f"（{entry.reason.value}）",
+                    message_en=f"key history entry #{entry.entry_id} of device {device_id} is not "
+                    f"authorised ({entry.reason.value})",
+                )
+            )
+    return out
 
 
 def _backdated_keys(

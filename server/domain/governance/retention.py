@@ -13,8 +13,9 @@ JL-19 forbids destroying the record within its retention period. The rules, per 
 * Retention runs from the moment recording started (what the recorder signed).
 * An agency may set its own period for a finite category (:func:`set_period`), never below the legal
   minimum (six months) and never making a permanent category finite. A recording keeps the longest
-  period in force at any time since it started: lengthening reaches recordings already stored (and
-  their store lock), shortening only recordings started after it.
+  period in force at any time since it started: lengthening reaches recordings already stored (and,
+  through a background job, their store lock: ``lock_job.py``), shortening only recordings started
+  after it.
 
 Disposal is a request (``approvals.py``) that an agency head other than the requester approves; only then
 :func:`dispose` writes a tombstone (a ledger leaf) and deletes the object from the store.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import or_, select, true
+from sqlalchemy import Select, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from server.domain.audit import write_audit
@@ -37,6 +38,7 @@ from server.domain.errors import Conflict, Invalid, NotFound, ServiceError
 from server.domain.evidence import queries as recording_queries
 from server.domain.evidence.models import Recording
 from server.domain.fleet.models import DeviceAssignment
+from server.domain.governance.lock_job_models import LockJobState, RetentionLockJob
 from server.domain.governance.retention_models import (
     DisposalTombstone,
     LegalHold,
@@ -62,6 +64,7 @@ __all__ = [
     "RetentionCategory",
     "RetentionStore",
     "StoreCannotDispose",
+    "affected_recordings",
     "agency_of",
     "as_retention_store",
     "assign_category",
@@ -378,15 +381,16 @@ def set_period(
     days: int,
     reason: str,
     *,
-    store: RetentionStore | None = None,
     now: datetime | None = None,
-) -> tuple[RetentionPeriod, int]:
+) -> tuple[RetentionPeriod, RetentionLockJob | None]:
     """Set the caller's agency's period for a finite category (JL-19); flushed, audited, a ledger leaf.
 
     Refused below :data:`MINIMUM_DAYS` or for a permanent category (``PeriodBelowMinimum``). When the
-    period grows, the store's lock of every affected recording of the agency is extended (the same path as
-    a category assignment); a shorter period never shortens a lock. Returns the row and how many
-    recordings' locks were extended.
+    period grows, a lock job (``lock_job.py``) is queued in the same transaction to extend the store lock
+    of every affected recording of the agency; it is returned so the caller can show its state. The
+    request itself touches no lock: from this commit :func:`retention_of`, which every disposal checks,
+    already gives those recordings the longer period, so none is destroyed early while the job runs. A
+    shorter period never shortens a lock and queues nothing.
     """
     if category not in CATEGORIES:
         raise Invalid(
@@ -413,49 +417,69 @@ def set_period(
     agency = caller.agency_id
     current = {row.category: row.days for row in _period_rows(session, agency)}
     before = current.get(category, CATEGORIES[category].days) or 0
+    when = now or utcnow()
     row = RetentionPeriod(
         agency_id=agency,
         category=category,
         days=days,
         reason=why,
         set_by=caller.user_id,
-        set_at=now or utcnow(),
+        set_at=when,
     )
     session.add(row)
     session.flush()
+    job: RetentionLockJob | None = None
+    if days > before:
+        total = session.scalar(
+            select(func.count()).select_from(affected_recordings(agency, category).subquery())
+        )
+        job = RetentionLockJob(
+            period_id=row.id,
+            agency_id=agency,
+            category=category,
+            state=LockJobState.PENDING.value,
+            total=total or 0,
+            checked=0,
+            extended=0,
+            cursor=0,
+            attempts=0,
+            created_at=when,
+            updated_at=when,
+        )
+        session.add(job)
+        session.flush()
     write_audit(
         session,
         actor=caller.user_id,
         action="retention.period",
         target_type="agency",
         target_id=agency,
-        detail={"category": category, "days": days, "before": before, "reason": why},
+        detail={
+            "category": category,
+            "days": days,
+            "before": before,
+            "reason": why,
+            "lock_job": None if job is None else job.id,
+        },
     )
-    extended = 0
-    if store is not None and days > before:
-        extended = _extend_agency_locks(session, store, agency, category)
-    return row, extended
+    return row, job
 
 
-def _extend_agency_locks(session: Session, store: RetentionStore, agency_id: int, category: str) -> int:
-    """Extend the lock of every recording of the agency the lengthened category applies to."""
-    assigned = set(
-        session.scalars(
-            select(RetentionAssignment.recording_id).where(RetentionAssignment.category == category)
+def affected_recordings(agency_id: int, category: str) -> Select[Recording]:
+    """The stored, not disposed recordings of the agency a period of ``category`` reaches, by id.
+
+    ``routine`` reaches every recording; another finite category only those it was assigned to.
+    """
+    query = select(Recording).where(
+        recording_of_agency(agency_id), Recording.id.not_in(select(DisposalTombstone.recording_id))
+    )
+    if category != DEFAULT_CATEGORY:
+        query = query.where(
+            Recording.id.in_(
+                select(RetentionAssignment.recording_id).where(RetentionAssignment.category == category)
+            )
         )
-    )
-    disposed = select(DisposalTombstone.recording_id)
-    count = 0
-    for rec in session.scalars(
-        select(Recording)
-        .where(recording_of_agency(agency_id), Recording.id.not_in(disposed))
-        .order_by(Recording.id)
-    ):
-        if category != DEFAULT_CATEGORY and rec.id not in assigned:
-            continue
-        if store.extend_retention(rec.object_key, retention_of(session, rec).protected_until):
-            count += 1
-    return count
+    return query.order_by(Recording.id)
 
 
 def protect_linked(session: Session, store: RetentionStore | None, recording_ids: list[int]) -> int:

@@ -27,6 +27,7 @@ from protocol.session import (
 from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.evidence.serving import evidence_status
+from server.domain.governance.access import viewable_ids
 from server.domain.people.models import Officer
 from server.domain.people.service import Caller
 from server.domain.scope import require_session, session_in_scope
@@ -417,14 +418,31 @@ def _rejected_events(session: Session, record: EnforcementSessionRecord) -> list
 
 
 def timeline(
-    session: Session, record: EnforcementSessionRecord, media_url: Callable[[int], str]
+    session: Session,
+    record: EnforcementSessionRecord,
+    media_url: Callable[[int], str],
+    *,
+    viewer: Caller | None,
 ) -> dict[str, Any]:
-    """Recorded spans, gaps, markers with their clips, written explanations, bookmarks and the verdict."""
+    """Recorded spans, gaps, markers with their clips, written explanations, bookmarks and the verdict.
+
+    ``viewer`` is whoever the timeline is for; None only for the server's own use (archives, tests of the
+    verdict). A segment that viewer may not view (JL-20: restricted or confidential beyond their duty,
+    without a grant) is withheld the way the workspace's session page withholds it: the verdict, spans and
+    gaps are computed over every segment, so a withheld one never reads as a gap (JL-16), but its
+    recording id, media link and clip are left out and only counted (``withheld_count``,
+    ``hidden_clips``); an integrity finding on it keeps its code and sequence without the id.
+    """
     computed = compute(load(session, record))
     loaded, verdict = computed.loaded, computed.continuity
     marker_ids = {m.id: m.marker_id for m in loaded.markers}
     out = _summary(computed)
     out.update(_continuity_view(verdict, loaded.markers, media_url))
+    shown = (
+        {r.id for r in loaded.recordings}
+        if viewer is None
+        else viewable_ids(session, viewer, loaded.recordings)
+    )
     out.update(
         {
             "written_explanations": [
@@ -453,7 +471,27 @@ def timeline(
             "evidence": evidence_status(session, loaded.recordings),
         }
     )
-    return out
+    return withhold(out, shown)
+
+
+def withhold(timeline_view: dict[str, Any], shown: set[int]) -> dict[str, Any]:
+    """The timeline without the ids, links and clips of recordings not in ``shown`` (JL-20).
+
+    The one rule for the API's timeline and the workspace's session page: a withheld segment keeps its
+    place (its span's times, its sequence in a finding) and is counted, never named.
+    """
+    for span in timeline_view["spans"]:
+        ids = span["recording_ids"]
+        span["recording_ids"] = [rid for rid in ids if rid in shown]
+        span["withheld_count"] = len(ids) - len(span["recording_ids"])
+    for marker in timeline_view["markers"]:
+        clips = marker["explanation_clips"]
+        marker["explanation_clips"] = [c for c in clips if c["recording_id"] in shown]
+        marker["hidden_clips"] = len(clips) - len(marker["explanation_clips"])
+    for finding in timeline_view["evidence"]["findings"]:
+        if finding["recording_id"] is not None and finding["recording_id"] not in shown:
+            finding["recording_id"] = None
+    return timeline_view
 
 
 # ------------------------------------------------------------------------------ listing
@@ -530,5 +568,3 @@ def list_sessions(
 
 
 # ------------------------------------------------------------------------ written explanations
-
-

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from server.domain.base import utcnow
 from server.domain.evidence import queries as recording_queries
-from server.domain.governance import access, approvals, disposal, retention
+from server.domain.governance import access, approvals, disposal, lock_job, retention
 from server.domain.governance.approvals import RequestInput
 from server.http.context import audit_request, caller, get_store, json_body
 from server.http.errors import ApiError
@@ -342,12 +342,35 @@ _PERIOD = {
         "reason": {"type": ["string", "null"]},
     },
 }
+_LOCK_JOB = {
+    "type": "object",
+    "description": "延长存储锁定的后台任务 / the background job extending the store locks (JL-19)",
+    "properties": {
+        "id": {"type": "integer"},
+        "period_id": {"type": "integer"},
+        "agency_id": {"type": "integer"},
+        "category": {"type": "string"},
+        "state": {"enum": ["pending", "running", "done"]},
+        "total": {"type": "integer"},
+        "checked": {"type": "integer"},
+        "extended": {"type": "integer"},
+        "attempts": {"type": "integer"},
+        "last_error": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
 _PERIODS = {
     "type": "object",
     "properties": {
         "agency_id": {"type": "integer"},
         "items": {"type": "array", "items": _PERIOD},
-        "store_locks_extended": {"type": "integer"},
+        "lock_jobs": {"type": "array", "items": _LOCK_JOB, "description": "最近的任务 / latest jobs"},
+        "lock_job": {
+            "oneOf": [_LOCK_JOB, {"type": "null"}],
+            "description": "本次延长排入的任务（否则为 null）/ the job this lengthening queued (else null)",
+        },
     },
 }
 
@@ -375,7 +398,11 @@ def list_retention_periods() -> ResponseReturnValue:
     if agency is None:
         raise ApiError(400, "invalid_request", "必须指定 agency_id", "agency_id is required")
     with session_scope() as session:
-        return jsonify(agency_id=agency, items=retention.periods_of(session, agency))
+        return jsonify(
+            agency_id=agency,
+            items=retention.periods_of(session, agency),
+            lock_jobs=lock_job.jobs_of(session, agency),
+        )
 
 
 @bp.post("/retention-periods")
@@ -399,18 +426,21 @@ def list_retention_periods() -> ResponseReturnValue:
     },
 )
 def set_retention_period() -> ResponseReturnValue:
-    """Set a period; a longer one extends the store locks of the agency's affected recordings at once."""
+    """Set a period; a longer one queues the job that extends the store locks of the affected recordings."""
     body = json_body()
     category, reason = _text_field(body, "category"), _text_field(body, "reason")
     days = _optional_int(body, "days")
     if days is None:
         raise ApiError(400, "invalid_request", "缺少字段：days", "missing field: days")
     with session_scope() as session:
-        row, extended = retention.set_period(session, caller(), category, days, reason, store=_store())
+        row, job = retention.set_period(session, caller(), category, days, reason)
+        # The locks are extended by the workers' job, not here (an agency may hold millions of recordings);
+        # the answer carries the job so the caller can follow it in ``lock_jobs``.
         return jsonify(
             agency_id=row.agency_id,
             items=retention.periods_of(session, row.agency_id),
-            store_locks_extended=extended,
+            lock_job=None if job is None else lock_job.job_view(job),
+            lock_jobs=lock_job.jobs_of(session, row.agency_id),
         )
 
 

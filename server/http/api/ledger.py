@@ -331,6 +331,23 @@ def add_cosignature() -> ResponseReturnValue:
             "agency": {"type": "string"},
             "algorithm": {"type": "string"},
             "verifier_key": {"type": "string", "description": "<name>+<key id>+<base64>; pin it out of band"},
+            "valid_from": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "轮换后启用时间（null：首个密钥）/ in force since (null: the first key)",
+            },
+            "previous_keys": {
+                "type": "array",
+                "description": "已轮换的旧公钥，最新在前 / retired keys, newest first (older packages)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "verifier_key": {"type": "string"},
+                        "valid_from": {"type": ["string", "null"], "format": "date-time"},
+                        "valid_until": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
         },
     },
 )

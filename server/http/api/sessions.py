@@ -173,7 +173,8 @@ def get_timeline(session_id: int) -> ResponseReturnValue:
     with audit_refusal("session.timeline", "session", session_id), session_scope() as session:
         record = session_service.get_session(session, session_id, scope=caller())
         audit_request(session, "session.timeline", "session", session_id)
-        return jsonify(session_service.timeline(session, record, _media_url))
+        # JL-20: segments the caller may not view are withheld, as on the workspace's session page.
+        return jsonify(session_service.timeline(session, record, _media_url, viewer=caller()))
 
 
 @bp.post("/<int:session_id>/explanations")

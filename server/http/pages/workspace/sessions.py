@@ -93,7 +93,7 @@ def session_page(session_id: int) -> ResponseReturnValue:
     with audit_refusal("session.timeline", "session", session_id), session_scope() as session:
         record = session_service.get_session(session, session_id, scope=caller())
         tl = session_service.timeline(
-            session, record, lambda rid: url_for("workspace.media", recording_id=rid)
+            session, record, lambda rid: url_for("workspace.media", recording_id=rid), viewer=caller()
         )
         recordings = recording_queries.session_recordings(session, record.device_id, record.session_id)
         audit_view(session, "session.timeline", "session", session_id, verdict=tl["verdict"])
@@ -101,7 +101,8 @@ def session_page(session_id: int) -> ResponseReturnValue:
         case_link = case_queries.readable_case_id(session, caller(), tl["case_id"])
         geometry = _geometry(tl, recordings)
         # JL-20: a segment beyond the caller's view keeps its place and times on the timeline (JL-16: it is
-        # recorded, not a gap) but shows neither its details nor a link; its explanation clips likewise.
+        # recorded, not a gap) but shows neither its details nor a link; the timeline already withheld its
+        # explanation clips and ids (session_service.withhold).
         shown = access.viewable_ids(session, caller(), recordings)
         segments = [
             {
@@ -128,10 +129,6 @@ def session_page(session_id: int) -> ResponseReturnValue:
             # Spoken explanation clips are recorded media of the session too: played in their place.
             for r in recordings
         ]
-        for marker in tl["markers"]:
-            clips = marker["explanation_clips"]
-            marker["explanation_clips"] = [c for c in clips if c["recording_id"] in shown]
-            marker["hidden_clips"] = len(clips) - len(marker["explanation_clips"])
     open_markers = [m for m in tl["markers"] if m["status"] in ("unexplained", "open")]
     return render(
         "session.html",

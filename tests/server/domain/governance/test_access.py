@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from protocol.session import SessionEventKind
 from server.domain.audit import AuditLog
 from server.domain.base import utcnow
 from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
 from server.domain.governance import access
 from server.domain.governance.access import ApprovalRequired
 from server.domain.governance.approvals_models import GovernanceDecision
+from server.domain.sessions.models import EnforcementSessionRecord
 from server.infra.db import session_scope
+from server.ingest.service import IngestService
+from tests.conftest import SegmentFactory
+from tests.fixtures.evidence import assign
 from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, workspace_client, world
+from tests.server.domain.sessions.conftest import T0, Recorder, send
 
 __all__ = ["app", "gov", "world"]
 
@@ -246,3 +255,79 @@ def test_jl20_workspace_session_and_case_pages_show_a_hidden_segment_as_a_placeh
     )
     assert f"/workspace/recordings/{hidden}/media" in officer.get(session_url).get_data(as_text=True)
     assert "dev-a" in _row(officer.get(case_url).get_data(as_text=True), hidden)
+
+
+def _interrupted_session_with_a_spoken_explanation(gov: Gov, tmp_path: Path) -> tuple[int, list[int]]:
+    """A second recorder of A: a clip, an interruption explained by voice, a clip; (session pk, ids)."""
+    (tmp_path / "dev-c").mkdir()
+    segments = SegmentFactory(tmp_path / "dev-c", device_id="dev-c")
+    with session_scope(gov.app) as session:
+        register_device(session, "dev-c", segments.public_key)
+    assign(gov.app, "dev-c", gov.users["officer-a"], gov.world.agency_a)
+    recorder = Recorder(gov.app, segments, session_id="sess-c")
+    ingest = IngestService.from_app(gov.app)
+    at = lambda seconds: T0 + timedelta(seconds=seconds)  # noqa: E731 - a local shorthand
+    send(ingest, recorder.event(SessionEventKind.STARTED, at(0)))
+    first = recorder.clip(at(0), 60)
+    send(ingest, recorder.event(SessionEventKind.INTERRUPTED, at(60), marker_id="m1", cause="bad_weather"))
+    send(ingest, recorder.event(SessionEventKind.RESUMED, at(65), marker_id="m1"))
+    spoken = recorder.clip(at(65), 10, kind="explanation", marker_id="m1")
+    last = recorder.clip(at(75), 45)
+    send(ingest, recorder.event(SessionEventKind.ENDED, at(120)))
+    with session_scope(gov.app) as session:
+        pk = session.scalar(
+            select(EnforcementSessionRecord.id).where(EnforcementSessionRecord.session_id == "sess-c")
+        )
+    assert pk is not None
+    return pk, [first.id, spoken.id, last.id]
+
+
+def _named_ids(timeline: dict[str, Any]) -> set[int]:
+    """Every recording id the API's timeline names: in spans, clips and integrity findings."""
+    named = {rid for span in timeline["spans"] for rid in span["recording_ids"]}
+    named |= {c["recording_id"] for m in timeline["markers"] for c in m["explanation_clips"]}
+    return named | {f["recording_id"] for f in timeline["evidence"]["findings"] if f["recording_id"]}
+
+
+def test_jl20_the_api_timeline_withholds_segments_the_caller_may_not_view_and_keeps_the_verdict(
+    gov: Gov, client: FlaskClient, tmp_path: Path
+) -> None:
+    session_pk, (first, spoken, last) = _interrupted_session_with_a_spoken_explanation(gov, tmp_path)
+    assert _classify(client, gov, first, "confidential") == 200
+    assert _classify(client, gov, spoken, "confidential") == 200
+    url = f"/api/v1/sessions/{session_pk}/timeline"
+
+    # The adversary: an officer of the agency, in scope for the session, not entitled to these two.
+    answer = client.get(url, headers=login(client, "officer-a"))
+    assert answer.status_code == 200
+    withheld = answer.get_json()
+    text = answer.get_data(as_text=True)
+    assert _named_ids(withheld) == {last}
+    assert f"/recordings/{first}/media" not in text and f"/recordings/{spoken}/media" not in text
+    # JL-16: what is withheld is still recorded, not a gap; it is counted, never named.
+    assert withheld["verdict"] == "gaps_explained" and len(withheld["gaps"]) == 1
+    assert [s["withheld_count"] for s in withheld["spans"]] == [1, 1]
+    (marker,) = withheld["markers"]
+    assert marker["status"] == "explained_spoken"
+    assert marker["explanation_clips"] == [] and marker["hidden_clips"] == 1
+
+    # The allowed viewer: the head of the agency sees every segment and its clip, as before.
+    full = client.get(url, headers=login(client, "agency_head-a")).get_json()
+    assert _named_ids(full) == {first, spoken, last}
+    assert [s["withheld_count"] for s in full["spans"]] == [0, 0]
+    assert full["markers"][0]["explanation_clips"][0]["media_url"] == f"/api/v1/recordings/{spoken}/media"
+    assert {k: full[k] for k in ("verdict", "gaps")} == {k: withheld[k] for k in ("verdict", "gaps")}
+
+    # A grant opens exactly what it names to its requester.
+    filed = client.post(
+        "/api/v1/governance/requests",
+        headers=login(client, "officer-a"),
+        json={"kind": "access", "purpose": "复核执法过程", "recording_ids": [spoken], "duration_days": 2},
+    )
+    client.post(
+        f"/api/v1/governance/requests/{filed.get_json()['id']}/decision",
+        headers=login(client, "agency_head-a"),
+        json={"outcome": "approve"},
+    )
+    granted = client.get(url, headers=login(client, "officer-a")).get_json()
+    assert _named_ids(granted) == {spoken, last}

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bagit
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
+from server.cli import main as server_main
+from server.domain.audit import AuditLog
 from server.domain.governance import archives
 from server.domain.governance.archives import BuiltArchive
+from server.domain.people.models import Agency
 from server.infra.agency_keys import AgencyKeyring
 from server.infra.db import get_engine, session_scope
 from server.infra.storage import STORE_KEY
@@ -235,3 +241,75 @@ def test_jl6_an_sm3_sm2_sealed_package_verifies_and_fails_after_a_one_byte_chang
     _rehash_every_suite_manifest(changed, ("sha256", "sha512", "sm3"))
     assert _verify(app, tmp_path, changed, own) == 1
     assert "[seal_mismatch]" in capsys.readouterr().err
+def test_jl18_a_rotated_seal_key_seals_from_then_on_and_packages_sealed_before_still_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'zfjl.db'}"
+    app = migrated_app(tmp_path / "var", url)
+    try:
+        before = seal(app, build_case(app, tmp_path, device_id="rec-rot-1"), tmp_path / "out1")
+        with session_scope(app) as session:
+            agency_id = session.scalars(select(Agency.id).where(Agency.name == "某市市场监督管理局")).one()
+        client = app.test_client()
+        first = client.get(f"/ledger/v1/agencies/{agency_id}/seal-key").get_json()
+        assert first["previous_keys"] == [] and first["valid_from"] is None
+
+        # The operator rotates the key at the console; the rotation is audited.
+        monkeypatch.setenv("ZFJL_DATA_DIR", str(tmp_path / "var"))
+        capsys.readouterr()
+        assert server_main(["--database-url", url, "agency-key", "rotate", "--agency", str(agency_id)]) == 0
+        rotated = json.loads(capsys.readouterr().out)
+        assert rotated["retired"]["verifier_key"] == first["verifier_key"]
+        assert server_main(["--database-url", url, "agency-key", "rotate", "--agency", "999999"]) == 1
+
+        after = seal(app, build_case(app, tmp_path, device_id="rec-rot-2"), tmp_path / "out2")
+        published = client.get(f"/ledger/v1/agencies/{agency_id}/seal-key").get_json()
+        new_key = published["verifier_key"]
+        (old,) = published["previous_keys"]
+        assert new_key != first["verifier_key"] == old["verifier_key"]
+        assert published["valid_from"] == old["valid_until"] == rotated["current"]["valid_from"]
+        with session_scope(app) as session:
+            audits = session.scalars(
+                select(AuditLog).where(AuditLog.action == "agency.seal_key_rotate")
+            ).all()
+            assert [a.target_id for a in audits] == [str(agency_id)]
+
+        capsys.readouterr()
+        # The new key seals from now on; the package sealed before verifies with the retired key, which
+        # stays published, and an archive office pins both in one file.
+        assert _verify(app, tmp_path, after.bag_dir, new_key) == 0
+        assert _verify(app, tmp_path, before.bag_dir, new_key) == 1
+        assert _verify(app, tmp_path, before.bag_dir, old["verifier_key"]) == 0
+        assert _verify(app, tmp_path, before.bag_dir, f"{new_key}\n{old['verifier_key']}") == 0
+    finally:
+        get_engine(app).dispose()
+
+
+def test_jl18_seal_key_rotations_keep_every_period_and_a_crashed_rotation_writes_no_key_twice(
+    tmp_path: Path,
+) -> None:
+    keyring = AgencyKeyring(tmp_path / "keys")
+    t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    original = keyring.verifier(7).encode()
+    one = keyring.rotate(7, now=t1)
+    two = keyring.rotate(7, now=t2)
+    keys = keyring.seal_keys(7)
+    assert [k.verifier.encode() for k in keys] == [
+        original,
+        one.current.verifier.encode(),
+        keyring.verifier(7).encode(),
+    ]
+    assert [(k.valid_from, k.valid_until) for k in keys] == [(None, t1), (t1, t2), (t2, None)]
+    assert two.retired.verifier.encode() == one.current.verifier.encode()
+    assert oct((tmp_path / "keys" / "agency-7.key").stat().st_mode & 0o777) == "0o600"
+    # A rotation that crashed after writing its history line, before replacing the key: the next one
+    # does not retire the same key twice.
+    current = keyring.verifier(7).encode()
+    with (tmp_path / "keys" / "agency-7.history").open("a") as history:
+        history.write(
+            json.dumps({"verifier_key": current, "valid_from": t2.isoformat(), "valid_until": t2.isoformat()})
+            + "\n"
+        )
+    keyring.rotate(7)
+    retired = [k.verifier.encode() for k in keyring.retired_keys(7)]
+    assert retired.count(current) == 1 and len(keyring.seal_keys(7)) == 4

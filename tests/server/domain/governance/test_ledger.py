@@ -29,6 +29,7 @@ from server.domain.errors import Invalid, NotFound
 from server.domain.evidence.commit import commit_segment
 from server.domain.evidence.models import Recording
 from server.domain.fleet import devices
+from server.domain.fleet import service as fleet_service
 from server.domain.fleet.assignments import check_in
 from server.domain.fleet.models import DeviceAssignment, DeviceKey
 from server.domain.governance import ledger
@@ -463,16 +464,16 @@ def test_jl6_a_forged_key_history_row_is_detected(env: Ledger) -> None:
         )
     )
     env.session.commit()
-    # Reported before the next round sequences it, and after: its leaf dates it.
+    # Reported before the next round sequences it, and after: its leaf dates it; and nothing authorises it.
     codes = [p.code for p in ledger.verify_ledger(env.session, env.signer.verifier).problems]
-    assert codes == ["key_history_backdated"]
+    assert codes == ["key_history_backdated", "key_history_unauthorised"]
     env.sequence_and_sign()
     problems = ledger.verify_ledger(env.session, env.signer.verifier).problems
-    assert [p.code for p in problems] == ["key_history_backdated"]
+    assert [p.code for p in problems] == ["key_history_backdated", "key_history_unauthorised"]
     assert problems[0].leaf_index is not None and env.segments.device_id in problems[0].message_en
-    # An entry the server writes itself (a revocation now) is not.
-    device = devices.get_device(env.session, env.segments.device_id)
-    devices.record_key_event(env.session, device, "revoked", actor="admin")
+    assert problems[1].leaf_index == problems[0].leaf_index
+    # An entry the server writes itself (a revocation now) is neither.
+    fleet_service.revoke_device(env.session, env.segments.device_id, status="lost", actor="admin")
     env.session.commit()
     env.sequence_and_sign()
-    assert len(ledger.verify_ledger(env.session, env.signer.verifier).problems) == 1
+    assert len(ledger.verify_ledger(env.session, env.signer.verifier).problems) == 2

@@ -15,10 +15,12 @@ from sqlalchemy import select
 
 from server.domain.audit import AuditLog
 from server.domain.evidence.models import Recording
-from server.domain.governance import retention
+from server.domain.governance import lock_job, retention
+from server.domain.governance.lock_job_models import RetentionLockJob
 from server.domain.governance.retention import GovernanceForbidden, PeriodBelowMinimum
 from server.infra.db import session_scope
 from server.infra.storage import STORE_KEY, LocalObjectStore, S3ObjectStore
+from server.workers.loops import RetentionLockWorker
 from tests.server.domain.governance.governance_fixtures import Gov, app, gov, login, world
 
 __all__ = ["app", "gov", "world"]
@@ -43,11 +45,31 @@ class LockLog:
 def _set(
     gov: Gov, who: str, days: int, store: LockLog, *, at: datetime | None = None, category: str = "routine"
 ) -> int:
+    """Set a period, then run the lock job it queued (if any) to the end; how many locks it extended."""
     with session_scope(gov.app) as session:
-        _row, extended = retention.set_period(
-            session, gov.caller(who), category, days, "本机关档案管理规定", store=store, now=at
+        _row, job = retention.set_period(
+            session, gov.caller(who), category, days, "本机关档案管理规定", now=at
         )
-        return extended
+        if job is None:
+            return 0
+        job_id = job.id
+    return _run_job(gov, store, job_id)
+
+
+def _run_job(gov: Gov, store: LockLog, job_id: int, owner: str = "test-worker", batch_size: int = 200) -> int:
+    """Run one job batch by batch as the workers do, each batch its own transaction."""
+    with session_scope(gov.app) as session:
+        assert lock_job.claim(session, owner) == job_id
+    while True:
+        with session_scope(gov.app) as session:
+            done = lock_job.run_batch(session, store, job_id, owner, batch_size=batch_size)
+        assert done is not None
+        if done.done:
+            break
+    with session_scope(gov.app) as session:
+        job = session.get(RetentionLockJob, job_id)
+        assert job is not None and job.state == "done"
+        return job.extended
 
 
 def _until(gov: Gov, recording_id: int) -> tuple[datetime, datetime | None]:
@@ -173,6 +195,14 @@ def test_jl19_linking_a_recording_to_a_case_sets_the_s3_legal_hold(
         headers=login(client, "agency_head-a"),
         json={"category": "routine", "days": 3650, "reason": "本机关档案管理规定"},
     )
-    assert answer.status_code == 200 and answer.get_json()["store_locks_extended"] == 2, answer.get_json()
+    assert answer.status_code == 200 and answer.get_json()["lock_job"]["state"] == "pending", (
+        answer.get_json()
+    )
+    # The workers' job extends them, not the request.
+    assert RetentionLockWorker(gov.app).step() == 1
+    job = client.get(
+        "/api/v1/governance/retention-periods", headers=login(client, "agency_head-a")
+    ).get_json()["lock_jobs"][0]
+    assert (job["state"], job["checked"], job["extended"]) == ("done", 2, 2)
     after = s3.get_object_retention(Bucket=s3_store.bucket, Key=other_key)["Retention"]["RetainUntilDate"]
     assert after > before and after.astimezone(UTC).year >= 2035

@@ -44,7 +44,9 @@ def timeline(app: Flask, pk: int) -> dict[str, Any]:
     """The service's timeline of one session."""
     with app.test_request_context(), session_scope(app) as session:
         record = session_service.get_session(session, pk)
-        return session_service.timeline(session, record, lambda rid: f"/api/v1/recordings/{rid}/media")
+        return session_service.timeline(
+            session, record, lambda rid: f"/api/v1/recordings/{rid}/media", viewer=None
+        )
 
 
 def login(client: FlaskClient, username: str, password: str = PASSWORD) -> dict[str, str]:

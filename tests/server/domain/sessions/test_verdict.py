@@ -124,7 +124,9 @@ def test_jl16_clip_with_explanation_missing_is_unexplained_on_the_timeline(
     send(ingest, recorder.event(K.ENDED, _s(120)))
     with session_scope(recorder.app) as session:
         record = session.scalars(select(EnforcementSessionRecord)).one()
-        tl = session_service.timeline(session, record, lambda rid: f"/api/v1/recordings/{rid}/media")
+        tl = session_service.timeline(
+            session, record, lambda rid: f"/api/v1/recordings/{rid}/media", viewer=None
+        )
     assert tl["verdict"] == "gaps_unexplained"
     (marker,) = tl["markers"]
     assert marker["status"] == "unexplained" and marker["explanation_missing"]
