@@ -210,8 +210,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("s3_region", "us-east-1", "S3 区域 / S3 region", _parse_str),
     _Option(
         "retention_days",
-        "180",
-        "证据保留天数 (对象锁定) / evidence retention days (Object Lock)",
+        "184",
+        "证据对象锁定天数 (不少于六个月) / evidence Object Lock days (six months: 184 days covers any six "
+        "calendar months)",
         _parse_int(1, 36500),
     ),
     _Option(

@@ -100,7 +100,7 @@ class RetentionCategory:
 CATEGORIES: dict[str, RetentionCategory] = {
     c.code: c
     for c in (
-        RetentionCategory(code="routine", days=183, name="日常执法记录（至少六个月）",
+        RetentionCategory(code="routine", days=184, name="日常执法记录（至少六个月）",
                           name_en="routine (6 months)"),
         RetentionCategory(code="complaint", days=3 * 366, name="投诉、信访、复议或诉讼相关（三年）",
                           name_en="complaint, petition, review or suit (3 years)"),
@@ -114,8 +114,8 @@ CATEGORIES: dict[str, RetentionCategory] = {
 }  # fmt: skip
 DEFAULT_CATEGORY = "routine"
 # The legal floor of any finite period an agency sets: six months (MPS on-site recording rule art. 13,
-# 至少保存六个月). 183 days covers every run of six calendar months.
-MINIMUM_DAYS = 183
+# 至少保存六个月). 184 days covers every run of six calendar months (1 July to 1 January is 184).
+MINIMUM_DAYS = 184
 # An upper bound only so that a typo cannot read as "forever" and dates stay representable.
 MAXIMUM_DAYS = 100 * 366
 # Who sets an agency's periods: its head (JL-19: the agency answers for its records).

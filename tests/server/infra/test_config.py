@@ -18,7 +18,7 @@ def test_defaults_under_data_dir(tmp_path: Path) -> None:
     assert s.object_store == "local"
     assert s.object_dir == tmp_path / "objects"
     assert s.staging_dir == tmp_path / "staging"
-    assert s.retention_days == 180
+    assert s.retention_days == 184
     assert s.http_host == "127.0.0.1" and s.http_port == 8080
     assert s.max_segment_bytes == 2 * 1024**3 and s.max_chunk_bytes == 1024**2
     assert s.mqtt_share_group == "zfjl-ingest" and s.mqtt_url == ""

@@ -199,7 +199,7 @@ def _s3_store() -> tuple[S3ObjectStore, Stubber]:
         aws_secret_access_key="s",
         endpoint_url="http://s3.test",
     )
-    store = S3ObjectStore(client, "evidence", retention_days=183)
+    store = S3ObjectStore(client, "evidence", retention_days=184)
     store._object_lock = True  # the bucket's Object Lock answer, as cached after the first call
     return store, Stubber(client)
 

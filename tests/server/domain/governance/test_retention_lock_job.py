@@ -81,7 +81,7 @@ def _keys(gov: Gov, ids: list[int]) -> list[str]:
 def test_jl19_lengthening_a_period_answers_before_any_lock_and_nothing_is_disposable_until_the_job_ends(
     gov: Gov, client: FlaskClient, locks: LockLog
 ) -> None:
-    # Routine retention (183 days from March) ended: a head files the disposal of the first recording.
+    # Routine retention (184 days from March) ended: a head files the disposal of the first recording.
     rid = gov.rec_a[0]
     filed = client.post(
         "/api/v1/governance/requests",

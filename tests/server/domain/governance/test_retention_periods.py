@@ -5,7 +5,7 @@ the object's legal hold."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def test_jl19_agency_periods_never_go_below_the_minimum_lengthen_stored_locks_an
         json={"category": "routine", "days": 90, "reason": "节省空间"},
     )
     assert below.status_code == 400 and below.get_json()["error"]["code"] == "period_below_minimum"
-    assert "at least 183 days" in below.get_json()["error"]["message_en"]
+    assert "at least 184 days" in below.get_json()["error"]["message_en"]
     with pytest.raises(PeriodBelowMinimum, match="permanent by law"):
         _set(gov, "agency_head-a", 400, store, category="evidence")
     with pytest.raises(GovernanceForbidden):
@@ -105,7 +105,7 @@ def test_jl19_agency_periods_never_go_below_the_minimum_lengthen_stored_locks_an
     )
 
     started, default_until = _until(gov, gov.rec_a[0])
-    assert default_until == started + timedelta(days=183)
+    assert default_until == started + timedelta(days=184)
     # Settings made before the recordings started: the one in force at the start counts (200 days).
     _set(gov, "agency_head-a", 400, store, at=started - timedelta(days=60))
     _set(gov, "agency_head-a", 200, store, at=started - timedelta(days=30))
@@ -121,7 +121,7 @@ def test_jl19_agency_periods_never_go_below_the_minimum_lengthen_stored_locks_an
     )
     assert _until(gov, gov.rec_a[0])[1] == started + timedelta(days=300)
     started_b, until_b = _until(gov, gov.rec_b[0])
-    assert until_b == started_b + timedelta(days=183)
+    assert until_b == started_b + timedelta(days=184)
     # Shortened now: recordings already stored keep the longest period in force since they started,
     # and no lock is touched.
     store.extended.clear()
@@ -133,16 +133,16 @@ def test_jl19_agency_periods_never_go_below_the_minimum_lengthen_stored_locks_an
         "/api/v1/governance/retention-periods", headers=login(client, "agency_head-a")
     ).get_json()
     routine = next(p for p in shown["items"] if p["category"] == "routine")
-    assert (routine["days"], routine["minimum_days"], routine["default_days"]) == (250, 183, 183)
+    assert (routine["days"], routine["minimum_days"], routine["default_days"]) == (250, 184, 184)
     assert next(p for p in shown["items"] if p["category"] == "evidence")["days"] is None
     other = client.get("/api/v1/governance/retention-periods", headers=login(client, "head-b")).get_json()
-    assert next(p for p in other["items"] if p["category"] == "routine")["days"] == 183
+    assert next(p for p in other["items"] if p["category"] == "routine")["days"] == 184
     with session_scope(gov.app) as session:
         audits = [
             a.detail_dict()
             for a in session.scalars(select(AuditLog).where(AuditLog.action == "retention.period"))
         ]
-        assert [(a["days"], a["before"]) for a in audits] == [(400, 183), (200, 400), (300, 200), (250, 300)]
+        assert [(a["days"], a["before"]) for a in audits] == [(400, 184), (200, 400), (300, 200), (250, 300)]
 
 
 @pytest.mark.s3
@@ -206,3 +206,25 @@ def test_jl19_linking_a_recording_to_a_case_sets_the_s3_legal_hold(
     assert (job["state"], job["checked"], job["extended"]) == ("done", 2, 2)
     after = s3.get_object_retention(Bucket=s3_store.bucket, Key=other_key)["Retention"]["RetainUntilDate"]
     assert after > before and after.astimezone(UTC).year >= 2035
+
+
+
+def _six_months_on(day: date) -> date:
+    """The same day six calendar months on, or that month's last day (31 August → 28/29 February)."""
+    index = day.month - 1 + 6
+    year, month = day.year + index // 12, index % 12 + 1
+    last = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
+    return date(year, month, min(day.day, last))
+
+
+def test_jl19_the_minimum_period_covers_six_calendar_months_from_any_day() -> None:
+    """至少保存六个月: the floor in days reaches six calendar months on from every day of four years
+    (1 July to 1 January is 184 days; 183 fell one day short for recordings made in July)."""
+    from server.domain.governance.retention import CATEGORIES, MINIMUM_DAYS
+
+    day, longest = date(2024, 1, 1), 0
+    while day < date(2028, 1, 1):
+        longest = max(longest, (_six_months_on(day) - day).days)
+        day += timedelta(days=1)
+    assert longest == 184
+    assert longest <= MINIMUM_DAYS and CATEGORIES["routine"].days == MINIMUM_DAYS
