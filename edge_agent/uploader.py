@@ -171,6 +171,10 @@ class Uploader:
         self._wake = threading.Event()
         self._active: dict[str, _Transfer] = {}
         self._blocked: dict[int, float] = {}
+        # Segments refused `staging_quota` while others of this device awaited their commit: the
+        # server frees their staging as it commits them, so these are retried at the next complete
+        # instead of a minute later (up to 2 × max_active segments may be staged now).
+        self._retry_at_commit: set[int] = set()
         # Segments whose file was found not to match its signed hash: checked in full before any resend.
         self._suspect: set[int] = set()
         self._stop = threading.Event()
@@ -427,6 +431,9 @@ class Uploader:
                     ", duplicate" if action.duplicate else "",
                 )
                 self._drop(transfer)
+                for sequence in self._retry_at_commit:
+                    self._blocked.pop(sequence, None)
+                self._retry_at_commit.clear()
             elif isinstance(action, TransferFailed) and action.code in RETRYABLE_REFUSALS:
                 # Not a verdict on the evidence: the device is not (yet, or no longer) registered or
                 # active. Keep it pending and try again later instead of failing it for good.
@@ -437,6 +444,10 @@ class Uploader:
                     action.message,
                     self.retry_blocked_s,
                 )
+                if action.code in RETRY_LATER_CODES and any(
+                    t.awaiting_complete for t in self._active.values() if t is not transfer
+                ):
+                    self._retry_at_commit.add(seg.sequence)
                 self._drop(transfer, block=True)
             elif isinstance(action, TransferFailed):
                 self.outbox.mark_failed(seg.sequence, action.code, action.message)

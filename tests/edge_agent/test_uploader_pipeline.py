@@ -249,3 +249,49 @@ def test_scheduling_bounds_are_validated(tmp_path: Path) -> None:
             Uploader(rig.box, rig.link, rig.config, max_awaiting=-1)
     finally:
         rig.close()
+
+
+def test_jl17_a_staging_quota_refusal_is_retried_when_an_awaiting_segment_commits(rig: Rig) -> None:
+    """The server's per-device staging is full of segments being committed: retry at the next complete.
+
+    Each commit frees its staging, so waiting the usual minute would idle the device for nothing.
+    """
+    rig.up.step()
+    rig.send_all_chunks(0)
+    assert rig.inits() == [0, 1]
+    rig.ack(1, AckState.REJECTED, code="staging_quota", message="full")
+    assert rig.states()[1] == "pending"  # not now, never failed
+    rig.up.step()
+    assert rig.inits() == [0, 1, 2]  # segment 1 waits; the slot goes on
+    rig.ack(2, AckState.REJECTED, code="staging_quota", message="full")
+    rig.up.step()
+    assert rig.inits() == [0, 1, 2, 3]
+    rig.ack(3, AckState.REJECTED, code="staging_quota", message="full")
+    rig.up.step()
+    assert rig.inits() == [0, 1, 2, 3]  # everything else is blocked for now
+    rig.complete(0, recording_id=10)
+    assert rig.inits() == [0, 1, 2, 3, 1]  # at once, oldest first, not a minute later
+    assert rig.states() == ["complete", "pending", "pending", "pending"]
+
+
+def test_a_staging_quota_refusal_with_nothing_awaiting_waits_the_usual_delay(tmp_path: Path) -> None:
+    """Without a commit to come, the refusal is retried after ``retry_blocked_s`` as before."""
+    rig = Rig(tmp_path, max_active=1, max_awaiting=0)
+    try:
+        rig.up.step()
+        rig.ack(0, AckState.REJECTED, code="staging_quota", message="full")
+        rig.up.step()
+        assert rig.inits() == [0, 1]  # segment 0 is held back, segment 1 tries
+        rig.send_all_chunks(1)
+        rig.complete(1, recording_id=11)
+        assert rig.inits() == [0, 1, 2]  # segment 0 is still held back: nothing was awaiting
+        for seg in (2, 3):
+            rig.send_all_chunks(seg)
+            rig.complete(seg, recording_id=10 + seg)
+        rig.up.step()
+        assert rig.inits() == [0, 1, 2, 3]  # nothing left but segment 0, still held back
+        rig.now[0] += 61.0
+        rig.up.step()
+        assert rig.inits() == [0, 1, 2, 3, 0]
+    finally:
+        rig.close()
