@@ -25,6 +25,12 @@ def main() -> int:
     parser.add_argument("config", help="agent TOML config")
     parser.add_argument("--timeout", type=float, default=600.0, help="drain timeout in seconds")
     parser.add_argument("--max-active", type=int, default=2, help="concurrent segment transfers")
+    parser.add_argument(
+        "--max-awaiting",
+        type=int,
+        default=None,
+        help="transfers waiting only for complete, besides the active ones (default: --max-active)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="agent %(levelname)s %(name)s: %(message)s")
     config = AgentConfig.load(args.config)
@@ -39,7 +45,7 @@ def main() -> int:
             holder[0].on_connected()
 
     link = MqttLink(config, on_ack=on_ack, on_connected=on_connected)
-    uploader = Uploader(outbox, link, config, max_active=args.max_active)
+    uploader = Uploader(outbox, link, config, max_active=args.max_active, max_awaiting=args.max_awaiting)
     holder.append(uploader)
     link.connect()
     if not link.wait_connected(30):

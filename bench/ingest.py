@@ -320,6 +320,7 @@ class Options:
     broker: str
     workers: int
     max_active: int
+    max_awaiting: int | None
     profile: str
     keep: bool
     as_json: bool
@@ -376,6 +377,7 @@ class Bench:
             "chunk_bytes": self.chunk,
             "window": o.window,
             "max_active": o.max_active,
+            "max_awaiting": o.max_active if o.max_awaiting is None else o.max_awaiting,
             "store": o.store,
             "broker": o.broker,
             "workers": o.workers,
@@ -571,6 +573,7 @@ class Bench:
     def ours(self, devices: list[Device], server: Child) -> dict[str, Any]:
         """K uploader processes → broker → server ingest; time from ``go`` to the last ``complete``."""
         o = self.opts
+        awaiting = [] if o.max_awaiting is None else ["--max-awaiting", str(o.max_awaiting)]
         agents = []
         for device in devices:
             cfg = write_agent_config(
@@ -579,7 +582,7 @@ class Bench:
             agents.append(
                 self.child(
                     f"agent-{device.device_id}",
-                    _py("bench._upload_agent", str(cfg), "--max-active", str(o.max_active)),
+                    _py("bench._upload_agent", str(cfg), "--max-active", str(o.max_active), *awaiting),
                 )
             )
         for agent in agents:
@@ -729,7 +732,8 @@ def report(result: dict[str, Any]) -> str:
         f"  volume: {c['devices']} devices x {c['segments_per_device']} segments x "
         f"{c['segment_bytes'] / MIB:g} MiB = {c['total_bytes'] / MIB:g} MiB; "
         f"chunk {c['chunk_bytes'] // 1024} KiB, "
-        f"window {c['window']}, {c['max_active']} active transfers per device   (MB = 10^6 bytes)",
+        f"window {c['window']}, {c['max_active']} active transfers per device (+ {c['max_awaiting']} "
+        "awaiting complete)   (MB = 10^6 bytes)",
         f"  baseline paho QoS 1 → {'$share ' if c['broker'] == 'mosquitto' else ''}subscriber: "
         f"{paho['mb_s']:7.1f} MB/s  ({paho['seconds']:.2f} s; CPU pub {paho['publisher_cpu_s']} s, "
         f"sub {paho['subscriber_cpu_s']} s, broker {paho['broker_cpu_s']} s)",
@@ -775,6 +779,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
     p.add_argument("--workers", type=int, default=1, help="ingest workers (ZFJL_INGEST_WORKERS)")
     p.add_argument("--max-active", type=int, default=2, help="concurrent transfers per agent (default 2)")
+    p.add_argument(
+        "--max-awaiting",
+        type=int,
+        default=None,
+        help="transfers per agent waiting only for complete, besides the active ones (default: --max-active; "
+        "0 = a transfer holds its slot until complete)",
+    )
     p.add_argument("--profile", default="", help="write a cProfile dump of the server's ingest handling")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the result as JSON")

@@ -2,6 +2,15 @@
 
 Threading: paho's network thread only puts acks and "connected" events on a queue; the worker thread
 alone owns the senders and the open files, so no sender is ever touched by two threads.
+
+Scheduling: up to ``max_active`` transfers *send* at once. A transfer whose every chunk the server
+holds and which waits only for fin's ``complete`` (the server is committing it: fsync, object store,
+database) no longer holds one of those slots, so the next segment's init and chunks go out during the
+commit instead of after it. Up to ``max_awaiting`` transfers may wait so; each keeps its file open and
+its segment pending until its own signed ``complete`` arrives, exactly as before, and a ``complete``
+is never taken for a segment it does not name (finding 1). Segments therefore may be committed out of
+sequence order, as they already could with two active transfers: the server checks each segment's
+chain link against both stored neighbours whenever either arrives (JL-23), not in arrival order.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from protocol.transfer import (
     SegmentSender,
     SendChunk,
     SenderAction,
+    SenderState,
     SendFin,
     SendInit,
     SendStatus,
@@ -82,7 +92,8 @@ class Link(Protocol):
 class UploaderStats:
     """Counters for status and health."""
 
-    active: int
+    active: int  # every open transfer, sending or awaiting its complete
+    awaiting_complete: int  # of those, the ones whose bytes are all held, waiting for the commit
     bytes_sent: int
     chunks_sent: int
     chunks_resent: int
@@ -99,6 +110,11 @@ class _Transfer:
     sent_offsets: set[int] = field(default_factory=set)
     cap_bps: int = 0  # bandwidth cap fixed when the transfer started; 0 = none
 
+    @property
+    def awaiting_complete(self) -> bool:
+        """Every byte sent and held, fin sent: only the server's commit is outstanding (no slot held)."""
+        return self.sender.state is SenderState.AWAIT_COMPLETE
+
 
 class _Connected:
     """Event: the link (re)connected."""
@@ -108,7 +124,8 @@ _Event = TransferAck | _Connected
 
 
 class Uploader:
-    """Keeps up to ``max_active`` segment transfers going until the outbox has nothing pending."""
+    """Keeps up to ``max_active`` segment transfers sending (and up to ``max_awaiting`` more waiting for
+    their ``complete``) until the outbox has nothing pending."""
 
     def __init__(
         self,
@@ -118,6 +135,7 @@ class Uploader:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_active: int = 2,
+        max_awaiting: int | None = None,
         poll_interval: float = _POLL_S,
         retry_blocked_s: float = _BLOCKED_RETRY_S,
         policy: Callable[[], EffectiveConfig] | None = None,
@@ -127,13 +145,20 @@ class Uploader:
 
         Refuses (:class:`ConfigError`) when no ingest public key is pinned: without one no ack can be
         verified, and an unverified ``complete`` must never mark evidence stored (finding 1).
+        ``max_awaiting`` (default: ``max_active``) bounds the transfers waiting only for their
+        ``complete`` besides the ``max_active`` sending ones; 0 keeps the old one-slot-until-complete.
         """
         require_pinned_ingest_keys(config)
+        if max_active < 1 or (max_awaiting is not None and max_awaiting < 0):
+            raise ValueError("max_active must be at least 1 and max_awaiting not negative")
         self.outbox = outbox
         self.link = link
         self.config = config
         self.clock = clock
         self.max_active = max_active
+        # Bounded so a server that stops answering fins cannot make the device open every segment it
+        # holds (file descriptors, and staging reserved per init on the server: docs/protocol.md).
+        self.max_awaiting = max_active if max_awaiting is None else max_awaiting
         self.poll_interval = poll_interval
         self.retry_blocked_s = retry_blocked_s
         # Fleet upload window and bandwidth cap (LiveConfig.current), read as each new transfer starts.
@@ -146,6 +171,10 @@ class Uploader:
         self._wake = threading.Event()
         self._active: dict[str, _Transfer] = {}
         self._blocked: dict[int, float] = {}
+        # Segments refused `staging_quota` while others of this device awaited their commit: the
+        # server frees their staging as it commits them, so these are retried at the next complete
+        # instead of a minute later (up to 2 × max_active segments may be staged now).
+        self._retry_at_commit: set[int] = set()
         # Segments whose file was found not to match its signed hash: checked in full before any resend.
         self._suspect: set[int] = set()
         self._stop = threading.Event()
@@ -207,6 +236,7 @@ class Uploader:
         """Current counters."""
         return UploaderStats(
             active=len(self._active),
+            awaiting_complete=sum(1 for t in self._active.values() if t.awaiting_complete),
             bytes_sent=self.bytes_sent,
             chunks_sent=self.chunks_sent,
             chunks_resent=self.chunks_resent,
@@ -262,8 +292,16 @@ class Uploader:
         for transfer in list(self._active.values()):
             self._execute(transfer, transfer.sender.tick(now))
 
+    def _sending(self) -> int:
+        """Transfers holding a sending slot: all but those waiting only for their ``complete``."""
+        return sum(1 for t in self._active.values() if not t.awaiting_complete)
+
+    def _room(self) -> bool:
+        """Whether one more transfer may start: a sending slot free and the total bound not reached."""
+        return self._sending() < self.max_active and len(self._active) < self.max_active + self.max_awaiting
+
     def _start_new(self, now: float) -> None:
-        if len(self._active) >= self.max_active or now < self._next_outbox_poll:
+        if not self._room() or now < self._next_outbox_poll:
             return
         self._next_outbox_poll = now + _OUTBOX_POLL_S
         effective = self.policy() if self.policy is not None else None
@@ -274,7 +312,7 @@ class Uploader:
         active_seqs = {t.segment.sequence for t in self._active.values()}
         wanted = self.max_active + len(self._active) + len(self._blocked)
         for segment in self.outbox.pending(limit=wanted):
-            if len(self._active) >= self.max_active:
+            if not self._room():
                 break
             if segment.sequence in active_seqs:
                 continue
@@ -377,6 +415,9 @@ class Uploader:
                 self.link.publish(
                     FileFin(device_id=device_id, file_id=file_id, size=seg.size, sha256=seg.sha256)
                 )
+                # The transfer now waits only for the server's commit and gives up its sending slot:
+                # look for the next segment at once (the segment itself stays pending until complete).
+                self._next_outbox_poll = 0.0
             elif isinstance(action, SendStatus):
                 self.link.publish(FileStatusQuery(device_id=device_id, file_id=file_id))
             elif isinstance(action, TransferFinished):
@@ -390,6 +431,9 @@ class Uploader:
                     ", duplicate" if action.duplicate else "",
                 )
                 self._drop(transfer)
+                for sequence in self._retry_at_commit:
+                    self._blocked.pop(sequence, None)
+                self._retry_at_commit.clear()
             elif isinstance(action, TransferFailed) and action.code in RETRYABLE_REFUSALS:
                 # Not a verdict on the evidence: the device is not (yet, or no longer) registered or
                 # active. Keep it pending and try again later instead of failing it for good.
@@ -400,6 +444,10 @@ class Uploader:
                     action.message,
                     self.retry_blocked_s,
                 )
+                if action.code in RETRY_LATER_CODES and any(
+                    t.awaiting_complete for t in self._active.values() if t is not transfer
+                ):
+                    self._retry_at_commit.add(seg.sequence)
                 self._drop(transfer, block=True)
             elif isinstance(action, TransferFailed):
                 self.outbox.mark_failed(seg.sequence, action.code, action.message)

@@ -42,6 +42,10 @@ ARCHIVE_STORE_KEY = "zfjl.archive_store"
 
 READ_CHUNK = 1024 * 1024
 MIN_PART_SIZE = 8 * 1024 * 1024
+# Checksum of each upload request (per part): a transport check only, the evidence hash is the file's
+# SHA-256 in the metadata. CRC-32 is computed by botocore with zlib (CRC-32C would need awscrt) and is
+# accepted by AWS S3, SeaweedFS and MinIO.
+TRANSPORT_CHECKSUM = "CRC32"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,511}")
 
 
@@ -316,7 +320,15 @@ class S3ObjectStore:
         return head
 
     def put_file(self, key: str, path: Path, sha256: str, *, verified: bool = False) -> StoredObject:
-        """Upload unless present: multipart above part size, SHA-256 checksums, locked if the bucket is."""
+        """Upload unless present: multipart above part size, CRC-32 checksums, locked if the bucket is.
+
+        The file's SHA-256 (verified against the signed manifest before this call, or here when not
+        ``verified``) goes into the object's metadata, where the idempotency check and the scrub read
+        it. Each request carries a CRC-32 of its bytes so the store refuses a part damaged in transit
+        (and because S3 wants a checksum on every write to an Object Lock bucket): a SHA-256 here
+        would be a second SHA-256 pass over every byte for no more than that transport check, and
+        the multipart composite of per-part checksums is not the file's hash either way.
+        """
         from boto3.s3.transfer import TransferConfig
 
         head = self._head(key)
@@ -329,7 +341,7 @@ class S3ObjectStore:
             if actual != sha256:
                 raise ObjectIntegrityError(f"{path} does not hash to {sha256}")
         extra: dict[str, Any] = {
-            "ChecksumAlgorithm": "SHA256",
+            "ChecksumAlgorithm": TRANSPORT_CHECKSUM,
             # The composite multipart checksum is not the file's sha256, so keep the real one in metadata.
             "Metadata": {"sha256": sha256},
             "ContentType": "application/octet-stream",

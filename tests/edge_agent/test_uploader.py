@@ -152,12 +152,13 @@ def test_delivers_segments_exactly_once_and_keeps_files_until_complete(
         stub.hold_finalize.set()
         segs = [agent.add(i, 40_000 + i) for i in range(3)]
         agent.start()
-        # Two transfers run at a time; the third starts only when one of them completes.
-        total_chunks = sum(-(-s.size // agent.config.chunk_bytes) for s in segs[:2])
+        # Two transfers send at a time; one whose bytes are all held waits for its commit without a
+        # sending slot, so the third goes out while the first two wait for a finalize held back here.
+        total_chunks = sum(-(-s.size // agent.config.chunk_bytes) for s in segs)
         assert wait_until(lambda: stub.chunks_staged >= total_chunks, 20)
         assert agent.uploader is not None
         # Every byte is staged and PUBACKed, but without "complete" nothing is done on the device.
-        assert wait_until(lambda: agent.uploader is not None and agent.uploader.stats().active == 2, 5)
+        assert wait_until(lambda: agent.uploader is not None and agent.uploader.stats().active == 3, 5)
         assert agent.outbox.stats().segments_pending == 3
         assert all(s.path.exists() for s in segs)
         stub.hold_finalize.clear()

@@ -211,6 +211,44 @@ def test_s3_store_put_idempotent_conflict_and_multipart(s3_store: S3ObjectStore,
         s3_store.size("t/missing")
 
 
+@pytest.mark.s3
+def test_jl6_s3_put_checks_each_part_with_crc32_and_keeps_the_sha256_in_metadata(
+    s3_store: S3ObjectStore, tmp_path: Path
+) -> None:
+    """The put's transport checksum is CRC-32, not a second SHA-256 pass; the file's SHA-256 stays findable.
+
+    The store refuses a part whose CRC-32 does not match what arrived, so a damaged part is still caught
+    in transit; the evidence hash (idempotency check, scrub) is the verified SHA-256 in the metadata.
+    """
+    import base64
+    import zlib
+
+    data = uuid.uuid4().bytes * (9 * 1024 * 1024 // 16 + 3)  # > 8 MiB: two parts
+    path = tmp_path / "seg.bin"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    assert s3_store.put_file("t/crc", path, sha, verified=True).created
+    client: Any = s3_store.client
+    head = client.head_object(Bucket=s3_store.bucket, Key="t/crc", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].endswith("-2") and "ChecksumSHA256" not in head  # composite of 2 parts
+    assert head["Metadata"]["sha256"] == sha
+    assert hashlib.sha256(b"".join(s3_store.open_range("t/crc", 0, len(data) - 1))).hexdigest() == sha
+    assert not s3_store.put_file("t/crc", path, sha).created  # idempotent on the metadata's hash
+    # A part whose bytes do not match its CRC-32 (damage in transit) is refused by the store.
+    wrong = base64.b64encode((zlib.crc32(b"part") ^ 1).to_bytes(4, "big")).decode("ascii")
+    upload = client.create_multipart_upload(Bucket=s3_store.bucket, Key="t/bad", ChecksumAlgorithm="CRC32")
+    with pytest.raises(Exception, match="BadDigest"):
+        client.upload_part(
+            Bucket=s3_store.bucket,
+            Key="t/bad",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"part",
+            ChecksumCRC32=wrong,
+        )
+    client.abort_multipart_upload(Bucket=s3_store.bucket, Key="t/bad", UploadId=upload["UploadId"])
+
+
 def test_local_store_conflict_integrity_and_keys(tmp_path: Path) -> None:
     from server.infra.storage import ObjectConflict, ObjectIntegrityError
 
