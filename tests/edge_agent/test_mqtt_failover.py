@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from edge_agent.keys import generate_private_key, save_private_key
 from edge_agent.mqtt_link import BrokerRotation, MqttLink
 from protocol import topics
 from protocol.downlink import seal
-from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto, free_port
+from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto
 
 DEVICE = "rec-fo"
 DEVICE_PASSWORD = "pw-" + "d" * 20  # anonymous Mosquittos ignore it; the refusing one does not know it
@@ -218,15 +219,20 @@ def test_jl17_unreachable_first_broker_the_link_uses_the_next(
     """A recorder whose first broker is down at start connects to the second one."""
     broker = brokers()
     broker.start()
-    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
-    link, _ = _link(tmp_path, [dead, broker.url])
-    try:
-        link.connect()
-        assert link.wait_connected(60), "never connected to the second broker"
-        assert link.broker_url == broker.url and link.rotation.failovers == 1
-        assert _downlink_heard_on(broker, link)
-    finally:
-        link.close()
+    # A port bound but not listening refuses every connection, and no other process (a broker another
+    # test starts meanwhile on a "free" port) can take it while the test runs.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        dead = f"mqtt://127.0.0.1:{held.getsockname()[1]}"
+        link, _ = _link(tmp_path, [dead, broker.url])
+        try:
+            link.connect()
+            assert link.wait_connected(60), f"never connected to the second broker: {link.last_error}"
+            state = (link.broker_url, link.rotation.failovers, link.disconnects, link.last_error)
+            assert state[:3] == (broker.url, 1, 0), state
+            assert _downlink_heard_on(broker, link)
+        finally:
+            link.close()
 
 
 @pytest.mark.mosquitto
