@@ -180,6 +180,9 @@ class MqttLink:
         self.client.on_message = self._handle_message
         self.client.on_subscribe = self._handle_subscribe
         self.subscribe_refusals = 0  # downlink subscriptions the broker refused (each retried)
+        # Set once the broker granted this connection's downlink subscription: until then an ack the server
+        # publishes is not delivered to us (the device's status query after a reconnect covers that).
+        self._downlink_granted = threading.Event()
         self._refusals_in_a_row = 0
 
     def _presence(self, state: PresenceState) -> Presence:
@@ -194,6 +197,15 @@ class MqttLink:
     def connected(self) -> bool:
         """Whether the broker accepted the connection and it is up."""
         return self._connected.is_set()
+
+    @property
+    def downlink_subscribed(self) -> bool:
+        """Whether the broker granted the downlink subscription of the current connection."""
+        return self._downlink_granted.is_set()
+
+    def wait_downlink(self, timeout: float) -> bool:
+        """Block until the current connection's downlink subscription is granted, or ``timeout`` passes."""
+        return self._downlink_granted.wait(timeout)
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or ``timeout`` passes."""
@@ -276,6 +288,7 @@ class MqttLink:
         self.rotation.connected()
         logger.info("connected to %s (session present: %s)", self.broker_url, flags.session_present)
         # Subscribe on every connect: the broker may have lost the session (restart without persistence).
+        self._downlink_granted.clear()
         client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
         topic, payload = encode(self._presence(PresenceState.ONLINE))
         client.publish(topic, payload, qos=1, retain=True)
@@ -302,6 +315,7 @@ class MqttLink:
         """
         if not any(code.is_failure for code in reason_codes):
             self._refusals_in_a_row = 0
+            self._downlink_granted.set()
             return
         self.subscribe_refusals += 1
         self._refusals_in_a_row += 1
@@ -329,6 +343,7 @@ class MqttLink:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._downlink_granted.clear()
         if self._closing.is_set():
             return
         if was_connected:

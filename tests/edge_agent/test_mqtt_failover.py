@@ -198,6 +198,8 @@ def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
 def _downlink_heard_on(broker: MosquittoBroker, link: MqttLink) -> bool:
     """Publish a (wrongly signed) ack for the device on ``broker``: the link hears it only if it
     subscribed there. It is refused, as any ack not signed by a pinned key must be."""
+    # A message published before the broker processed the link's SUBSCRIBE is not delivered to it.
+    assert link.wait_downlink(30), "the downlink subscription was never granted"
     before = link.untrusted_acks
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tester-" + os.urandom(3).hex())
     client.connect(broker.host, broker.port)

@@ -57,6 +57,7 @@ def test_jl17_refused_downlink_subscription_is_retried_with_backoff(
             time.sleep(0.02)
         assert link.subscribe_refusals >= 3, "the refused subscription was not asked for again"
         assert link.connected  # retried on the same connection, no reconnect needed
+        assert not link.downlink_subscribed  # nothing granted: acks would not reach the recorder
         assert link.disconnects == 0
     finally:
         link.close()
