@@ -90,6 +90,12 @@ parents(PyObject *module, PyObject *args)
     SHA256_CTX ctx;
     buf[0] = 0x01;
     for (Py_ssize_t j = 0; j < pairs; j++) {
+        if (start + 2 * j + 1 >= PyList_GET_SIZE(row)) {
+            /* Only a finalizer run by the garbage collector could have shrunk the row meanwhile. */
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_IndexError, "the row changed while it was hashed");
+            return NULL;
+        }
         PyObject *left = PyList_GET_ITEM(row, start + 2 * j);
         PyObject *right = PyList_GET_ITEM(row, start + 2 * j + 1);
         if (!PyBytes_Check(left) || !PyBytes_Check(right) || PyBytes_GET_SIZE(left) != HASH_SIZE ||
