@@ -133,15 +133,9 @@ def db_now(session: Session) -> ColumnElement[float]:
 def _ensure_row(session: Session, job: str) -> None:
     """Insert the job's row if it does not exist; a concurrent insert of the same row is no error."""
     values = {"job": job, "holder": None, "token": 0, "expires_at": 0.0, "runs": 0}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(
-            postgresql.insert(JobLease).values(values).on_conflict_do_nothing(index_elements=["job"])
-        )
-    elif dialect == "sqlite":
-        session.execute(sqlite.insert(JobLease).values(values).on_conflict_do_nothing(index_elements=["job"]))
-    else:  # pragma: no cover - the project supports SQLite and PostgreSQL only
-        raise NotImplementedError(dialect)
+    # The settings accept SQLite and PostgreSQL URLs only (server.infra.config); both say ON CONFLICT.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(JobLease).values(values).on_conflict_do_nothing(index_elements=["job"]))
 
 
 def _held(grant: LeaseGrant) -> ColumnElement[bool]:

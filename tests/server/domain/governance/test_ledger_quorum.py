@@ -21,49 +21,21 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from server.app import create_app
-from server.domain.governance import ledger
 from server.infra.config import ConfigError, load_settings
-from server.infra.db import get_engine, run_migrations, session_scope
-from tests.conftest import TEST_JWT_SECRET
+from server.infra.db import get_engine, session_scope
 from tests.fixtures.evidence import record_evidence
+from tests.fixtures.witnesses import STRANGER, TRUSTED, W1, W2, W3, ledger_round, witnessed_app
 from zfjl_verify import Checkpoint, CosignerKey, cosign
 
 SCRIPT = Path(sys.executable).parent / "zfjl-verify"
-W1 = ("superior.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x11" * 32))
-W2 = ("court.example/w2", Ed25519PrivateKey.from_private_bytes(b"\x12" * 32))
-W3 = ("audit.example/w3", Ed25519PrivateKey.from_private_bytes(b"\x13" * 32))
-STRANGER = ("stranger.example/w", Ed25519PrivateKey.from_private_bytes(b"\x19" * 32))
-TRUSTED = [CosignerKey.from_private_key(name, key) for name, key in (W1, W2, W3)]
 
 
 @pytest.fixture
 def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
     """The app over a fresh migrated database, trusting three witnesses with a quorum of two."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": db_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "ledger_witness_keys": ",".join(key.encode() for key in TRUSTED),
-            "ledger_witness_quorum": 2,
-            "TESTING": True,
-        }
-    )
-    run_migrations(db_url)
+    app = witnessed_app(db_url, tmp_path / "var")
     yield app
     get_engine(app).dispose()
-
-
-def _round(app: Flask) -> int:
-    """One ledger worker round; the size of the latest checkpoint."""
-    with session_scope(app) as session:
-        ledger.sequence(session)
-        signer = ledger.LedgerSigner.from_ingest_key(app.extensions["zfjl.settings"].ingest_key)
-        ledger.checkpoint(session, signer)
-        latest = ledger.latest_checkpoint(session)
-        assert latest is not None
-        return latest.tree_size
 
 
 def _head(client: FlaskClient, size: int) -> Checkpoint:
@@ -113,7 +85,7 @@ def test_jl23_a_checkpoint_is_witnessed_once_two_distinct_trusted_witnesses_cosi
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
     record_evidence(app, tmp_path / "dev-1", "dev-1", session_id="sess-1", clips=1)
-    size = _round(app)
+    size = ledger_round(app)
     head = _head(client, size)
     assert _witnessing(client, size) == {
         "quorum": 2,
@@ -155,7 +127,7 @@ def test_jl23_a_checkpoint_is_witnessed_once_two_distinct_trusted_witnesses_cosi
 
     # A newer checkpoint is not witnessed until witnesses cosign it; the witnessed one stays served.
     record_evidence(app, tmp_path / "dev-2", "dev-2", session_id="sess-2", clips=1)
-    newer = _round(app)
+    newer = ledger_round(app)
     assert newer > size
     latest = client.get("/ledger/v1/checkpoint").get_json()
     assert latest["tree_size"] == newer and latest["witnessing"]["met"] is False
@@ -167,10 +139,10 @@ def test_jl23_cosignature_rows_an_insider_adds_never_make_a_quorum(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
     record_evidence(app, tmp_path / "dev-1", "dev-1", session_id="sess-1", clips=1)
-    first = _round(app)
+    first = ledger_round(app)
     first_head = _head(client, first)
     record_evidence(app, tmp_path / "dev-2", "dev-2", session_id="sess-2", clips=1)
-    size = _round(app)
+    size = ledger_round(app)
     head = _head(client, size)
     w1_line = cosign(head, *W1, 1_790_000_000)
     assert _submit(client, size, w1_line) == (200, None)

@@ -25,41 +25,17 @@ from server.infra.db import get_engine, run_migrations, session_scope
 from tests.conftest import TEST_JWT_SECRET
 from tests.fixtures.browser import CHROMIUM, LAUNCH_ARGS, requires_chromium, serve_app
 from tests.fixtures.evidence import record_evidence
-from zfjl_verify import Checkpoint, CosignerKey, cosign
+from tests.fixtures.witnesses import TRUSTED, W1, W2, W3, ledger_round, witnessed_app
+from zfjl_verify import Checkpoint, cosign
 from zfjl_verify.cli import main as zfjl_verify
-
-W1 = ("superior.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x31" * 32))
-W2 = ("court.example/w2", Ed25519PrivateKey.from_private_bytes(b"\x32" * 32))
-W3 = ("audit.example/w3", Ed25519PrivateKey.from_private_bytes(b"\x33" * 32))
-TRUSTED = [CosignerKey.from_private_key(name, key) for name, key in (W1, W2, W3)]
 
 
 @pytest.fixture
 def app(sqlite_url: str, tmp_path: Path) -> Iterator[Flask]:
     """The app trusting three witnesses with a quorum of two."""
-    app = create_app(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "database_url": sqlite_url,
-            "jwt_secret": TEST_JWT_SECRET,
-            "ledger_witness_keys": ",".join(key.encode() for key in TRUSTED),
-            "ledger_witness_quorum": 2,
-            "TESTING": True,
-        }
-    )
-    run_migrations(sqlite_url)
+    app = witnessed_app(sqlite_url, tmp_path / "var")
     yield app
     get_engine(app).dispose()
-
-
-def _round(app: Flask) -> int:
-    with session_scope(app) as session:
-        ledger.sequence(session)
-        signer = ledger.LedgerSigner.from_ingest_key(app.extensions["zfjl.settings"].ingest_key)
-        ledger.checkpoint(session, signer)
-        latest = ledger.latest_checkpoint(session)
-        assert latest is not None
-        return latest.tree_size
 
 
 def _cosign(client: FlaskClient, size: int, witness: tuple[str, Ed25519PrivateKey]) -> None:
@@ -73,11 +49,11 @@ def _cosign(client: FlaskClient, size: int, witness: tuple[str, Ed25519PrivateKe
 def two_checkpoints(app: Flask, client: FlaskClient, tmp_path: Path) -> tuple[int, int]:
     """An older checkpoint two witnesses cosigned, and a newer one only one witness cosigned so far."""
     record_evidence(app, tmp_path / "dev-1", "dev-1", session_id="sess-1", clips=1)
-    witnessed = _round(app)
+    witnessed = ledger_round(app)
     _cosign(client, witnessed, W1)
     _cosign(client, witnessed, W2)
     record_evidence(app, tmp_path / "dev-2", "dev-2", session_id="sess-2", clips=1)
-    newer = _round(app)
+    newer = ledger_round(app)
     _cosign(client, newer, W3)
     return witnessed, newer
 
@@ -164,7 +140,7 @@ def test_the_ledger_page_pages_to_older_checkpoints(app: Flask, client: FlaskCli
     sizes = []
     for n in range(12):
         record_evidence(app, tmp_path / f"dev-{n}", f"dev-{n}", session_id=f"sess-{n}", clips=1)
-        sizes.append(_round(app))
+        sizes.append(ledger_round(app))
     html = client.get("/portal/ledger").get_data(as_text=True)
     shown = [int(size) for size in re.findall(r'data-checkpoint="(\d+)" data-kind="recent"', html)]
     assert shown == sizes[::-1][:10]
