@@ -60,6 +60,8 @@ LOCK_NAME = "lock"
 TRASH_PREFIX = ".trash-"
 # Each staged transfer counts at least this much against its device's quota (an init's largest size).
 TRANSFER_CHARGE = MAX_JSON_PAYLOAD
+# How old a scan of a device's staging a chunk's quota check may use (Staging.device_usage).
+_USAGE_TTL_S = 1.0
 
 
 class StagingError(ZfjlError):
@@ -96,6 +98,8 @@ class Staging:
         self._parsed: dict[Path, ParsedIndex] = {}
         self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
         self._running: dict[Path, _RunningHash] = {}
+        # device id -> (monotonic time of the scan, {file id: bytes}): see device_usage(fresh=False).
+        self._usage: dict[str, tuple[float, dict[str, int]]] = {}
         self._times_show_writes = _file_times_show_every_write(self.root)
         self._parsed_lock = threading.Lock()
         # How often finalize used the running hash, and how often it had to hash the staged file.
@@ -264,6 +268,7 @@ class Staging:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
             fsync_dir(path)
+        self._note_usage(device_id, file_id, len(envelope))
 
     def stage(self, chunk: FileChunk, *, require_manifest: bool = True) -> StageOutcome:
         """Write a chunk at its offset unless it contradicts staged bytes; report what happened.
@@ -309,6 +314,7 @@ class Staging:
                 self._advance(path, data_fd, chunk, generation, held.add(chunk.offset, chunk.end), untouched)
             finally:
                 os.close(data_fd)
+            self._note_usage(chunk.device_id, chunk.file_id, len(chunk.data) + len(line))
             return StageOutcome.WRITTEN
 
     def _generation(self, path: Path, data_fd: int) -> tuple[tuple[bytes, int], RangeSet]:
@@ -377,7 +383,7 @@ class Staging:
         """
         with self._parsed_lock:
             running = self._running.get(path)
-        return running is None or running.crc is not None or running.seal == _seal(data_fd)
+        return running is None or running.with_crc or running.seal == _seal(data_fd)
 
     def _advance(
         self,
@@ -511,7 +517,7 @@ class Staging:
         generation, held = self._generation(path, data_fd)
         if running.generation != generation:
             return None
-        if running.crc is None:
+        if not running.with_crc:
             # Fine-grained file times: any write since this process's last one (another worker's chunk,
             # anything else) shows; then the file is hashed, as after a restart.
             if _seal(data_fd) != running.seal:
@@ -520,10 +526,14 @@ class Staging:
             running.catch_up(data_fd, held)  # bytes another worker staged after this process's last chunk
         if running.position != size or os.fstat(data_fd).st_size != size:
             return None
-        if running.crc is not None and _crc32_fd(data_fd, size) != running.crc:
+        hashed = running.settled()
+        if hashed is None:
+            return None
+        sha256, crc = hashed
+        if running.with_crc and _crc32_fd(data_fd, size) != crc:
             _LOG.warning("staging: %s changed on disk after it was staged; hashing it again", path)
             return None
-        return running.sha.hexdigest()
+        return sha256
 
     def discard(
         self, device_id: str, file_id: str, *, keep_manifest: bool = False, wait: bool = True
@@ -532,6 +542,7 @@ class Staging:
         a transfer whose lock another worker holds now is left alone. Whether anything was dropped."""
         with self._parsed_lock:
             self._running.pop(self.path_of(device_id, file_id), None)
+        self._note_usage(device_id, file_id, None)
         with self._locked(device_id, file_id, create=False, wait=wait) as path:
             if path is None:
                 return False
@@ -593,30 +604,59 @@ class Staging:
                 if transfer_dir.is_dir() and valid_file_id(transfer_dir.name):
                     yield device_dir.name, transfer_dir.name
 
-    def device_usage(self, device_id: str, *, exclude_file_id: str | None = None) -> int:
+    def device_usage(self, device_id: str, *, exclude_file_id: str | None = None, fresh: bool = True) -> int:
         """Disk bytes a device's staged transfers take, for its quota (each at least TRANSFER_CHARGE).
 
         Allocated blocks, not declared sizes, so sparse writes count as what they cost. Every transfer
         is charged at least one init's largest size, so a device cannot fill the disk's inodes with
-        tiny transfers either. Stats only (no locks, no index parsing): it runs for every chunk.
+        tiny transfers either. Stats only (no locks, no index parsing).
+
+        ``fresh=False`` (every chunk) may answer from a scan up to ``_USAGE_TTL_S`` old, to which this
+        process adds the bytes it staged since: the scan of a device's transfers cost more than the rest
+        of a chunk's staging. What it can miss is what *other* ingest processes staged for the device in
+        that last second, so with several workers the quota may be passed by about one second of that
+        device's upload; an init, which reserves a whole segment, always scans.
         """
         if not valid_device_id(device_id):
             raise StagingError(f"invalid device id {device_id!r}")
+        now = time.monotonic()
+        with self._parsed_lock:
+            cached = self._usage.get(device_id)
+        if fresh or cached is None or now - cached[0] > _USAGE_TTL_S:
+            cached = (now, self._scan_usage(device_id))
+            with self._parsed_lock:
+                if len(self._usage) > 4096:
+                    self._usage.clear()  # bounded memory: a device dropped is scanned again
+                self._usage[device_id] = cached
+        return sum(max(TRANSFER_CHARGE, used) for name, used in cached[1].items() if name != exclude_file_id)
+
+    def _scan_usage(self, device_id: str) -> dict[str, int]:
         try:
             transfers = os.scandir(self.root / device_id)
         except FileNotFoundError:
-            return 0
-        total = 0
+            return {}
+        usage: dict[str, int] = {}
         with transfers:
             for transfer in transfers:
-                if transfer.name == exclude_file_id or not valid_file_id(transfer.name):
+                if not valid_file_id(transfer.name):
                     continue
                 used = 0
                 for name in (MANIFEST_NAME, DATA_NAME, INDEX_NAME):
                     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                         used += os.stat(os.path.join(transfer.path, name)).st_blocks * 512
-                total += max(TRANSFER_CHARGE, used)
-        return total
+                usage[transfer.name] = used
+        return usage
+
+    def _note_usage(self, device_id: str, file_id: str, added: int | None) -> None:
+        """Keep the cached usage in step with this process's own changes (None: the transfer is gone)."""
+        with self._parsed_lock:
+            cached = self._usage.get(device_id)
+            if cached is None:
+                return
+            if added is None:
+                cached[1].pop(file_id, None)
+            else:
+                cached[1][file_id] = cached[1].get(file_id, 0) + added
 
     def last_touched(self, device_id: str, file_id: str) -> float:
         """Latest mtime of the transfer's files (epoch seconds)."""

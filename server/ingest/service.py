@@ -399,7 +399,9 @@ class IngestService:
             max_chunk_bytes=self.settings.max_chunk_bytes,
             staging_quota_bytes=self.settings.staging_quota_bytes,
             # Only an init or a chunk of an accepted transfer can be held to the quota.
-            staged_elsewhere=self.staging.device_usage(msg.device_id, exclude_file_id=msg.file_id)
+            staged_elsewhere=self.staging.device_usage(
+                msg.device_id, exclude_file_id=msg.file_id, fresh=not isinstance(msg, FileChunk)
+            )
             if device is not None and (isinstance(msg, FileInit) or (isinstance(msg, FileChunk) and manifest))
             else 0,
         )

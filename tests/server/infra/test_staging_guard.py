@@ -25,7 +25,7 @@ from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.fleet.devices import register_device
 from server.infra.config import load_settings
 from server.infra.db import session_scope
-from server.infra.staging import DATA_NAME, MANIFEST_NAME, Staging
+from server.infra.staging import DATA_NAME, MANIFEST_NAME, TRANSFER_CHARGE, Staging
 from server.ingest.rejections import REJECTION_ROWS_PER_DEVICE_MINUTE
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
@@ -148,10 +148,7 @@ def test_flood_summary_survives_a_database_outage(
     assert service.flush_rejections() == 0
     monkeypatch.setattr(ingest_module, "record_rejection", original)
     assert service.flush_rejections() == 1
-    assert (
-        sum(r.occurrences for r in rows(app, code="bad_message"))
-        == REJECTION_ROWS_PER_DEVICE_MINUTE + 5
-    )
+    assert sum(r.occurrences for r in rows(app, code="bad_message")) == REJECTION_ROWS_PER_DEVICE_MINUTE + 5
 
 
 def test_flood_from_random_device_ids_is_bounded(
@@ -275,6 +272,48 @@ def test_init_beyond_the_device_quota_is_refused_for_later_and_nothing_is_lost(
     assert one(service, *fin(first)).state is AckState.COMPLETE
     assert upload(service, second, second_data).state is AckState.COMPLETE
     assert count(app, Recording) == 2
+
+
+def test_chunks_of_two_transfers_are_held_to_the_quota_between_scans(
+    app: Flask, device: SegmentFactory
+) -> None:
+    """A chunk's quota check may use a scan up to a second old, but this process's own writes count at once.
+
+    Two transfers admitted together (each init fits) then fill the quota chunk by chunk: the chunk that
+    would pass it is refused for later (`staging_quota`) within the same second, not let in; after the
+    first commits, the second completes.
+    """
+    service = quota_service(app, 3 * CHUNK + 2 * TRANSFER_CHARGE)
+    first_data, second_data = os.urandom(2 * CHUNK), os.urandom(2 * CHUNK)
+    first, _ = device.make(first_data)
+    second, _ = device.make(second_data)
+    assert one(service, *init(first)).state is AckState.READY
+    assert one(service, *init(second)).state is AckState.READY
+    assert one(service, *chunk(second, second_data, 0)).state is AckState.STORED  # scans the device once
+    assert one(service, *chunk(first, first_data, 0)).state is AckState.STORED
+    assert one(service, *chunk(second, second_data, CHUNK)).state is AckState.STORED  # 3 chunks staged
+    refused = one(service, *chunk(first, first_data, CHUNK))  # a 4th would pass the quota
+    assert (refused.state, refused.code) == (AckState.REJECTED, "staging_quota")
+    assert one(service, *fin(second)).state is AckState.COMPLETE  # its staging is freed...
+    assert one(service, *chunk(first, first_data, CHUNK)).state is AckState.STORED  # ...counted free at once
+    assert one(service, *fin(first)).state is AckState.COMPLETE
+    assert count(app, Recording) == 2
+
+
+def test_an_init_counts_what_another_worker_staged_at_once(app: Flask, device: SegmentFactory) -> None:
+    """An init always scans the device's staging: bytes another ingest process staged a moment ago count."""
+    service = quota_service(app, 3 * CHUNK)
+    first_data, second_data = os.urandom(2 * CHUNK), os.urandom(2 * CHUNK)
+    first, _ = device.make(first_data)
+    second, _ = device.make(second_data)
+    assert one(service, *init(first)).state is AckState.READY
+    assert one(service, *chunk(first, first_data, 0)).state is AckState.STORED  # the device's usage cached
+    other_worker = Staging(service.staging.root)  # another process on the same staging root
+    other_worker.stage(
+        FileChunk(device_id=device.device_id, file_id=first.file_id, offset=CHUNK, data=first_data[CHUNK:])
+    )
+    refused = one(service, *init(second))
+    assert (refused.state, refused.code) == (AckState.REJECTED, "staging_quota")
 
 
 def test_quota_counts_only_this_device(app: Flask, device: SegmentFactory, tmp_path: Path) -> None:

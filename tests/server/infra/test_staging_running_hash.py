@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from protocol.messages import FileChunk
 from protocol.transfer import StageOutcome
+from server.infra import staging_seal
 from server.infra.staging import DATA_NAME, Staging
 
 DEV, FILE = "dev-001", "e" * 32
@@ -234,3 +237,83 @@ def test_any_order_with_repeats_never_gives_a_wrong_digest(
     assert staged.sha256 in (None, hashlib.sha256(data).hexdigest())
     if cut == len(sends):
         assert staged.sha256 == hashlib.sha256(data).hexdigest()  # one process saw it all
+
+
+# -- the hashing thread (docs/performance.md, "The running hash off the network thread") ------------
+
+
+def test_chunks_are_hashed_off_the_thread_that_stages_them(
+    staging: Staging, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MQTT network thread only hands the bytes over; the process's hashing thread hashes them."""
+    hashed_in: set[str] = set()
+    original = staging_seal._RunningHash.hash_now
+
+    def spy(self: staging_seal._RunningHash, block: bytes | memoryview) -> None:
+        hashed_in.add(threading.current_thread().name)
+        original(self, block)
+
+    monkeypatch.setattr(staging_seal._RunningHash, "hash_now", spy)
+    stage_all(staging, data, grid(data))
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+    assert hashed_in == {"zfjl-staging-hash"}
+
+
+def test_finalize_waits_for_the_hashing_thread_to_catch_up(
+    staging: Staging, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hashing thread far behind the chunks: finalize waits for it and still gives the true digest."""
+    original = staging_seal._RunningHash.hash_now
+
+    def slow(self: staging_seal._RunningHash, block: bytes | memoryview) -> None:
+        time.sleep(0.05)
+        original(self, block)
+
+    monkeypatch.setattr(staging_seal._RunningHash, "hash_now", slow)
+    stage_all(staging, data, grid(data))  # returns long before 11 × 50 ms of hashing is done
+    staged = staging.finish(DEV, FILE, len(data))
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert (staging.finalize_hashed_on_arrival, staging.finalize_rehashed) == (1, 0)
+
+
+def test_a_hashing_failure_makes_finalize_hash_the_file_not_trust_a_partial_digest(
+    staging: Staging, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the hashing thread fails on a block, the running hash is given up: the file is hashed instead."""
+    original = staging_seal._RunningHash.hash_now
+    calls = 0
+
+    def failing_once(self: staging_seal._RunningHash, block: bytes | memoryview) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise MemoryError("simulated")
+        original(self, block)
+
+    monkeypatch.setattr(staging_seal._RunningHash, "hash_now", failing_once)
+    stage_all(staging, data, grid(data))
+    staged = staging.finish(DEV, FILE, len(data))
+    assert staged.sha256 is None  # the caller hashes the staged file, as after a restart
+    assert (staging.finalize_hashed_on_arrival, staging.finalize_rehashed) == (0, 1)
+    assert staged.path.read_bytes() == data
+
+
+def test_the_hashing_thread_ends_when_idle_and_comes_back_when_needed(
+    new_staging: Callable[[], Staging], data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread is left behind by an idle process; the next chunk starts one again."""
+    monkeypatch.setattr(staging_seal, "_IDLE_EXIT_S", 0.05)
+
+    def hashing_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "zfjl-staging-hash"]
+
+    staging = new_staging()
+    stage_all(staging, data, grid(data))
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
+    deadline = time.monotonic() + 10
+    while hashing_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not hashing_threads()
+    staging.discard(DEV, FILE)
+    stage_all(staging, data, grid(data))
+    assert staging.finish(DEV, FILE, len(data)).sha256 == hashlib.sha256(data).hexdigest()
