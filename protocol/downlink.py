@@ -125,18 +125,34 @@ def _canonical(data: dict[str, object]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+# The key id of each signing key used so far (a server has one or two). Deriving the public key from the
+# private one is a scalar multiplication, about as costly as the signature itself, and seal() runs for
+# every chunk ack. Keyed by the key object, which is kept alive by the entry, so an id is never reused.
+_SIGNING_KEY_IDS: dict[int, tuple[Ed25519PrivateKey, str]] = {}
+
+
+def _signing_key_id(private_key: Ed25519PrivateKey) -> str:
+    known = _SIGNING_KEY_IDS.get(id(private_key))
+    if known is not None and known[0] is private_key:
+        return known[1]
+    kid = key_id(private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    if len(_SIGNING_KEY_IDS) >= 16:
+        _SIGNING_KEY_IDS.clear()  # bounded: tests make many keys, a server one or two
+    _SIGNING_KEY_IDS[id(private_key)] = (private_key, kid)
+    return kid
+
+
 def seal(topic: str, body: bytes, private_key: Ed25519PrivateKey) -> bytes:
     """The signed envelope of one downlink answer (``body``: the canonical JSON of the ack)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise LocalProtocolError("a downlink body is UTF-8 JSON text") from None
-    raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     signature = private_key.sign(signing_input(topic, body))
     return _canonical(
         {
             "body": text,
-            "kid": key_id(raw),
+            "kid": _signing_key_id(private_key),
             "sig": base64.b64encode(signature).decode("ascii"),
             "v": DOWNLINK_VERSION,
         }

@@ -193,6 +193,31 @@ def test_chunk_for_a_file_id_without_manifest_is_not_staged(
     assert [r.code for r in rows(app)] == ["no_manifest"]
 
 
+@pytest.mark.parametrize("left", ["empty", "gone"])
+def test_a_manifest_lost_by_a_power_cut_costs_only_a_new_init(
+    app: Flask, service: IngestService, device: SegmentFactory, left: str
+) -> None:
+    """The staged manifest is not fsynced (its ``ready`` is flow control): if a power cut loses it, or leaves
+    the renamed file empty, the next chunk is answered `no_manifest`, the device sends init again, and the
+    segment is stored with the bytes already staged kept."""
+    data = os.urandom(3 * CHUNK)
+    signed, _ = device.make(data)
+    assert one(service, *init(signed)).state is AckState.READY
+    assert one(service, *chunk(signed, data, 0)).state is AckState.STORED
+    manifest = service.staging.path_of(device.device_id, signed.file_id) / MANIFEST_NAME
+    if left == "empty":
+        manifest.write_bytes(b"")
+    else:
+        manifest.unlink()
+    restarted = IngestService(service.settings, app, service.store, Staging(service.staging.root))
+    lost = one(restarted, *chunk(signed, data, CHUNK))
+    assert (lost.state, lost.code, lost.offset) == (AckState.UNKNOWN, "no_manifest", CHUNK)
+    ready = one(restarted, *init(signed))
+    assert ready.state is AckState.READY and ready.ranges == RangeSet.of([(0, CHUNK)])
+    assert upload(restarted, signed, data).state is AckState.COMPLETE
+    assert count(app, Recording) == 1
+
+
 def test_chunks_after_a_forged_init_are_not_staged(
     app: Flask, service: IngestService, device: SegmentFactory
 ) -> None:
