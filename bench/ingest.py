@@ -211,6 +211,9 @@ class _Segment:
     ended_utc: datetime
     started_mono_ns: int
     ended_mono_ns: int
+    # As the recorder seals a segment: each chunk's SHA-256 for the uploader's chunk size (or None).
+    chunk_digests: tuple[bytes, ...] | None = None
+    chunk_bytes: int = 0
 
 
 @dataclass
@@ -234,10 +237,17 @@ def prepare_devices(
     prefix: str = "bench",
     officer_id: str = "bench",
     start: datetime = datetime(2025, 6, 1, tzinfo=UTC),
+    chunk_bytes: int | None = None,
 ) -> list[Device]:
-    """K outboxes, each holding ``per_device`` journalled segments of random bytes (not timed)."""
+    """K outboxes, each holding ``per_device`` journalled segments of random bytes (not timed).
+
+    With ``chunk_bytes`` each segment is journalled with its chunks' SHA-256, taken as the recorder
+    takes them when it seals a segment, so the timed upload runs the product's path (nothing hashed
+    per chunk at send).
+    """
     from edge_agent.keys import generate_private_key, public_key_raw, save_private_key
     from edge_agent.outbox import Outbox
+    from zfjl_common.fsutil import size_sha256_and_chunk_digests
 
     devices: list[Device] = []
     for d in range(count):
@@ -255,14 +265,22 @@ def prepare_devices(
                 path = seg_dir / f"seg-{s:05d}.mp4"
                 path.write_bytes(data)
                 t0 = start + timedelta(seconds=60 * s)
+                digests: tuple[bytes, ...] | None = None
+                if chunk_bytes is None:
+                    size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+                else:
+                    size, sha256, chunk_list = size_sha256_and_chunk_digests(path, chunk_bytes)
+                    digests = tuple(chunk_list)
                 seg = _Segment(
                     path=path,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
+                    size=size,
+                    sha256=sha256,
                     started_utc=t0,
                     ended_utc=t0 + timedelta(seconds=60),
                     started_mono_ns=s * 60 * 10**9,
                     ended_mono_ns=(s + 1) * 60 * 10**9,
+                    chunk_digests=digests,
+                    chunk_bytes=chunk_bytes or 0,
                 )
                 signed = outbox.add_segment(seg, device_id=device_id, officer_id=officer_id, private_key=key)
                 device.segments[signed.manifest.sequence] = seg.sha256
@@ -392,7 +410,9 @@ class Bench:
             f"preparing {o.devices} devices x {self.per_device} segments x {self.segment_bytes / MIB:g} MiB "
             f"= {self.total_bytes / MIB:g} MiB (not timed)"
         )
-        devices = prepare_devices(self.work / "devices", o.devices, self.per_device, self.segment_bytes)
+        devices = prepare_devices(
+            self.work / "devices", o.devices, self.per_device, self.segment_bytes, chunk_bytes=self.chunk
+        )
         self.start_broker()
         self.result["baseline_paho"] = self.paho_baseline()
         if o.store == "s3":

@@ -319,6 +319,7 @@ class AgentApp:
             on_segment_opened=self.session.on_segment_opened if self.session else None,
             on_storage_full=self.watchdog.on_storage_full if self.watchdog else None,
             on_segment_boundary=self._on_segment_boundary,
+            chunk_bytes=self.config.chunk_bytes,
         )
         if self.session is not None:
             self.session.attach_recorder(self.recorder)

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +22,7 @@ from av.video.stream import VideoStream
 
 from edge_agent.errors import EncoderError
 from edge_agent.sources import AudioBlock, VideoFrame
-from zfjl_common.fsutil import fsync_dir, sha256_file
+from zfjl_common.fsutil import fsync_dir, sha256_file, size_sha256_and_chunk_digests
 
 __all__ = ["SegmentFile", "SegmentWriter", "choose_video_encoder", "fsync_path"]
 
@@ -62,6 +62,11 @@ class SegmentFile:
     ended_mono_ns: int
     video_frames: int
     audio_samples: int
+    # SHA-256 of each ``chunk_bytes`` piece, taken in the same read as ``sha256`` when the segment was
+    # sealed: the uploader names them in the chunks' topics instead of hashing every chunk again
+    # (docs/performance.md). None: not computed (the uploader then hashes each chunk as it sends it).
+    chunk_digests: tuple[bytes, ...] | None = field(default=None, repr=False)
+    chunk_bytes: int = 0  # the chunk size the digests were made for
 
     @property
     def duration_s(self) -> float:
@@ -137,8 +142,13 @@ class SegmentWriter:
         video_encoder: str = "auto",
         bitrate: int | None = None,
         sync_interval_s: float | None = 2.0,
+        chunk_bytes: int | None = None,
     ) -> None:
-        """Open the output file; sample_rate=None records video only."""
+        """Open the output file; sample_rate=None records video only.
+
+        ``chunk_bytes``: the uploader's chunk size; when given, sealing also records each chunk's
+        SHA-256 (same read of the file as the whole-file hash).
+        """
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise EncoderError(f"frame size must be positive and even for yuv420p, got {width}x{height}")
         if fps <= 0:
@@ -151,6 +161,9 @@ class SegmentWriter:
         self.channels = channels
         self.video_encoder = choose_video_encoder(video_encoder)
         self.sync_interval_s = sync_interval_s
+        if chunk_bytes is not None and chunk_bytes <= 0:
+            raise EncoderError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.chunk_bytes = chunk_bytes
         self._frame_interval_ticks = max(1, round(1 / (fps * _VIDEO_TIME_BASE)))
         self._frame_interval_ns = round(_NS_PER_S / fps)
         self._started_mono_ns: int | None = None
@@ -386,14 +399,23 @@ class SegmentWriter:
         if self.sample_rate and self._audio_next_sample:
             audio_end_ns = started_mono_ns + self._audio_next_sample * _NS_PER_S // self.sample_rate
             ended_mono_ns = max(ended_mono_ns, audio_end_ns)
+        chunk_digests: tuple[bytes, ...] | None = None
+        if self.chunk_bytes is None:
+            size, sha256 = self.path.stat().st_size, sha256_file(self.path)
+        else:
+            # One read at seal time (recording pace) instead of a SHA-256 per chunk at upload time.
+            size, sha256, digests = size_sha256_and_chunk_digests(self.path, self.chunk_bytes)
+            chunk_digests = tuple(digests)
         return SegmentFile(
             path=self.path,
-            size=self.path.stat().st_size,
-            sha256=sha256_file(self.path),
+            size=size,
+            sha256=sha256,
             started_utc=started_utc,
             ended_utc=started_utc + timedelta(microseconds=(ended_mono_ns - started_mono_ns) / 1000),
             started_mono_ns=started_mono_ns,
             ended_mono_ns=ended_mono_ns,
             video_frames=self.video_frames,
             audio_samples=self.audio_samples,
+            chunk_digests=chunk_digests,
+            chunk_bytes=self.chunk_bytes or 0,
         )

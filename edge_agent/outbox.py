@@ -2,8 +2,9 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a row is on disk before ``add_segment`` returns, and a
 crash at any point leaves either the whole row (file, manifest, signature, chain link) or none of it.
-Rows are never deleted (JL-19); a trigger refuses it even if a bug tries. Segment files are deleted
-only by :meth:`Outbox.free_space`, and only for segments the server has confirmed ``complete``.
+Segment rows are never deleted (JL-19); a trigger refuses it even if a bug tries. (The chunk digests
+kept beside them for the upload are not evidence and go once a segment is stored.) Segment files are
+deleted only by :meth:`Outbox.free_space`, and only for segments the server has confirmed ``complete``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edge_agent.errors import AgentError
 from protocol.errors import ManifestError
 from protocol.manifest import GENESIS_HASH, SegmentManifest, SignedManifest, format_time, parse_time
 from protocol.session import SessionEvent, SignedSessionEvent
-from zfjl_common.fsutil import sha256_file
+from zfjl_common.fsutil import chunk_count, sha256_file
 
 __all__ = [
     "Outbox",
@@ -41,7 +42,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Tables added later are created IF NOT EXISTS, so an older outbox upgrades in place and keeps version 1
+# (an older agent ignores a table it does not know): the version changes only for an incompatible schema.
 _SCHEMA_VERSION = 1
+_DIGEST_BYTES = 32  # one raw SHA-256 per chunk in ``chunk_digests.digests``
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 # The recorder names files "<prefix>-YYYYmmddTHHMMSSffffffZ.mp4" after the UTC of their first frame.
 _NAME_TIME = re.compile(r"(\d{8}T\d{12})Z")
@@ -101,6 +105,16 @@ CREATE TABLE IF NOT EXISTS session_events (
     acked_at TEXT
 );
 CREATE INDEX IF NOT EXISTS session_events_session ON session_events (session_id, seq);
+-- Each chunk's SHA-256, taken when the recorder sealed the segment (docs/performance.md): the uploader
+-- names them in the chunks' topics instead of hashing every chunk as it sends it. Not evidence (the
+-- signed manifest's whole-file hash is): a row may be missing (older agents, recovered files) or be
+-- dropped when a server answer shows it cannot be trusted; the chunks are then hashed at send.
+CREATE TABLE IF NOT EXISTS chunk_digests (
+    sequence INTEGER NOT NULL REFERENCES segments (sequence),
+    chunk_bytes INTEGER NOT NULL CHECK (chunk_bytes > 0),
+    digests BLOB NOT NULL,
+    PRIMARY KEY (sequence, chunk_bytes)
+);
 CREATE TRIGGER IF NOT EXISTS session_events_never_deleted BEFORE DELETE ON session_events
 BEGIN
     SELECT RAISE(ABORT, 'session events are never deleted (JL-16, JL-19)');
@@ -145,6 +159,9 @@ class SegmentLike(Protocol):
 
     @property
     def ended_mono_ns(self) -> int: ...
+
+    # Optional, read with getattr: ``chunk_digests`` (raw SHA-256 of each piece, or None) and the
+    # ``chunk_bytes`` they were made for, as ``SegmentFile`` carries them from the seal.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +250,29 @@ def _now_text() -> str:
     return format_time(datetime.now(UTC))
 
 
+def _digest_blob(segment_file: SegmentLike) -> tuple[int, bytes] | None:
+    """(chunk size, concatenated raw digests) of a segment that carries its chunk digests, else None.
+
+    Refuses (:class:`OutboxError`) digests that cannot be the segment's: their count must be
+    ceil(size / chunk_bytes) (none for an empty file) and each one 32 bytes.
+    """
+    digests = getattr(segment_file, "chunk_digests", None)
+    if digests is None:
+        return None
+    chunk_bytes = getattr(segment_file, "chunk_bytes", 0)
+    if not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
+        raise OutboxError(f"chunk digests of {segment_file.path} name no valid chunk size ({chunk_bytes!r})")
+    expected = chunk_count(segment_file.size, chunk_bytes)
+    if len(digests) != expected:
+        raise OutboxError(
+            f"{segment_file.path}: {len(digests)} chunk digests, a {segment_file.size}-byte file"
+            f" has {expected} chunks of {chunk_bytes} bytes"
+        )
+    if any(not isinstance(d, bytes) or len(d) != _DIGEST_BYTES for d in digests):
+        raise OutboxError(f"{segment_file.path}: each chunk digest must be {_DIGEST_BYTES} raw bytes")
+    return chunk_bytes, b"".join(digests)
+
+
 class Outbox:
     """The on-device segment journal; safe to use from several threads (one connection, one lock)."""
 
@@ -316,11 +356,16 @@ class Outbox:
         _recovered: bool = False,
         _boot_id: str | None = None,
     ) -> SignedManifest:
-        """Chain, sign and journal a closed segment in one transaction; return its signed manifest."""
+        """Chain, sign and journal a closed segment in one transaction; return its signed manifest.
+
+        A segment that carries ``chunk_digests`` (and the ``chunk_bytes`` they were made for) has them
+        stored in the same transaction; one without them (recovered, joined pre-record) has none.
+        """
         path = Path(segment_file.path)
         actual = path.stat().st_size
         if actual != segment_file.size:
             raise OutboxError(f"{path} is {actual} bytes, not the {segment_file.size} the recorder reported")
+        digests = _digest_blob(segment_file)
         stored_path = self._store_path(path)
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM segments WHERE file_path=?", (stored_path,)).fetchone():
@@ -370,6 +415,11 @@ class Outbox:
                     _now_text(),
                 ),
             )
+            if digests is not None:
+                conn.execute(
+                    "INSERT INTO chunk_digests (sequence, chunk_bytes, digests) VALUES (?,?,?)",
+                    (sequence, digests[0], digests[1]),
+                )
         logger.info("segment %d journalled: %s (%d bytes)", sequence, path.name, manifest.size)
         return signed
 
@@ -387,6 +437,39 @@ class Outbox:
                 "UPDATE segments SET state='complete', recording_id=?, completed_at=? WHERE sequence=?",
                 (recording_id, _now_text(), sequence),
             )
+            # Only an upload needs them, and a stored segment is never uploaded again.
+            conn.execute("DELETE FROM chunk_digests WHERE sequence=?", (sequence,))
+
+    def chunk_digests(self, sequence: int, chunk_bytes: int) -> list[bytes] | None:
+        """The SHA-256 of each ``chunk_bytes`` chunk of a segment, taken at seal; None if none are stored.
+
+        A row that does not fit the segment (wrong length) is reported and treated as absent, so a
+        damaged row costs a hash per chunk, never a wrong claim on every resend.
+        """
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT d.digests, s.size FROM chunk_digests d JOIN segments s USING (sequence)"
+                    " WHERE d.sequence=? AND d.chunk_bytes=?",
+                    (sequence, chunk_bytes),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                # A read-only view of an outbox written by an older agent: the table does not exist.
+                if "no such table" not in str(exc):
+                    raise
+                return None
+        if row is None:
+            return None
+        blob, size = row
+        if not isinstance(blob, bytes) or len(blob) != chunk_count(int(size), chunk_bytes) * _DIGEST_BYTES:
+            logger.warning("segment %d: stored chunk digests do not fit the segment; ignored", sequence)
+            return None
+        return [blob[i : i + _DIGEST_BYTES] for i in range(0, len(blob), _DIGEST_BYTES)]
+
+    def forget_chunk_digests(self, sequence: int) -> None:
+        """Drop a segment's stored chunk digests (a server answer showed they cannot be trusted)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM chunk_digests WHERE sequence=?", (sequence,))
 
     def mark_failed(self, sequence: int, code: str, message: str) -> None:
         """The server refused the segment: keep it forever (JL-19) and report it."""

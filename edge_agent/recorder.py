@@ -49,8 +49,12 @@ class Recorder:
         video_encoder: str = "auto",
         bitrate: int | None = None,
         on_segment_boundary: Callable[[], None] | None = None,
+        chunk_bytes: int | None = None,
     ) -> None:
-        """Configure; nothing is opened until start()."""
+        """Configure; nothing is opened until start().
+
+        ``chunk_bytes``: the uploader's chunk size, so each sealed segment carries its chunks' SHA-256.
+        """
         if segment_seconds <= 0:
             raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
         self.video = video
@@ -87,6 +91,7 @@ class Recorder:
         # JL-16: called (recorder thread) just before each segment opens, the one safe point where the
         # effective config may change segment length, size and bit rate without cutting a segment.
         self.on_segment_boundary = on_segment_boundary
+        self.chunk_bytes = chunk_bytes
         self.frames_written = 0
         self.audio_blocks_written = 0
         self.audio_blocks_discarded = 0
@@ -356,6 +361,7 @@ class Recorder:
             channels=audio.channels if audio is not None else 1,
             video_encoder=self.video_encoder,
             bitrate=self.bitrate,
+            chunk_bytes=self.chunk_bytes,
         )
         logger.info("recording segment %s", path)
         if self.on_segment_opened is not None:

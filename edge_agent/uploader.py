@@ -109,6 +109,9 @@ class _Transfer:
     fd: int
     sent_offsets: set[int] = field(default_factory=set)
     cap_bps: int = 0  # bandwidth cap fixed when the transfer started; 0 = none
+    # Each chunk's SHA-256 taken when the recorder sealed the segment, on this transfer's chunk grid;
+    # None: hash each chunk as it is sent (no digests stored, or a server answer showed them untrusted).
+    chunk_digests: list[bytes] | None = None
 
     @property
     def awaiting_complete(self) -> bool:
@@ -334,7 +337,13 @@ class Uploader:
                 window=self.config.window,
                 ack_timeout_s=self.config.ack_timeout_s + pacing_s,
             )
-            transfer = _Transfer(segment=segment, sender=sender, fd=fd, cap_bps=cap_bps)
+            transfer = _Transfer(
+                segment=segment,
+                sender=sender,
+                fd=fd,
+                cap_bps=cap_bps,
+                chunk_digests=self.outbox.chunk_digests(segment.sequence, self.config.chunk_bytes),
+            )
             self._active[segment.file_id] = transfer
             logger.info("uploading segment %d (%d bytes)", segment.sequence, segment.size)
             self._execute(transfer, sender.start(now))
@@ -342,10 +351,11 @@ class Uploader:
     def _open_checked(self, segment: OutboxSegment) -> int | None:
         """Open the segment file if it still is what was signed; else report and skip it.
 
-        Each byte is hashed once per upload: the chunks' own SHA-256 (the topic needs it) is that pass,
-        and the server checks the whole file against the signed hash before it stores anything. So a
-        file is hashed in full here only when its size changed or the server already found it wrong
-        (:meth:`_file_altered`); an altered file is then reported here instead of being sent again.
+        At most one pass over each byte per upload: the chunks' own SHA-256 (the topic needs it), and
+        none at all when the recorder stored them at seal; the server checks the whole file against the
+        signed hash before it stores anything. So a file is hashed in full here only when its size
+        changed or the server already found it wrong (:meth:`_file_altered`); an altered file is then
+        reported here instead of being sent again.
         """
         try:
             fd = os.open(segment.path, os.O_RDONLY)
@@ -373,12 +383,24 @@ class Uploader:
         ``hash_mismatch`` means the bytes the server holds do not hash to the signed manifest: either they
         were damaged on the way or in staging (resend), or the file here changed since it was signed (a
         resend would fail the same way forever, so the segment is kept and reported instead).
+        ``chunk_hash_mismatch`` (at fin) means some chunks did not hash to the SHA-256 their topic named.
+        With digests from the seal, an altered file looks exactly so (old claims, new bytes): it is
+        checked the same way. If the file is intact the stored digests are not trusted any more: they
+        are dropped and every chunk sent again is hashed, so neither can make the resends go on forever.
         """
-        if not (ack.state is AckState.INCOMPLETE and ack.code == "hash_mismatch"):
+        if not (ack.state is AckState.INCOMPLETE and ack.code in ("hash_mismatch", "chunk_hash_mismatch")):
             return False
         segment = transfer.segment
         size, sha256 = sha256_fd(transfer.fd)
         if size == segment.size and sha256 == segment.sha256:
+            if ack.code == "chunk_hash_mismatch" and transfer.chunk_digests is not None:
+                logger.warning(
+                    "segment %d: the server found chunks not matching the digests stored at seal, the "
+                    "file is intact; the digests are dropped and each chunk is hashed as it is sent",
+                    segment.sequence,
+                )
+                transfer.chunk_digests = None
+                self.outbox.forget_chunk_digests(segment.sequence)
             return False
         self._suspect.add(segment.sequence)
         logger.error(
@@ -401,9 +423,21 @@ class Uploader:
                     logger.error("segment %d: short read at offset %d", seg.sequence, action.offset)
                     self._drop(transfer, block=True)
                     return
-                self.link.publish(
-                    FileChunk(device_id=device_id, file_id=file_id, offset=action.offset, data=data)
-                )
+                claim = self._sealed_claim(transfer, action)
+                if claim:
+                    # The digest from the seal is the topic's claim: nothing is hashed here. The server
+                    # checks claims lazily and the whole file against the signed manifest (JL-6).
+                    chunk = FileChunk(
+                        device_id=device_id,
+                        file_id=file_id,
+                        offset=action.offset,
+                        data=data,
+                        sha256=claim,
+                        hash_checked=False,
+                    )
+                else:
+                    chunk = FileChunk(device_id=device_id, file_id=file_id, offset=action.offset, data=data)
+                self.link.publish(chunk)
                 self.chunks_sent += 1
                 self.bytes_sent += len(data)
                 if action.offset in transfer.sent_offsets:
@@ -460,6 +494,21 @@ class Uploader:
                     action.message,
                 )
                 self._drop(transfer)
+
+    def _sealed_claim(self, transfer: _Transfer, action: SendChunk) -> str:
+        """Hex SHA-256 stored at seal for a chunk's FIRST send in this transfer; "" to hash it instead.
+
+        A resend hashes the bytes it sends: if the first claim was refused, the claim is what is in
+        doubt, and a chunk off the grid the digests were made for has none.
+        """
+        digests = transfer.chunk_digests
+        chunk_bytes = self.config.chunk_bytes
+        if digests is None or action.offset in transfer.sent_offsets or action.offset % chunk_bytes:
+            return ""
+        index = action.offset // chunk_bytes
+        if index >= len(digests) or action.length != min(chunk_bytes, transfer.segment.size - action.offset):
+            return ""
+        return digests[index].hex()
 
     def _pace(self, cap_bps: int, length: int) -> None:
         """Token bucket over all capped transfers: wait until ``length`` more bytes fit the cap."""

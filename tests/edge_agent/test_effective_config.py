@@ -161,6 +161,9 @@ class _Outbox:
     def pending(self, limit: int) -> list[Any]:
         return [self.segment]
 
+    def chunk_digests(self, sequence: int, chunk_bytes: int) -> list[bytes] | None:
+        return None  # no digests from the seal: each chunk is hashed as it is sent
+
 
 def test_upload_window_and_cap_apply_to_new_transfers(tmp_path: Path) -> None:
     """Outside the window no transfer starts; inside, it starts with the cap fixed at that moment."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -282,3 +284,88 @@ def test_crash_while_adding_leaves_a_consistent_chain(tmp_path: Path, key: Ed255
     assert len(orphans) <= 2
     assert add(box, make_segment(tmp_path, 99), key) == len(segments)
     box.close()
+
+
+@dataclass(frozen=True)
+class SealedSegment(FakeSegment):
+    """A segment as the recorder seals it: with each chunk's SHA-256 for the uploader's chunk size."""
+
+    chunk_digests: tuple[bytes, ...] | None = None
+    chunk_bytes: int = 0
+
+
+def sealed(folder: Path, index: int, size: int = 2500, chunk_bytes: int = 1000) -> SealedSegment:
+    """Write a segment and describe it with its chunk digests."""
+    seg = make_segment(folder, index, size)
+    data = seg.path.read_bytes()
+    digests = tuple(hashlib.sha256(data[i : i + chunk_bytes]).digest() for i in range(0, size, chunk_bytes))
+    return SealedSegment(*dataclasses.astuple(seg), chunk_digests=digests, chunk_bytes=chunk_bytes)
+
+
+def test_chunk_digests_are_journalled_with_their_segment(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """Stored in the same transaction, read back for their chunk size only; none for a plain segment."""
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    seg = sealed(tmp_path, 0)
+    assert add(box, seg, key) == 0
+    assert add(box, make_segment(tmp_path, 1), key) == 1
+    assert box.chunk_digests(0, 1000) == list(seg.chunk_digests or ())
+    assert box.chunk_digests(0, 2000) is None
+    assert box.chunk_digests(1, 1000) is None
+    box.mark_complete(0, recording_id=7)
+    assert box.chunk_digests(0, 1000) is None  # a stored segment is never uploaded again
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d[:-1],  # one digest too few
+        lambda d: (*d, d[0]),  # one too many
+        lambda d: (d[0][:31], *d[1:]),  # a digest that is not 32 bytes
+    ],
+)
+def test_chunk_digests_that_cannot_be_the_segments_are_refused_and_nothing_is_journalled(
+    tmp_path: Path, key: Ed25519PrivateKey, damage: Callable[[tuple[bytes, ...]], tuple[bytes, ...]]
+) -> None:
+    """ceil(size / chunk_bytes) digests of 32 bytes, or OutboxError and no row at all."""
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    seg = sealed(tmp_path, 0)
+    assert seg.chunk_digests is not None
+    with pytest.raises(OutboxError):
+        add(box, dataclasses.replace(seg, chunk_digests=damage(seg.chunk_digests)), key)
+    assert box.all_segments() == []
+
+
+def test_a_digest_row_that_does_not_fit_its_segment_is_ignored(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """A truncated row (a damaged card, a bug) reads as no digests: the uploader hashes at send."""
+    db = tmp_path / "outbox.sqlite3"
+    box = Outbox(db)
+    add(box, sealed(tmp_path, 0), key)
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE chunk_digests SET digests=substr(digests, 1, 40)")
+    assert box.chunk_digests(0, 1000) is None
+    box.forget_chunk_digests(0)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT count(*) FROM chunk_digests").fetchone() == (0,)
+
+
+def test_an_outbox_without_the_digest_table_upgrades_in_place(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """An outbox of the older schema opens (read-only too), keeps its version and takes digests again."""
+    db = tmp_path / "outbox.sqlite3"
+    box = Outbox(db)
+    add(box, make_segment(tmp_path, 0), key)
+    box.close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("DROP TABLE chunk_digests")
+    reader = Outbox(db, readonly=True)
+    assert reader.chunk_digests(0, 1000) is None
+    reader.close()
+    box = Outbox(db)
+    seg = sealed(tmp_path, 1)
+    assert add(box, seg, key) == 1
+    assert box.chunk_digests(0, 1000) is None
+    assert box.chunk_digests(1, 1000) == list(seg.chunk_digests or ())
+    assert box.verify_chain(public_key_raw(key)) == []
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from zfjl_common.fsutil import HASH_CHUNK_BYTES, fsync_dir, sha256_fd, sha256_file, size_and_sha256_file
+from zfjl_common.fsutil import (
+    HASH_CHUNK_BYTES,
+    chunk_count,
+    fsync_dir,
+    sha256_fd,
+    sha256_file,
+    size_and_sha256_file,
+    size_sha256_and_chunk_digests,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +37,57 @@ def test_jl6_the_hash_of_a_multi_chunk_file_is_its_sha256(tmp_path: Path) -> Non
     expected = hashlib.sha256(data).hexdigest()
     assert sha256_file(path) == expected
     assert size_and_sha256_file(path) == (len(data), expected)
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_bytes"),
+    [
+        (0, 1000),  # an empty file has no chunks
+        (1, 1000),
+        (3000, 1000),  # exactly on the grid
+        (HASH_CHUNK_BYTES * 2 + 17, 256 * 1024),  # a read holds several chunks
+        (HASH_CHUNK_BYTES * 2 + 17, 300_000),  # a chunk size that does not divide a read
+        (HASH_CHUNK_BYTES + 5, HASH_CHUNK_BYTES),  # the largest chunk the server takes
+    ],
+)
+def test_one_read_gives_the_file_hash_and_each_chunk_hash(
+    tmp_path: Path, size: int, chunk_bytes: int
+) -> None:
+    """The seal's one pass yields what the manifest signs and what each chunk's topic names."""
+    data = os.urandom(size)
+    path = tmp_path / "segment.mp4"
+    path.write_bytes(data)
+    got_size, whole, digests = size_sha256_and_chunk_digests(path, chunk_bytes)
+    assert (got_size, whole) == (size, hashlib.sha256(data).hexdigest())
+    assert digests == [
+        hashlib.sha256(data[i : i + chunk_bytes]).digest() for i in range(0, size, chunk_bytes)
+    ]
+    assert len(digests) == chunk_count(size, chunk_bytes)
+
+
+def test_the_seal_reads_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both hashes are fed from the same buffer: every byte is read from the file one time."""
+    data = os.urandom(HASH_CHUNK_BYTES * 3 + 1)
+    path = tmp_path / "segment.mp4"
+    path.write_bytes(data)
+    read_bytes: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        stream = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+        real_read = stream.read
+
+        def read(n: int = -1) -> bytes:
+            block: bytes = real_read(n)
+            read_bytes.append(len(block))
+            return block
+
+        stream.read = read
+        return stream
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    size_sha256_and_chunk_digests(path, 256 * 1024)
+    assert sum(read_bytes) == len(data)
 
 
 def test_hashing_a_descriptor_leaves_its_offset_alone(tmp_path: Path) -> None:
