@@ -1,14 +1,19 @@
 """Raw paho-mqtt baseline for ``bench/ingest.py``: one role per process (``pub`` or ``sub``).
 
 ``sub`` subscribes (optionally through a ``$share`` group), prints ``ready`` and reports when it has
-received ``--count`` messages. ``pub`` connects, prints ``ready``, waits for ``go`` on stdin and
+received ``--count`` messages; with ``--sha256`` it also feeds every payload to a running SHA-256 per
+publisher in a hashing thread, as the ingest does, and reports when the last byte is hashed (the least an
+ingest that checks every byte once must add).
+``pub`` connects, prints ``ready``, waits for ``go`` on stdin and
 publishes ``--count`` QoS 1 messages of ``--chunk`` bytes, then reports when every PUBACK is in.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import queue
 import sys
 import threading
 import time
@@ -35,12 +40,22 @@ def _client(name: str) -> mqtt.Client:
 
 
 def run_sub(args: argparse.Namespace) -> int:
-    """Receive ``count`` messages and report first/last receive times."""
+    """Receive ``count`` messages (hashing them with ``--sha256``) and report first/last times."""
     client = _client("sub")
     state = {"count": 0, "bytes": 0, "first": 0.0, "last": 0.0}
     done = threading.Event()
     subscribed = threading.Event()
     flt = f"$share/bench/{args.topic}/#" if args.shared else f"{args.topic}/#"
+    to_hash: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
+
+    def hash_payloads() -> None:
+        running: dict[str, Any] = {}  # publisher topic level -> its running SHA-256
+        while (item := to_hash.get()) is not None:
+            running.setdefault(item[0], hashlib.sha256()).update(item[1])
+            state["hashed"] = state.get("hashed", 0) + 1
+            if state["hashed"] >= args.count:
+                state["last"] = time.monotonic()
+                done.set()
 
     def on_connect(c: mqtt.Client, *_: Any) -> None:
         c.subscribe(flt, qos=1)
@@ -51,10 +66,16 @@ def run_sub(args: argparse.Namespace) -> int:
             state["first"] = now
         state["count"] += 1
         state["bytes"] += len(message.payload)
+        if args.sha256:
+            to_hash.put((message.topic.split("/")[-2], message.payload))
+            return
         state["last"] = now
         if state["count"] >= args.count:
             done.set()
 
+    hasher = threading.Thread(target=hash_payloads, daemon=True)
+    if args.sha256:
+        hasher.start()
     client.on_connect = on_connect
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = on_message
@@ -76,6 +97,7 @@ def run_sub(args: argparse.Namespace) -> int:
         t_last=state["last"],
         cpu_s=time.process_time() - cpu0,
     )
+    to_hash.put(None)
     client.disconnect()
     client.loop_stop()
     return 0 if ok else 1
@@ -125,6 +147,7 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=256 * 1024)
     parser.add_argument("--topic", default="bench")
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--sha256", action="store_true", help="sub: hash every payload once")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--inflight", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=600.0)
