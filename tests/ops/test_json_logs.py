@@ -38,10 +38,11 @@ def test_json_formatter_keeps_extra_fields_and_tracebacks_on_one_line() -> None:
     assert second["level"] == "ERROR" and "ValueError: 坏的签名" in second["exc_info"]
 
 
-def test_text_stays_the_default_and_unknown_formats_are_refused() -> None:
-    assert load_settings({"data_dir": "x", "jwt_secret": "s" * 16}, environ={}).log_format == "text"
+def test_text_stays_the_default_and_unknown_formats_are_refused(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "data")  # loading settings makes an ingest key there
+    assert load_settings({"data_dir": data_dir, "jwt_secret": "s" * 16}, environ={}).log_format == "text"
     with pytest.raises(ConfigError, match="ZFJL_LOG_FORMAT"):
-        load_settings({"data_dir": "x", "jwt_secret": "s" * 16}, environ={"ZFJL_LOG_FORMAT": "xml"})
+        load_settings({"data_dir": data_dir, "jwt_secret": "s" * 16}, environ={"ZFJL_LOG_FORMAT": "xml"})
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -43,10 +45,13 @@ def test_token_bucket_per_network_refills_over_time() -> None:
     assert limiter.key(None) == limiter.key("not an address") == "unknown"
 
 
-def test_setting_from_environment_and_default() -> None:
-    assert load_settings({"data_dir": "x", "jwt_secret": "s" * 16}, environ={}).verify_rate_per_minute == 30
+def test_setting_from_environment_and_default(tmp_path: Path) -> None:
+    # Loading settings makes the data dir's ingest key: never in the working directory.
+    data_dir = str(tmp_path / "data")
+    settings = load_settings({"data_dir": data_dir, "jwt_secret": "s" * 16}, environ={})
+    assert settings.verify_rate_per_minute == 30
     env = {"ZFJL_VERIFY_RATE_PER_MINUTE": "7", "ZFJL_JWT_SECRET": "s" * 16}
-    assert load_settings({"data_dir": "x"}, environ=env).verify_rate_per_minute == 7
+    assert load_settings({"data_dir": data_dir}, environ=env).verify_rate_per_minute == 7
 
 
 def test_verify_pages_answer_429_with_retry_after_and_cert_lookups_count_double(
