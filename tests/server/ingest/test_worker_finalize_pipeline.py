@@ -84,7 +84,7 @@ def test_jl6_chunks_of_another_transfer_are_acked_while_a_finalize_waits_on_the_
         client.publish(*fin(b))
         assert client.ack_for(b.file_id).state is AckState.COMPLETE
         assert count(app, Recording) == 2
-        assert worker.finalize_dropped == 0
+        assert worker.pipeline.dropped == 0
     finally:
         release.set()
         client.close()
@@ -106,6 +106,6 @@ def test_jl6_finalize_queue_is_bounded_and_a_repeated_fin_is_queued_once(
 
     deliver(fin(first)[0])
     deliver(fin(first)[0])
-    assert (worker.finalize_queue_depth(), worker.finalize_dropped) == (1, 0)
+    assert (worker.pipeline.queue_depth(), worker.pipeline.dropped) == (1, 0)
     deliver(fin(second)[0])  # never blocks the caller (the network thread)
-    assert (worker.finalize_queue_depth(), worker.finalize_dropped) == (1, 1)
+    assert (worker.pipeline.queue_depth(), worker.pipeline.dropped) == (1, 1)

@@ -1,0 +1,144 @@
+"""The NATS ingest worker against a real nats-server with logins: a device's transfer over MQTT is
+ingested from core NATS and acknowledged back to the device's MQTT subscription; a subject no MQTT
+topic maps to is refused like a bad topic; the ingest account's password never reaches a log line or
+an error (docs/operations.md, "Ingest on NATS")."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from flask import Flask
+
+from bench.scale_rig import NatsCluster, find_nats_server, wait_until
+from protocol.downlink import IngestKeyring, decode_public_key
+from protocol.messages import AckState
+from server.domain.evidence.models import Recording
+from server.domain.fleet.devices import register_device
+from server.infra.db import session_scope
+from server.ingest.nats_worker import NatsIngestWorker
+from server.ingest.service import IngestService
+from tests.conftest import SegmentFactory, pinned_ingest_keys
+from tests.server.infra.test_staging_broker import RawClient
+from tests.server.ingest.test_ingest import CHUNK, chunk, count, fin, init
+
+INGEST_PASSWORD = "ingest-Pw-7c1e9b"
+DEVICE_PASSWORD = "device-Pw-2f80aa"
+# Every login may use every subject here; docs/operations.md gives the per-account permissions.
+AUTHORIZATION = f"""
+authorization {{
+  users = [
+    {{ user: ingest, password: "{INGEST_PASSWORD}" }}
+    {{ user: device, password: "{DEVICE_PASSWORD}" }}
+  ]
+}}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class _MqttListener:
+    """Where RawClient connects: the node's MQTT listener."""
+
+    host: str
+    port: int
+
+
+@pytest.fixture
+def nats_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    """One nats-server (JetStream, MQTT listener) that wants a login."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    (tmp_path / "nats").mkdir()
+    cluster = NatsCluster(tmp_path / "nats", binary, nodes=1, authorization=AUTHORIZATION)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _worker(app: Flask, node: NatsCluster, password: str) -> NatsIngestWorker:
+    service = IngestService.from_app(app)
+    url = node.client_url(0).replace("nats://", f"nats://ingest:{password}@", 1)
+    settings = dataclasses.replace(service.settings, ingest_nats_url=url, mqtt_url=node.mqtt_url(0))
+    return NatsIngestWorker(settings, service, "n0", finalize_threads=1)
+
+
+def _publish_raw(url: str, subject: str, payload: bytes) -> None:
+    """A core NATS publish by someone who can log in, with the header nats-server puts on MQTT publishes."""
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.publish(subject, payload, headers={"Nmqtt-Pub": "1"})
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+
+
+@pytest.mark.nats
+def test_a_transfer_over_mqtt_is_ingested_from_nats_and_a_bad_subject_is_refused(
+    app: Flask, segments: SegmentFactory, nats_node: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with session_scope(app) as session:
+        register_device(session, segments.device_id, segments.public_key)
+    worker = _worker(app, nats_node, INGEST_PASSWORD)
+    worker.start()
+    keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
+    listener = _MqttListener("127.0.0.1", nats_node.mqtt_ports[0])
+    device = RawClient(listener, segments.device_id, keyring, login=("device", DEVICE_PASSWORD))  # type: ignore[arg-type]
+    try:
+        assert worker.subscribed
+        data = random.Random(5).randbytes(2 * CHUNK + 17)
+        signed, _ = segments.make(data)
+        device.publish(*init(signed))
+        assert device.ack_for(signed.file_id).state is AckState.READY
+        for offset in range(0, len(data), CHUNK):
+            device.publish(*chunk(signed, data, offset))
+            ack = device.ack_for(signed.file_id)
+            assert (ack.state, ack.offset) == (AckState.STORED, offset)
+        # Someone with a NATS login publishes on the uplink subjects what no MQTT topic maps to (a
+        # level "///"), with nats-server's MQTT header: refused and counted, the worker carries on.
+        url = nats_node.client_url(0).replace("nats://", f"nats://ingest:{INGEST_PASSWORD}@", 1)
+        _publish_raw(url, f"zfjl.v1.{segments.device_id}.up.file.///.init", b"{}")
+        wait_until(lambda: worker.bad_subjects == 1, 10, "the bad subject refused")
+        assert worker.service.stats()["dropped"] == {"bad_topic": 1}
+        # The fin is finalized on a finalize thread, whose ack goes out through the event loop.
+        device.publish(*fin(signed))
+        done = device.ack_for(signed.file_id)
+        assert (done.state, done.sha256) == (AckState.COMPLETE, signed.manifest.sha256)
+        assert count(app, Recording) == 1
+    finally:
+        device.close()
+        worker.stop()
+    assert not worker.subscribed
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "queue group zfjl-ingest" in logged
+    assert INGEST_PASSWORD not in logged
+
+
+@pytest.mark.nats
+def test_a_refused_login_fails_the_start_without_showing_the_password(
+    app: Flask, nats_node: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "not-the-Pw-91d3"
+    worker = _worker(app, nats_node, wrong)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError) as refused:
+        worker.start(timeout_s=20)
+    assert time.monotonic() - started < 15, "a refused login must not wait for the start timeout"
+    assert "refused the login" in str(refused.value)
+    assert wrong not in str(refused.value)
+    assert wrong not in "\n".join(record.getMessage() for record in caplog.records)
