@@ -195,15 +195,20 @@ def test_metrics_of_a_runner_sum_its_ingest_processes(
 
 
 @pytest.mark.nats
-def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: Path) -> None:
-    """Three nats-server nodes (JetStream R3, MQTT on each). The ingest process is on node 0, the
-    recorders on nodes 1 and 2, each listing the other nodes after its own (``mqtt_urls``). Node 2 is
-    killed (SIGKILL) after the first segment is stored and stays down: the recorders on node 1 keep
-    storing through the two survivors, node 2's recorders move to a surviving node after their
-    failover window, ask the status of their transfers in flight and finish. Exactly once, chains clean.
+@pytest.mark.parametrize("ingest", ["mqtt", "nats-queue-group"])
+def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: Path, ingest: str) -> None:
+    """Three nats-server nodes (JetStream R3, MQTT on each), the recorders on nodes 1 and 2, each
+    listing the other nodes after its own (``mqtt_urls``). Node 2 is killed (SIGKILL) after the first
+    segment is stored and stays down: the recorders on node 1 keep storing through the two survivors,
+    node 2's recorders move to a surviving node after their failover window, ask the status of their
+    transfers in flight and finish. Exactly once, chains clean.
 
-    NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one ingest
-    process subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty); docs/scaling.md."""
+    ``mqtt``: NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one
+    ingest process on node 0 subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty).
+    ``nats-queue-group``: two ingest processes consume core NATS as one queue group
+    (``ZFJL_INGEST_NATS_URL``). They are given node 2 only and learn the other nodes from the cluster,
+    so the kill takes both their connections: they must reconnect to a survivor by themselves
+    (docs/scaling.md)."""
     binary = find_nats_server()
     if binary is None:
         pytest.skip("nats-server is not installed (apt-get install nats-server)")
@@ -220,11 +225,14 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
 
     try:
         cluster.start()
-        env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+        if ingest == "mqtt":
+            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+        else:
+            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_INGEST_NATS_URL=cluster.client_url(2))
         database_url = load_settings(environ=env).database_url
         recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
         register_recorders(database_url, recorders)
-        server = ServerProcess(tmp_path, env, roles="ingest")
+        server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=1 if ingest == "mqtt" else 2)
         server.wait_ready()
         urls = [cluster.mqtt_url(1), cluster.mqtt_url(2), cluster.mqtt_url(0)]
         # Recorders on node 1 list [1, 2, 0], those on node 2 list [2, 0, 1].
@@ -258,6 +266,10 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
         assert stats["segments_completed"] == TOTAL, report()
         assert stats["failovers"] >= len(on_node_2), report()
         assert cluster.procs[2] is not None and cluster.procs[2].poll() is not None  # still down
+        if ingest != "mqtt":
+            # Both ingest processes lost node 2 and carried on from a survivor, no restart.
+            assert server.log_text().count("reconnected to NATS") >= 2, report()
+            assert "exited with" not in server.log_text(), report()
         moved = {d: fleet.current_brokers()[d] for d in on_node_2}
         print(
             f"drained {time.monotonic() - killed_at:.1f} s after the kill ({stored_at_kill} stored then);",
