@@ -31,12 +31,20 @@ from tests.server.ingest.test_ingest import CHUNK, chunk, count, fin, init
 
 INGEST_PASSWORD = "ingest-Pw-7c1e9b"
 DEVICE_PASSWORD = "device-Pw-2f80aa"
-# Every login may use every subject here; docs/operations.md gives the per-account permissions.
+BRIDGE_PASSWORD = "bridge-Pw-44d0c3"  # a NATS client allowed to publish uplinks (a bridge, a mistake)
+DEVICE = "dev-001"  # the segment factory's device
+# The permissions docs/operations.md gives ("Ingest on NATS"): the ingest account reads every uplink,
+# only as a member of its queue group, and writes only downlinks; a device (over MQTT) writes only its
+# own uplink and reads only its own downlink.
 AUTHORIZATION = f"""
 authorization {{
   users = [
-    {{ user: ingest, password: "{INGEST_PASSWORD}" }}
-    {{ user: device, password: "{DEVICE_PASSWORD}" }}
+    {{ user: ingest, password: "{INGEST_PASSWORD}", allowed_connection_types: ["STANDARD"],
+       permissions: {{ publish: ["zfjl.v1.*.down.>"], subscribe: ["zfjl.v1.*.up.> zfjl-ingest"] }} }}
+    {{ user: {DEVICE}, password: "{DEVICE_PASSWORD}", allowed_connection_types: ["MQTT"], permissions: {{
+         publish: ["zfjl.v1.{DEVICE}.up.>"],
+         subscribe: ["zfjl.v1.{DEVICE}.down", "zfjl.v1.{DEVICE}.down.>", "$MQTT.sub.>"] }} }}
+    {{ user: bridge, password: "{BRIDGE_PASSWORD}", permissions: {{ publish: ["zfjl.v1.*.up.>"] }} }}
   ]
 }}
 """
@@ -91,13 +99,14 @@ def test_a_transfer_over_mqtt_is_ingested_from_nats_and_a_bad_subject_is_refused
     app: Flask, segments: SegmentFactory, nats_node: NatsCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    assert segments.device_id == DEVICE
     with session_scope(app) as session:
         register_device(session, segments.device_id, segments.public_key)
     worker = _worker(app, nats_node, INGEST_PASSWORD)
     worker.start()
     keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
     listener = _MqttListener("127.0.0.1", nats_node.mqtt_ports[0])
-    device = RawClient(listener, segments.device_id, keyring, login=("device", DEVICE_PASSWORD))  # type: ignore[arg-type]
+    device = RawClient(listener, segments.device_id, keyring, login=(DEVICE, DEVICE_PASSWORD))  # type: ignore[arg-type]
     try:
         assert worker.subscribed
         data = random.Random(5).randbytes(2 * CHUNK + 17)
@@ -108,9 +117,9 @@ def test_a_transfer_over_mqtt_is_ingested_from_nats_and_a_bad_subject_is_refused
             device.publish(*chunk(signed, data, offset))
             ack = device.ack_for(signed.file_id)
             assert (ack.state, ack.offset) == (AckState.STORED, offset)
-        # Someone with a NATS login publishes on the uplink subjects what no MQTT topic maps to (a
-        # level "///"), with nats-server's MQTT header: refused and counted, the worker carries on.
-        url = nats_node.client_url(0).replace("nats://", f"nats://ingest:{INGEST_PASSWORD}@", 1)
+        # A NATS client allowed to publish uplinks sends what no MQTT topic maps to (a level "///"),
+        # with nats-server's MQTT header: refused and counted, the worker carries on.
+        url = nats_node.client_url(0).replace("nats://", f"nats://bridge:{BRIDGE_PASSWORD}@", 1)
         _publish_raw(url, f"zfjl.v1.{segments.device_id}.up.file.///.init", b"{}")
         wait_until(lambda: worker.bad_subjects == 1, 10, "the bad subject refused")
         assert worker.service.stats()["dropped"] == {"bad_topic": 1}
