@@ -206,10 +206,12 @@ class NatsIngestWorker:
                 cb=self._on_message,
                 pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
-            await nc.flush()  # the server has the subscription: messages can flow
+            # The server has the subscription once it answers the flush's PING; a permissions
+            # violation it sent before that answer has reached _on_error by then.
+            await nc.flush()
         except Exception as exc:
             self._failure = f"subscription to {self.subject} refused: {type(exc).__name__}: {exc}"
-        else:
+        if self._failure is None:
             self._subscribed.set()
         await stop_wait
         with contextlib.suppress(Exception):
@@ -274,10 +276,15 @@ class NatsIngestWorker:
             self.slow_consumer_drops += 1
             _LOG.warning("ingest worker %s: fell behind, NATS dropped messages (devices re-send)", self.name)
             return
-        refused = isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower()
-        if refused and not self._subscribed.is_set():
-            self._failure = "the NATS server refused the login (authorization violation)"
-        _LOG.error("ingest worker %s: NATS error: %s: %s", self.name, type(exc).__name__, exc)
+        text = str(exc).lower()
+        if not self._subscribed.is_set():
+            # At start a refusal is a configuration fault: start() raises it instead of waiting.
+            if isinstance(exc, AuthorizationError) or "authorization" in text:
+                self._failure = "the NATS server refused the login (authorization violation)"
+            elif "permissions violation" in text and "subscription" in text:
+                self._failure = f"the NATS server refused the subscription to {self.subject} (permissions)"
+        level = logging.DEBUG if self._stopping.is_set() else logging.ERROR
+        _LOG.log(level, "ingest worker %s: NATS error: %s: %s", self.name, type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
         if not self._stopping.is_set():

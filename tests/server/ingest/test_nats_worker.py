@@ -45,6 +45,8 @@ authorization {{
          publish: ["zfjl.v1.{DEVICE}.up.>"],
          subscribe: ["zfjl.v1.{DEVICE}.down", "zfjl.v1.{DEVICE}.down.>", "$MQTT.sub.>"] }} }}
     {{ user: bridge, password: "{BRIDGE_PASSWORD}", permissions: {{ publish: ["zfjl.v1.*.up.>"] }} }}
+    {{ user: no-queue, password: "{INGEST_PASSWORD}",
+       permissions: {{ publish: ["zfjl.v1.*.down.>"], subscribe: ["zfjl.v1.*.up.> another-group"] }} }}
   ]
 }}
 """
@@ -73,9 +75,9 @@ def nats_node(tmp_path: Path) -> Iterator[NatsCluster]:
         cluster.stop()
 
 
-def _worker(app: Flask, node: NatsCluster, password: str) -> NatsIngestWorker:
+def _worker(app: Flask, node: NatsCluster, password: str, user: str = "ingest") -> NatsIngestWorker:
     service = IngestService.from_app(app)
-    url = node.client_url(0).replace("nats://", f"nats://ingest:{password}@", 1)
+    url = node.client_url(0).replace("nats://", f"nats://{user}:{password}@", 1)
     settings = dataclasses.replace(service.settings, ingest_nats_url=url, mqtt_url=node.mqtt_url(0))
     return NatsIngestWorker(settings, service, "n0", finalize_threads=1)
 
@@ -151,3 +153,14 @@ def test_a_refused_login_fails_the_start_without_showing_the_password(
     assert "refused the login" in str(refused.value)
     assert wrong not in str(refused.value)
     assert wrong not in "\n".join(record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.nats
+def test_a_refused_queue_subscription_fails_the_start(app: Flask, nats_node: NatsCluster) -> None:
+    """A login that may read the uplink only in another queue group: the server refuses the
+    subscription, and the worker says so at start instead of running deaf."""
+    worker = _worker(app, nats_node, INGEST_PASSWORD, user="no-queue")
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="refused the subscription"):
+        worker.start(timeout_s=20)
+    assert time.monotonic() - started < 15
