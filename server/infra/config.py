@@ -201,6 +201,11 @@ def _parse_nats_urls(name: str, value: Any) -> str:
         raise ConfigError(
             f"配置 {name} 不能混用 nats:// 和 tls:// / {name} must not mix nats:// and tls:// URLs"
         )
+    logins = {(p.username, p.password) for p in map(urlsplit, urls) if p.username is not None}
+    if len(logins) > 1:
+        raise ConfigError(
+            f"配置 {name} 的各节点须使用同一账号 / {name}: every node URL must carry the same login (or none)"
+        )
     return ",".join(urls)
 
 

@@ -31,7 +31,9 @@ import os
 import random
 import ssl
 import threading
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -45,7 +47,7 @@ from server.infra.ingest_key import IngestSigner
 from server.ingest.pipeline import IngestPipeline, await_subscription
 from server.ingest.service import IngestService
 
-__all__ = ["NatsIngestWorker", "reconnect_delay_s"]
+__all__ = ["NatsIngestWorker", "NatsLogin", "reconnect_delay_s", "split_login"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,6 +57,33 @@ PUBLISH_TIMEOUT_S = 10.0
 # A chunk is up to ZFJL_MAX_CHUNK_BYTES (1 MiB by default): room for the windows of many devices while
 # the loop is busy; beyond it nats-py drops messages (a slow consumer) and the devices re-send them.
 PENDING_BYTES_LIMIT = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """The cluster's node URLs without credentials, and the one login they name (percent-decoded)."""
+
+    servers: list[str]
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None  # ``nats://TOKEN@host``: a user part and no password
+
+
+def split_login(urls: list[str]) -> NatsLogin:
+    """Take the login out of the URLs: nats-py would send a percent-encoded password as it is, and
+    would try the nodes it discovers from the cluster (URLs without a login) with none. Given once as
+    options instead, it is decoded and used on every node. Config validation allows one login only."""
+    servers: list[str] = []
+    user = password = None
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.username is not None:
+            user = unquote(parts.username)
+            password = unquote(parts.password) if parts.password is not None else None
+        servers.append(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+    if user is not None and password is None:
+        return NatsLogin(servers=servers, token=user)
+    return NatsLogin(servers=servers, user=user, password=password)
 
 
 def reconnect_delay_s(failed_attempts: int) -> float:
@@ -86,9 +115,9 @@ class NatsIngestWorker:
         self.settings = settings
         self.service = service
         self.name = name
-        # The URLs carry the ingest account's password: kept here, never logged (hosts only, below).
-        self._servers = split_nats_urls(settings.ingest_nats_url)
-        if not self._servers:
+        # The login is the ingest account's password: kept here, never logged (hosts only, below).
+        self._login = split_login(split_nats_urls(settings.ingest_nats_url))
+        if not self._login.servers:
             raise ValueError("NatsIngestWorker needs ZFJL_INGEST_NATS_URL")
         self.queue_group = settings.ingest_nats_queue
         self.subject = topics.ingest_subject()
@@ -114,7 +143,7 @@ class NatsIngestWorker:
     @property
     def hosts(self) -> list[str]:
         """``host:port`` of each configured node (what may be logged: no credentials)."""
-        return [url.rpartition("@")[2].split("://")[-1] for url in self._servers]
+        return [url.split("://", 1)[-1] for url in self._login.servers]
 
     @property
     def subscribed(self) -> bool:
@@ -221,11 +250,15 @@ class NatsIngestWorker:
 
     async def _connect(self, nc: NatsClient) -> None:
         tls: ssl.SSLContext | None = None
-        if any(url.startswith("tls://") for url in self._servers):  # one scheme for all (config)
+        login = self._login
+        if any(url.startswith("tls://") for url in login.servers):  # one scheme for all (config)
             # Hostname checking and CERT_REQUIRED are the defaults of create_default_context.
             tls = ssl.create_default_context(cafile=self.settings.mqtt_ca_file or None)
         await nc.connect(
-            servers=self._servers,
+            servers=login.servers,
+            user=login.user,
+            password=login.password,
+            token=login.token,
             name=self.client_name,
             allow_reconnect=True,
             max_reconnect_attempts=-1,  # for ever: a worker that gave up would stay deaf

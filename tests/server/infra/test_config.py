@@ -115,6 +115,7 @@ def test_ingest_on_nats_takes_a_list_of_node_urls_and_never_shows_their_password
         ({"ingest_nats_url": "nats://"}, "nats://"),
         ({"ingest_nats_url": "nats://ingest:pw-2@n1/subject"}, "nats://"),
         ({"ingest_nats_url": "nats://n1:4222,tls://n2:4222"}, "must not mix"),
+        ({"ingest_nats_url": "nats://a:pw-2@n1:4222,nats://b:pw-2@n2:4222"}, "same login"),
         ({"ingest_nats_queue": "zfjl ingest"}, "ZFJL_INGEST_NATS_QUEUE"),
         ({"ingest_nats_queue": "zfjl.ingest"}, "ZFJL_INGEST_NATS_QUEUE"),
         ({"ingest_nats_url": "nats://n1:4222", "mqtt_url": ""}, "needs ZFJL_MQTT_URL"),

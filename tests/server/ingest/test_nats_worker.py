@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import nats
 import pytest
@@ -23,13 +24,13 @@ from protocol.messages import AckState
 from server.domain.evidence.models import Recording
 from server.domain.fleet.devices import register_device
 from server.infra.db import session_scope
-from server.ingest.nats_worker import NatsIngestWorker
+from server.ingest.nats_worker import NatsIngestWorker, NatsLogin, split_login
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, pinned_ingest_keys
 from tests.server.infra.test_staging_broker import RawClient
 from tests.server.ingest.test_ingest import CHUNK, chunk, count, fin, init
 
-INGEST_PASSWORD = "ingest-Pw-7c1e9b"
+INGEST_PASSWORD = "ingest@Pw:7c,1e/9b"  # percent-encoded in the URL
 DEVICE_PASSWORD = "device-Pw-2f80aa"
 BRIDGE_PASSWORD = "bridge-Pw-44d0c3"  # a NATS client allowed to publish uplinks (a bridge, a mistake)
 DEVICE = "dev-001"  # the segment factory's device
@@ -77,7 +78,7 @@ def nats_node(tmp_path: Path) -> Iterator[NatsCluster]:
 
 def _worker(app: Flask, node: NatsCluster, password: str, user: str = "ingest") -> NatsIngestWorker:
     service = IngestService.from_app(app)
-    url = node.client_url(0).replace("nats://", f"nats://{user}:{password}@", 1)
+    url = node.client_url(0).replace("nats://", f"nats://{user}:{quote(password, safe='')}@", 1)
     settings = dataclasses.replace(service.settings, ingest_nats_url=url, mqtt_url=node.mqtt_url(0))
     return NatsIngestWorker(settings, service, "n0", finalize_threads=1)
 
@@ -136,7 +137,7 @@ def test_a_transfer_over_mqtt_is_ingested_from_nats_and_a_bad_subject_is_refused
     assert not worker.subscribed
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "queue group zfjl-ingest" in logged
-    assert INGEST_PASSWORD not in logged
+    assert INGEST_PASSWORD not in logged and quote(INGEST_PASSWORD, safe="") not in logged
 
 
 @pytest.mark.nats
@@ -164,3 +165,14 @@ def test_a_refused_queue_subscription_fails_the_start(app: Flask, nats_node: Nat
     with pytest.raises(ConnectionError, match="refused the subscription"):
         worker.start(timeout_s=20)
     assert time.monotonic() - started < 15
+
+
+def test_the_login_is_taken_out_of_the_urls_and_decoded() -> None:
+    """nats-py sends a URL's password as written and tries nodes it discovers without one: the worker
+    gives it the decoded login once, for every node."""
+    urls = ["nats://ingest:a%40b%3Ac%2Cd@n1:4222", "nats://ingest:a%40b%3Ac%2Cd@n2:4222", "nats://n3:4222"]
+    assert split_login(urls) == NatsLogin(
+        servers=["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"], user="ingest", password="a@b:c,d"
+    )
+    assert split_login(["tls://s3cr%2Ft@n1:4222"]) == NatsLogin(servers=["tls://n1:4222"], token="s3cr/t")
+    assert split_login(["nats://n1:4222"]) == NatsLogin(servers=["nats://n1:4222"])
