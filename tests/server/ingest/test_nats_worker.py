@@ -9,9 +9,11 @@ import asyncio
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import nats
@@ -24,6 +26,7 @@ from protocol.messages import AckState
 from server.domain.evidence.models import Recording
 from server.domain.fleet.devices import register_device
 from server.infra.db import session_scope
+from server.infra.storage import STORE_KEY
 from server.ingest.nats_worker import NatsIngestWorker, NatsLogin, split_login
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, pinned_ingest_keys
@@ -176,3 +179,53 @@ def test_the_login_is_taken_out_of_the_urls_and_decoded() -> None:
     )
     assert split_login(["tls://s3cr%2Ft@n1:4222"]) == NatsLogin(servers=["tls://n1:4222"], token="s3cr/t")
     assert split_login(["nats://n1:4222"]) == NatsLogin(servers=["nats://n1:4222"])
+
+
+@pytest.mark.nats
+def test_stop_finishes_a_queued_finalize_and_its_complete_still_reaches_the_device(
+    app: Flask, segments: SegmentFactory, nats_node: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM of an ingest process: the worker stops taking messages, but a fin already in its
+    finalize pipeline is committed and its ``complete`` published before the connection closes."""
+    store = app.extensions[STORE_KEY]
+    entered, release = threading.Event(), threading.Event()
+    original = store.put_file
+
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the object store"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "put_file", blocked)
+    with session_scope(app) as session:
+        register_device(session, segments.device_id, segments.public_key)
+    worker = _worker(app, nats_node, INGEST_PASSWORD)
+    worker.start()
+    keyring = IngestKeyring.of(decode_public_key(text) for text in pinned_ingest_keys(app))
+    listener = _MqttListener("127.0.0.1", nats_node.mqtt_ports[0])
+    device = RawClient(listener, DEVICE, keyring, login=(DEVICE, DEVICE_PASSWORD))  # type: ignore[arg-type]
+    stopper = threading.Thread(target=worker.stop, name="stopper")
+    try:
+        data = random.Random(9).randbytes(CHUNK + 3)
+        signed, _ = segments.make(data)
+        device.publish(*init(signed))
+        assert device.ack_for(signed.file_id).state is AckState.READY
+        for offset in (0, CHUNK):
+            device.publish(*chunk(signed, data, offset))
+            assert device.ack_for(signed.file_id).state is AckState.STORED
+        device.publish(*fin(signed))
+        assert entered.wait(30), "the finalize never reached the object store"
+        stopper.start()
+        wait_until(worker._stopping.is_set, 10, "stop() begun")
+        assert count(app, Recording) == 0
+        release.set()
+        done = device.ack_for(signed.file_id)
+        assert (done.state, done.sha256) == (AckState.COMPLETE, signed.manifest.sha256)
+        stopper.join(30)
+        assert not stopper.is_alive(), "stop() did not return"
+        assert count(app, Recording) == 1 and not worker.subscribed
+    finally:
+        release.set()
+        device.close()
+        if not stopper.is_alive() and not worker._stopping.is_set():
+            worker.stop()
