@@ -394,11 +394,12 @@ class ArchiveWorker:
                     built = archives.build_archive(
                         session, archive_job.ARCHIVER, case_id, store=store, signer=self.signer,
                         keyring=self.keyring, work_dir=Path(work), archive_store=archive_store,
-                        archive_prefix=self.prefix, now=now,
+                        archive_prefix=self.prefix, now=now, before_store=fence,
                     )  # fmt: skip
                     package_id = built.row.id
-                    # The package row commits only while the lease is ours: a holder paused past its
-                    # expiry leaves at most an unreferenced zip (content-addressed) in the stores.
+                    # Fenced before the first object was written (``before_store``), and again here: a
+                    # holder paused past its expiry writes neither an object nor a row; one that passed
+                    # the first fence holds the lease row until this commit (docs/scaling.md).
                     fence(session)
                 done.archived[case_id] = package_id
             except LeaseLost:
