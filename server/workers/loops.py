@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
-from server.domain.fleet.alerts import evaluate_alerts
+from server.domain.fleet.alerts import ALERTS_JOB, evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import archive_job, archives, ledger, lock_job
 from server.domain.governance.archive_listing import archive_deadlines
@@ -445,8 +445,8 @@ class AlertsWorker:
     """Hourly: fleet alerts (devices offline, low battery, refused uploads) and annual-report drafts
     (GS-17). One named thread; with a lease, only in the process that holds it."""
 
-    JOB = "hourly-alerts"
-    """The name of this job's lease."""
+    JOB = ALERTS_JOB
+    """The name of this job's lease (every evaluation, on demand too, takes a lock of this name)."""
 
     def __init__(
         self, app: Flask, *, interval_s: float = 3600.0, lease: SingletonLease | None = None

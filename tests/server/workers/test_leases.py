@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from server.domain.base import utcnow
 from server.domain.governance import archives
@@ -24,6 +24,7 @@ from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY
 from server.workers.leases import JobLeases
 from server.workers.loops import JOBS, ArchiveRound, ArchiveWorker, PublicityWorker, Scrubber
 from tests.conftest import migrated_app
+from tests.fixtures.postgres import waiting_for_a_lock
 from tests.server.domain.governance.test_archive import build_case
 
 TTL_S = 3.0  # renewed every second: only a thread starved for two seconds would lose its lease
@@ -162,22 +163,6 @@ def test_jl18_an_archiver_paused_past_its_lease_writes_no_package_and_the_new_ho
     standby_leases.stop()
 
 
-def _waiting_for_a_lock(database_url: str) -> bool:
-    """Whether a session of the test's PostgreSQL database waits for a lock now."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            waiting = conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        return bool(waiting)
-    finally:
-        engine.dispose()
-
-
 def _zips(root: Path) -> list[str]:
     """Every archive zip a local store holds, as keys relative to its root."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.zip"))
@@ -236,7 +221,7 @@ def test_jl18_an_archiver_paused_mid_build_past_its_lease_leaves_no_object_and_o
             # ledger sequences one writer at a time), as it would for a stopped process's open one.
             standby_thread.start()
             _wait_until(
-                lambda: not standby_thread.is_alive() or _waiting_for_a_lock(pg_url),
+                lambda: not standby_thread.is_alive() or waiting_for_a_lock(pg_url) > 0,
                 30,
                 "the standby to archive or wait for the paused transaction",
             )
