@@ -202,7 +202,7 @@ class AgentApp:
         self.live.restore(self.config.data_dir)
         handler = CommandHandler(
             self.config,
-            self.link.client,
+            self.link.device_client,
             state_dir=self.config.data_dir,
             upload_now=upload_now,
             bookmark=bookmark,

@@ -29,6 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
+from edge_agent.mqtt_link import LinkClient
 from edge_agent.session import SessionCommandError
 from edge_agent.updater import UpdateDeferred, UpdateError, Updater
 from protocol import fleet, topics
@@ -71,7 +72,7 @@ class CommandHandler:
     def __init__(
         self,
         config: AgentConfig,
-        client: mqtt.Client,
+        client: mqtt.Client | LinkClient,
         *,
         state_dir: Path,
         config_path: Path | None = None,
@@ -83,7 +84,8 @@ class CommandHandler:
         clock: Callable[[], datetime] = _now,
         on_config: Callable[[int, dict[str, Any]], str] | None = None,
     ) -> None:
-        """``client`` is the device's paho client (``MqttLink.client``); nothing happens until start()."""
+        """``client`` is the device's connection (``MqttLink.device_client``, which follows the link to
+        another broker; a paho client in tests); nothing happens until start()."""
         self.config = config
         self.device_id = config.device_id
         self.client = client

@@ -60,6 +60,9 @@ class AgentConfig:
     # one when the current one stays unreachable or refusing for ``mqtt_failover_after_s``.
     mqtt_urls: tuple[str, ...] = ()
     mqtt_failover_after_s: float = 20.0
+    # While connected to a later broker of ``mqtt_urls``, how often the link tries the first one again
+    # and moves back to it when it accepts (a primary/standby pair); 0: stay where it is.
+    mqtt_return_to_first_s: float = 60.0
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_protocol: str = "3.1.1"
@@ -264,6 +267,10 @@ class AgentConfig:
             raise ConfigError("mqtt_urls must all be mqtt:// or all be mqtts://")
         if not math.isfinite(self.mqtt_failover_after_s) or self.mqtt_failover_after_s <= 0:
             raise ConfigError(f"mqtt_failover_after_s must be positive, got {self.mqtt_failover_after_s}")
+        if not math.isfinite(self.mqtt_return_to_first_s) or self.mqtt_return_to_first_s < 0:
+            raise ConfigError(
+                f"mqtt_return_to_first_s must be 0 (off) or positive, got {self.mqtt_return_to_first_s}"
+            )
 
     def _validate_session(self) -> None:
         if self.idle_recording not in ("continuous", "prebuffer"):
@@ -324,6 +331,7 @@ _FLOAT_FIELDS = {
     "clock_jump_threshold_s",
     "session_event_retry_s",
     "mqtt_failover_after_s",
+    "mqtt_return_to_first_s",
 }
 
 

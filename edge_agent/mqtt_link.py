@@ -13,12 +13,20 @@ broker host delays uploads by that long, not until it is repaired (JL-17: stored
 broker between two attempts. Nothing is lost or sent twice by moving: the outbox keeps every segment
 until a signed ``complete`` (any node's ingest signs with the pinned keys), and after every connect the
 uploader asks the status of its transfers in flight and resumes them (docs/protocol.md).
+
+A recorder that moved to a later broker goes back to the first one (a primary and its standby) once the
+first accepts it again: every ``mqtt_return_to_first_s`` it tries the first broker, a TCP connect and then
+a real MQTT connect with the device's login and TLS, and when the broker also granted its downlink
+subscription it makes that connection its own and only then closes the old one (make before break;
+:class:`FirstBrokerReturn`). Tries that fail, and returns that do not last, double the wait (up to
+eight times), so a first broker that keeps failing never makes the recorder flap.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -49,7 +57,7 @@ from protocol.messages import (
 )
 from protocol.session import EventAck, SignedSessionEvent
 
-__all__ = ["AGENT_VERSION", "BrokerRotation", "MqttLink"]
+__all__ = ["AGENT_VERSION", "BrokerRotation", "FirstBrokerReturn", "LinkClient", "MqttLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +71,11 @@ _RECONNECT_MAX_S = 30
 _JITTER_MAX_S = 2.0
 _RESUBSCRIBE_MIN_S = 1.0
 _RESUBSCRIBE_MAX_S = 30.0
+# Trying the first broker again: how long its TCP connect, and then its CONNACK and SUBACK, may take.
+_PROBE_TCP_TIMEOUT_S = 5.0
+_PROBE_MQTT_TIMEOUT_S = 30.0
+# A first broker that refuses or drops the recorder again makes it wait up to this many intervals.
+_RETURN_BACKOFF_MAX = 8
 
 
 class BrokerRotation:
@@ -86,6 +99,7 @@ class BrokerRotation:
         self._failing_since: float | None = None
         self.moves_without_success = 0
         self.failovers = 0  # moves to another broker since start
+        self.returns = 0  # moves back to the first broker while connected elsewhere
 
     @property
     def current(self) -> BrokerAddress:
@@ -116,10 +130,105 @@ class BrokerRotation:
         self.failovers += 1
         return self.current
 
+    def returned_to_first(self) -> None:
+        """The link moved back to the first broker (it accepted a new connection): it is ours now."""
+        self.index = 0
+        self._failing_since = None
+        self.moves_without_success = 0
+        self.returns += 1
+
+    @property
+    def on_first(self) -> bool:
+        """Whether the link is on the first broker of its list (the preferred one)."""
+        return self.index == 0
+
     @property
     def round_failed(self) -> bool:
         """Whether every broker of the list has been tried since the last success (back off fully)."""
         return self.moves_without_success >= len(self.brokers)
+
+
+class FirstBrokerReturn:
+    """When a link connected to a later broker tries the first one again. Pure: the link says where it
+    is and what a try gave; the clock comes in, so tests drive it.
+
+    Every ``interval_s`` while away from the first broker (0: never). A failed try doubles the wait, up
+    to ``_RETURN_BACKOFF_MAX`` intervals; so does a return that did not last one interval (the first
+    broker failed again and the rotation moved the link away: flapping). A return that lasted an
+    interval brings the wait back to one interval.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """Nothing due until the link has been away from the first broker for one interval."""
+        self.interval_s = interval_s
+        self._clock = clock
+        self.backoff = 1
+        self._next_at: float | None = None
+        self._returned_at: float | None = None
+
+    def due(self, *, on_first: bool) -> bool:
+        """Whether to try the first broker now (call it often; ``on_first``: where the link is)."""
+        if self.interval_s <= 0:
+            return False
+        now = self._clock()
+        if on_first:
+            self._next_at = None
+            if self._returned_at is not None and now - self._returned_at >= self.interval_s:
+                self.backoff, self._returned_at = 1, None  # the return lasted
+            return False
+        if self._returned_at is not None:
+            # Back on a later broker after a return: the first one failed again. Within an interval
+            # that is flapping, and the next try waits longer.
+            lasted = now - self._returned_at >= self.interval_s
+            self.backoff = 1 if lasted else min(self.backoff * 2, _RETURN_BACKOFF_MAX)
+            self._returned_at = None
+        if self._next_at is None:
+            self._next_at = now + self.interval_s * self.backoff
+            return False
+        return now >= self._next_at
+
+    def tried(self, *, accepted: bool) -> None:
+        """The try's outcome: moved back (``accepted``), or the first broker is still unusable."""
+        now = self._clock()
+        self._next_at = None
+        if accepted:
+            self._returned_at = now
+            return
+        self.backoff = min(self.backoff * 2, _RETURN_BACKOFF_MAX)
+        self._next_at = now + self.interval_s * self.backoff
+
+
+class LinkClient:
+    """The calls of paho's client the command handler makes, on the connection the link holds now and
+    remembered for the ones it makes later (a move back to the first broker replaces the client)."""
+
+    def __init__(self, link: MqttLink) -> None:
+        """Act on ``link``'s connection."""
+        self._link = link
+
+    def message_callback_add(self, sub: str, callback: mqtt.CallbackOnMessage) -> None:
+        """Route messages matching ``sub`` to ``callback``, on this connection and every later one."""
+        with self._link._swap_lock:
+            self._link._topic_callbacks[sub] = callback
+            self._link.client.message_callback_add(sub, callback)
+
+    def message_callback_remove(self, sub: str) -> None:
+        """Stop routing ``sub`` to its callback."""
+        with self._link._swap_lock:
+            self._link._topic_callbacks.pop(sub, None)
+            self._link.client.message_callback_remove(sub)
+
+    def publish(
+        self, topic: str, payload: bytes | str | None = None, qos: int = 0, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish on the connection the link holds now."""
+        return self._link.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def username_pw_set(self, username: str | None, password: str | None = None) -> None:
+        """Log in with a new password from the next connection on (a rotated password)."""
+        with self._link._swap_lock:
+            self._link._login = (username or "", password or "")
+            self._link.client.username_pw_set(username, password)
 
 
 class MqttLink:
@@ -152,38 +261,61 @@ class MqttLink:
         self.last_error = ""
         self.rotation = BrokerRotation(config.brokers, config.mqtt_failover_after_s)
         self._v5 = config.mqtt_protocol == "5"
-        if self._v5:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
-            )
-        else:
-            # clean_session=False: the broker keeps our subscription and queued acks across reconnects.
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.device_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=False,
-            )
-        if config.mqtt_username:
-            self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)
-        if config.mqtt_tls:
-            self.client.tls_set(
-                ca_certs=config.mqtt_ca_file or None, cert_reqs=ssl.CERT_REQUIRED, tls_version=None
-            )
-        self.client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
-        self.client.max_inflight_messages_set(config.window * 2)
-        topic, payload = encode(self._presence(PresenceState.OFFLINE))
-        self.client.will_set(topic, payload, qos=1, retain=True)
-        self.client.on_connect = self._handle_connect
-        self.client.on_connect_fail = self._handle_connect_fail
-        self.client.on_disconnect = self._handle_disconnect
-        self.client.on_message = self._handle_message
-        self.client.on_subscribe = self._handle_subscribe
+        # What other parts of the agent set on the connection (LinkClient); every new connection gets it.
+        self._login = (config.mqtt_username, config.mqtt_password)
+        self._topic_callbacks: dict[str, mqtt.CallbackOnMessage] = {}
+        self.client = self._new_client()
+        self._attach(self.client)
+        # Moving back to the first broker swaps ``client``; close() and the callbacks see one at a time.
+        self._swap_lock = threading.Lock()
+        self.returner = FirstBrokerReturn(config.mqtt_return_to_first_s)
+        self._return_thread: threading.Thread | None = None
         self.subscribe_refusals = 0  # downlink subscriptions the broker refused (each retried)
         # Set once the broker granted this connection's downlink subscription: until then an ack the server
         # publishes is not delivered to us (the device's status query after a reconnect covers that).
         self._downlink_granted = threading.Event()
         self._refusals_in_a_row = 0
+
+    def _new_client(self) -> mqtt.Client:
+        """A paho client with the device's identity, login, TLS and last will (not connected)."""
+        config = self.config
+        if self._v5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5)
+        else:
+            # clean_session=False: the broker keeps our subscription and queued acks across reconnects.
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.device_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+        username, password = self._login
+        if username:
+            client.username_pw_set(username, password or None)
+        for sub, callback in self._topic_callbacks.items():
+            client.message_callback_add(sub, callback)
+        if config.mqtt_tls:
+            client.tls_set(
+                ca_certs=config.mqtt_ca_file or None, cert_reqs=ssl.CERT_REQUIRED, tls_version=None
+            )
+        client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
+        client.max_inflight_messages_set(config.window * 2)
+        topic, payload = encode(self._presence(PresenceState.OFFLINE))
+        client.will_set(topic, payload, qos=1, retain=True)
+        return client
+
+    @property
+    def device_client(self) -> LinkClient:
+        """The connection as the command handler uses it: on whichever broker the link is now."""
+        return LinkClient(self)
+
+    def _attach(self, client: mqtt.Client) -> None:
+        """Make ``client`` the link's connection as far as paho's callbacks go."""
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
 
     def _presence(self, state: PresenceState) -> Presence:
         return Presence(
@@ -222,6 +354,11 @@ class MqttLink:
         self.client.connect_async(broker.host, broker.port, **self._connect_kwargs())
         # paho names its network thread "paho-mqtt-client-<client id>".
         self.client.loop_start()
+        if len(self.rotation.brokers) > 1 and self.returner.interval_s > 0:
+            self._return_thread = threading.Thread(
+                target=self._return_loop, name="mqtt-return-first", daemon=True
+            )
+            self._return_thread.start()
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"keepalive": _KEEPALIVE_S}
@@ -258,16 +395,126 @@ class MqttLink:
             started, self._started = self._started, False
         if not started:
             return
+        if self._return_thread is not None:
+            # A try of the first broker in progress gives up at once (it waits on _closing).
+            self._return_thread.join(timeout)
+            self._return_thread = None
+        with self._swap_lock:
+            client = self.client
         if self.connected:
-            topic, payload = encode(self._presence(PresenceState.OFFLINE))
-            info = self.client.publish(topic, payload, qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError) as exc:
-                logger.debug("offline presence not confirmed: %s", exc)
-        self.client.disconnect()
-        self.client.loop_stop()
+            self._say_offline(client, timeout)
+        client.disconnect()
+        client.loop_stop()
         self._connected.clear()
+
+    def _say_offline(self, client: mqtt.Client, timeout: float) -> None:
+        """Publish the retained ``offline`` presence on ``client`` (a clean disconnect fires no will)."""
+        topic, payload = encode(self._presence(PresenceState.OFFLINE))
+        info = client.publish(topic, payload, qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            logger.debug("offline presence not confirmed: %s", exc)
+
+    # -- moving back to the first broker (own thread) -------------------------------------------
+
+    def _return_loop(self) -> None:
+        """While connected to a later broker, try the first one when :class:`FirstBrokerReturn` says."""
+        poll = max(0.05, min(5.0, self.returner.interval_s / 4))
+        while not self._closing.wait(poll):
+            if not self.connected:
+                continue  # the rotation is at work; a try would race it
+            if not self.returner.due(on_first=self.rotation.on_first):
+                continue
+            try:
+                accepted = self._return_to_first()
+            except Exception:
+                logger.exception("moving back to the first broker failed")
+                accepted = False
+            self.returner.tried(accepted=accepted)
+
+    def _return_to_first(self) -> bool:
+        """Connect to the first broker beside the current connection; once it granted the downlink
+        subscription, make it the link's connection and close the old one. False if it is not usable.
+
+        Make before break: acks the server publishes on the first broker are heard from the moment its
+        SUBACK arrives, before the old connection goes. What was in flight on the old connection (QoS 1
+        chunks without PUBACK, acks queued on the old broker) is recovered as after any reconnect:
+        ``on_connected`` makes the uploader ask the status of every transfer and resume it.
+        """
+        first = self.rotation.brokers[0]
+        try:
+            with socket.create_connection((first.host, first.port), timeout=_PROBE_TCP_TIMEOUT_S):
+                pass  # cheap: no TLS, no login, before a real MQTT connect
+        except OSError as exc:
+            logger.debug("first broker %s still unreachable: %s", first.url, exc)
+            return False
+        candidate = self._new_client()
+        settled = threading.Event()
+        granted: list[bool] = []
+
+        def on_connect(
+            client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+        ) -> None:
+            if reason_code.is_failure:
+                logger.info("first broker %s refused the connection: %s", first.url, reason_code)
+                settled.set()
+                return
+            client.subscribe(topics.device_downlink_filter(self.device_id), qos=1)
+
+        def on_subscribe(
+            client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], properties: Any
+        ) -> None:
+            granted.append(not any(code.is_failure for code in codes))
+            settled.set()
+
+        def on_lost(client: mqtt.Client, userdata: Any, *args: Any) -> None:
+            settled.set()
+
+        candidate.on_connect = on_connect
+        candidate.on_subscribe = on_subscribe
+        candidate.on_connect_fail = on_lost
+        candidate.on_disconnect = on_lost
+        candidate.on_message = self._handle_message  # acks heard here already count
+        candidate.connect_async(first.host, first.port, **self._connect_kwargs())
+        candidate.loop_start()
+        deadline = time.monotonic() + _PROBE_MQTT_TIMEOUT_S
+        while not settled.is_set() and not self._closing.is_set() and time.monotonic() < deadline:
+            settled.wait(0.1)
+        if granted != [True] or not self._swap_to(candidate):
+            candidate.on_disconnect = candidate.on_connect_fail = None
+            candidate.disconnect()
+            candidate.loop_stop()
+            return False
+        return True
+
+    def _swap_to(self, candidate: mqtt.Client) -> bool:
+        """Make ``candidate`` (connected to the first broker, downlink granted) the link's connection."""
+        old, old_url = self.client, self.broker_url
+        # Offline on the old broker before online on the new one: the newer presence wins. Outside the
+        # lock: the old connection's own thread may need it to report a loss meanwhile.
+        self._say_offline(old, _PROBE_TCP_TIMEOUT_S)
+        with self._swap_lock:
+            if self._closing.is_set() or not self._connected.is_set() or self.client is not old:
+                return False  # lost meanwhile: the rotation reconnects (and says online again)
+            for name in ("on_connect", "on_connect_fail", "on_disconnect", "on_subscribe", "on_message"):
+                setattr(old, name, None)
+            self._attach(candidate)
+            self.client = candidate
+            self.rotation.returned_to_first()
+            self.connects += 1
+            self._downlink_granted.set()
+            topic, payload = encode(self._presence(PresenceState.ONLINE))
+            candidate.publish(topic, payload, qos=1, retain=True)
+        logger.info("moved back to the first broker %s (from %s)", self.broker_url, old_url)
+        old.disconnect()
+        old.loop_stop()
+        if self._on_connected is not None:
+            try:
+                self._on_connected()
+            except Exception:
+                logger.exception("on_connected callback failed")
+        return True
 
     # -- paho callbacks (network thread) --------------------------------------------------------
 
@@ -279,6 +526,8 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self.client:
+            return  # a connection the link has moved away from
         if reason_code.is_failure:
             # e.g. bad credentials: paho keeps retrying with backoff; we stay "not connected".
             self.last_error = str(reason_code)
@@ -341,24 +590,27 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._downlink_granted.clear()
+        with self._swap_lock:
+            if client is not self.client:
+                return  # the old connection of a move back to the first broker
+            was_connected = self._connected.is_set()
+            self._connected.clear()
+            self._downlink_granted.clear()
         if self._closing.is_set():
             return
         if was_connected:
             self.disconnects += 1
             logger.warning("disconnected from %s: %s; reconnecting", self.broker_url, reason_code)
-        self._after_failure()
+        self._after_failure(client)
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """A connection attempt failed before the broker answered (refused, unreachable, timed out)."""
-        if self._closing.is_set():
+        if self._closing.is_set() or client is not self.client:
             return
         logger.debug("cannot reach %s", self.broker_url)
-        self._after_failure()
+        self._after_failure(client)
 
-    def _after_failure(self) -> None:
+    def _after_failure(self, client: mqtt.Client) -> None:
         """Move to the next broker when the current one has failed long enough; then jitter.
 
         Runs in paho's network thread with no connection open, just before paho's backoff wait, so
@@ -372,9 +624,9 @@ class MqttLink:
                 self.rotation.failover_after_s,
                 target.url,
             )
-            self.client.connect_async(target.host, target.port, **self._connect_kwargs())
+            client.connect_async(target.host, target.port, **self._connect_kwargs())
             if not self.rotation.round_failed:
-                self.client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
+                client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
         # paho's backoff has no jitter: add it here, before its wait.
         self._closing.wait(random.uniform(0.0, _JITTER_MAX_S))
 

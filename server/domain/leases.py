@@ -20,6 +20,12 @@ token that grows by one on every takeover.
   in between the check and the commit (it waits, then sees the renewed expiry); on SQLite the database's
   write lock does the same. That is also why the check cannot ask for an unexpired lease: on SQLite a
   long round holding the write lock keeps the keeper from renewing, and nobody else can take over either.
+* :func:`exclusive` serialises work that also runs outside the job's holder, on demand (an API request
+  re-evaluating the fleet alerts while the hourly job may be evaluating them): it waits for, then holds
+  until the end of the caller's transaction, a lock named after the job (PostgreSQL: a transaction
+  advisory lock, so the lease row and its renewals are left alone; SQLite: the database's write lock).
+  It does not take the lease: the request must not wait for the job's next takeover, it only must not
+  run at the same time as another evaluation.
 * :func:`claim_round` records, under the same fence, that a round of the job starts now, and only if the
   last round (of any holder) started at least ``interval_s`` ago: the schedule belongs to the
   deployment, not to a process, so a takeover does not run a round twice in one period.
@@ -30,6 +36,7 @@ seconds since the epoch, so servers on hosts whose clocks disagree still agree o
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -61,6 +68,7 @@ __all__ = [
     "acquire",
     "claim_round",
     "db_now",
+    "exclusive",
     "fence",
     "finish_round",
     "lease_states",
@@ -170,6 +178,27 @@ def acquire(session: Session, job: str, holder: str, ttl_s: float) -> LeaseGrant
     token = session.scalar(select(JobLease.token).where(JobLease.job == job))
     assert token is not None
     return LeaseGrant(job=job, holder=holder, token=int(token), ttl_s=ttl_s)
+
+
+def exclusive(session: Session, job: str) -> None:
+    """Wait until no other transaction works under ``job``'s row, then hold it until the caller's
+    transaction ends (call it first in the transaction, before reading what the work decides on).
+
+    The lock is not the lease: a holder still fences its writes, and the lease row's renewals never
+    wait for it on PostgreSQL.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"zfjl-job:{job}".encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+        return
+    # SQLite: a write that changes nothing takes the database's write lock until the commit.
+    _ensure_row(session, job)
+    session.execute(
+        update(JobLease)
+        .where(JobLease.job == job)
+        .values(token=JobLease.token)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def renew(session: Session, grant: LeaseGrant) -> bool:

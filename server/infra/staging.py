@@ -19,6 +19,8 @@ Each process also keeps, in memory, a running SHA-256 of every transfer's contig
 staged (:class:`_RunningHash`), so finalize does not hash the file a second time (docs/performance.md,
 "Each byte hashed once"). It is bound to one generation of the index and one data file; a restart, a
 discard, a rewritten index or a prefix this process never saw makes finalize hash the staged file instead.
+The hashing itself runs in one thread per process, off the MQTT network thread that stages the chunks;
+finalize waits for it (docs/performance.md, "The running hash off the network thread").
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.base import utcnow
 from server.domain.evidence.scrub import Throttle, scrub
-from server.domain.fleet.alerts import evaluate_alerts
+from server.domain.fleet.alerts import ALERTS_JOB, evaluate_alerts
 from server.domain.fleet.dispatch import dispatch_once
 from server.domain.governance import archive_job, archives, ledger, lock_job
 from server.domain.governance.archive_listing import archive_deadlines
@@ -394,11 +394,12 @@ class ArchiveWorker:
                     built = archives.build_archive(
                         session, archive_job.ARCHIVER, case_id, store=store, signer=self.signer,
                         keyring=self.keyring, work_dir=Path(work), archive_store=archive_store,
-                        archive_prefix=self.prefix, now=now,
+                        archive_prefix=self.prefix, now=now, before_store=fence,
                     )  # fmt: skip
                     package_id = built.row.id
-                    # The package row commits only while the lease is ours: a holder paused past its
-                    # expiry leaves at most an unreferenced zip (content-addressed) in the stores.
+                    # Fenced before the first object was written (``before_store``), and again here: a
+                    # holder paused past its expiry writes neither an object nor a row; one that passed
+                    # the first fence holds the lease row until this commit (docs/scaling.md).
                     fence(session)
                 done.archived[case_id] = package_id
             except LeaseLost:
@@ -444,8 +445,8 @@ class AlertsWorker:
     """Hourly: fleet alerts (devices offline, low battery, refused uploads) and annual-report drafts
     (GS-17). One named thread; with a lease, only in the process that holds it."""
 
-    JOB = "hourly-alerts"
-    """The name of this job's lease."""
+    JOB = ALERTS_JOB
+    """The name of this job's lease (every evaluation, on demand too, takes a lock of this name)."""
 
     def __init__(
         self, app: Flask, *, interval_s: float = 3600.0, lease: SingletonLease | None = None

@@ -1,7 +1,8 @@
 """Scale-out with real processes (issue #12, docs/scaling.md): ``zfjl-server run --ingest-processes 2``
-behind Mosquitto's ``$share`` with one worker process killed by SIGKILL mid-transfer, and a 3-node NATS
+behind Mosquitto's ``$share`` with one worker process killed by SIGKILL mid-transfer, a 3-node NATS
 cluster losing a node for good while recorders drain their backlog (its recorders fail over to the
-others). Every segment must be stored exactly once and every recorder's chain must stay clean (JL-17:
+others), and a primary/standby pair of Mosquittos the recorder leaves and returns to in the middle of
+an upload. Every segment must be stored exactly once and every recorder's chain must stay clean (JL-17:
 nothing recorded is lost; JL-6: nothing is altered).
 
 Both tests wait on conditions (rows stored, processes up), never on fixed sleeps.
@@ -9,13 +10,19 @@ Both tests wait on conditions (rows stored, processes up), never on fixed sleeps
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scale_rig import (
@@ -30,9 +37,15 @@ from bench.scale_rig import (
     verify_exactly_once,
     wait_until,
 )
+from edge_agent.config import AgentConfig
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.outbox import Outbox
+from edge_agent.uploader import Uploader
+from protocol import topics
+from protocol.messages import FileChunk, Message, TransferAck
 from server.infra.config import ConfigError, load_settings
 from server.infra.ingest_key import IngestSigner
-from tests.fixtures.mqtt import MosquittoBroker
+from tests.fixtures.mqtt import MosquittoBroker, find_mosquitto, hold_port
 
 RECORDERS = 4
 SEGMENTS_EACH = 4
@@ -399,3 +412,150 @@ def test_split_roles_need_an_external_broker(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         runner.start()
     assert runner.broker is None and not runner.workers
+
+
+class _GatedLink:
+    """The recorder's real link, with a gate before one chunk: the test holds the upload there, in the
+    middle of a segment, while the link moves back to the primary broker."""
+
+    def __init__(self, link: MqttLink, hold_before_chunk: int) -> None:
+        self._link = link
+        self._hold_before = hold_before_chunk
+        self.chunks = 0
+        self.held = threading.Event()  # the uploader waits at the gate
+        self.opened = threading.Event()
+
+    def publish(self, msg: Message) -> bool:
+        """Publish through the link; the ``hold_before_chunk``-th chunk waits until the gate opens."""
+        if isinstance(msg, FileChunk):
+            self.chunks += 1
+            if self.chunks == self._hold_before:
+                self.held.set()
+                self.opened.wait(120)
+        return self._link.publish(msg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+
+@contextlib.contextmanager
+def _downlink_watch(broker: MosquittoBroker, device_id: str) -> Iterator[threading.Event]:
+    """An event set when the server answers ``device_id`` on ``broker`` (subscribed before it yields)."""
+    answered, subscribed = threading.Event(), threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch-" + os.urandom(3).hex())
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = lambda *args: answered.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe(topics.device_downlink_filter(device_id), qos=1)
+        assert subscribed.wait(30), "the watch was never subscribed"
+        yield answered
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.mosquitto
+def test_jl17_recorder_returns_to_the_primary_broker_mid_upload_and_stores_once(tmp_path: Path) -> None:
+    """Primary and standby Mosquitto, each with its own ingest process, one database, object store and
+    staging (docs/scaling.md). The primary dies; the recorder moves to the standby and stores its first
+    segment there. Then the standby's server is stopped (SIGSTOP) and the recorder sends the whole second
+    segment to the standby broker, where nobody acknowledges it; the primary comes back on the same port,
+    the recorder moves back to it (downlink first, then the standby connection closed) with that segment
+    unacknowledged, and its status query there makes it send the segment again. The standby's server then
+    resumes and handles the stale copy it finds queued. Every segment is stored exactly once, the chain
+    clean (JL-17)."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    return_after_s = 2.0
+    with hold_port() as held_primary, hold_port() as held_standby:
+        primary = MosquittoBroker(tmp_path / "primary", binary=binary, port=held_primary.getsockname()[1])
+        standby = MosquittoBroker(tmp_path / "standby", binary=binary, port=held_standby.getsockname()[1])
+        primary.start()
+        standby.start()
+        # Two segments of four 256 KiB chunks each.
+        recorders = prepare_recorders(tmp_path / "rec", 1, 2, 4 * 256 * 1024, "back")
+        env = _server_env(tmp_path, primary.url)
+        database_url = load_settings(environ=env).database_url
+        register_recorders(database_url, recorders)
+        servers = [
+            ServerProcess(tmp_path, env, roles="ingest"),
+            ServerProcess(tmp_path, {**env, "ZFJL_MQTT_URL": standby.url}, roles="ingest"),
+        ]
+        recorder = recorders[0]
+        config = AgentConfig(
+            device_id=recorder.device_id,
+            private_key_file=recorder.home / "device-key.pem",
+            data_dir=recorder.home / "data",
+            mqtt_urls=(primary.url, standby.url),
+            mqtt_failover_after_s=0.5,
+            mqtt_return_to_first_s=return_after_s,
+            ingest_public_keys=_ingest_keys(env),
+            chunk_bytes=256 * 1024,
+            window=8,
+            ack_timeout_s=2.0,
+        )
+        outbox = Outbox(config.outbox_path)
+        holder: list[Uploader] = []
+
+        def on_ack(ack: TransferAck) -> None:
+            holder[0].on_ack(ack)
+
+        def on_connected() -> None:
+            if holder:
+                holder[0].on_connected()
+
+        link = MqttLink(config, on_ack=on_ack, on_connected=on_connected)
+        gated = _GatedLink(link, hold_before_chunk=5)  # the second segment's first chunk
+        stopped: list[ServerProcess] = []
+        uploader = Uploader(outbox, gated, config, max_active=1)  # type: ignore[arg-type]
+        holder.append(uploader)
+        try:
+            for server in servers:
+                server.wait_ready()
+            link.connect()
+            assert link.wait_connected(60) and link.broker_url == primary.url
+            primary.kill()
+            wait_until(lambda: link.broker_url == standby.url and link.connected, 60, "failover")
+            assert link.wait_downlink(30)
+            uploader.start()
+            assert gated.held.wait(60), "the upload never reached the second segment"
+            wait_until(lambda: stored_summary(database_url) == 1, 60, "the first segment stored via standby")
+            os.killpg(servers[1].proc.pid, signal.SIGSTOP)  # the standby's ingest acknowledges nothing
+            stopped.append(servers[1])
+            gated.opened.set()
+            wait_until(lambda: uploader.stats().chunks_sent >= 8, 60, "the second segment sent to standby")
+            primary.start()
+            back_at = time.monotonic()
+            wait_until(lambda: link.rotation.returns == 1, 30, "the recorder back on the primary")
+            took = time.monotonic() - back_at
+            assert link.broker_url == primary.url and link.connected
+            assert stored_summary(database_url) == 1  # the second segment is in the middle of its upload
+            assert uploader.drain(120), f"not drained: {uploader.stats()}\n{servers[0].log_tail()}"
+            assert stored_summary(database_url) == 2
+            with _downlink_watch(standby, recorder.device_id) as answered:
+                os.killpg(servers[1].proc.pid, signal.SIGCONT)  # the standby finds the stale copy queued
+                stopped.clear()
+                assert answered.wait(60), f"the standby never handled the stale copy\n{servers[1].log_tail()}"
+            stats = uploader.stats()
+            assert (stats.segments_completed, stats.segments_failed) == (2, 0), stats
+            assert stats.chunks_resent >= 4, stats  # the unacknowledged segment was sent again
+            assert link.broker_url == primary.url
+            assert (link.rotation.failovers, link.rotation.returns) == (1, 1)
+            wait_s = return_after_s * link.returner.backoff  # doubled by each try while it was down
+            print(f"moved back {took:.2f} s after the primary returned (wait {wait_s:.0f} s); {stats}")
+            assert took <= wait_s + 1.0, (took, wait_s)
+        finally:
+            for server in stopped:
+                os.killpg(server.proc.pid, signal.SIGCONT)
+            gated.opened.set()
+            uploader.stop()
+            link.close()
+            outbox.close()
+            codes = [server.stop() for server in servers]
+            primary.stop()
+            standby.stop()
+    assert codes == [0, 0], [server.log_tail() for server in servers]
+    assert verify_exactly_once(env, recorders) == []

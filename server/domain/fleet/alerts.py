@@ -3,6 +3,13 @@
 Each rule looks at what ingest already stores (presence, health, the security log) and yields the
 conditions that hold now; :func:`evaluate_alerts` opens an alert for a new condition, refreshes an open
 one, and clears those that no longer hold, so an admin sees both the current state and its history.
+
+Evaluations run hourly in the holder of the ``hourly-alerts`` lease and on demand (an admin's
+"evaluate now", an integrity finding by the scrubber or an API or workspace read, ``zfjl-server
+scrub``), possibly in several processes at once. Two evaluations reading the open alerts at the same
+time would each open the same new one, so every evaluation first takes a lock named after that job
+(:func:`server.domain.leases.exclusive`) and the database allows one open alert per device and kind
+(migration 0035).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from server.domain import leases
 from server.domain.base import utcnow
 from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.evidence.scrub import open_findings_count
@@ -22,6 +30,7 @@ from server.domain.fleet.telemetry import latest_health
 from server.domain.fleet.telemetry_models import DeviceChainHead, DeviceHealthSample, DevicePresence
 
 __all__ = [
+    "ALERTS_JOB",
     "BACKLOG_ALERT_S",
     "CHAIN_HEAD_GRACE",
     "CLOCK_DRIFT_S_PER_DAY",
@@ -33,6 +42,8 @@ __all__ = [
     "open_alerts",
 ]
 
+# The hourly job's lease; every evaluation, on demand too, works under a lock of the same name.
+ALERTS_JOB = "hourly-alerts"
 # JL-17: records must be stored within 24 h; warn at 20 h so there is time to fetch the device.
 BACKLOG_ALERT_S = 20 * 3600
 LOW_STORAGE_BYTES = 2 * 1024**3
@@ -245,7 +256,11 @@ def evaluate_alerts(
     now: datetime | None = None,
     chain_head_grace: timedelta = CHAIN_HEAD_GRACE,
 ) -> dict[str, int]:
-    """Open, refresh and clear alerts for every in-service device; return counts."""
+    """Open, refresh and clear alerts for every in-service device; return counts.
+
+    Waits for any other evaluation (the hourly job, another process's request) to commit first.
+    """
+    leases.exclusive(session, ALERTS_JOB)
     now = now or utcnow()
     opened = cleared = 0
     open_rows = {

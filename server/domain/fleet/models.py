@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -199,6 +200,15 @@ class DeviceAlert(Base):
     __table_args__ = (
         UniqueConstraint("device_id", "kind", "raised_at", name="uq_device_alerts_device_kind_raised"),
         Index("ix_device_alerts_open", "device_id", "cleared_at"),
+        # One open alert per device and kind, whoever evaluates (migration 0035; fleet/alerts.py).
+        Index(
+            "uq_device_alerts_one_open",
+            "device_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("cleared_at IS NULL"),
+            sqlite_where=text("cleared_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

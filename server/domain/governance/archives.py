@@ -27,7 +27,7 @@ import io
 import json
 import shutil
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -492,8 +492,15 @@ def build_archive(
     archive_store: ObjectStore | None = None,
     archive_prefix: str = "",
     now: datetime | None = None,
+    before_store: Callable[[Session], None] | None = None,
 ) -> BuiltArchive:
     """Seal the archive package of an ended case (flushed); NotFound outside the caller's agency.
+
+    ``before_store`` runs in ``session`` once the zip is sealed and before anything is written to a
+    store: the archiving job's lease fence. A job that lost its lease (paused past its expiry while
+    another process took over) raises there and writes no object; one that passes keeps the lease row
+    locked until its commit, so no takeover can start while its objects are written (the archive store
+    may be WORM under Object Lock: an object once written can never be taken back).
 
     The zip goes to the evidence store (the download answers from there) and, with ``archive_store``,
     is delivered to the archive store under ``archive_prefix`` before the row is written: a failed
@@ -615,6 +622,8 @@ def build_archive(
         case.agency_id,
         keyring,
     )
+    if before_store is not None:
+        before_store(session)
     key = f"archives/{case.agency_id}/{case.id}/{sealed.zip_sha256}.zip"
     store.put_file(key, sealed.zip_path, sealed.zip_sha256, verified=True)
     delivered = None

@@ -5,6 +5,7 @@ holder dies; an archiver paused past its lease writes no package (JL-18: each ac
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -15,13 +16,15 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from server.domain.base import utcnow
+from server.domain.governance import archives
 from server.domain.governance.archives_models import ArchiveFailure, ArchivePackage
 from server.domain.leases import LeaseLost, lease_states
 from server.infra.db import get_engine, session_scope
-from server.infra.storage import STORE_KEY
+from server.infra.storage import ARCHIVE_STORE_KEY, STORE_KEY
 from server.workers.leases import JobLeases
-from server.workers.loops import JOBS, ArchiveWorker, PublicityWorker, Scrubber
+from server.workers.loops import JOBS, ArchiveRound, ArchiveWorker, PublicityWorker, Scrubber
 from tests.conftest import migrated_app
+from tests.fixtures.postgres import waiting_for_a_lock
 from tests.server.domain.governance.test_archive import build_case
 
 TTL_S = 3.0  # renewed every second: only a thread starved for two seconds would lose its lease
@@ -158,6 +161,88 @@ def test_jl18_an_archiver_paused_past_its_lease_writes_no_package_and_the_new_ho
     with session_scope(app) as session:
         assert session.scalars(select(ArchivePackage.case_id)).all() == [scene.case_id]
     standby_leases.stop()
+
+
+def _zips(root: Path) -> list[str]:
+    """Every archive zip a local store holds, as keys relative to its root."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.zip"))
+
+
+@pytest.mark.postgres
+def test_jl18_an_archiver_paused_mid_build_past_its_lease_leaves_no_object_and_one_package(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder seals a case's zip and is paused (SIGSTOP, a GC pause) before it stores it; its lease
+    runs out, the standby takes over and archives the case; then the first one resumes. It must write
+    no object to the evidence or the archive store (the archive store may be WORM: nothing written
+    there can be taken back) and no row: one package, its zip the only one in each store (JL-18, JL-19).
+
+    PostgreSQL: the paused transaction has written its audit row, which on SQLite would hold the
+    database's write lock and stop the standby, exactly as a real pause would."""
+    app = migrated_app(tmp_path / "var", pg_url)
+    try:
+        scene = build_case(app, tmp_path)
+        later = utcnow() + timedelta(hours=app.extensions["zfjl.settings"].archive_delay_hours, minutes=1)
+        paused_leases, standby_leases = JobLeases(app, ttl_s=0.5), JobLeases(app, ttl_s=30)
+        paused = ArchiveWorker(app, lease=paused_leases.lease("archive"))
+        standby = ArchiveWorker(app, lease=standby_leases.lease("archive"))
+        assert paused.lease is not None and standby.lease is not None
+        sealed_zip = archives._seal_and_zip
+        at_pause, resume = threading.Event(), threading.Event()
+        paused_thread: list[threading.Thread] = []
+
+        def seal_then_pause(*args: object, **kwargs: object) -> object:
+            sealed = sealed_zip(*args, **kwargs)  # type: ignore[arg-type]
+            if threading.current_thread() in paused_thread:
+                at_pause.set()
+                resume.wait(60)
+            return sealed
+
+        monkeypatch.setattr(archives, "_seal_and_zip", seal_then_pause)
+        assert paused.lease.ensure()
+        outcome: list[BaseException | None] = []
+
+        def run_paused() -> None:
+            try:
+                paused.step(later)
+                outcome.append(None)
+            except BaseException as exc:  # the outcome is the test's to judge
+                outcome.append(exc)
+
+        paused_thread.append(threading.Thread(target=run_paused, name="paused-archiver"))
+        paused_thread[0].start()
+        standby_done: list[ArchiveRound] = []
+        standby_thread = threading.Thread(target=lambda: standby_done.append(standby.step(later)))
+        try:
+            assert at_pause.wait(60), "the paused archiver never sealed its zip"
+            # Paused (no renewal) until its lease ran out and the standby took it over.
+            _wait_until(standby.lease.ensure, 15, "the standby to take over the archive lease")
+            # The standby archives the case. Its ledger leaf waits for the paused transaction's (the
+            # ledger sequences one writer at a time), as it would for a stopped process's open one.
+            standby_thread.start()
+            _wait_until(
+                lambda: not standby_thread.is_alive() or waiting_for_a_lock(pg_url) > 0,
+                30,
+                "the standby to archive or wait for the paused transaction",
+            )
+        finally:
+            resume.set()  # the paused archiver resumes
+            paused_thread[0].join(60)
+            if standby_thread.ident is not None:
+                standby_thread.join(60)
+        assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost), outcome
+        assert len(standby_done) == 1 and list(standby_done[0].archived) == [scene.case_id], standby_done
+        assert not standby_done[0].failed
+        with session_scope(app) as session:
+            rows = session.execute(select(ArchivePackage.object_key, ArchivePackage.delivered_key)).all()
+            assert session.scalar(select(func.count()).select_from(ArchiveFailure)) == 0
+        assert len(rows) == 1
+        (object_key, delivered_key), = rows
+        assert _zips(app.extensions[STORE_KEY].root) == [object_key]
+        assert _zips(app.extensions[ARCHIVE_STORE_KEY].root) == [delivered_key]
+        standby_leases.stop()
+    finally:
+        get_engine(app).dispose()
 
 
 def test_the_scaling_doc_names_every_singleton_job_and_why() -> None:
