@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import nats
@@ -26,12 +25,12 @@ from protocol.messages import AckState
 from server.domain.evidence.models import Recording
 from server.domain.fleet.devices import register_device
 from server.infra.db import session_scope
-from server.infra.storage import STORE_KEY
 from server.ingest.nats_worker import NatsIngestWorker, NatsLogin, split_login
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory, pinned_ingest_keys
 from tests.server.infra.test_staging_broker import RawClient
 from tests.server.ingest.test_ingest import CHUNK, chunk, count, fin, init
+from tests.server.ingest.test_worker_finalize_pipeline import hold_object_store
 
 INGEST_PASSWORD = "ingest@Pw:7c,1e/9b"  # percent-encoded in the URL
 DEVICE_PASSWORD = "device-Pw-2f80aa"
@@ -187,16 +186,7 @@ def test_stop_finishes_a_queued_finalize_and_its_complete_still_reaches_the_devi
 ) -> None:
     """SIGTERM of an ingest process: the worker stops taking messages, but a fin already in its
     finalize pipeline is committed and its ``complete`` published before the connection closes."""
-    store = app.extensions[STORE_KEY]
-    entered, release = threading.Event(), threading.Event()
-    original = store.put_file
-
-    def blocked(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        assert release.wait(30), "the test never released the object store"
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(store, "put_file", blocked)
+    entered, release = hold_object_store(app, monkeypatch)
     with session_scope(app) as session:
         register_device(session, segments.device_id, segments.public_key)
     worker = _worker(app, nats_node, INGEST_PASSWORD)
