@@ -9,7 +9,9 @@ Run ``.venv/bin/python bench/scale.py [options]``. In one run, on this machine:
    their backlog into ``zfjl-server run`` (real processes, PostgreSQL, local object folder), timed from
    ``go`` to the last ``complete`` ack;
 2. on Mosquitto: 1 vs 2 ingest processes (``--ingest-processes``), and 2 with one killed by SIGKILL
-   after the first segment is stored (redelivery: the recorders re-send what it had in flight);
+   after the first segment is stored (redelivery: the recorders re-send what it had in flight); on
+   NATS also 2 ingest processes consuming core NATS natively as one queue group
+   (``ZFJL_INGEST_NATS_URL``; the recorders still publish over MQTT);
 3. the API: requests/s of ``GET /api/v1/recordings`` (authenticated, audited) with the server's CPU.
 
 Every run checks that each segment is stored exactly once and each chain is clean. Figures are CPU
@@ -207,9 +209,10 @@ class Bench:
         }
 
     def ingest(
-        self, tag: str, url: str, *, processes: int, share: bool, kill: bool = False
+        self, tag: str, url: str, *, processes: int, share: bool, kill: bool = False, nats_url: str = ""
     ) -> dict[str, Any]:
-        """K recorder processes draining into ``zfjl-server run``; exactly-once verified."""
+        """K recorder processes draining into ``zfjl-server run``; exactly-once verified. With
+        ``nats_url`` the ingest processes consume that NATS node natively (a queue group)."""
         from edge_agent.config import AgentConfig
         from server.infra.config import load_settings
         from server.infra.ingest_key import IngestSigner
@@ -224,6 +227,7 @@ class Bench:
             "ZFJL_MQTT_URL": url,
             "ZFJL_SCRUB_BYTES_PER_S": "0",
             "ZFJL_MQTT_SHARE_GROUP": "zfjl-ingest" if share else "",
+            "ZFJL_INGEST_NATS_URL": nats_url,
         }
         settings = load_settings(environ=env)
         keys = tuple(IngestSigner.from_settings(settings).public_keys())
@@ -395,6 +399,11 @@ class Bench:
             self.log(f"nats paho baseline {runs['nats_paho']}")
             runs["nats_ours_1p"] = self.ingest("nats1", nats, processes=1, share=False)
             self.log(f"nats ours {runs['nats_ours_1p']}")
+            assert self.nats is not None
+            runs["nats_ours_2p_native"] = self.ingest(
+                "nats2n", nats, processes=2, share=False, nats_url=self.nats.client_url(0)
+            )
+            self.log(f"nats ours 2p, native queue group {runs['nats_ours_2p_native']}")
         rabbit = o.rabbitmq_url
         if rabbit and port_open("127.0.0.1", int(rabbit.rsplit(":", 1)[1])):
             runs["rabbitmq_paho"] = self.baseline(rabbit, shared=False)

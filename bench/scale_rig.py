@@ -362,9 +362,11 @@ class NatsCluster:
     survive the loss of one node (Raft quorum 2 of 3).
     """
 
-    def __init__(self, workdir: Path, binary: str, nodes: int = 3) -> None:
+    def __init__(self, workdir: Path, binary: str, nodes: int = 3, authorization: str = "") -> None:
+        """``authorization``: an ``authorization { … }`` block for every node (none: no logins)."""
         self.workdir = workdir
         self.binary = binary
+        self.authorization = authorization
         self.names = [f"n{i}" for i in range(nodes)]
         self.client_ports = [free_port() for _ in self.names]
         self.route_ports = [free_port() for _ in self.names]
@@ -374,6 +376,10 @@ class NatsCluster:
     def mqtt_url(self, index: int) -> str:
         """``mqtt://127.0.0.1:PORT`` of node ``index``."""
         return f"mqtt://127.0.0.1:{self.mqtt_ports[index]}"
+
+    def client_url(self, index: int) -> str:
+        """``nats://127.0.0.1:PORT``: node ``index``'s core NATS port (the ingest workers' queue group)."""
+        return f"nats://127.0.0.1:{self.client_ports[index]}"
 
     def _config(self, index: int) -> Path:
         if len(self.names) == 1:
@@ -386,6 +392,7 @@ listen: 127.0.0.1:{self.client_ports[index]}
 max_payload: 8MB
 jetstream {{ store_dir: "{self.workdir / "js-n0"}", max_memory_store: 256MB, max_file_store: 4GB }}
 mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]} }}
+{self.authorization}
 """,
             )
         routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.route_ports)
@@ -397,6 +404,7 @@ max_payload: 8MB
 jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 4GB }}
 cluster {{ name: zfjl, listen: 127.0.0.1:{self.route_ports[index]}, routes: [{routes}] }}
 mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]}, stream_replicas: {min(3, len(self.names))} }}
+{self.authorization}
 """
         return self._write_config(index, text)
 

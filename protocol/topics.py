@@ -19,6 +19,10 @@ Layout (``{d}`` is a device id, ``{f}`` a transfer's file id)::
     zfjl/v1/{d}/up/event                              device → server  a signed case event (JL-2, JL-8)
     zfjl/v1/{d}/down/event-ack/{e}                    server → device  case event acknowledgement
 
+On a NATS cluster the ingest workers read the same messages as core NATS subjects (nats-server's
+MQTT listener maps each topic to a subject): :func:`topic_to_subject` and :func:`subject_to_topic` are
+that mapping, exact both ways, and :func:`ingest_subject` is the workers' subscription.
+
 The upload grammar mirrors EMQX's file transfer (``$file/{f}/...``) under our own prefix because EMQX
 consumes ``$file/`` itself. Everything a device sends is under ``up/`` and everything it reads under
 ``down/``, so a broker ACL can give each device exactly its own two subtrees.
@@ -56,10 +60,13 @@ __all__ = [
     "fleet_downlink_filter",
     "health",
     "ingest_filter",
+    "ingest_subject",
     "parse",
     "presence",
     "session_ack",
     "session_event",
+    "subject_to_topic",
+    "topic_to_subject",
     "valid_device_id",
     "valid_file_id",
 ]
@@ -256,6 +263,48 @@ def ingest_filter(share_group: str | None = None) -> str:
             raise LocalProtocolError(f"invalid share group {share_group!r}")
         return f"$share/{share_group}/{flt}"
     return flt
+
+
+def ingest_subject() -> str:
+    """The core NATS subject the ingest workers subscribe to on a NATS cluster: ``ingest_filter()``
+    as nats-server maps it (``+`` is ``*``, ``#`` is ``>``), every device's uplink."""
+    return f"{PREFIX}.{VERSION}.*.up.>"
+
+
+# nats-server's MQTT mapping (server/mqtt.go, mqttToNATSSubjectConversion): each topic level is one
+# subject token, an empty level is the token "/", and a "." inside a level is "//" (nats-server 2.10
+# and later; 2.9 refuses an MQTT topic with a "."). Protocol v1's topics have neither, but the mapping
+# is exact anyway, so a subject that no MQTT topic produces is refused instead of misread.
+_EMPTY_LEVEL_TOKEN = "/"
+_DOT_IN_TOKEN = "//"
+_TOKEN = re.compile(r"(?:[^/.\s]|//)+|/")
+_LEVEL_FORBIDDEN = re.compile(r"[+#\s\x00]")
+
+
+def topic_to_subject(topic: str) -> str:
+    """The NATS subject of an MQTT topic name (what nats-server delivers it on, and what reaches the
+    topic's MQTT subscribers when published on NATS). A topic with wildcards, whitespace, a level
+    that is a NATS wildcard (``*``, ``>``), or no level at all has none: that is our bug."""
+    levels = topic.split("/")
+    if topic in ("", "/") or _LEVEL_FORBIDDEN.search(topic) or any(lvl in ("*", ">") for lvl in levels):
+        raise LocalProtocolError(f"no NATS subject for the topic {topic!r}")
+    return ".".join(lvl.replace(".", _DOT_IN_TOKEN) if lvl else _EMPTY_LEVEL_TOKEN for lvl in levels)
+
+
+def subject_to_topic(subject: str) -> str:
+    """The MQTT topic name a NATS subject stands for, the inverse of :func:`topic_to_subject`; raise
+    :class:`TopicError` for a subject no topic maps to (the publisher's fault, never a crash)."""
+    tokens = subject.split(".")
+    if not all(_TOKEN.fullmatch(token) for token in tokens):
+        raise TopicError(f"not the subject of an MQTT topic: {subject[:300]!r}")
+    topic = "/".join("" if t == _EMPTY_LEVEL_TOKEN else t.replace(_DOT_IN_TOKEN, ".") for t in tokens)
+    try:
+        exact = topic_to_subject(topic) == subject
+    except LocalProtocolError:
+        exact = False
+    if not exact:
+        raise TopicError(f"not the subject of an MQTT topic: {subject[:300]!r}")
+    return topic
 
 
 def _parse_uint(text: str, what: str, topic: str) -> int:

@@ -8,7 +8,8 @@ Roles (``ZFJL_ROLES`` / ``--roles``) split one deployment over processes: ``api`
 processes may run ``workers``: each singleton job runs in the one process holding its lease, and
 another takes over when that process stops or dies (``server.workers.leases``, docs/scaling.md). With
 ``ZFJL_INGEST_PROCESSES=N`` (N > 1) the runner does not ingest itself but starts N child processes
-``zfjl-server run --roles ingest`` sharing the broker's ``$share`` group, restarts any that dies (a
+``zfjl-server run --roles ingest`` sharing the broker's ``$share`` group (or, with
+``ZFJL_INGEST_NATS_URL``, one core NATS queue group), restarts any that dies (a
 ``kill -9`` loses only the messages in its flight, which the recorders re-send: docs/scaling.md) and
 stops them with SIGTERM when it stops.
 """
@@ -49,6 +50,7 @@ from server.infra.ingest_key import IngestSigner, note_embedded_broker
 from server.infra.metrics import ChildCounters, SnapshotWriter, register_ingest_source
 from server.infra.mqtt_acl import DEFAULT_SERVICE_USERNAME, hash_broker_password, service_account
 from server.infra.storage import ARCHIVE_STORE_KEY
+from server.ingest.nats_worker import NatsIngestWorker
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker, parse_broker_url
 from server.workers.leases import JobLeases
@@ -179,7 +181,8 @@ def _die_with_parent_hook() -> Any:
 
 
 class IngestProcesses:
-    """N ``zfjl-server run --roles ingest`` children in one ``$share`` group, restarted when they die."""
+    """N ``zfjl-server run --roles ingest`` children in one ``$share`` (or NATS queue) group, restarted
+    when they die."""
 
     def __init__(
         self,
@@ -354,7 +357,7 @@ class ServerRunner:
         self.service_login: tuple[str, str] | None = None
         """The embedded broker's service account (user, password); None with an external broker."""
         self._revalidate: Any = None
-        self.workers: list[IngestWorker] = []
+        self.workers: list[IngestWorker | NatsIngestWorker] = []
         self.ingest_processes: IngestProcesses | None = None
         """The ingest children when ZFJL_INGEST_PROCESSES > 1 (this process then ingests nothing)."""
         self.publisher: _Publisher | None = None
@@ -480,9 +483,12 @@ class ServerRunner:
     def _start_fleet_dispatch(self, app: Flask, settings: Settings) -> None:
         """Push new commands and desired configs to devices through the first ingest worker's client
         (or a publish-only connection when this process ingests nothing itself)."""
-        if self.workers:
-            client, signer = self.workers[0].client, self.workers[0].signer
+        first = self.workers[0] if self.workers else None
+        if isinstance(first, IngestWorker):
+            client, signer = first.client, first.signer
         else:
+            # Also with ingest on NATS: a desired config is a retained MQTT message, which core NATS
+            # cannot publish (nats-server keeps MQTT retained messages for MQTT publishers only).
             self.publisher = _Publisher(settings, self.ingest_url)
             self.publisher.start()
             client, signer = self.publisher.client, IngestSigner.from_settings(settings)
@@ -528,6 +534,13 @@ class ServerRunner:
         return broker
 
     def _start_workers(self, settings: Settings, service: IngestService) -> None:
+        if settings.ingest_nats_url:
+            # A core NATS queue group: every connection is a member, each message goes to one of them.
+            for index in range(settings.ingest_workers):
+                nats_worker = NatsIngestWorker(settings, service, f"w{index}")
+                self.workers.append(nats_worker)
+                nats_worker.start()
+            return
         first = IngestWorker(settings, service, "w0", self.ingest_url)
         count = settings.ingest_workers
         if not first.shared and count > 1:
@@ -546,6 +559,8 @@ class ServerRunner:
         """How many ingest children to start: 0 when this process ingests itself (or not at all)."""
         if not settings.has_role("ingest") or settings.ingest_processes <= 1:
             return 0
+        if settings.ingest_nats_url:
+            return settings.ingest_processes  # one NATS queue group over every process
         if not (settings.mqtt_url and settings.mqtt_share_group):
             # Without $share every process would receive (and store) every message.
             _LOG.warning(
@@ -588,7 +603,7 @@ class ServerRunner:
 
     def _queue_depths(self) -> dict[str, int]:
         """Finalizes waiting per ingest worker, for /metrics."""
-        return {worker.name: worker.finalize_queue_depth() for worker in self.workers}
+        return {worker.name: worker.pipeline.queue_depth() for worker in self.workers}
 
     def _housekeep(self) -> None:
         """Every 10 minutes clean abandoned staging (ZFJL_STAGING_ABANDON_HOURS) and write flood

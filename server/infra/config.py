@@ -23,6 +23,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "redact_url",
+    "split_nats_urls",
     "url_without_credentials",
 ]
 
@@ -169,6 +170,56 @@ def _parse_url(*schemes: str) -> Callable[[str, Any], str]:
     return parse
 
 
+NATS_SCHEMES = ("nats", "tls")
+
+
+def split_nats_urls(text: str) -> list[str]:
+    """The URLs of a comma-separated ``ZFJL_INGEST_NATS_URL`` (the nodes of one cluster)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_nats_urls(name: str, value: Any) -> str:
+    """Empty, or comma-separated ``nats://`` / ``tls://`` URLs with a host (one scheme for all)."""
+    text = _parse_str(name, value)
+    urls = split_nats_urls(text)
+    schemes = set()
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in NATS_SCHEMES and bool(parts.hostname) and parts.path in ("", "/")
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            ok = False
+        if not ok:
+            # The URL may carry a password: never echo it into a log or an error page.
+            raise ConfigError(
+                f"配置 {name} 必须是逗号分隔的 nats:// 或 tls:// 地址 / {name} must be comma-separated "
+                f"nats://[user:password@]host:port or tls:// URLs, got {redact_url(url)!r}"
+            )
+        schemes.add(parts.scheme)
+    if len(schemes) > 1:
+        raise ConfigError(
+            f"配置 {name} 不能混用 nats:// 和 tls:// / {name} must not mix nats:// and tls:// URLs"
+        )
+    logins = {(p.username, p.password) for p in map(urlsplit, urls) if p.username is not None}
+    if len(logins) > 1:
+        raise ConfigError(
+            f"配置 {name} 的各节点须使用同一账号 / {name}: every node URL must carry the same login (or none)"
+        )
+    return ",".join(urls)
+
+
+def _parse_queue_group(name: str, value: Any) -> str:
+    """A NATS queue group name: 1–64 of ``[A-Za-z0-9_-]`` (no whitespace, dots or wildcards)."""
+    text = _parse_str(name, value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", text):
+        raise ConfigError(
+            f"配置 {name} 必须是 1–64 个字母、数字、_ 或 - / {name} must be 1–64 of A-Z a-z 0-9 _ -, "
+            f"got {value!r}"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class _Option:
     name: str
@@ -235,6 +286,21 @@ _OPTIONS: tuple[_Option, ...] = (
         "",
         "mqtts 代理的 CA 证书文件，空为系统 CA / CA bundle for an mqtts broker, empty = the system's CAs",
         _parse_str,
+    ),
+    _Option(
+        "ingest_nats_url",
+        "",
+        "入库进程直接从 NATS 集群消费 (队列组)，逗号分隔的 nats:// 或 tls:// 地址，空为经 MQTT 入库 / "
+        "ingest workers consume core NATS as one queue group: comma-separated nats://user:pass@host:port "
+        "(or tls://, CA from ZFJL_MQTT_CA_FILE) of the cluster's nodes; empty = ingest over MQTT. Needs "
+        "ZFJL_MQTT_URL (the devices' broker, fleet pushes)",
+        _parse_nats_urls,
+    ),
+    _Option(
+        "ingest_nats_queue",
+        "zfjl-ingest",
+        "NATS 入库队列组名 / NATS queue group of the ingest workers",
+        _parse_queue_group,
     ),
     _Option(
         "mqtt_advertised_urls",
@@ -474,6 +540,8 @@ class Settings:
     mqtt_embedded_port: int
     mqtt_share_group: str
     mqtt_ca_file: str
+    ingest_nats_url: str
+    ingest_nats_queue: str
     mqtt_advertised_urls: str
     ingest_key: str
     ingest_extra_public_keys: str
@@ -527,6 +595,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in {"jwt_secret", "s3_secret_key", "ingest_key", "metrics_token"} and value:
                 value = "***"
+            elif f.name == "ingest_nats_url":
+                value = ",".join(redact_url(url) for url in split_nats_urls(value))  # each node's login
             elif isinstance(value, str) and "://" in value:
                 value = redact_url(value)  # ZFJL_MQTT_URL, ZFJL_DATABASE_URL may carry a password
             out[f.name] = str(value) if isinstance(value, Path) else value
@@ -639,6 +709,12 @@ def load_settings(
         raise ConfigError(
             "ZFJL_ARCHIVE_PREFIX 须为以 / 结尾的对象路径 (如 packages/) / "
             "ZFJL_ARCHIVE_PREFIX must be an object path ending in / (e.g. packages/)"
+        )
+    if values["ingest_nats_url"] and not values["mqtt_url"]:
+        # Devices speak MQTT to the cluster's MQTT listener; the embedded broker is not on NATS.
+        raise ConfigError(
+            "ZFJL_INGEST_NATS_URL 需要同时设置 ZFJL_MQTT_URL (NATS 的 MQTT 监听地址) / "
+            "ZFJL_INGEST_NATS_URL needs ZFJL_MQTT_URL (the cluster's MQTT listener the devices use)"
         )
     _check_witness_quorum(values)
     _check_ingest_keys(values, data_dir)

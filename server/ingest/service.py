@@ -203,8 +203,7 @@ class IngestService:
         try:
             parsed = topics.parse(topic)
         except TopicError as exc:
-            self._count(self._messages, "malformed")
-            self._drop("bad_topic", str(exc), topics.device_id_hint(topic), None)
+            self.drop_bad_topic(topic, str(exc))
             return []
         self._count(self._messages, parsed.kind.value)
         if parsed.kind in _DOWNLINK_KINDS:
@@ -226,6 +225,12 @@ class IngestService:
         return handle_uplink(self, parsed, msg)
 
     # -- refusals ----------------------------------------------------------------------------
+
+    def drop_bad_topic(self, topic: str, reason: str) -> None:
+        """A message on a topic (or a NATS subject) that is none of protocol v1's: counted, logged with
+        the device it names if any, never answered."""
+        self._count(self._messages, "malformed")
+        self._drop("bad_topic", reason, topics.device_id_hint(topic), None)
 
     def _drop(self, reason: str, message: str, device_id: str | None, file_id: str | None) -> None:
         """Count and log a message we do not answer; keep a security-log row when a device is named."""

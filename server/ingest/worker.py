@@ -9,31 +9,19 @@ Sessions are clean: Mosquitto 2.0 loses the in-flight messages of a crashed memb
 anyway, so a persistent session would buy nothing; the device's ack timeout, status query and resend
 are the recovery path, and the protocol tolerates reordering and duplicates.
 
-paho calls ``on_message`` on its network thread. Chunks are handled there (a ``pwrite``, an index
-append and the running SHA-256). A ``fin`` may fsync, hash, talk to the object store and the database,
-so it goes to the finalize pipeline and the network thread goes straight back to chunks: it never waits
-for a commit. The pipeline is a bounded queue owned by this worker and drained by its finalize threads
-(4 by default, so object-store puts of different transfers overlap: an S3 put is mostly waiting);
-the transfer's acks are published after handling, ``complete`` strictly after ``commit_segment``
-returned (object store and database durable). Backpressure without blocking the network thread: a fin
-already queued is not queued twice, and when the queue is full a fin is dropped unanswered (counted),
-as if it were lost on the way — the device re-sends it after its ack timeout, and nothing was acked.
-Broker PUBACKs stay automatic: MQTT wants them in order, and holding a fin's PUBACK would not save it
-from a crash (clean session, see above). ``stop()`` finishes queued finalizes first.
-
-Acks are sealed here, at the one place the ingest path publishes them: ``IngestService`` returns the
-plain ack (or the config and commands re-sent on presence) and :class:`~server.infra.ingest_key.IngestSigner`
-signs it over its topic (``protocol.downlink``), so a recorder can tell the server's answer from anyone
-else's who can publish on its ``down/`` tree. The fleet dispatcher's pushes use the same signer.
+paho calls ``on_message`` on its network thread, which hands the message to the worker's
+:class:`~server.ingest.pipeline.IngestPipeline` (shared with the NATS worker): chunks are handled there
+and their sealed acks published at once, fins go to the pipeline's finalize threads, which publish
+through this worker's client. Broker PUBACKs stay automatic: MQTT wants them in order, and holding a
+fin's PUBACK would not save it from a crash (clean session, see above). ``stop()`` finishes queued
+finalizes first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -44,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import topics
 from server.infra.config import Settings
 from server.infra.ingest_key import IngestSigner
+from server.ingest.pipeline import IngestPipeline, await_subscription
 from server.ingest.service import IngestService
 
 __all__ = ["BrokerAddress", "IngestWorker", "parse_broker_url"]
@@ -51,7 +40,6 @@ __all__ = ["BrokerAddress", "IngestWorker", "parse_broker_url"]
 _LOG = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
-_STOP = object()
 _RESUBSCRIBE_MIN_S = 1.0
 _RESUBSCRIBE_MAX_S = 30.0
 
@@ -103,8 +91,6 @@ class IngestWorker:
         signer: IngestSigner | None = None,
     ) -> None:
         self.settings = settings
-        # Every ack leaves this process signed with the ingest key (protocol.downlink; finding 1).
-        self.signer = signer or IngestSigner.from_settings(settings)
         self.service = service
         self.name = name
         self.address = parse_broker_url(url)
@@ -115,15 +101,11 @@ class IngestWorker:
         self.subscription = topics.ingest_filter(settings.mqtt_share_group if shared else None)
         self.keepalive_s = keepalive_s
         self.client_id = f"zfjl-ingest-{name}-{os.getpid()}-{os.urandom(3).hex()}"
-        self._finalize_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, finalize_queue_max))
-        # Fin topics queued or being finalized: a repeated fin (ack timeout) is not queued twice.
-        self._finalize_pending: set[str] = set()
-        self._finalize_lock = threading.Lock()
-        self.finalize_dropped = 0  # fins dropped because the queue was full (the device re-sends them)
-        self._finalizers = [
-            threading.Thread(target=self._finalize_loop, name=f"zfjl-finalize-{name}-{i}", daemon=True)
-            for i in range(max(1, finalize_threads))
-        ]
+        self.pipeline = IngestPipeline(
+            service, name, self._publish, signer=signer,
+            finalize_threads=finalize_threads, finalize_queue_max=finalize_queue_max,
+        )  # fmt: skip
+        self.signer = self.pipeline.signer  # what the fleet pushes of this process seal with too
         self._subscribed = threading.Event()
         self._failure: str | None = None
         self._running = threading.Event()  # start() returned: later refusals are retried, not fatal
@@ -159,10 +141,6 @@ class IngestWorker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def finalize_queue_depth(self) -> int:
-        """Finalizes (hash, store, commit) waiting for a finalize thread (for /metrics)."""
-        return self._finalize_queue.qsize()
-
     @property
     def subscribed(self) -> bool:
         """Whether the worker is connected and its subscription was granted."""
@@ -173,16 +151,13 @@ class IngestWorker:
         if self._started:
             return
         self._started = True
-        for thread in self._finalizers:
-            thread.start()
+        self.pipeline.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive_s)
         self.client.loop_start()
-        deadline = time.monotonic() + timeout_s
-        while not self._subscribed.wait(0.05):
-            if self._failure is not None or time.monotonic() > deadline:
-                reason = self._failure or f"no subscription within {timeout_s:.0f} s"
-                self.stop()
-                raise ConnectionError(f"ingest worker {self.name} on {self.address.host}: {reason}")
+        reason = await_subscription(self._subscribed, lambda: self._failure, timeout_s)
+        if reason is not None:
+            self.stop()
+            raise ConnectionError(f"ingest worker {self.name} on {self.address.host}: {reason}")
         self._running.set()
         _LOG.info(
             "ingest worker %s subscribed to %s on %s:%d",
@@ -199,15 +174,7 @@ class IngestWorker:
         self._stopping.set()
         if self._subscribed.is_set():
             self.client.unsubscribe(self.subscription)
-        for _ in self._finalizers:
-            # Blocks only while the queue is full: the finalize threads are draining it meanwhile.
-            self._finalize_queue.put(_STOP)
-        deadline = time.monotonic() + timeout_s
-        for thread in self._finalizers:
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    _LOG.error("ingest worker %s: finalize thread still busy at shutdown", self.name)
+        self.pipeline.stop(timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
         self._subscribed.clear()
@@ -274,46 +241,11 @@ class IngestWorker:
             _LOG.warning("ingest worker %s: dropped a message with a non-UTF-8 topic", self.name)
             return
         try:
-            if self.service.is_finalize(topic):
-                self._enqueue_finalize(topic, message)
-                return
-            self._process(topic, message)
+            for ack_topic, sealed in self.pipeline.receive(topic, bytes(message.payload)):
+                self._publish(ack_topic, sealed)
         except Exception:
-            _LOG.exception("ingest worker %s: failed on %r", self.name, topic[:300])
+            _LOG.exception("ingest worker %s: failed to answer %r", self.name, topic[:300])
 
-    # -- handling ----------------------------------------------------------------------------
-
-    def _process(self, topic: str, message: mqtt.MQTTMessage) -> None:
-        """Handle one message and publish its acks, each sealed with the ingest key."""
-        for ack_topic, ack_payload in self.service.handle(topic, bytes(message.payload)):
-            self.client.publish(ack_topic, self.signer.seal(ack_topic, ack_payload), qos=1)
-
-    def _enqueue_finalize(self, topic: str, message: mqtt.MQTTMessage) -> None:
-        """Hand a fin to the finalize pipeline without ever blocking the network thread."""
-        with self._finalize_lock:
-            if topic in self._finalize_pending:
-                return  # the same fin is queued or being finalized: its answer covers this one too
-            try:
-                self._finalize_queue.put_nowait(message)
-            except queue.Full:
-                self.finalize_dropped += 1
-                _LOG.warning(
-                    "ingest worker %s: finalize queue full (%d); fin dropped, the device re-sends it",
-                    self.name,
-                    self._finalize_queue.maxsize,
-                )
-                return
-            self._finalize_pending.add(topic)
-
-    def _finalize_loop(self) -> None:
-        while True:
-            message = self._finalize_queue.get()
-            if message is _STOP:
-                return
-            try:
-                self._process(message.topic, message)
-            except Exception:
-                _LOG.exception("ingest worker %s: finalize failed", self.name)
-            finally:
-                with self._finalize_lock:
-                    self._finalize_pending.discard(message.topic)
+    def _publish(self, topic: str, payload: bytes) -> None:
+        """Publish one sealed ack (paho queues it while reconnecting)."""
+        self.client.publish(topic, payload, qos=1)

@@ -71,14 +71,11 @@ def _ingest_keys(env: dict[str, str]) -> tuple[str, ...]:
     return tuple(IngestSigner.from_settings(load_settings(environ=env)).public_keys())
 
 
-@pytest.mark.mosquitto
-def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
-    tmp_path: Path, mosquitto_broker: MosquittoBroker
-) -> None:
-    """Two ingest processes share ``$share/zfjl-ingest``; one gets SIGKILL after the first segment is
-    stored while the four recorders still have 15 to send. The recorders' ack timeout, status query and
-    resend recover what the dead process had in flight; the runner starts a replacement process."""
-    env = _server_env(tmp_path, mosquitto_broker.url)
+def _kill_one_ingest_process_mid_transfer(tmp_path: Path, env: dict[str, str], broker_url: str) -> None:
+    """Two ingest processes; one gets SIGKILL after the first segment is stored while the four
+    recorders still have 15 to send. The recorders' ack timeout, status query and resend recover what
+    the dead process had in flight; the runner starts a replacement process and sweeps what the dead
+    one left. Every segment stored once, chains clean, nothing left in staging."""
     database_url = load_settings(environ=env).database_url
     recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "kill")
     register_recorders(database_url, recorders)
@@ -89,7 +86,7 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
         server.wait_ready()
         children = server.child_pids()
         assert len(children) == 2, server.log_tail()
-        fleet = RecorderFleet(recorders, [mosquitto_broker.url], _ingest_keys(env))
+        fleet = RecorderFleet(recorders, [broker_url], _ingest_keys(env))
         fleet.connect()
         fleet.start()
         wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
@@ -100,7 +97,7 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
         stats = fleet.stats()
         assert stats["segments_failed"] == 0 and stats["pending"] == 0, stats
         assert stats["segments_completed"] == TOTAL, stats
-        # The runner noticed the death and started a replacement in the same $share group.
+        # The runner noticed the death and started a replacement in the same group.
         wait_until(
             lambda: len(server.child_pids()) == 2 and children[0] not in server.child_pids(),
             120,
@@ -117,6 +114,7 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
             60,
             "the dead process's staging leftovers swept",
         )
+        print(f"{stored_at_kill} stored at the kill; recorders:", stats)
     finally:
         if fleet is not None:
             fleet.close()
@@ -126,6 +124,15 @@ def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
     # Nothing waits for the staging janitor (hours): the live processes discarded what they stored and
     # the runner swept what the dead one left (a stored segment's folder, a half-deleted one).
     assert stale_staging(env) == 0, server.log_tail()
+
+
+@pytest.mark.mosquitto
+def test_jl17_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker
+) -> None:
+    """Two ingest processes share ``$share/zfjl-ingest`` on Mosquitto; one is killed mid-transfer."""
+    env = _server_env(tmp_path, mosquitto_broker.url)
+    _kill_one_ingest_process_mid_transfer(tmp_path, env, mosquitto_broker.url)
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -201,15 +208,20 @@ def test_metrics_of_a_runner_sum_its_ingest_processes(
 
 
 @pytest.mark.nats
-def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: Path) -> None:
-    """Three nats-server nodes (JetStream R3, MQTT on each). The ingest process is on node 0, the
-    recorders on nodes 1 and 2, each listing the other nodes after its own (``mqtt_urls``). Node 2 is
-    killed (SIGKILL) after the first segment is stored and stays down: the recorders on node 1 keep
-    storing through the two survivors, node 2's recorders move to a surviving node after their
-    failover window, ask the status of their transfers in flight and finish. Exactly once, chains clean.
+@pytest.mark.parametrize("ingest", ["mqtt", "nats-queue-group"])
+def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: Path, ingest: str) -> None:
+    """Three nats-server nodes (JetStream R3, MQTT on each), the recorders on nodes 1 and 2, each
+    listing the other nodes after its own (``mqtt_urls``). Node 2 is killed (SIGKILL) after the first
+    segment is stored and stays down: the recorders on node 1 keep storing through the two survivors,
+    node 2's recorders move to a surviving node after their failover window, ask the status of their
+    transfers in flight and finish. Exactly once, chains clean.
 
-    NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one ingest
-    process subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty); docs/scaling.md."""
+    ``mqtt``: NATS's MQTT has no ``$share`` (it grants the subscription but delivers nothing), so one
+    ingest process on node 0 subscribes to the plain filter (``ZFJL_MQTT_SHARE_GROUP`` empty).
+    ``nats-queue-group``: two ingest processes consume core NATS as one queue group
+    (``ZFJL_INGEST_NATS_URL``). They are given node 2 only and learn the other nodes from the cluster,
+    so the kill takes both their connections: they must reconnect to a survivor by themselves
+    (docs/scaling.md)."""
     binary = find_nats_server()
     if binary is None:
         pytest.skip("nats-server is not installed (apt-get install nats-server)")
@@ -226,11 +238,14 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
 
     try:
         cluster.start()
-        env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+        if ingest == "mqtt":
+            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+        else:
+            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_INGEST_NATS_URL=cluster.client_url(2))
         database_url = load_settings(environ=env).database_url
         recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
         register_recorders(database_url, recorders)
-        server = ServerProcess(tmp_path, env, roles="ingest")
+        server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=1 if ingest == "mqtt" else 2)
         server.wait_ready()
         urls = [cluster.mqtt_url(1), cluster.mqtt_url(2), cluster.mqtt_url(0)]
         # Recorders on node 1 list [1, 2, 0], those on node 2 list [2, 0, 1].
@@ -264,6 +279,10 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
         assert stats["segments_completed"] == TOTAL, report()
         assert stats["failovers"] >= len(on_node_2), report()
         assert cluster.procs[2] is not None and cluster.procs[2].poll() is not None  # still down
+        if ingest != "mqtt":
+            # Both ingest processes lost node 2 and carried on from a survivor, no restart.
+            assert server.log_text().count("reconnected to NATS") >= 2, report()
+            assert "exited with" not in server.log_text(), report()
         moved = {d: fleet.current_brokers()[d] for d in on_node_2}
         print(
             f"drained {time.monotonic() - killed_at:.1f} s after the kill ({stored_at_kill} stored then);",
@@ -273,12 +292,103 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
             moved,
         )
     finally:
-        if fleet is not None:
-            fleet.close()
-        exit_code = server.stop() if server is not None else 0
-        cluster.stop()
+        exit_code = _stop_all(fleet, server, cluster)
     assert exit_code == 0, server.log_tail() if server else ""
     assert verify_exactly_once(env, recorders) == []
+
+
+def _stop_all(fleet: RecorderFleet | None, server: ServerProcess | None, cluster: NatsCluster) -> int:
+    """Close the recorders, stop the server (its exit code; 0 if it never started), stop the nodes."""
+    try:
+        if fleet is not None:
+            fleet.close()
+        return server.stop() if server is not None else 0
+    finally:
+        cluster.stop()
+
+
+def _one_nats_node(tmp_path: Path) -> NatsCluster:
+    """One nats-server with JetStream and its MQTT listener (skip where the binary is missing)."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    (tmp_path / "nats").mkdir()
+    return NatsCluster(tmp_path / "nats", binary, nodes=1)
+
+
+def _per_process(
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str
+) -> dict[str, float]:
+    """``{process index: value}`` of a per-ingest-child family of one scrape."""
+    return {labels[0][1]: value for (metric, labels), value in scraped.items() if metric == name}
+
+
+@pytest.mark.nats
+def test_two_ingest_processes_split_the_uplink_as_one_nats_queue_group(tmp_path: Path) -> None:
+    """nats-server's MQTT grants ``$share`` but delivers nothing on it; with ``ZFJL_INGEST_NATS_URL``
+    the ingest children consume core NATS in one queue group instead. Recorders upload over MQTT to the
+    node's MQTT listener: both children handle chunks, no chunk is handled twice (each message went to
+    one member), every ack reaches its recorder, every segment is stored once and the chains are clean."""
+    cluster = _one_nats_node(tmp_path)
+    server: ServerProcess | None = None
+    fleet: RecorderFleet | None = None
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def committed_in_scrape() -> float:
+        nonlocal scraped
+        assert server is not None
+        scraped = _scrape(server.http_url())
+        return scraped.get(("zfjl_ingest_segments_committed_total", ()), 0.0)
+
+    try:
+        cluster.start()
+        env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_INGEST_NATS_URL=cluster.client_url(0))
+        database_url = load_settings(environ=env).database_url
+        recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "natsq")
+        register_recorders(database_url, recorders)
+        server = ServerProcess(tmp_path, env, roles="api,ingest", ingest_processes=2)
+        server.wait_ready()
+        assert len(server.child_pids()) == 2, server.log_tail()
+        assert server.log_text().count("(queue group zfjl-ingest) on NATS 127.0.0.1:") == 2, server.log_tail()
+        fleet = RecorderFleet(recorders, [cluster.mqtt_url(0)], _ingest_keys(env))
+        fleet.connect()
+        fleet.start()
+        assert fleet.drain(120), f"recorders did not drain: {fleet.stats()}\n{server.log_tail()}"
+        stats = fleet.stats()
+        assert stats["segments_completed"] == TOTAL and stats["segments_failed"] == 0, stats
+        try:
+            wait_until(lambda: committed_in_scrape() == TOTAL, 60, "every commit counted", poll_s=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {scraped}\n{server.log_tail()}") from None
+        per_process = _per_process(scraped, "zfjl_ingest_process_messages_total")
+        committed = _per_process(scraped, "zfjl_ingest_process_segments_committed_total")
+        assert sorted(per_process) == ["0", "1"] and all(v > 0 for v in per_process.values()), per_process
+        assert sum(committed.values()) == TOTAL, committed
+        # A queue group gives each message to one member: the chunks handled, summed over both
+        # processes, are at most the chunks the recorders sent (a plain subscription in each would
+        # have handled every chunk twice).
+        chunks_handled = scraped.get(("zfjl_ingest_messages_total", (("kind", "file_chunk"),)), 0.0)
+        assert 0 < chunks_handled <= stats["chunks_sent"], (chunks_handled, stats)
+        print("per ingest process: messages", per_process, "segments committed", committed, "fleet", stats)
+    finally:
+        exit_code = _stop_all(fleet, server, cluster)
+    assert exit_code == 0, server.log_tail() if server else ""
+    assert verify_exactly_once(env, recorders) == []
+
+
+@pytest.mark.nats
+def test_jl17_nats_ingest_process_killed_mid_transfer_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Two ingest processes in the NATS queue group (``ZFJL_INGEST_NATS_URL``), recorders on the node's
+    MQTT listener; one process is killed mid-transfer. Core NATS is at most once: what the dead process
+    had received is gone, and the recorders recover it through the other member exactly as a clean
+    MQTT session's losses are recovered."""
+    cluster = _one_nats_node(tmp_path)
+    try:
+        cluster.start()
+        env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_INGEST_NATS_URL=cluster.client_url(0))
+        _kill_one_ingest_process_mid_transfer(tmp_path, env, cluster.mqtt_url(0))
+    finally:
+        cluster.stop()
 
 
 def test_roles_are_validated_and_put_in_order() -> None:

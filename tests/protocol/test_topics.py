@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from protocol import topics
@@ -84,3 +86,108 @@ def test_malformed_topics_are_refused(topic: str) -> None:
 def test_building_a_topic_with_a_bad_device_id_is_our_bug(device_id: str) -> None:
     with pytest.raises(LocalProtocolError):
         topics.presence(device_id)
+
+
+# -- the NATS subjects of a topic (ingest on a NATS cluster: server/ingest/nats_worker.py) ------------
+
+_ALL_BUILT_TOPICS = [
+    topics.file_init(DEV, FID),
+    topics.file_chunk(DEV, FID, 262144, SHA),
+    topics.file_fin(DEV, FID, 1000, SHA),
+    topics.file_abort(DEV, FID),
+    topics.file_status(DEV, FID),
+    topics.presence(DEV),
+    topics.health(DEV),
+    topics.session_event(DEV, FID),
+    topics.config_reported(DEV),
+    topics.command_status(DEV, FID),
+    topics.case_event(DEV),
+    topics.ack(DEV, FID),
+    topics.session_ack(DEV, FID),
+    topics.case_event_ack(DEV, FID),
+    topics.config_desired(DEV),
+    topics.command(DEV, FID),
+]
+
+
+def _nats_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, ``>`` one or more trailing tokens."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or token not in ("*", have[index]):
+            return False
+    return len(want) == len(have)
+
+
+@pytest.mark.parametrize("topic", _ALL_BUILT_TOPICS)
+def test_every_topic_has_the_subject_nats_server_gives_it_and_maps_back(topic: str) -> None:
+    """Protocol v1 has no dots and no empty levels: the subject is the topic with ``/`` as ``.``."""
+    subject = topics.topic_to_subject(topic)
+    assert subject == topic.replace("/", ".")
+    assert topics.subject_to_topic(subject) == topic
+    uplink = topics.parse(topic).kind.value not in {
+        "ack",
+        "session_ack",
+        "case_event_ack",
+        "config_desired",
+        "command",
+    }
+    # The ingest workers' queue subscription takes every uplink subject and no downlink one.
+    assert _nats_matches(topics.ingest_subject(), subject) is uplink
+
+
+def test_ingest_subject_is_the_ingest_filter_in_nats_wildcards() -> None:
+    assert topics.ingest_subject() == "zfjl.v1.*.up.>"
+    assert topics.ingest_filter() == "zfjl/v1/+/up/#"
+    assert not _nats_matches(topics.ingest_subject(), "zfjl.v2.rec-0001.up.health")
+
+
+@pytest.mark.parametrize(
+    ("topic", "subject"),
+    [
+        ("a/b", "a.b"),
+        ("/a", "/.a"),  # nats-server: an empty level is the token "/" (checked against 2.9.10)
+        ("a//b", "a./.b"),
+        ("a/", "a./"),
+        ("a.b/c", "a//b.c"),  # nats-server 2.10+: a dot inside a level is "//" (2.9 refuses the topic)
+        ("x/../y", "x.////.y"),
+        ("./", "//./"),
+        ("a*b/c>", "a*b.c>"),  # not whole-token wildcards: plain characters
+    ],
+)
+def test_subject_mapping_is_nats_servers_for_dots_and_empty_levels(topic: str, subject: str) -> None:
+    assert topics.topic_to_subject(topic) == subject
+    assert topics.subject_to_topic(subject) == topic
+
+
+def test_subject_mapping_round_trips_any_topic_name() -> None:
+    rng = random.Random(7)
+    alphabet = "ab./-_é0*>"
+    for _ in range(2000):
+        topic = "/".join(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(1, 5))
+        )
+        try:
+            subject = topics.topic_to_subject(topic)
+        except LocalProtocolError:
+            assert topic in ("", "/") or any(level in ("*", ">") for level in topic.split("/"))
+            continue
+        assert topics.subject_to_topic(subject) == topic
+        assert all(token for token in subject.split("."))  # no empty token: a valid NATS subject
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["", "a..b", "a.", ".a", "a.///.b", "a./b", "a.*.b", "a.>", "a b.c", "a\tb", "zfjl.v1.d.up.x y", "///"],
+)
+def test_a_subject_no_topic_maps_to_is_the_publishers_fault(subject: str) -> None:
+    with pytest.raises(TopicError):
+        topics.subject_to_topic(subject)
+
+
+@pytest.mark.parametrize("topic", ["", "/", "a/+/b", "a/#", "a/*/b", "a/>", "a b/c", "a/\x00"])
+def test_a_topic_without_a_subject_is_our_bug(topic: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        topics.topic_to_subject(topic)

@@ -92,3 +92,39 @@ def test_jl6_the_crypto_suite_is_checked_at_start_up(tmp_path: Path) -> None:
     assert load_settings({"data_dir": str(tmp_path), "crypto_suite": "sm3-sm2"}, environ={}).crypto_suite == (
         "sm3-sm2"
     )
+
+
+def test_ingest_on_nats_takes_a_list_of_node_urls_and_never_shows_their_password(tmp_path: Path) -> None:
+    """ZFJL_INGEST_NATS_URL: empty = MQTT ingest; else the cluster's nodes, whose logins stay secret."""
+    base = {"data_dir": str(tmp_path), "mqtt_url": "mqtt://nats-1:1883"}
+    assert load_settings(base, environ={}).ingest_nats_url == ""
+    assert load_settings(base, environ={}).ingest_nats_queue == "zfjl-ingest"
+    env = {"ZFJL_INGEST_NATS_URL": " nats://ingest:pw-1@nats-1:4222 ,nats://ingest:pw-1@nats-2:4222 "}
+    settings = load_settings(base, environ=env)
+    assert settings.ingest_nats_url == "nats://ingest:pw-1@nats-1:4222,nats://ingest:pw-1@nats-2:4222"
+    shown = settings.safe_dict()["ingest_nats_url"]
+    assert shown == "nats://ingest:***@nats-1:4222,nats://ingest:***@nats-2:4222"
+    assert load_settings({**base, "ingest_nats_url": "tls://n1:4222"}, environ={}).ingest_nats_url
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"ingest_nats_url": "mqtt://ingest:pw-2@n1:1883"}, "nats://"),
+        ({"ingest_nats_url": "nats://ingest:pw-2@n1:port"}, "nats://"),
+        ({"ingest_nats_url": "nats://"}, "nats://"),
+        ({"ingest_nats_url": "nats://ingest:pw-2@n1/subject"}, "nats://"),
+        ({"ingest_nats_url": "nats://n1:4222,tls://n2:4222"}, "must not mix"),
+        ({"ingest_nats_url": "nats://a:pw-2@n1:4222,nats://b:pw-2@n2:4222"}, "same login"),
+        ({"ingest_nats_queue": "zfjl ingest"}, "ZFJL_INGEST_NATS_QUEUE"),
+        ({"ingest_nats_queue": "zfjl.ingest"}, "ZFJL_INGEST_NATS_QUEUE"),
+        ({"ingest_nats_url": "nats://n1:4222", "mqtt_url": ""}, "needs ZFJL_MQTT_URL"),
+    ],
+)
+def test_invalid_ingest_on_nats_is_refused_without_its_password(
+    tmp_path: Path, overrides: dict[str, object], needle: str
+) -> None:
+    base = {"data_dir": str(tmp_path), "mqtt_url": "mqtt://nats-1:1883"}
+    with pytest.raises(ConfigError, match=needle) as refused:
+        load_settings({**base, **overrides}, environ={})
+    assert "pw-2" not in str(refused.value)

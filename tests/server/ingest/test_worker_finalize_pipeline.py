@@ -36,11 +36,8 @@ def device(app: Flask, segments: SegmentFactory) -> SegmentFactory:
     return segments
 
 
-@pytest.mark.mosquitto
-def test_jl6_chunks_of_another_transfer_are_acked_while_a_finalize_waits_on_the_object_store(
-    app: Flask, device: SegmentFactory, mosquitto_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The object store blocks A's commit: B's init and chunks are still acked; A completes only after."""
+def hold_object_store(app: Flask, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make the object store's put wait: (set when a put is held, set this to let it go on)."""
     store = app.extensions[STORE_KEY]
     entered, release = threading.Event(), threading.Event()
     original = store.put_file
@@ -51,6 +48,15 @@ def test_jl6_chunks_of_another_transfer_are_acked_while_a_finalize_waits_on_the_
         return original(*args, **kwargs)
 
     monkeypatch.setattr(store, "put_file", blocked)
+    return entered, release
+
+
+@pytest.mark.mosquitto
+def test_jl6_chunks_of_another_transfer_are_acked_while_a_finalize_waits_on_the_object_store(
+    app: Flask, device: SegmentFactory, mosquitto_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object store blocks A's commit: B's init and chunks are still acked; A completes only after."""
+    entered, release = hold_object_store(app, monkeypatch)
     service = IngestService.from_app(app)
     worker = IngestWorker(
         service.settings, service, "w0", mosquitto_broker.url, shared=True, finalize_threads=1
@@ -84,7 +90,7 @@ def test_jl6_chunks_of_another_transfer_are_acked_while_a_finalize_waits_on_the_
         client.publish(*fin(b))
         assert client.ack_for(b.file_id).state is AckState.COMPLETE
         assert count(app, Recording) == 2
-        assert worker.finalize_dropped == 0
+        assert worker.pipeline.dropped == 0
     finally:
         release.set()
         client.close()
@@ -106,6 +112,6 @@ def test_jl6_finalize_queue_is_bounded_and_a_repeated_fin_is_queued_once(
 
     deliver(fin(first)[0])
     deliver(fin(first)[0])
-    assert (worker.finalize_queue_depth(), worker.finalize_dropped) == (1, 0)
+    assert (worker.pipeline.queue_depth(), worker.pipeline.dropped) == (1, 0)
     deliver(fin(second)[0])  # never blocks the caller (the network thread)
-    assert (worker.finalize_queue_depth(), worker.finalize_dropped) == (1, 1)
+    assert (worker.pipeline.queue_depth(), worker.pipeline.dropped) == (1, 1)
