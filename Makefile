@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Worker processes for the test suite (pytest-xdist); 0 runs it in this process.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 
 .DEFAULT_GOAL := test
 .PHONY: venv demo test lint bench bench-ledger bench-portal bench-scale clean distclean
@@ -26,8 +26,8 @@ demo: $(STAMP)
 
 ## test: run the test suite in PYTEST_WORKERS processes; extra pytest arguments with PYTEST_ARGS="-k broker"
 test: $(STAMP)
-	@echo "$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)"
-	@rc=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || rc=$$?; \
+	@echo "$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)"
+	@rc=0; $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 

@@ -49,7 +49,7 @@ from server.infra.fsmode import create_private_file, private_dir
 from server.infra.staging_files import IndexEntry, ParsedIndex, new_header, parse_index, pwrite_all, read_at
 from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
 
-__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingError", "StagingSweep"]
+__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingBusy", "StagingError", "StagingSweep"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,11 +65,25 @@ TRANSFER_CHARGE = MAX_JSON_PAYLOAD
 _USAGE_TTL_S = 1.0
 
 
+# How long a worker waits for a transfer's lock before it gives the message up (StagingBusy). Locks are
+# held for a write or an fsync; only a holder that is paused (SIGSTOP, a frozen machine) holds one longer.
+_LOCK_WAIT_S = 5.0
+
+
 class StagingError(ZfjlError):
     """A staging operation was asked for something impossible (bad ids, path escaping the root)."""
 
     kind = ErrorKind.INVALID
     code = "staging_error"
+
+
+class StagingBusy(StagingError):
+    """A transfer's lock stayed held past the wait: its holder is paused. The message is not answered
+    (the device asks the status again and resends), so one paused process cannot hold up another's
+    network thread, and every other device's messages, for longer than the wait."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = "staging_busy"
 
 
 @dataclass(frozen=True)
@@ -92,8 +106,9 @@ class Staged:
 class Staging:
     """Chunk staging under one root directory (safe for concurrent workers on the same host)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_wait_s: float = _LOCK_WAIT_S) -> None:
         self.root = Path(root).resolve()
+        self.lock_wait_s = lock_wait_s
         private_dir(self.root)
         # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
         self._parsed: dict[Path, ParsedIndex] = {}
@@ -144,11 +159,7 @@ class Staging:
                     return
                 continue  # discarded between mkdir and open: make it again
             try:
-                try:
-                    fcntl.flock(
-                        fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
-                    )
-                except BlockingIOError:
+                if not self._flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait):
                     yield None  # only reachable with wait off: a live worker is changing this transfer
                     return
                 # A discard moves the directory away while holding the lock; whoever waited on it must
@@ -168,6 +179,30 @@ class Staging:
                 return
             finally:
                 os.close(fd)
+
+    def _flock(self, fd: int, mode: int, wait: bool) -> bool:
+        """Take the lock; False at once when ``wait`` is off and it is held, StagingBusy when it stays
+        held for ``lock_wait_s`` (polled: ``flock`` itself cannot time out)."""
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if not wait:
+                return False
+        deadline = time.monotonic() + self.lock_wait_s
+        pause = 0.0005
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StagingBusy(
+                        f"暂存锁被占用超过 {self.lock_wait_s:g} 秒",
+                        f"a staging lock stayed held for {self.lock_wait_s:g} s (is its holder paused?)",
+                    ) from None
+                pause = min(pause * 2, 0.02)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -235,8 +235,11 @@ class NatsIngestWorker:
                 cb=self._on_message,
                 pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
-            # The server has the subscription once it answers the flush's PING; a permissions
-            # violation it sent before that answer has reached _on_error by then.
+            # The server has the subscription once it answers a PING sent after the SUB; a permissions
+            # violation it sent before that answer has reached _on_error by then. Two round trips: the
+            # first PONG may answer a PING nats-py sent earlier (its PONGs resolve the oldest waiter
+            # first), which let a refusal arrive after the start had already been declared good.
+            await nc.flush()
             await nc.flush()
         except Exception as exc:
             self._failure = f"subscription to {self.subject} refused: {type(exc).__name__}: {exc}"

@@ -59,7 +59,7 @@ from server.domain.fleet.models import DeviceStatus
 from server.errors import RETRY_KINDS, ZfjlError
 from server.infra.config import Settings
 from server.infra.db import session_scope
-from server.infra.staging import Staging, StagingSweep
+from server.infra.staging import Staging, StagingBusy, StagingSweep
 from server.infra.storage import ObjectStore
 from server.ingest.handlers import MALFORMED_CODES, Outgoing, decode_uplink, handle_uplink, refuse_malformed
 from server.ingest.rejections import (
@@ -473,8 +473,9 @@ class IngestService:
     def _discard_quietly(self, device_id: str, file_id: str) -> None:
         try:
             self.staging.discard(device_id, file_id)
-        except OSError:
-            # The segment is committed; leftover staging is only disk space and the janitor removes it.
+        except (OSError, StagingBusy):
+            # The segment is committed (its `complete` still goes out); leftover staging is only disk
+            # space, and the janitor or a later commit of the same transfer removes it.
             _LOG.exception("ingest: could not discard staging of committed %s/%s", device_id, file_id)
 
     def _finalize(self, signed: SignedManifest) -> Committed | FinalizeRejected:

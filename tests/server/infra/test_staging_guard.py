@@ -7,8 +7,11 @@ Everything goes through the real :class:`~server.ingest.service.IngestService` a
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ from server.domain.evidence.models import IngestRejection, Recording
 from server.domain.fleet.devices import register_device
 from server.infra.config import load_settings
 from server.infra.db import session_scope
-from server.infra.staging import DATA_NAME, MANIFEST_NAME, TRANSFER_CHARGE, Staging
+from server.infra.staging import DATA_NAME, MANIFEST_NAME, TRANSFER_CHARGE, Staging, StagingBusy
 from server.ingest.rejections import REJECTION_ROWS_PER_DEVICE_MINUTE
 from server.ingest.service import IngestService
 from tests.conftest import SegmentFactory
@@ -339,6 +342,51 @@ def test_an_init_counts_what_another_worker_staged_at_once(app: Flask, device: S
     )
     refused = one(service, *init(second))
     assert (refused.state, refused.code) == (AckState.REJECTED, "staging_quota")
+
+
+def test_a_paused_holder_of_a_transfer_lock_holds_up_the_worker_only_for_the_lock_wait(
+    app: Flask, device: SegmentFactory
+) -> None:
+    """A process paused while it holds a transfer's lock (SIGSTOP, a frozen machine): a chunk of that
+    transfer is given up unanswered after the lock wait instead of holding the worker's network thread (and
+    every other device) until the holder resumes; other transfers go on; once the lock is free the resent
+    chunk is stored (the device's status query and resend, JL-17)."""
+    base = IngestService.from_app(app)
+    service = IngestService(base.settings, app, base.store, Staging(base.staging.root, lock_wait_s=0.3))
+    held_data, other_data = os.urandom(CHUNK), os.urandom(CHUNK)
+    held, _ = device.make(held_data)
+    other, _ = device.make(other_data)
+    assert one(service, *init(held)).state is AckState.READY
+    lock_path = service.staging.path_of(device.device_id, held.file_id) / "lock"
+    with lock_path.open("rb") as paused_holder:
+        fcntl.flock(paused_holder, fcntl.LOCK_EX)
+        answers: list[list[tuple[str, bytes]]] = []
+        handler = threading.Thread(target=lambda: answers.append(service.handle(*chunk(held, held_data, 0))))
+        started = time.monotonic()
+        handler.start()
+        handler.join(10)
+        assert not handler.is_alive(), "the worker waited for the paused holder"
+        assert answers == [[]] and time.monotonic() - started < 5  # given up unanswered, after the wait
+        assert upload(service, other, other_data).state is AckState.COMPLETE  # other transfers go on
+    assert upload(service, held, held_data).state is AckState.COMPLETE  # resent once the lock is free
+    assert count(app, Recording) == 2
+
+
+def test_a_committed_segment_is_answered_complete_even_if_its_staging_cannot_be_discarded_yet(
+    app: Flask, service: IngestService, device: SegmentFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The discard after a commit may meet a busy lock: the commit stands and `complete` still goes out."""
+    data = os.urandom(CHUNK)
+    signed, _ = device.make(data)
+
+    def busy(*_args: object, **_kwargs: object) -> bool:
+        raise StagingBusy("暂存锁被占用", "a staging lock stayed held")
+
+    assert one(service, *init(signed)).state is AckState.READY
+    assert one(service, *chunk(signed, data, 0)).state is AckState.STORED
+    monkeypatch.setattr(service.staging, "discard", busy)
+    assert one(service, *fin(signed)).state is AckState.COMPLETE
+    assert count(app, Recording) == 1
 
 
 def test_quota_counts_only_this_device(app: Flask, device: SegmentFactory, tmp_path: Path) -> None:
