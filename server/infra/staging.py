@@ -667,7 +667,9 @@ class Staging:
                 if len(self._usage) > 4096:
                     self._usage.clear()  # bounded memory: a device dropped is scanned again
                 self._usage[device_id] = cached
-        return sum(max(TRANSFER_CHARGE, used) for name, used in cached[1].items() if name != exclude_file_id)
+        with self._parsed_lock:  # another thread's _note_usage may change the dict meanwhile
+            usage = [used for name, used in cached[1].items() if name != exclude_file_id]
+        return sum(max(TRANSFER_CHARGE, used) for used in usage)
 
     def _scan_usage(self, device_id: str) -> dict[str, int]:
         try:
