@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Worker processes for the test suite (pytest-xdist); 0 runs it in this process.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := test
 .PHONY: venv demo test lint bench bench-ledger bench-portal bench-scale clean distclean

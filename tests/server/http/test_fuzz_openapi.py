@@ -43,7 +43,7 @@ SEEDED: dict[str, Any] = {
     "case_id": 1,
     "device_id": "dev-001",
 }
-EXAMPLES = int(os.environ.get("ZFJL_TEST_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("ZFJL_TEST_FUZZ_EXAMPLES", "10"))
 PASSWORD = "fuzz-pass-123"
 
 
