@@ -46,17 +46,36 @@ from protocol.topics import valid_device_id, valid_file_id
 from protocol.transfer import StageOutcome
 from server.errors import ErrorKind, ZfjlError
 from server.infra.fsmode import create_private_file, private_dir
-from server.infra.staging_files import IndexEntry, ParsedIndex, new_header, parse_index, pwrite_all, read_at
+from server.infra.staging_files import (
+    DATA_NAME,
+    INDEX_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    IndexEntry,
+    ParsedIndex,
+    new_header,
+    parse_index,
+    pwrite_all,
+    read_at,
+)
+from server.infra.staging_handles import HandleTable, TransferHandle
 from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
 
-__all__ = ["TRANSFER_CHARGE", "Staged", "Staging", "StagingBusy", "StagingError", "StagingSweep"]
+__all__ = [
+    "DATA_NAME",
+    "INDEX_NAME",
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "TRANSFER_CHARGE",
+    "Staged",
+    "Staging",
+    "StagingBusy",
+    "StagingError",
+    "StagingSweep",
+]
 
 _LOG = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-DATA_NAME = "data.part"
-INDEX_NAME = "index"
-LOCK_NAME = "lock"
 # A discarded transfer is renamed ``.trash-<pid>-<random>`` under its lock, then deleted.
 TRASH_PREFIX = ".trash-"
 # Each staged transfer counts at least this much against its device's quota (an init's largest size).
@@ -110,9 +129,8 @@ class Staging:
         self.root = Path(root).resolve()
         self.lock_wait_s = lock_wait_s
         private_dir(self.root)
-        # Re-parsing a 2 GiB transfer's 8192-line index for every chunk costs tens of milliseconds.
-        self._parsed: dict[Path, ParsedIndex] = {}
-        self._manifests: dict[Path, tuple[tuple[int, int, int], SignedManifest]] = {}
+        # Each active transfer's files stay open, with its parsed index and manifest, between messages.
+        self._handles = HandleTable()
         self._running: dict[Path, _RunningHash] = {}
         # device id -> (monotonic time of the scan, {file id: bytes}): see device_usage(fresh=False).
         self._usage: dict[str, tuple[float, dict[str, int]]] = {}
@@ -140,45 +158,115 @@ class Staging:
         """Whether anything is staged for the transfer."""
         return self.path_of(device_id, file_id).is_dir()
 
+    def hold(self, device_id: str, file_id: str) -> contextlib.AbstractContextManager[Path | None]:
+        """Hold a transfer's lock across several calls (the ingest service's view of a chunk and its
+        staging): calls for the same transfer inside, from this thread, take no lock of their own.
+        Yields None, as the calls inside will see, when the transfer has no staging."""
+        return self._locked(device_id, file_id, create=False)
+
     @contextlib.contextmanager
     def _locked(
         self, device_id: str, file_id: str, *, create: bool, shared: bool = False, wait: bool = True
     ) -> Iterator[Path | None]:
         """Hold the transfer's lock; yields None when the transfer has no staging and ``create`` is off,
-        or, with ``wait`` off, when someone else holds the lock now."""
+        or, with ``wait`` off, when someone else holds the lock now.
+
+        Re-entrant for the thread that holds it (see :meth:`hold`). The lock is the transfer's ``flock``
+        and, because the descriptor is shared by this process's threads, its handle's mutex
+        (server/infra/staging_handles.py)."""
         path = self.path_of(device_id, file_id)
-        lock_path = path / LOCK_NAME
+        me = threading.get_ident()
         while True:
-            if create:
-                private_dir(path)
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                if not create:
-                    yield None
-                    return
-                continue  # discarded between mkdir and open: make it again
-            try:
-                if not self._flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait):
-                    yield None  # only reachable with wait off: a live worker is changing this transfer
-                    return
-                # A discard moves the directory away while holding the lock; whoever waited on it must
-                # not write into the moved directory, so check the lock we hold is still the one in place.
-                held = os.fstat(fd)
-                try:
-                    current = os.stat(lock_path)
-                    same = (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev)
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    if not create:
-                        yield None
-                        return
-                    continue
-                yield path
+            handle = self._handles.get(path)
+            if handle.owner == me:
+                yield from self._nested(handle, path, create=create, shared=shared, wait=wait)
                 return
+            if not self._take_mutex(handle, wait):
+                yield None
+                return
+            if handle.closed:  # evicted between the lookup and the mutex: take a fresh one
+                handle.mutex.release()
+                continue
+            break
+        handle.owner, handle.depth, handle.checked = me, 1, False
+        try:
+            yield self._flock_transfer(handle, path, create=create, shared=shared, wait=wait)
+        finally:
+            try:
+                if handle.locked and handle.lock_fd is not None:
+                    fcntl.flock(handle.lock_fd, fcntl.LOCK_UN)
             finally:
-                os.close(fd)
+                handle.locked = False
+                handle.owner, handle.depth = None, 0
+                if handle.doomed:
+                    self._handles.remove(handle)
+                handle.mutex.release()
+
+    def _nested(
+        self, handle: TransferHandle, path: Path, *, create: bool, shared: bool, wait: bool
+    ) -> Iterator[Path | None]:
+        """A lock asked for inside this thread's own hold of the same transfer."""
+        if handle.doomed:
+            yield None  # discarded inside this hold
+            return
+        if not handle.locked and (create or not shared):
+            # The outer hold found no staging; a writer inside may create it now.
+            result = self._flock_transfer(handle, path, create=create, shared=shared, wait=wait)
+        else:
+            result = path if handle.locked else None
+        handle.depth += 1
+        try:
+            yield result
+        finally:
+            handle.depth -= 1
+
+    def _take_mutex(self, handle: TransferHandle, wait: bool) -> bool:
+        if handle.mutex.acquire(blocking=False):
+            return True
+        if not wait:
+            return False
+        if handle.mutex.acquire(timeout=self.lock_wait_s):
+            return True
+        raise StagingBusy(
+            f"暂存锁被占用超过 {self.lock_wait_s:g} 秒",
+            f"a staging lock stayed held for {self.lock_wait_s:g} s (is its holder paused?)",
+        )
+
+    def _flock_transfer(
+        self, handle: TransferHandle, path: Path, *, create: bool, shared: bool, wait: bool
+    ) -> Path | None:
+        """Take the ``flock`` of the transfer's lock file (caller holds the handle's mutex); the path, or
+        None when there is no staging (``create`` off) or, with ``wait`` off, another process holds it."""
+        lock_path = handle.lock_name
+        while True:
+            if handle.lock_fd is None:
+                if create:
+                    private_dir(path)
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    continue  # discarded between mkdir and open: make it again
+                held = os.fstat(fd)
+                handle.lock_fd, handle.lock_id = fd, (held.st_ino, held.st_dev)
+            if not self._flock(handle.lock_fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait):
+                return None  # only reachable with wait off: a live worker is changing this transfer
+            handle.locked = True
+            # A discard moves the directory away while holding the lock; whoever waited on it must not
+            # write into the moved directory, so check the lock we hold is still the one in place.
+            try:
+                current = os.stat(lock_path)
+                same = (current.st_ino, current.st_dev) == handle.lock_id
+            except FileNotFoundError:
+                same = False
+            if same:
+                return path
+            fcntl.flock(handle.lock_fd, fcntl.LOCK_UN)
+            handle.locked = False
+            handle.drop_all()
+            if not create:
+                return None
 
     def _flock(self, fd: int, mode: int, wait: bool) -> bool:
         """Take the lock; False at once when ``wait`` is off and it is held, StagingBusy when it stays
@@ -206,72 +294,93 @@ class Staging:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _held(self, path: Path) -> TransferHandle:
+        """The handle of a transfer whose lock this thread holds."""
+        handle = self._handles.peek(path)
+        assert handle is not None and handle.owner == threading.get_ident(), "caller must hold the lock"
+        return handle
+
     def _index(self, path: Path) -> ParsedIndex:
-        """The transfer's index, parsed incrementally; a new header means a new generation, parsed anew."""
-        empty = ParsedIndex(b"", 0, (), RangeSet())
+        """The transfer's index (caller holds the lock), parsed incrementally from the open index file.
+
+        One ``stat`` of the index path tells whether the open file is still the index (another process's
+        :meth:`_rewrite_index` replaces it, a discard unlinks it) and how much was appended since.
+        """
+        handle = self._held(path)
+        if handle.checked and handle.parsed is not None:
+            return handle.parsed  # checked under this hold, and only this thread writes it meanwhile
         try:
-            fd = os.open(path / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
+            info = os.stat(handle.index_name)
         except FileNotFoundError:
-            with self._parsed_lock:
-                self._parsed.pop(path, None)
-            return empty
-        try:
-            size = os.fstat(fd).st_size
-            head = read_at(fd, 0, min(size, 64))
+            handle.drop_index()
+            return ParsedIndex(b"", 0, (), RangeSet())
+        if handle.index_id != (info.st_ino, info.st_dev):
+            handle.drop_index()  # replaced (a new generation) or first seen: open the one in place
+            try:
+                fd = os.open(handle.index_name, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return ParsedIndex(b"", 0, (), RangeSet())
+            opened = os.fstat(fd)
+            handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
+            info = opened
+        assert handle.index_fd is not None
+        parsed = handle.parsed
+        size = info.st_size
+        if parsed is None or parsed.consumed > size:
+            head = read_at(handle.index_fd, 0, min(size, 64))
             header = head[: head.find(b"\n") + 1] if head.startswith(b"#") else b""
-            with self._parsed_lock:
-                parsed = self._parsed.get(path)
-            if parsed is None or not header or parsed.header != header or parsed.consumed > size:
-                parsed = ParsedIndex(header, 0, (), RangeSet())
-            if size > parsed.consumed:
-                tail = read_at(fd, parsed.consumed, size - parsed.consumed)
-                complete = tail.rfind(b"\n") + 1
-                new = parse_index(tail[:complete])
-                parsed = ParsedIndex(
-                    header,
-                    parsed.consumed + complete,
-                    parsed.entries + tuple(new),
-                    RangeSet.of((*parsed.held.spans, *((e.offset, e.end) for e in new))),
-                )
-        finally:
-            os.close(fd)
-        with self._parsed_lock:
-            if len(self._parsed) > 4096:
-                self._parsed.clear()
-            self._parsed[path] = parsed
+            parsed = ParsedIndex(header, 0, (), RangeSet())
+        if size > parsed.consumed:
+            tail = read_at(handle.index_fd, parsed.consumed, size - parsed.consumed)
+            complete = tail.rfind(b"\n") + 1
+            new = parse_index(tail[:complete])
+            parsed = ParsedIndex(
+                parsed.header,
+                parsed.consumed + complete,
+                parsed.entries + tuple(new),
+                RangeSet.of((*parsed.held.spans, *((e.offset, e.end) for e in new))),
+            )
+        handle.parsed, handle.checked = parsed, True
         return parsed
 
     def _entries(self, path: Path) -> list[IndexEntry]:
         return list(self._index(path).entries)
 
     def _manifest(self, path: Path) -> SignedManifest | None:
-        target = path / MANIFEST_NAME
+        """The staged manifest (caller holds the lock), kept with the handle once read: a transfer's
+        manifest never changes (its file id is its hash) and goes only with its folder."""
+        handle = self._held(path)
+        if handle.manifest is not None:
+            return handle.manifest
         try:
-            info = target.stat()
-        except FileNotFoundError:
-            return None
-        # A transfer's manifest never changes (its file id is its hash), but it is parsed on every chunk:
-        # keep the parsed one while the file is the same inode and mtime.
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        with self._parsed_lock:
-            cached = self._manifests.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            envelope = target.read_bytes()
+            with open(handle.manifest_name, "rb") as fh:
+                envelope = fh.read()
         except FileNotFoundError:
             return None
         try:
-            signed = SignedManifest.from_envelope(envelope)
-            with self._parsed_lock:
-                if len(self._manifests) > 4096:
-                    self._manifests.clear()
-                self._manifests[path] = (stamp, signed)
-            return signed
+            handle.manifest = SignedManifest.from_envelope(envelope)
         except ProtocolError:
             # Written only after the signature verified, so this means the disk lost it: ask for init again.
             _LOG.warning("staging: unreadable manifest in %s; waiting for a new init", path)
             return None
+        return handle.manifest
+
+    def _data_fd(self, path: Path, handle: TransferHandle) -> tuple[int, tuple[int, int, int, int]]:
+        """The open data file and its seal (see ``_seal``), checked by path before a write: a file removed
+        or replaced is opened again (caller holds the lock)."""
+        try:
+            info = os.stat(handle.data_name)
+            if handle.data_fd is not None and info.st_ino == handle.data_ino:
+                return handle.data_fd, (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        except FileNotFoundError:
+            pass
+        if handle.data_fd is not None:
+            os.close(handle.data_fd)
+            handle.data_fd = None
+        fd = os.open(handle.data_name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        seal = _seal(fd)
+        handle.data_fd, handle.data_ino = fd, seal[0]
+        return fd, seal
 
     def view_parts(self, device_id: str, file_id: str) -> tuple[SignedManifest | None, RangeSet]:
         """The staged manifest (if any) and the byte ranges the index names."""
@@ -307,6 +416,7 @@ class Staging:
             with os.fdopen(create_private_file(tmp), "wb") as fh:
                 fh.write(envelope)
             os.replace(tmp, target)
+            self._held(path).manifest = signed
         self._note_usage(device_id, file_id, len(envelope))
 
     def stage(self, chunk: FileChunk, *, require_manifest: bool = True) -> StageOutcome:
@@ -316,45 +426,58 @@ class Staging:
         check is made under the transfer's lock, so a discard racing the chunk cannot let bytes in.
         """
         with self._locked(chunk.device_id, chunk.file_id, create=not require_manifest) as path:
-            if path is None or (require_manifest and not (path / MANIFEST_NAME).is_file()):
+            if path is None or (require_manifest and self._manifest(path) is None):
                 return StageOutcome.NO_MANIFEST
-            data_fd = os.open(path / DATA_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                # _compare may drop entries lost by an unclean stop: it gives back the index it left.
-                outcome, index = self._compare(path, data_fd, self._index(path), chunk)
-                if outcome is not None:
-                    return outcome
-                untouched = self._sealed_since_last_write(path, data_fd)
-                if not (chunk.hash_checked or self._extends_prefix(path, data_fd, index, chunk, untouched)):
-                    # Out of order, resent or not covered by a running hash: check the claim now.
-                    if not chunk.hash_matches():
-                        return StageOutcome.BAD_HASH
-                    with self._parsed_lock:
-                        self.chunks_checked_on_arrival += 1
-                pwrite_all(data_fd, chunk.data, chunk.offset)
-                entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
-                index_fd = os.open(
-                    path / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
-                header = index.header
-                try:
-                    # One write() per line: O_APPEND makes it land whole at the end, never interleaved. A
-                    # new index starts with a fresh header (we hold the lock, so nobody else creates it).
-                    line = entry.line()
-                    if os.fstat(index_fd).st_size == 0:
-                        header = new_header()
-                        line = header + line
-                    os.write(index_fd, line)
-                finally:
-                    os.close(index_fd)
-                # The index as it now stands, without reading it back (we hold the lock).
-                held = index.held if header == index.header else RangeSet()
-                generation = (header, os.fstat(data_fd).st_ino)
-                self._advance(path, data_fd, chunk, generation, held.add(chunk.offset, chunk.end), untouched)
-            finally:
-                os.close(data_fd)
-            self._note_usage(chunk.device_id, chunk.file_id, len(chunk.data) + len(line))
-            return StageOutcome.WRITTEN
+            handle = self._held(path)
+            index = self._index(path)
+            data_fd, seal = self._data_fd(path, handle)
+            # _compare may drop entries lost by an unclean stop: it gives back the index it left.
+            outcome, index = self._compare(path, data_fd, index, chunk)
+            if outcome is not None:
+                return outcome
+            untouched = self._sealed_since_last_write(path, seal)
+            data_ino = seal[0]
+            if not (chunk.hash_checked or self._extends_prefix(path, data_ino, index, chunk, untouched)):
+                # Out of order, resent or not covered by a running hash: check the claim now.
+                if not chunk.hash_matches():
+                    return StageOutcome.BAD_HASH
+                with self._parsed_lock:
+                    self.chunks_checked_on_arrival += 1
+            pwrite_all(data_fd, chunk.data, chunk.offset)
+            entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
+            line = self._append_index(path, handle, index, entry)
+            assert handle.parsed is not None
+            generation = (handle.parsed.header, data_ino)
+            self._advance(path, data_fd, chunk, generation, handle.parsed.held, untouched)
+        self._note_usage(chunk.device_id, chunk.file_id, len(chunk.data) + len(line))
+        return StageOutcome.WRITTEN
+
+    def _append_index(
+        self, path: Path, handle: TransferHandle, index: ParsedIndex, entry: IndexEntry
+    ) -> bytes:
+        """Append one entry to the index (caller holds the lock) and keep the parsed index in step,
+        without reading it back; a new index starts with a fresh header. Gives the bytes written."""
+        line = entry.line()
+        if handle.index_fd is None:
+            # No index yet (or it was removed): we hold the lock, so nobody else creates it meanwhile.
+            fd = os.open(handle.index_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            opened = os.fstat(fd)
+            handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
+            index = ParsedIndex(b"", opened.st_size, (), RangeSet()) if opened.st_size == 0 else index
+        if index.consumed == 0:
+            header = new_header()
+            line = header + line
+            index = ParsedIndex(header, 0, (), RangeSet())
+        # One write() per line: O_APPEND makes it land whole at the end, never interleaved.
+        os.write(handle.index_fd, line)
+        handle.parsed = ParsedIndex(
+            index.header,
+            index.consumed + len(line),
+            (*index.entries, entry),
+            index.held.add(entry.offset, entry.end),
+        )
+        handle.checked = True
+        return line
 
     def _generation(self, path: Path, data_fd: int) -> tuple[tuple[bytes, int], RangeSet]:
         """(index header, data inode) naming this generation of the transfer, and the ranges it holds."""
@@ -362,7 +485,7 @@ class Staging:
         return (index.header, os.fstat(data_fd).st_ino), index.held
 
     def _extends_prefix(
-        self, path: Path, data_fd: int, index: ParsedIndex, chunk: FileChunk, untouched: bool
+        self, path: Path, data_ino: int, index: ParsedIndex, chunk: FileChunk, untouched: bool
     ) -> bool:
         """Whether :meth:`_advance` will feed every byte of this chunk to the running hash as it is written.
 
@@ -379,9 +502,7 @@ class Staging:
             running = self._running.get(path)
         if running is None or not untouched:
             return False
-        return running.generation == (index.header, os.fstat(data_fd).st_ino) and (
-            running.position == chunk.offset
-        )
+        return running.generation == (index.header, data_ino) and running.position == chunk.offset
 
     def drop_bad_claims(self, device_id: str, file_id: str) -> list[IndexEntry]:
         """Drop index entries whose staged bytes do not hash to their claimed SHA-256; return them.
@@ -414,7 +535,7 @@ class Staging:
                     self._running.pop(path, None)
             return bad
 
-    def _sealed_since_last_write(self, path: Path, data_fd: int) -> bool:
+    def _sealed_since_last_write(self, path: Path, seal: tuple[int, int, int, int]) -> bool:
         """False when the data file changed since this process's last write (file-times seal only).
 
         Checked before each write, so a change by anyone else while the transfer is still arriving
@@ -422,7 +543,7 @@ class Staging:
         """
         with self._parsed_lock:
             running = self._running.get(path)
-        return running is None or running.with_crc or running.seal == _seal(data_fd)
+        return running is None or running.with_crc or running.seal == seal
 
     def _advance(
         self,
@@ -499,13 +620,13 @@ class Staging:
                 return False
         return True
 
-    @staticmethod
-    def _rewrite_index(path: Path, entries: list[IndexEntry]) -> None:
+    def _rewrite_index(self, path: Path, entries: list[IndexEntry]) -> None:
         """Atomically replace the index (caller holds the lock, so no append can be lost)."""
         tmp = path / f".{INDEX_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         with os.fdopen(create_private_file(tmp), "wb") as fh:
             fh.write(new_header() + b"".join(e.line() for e in entries))
         os.replace(tmp, path / INDEX_NAME)
+        self._held(path).drop_index()
 
     def sync(self, device_id: str, file_id: str, size: int) -> Path:
         """Make the staged file exactly ``size`` bytes on disk (fsynced) and return its path for hashing.
@@ -585,14 +706,17 @@ class Staging:
         with self._locked(device_id, file_id, create=False, wait=wait) as path:
             if path is None:
                 return False
+            handle = self._held(path)
             if keep_manifest:
                 # Index first: an index entry must never outlive the bytes it names.
                 for name in (INDEX_NAME, DATA_NAME):
                     (path / name).unlink(missing_ok=True)
+                handle.drop_files()
                 return True
             # Move the directory out of the way under the lock, so nobody can write into it any more.
             trash = self.root / f"{TRASH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
             os.rename(path, trash)
+            handle.doomed = True  # its files are in the trash: closed when the outermost hold ends
         shutil.rmtree(trash, ignore_errors=True)
         self._remove_empty_device_dir(path.parent)
         return True

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 from protocol.ranges import RangeSet
 
+# The files of one transfer's staging folder (server/infra/staging.py).
+MANIFEST_NAME = "manifest.json"
+DATA_NAME = "data.part"
+INDEX_NAME = "index"
+LOCK_NAME = "lock"
+
 # The staging log: an unreadable index line is reported with the rest of staging's messages.
 _LOG = logging.getLogger("server.infra.staging")
 # Reads of staged bytes go in blocks of this size.

@@ -384,6 +384,14 @@ class IngestService:
             return self._refuse(
                 parsed, "device_inactive", f"device {msg.device_id} is {device.status}", length=length
             )
+        if isinstance(msg, FileChunk):
+            # One lock for the chunk's view and its staging, and the transfer's files kept open between
+            # chunks (docs/performance.md, "One lock per chunk, files kept open").
+            with self.staging.hold(msg.device_id, msg.file_id):
+                return self._transfer_held(msg, device)
+        return self._transfer_held(msg, device)
+
+    def _transfer_held(self, msg: FileMessage, device: _DeviceInfo | None) -> list[Outgoing]:
         manifest, held = self.staging.view_parts(msg.device_id, msg.file_id)
         # Committing discards the staging, so a chunk whose transfer still has its manifest staged
         # cannot belong to a stored segment: skip the database on the hot path.
