@@ -127,10 +127,12 @@ class RecorderFleet:
         max_active: int = 2,
         failover_after_s: float | None = None,
         spread_over: int | None = None,
+        logins: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         """Recorder i connects to ``broker_urls[i % n]``, n = ``spread_over`` (all URLs by default); with
         ``failover_after_s`` it lists every URL, its own first and then the ones after it in order
-        (``mqtt_urls``), and moves on when its broker stays down."""
+        (``mqtt_urls``), and moves on when its broker stays down. ``logins``: device id -> (user,
+        password) on the brokers (none: anonymous)."""
         from edge_agent.config import AgentConfig
         from edge_agent.mqtt_link import MqttLink
         from edge_agent.outbox import Outbox
@@ -156,6 +158,8 @@ class RecorderFleet:
                 chunk_bytes=chunk_bytes,
                 window=window,
                 ack_timeout_s=ack_timeout_s,
+                mqtt_username=(logins or {}).get(recorder.device_id, ("", ""))[0],
+                mqtt_password=(logins or {}).get(recorder.device_id, ("", ""))[1],
             )
             outbox = Outbox(config.outbox_path)
             holder: list[Any] = []

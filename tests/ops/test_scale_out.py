@@ -222,12 +222,18 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
     ``nats-queue-group``: two ingest processes consume core NATS as one queue group
     (``ZFJL_INGEST_NATS_URL``). They are given node 2 only and learn the other nodes from the cluster,
     so the kill takes both their connections: they must reconnect to a survivor by themselves
-    (docs/scaling.md)."""
+    (docs/scaling.md).
+
+    The cluster runs with the logins and permissions of docs/operations.md ("Ingest on NATS"): each
+    recorder its own MQTT login, writing only its own uplink; the ingest its own; an anonymous client
+    is refused by every node."""
     binary = find_nats_server()
     if binary is None:
         pytest.skip("nats-server is not installed (apt-get install nats-server)")
     (tmp_path / "nats").mkdir()
-    cluster = NatsCluster(tmp_path / "nats", binary)
+    recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
+    logins = {r.device_id: (r.device_id, f"pw-{os.urandom(8).hex()}") for r in recorders}
+    cluster = NatsCluster(tmp_path / "nats", binary, authorization=_nats_authorization(logins))
     server: ServerProcess | None = None
     fleet: RecorderFleet | None = None
 
@@ -239,19 +245,27 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
 
     try:
         cluster.start()
+        for index in range(3):
+            assert _anonymous_mqtt_refused(cluster.mqtt_url(index)), f"node {index} took an anonymous client"
+        ingest_mqtt = cluster.mqtt_url(0).replace("mqtt://", f"mqtt://ingest-mqtt:{NATS_INGEST_PASSWORD}@", 1)
         if ingest == "mqtt":
-            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_MQTT_SHARE_GROUP="")
+            env = _server_env(tmp_path, ingest_mqtt, ZFJL_MQTT_SHARE_GROUP="")
         else:
-            env = _server_env(tmp_path, cluster.mqtt_url(0), ZFJL_INGEST_NATS_URL=cluster.client_url(2))
+            nats_url = cluster.client_url(2).replace("nats://", f"nats://ingest:{NATS_INGEST_PASSWORD}@", 1)
+            env = _server_env(tmp_path, ingest_mqtt, ZFJL_INGEST_NATS_URL=nats_url)
         database_url = load_settings(environ=env).database_url
-        recorders = prepare_recorders(tmp_path / "rec", RECORDERS, SEGMENTS_EACH, SEGMENT_BYTES, "nats")
         register_recorders(database_url, recorders)
         server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=1 if ingest == "mqtt" else 2)
         server.wait_ready()
         urls = [cluster.mqtt_url(1), cluster.mqtt_url(2), cluster.mqtt_url(0)]
         # Recorders on node 1 list [1, 2, 0], those on node 2 list [2, 0, 1].
         fleet = RecorderFleet(
-            recorders, urls, _ingest_keys(env), failover_after_s=FAILOVER_AFTER_S, spread_over=2
+            recorders,
+            urls,
+            _ingest_keys(env),
+            failover_after_s=FAILOVER_AFTER_S,
+            spread_over=2,
+            logins=logins,
         )
         fleet.connect()
         fleet.start()
@@ -296,6 +310,58 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
         exit_code = _stop_all(fleet, server, cluster)
     assert exit_code == 0, server.log_tail() if server else ""
     assert verify_exactly_once(env, recorders) == []
+
+
+NATS_INGEST_PASSWORD = "ingest-Pw-5d2e7a"
+
+
+def _nats_authorization(logins: dict[str, tuple[str, str]]) -> str:
+    """docs/operations.md ("Ingest on NATS"): the ingest reads every uplink (natively only in its queue
+    group) and writes only downlinks; a recorder, over MQTT only, writes only its own uplink and reads
+    only its own downlink. ``ingest-mqtt`` is the ingest's login where it subscribes over MQTT."""
+    users = [
+        f"""{{ user: ingest, password: "{NATS_INGEST_PASSWORD}", allowed_connection_types: ["STANDARD"],
+           permissions: {{ publish: ["zfjl.v1.*.down.>"], subscribe: ["zfjl.v1.*.up.> zfjl-ingest"] }} }}""",
+        f"""{{ user: ingest-mqtt, password: "{NATS_INGEST_PASSWORD}", allowed_connection_types: ["MQTT"],
+           permissions: {{ publish: ["zfjl.v1.*.down", "zfjl.v1.*.down.>"],
+                          subscribe: ["zfjl.v1.*.up", "zfjl.v1.*.up.>", "$MQTT.sub.>"] }} }}""",
+    ]
+    for device_id, (user, password) in logins.items():
+        users.append(
+            f"""{{ user: {user}, password: "{password}", allowed_connection_types: ["MQTT"], permissions: {{
+                 publish: ["zfjl.v1.{device_id}.up.>"],
+                 subscribe: ["zfjl.v1.{device_id}.down", "zfjl.v1.{device_id}.down.>", "$MQTT.sub.>"] }} }}"""
+        )
+    return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
+def _anonymous_mqtt_refused(url: str) -> bool:
+    """Whether the MQTT listener at ``url`` refuses a client that gives no login."""
+    port = int(url.rsplit(":", 1)[1])
+    answered = threading.Event()
+    codes: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"anonymous-{os.urandom(3).hex()}")
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        codes.append(int(reason.value))
+        answered.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        answered.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except OSError:
+        return True
+    client.loop_start()
+    try:
+        answered.wait(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return not codes or codes[0] != 0
 
 
 def _stop_all(fleet: RecorderFleet | None, server: ServerProcess | None, cluster: NatsCluster) -> int:
