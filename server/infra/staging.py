@@ -131,6 +131,7 @@ class Staging:
         private_dir(self.root)
         # Each active transfer's files stay open, with its parsed index and manifest, between messages.
         self._handles = HandleTable()
+        self._paths: dict[tuple[str, str], Path] = {}
         self._running: dict[Path, _RunningHash] = {}
         # device id -> (monotonic time of the scan, {file id: bytes}): see device_usage(fresh=False).
         self._usage: dict[str, tuple[float, dict[str, int]]] = {}
@@ -146,13 +147,24 @@ class Staging:
 
     def path_of(self, device_id: str, file_id: str) -> Path:
         """The staging directory of one transfer; ids that could leave the root are refused."""
+        key = (device_id, file_id)
+        known = self._paths.get(key) if isinstance(device_id, str) and isinstance(file_id, str) else None
+        if known is not None:
+            return known  # only ids that passed the checks below are kept
         if not (isinstance(device_id, str) and valid_device_id(device_id)):
             raise StagingError(f"invalid device id {device_id!r}")
         if not (isinstance(file_id, str) and valid_file_id(file_id)):
             raise StagingError(f"invalid file id {file_id!r}")
         # The id grammar has no '/' and cannot be '.' or '..', so the path stays under the root without
         # resolving it (resolve() costs several lstat calls on every chunk).
-        return self.root / device_id / file_id
+        path = self.root / device_id / file_id
+        # A chunk asks for its transfer's path three times: checking the ids and joining the path (and
+        # hashing a new Path object for every lookup keyed by it) cost more than a stat. Bounded: ids
+        # come from the network.
+        if len(self._paths) >= 4096:
+            self._paths.clear()
+        self._paths[key] = path
+        return path
 
     def exists(self, device_id: str, file_id: str) -> bool:
         """Whether anything is staged for the transfer."""
