@@ -342,6 +342,7 @@ class Options:
     profile: str
     keep: bool
     as_json: bool
+    pin: bool = False
 
 
 class Bench:
@@ -360,6 +361,15 @@ class Bench:
         self.total_bytes = opts.devices * self.per_device * self.segment_bytes
         self.broker_url = ""
         self.broker_pid: int | None = None
+        # --pin: the recorders' side (agents, baseline publishers) on one CPU, the server's side (server,
+        # broker, baseline subscriber, SeaweedFS, the boto3 put) on another, as recorders in the field
+        # run on their own hardware.
+        self.pinned: dict[str, int] = {}
+        if opts.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                raise RuntimeError("--pin needs at least two CPUs")
+            self.pinned = {"recorders": cpus[0], "server": cpus[1]}
         self.ingest_public_keys: tuple[str, ...] = ()  # the server's, pinned by every agent
         self.weed: Weed | None = None
 
@@ -377,11 +387,26 @@ class Bench:
         """Progress on stderr (stdout stays clean for --json)."""
         print(text, file=sys.stderr, flush=True)
 
-    def child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        """Start a child process that is stopped when the run ends."""
+    def child(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, *, side: str | None = None
+    ) -> Child:
+        """Start a child process that is stopped when the run ends; with ``--pin``, on the CPU of its
+        ``side`` (``recorders`` or ``server``), set before it starts so every thread it makes inherits it."""
+        cpu = self.pinned.get(side or "")
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu), *argv]
         proc = Child(name, argv, self.work, env)
         self.stack.callback(proc.stop)
         return proc
+
+    def pin_process(self, pid: int, side: str) -> None:
+        """With ``--pin``, move every thread of a process started elsewhere onto its side's CPU."""
+        cpu = self.pinned.get(side)
+        if cpu is None:
+            return
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task), {cpu})
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -404,6 +429,7 @@ class Bench:
             "cpus": os.cpu_count(),
             "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
             "sha256_mb_s": sha256_speed(),
+            "pinned": self.pinned or None,
             **cpu_model(),
         }
         self.log(
@@ -421,6 +447,7 @@ class Bench:
             self.weed = Weed(self.work)
             self.stack.callback(self.weed.stop)
             self.weed.wait_ready()
+            self.pin_process(self.weed.proc.pid, "server")
             self.result["baseline_boto3"] = self.boto3_baseline(devices)
         server, env = self.start_server(devices)
         self.result["ours"] = self.ours(devices, server)
@@ -444,6 +471,7 @@ class Bench:
             self.stack.callback(broker.stop)
             assert broker._proc is not None
             self.broker_url, self.broker_pid = broker.url, broker._proc.pid
+            self.pin_process(self.broker_pid, "server")
             self.log(f"mosquitto on {broker.url}")
 
     def paho_baseline(self, *, sha256: bool = False) -> dict[str, Any]:
@@ -458,7 +486,9 @@ class Bench:
         url, broker_pid = self.broker_url, self.broker_pid
         login_env: dict[str, str] | None = None
         if o.broker == "embedded":
-            embedded = self.child("embedded-broker", _py("bench._server_proc", "--broker-only"))
+            embedded = self.child(
+                "embedded-broker", _py("bench._server_proc", "--broker-only"), side="server"
+            )
             ready = embedded.expect("ready", 30)
             url, broker_pid = ready["mqtt_url"], embedded.pid
             login_env = {
@@ -474,13 +504,16 @@ class Bench:
             sub_args.append("--shared")
         if sha256:
             sub_args.append("--sha256")
-        sub = self.child("baseline-sub", _py("bench._mqtt_baseline", *sub_args), login_env)
+        sub = self.child("baseline-sub", _py("bench._mqtt_baseline", *sub_args), login_env, side="server")
         sub.expect("ready", 30)
         pub_args = ["pub", "--port", port, "--count", str(per_pub), "--chunk", str(self.chunk)]
         pub_args += ["--inflight", str(2 * o.window)]
         pubs = [
             self.child(
-                f"baseline-pub{i}", _py("bench._mqtt_baseline", *pub_args, "--index", str(i)), login_env
+                f"baseline-pub{i}",
+                _py("bench._mqtt_baseline", *pub_args, "--index", str(i)),
+                login_env,
+                side="recorders",
             )
             for i in range(o.devices)
         ]
@@ -531,10 +564,16 @@ class Bench:
             multipart_threshold=MIN_PART_SIZE, multipart_chunksize=MIN_PART_SIZE, use_threads=False
         )
         paths = [p for d in devices for p in d.paths]
+        allowed = os.sched_getaffinity(0)
+        if "server" in self.pinned:
+            os.sched_setaffinity(0, {self.pinned["server"]})  # this thread only: it does the puts
         weed_cpu0, cpu0 = _cpu(self.weed.proc.pid), time.process_time()
         t0 = time.monotonic()
-        for i, path in enumerate(paths):
-            client.upload_file(str(path), bucket, f"baseline/{i:06d}.mp4", Config=config)
+        try:
+            for i, path in enumerate(paths):
+                client.upload_file(str(path), bucket, f"baseline/{i:06d}.mp4", Config=config)
+        finally:
+            os.sched_setaffinity(0, allowed)
         seconds = time.monotonic() - t0
         total = sum(p.stat().st_size for p in paths)
         self.log(f"boto3 baseline: {len(paths)} objects in {seconds:.2f} s")
@@ -596,7 +635,7 @@ class Bench:
         argv = _py("bench._server_proc")
         if self.opts.profile:
             argv += ["--profile", str(Path(self.opts.profile).resolve())]
-        server = self.child("server", argv, env)
+        server = self.child("server", argv, env, side="server")
         ready = server.expect("ready", 60)
         self.server_mqtt_url = ready["mqtt_url"]
         self.log(f"server ingest up ({ready['workers']} worker(s)) on {self.server_mqtt_url}")
@@ -615,6 +654,7 @@ class Bench:
                 self.child(
                     f"agent-{device.device_id}",
                     _py("bench._upload_agent", str(cfg), "--max-active", str(o.max_active), *awaiting),
+                    side="recorders",
                 )
             )
         for agent in agents:
@@ -831,6 +871,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--profile", default="", help="write a cProfile dump of the server's ingest handling")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="recorders and baseline publishers on one CPU, server, broker, subscriber and store on another",
+    )
     a = p.parse_args(argv)
     if a.devices < 1 or a.megabytes < 1 or a.segment_mib <= 0 or a.chunk_kib < 1 or a.window < 1:
         p.error("sizes and counts must be positive")
