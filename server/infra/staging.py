@@ -458,9 +458,9 @@ class Staging:
             pwrite_all(data_fd, chunk.data, chunk.offset)
             entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
             line = self._append_index(path, handle, index, entry)
-            assert handle.parsed is not None
-            generation = (handle.parsed.header, data_ino)
-            self._advance(path, data_fd, chunk, generation, handle.parsed.held, untouched)
+            after = self._index(path)  # kept in step by _append_index: no read unless the index was torn
+            generation = (after.header, data_ino)
+            self._advance(path, data_fd, chunk, generation, after.held, untouched)
         self._note_usage(chunk.device_id, chunk.file_id, len(chunk.data) + len(line))
         return StageOutcome.WRITTEN
 
@@ -475,13 +475,21 @@ class Staging:
             fd = os.open(handle.index_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             opened = os.fstat(fd)
             handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
-            index = ParsedIndex(b"", opened.st_size, (), RangeSet()) if opened.st_size == 0 else index
+        torn = False
         if index.consumed == 0:
-            header = new_header()
-            line = header + line
-            index = ParsedIndex(header, 0, (), RangeSet())
+            # A new index starts with a fresh header; one holding only a torn line (a crash) gets none,
+            # as before: the line is read back from the file next time rather than trusted from memory.
+            if os.fstat(handle.index_fd).st_size == 0:
+                header = new_header()
+                line = header + line
+                index = ParsedIndex(header, 0, (), RangeSet())
+            else:
+                torn = True
         # One write() per line: O_APPEND makes it land whole at the end, never interleaved.
         os.write(handle.index_fd, line)
+        if torn:
+            handle.parsed, handle.checked = None, False
+            return line
         handle.parsed = ParsedIndex(
             index.header,
             index.consumed + len(line),

@@ -207,3 +207,19 @@ def test_a_forked_child_does_not_inherit_the_parents_hold(root: Path) -> None:
         with pytest.raises(StagingBusy):
             stage(other, 10, b"b" * 10)
     assert staging.view_parts(DEV, file_id(0))[1] == RangeSet(((0, 10),))
+
+
+def test_an_index_left_torn_by_a_crash_reads_the_same_in_every_process(root: Path) -> None:
+    """A crash left only half a line in a new index: the process that stages next keeps no view of its
+    own that another process would not read from the file (its first line is unreadable to both)."""
+    a, b = Staging(root), Staging(root)
+    folder = a.path_of(DEV, file_id(0))
+    folder.mkdir(parents=True)
+    (folder / INDEX_NAME).write_bytes(b"10 10 ab")  # no header, no newline
+    assert stage(a, 0, b"a" * 10) is StageOutcome.WRITTEN
+    assert a.view_parts(DEV, file_id(0))[1] == b.view_parts(DEV, file_id(0))[1]
+    assert stage(a, 10, b"b" * 10) is StageOutcome.WRITTEN
+    assert a.view_parts(DEV, file_id(0))[1] == b.view_parts(DEV, file_id(0))[1] == RangeSet(((10, 20),))
+    # The chunk the torn line swallowed is taken again when resent, and then both see it.
+    assert stage(b, 0, b"a" * 10) is StageOutcome.WRITTEN
+    assert a.view_parts(DEV, file_id(0))[1] == RangeSet(((0, 20),))
