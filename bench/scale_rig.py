@@ -147,6 +147,7 @@ class RecorderFleet:
             url = broker_urls[first]
             self.broker_of[recorder.device_id] = url
             urls = (*broker_urls[first:], *broker_urls[:first]) if failover_after_s is not None else ()
+            username, password = (logins or {}).get(recorder.device_id, ("", ""))
             config = AgentConfig(
                 device_id=recorder.device_id,
                 private_key_file=recorder.home / "device-key.pem",
@@ -158,8 +159,8 @@ class RecorderFleet:
                 chunk_bytes=chunk_bytes,
                 window=window,
                 ack_timeout_s=ack_timeout_s,
-                mqtt_username=(logins or {}).get(recorder.device_id, ("", ""))[0],
-                mqtt_password=(logins or {}).get(recorder.device_id, ("", ""))[1],
+                mqtt_username=username,
+                mqtt_password=password,
             )
             outbox = Outbox(config.outbox_path)
             holder: list[Any] = []

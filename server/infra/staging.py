@@ -59,7 +59,7 @@ from server.infra.staging_files import (
     read_at,
 )
 from server.infra.staging_handles import HandleTable, TransferHandle
-from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal
+from server.infra.staging_seal import _crc32_fd, _file_times_show_every_write, _RunningHash, _seal, _seal_of
 
 __all__ = [
     "DATA_NAME",
@@ -200,7 +200,7 @@ class Staging:
                 handle.mutex.release()
                 continue
             break
-        handle.owner, handle.depth, handle.checked = me, 1, False
+        handle.owner, handle.checked = me, False
         try:
             yield self._flock_transfer(handle, path, create=create, shared=shared, wait=wait)
         finally:
@@ -209,7 +209,7 @@ class Staging:
                     fcntl.flock(handle.lock_fd, fcntl.LOCK_UN)
             finally:
                 handle.locked = False
-                handle.owner, handle.depth = None, 0
+                handle.owner = None
                 if handle.doomed:
                     self._handles.remove(handle)
                 handle.mutex.release()
@@ -226,11 +226,7 @@ class Staging:
             result = self._flock_transfer(handle, path, create=create, shared=shared, wait=wait)
         else:
             result = path if handle.locked else None
-        handle.depth += 1
-        try:
-            yield result
-        finally:
-            handle.depth -= 1
+        yield result
 
     def _take_mutex(self, handle: TransferHandle, wait: bool) -> bool:
         if handle.mutex.acquire(blocking=False):
@@ -239,7 +235,10 @@ class Staging:
             return False
         if handle.mutex.acquire(timeout=self.lock_wait_s):
             return True
-        raise StagingBusy(
+        raise self._busy()
+
+    def _busy(self) -> StagingBusy:
+        return StagingBusy(
             f"暂存锁被占用超过 {self.lock_wait_s:g} 秒",
             f"a staging lock stayed held for {self.lock_wait_s:g} s (is its holder paused?)",
         )
@@ -298,10 +297,7 @@ class Staging:
                 return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise StagingBusy(
-                        f"暂存锁被占用超过 {self.lock_wait_s:g} 秒",
-                        f"a staging lock stayed held for {self.lock_wait_s:g} s (is its holder paused?)",
-                    ) from None
+                    raise self._busy() from None
                 pause = min(pause * 2, 0.02)
 
     # -- reading -----------------------------------------------------------------------------
@@ -377,13 +373,13 @@ class Staging:
             return None
         return handle.manifest
 
-    def _data_fd(self, path: Path, handle: TransferHandle) -> tuple[int, tuple[int, int, int, int]]:
+    def _data_fd(self, handle: TransferHandle) -> tuple[int, tuple[int, int, int, int]]:
         """The open data file and its seal (see ``_seal``), checked by path before a write: a file removed
         or replaced is opened again (caller holds the lock)."""
         try:
             info = os.stat(handle.data_name)
             if handle.data_fd is not None and info.st_ino == handle.data_ino:
-                return handle.data_fd, (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                return handle.data_fd, _seal_of(info)
         except FileNotFoundError:
             pass
         if handle.data_fd is not None:
@@ -442,7 +438,7 @@ class Staging:
                 return StageOutcome.NO_MANIFEST
             handle = self._held(path)
             index = self._index(path)
-            data_fd, seal = self._data_fd(path, handle)
+            data_fd, seal = self._data_fd(handle)
             # _compare may drop entries lost by an unclean stop: it gives back the index it left.
             outcome, index = self._compare(path, data_fd, index, chunk)
             if outcome is not None:
@@ -457,16 +453,14 @@ class Staging:
                     self.chunks_checked_on_arrival += 1
             pwrite_all(data_fd, chunk.data, chunk.offset)
             entry = IndexEntry(chunk.offset, len(chunk.data), chunk.sha256)
-            line = self._append_index(path, handle, index, entry)
+            line = self._append_index(handle, index, entry)
             after = self._index(path)  # kept in step by _append_index: no read unless the index was torn
             generation = (after.header, data_ino)
             self._advance(path, data_fd, chunk, generation, after.held, untouched)
         self._note_usage(chunk.device_id, chunk.file_id, len(chunk.data) + len(line))
         return StageOutcome.WRITTEN
 
-    def _append_index(
-        self, path: Path, handle: TransferHandle, index: ParsedIndex, entry: IndexEntry
-    ) -> bytes:
+    def _append_index(self, handle: TransferHandle, index: ParsedIndex, entry: IndexEntry) -> bytes:
         """Append one entry to the index (caller holds the lock) and keep the parsed index in step,
         without reading it back; a new index starts with a fresh header. Gives the bytes written."""
         line = entry.line()

@@ -59,7 +59,6 @@ class TransferHandle:
         "data_fd",
         "data_ino",
         "data_name",
-        "depth",
         "doomed",
         "index_fd",
         "index_id",
@@ -86,8 +85,7 @@ class TransferHandle:
         self.data_name = os.path.join(folder, DATA_NAME)
         self.manifest_name = os.path.join(folder, MANIFEST_NAME)
         self.mutex = threading.Lock()
-        self.owner: int | None = None  # thread id holding the mutex (re-entrant holds count in depth)
-        self.depth = 0
+        self.owner: int | None = None  # thread id holding the mutex (its nested calls take no lock)
         self.locked = False  # the flock is held (the folder may not exist: a hold can be of nothing)
         self.checked = False  # the index identity was checked under this hold
         self.closed = False  # evicted or forgotten: take a new handle
@@ -172,20 +170,15 @@ class HandleTable:
             if self._handles.get(handle.path) is handle:
                 del self._handles[handle.path]
 
-    def close_all(self) -> None:
-        """Close every handle nobody holds (tests and shutdown)."""
-        with self._lock:
-            self._sweep(time.monotonic(), everything=True)
-
     def open_count(self) -> int:
         with self._lock:
             return len(self._handles)
 
-    def _sweep(self, now: float, *, everything: bool = False) -> None:
+    def _sweep(self, now: float) -> None:
         self._swept = now
         surplus = len(self._handles) - MAX_OPEN
         for path, handle in list(self._handles.items()):
-            idle = everything or now - handle.used > IDLE_CLOSE_S
+            idle = now - handle.used > IDLE_CLOSE_S
             if not (idle or surplus > 0):
                 break  # least recently used first: the rest are newer
             if not handle.mutex.acquire(blocking=False):

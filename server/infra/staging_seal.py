@@ -166,7 +166,11 @@ class _RunningHash:
 
 def _seal(data_fd: int) -> tuple[int, int, int, int]:
     """What changes when anyone writes the file: inode, size, mtime and ctime (ns)."""
-    info = os.fstat(data_fd)
+    return _seal_of(os.fstat(data_fd))
+
+
+def _seal_of(info: os.stat_result) -> tuple[int, int, int, int]:
+    """The seal of a file from its ``stat`` (the same as :func:`_seal` of its open descriptor)."""
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
