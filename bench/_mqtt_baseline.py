@@ -12,9 +12,11 @@ cheapest form we know, so that its cost is measured on the same machine in the s
 hashes each segment once and keeps a window of unanswered chunks (``--inflight``), the subscriber
 writes every chunk into its segment's file (``pwrite``), hashes it once (a hashing thread, as the ingest),
 answers each chunk with an ack sealed by the ingest key's envelope (``protocol.downlink``, Ed25519) and,
-when a segment is whole, fsyncs the file and answers a sealed ``complete`` naming its SHA-256; the
-publisher verifies every answer's signature, and a ``complete``'s hash against its own. No manifest, no
-database, no index, no resume: a floor, not an ingest.
+when a segment is whole, fsyncs the file (and, given ``BENCH_FLOOR_S3``, puts it into that bucket the
+way the boto3 baseline does, four puts at a time like the ingest's finalize threads) and answers a
+sealed ``complete`` naming its SHA-256; the publisher verifies every answer's signature, and a
+``complete``'s hash against its own. No manifest, no database, no index, no resume: a floor, not an
+ingest.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ def run_sub_floor(args: argparse.Namespace) -> int:
     to_hash: queue.SimpleQueue[tuple[str, int, bytes, bool] | None] = queue.SimpleQueue()
 
     completes: list[mqtt.MQTTMessageInfo] = []
+    counted = threading.Lock()
+    to_store: queue.SimpleQueue[tuple[str, int, str, str] | None] = queue.SimpleQueue()
+    s3 = json.loads(os.environ["BENCH_FLOOR_S3"]) if os.environ.get("BENCH_FLOOR_S3") else None
 
     def answer(publisher: str, body: dict[str, Any]) -> mqtt.MQTTMessageInfo:
         topic = f"{ACK_TOPIC}/{publisher}"
@@ -155,13 +160,37 @@ def run_sub_floor(args: argparse.Namespace) -> int:
                 fd = files.pop((publisher, segment))
                 os.fsync(fd)
                 os.close(fd)
-                done_body = {"segment": segment, "sha256": sha.hexdigest(), "state": "complete"}
-                completes.append(answer(publisher, done_body))
-                del running[(publisher, segment)]
-                state["completed"] += 1
-                if state["completed"] >= segments_expected:
-                    state["last"] = time.monotonic()
-                    done.set()
+                path = os.path.join(args.floor_dir, f"{publisher}-{segment}")
+                hexdigest = running.pop((publisher, segment)).hexdigest()
+                if s3 is None:
+                    complete(publisher, segment, hexdigest)
+                else:
+                    to_store.put((publisher, segment, path, hexdigest))
+
+    def complete(publisher: str, segment: int, hexdigest: str) -> None:
+        info = answer(publisher, {"segment": segment, "sha256": hexdigest, "state": "complete"})
+        with counted:
+            completes.append(info)
+            state["completed"] += 1
+            if state["completed"] >= segments_expected:
+                state["last"] = time.monotonic()
+                done.set()
+
+    def store() -> None:
+        """Put whole segments into the object store the way the boto3 baseline does, then answer."""
+        from boto3.s3.transfer import TransferConfig
+
+        from server.infra.storage import MIN_PART_SIZE, make_s3_client
+
+        assert s3 is not None
+        s3_client = make_s3_client(s3["url"], s3["access_key"], s3["secret_key"], s3["region"])
+        config = TransferConfig(
+            multipart_threshold=MIN_PART_SIZE, multipart_chunksize=MIN_PART_SIZE, use_threads=False
+        )
+        while (item := to_store.get()) is not None:
+            publisher, segment, path, hexdigest = item
+            s3_client.upload_file(path, s3["bucket"], f"floor/{publisher}/{segment:06d}", Config=config)
+            complete(publisher, segment, hexdigest)
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if not state["count"]:
@@ -184,10 +213,16 @@ def run_sub_floor(args: argparse.Namespace) -> int:
 
     def flush() -> None:
         to_hash.put(None)
+        for _ in storers:
+            to_store.put(None)
         for info in completes:  # a disconnect would drop answers paho has not sent yet
             info.wait_for_publish(5)
 
     threading.Thread(target=hash_and_complete, daemon=True).start()
+    # As many puts at once as the ingest's finalize threads (4): an S3 put is mostly waiting.
+    storers = [threading.Thread(target=store, daemon=True) for _ in range(4 if s3 else 0)]
+    for thread in storers:
+        thread.start()
     return _serve(args, client, on_message, state, done, flush)
 
 

@@ -454,6 +454,7 @@ class Bench:
             self.weed.wait_ready()
             self.pin_process(self.weed.proc.pid, "server")
             self.result["baseline_boto3"] = self.boto3_baseline(devices)
+            self.result["baseline_paho_floor"] = self.paho_baseline(floor=True)
         server, env = self.start_server(devices)
         self.result["ours"] = self.ours(devices, server)
         self.result["server"] = self.stop_server(server)
@@ -524,6 +525,20 @@ class Bench:
                 "BENCH_FLOOR_KEY": key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex(),
                 "BENCH_FLOOR_PUB": raw.hex(),
             }
+            if self.weed is not None:
+                # The floor's segments go to SeaweedFS too, the way the boto3 baseline puts them.
+                bucket = f"bench-floor-{uuid.uuid4().hex[:8]}"
+                self.weed.endpoint.client().create_bucket(Bucket=bucket)
+                endpoint = self.weed.endpoint
+                login_env["BENCH_FLOOR_S3"] = json.dumps(
+                    {
+                        "url": endpoint.url,
+                        "access_key": endpoint.access_key,
+                        "secret_key": endpoint.secret_key,
+                        "region": endpoint.region,
+                        "bucket": bucket,
+                    }
+                )
             floor_dir = self.work / "floor"
             floor_dir.mkdir(exist_ok=True)
             segment_args = ["--floor", "--segment-bytes", str(self.segment_bytes)]
@@ -814,6 +829,8 @@ class Bench:
             floor = self.result["baseline_paho_floor"]
             ratios["ours_vs_floor"] = round(ours["mb_s"] / floor["mb_s"], 3)
             ratios["floor_vs_paho"] = round(floor["mb_s"] / paho["mb_s"], 3)
+            if "baseline_boto3" in self.result:
+                ratios["floor_vs_boto3"] = round(floor["mb_s"] / self.result["baseline_boto3"]["mb_s"], 3)
         if "baseline_boto3" in self.result:
             ratios["ours_vs_boto3"] = round(ours["mb_s"] / self.result["baseline_boto3"]["mb_s"], 3)
         self.result["ratios"] = ratios
@@ -980,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = {
         "local_floor_vs_paho": results["local"]["ratios"]["floor_vs_paho"],
         "local_ours_vs_floor": results["local"]["ratios"]["ours_vs_floor"],
+        "s3_floor_vs_boto3": results["s3"]["ratios"]["floor_vs_boto3"],
+        "s3_ours_vs_floor": results["s3"]["ratios"]["ours_vs_floor"],
     }
     if opts.as_json:
         print(json.dumps({**results, "targets": targets, "floor": floor}, indent=2))

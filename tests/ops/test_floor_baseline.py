@@ -12,7 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from tests.fixtures.mqtt import MosquittoBroker
+from tests.fixtures.s3 import S3Endpoint
 
 pytestmark = pytest.mark.mosquitto
 
@@ -61,13 +64,18 @@ def _event(proc: subprocess.Popen[str]) -> dict[str, object]:
 
 
 def _floor_run(
-    broker: MosquittoBroker, tmp_path: Path, *, pinned_public: str | None = None
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    *,
+    pinned_public: str | None = None,
+    s3: dict[str, str] | None = None,
 ) -> tuple[dict[str, object], dict[str, object]]:
     private, public = _hex_keys()
+    sub_env = {"BENCH_FLOOR_KEY": private, **({"BENCH_FLOOR_S3": json.dumps(s3)} if s3 else {})}
     sub = _role(
         "sub",
         broker.port,
-        {"BENCH_FLOOR_KEY": private},
+        sub_env,
         "--count",
         str(PER_SEGMENT * SEGMENTS),
         "--floor-dir",
@@ -115,3 +123,26 @@ def test_floor_sender_refuses_answers_sealed_by_a_key_it_does_not_pin(
     # No chunk answer verifies, so the window never opens past its first chunks and nothing completes.
     bad = pub["bad_answers"]
     assert pub["ok"] is False and pub["completed"] == 0 and isinstance(bad, int) and bad >= 2
+
+
+def test_floor_on_s3_puts_every_segment_whole_into_the_bucket(
+    mosquitto_broker: MosquittoBroker, seaweedfs: S3Endpoint, s3_client: Any, tmp_path: Path
+) -> None:
+    bucket = f"floor-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3 = {
+        "url": seaweedfs.url,
+        "access_key": seaweedfs.access_key,
+        "secret_key": seaweedfs.secret_key,
+        "region": seaweedfs.region,
+        "bucket": bucket,
+    }
+    pub, _ = _floor_run(mosquitto_broker, tmp_path, s3=s3)
+    assert pub["ok"] is True and pub["completed"] == SEGMENTS
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="floor/")["Contents"]
+    assert len(listed) == SEGMENTS
+    for item in listed:
+        _, publisher, segment = item["Key"].split("/")  # floor/<publisher>/<segment, 6 digits>
+        stored = s3_client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        written = (tmp_path / f"{publisher}-{int(segment)}").read_bytes()
+        assert len(stored) == PER_SEGMENT * CHUNK and stored == written
