@@ -78,8 +78,9 @@ def _broker_only() -> int:
     bench = BrokerAccount(
         username="bench",
         password_hash=hash_broker_password(password),
-        write=("bench/#",),
-        read=("bench/#",),
+        # bench-ack/#: the floor baseline's signed answers to its publishers (bench/_mqtt_baseline.py).
+        write=("bench/#", "bench-ack/#"),
+        read=("bench/#", "bench-ack/#"),
         kind=AccountKind.SERVICE,
     )
     broker = EmbeddedBroker(host="127.0.0.1", port=0, accounts=StaticAccounts([bench]))

@@ -515,8 +515,10 @@ class Bench:
             sub_args.append("--shared")
         if sha256:
             sub_args.append("--sha256")
+        # The floor keeps the recorders' window: --max-active transfers of --window chunks each.
+        inflight = o.max_active * o.window if floor else 2 * o.window
         pub_args = ["pub", "--port", port, "--count", str(per_pub), "--chunk", str(self.chunk)]
-        pub_args += ["--inflight", str(2 * o.window)]
+        pub_args += ["--inflight", str(inflight)]
         if floor:
             key = Ed25519PrivateKey.generate()
             raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -545,8 +547,7 @@ class Bench:
             if o.floor_without_chunk_acks:
                 segment_args.append("--no-chunk-acks")
             sub_args += [*segment_args, "--floor-dir", str(floor_dir)]
-            # The recorders' window: --max-active transfers of --window chunks each.
-            pub_args = [*pub_args[:-1], str(o.max_active * o.window), *segment_args]
+            pub_args += segment_args
         sub = self.child("baseline-sub", _py("bench._mqtt_baseline", *sub_args), login_env, side="server")
         sub.expect("ready", 30)
         pubs = [
