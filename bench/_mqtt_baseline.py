@@ -355,6 +355,8 @@ def main() -> int:
         "--no-chunk-acks", action="store_true", help="--floor: a sealed complete per segment, no chunk acks"
     )
     args = parser.parse_args()
+    if args.floor and (args.segment_bytes % args.chunk or args.count * args.chunk % args.segment_bytes):
+        parser.error("--floor needs whole segments of whole chunks")
     if args.floor:
         return run_sub_floor(args) if args.role == "sub" else run_pub_floor(args)
     return run_sub(args) if args.role == "sub" else run_pub(args)
