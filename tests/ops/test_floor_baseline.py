@@ -2,8 +2,8 @@
 
 ``bench/ingest.py`` judges ours against a "floor": raw paho plus the least work of a zfjl upload
 (hash once per side, write and fsync, a sealed ack per chunk and a sealed ``complete`` per segment,
-each verified). A floor that skipped its verification, or answered before it wrote, would flatter
-itself and make ours look worse than it is, so these run its two roles against a real Mosquitto.
+each verified). A floor that skipped its verification or its writes would flatter itself and make
+ours look worse than it is, so these run its two roles against a real Mosquitto (and SeaweedFS).
 """
 
 from __future__ import annotations
