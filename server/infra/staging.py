@@ -325,12 +325,9 @@ class Staging:
         if handle.index_id != (info.st_ino, info.st_dev):
             handle.drop_index()  # replaced (a new generation) or first seen: open the one in place
             try:
-                fd = os.open(handle.index_name, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+                _, info = self._open_index(handle, create=False)
             except FileNotFoundError:
                 return ParsedIndex(b"", 0, (), RangeSet())
-            opened = os.fstat(fd)
-            handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
-            info = opened
         assert handle.index_fd is not None
         parsed = handle.parsed
         size = info.st_size
@@ -350,6 +347,15 @@ class Staging:
             )
         handle.parsed, handle.checked = parsed, True
         return parsed
+
+    @staticmethod
+    def _open_index(handle: TransferHandle, *, create: bool) -> tuple[int, os.stat_result]:
+        """Open the index in place for appending, held by the handle; its descriptor and ``fstat``."""
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        fd = os.open(handle.index_name, flags, 0o600)
+        opened = os.fstat(fd)
+        handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
+        return fd, opened
 
     def _entries(self, path: Path) -> list[IndexEntry]:
         return list(self._index(path).entries)
@@ -464,23 +470,22 @@ class Staging:
         """Append one entry to the index (caller holds the lock) and keep the parsed index in step,
         without reading it back; a new index starts with a fresh header. Gives the bytes written."""
         line = entry.line()
-        if handle.index_fd is None:
+        index_fd = handle.index_fd
+        if index_fd is None:
             # No index yet (or it was removed): we hold the lock, so nobody else creates it meanwhile.
-            fd = os.open(handle.index_name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            opened = os.fstat(fd)
-            handle.index_fd, handle.index_id = fd, (opened.st_ino, opened.st_dev)
+            index_fd, _ = self._open_index(handle, create=True)
         torn = False
         if index.consumed == 0:
             # A new index starts with a fresh header; one holding only a torn line (a crash) gets none,
             # as before: the line is read back from the file next time rather than trusted from memory.
-            if os.fstat(handle.index_fd).st_size == 0:
+            if os.fstat(index_fd).st_size == 0:
                 header = new_header()
                 line = header + line
                 index = ParsedIndex(header, 0, (), RangeSet())
             else:
                 torn = True
         # One write() per line: O_APPEND makes it land whole at the end, never interleaved.
-        os.write(handle.index_fd, line)
+        os.write(index_fd, line)
         if torn:
             handle.parsed, handle.checked = None, False
             return line

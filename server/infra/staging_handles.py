@@ -111,14 +111,11 @@ class TransferHandle:
 
     def drop_files(self) -> None:
         """Close the index and data files (replaced or removed): they are opened again when needed."""
-        for fd in (self.index_fd, self.data_fd):
-            if fd is not None:
-                os.close(fd)
-        self.index_fd = self.data_fd = None
-        self.index_id = None
+        self.drop_index()
+        if self.data_fd is not None:
+            os.close(self.data_fd)
+        self.data_fd = None
         self.data_ino = None
-        self.parsed = None
-        self.checked = False
 
     def drop_all(self) -> None:
         """Close every descriptor (the folder was moved away, or the handle is evicted)."""
@@ -129,8 +126,9 @@ class TransferHandle:
         self.lock_id = None
         self.manifest = None
 
-    def forget(self) -> None:
-        """In a forked child: close the inherited descriptors without unlocking anything."""
+    def close(self) -> None:
+        """Close every descriptor and retire the handle. Never unlocks: in a forked child the inherited
+        descriptors share the parent's lock, and ``LOCK_UN`` would release it."""
         self.drop_all()
         self.closed = True
 
@@ -164,8 +162,7 @@ class HandleTable:
 
     def remove(self, handle: TransferHandle) -> None:
         """Close a handle its owner is done with (caller holds its mutex)."""
-        handle.drop_all()
-        handle.closed = True
+        handle.close()
         with self._lock:
             if self._handles.get(handle.path) is handle:
                 del self._handles[handle.path]
@@ -184,8 +181,7 @@ class HandleTable:
             if not handle.mutex.acquire(blocking=False):
                 continue  # in use now: not idle, whatever its time says
             try:
-                handle.drop_all()
-                handle.closed = True
+                handle.close()
                 del self._handles[path]
                 surplus -= 1
             finally:
@@ -194,7 +190,7 @@ class HandleTable:
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()
         for handle in self._handles.values():
-            handle.forget()
+            handle.close()
         self._handles = OrderedDict()
 
 
