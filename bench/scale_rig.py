@@ -373,9 +373,18 @@ class NatsCluster:
         self.binary = binary
         self.authorization = authorization
         self.names = [f"n{i}" for i in range(nodes)]
-        self.client_ports = [free_port() for _ in self.names]
-        self.route_ports = [free_port() for _ in self.names]
-        self.mqtt_ports = [free_port() for _ in self.names]
+        # Each port stays held (bound with SO_REUSEADDR, not listening) for the cluster's life, as
+        # tests/fixtures/mqtt.py's hold_port does for Mosquitto: nats-server (Go sets SO_REUSEADDR on its
+        # listeners) can still listen on it, but neither another process's bind(0) nor the local end of
+        # an outgoing connection can take it between our choosing it and a node binding it, or while a
+        # killed node is down. A port freed and then taken that way left a node unable to listen.
+        from tests.fixtures.mqtt import hold_port
+
+        self._held = [hold_port() for _ in range(3 * nodes)]
+        ports = [int(sock.getsockname()[1]) for sock in self._held]
+        self.client_ports = ports[:nodes]
+        self.route_ports = ports[nodes : 2 * nodes]
+        self.mqtt_ports = ports[2 * nodes :]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
 
     def mqtt_url(self, index: int) -> str:
@@ -434,11 +443,28 @@ mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]}, stream_replicas: {min(3, len
         """Start every node; return once each MQTT listener answers and JetStream has a meta leader."""
         for index in range(len(self.names)):
             self.start_node(index)
-        wait_until(
-            lambda: all(port_open("127.0.0.1", p) for p in self.mqtt_ports), timeout_s, "NATS MQTT listeners"
-        )
-        if len(self.names) > 1:
-            wait_until(self.has_meta_leader, timeout_s, "a JetStream meta leader", poll_s=0.2)
+
+        def listening() -> bool:
+            exited = [i for i, proc in enumerate(self.procs) if proc is not None and proc.poll() is not None]
+            if exited:
+                raise RuntimeError(f"nats-server node(s) {exited} exited while starting:\n{self.log_tails()}")
+            return all(port_open("127.0.0.1", p) for p in self.mqtt_ports)
+
+        try:
+            wait_until(listening, timeout_s, "NATS MQTT listeners")
+            if len(self.names) > 1:
+                wait_until(self.has_meta_leader, timeout_s, "a JetStream meta leader", poll_s=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tails()}") from None
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of each node's log (what a failed start needs)."""
+        tails = []
+        for name in self.names:
+            path = self.workdir / f"{name}.log"
+            text = path.read_text(errors="replace") if path.exists() else "(no log)"
+            tails.append(f"--- {name}:\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(tails)
 
     def has_meta_leader(self) -> bool:
         """Whether a node's log names a JetStream cluster meta leader."""
@@ -465,6 +491,8 @@ mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]}, stream_replicas: {min(3, len
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        for sock in self._held:
+            sock.close()
 
 
 # --------------------------------------------------------------------------- the verdict

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.mqtt import free_port
+from tests.fixtures.mqtt import hold_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -38,8 +39,16 @@ class ServerProcess:
 
     data_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
-    http_port: int = field(default_factory=free_port)
+    http_port: int = 0  # 0: a port held for this object's life (see __post_init__)
     proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.http_port:
+            # Held, not merely found free (see hold_port; waitress listens with SO_REUSEADDR): nothing
+            # else can take the port while the server starts or while a test has killed it.
+            held = hold_port()
+            weakref.finalize(self, held.close)
+            self.http_port = int(held.getsockname()[1])
 
     @property
     def env(self) -> dict[str, str]:

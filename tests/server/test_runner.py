@@ -54,7 +54,7 @@ from server.infra.staging import Staging
 from server.ingest.service import IngestService
 from server.ingest.worker import IngestWorker
 from tests.conftest import SegmentFactory
-from tests.fixtures.mqtt import MosquittoBroker, TestEmbeddedBroker, free_port
+from tests.fixtures.mqtt import MosquittoBroker, TestEmbeddedBroker, hold_port
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 1_300_000
@@ -299,7 +299,8 @@ def _login_accepted(host: str, port: int, login: tuple[str, str] | None) -> bool
 def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
     """``zfjl-server run`` on embedded defaults: /healthz is 200, the broker refuses anonymous clients and
     takes the service login kept 0600 in the data folder, SIGTERM exits 0."""
-    http_port = free_port()
+    held = hold_port()  # held until the end: nothing else can take it while the server starts
+    http_port = int(held.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZFJL_")}
     env.update(ZFJL_DATA_DIR=str(tmp_path / "var"), ZFJL_HTTP_PORT=str(http_port), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -343,6 +344,7 @@ def test_zfjl_server_run_smoke(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         reader.join(5)
+        held.close()
     assert "server stopped" in "".join(lines)
 
 
