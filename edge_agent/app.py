@@ -481,6 +481,9 @@ class AgentApp:
     def health(self) -> DeviceHealth:
         """The current health report."""
         assert self.outbox is not None
+        # Read before the backlog: a recorder that has stopped writing has already journalled its last
+        # segment, so a report saying "not recording" always counts that segment.
+        recording = self.recorder is not None and self.recorder.writing
         stats = self.outbox.stats()
         try:
             free: int | None = shutil.disk_usage(self.config.segment_dir).free
@@ -512,7 +515,7 @@ class AgentApp:
             backlog_segments=stats.segments_pending,
             oldest_pending_age_s=stats.oldest_pending_age_s,
             free_bytes=free,
-            recording=self.recorder is not None and self.recorder.running,
+            recording=recording,
             extra=extra,
         )
 

@@ -80,6 +80,10 @@ class Recorder:
         self._roll_boundaries: list[int] = []
         self._roll_lock = threading.Lock()
         self._pause_requested = threading.Event()
+        # Set by the recorder thread once a pause has taken effect: the segment open when it was asked
+        # for is closed and journalled (on_segment_closed has returned). A pause is only asked for by
+        # pause_writing; this says when nothing is being written any more.
+        self._pause_effective = threading.Event()
         self.video_encoder = video_encoder
         self.bitrate = bitrate
         # Encoded size (the frames are scaled to it); None: the camera's own size.
@@ -127,6 +131,16 @@ class Recorder:
     def paused(self) -> bool:
         """Whether writing is paused (frames are read and dropped, no segment is open)."""
         return self._pause_requested.is_set()
+
+    @property
+    def writing(self) -> bool:
+        """Whether frames are going into segments: the thread runs and no pause has taken effect.
+
+        After :meth:`pause_writing` this stays true until the thread has closed and handed over the
+        segment that was open, so a health report that says "not recording" (JL-16, a declared
+        interruption) is never sent before the last segment before the pause is in the backlog.
+        """
+        return self.running and not self._pause_effective.is_set()
 
     def request_roll(self, at_mono_ns: int | None = None) -> None:
         """Start a new segment at the next frame, or at the first frame captured at or after ``at_mono_ns``.
@@ -187,7 +201,9 @@ class Recorder:
                 self._collect_audio()
                 if self._pause_requested.is_set():
                     self._drop_while_paused()
+                    self._pause_effective.set()
                     continue
+                self._pause_effective.clear()
                 if frame is None:
                     self._note_missing_video()
                     # No frame to align with: audio keeps flowing into the open segment.

@@ -51,20 +51,23 @@ def _session_command(config: Path, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _db_state(engine: Any) -> tuple[int | None, int | None, int | None]:
-    """(newest stored sequence, newest reported chain head, backlog of the newest health sample)."""
+def _db_state(engine: Any) -> tuple[int | None, int | None, int | None, bool | None]:
+    """(newest stored sequence, newest reported chain head, and the backlog and recording flag of the
+    newest health sample)."""
     with Session(engine) as session:
         stored = session.scalar(select(func.max(Recording.sequence)).where(Recording.device_id == DEVICE))
         head = session.scalar(
             select(func.max(DeviceChainHead.sequence)).where(DeviceChainHead.device_id == DEVICE)
         )
-        backlog = session.scalar(
-            select(DeviceHealthSample.backlog_segments)
+        sample = session.execute(
+            select(DeviceHealthSample.backlog_segments, DeviceHealthSample.recording)
             .where(DeviceHealthSample.device_id == DEVICE)
             .order_by(DeviceHealthSample.received_at.desc(), DeviceHealthSample.id.desc())
             .limit(1)
-        )
-    return stored, head, backlog
+        ).first()
+    if sample is None:
+        return stored, head, None, None
+    return stored, head, sample[0], sample[1]
 
 
 def test_jl19_deleting_the_newest_segment_is_exposed_by_the_real_recorders_signed_chain_head(
@@ -81,11 +84,13 @@ def test_jl19_deleting_the_newest_segment_is_exposed_by_the_real_recorders_signe
         _session_command(config, "interrupt", "--reason", "obstruction")
 
         def settled() -> bool:
-            stored, head, backlog = _db_state(engine)
-            return stored is not None and head == stored and backlog == 0
+            # The recorder reports "not recording" only once the segment the interruption closed is in
+            # its backlog: no segment can follow the one deleted below, which stays the newest.
+            stored, head, backlog, recording = _db_state(engine)
+            return stored is not None and head == stored and backlog == 0 and recording is False
 
         assert wait_for(settled, 90), (_db_state(engine), server.log_tail())
-        stored, head, _ = _db_state(engine)
+        stored, head, _, _ = _db_state(engine)
         token = server.token()
         evaluated = server.request("POST", "/api/v1/fleet/alerts/evaluate", token=token)
         assert evaluated is not None

@@ -164,6 +164,7 @@ def test_jl16_officer_declared_interruption_and_jl15_bookmark(
     assert app.session is not None and app.recorder is not None
     app.session.begin(officer_id="officer-9")
     time.sleep(1)
+    assert app.health().recording
     reply = send_control_command(
         config.data_dir, {"action": "bookmark", "type": "persons", "note": "2 present"}
     )
@@ -174,9 +175,15 @@ def test_jl16_officer_declared_interruption_and_jl15_bookmark(
         config.data_dir, {"action": "interrupt", "reason": "bad_weather", "note": "heavy rain"}
     )
     assert reply["ok"], reply
-    assert wait_until(lambda: app.recorder is not None and app.recorder.current_path is None, 3)
+    # The fleet sees the recorder stop writing, and the report that says so already counts the segment
+    # the pause closed (offline: it stays in the backlog), with it as the signed chain head.
+    assert wait_until(lambda: not app.health().recording, 3)
+    paused = app.health()
+    assert paused.backlog_segments == 1 and paused.chain_head is not None, paused
+    assert app.recorder.current_path is None
     assert send_control_command(config.data_dir, {"action": "resume"})["ok"]
     assert wait_until(lambda: app.recorder is not None and app.recorder.current_path is not None, 3)
+    assert app.health().recording
     assert send_control_command(config.data_dir, {"action": "end"})["ok"]
     events = _events(app)
     bookmark = next(e for e in events if e.kind is SessionEventKind.BOOKMARK)
