@@ -237,14 +237,21 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
     server: ServerProcess | None = None
     fleet: RecorderFleet | None = None
 
+    started = time.monotonic()
+    phases: dict[str, float] = {}  # seconds from the start at which each phase ended
+
     def report() -> str:
-        """What a failure needs: each recorder's broker and backlog, and the server's last lines."""
+        """What a failure needs: the phases passed, each recorder's broker and backlog, the server's log."""
         recorders_now = fleet.per_recorder() if fleet is not None else {}
         tail = server.log_tail() if server is not None else ""
-        return f"fleet: {fleet.stats() if fleet else {}}\nrecorders: {recorders_now}\nserver log:\n{tail}"
+        return (
+            f"phases ended at (s): {phases}\nfleet: {fleet.stats() if fleet else {}}\n"
+            f"recorders: {recorders_now}\nserver log:\n{tail}"
+        )
 
     try:
         cluster.start()
+        phases["cluster"] = time.monotonic() - started
         for index in range(3):
             assert _anonymous_mqtt_refused(cluster.mqtt_url(index)), f"node {index} took an anonymous client"
         ingest_mqtt = cluster.mqtt_url(0).replace("mqtt://", f"mqtt://ingest-mqtt:{NATS_INGEST_PASSWORD}@", 1)
@@ -257,6 +264,7 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
         register_recorders(database_url, recorders)
         server = ServerProcess(tmp_path, env, roles="ingest", ingest_processes=1 if ingest == "mqtt" else 2)
         server.wait_ready()
+        phases["server"] = time.monotonic() - started
         urls = [cluster.mqtt_url(1), cluster.mqtt_url(2), cluster.mqtt_url(0)]
         # Recorders on node 1 list [1, 2, 0], those on node 2 list [2, 0, 1].
         fleet = RecorderFleet(
@@ -269,7 +277,11 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
         )
         fleet.connect()
         fleet.start()
-        wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
+        try:
+            wait_until(lambda: stored_summary(database_url) >= 1, 60, "a first segment stored")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{report()}") from None
+        phases["first segment"] = time.monotonic() - started
         cluster.kill_node(2)
         killed_at = time.monotonic()
         stored_at_kill = stored_summary(database_url)
@@ -288,7 +300,9 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
             )
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{report()}") from None
+        phases["failed over"] = time.monotonic() - started
         assert fleet.drain(240), f"recorders did not drain\n{report()}"
+        phases["drained"] = time.monotonic() - started
         stats = fleet.stats()
         assert stats["segments_failed"] == 0 and stats["pending"] == 0, report()
         assert stats["segments_completed"] == TOTAL, report()
@@ -305,6 +319,8 @@ def test_jl17_nats_cluster_node_killed_recorders_fail_over_and_finish(tmp_path: 
             stats,
             "node 2's recorders now on:",
             moved,
+            "phases ended at (s):",
+            {name: round(at, 1) for name, at in phases.items()},
         )
     finally:
         exit_code = _stop_all(fleet, server, cluster)
