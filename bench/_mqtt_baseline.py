@@ -42,6 +42,13 @@ from protocol import downlink
 ACK_TOPIC = "bench-ack"
 
 
+def floor_s3_setting(endpoint: Any, bucket: str) -> str:
+    """``BENCH_FLOOR_S3`` for the floor's subscriber: an S3 endpoint (``url``, keys, ``region``, as
+    ``tests.fixtures.s3.S3Endpoint``) and a bucket that exists."""
+    fields = ("url", "access_key", "secret_key", "region")
+    return json.dumps({**{name: getattr(endpoint, name) for name in fields}, "bucket": bucket})
+
+
 def _client(name: str) -> mqtt.Client:
     """A clean-session MQTT 3.1.1 client like the ingest worker's (logged in from the environment)."""
     client = mqtt.Client(

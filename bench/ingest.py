@@ -543,16 +543,9 @@ class Bench:
                 # The floor's segments go to SeaweedFS too, the way the boto3 baseline puts them.
                 bucket = f"bench-floor-{uuid.uuid4().hex[:8]}"
                 self.weed.endpoint.client().create_bucket(Bucket=bucket)
-                endpoint = self.weed.endpoint
-                login_env["BENCH_FLOOR_S3"] = json.dumps(
-                    {
-                        "url": endpoint.url,
-                        "access_key": endpoint.access_key,
-                        "secret_key": endpoint.secret_key,
-                        "region": endpoint.region,
-                        "bucket": bucket,
-                    }
-                )
+                from bench._mqtt_baseline import floor_s3_setting
+
+                login_env["BENCH_FLOOR_S3"] = floor_s3_setting(self.weed.endpoint, bucket)
             floor_dir = self.work / "floor"
             floor_dir.mkdir(exist_ok=True)
             segment_args = ["--floor", "--segment-bytes", str(self.segment_bytes)]

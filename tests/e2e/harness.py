@@ -9,12 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.mqtt import hold_port
+from tests.fixtures.mqtt import port_held_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,11 +43,9 @@ class ServerProcess:
 
     def __post_init__(self) -> None:
         if not self.http_port:
-            # Held, not merely found free (see hold_port; waitress listens with SO_REUSEADDR): nothing
-            # else can take the port while the server starts or while a test has killed it.
-            held = hold_port()
-            weakref.finalize(self, held.close)
-            self.http_port = int(held.getsockname()[1])
+            # Held, not merely found free (waitress listens with SO_REUSEADDR): nothing else can take
+            # the port while the server starts or while a test has killed it.
+            self.http_port = port_held_for(self)
 
     @property
     def env(self) -> dict[str, str]:

@@ -6,13 +6,12 @@ import random
 import shutil
 import subprocess
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mqtt import hold_port, wait_for_port
+from tests.fixtures.mqtt import port_held_for, wait_for_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -51,9 +50,7 @@ class RedisServer:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        held = hold_port()  # for this object's life: redis listens with SO_REUSEADDR, see hold_port
-        weakref.finalize(self, held.close)
-        self.port = int(held.getsockname()[1])
+        self.port = port_held_for(self)  # redis listens with SO_REUSEADDR, so it can bind the held port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

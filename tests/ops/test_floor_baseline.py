@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from bench._mqtt_baseline import floor_s3_setting
 from tests.fixtures.mqtt import MosquittoBroker
 from tests.fixtures.s3 import S3Endpoint
 
@@ -68,10 +69,10 @@ def _floor_run(
     tmp_path: Path,
     *,
     pinned_public: str | None = None,
-    s3: dict[str, str] | None = None,
+    s3: str = "",
 ) -> tuple[dict[str, object], dict[str, object]]:
     private, public = _hex_keys()
-    sub_env = {"BENCH_FLOOR_KEY": private, **({"BENCH_FLOOR_S3": json.dumps(s3)} if s3 else {})}
+    sub_env = {"BENCH_FLOOR_KEY": private, **({"BENCH_FLOOR_S3": s3} if s3 else {})}
     sub = _role(
         "sub",
         broker.port,
@@ -130,14 +131,7 @@ def test_floor_on_s3_puts_every_segment_whole_into_the_bucket(
 ) -> None:
     bucket = f"floor-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=bucket)
-    s3 = {
-        "url": seaweedfs.url,
-        "access_key": seaweedfs.access_key,
-        "secret_key": seaweedfs.secret_key,
-        "region": seaweedfs.region,
-        "bucket": bucket,
-    }
-    pub, _ = _floor_run(mosquitto_broker, tmp_path, s3=s3)
+    pub, _ = _floor_run(mosquitto_broker, tmp_path, s3=floor_s3_setting(seaweedfs, bucket))
     assert pub["ok"] is True and pub["completed"] == SEGMENTS
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="floor/")["Contents"]
     assert len(listed) == SEGMENTS
